@@ -1,0 +1,406 @@
+//! Network configuration: which cell, how big, how many layers and directions.
+//!
+//! A [`Config`] is always valid: it can only be made by [`ConfigBuilder::build`],
+//! which checks every field. Everything else in the crate (parameter layout,
+//! buffer sizes, engines) derives from it.
+
+use crate::error::{Error, Result};
+
+/// The recurrent cell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CellKind {
+    /// Elman RNN: `h = act(W x + Wb + R h + Rb)`, one gate.
+    Rnn,
+    /// LSTM, gates in the order i, f, g (c~), o.
+    Lstm,
+    /// GRU, gates in the order r, z, n.
+    Gru,
+}
+
+impl CellKind {
+    /// Number of gates G: the weight matrices have `G * hidden_size` rows.
+    pub fn gates(self) -> usize {
+        match self {
+            CellKind::Rnn => 1,
+            CellKind::Lstm => 4,
+            CellKind::Gru => 3,
+        }
+    }
+}
+
+/// The non-linearity of a vanilla RNN. LSTM and GRU have fixed activations.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Activation {
+    #[default]
+    Tanh,
+    Relu,
+}
+
+/// Where the GRU applies its reset gate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum GruVariant {
+    /// ONNX default (`linear_before_reset = 0`):
+    /// `n = tanh(Wn x + Wbn + Rn (r ⊙ h) + Rbn)`.
+    #[default]
+    ResetBeforeMatmul,
+    /// cuDNN / PyTorch (`linear_before_reset = 1`):
+    /// `n = tanh(Wn x + Wbn + r ⊙ (Rn h + Rbn))`.
+    LinearBeforeReset,
+}
+
+/// Direction(s) in which each layer reads the sequence.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// One direction, first step to last.
+    #[default]
+    Forward,
+    /// One direction, last step to first (ONNX `direction = "reverse"`).
+    Reverse,
+    /// Two directions; the output is `[forward, backward]` concatenated on the
+    /// feature axis (width `2 * H_out`).
+    BidirectionalConcat,
+    /// Two directions; the output is their element-wise sum (width `H_out`).
+    BidirectionalSum,
+}
+
+impl Direction {
+    /// Number of directions D (1 or 2).
+    pub fn count(self) -> usize {
+        match self {
+            Direction::Forward | Direction::Reverse => 1,
+            Direction::BidirectionalConcat | Direction::BidirectionalSum => 2,
+        }
+    }
+
+    /// Whether direction index `dir` (0 or 1) reads the sequence backwards.
+    pub fn is_reversed(self, dir: usize) -> bool {
+        match self {
+            Direction::Forward => false,
+            Direction::Reverse => true,
+            Direction::BidirectionalConcat | Direction::BidirectionalSum => dir == 1,
+        }
+    }
+}
+
+/// Memory order of the sequence tensors `x`, `y` (and `dx`, `dy`).
+/// States (`h0`, `hN`, ...) are always `[L * D, N, H]`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Layout {
+    /// `[T, N, features]`.
+    #[default]
+    TimeMajor,
+    /// `[N, T, features]`.
+    BatchFirst,
+}
+
+/// One of the parameter tensors of a layer and direction.
+///
+/// Inside the flat parameter vector each (layer, direction) stores, in this
+/// order: `W [G*H, I_l]`, `R [G*H, H_out]`, `Wb [G*H]`, `Rb [G*H]`, then
+/// `Peephole [3*H]` (p_i, p_f, p_o) if peepholes are on, then
+/// `Projection [H_out, H]` if `proj_size > 0`. All matrices are row-major.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ParamKind {
+    W,
+    R,
+    Wb,
+    Rb,
+    Peephole,
+    Projection,
+}
+
+/// A validated network configuration. Build one with [`Config::builder`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    cell: CellKind,
+    activation: Activation,
+    input_size: usize,
+    hidden_size: usize,
+    proj_size: usize,
+    num_layers: usize,
+    direction: Direction,
+    gru_variant: GruVariant,
+    cell_clip: Option<f32>,
+    peepholes: bool,
+    layout: Layout,
+}
+
+/// Builder for [`Config`]; every setter is optional except the three
+/// arguments of [`Config::builder`].
+#[derive(Clone, Debug)]
+pub struct ConfigBuilder {
+    config: Config,
+}
+
+impl Config {
+    /// Starts a configuration for `cell` with the given input and hidden sizes;
+    /// the rest defaults to one forward layer, tanh, no projection, no
+    /// peepholes, no clip, time-major, ONNX GRU variant.
+    pub fn builder(cell: CellKind, input_size: usize, hidden_size: usize) -> ConfigBuilder {
+        ConfigBuilder {
+            config: Config {
+                cell,
+                activation: Activation::Tanh,
+                input_size,
+                hidden_size,
+                proj_size: 0,
+                num_layers: 1,
+                direction: Direction::Forward,
+                gru_variant: GruVariant::ResetBeforeMatmul,
+                cell_clip: None,
+                peepholes: false,
+                layout: Layout::TimeMajor,
+            },
+        }
+    }
+
+    pub fn cell(&self) -> CellKind {
+        self.cell
+    }
+    pub fn activation(&self) -> Activation {
+        self.activation
+    }
+    pub fn input_size(&self) -> usize {
+        self.input_size
+    }
+    /// H: the size of the cell state and of each gate.
+    pub fn hidden_size(&self) -> usize {
+        self.hidden_size
+    }
+    /// 0 when there is no projection.
+    pub fn proj_size(&self) -> usize {
+        self.proj_size
+    }
+    pub fn num_layers(&self) -> usize {
+        self.num_layers
+    }
+    pub fn direction(&self) -> Direction {
+        self.direction
+    }
+    pub fn gru_variant(&self) -> GruVariant {
+        self.gru_variant
+    }
+    pub fn cell_clip(&self) -> Option<f32> {
+        self.cell_clip
+    }
+    pub fn peepholes(&self) -> bool {
+        self.peepholes
+    }
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// G: gates per cell.
+    pub fn gates(&self) -> usize {
+        self.cell.gates()
+    }
+    /// D: 1 or 2.
+    pub fn num_directions(&self) -> usize {
+        self.direction.count()
+    }
+    /// H_out: the size of h (the projection size when projecting, else H).
+    pub fn state_size(&self) -> usize {
+        if self.proj_size > 0 {
+            self.proj_size
+        } else {
+            self.hidden_size
+        }
+    }
+    /// Whether the model carries a cell state c (LSTM only).
+    pub fn has_cell_state(&self) -> bool {
+        self.cell == CellKind::Lstm
+    }
+    /// Feature width of each layer's output y: `2 * H_out` for concatenated
+    /// bidirectional layers, `H_out` otherwise.
+    pub fn output_size(&self) -> usize {
+        match self.direction {
+            Direction::BidirectionalConcat => 2 * self.state_size(),
+            _ => self.state_size(),
+        }
+    }
+    /// I_l: the input width of layer `layer` (the input size for layer 0, the
+    /// previous layer's output width after that).
+    pub fn layer_input_size(&self, layer: usize) -> usize {
+        if layer == 0 {
+            self.input_size
+        } else {
+            self.output_size()
+        }
+    }
+
+    /// Shape (rows, cols) of one parameter tensor of `layer`, or `None` if this
+    /// configuration does not have it. A vector has `cols == 1`.
+    pub fn param_shape(&self, layer: usize, kind: ParamKind) -> Option<(usize, usize)> {
+        let gh = self.gates() * self.hidden_size;
+        match kind {
+            ParamKind::W => Some((gh, self.layer_input_size(layer))),
+            ParamKind::R => Some((gh, self.state_size())),
+            ParamKind::Wb | ParamKind::Rb => Some((gh, 1)),
+            ParamKind::Peephole => self.peepholes.then_some((3 * self.hidden_size, 1)),
+            ParamKind::Projection => {
+                (self.proj_size > 0).then_some((self.proj_size, self.hidden_size))
+            }
+        }
+    }
+
+    /// Parameters of one (layer, direction) block.
+    fn block_len(&self, layer: usize) -> usize {
+        const KINDS: [ParamKind; 6] = [
+            ParamKind::W,
+            ParamKind::R,
+            ParamKind::Wb,
+            ParamKind::Rb,
+            ParamKind::Peephole,
+            ParamKind::Projection,
+        ];
+        KINDS
+            .iter()
+            .filter_map(|&k| self.param_shape(layer, k))
+            .map(|(r, c)| r * c)
+            .sum()
+    }
+
+    /// Total number of f32 parameters.
+    pub fn num_params(&self) -> usize {
+        (0..self.num_layers)
+            .map(|l| self.block_len(l) * self.num_directions())
+            .sum()
+    }
+
+    /// Range of the (layer, dir) block inside the flat parameter vector.
+    pub fn block_range(&self, layer: usize, dir: usize) -> std::ops::Range<usize> {
+        assert!(layer < self.num_layers && dir < self.num_directions());
+        let before: usize = (0..layer)
+            .map(|l| self.block_len(l) * self.num_directions())
+            .sum();
+        let start = before + dir * self.block_len(layer);
+        start..start + self.block_len(layer)
+    }
+
+    /// Range of one tensor inside the flat parameter vector, or an error if the
+    /// layer, direction or kind does not exist in this configuration.
+    pub fn param_range(
+        &self,
+        layer: usize,
+        dir: usize,
+        kind: ParamKind,
+    ) -> Result<std::ops::Range<usize>> {
+        if layer >= self.num_layers || dir >= self.num_directions() {
+            return Err(Error::InvalidArgument(format!(
+                "layer {layer}, direction {dir} does not exist ({} layers, {} directions)",
+                self.num_layers,
+                self.num_directions()
+            )));
+        }
+        if self.param_shape(layer, kind).is_none() {
+            return Err(Error::InvalidArgument(format!(
+                "this configuration has no {kind:?} parameters"
+            )));
+        }
+        let mut offset = self.block_range(layer, dir).start;
+        for k in [
+            ParamKind::W,
+            ParamKind::R,
+            ParamKind::Wb,
+            ParamKind::Rb,
+            ParamKind::Peephole,
+            ParamKind::Projection,
+        ] {
+            if let Some((r, c)) = self.param_shape(layer, k) {
+                if k == kind {
+                    return Ok(offset..offset + r * c);
+                }
+                offset += r * c;
+            }
+        }
+        unreachable!("kind {kind:?} has a shape, so the loop returned")
+    }
+}
+
+impl ConfigBuilder {
+    /// Non-linearity of a vanilla RNN (LSTM and GRU accept only the default).
+    pub fn activation(mut self, activation: Activation) -> Self {
+        self.config.activation = activation;
+        self
+    }
+    /// LSTM projection size P (h becomes `P_r (o ⊙ tanh c)`, of size P); 0 = none.
+    pub fn proj_size(mut self, proj_size: usize) -> Self {
+        self.config.proj_size = proj_size;
+        self
+    }
+    pub fn num_layers(mut self, num_layers: usize) -> Self {
+        self.config.num_layers = num_layers;
+        self
+    }
+    pub fn direction(mut self, direction: Direction) -> Self {
+        self.config.direction = direction;
+        self
+    }
+    pub fn gru_variant(mut self, variant: GruVariant) -> Self {
+        self.config.gru_variant = variant;
+        self
+    }
+    /// LSTM cell clip: after each update, c is clamped to `[-clip, clip]`.
+    pub fn cell_clip(mut self, clip: Option<f32>) -> Self {
+        self.config.cell_clip = clip;
+        self
+    }
+    /// LSTM peephole connections (p_i, p_f on c_{t-1}, p_o on c_t).
+    pub fn peepholes(mut self, on: bool) -> Self {
+        self.config.peepholes = on;
+        self
+    }
+    pub fn layout(mut self, layout: Layout) -> Self {
+        self.config.layout = layout;
+        self
+    }
+
+    /// Checks every field and returns the configuration.
+    pub fn build(self) -> Result<Config> {
+        let c = self.config;
+        let bad = |msg: String| Err(Error::InvalidConfig(msg));
+        if c.input_size == 0 {
+            return bad("input_size must be at least 1".into());
+        }
+        if c.hidden_size == 0 {
+            return bad("hidden_size must be at least 1".into());
+        }
+        if c.num_layers == 0 {
+            return bad("num_layers must be at least 1".into());
+        }
+        let lstm_only = c.cell != CellKind::Lstm;
+        if c.proj_size > 0 && lstm_only {
+            return bad(format!("proj_size applies only to LSTM, not {:?}", c.cell));
+        }
+        if c.peepholes && lstm_only {
+            return bad(format!("peepholes apply only to LSTM, not {:?}", c.cell));
+        }
+        if let Some(clip) = c.cell_clip {
+            if lstm_only {
+                return bad(format!("cell_clip applies only to LSTM, not {:?}", c.cell));
+            }
+            if !(clip.is_finite() && clip > 0.0) {
+                return bad(format!("cell_clip must be finite and positive, got {clip}"));
+            }
+        }
+        if c.activation != Activation::Tanh && c.cell != CellKind::Rnn {
+            return bad(format!(
+                "activation {:?} applies only to RNN; {:?} has fixed activations",
+                c.activation, c.cell
+            ));
+        }
+        if c.gru_variant != GruVariant::ResetBeforeMatmul && c.cell != CellKind::Gru {
+            return bad(format!("gru_variant applies only to GRU, not {:?}", c.cell));
+        }
+        // Every buffer size must be representable; checking the parameter count
+        // with overflow detection bounds the sizes the rest of the crate computes.
+        let gh = (c.gates() as u128) * (c.hidden_size as u128);
+        let widest = (c.input_size.max(2 * c.state_size()) as u128) + c.state_size() as u128 + 4;
+        let total = gh * widest * (c.num_layers as u128) * 2
+            + (c.proj_size as u128) * (c.hidden_size as u128) * (c.num_layers as u128) * 2;
+        if total > isize::MAX as u128 / 8 {
+            return bad("the parameter count overflows the address space".into());
+        }
+        Ok(c)
+    }
+}

@@ -1,0 +1,68 @@
+//! The one error type of the Rust API. Every fallible call returns it; nothing in
+//! the public API panics on bad input.
+
+use std::fmt;
+
+/// What went wrong, in a form a caller can match on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// The configuration is not a valid network (zero sizes, an option the cell
+    /// type does not have, a non-finite clip, ...).
+    InvalidConfig(String),
+    /// A buffer does not have the number of elements its shape requires.
+    ShapeMismatch {
+        /// Which buffer, e.g. `"x"` or `"h0"`.
+        what: &'static str,
+        /// Elements the configuration and shape require.
+        expected: usize,
+        /// Elements the caller passed.
+        actual: usize,
+    },
+    /// An argument is out of range or inconsistent with the others (a sequence
+    /// length longer than the sequence, a trace from another model, sizes whose
+    /// product overflows `usize`, ...).
+    InvalidArgument(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::InvalidConfig(msg) => write!(f, "invalid configuration: {msg}"),
+            Error::ShapeMismatch {
+                what,
+                expected,
+                actual,
+            } => write!(
+                f,
+                "shape mismatch: `{what}` must hold {expected} elements, got {actual}"
+            ),
+            Error::InvalidArgument(msg) => write!(f, "invalid argument: {msg}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Shorthand used throughout the crate.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Checks that `actual == expected` for the buffer named `what`.
+pub(crate) fn check_len(what: &'static str, expected: usize, actual: usize) -> Result<()> {
+    if expected == actual {
+        Ok(())
+    } else {
+        Err(Error::ShapeMismatch {
+            what,
+            expected,
+            actual,
+        })
+    }
+}
+
+/// Multiplies sizes, reporting overflow as an error instead of wrapping.
+pub(crate) fn checked_product(what: &str, factors: &[usize]) -> Result<usize> {
+    factors
+        .iter()
+        .try_fold(1usize, |acc, &f| acc.checked_mul(f))
+        .ok_or_else(|| Error::InvalidArgument(format!("the size of `{what}` overflows usize")))
+}

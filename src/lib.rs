@@ -1,0 +1,17 @@
+#![doc = include_str!("../README.md")]
+#![warn(missing_debug_implementations)]
+
+pub mod config;
+pub mod error;
+pub mod ffi;
+pub mod io;
+pub mod model;
+pub mod reference;
+pub mod rng;
+
+pub use config::{
+    Activation, CellKind, Config, ConfigBuilder, Direction, GruVariant, Layout, ParamKind,
+};
+pub use error::{Error, Result};
+pub use io::{Gradients, Input, Output, OutputGrads, Shapes};
+pub use model::{Model, Trace};

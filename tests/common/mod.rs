@@ -1,0 +1,78 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use rnn::rng::SplitMix64;
+use rnn::{Activation, CellKind, Config, Direction, GruVariant, Layout};
+
+/// Every cell type and cell option, with a readable name.
+pub fn cell_variants(input: usize, hidden: usize) -> Vec<(&'static str, rnn::ConfigBuilder)> {
+    use CellKind::*;
+    vec![
+        ("rnn_tanh", Config::builder(Rnn, input, hidden)),
+        ("rnn_relu", Config::builder(Rnn, input, hidden).activation(Activation::Relu)),
+        ("lstm", Config::builder(Lstm, input, hidden)),
+        ("lstm_peephole", Config::builder(Lstm, input, hidden).peepholes(true)),
+        ("lstm_proj", Config::builder(Lstm, input, hidden).proj_size(2)),
+        ("lstm_clip", Config::builder(Lstm, input, hidden).cell_clip(Some(0.25))),
+        (
+            "lstm_all",
+            Config::builder(Lstm, input, hidden)
+                .peepholes(true)
+                .proj_size(2)
+                .cell_clip(Some(0.25)),
+        ),
+        ("gru_reset_before", Config::builder(Gru, input, hidden)),
+        (
+            "gru_linear_before_reset",
+            Config::builder(Gru, input, hidden).gru_variant(GruVariant::LinearBeforeReset),
+        ),
+    ]
+}
+
+pub const DIRECTIONS: [Direction; 4] = [
+    Direction::Forward,
+    Direction::Reverse,
+    Direction::BidirectionalConcat,
+    Direction::BidirectionalSum,
+];
+
+pub const LAYOUTS: [Layout; 2] = [Layout::TimeMajor, Layout::BatchFirst];
+
+pub fn widen(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| f64::from(x)).collect()
+}
+
+/// Largest absolute difference between two equally long slices.
+pub fn max_abs_diff<T: Copy + Into<f64>>(a: &[T], b: &[T]) -> f64 {
+    assert_eq!(a.len(), b.len(), "lengths differ");
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| (x.into() - y.into()).abs())
+        .fold(0.0, f64::max)
+}
+
+pub fn assert_close<T: Copy + Into<f64> + std::fmt::Debug>(what: &str, got: &[T], want: &[T], tol: f64) {
+    let diff = max_abs_diff(got, want);
+    assert!(
+        diff <= tol,
+        "{what}: max |difference| {diff:e} > {tol:e}\n got  {got:?}\n want {want:?}"
+    );
+}
+
+/// Random data for one call: x, per-item lengths, h0 and (LSTM) c0.
+pub struct Batch {
+    pub x: Vec<f32>,
+    pub seq_lens: Vec<usize>,
+    pub h0: Vec<f32>,
+    pub c0: Vec<f32>,
+}
+
+pub fn random_batch(rng: &mut SplitMix64, config: &Config, seq_len: usize, batch: usize) -> Batch {
+    let shapes = rnn::Shapes::new(config, seq_len, batch).unwrap();
+    Batch {
+        x: rng.uniform_vec(shapes.x, -1.0, 1.0),
+        seq_lens: (0..batch).map(|_| rng.below(seq_len + 1)).collect(),
+        h0: rng.uniform_vec(shapes.h, -1.0, 1.0),
+        c0: rng.uniform_vec(shapes.c, -1.0, 1.0),
+    }
+}
