@@ -69,7 +69,13 @@ impl Problem {
 
 /// Compares `analytic` with central differences of the loss with respect to
 /// each element of the buffer `select` picks out of the problem.
-fn check_buffer(name: &str, p: &mut Problem, analytic: &[f64], select: fn(&mut Problem) -> &mut Vec<f64>) {
+#[allow(clippy::needless_range_loop)]
+fn check_buffer(
+    name: &str,
+    p: &mut Problem,
+    analytic: &[f64],
+    select: fn(&mut Problem) -> &mut Vec<f64>,
+) {
     assert_eq!(select(p).len(), analytic.len(), "{name}: gradient length");
     for k in 0..analytic.len() {
         let orig = select(p)[k];
@@ -91,11 +97,21 @@ fn check_buffer(name: &str, p: &mut Problem, analytic: &[f64], select: fn(&mut P
 fn gradcheck(cell: &str, builder: rnn::ConfigBuilder, seed: u64) {
     for (i, direction) in DIRECTIONS.into_iter().enumerate() {
         let layout = LAYOUTS[i % 2];
-        let config = builder.clone().num_layers(2).direction(direction).layout(layout).build().unwrap();
+        let config = builder
+            .clone()
+            .num_layers(2)
+            .direction(direction)
+            .layout(layout)
+            .build()
+            .unwrap();
         let name = format!("{cell} {direction:?} {layout:?}");
         let mut p = Problem::new(config, seed + i as u64);
         let (out, trace) = forward_training(&p.config, &p.params, &p.input()).unwrap();
-        assert_eq!(out, forward(&p.config, &p.params, &p.input()).unwrap(), "{name}: training forward == inference forward");
+        assert_eq!(
+            out,
+            forward(&p.config, &p.params, &p.input()).unwrap(),
+            "{name}: training forward == inference forward"
+        );
         let mut grads = OutputGrads::new(&p.wy[..]).with_dh_n(&p.wh);
         if p.config.has_cell_state() {
             grads = grads.with_dc_n(&p.wc);
@@ -103,9 +119,14 @@ fn gradcheck(cell: &str, builder: rnn::ConfigBuilder, seed: u64) {
         let g = backward(&p.config, &p.params, &trace, &grads).unwrap();
         if let (Some(clip), Some(c_n)) = (p.config.cell_clip(), &out.c_n) {
             let clip = f64::from(clip);
-            assert!(c_n.iter().any(|c| (c.abs() - clip).abs() < 1e-12), "{name}: the clip is active somewhere");
+            assert!(
+                c_n.iter().any(|c| (c.abs() - clip).abs() < 1e-12),
+                "{name}: the clip is active somewhere"
+            );
         }
-        check_buffer(&format!("{name} dparams"), &mut p, &g.dparams, |p| &mut p.params);
+        check_buffer(&format!("{name} dparams"), &mut p, &g.dparams, |p| {
+            &mut p.params
+        });
         check_buffer(&format!("{name} dx"), &mut p, &g.dx, |p| &mut p.x);
         check_buffer(&format!("{name} dh0"), &mut p, &g.dh0, |p| &mut p.h0);
         if let Some(dc0) = &g.dc0 {
@@ -115,7 +136,11 @@ fn gradcheck(cell: &str, builder: rnn::ConfigBuilder, seed: u64) {
         let (h_len, n) = (p.config.state_size(), SEQ_LENS.len());
         for ld in 0..p.config.num_layers() * p.config.num_directions() {
             let slot = (ld * n + 1) * h_len..(ld * n + 2) * h_len;
-            assert_eq!(g.dh0[slot.clone()], p.wh[slot], "{name}: dh0 of an empty item");
+            assert_eq!(
+                g.dh0[slot.clone()],
+                p.wh[slot],
+                "{name}: dh0 of an empty item"
+            );
         }
     }
 }
@@ -144,5 +169,9 @@ gradcheck_tests! {
 
 #[test]
 fn every_cell_variant_has_a_gradcheck() {
-    assert_eq!(cell_variants(1, 1).len(), 9, "add a gradcheck test for the new variant");
+    assert_eq!(
+        cell_variants(1, 1).len(),
+        9,
+        "add a gradcheck test for the new variant"
+    );
 }

@@ -8,7 +8,15 @@ use rnn::{Activation, CellKind, Config, GruVariant, Input, Model, ParamKind};
 
 /// Runs one step with the given tensors through the API (f32) and the
 /// reference (f64) and checks `h` and `c` against the expected values.
-fn check_one_step(config: Config, tensors: &[(ParamKind, &[f32])], x: f32, h0: f32, c0: Option<f32>, want_h: f64, want_c: Option<f64>) {
+fn check_one_step(
+    config: Config,
+    tensors: &[(ParamKind, &[f32])],
+    x: f32,
+    h0: f32,
+    c0: Option<f32>,
+    want_h: f64,
+    want_c: Option<f64>,
+) {
     let mut model = Model::zeros(config.clone());
     for &(kind, values) in tensors {
         model.param_mut(0, 0, kind).unwrap().copy_from_slice(values);
@@ -20,7 +28,11 @@ fn check_one_step(config: Config, tensors: &[(ParamKind, &[f32])], x: f32, h0: f
     }
 
     let out = model.forward_inference(&input).unwrap();
-    assert!((f64::from(out.h_n[0]) - want_h).abs() < 1e-6, "h: {} vs {want_h}", out.h_n[0]);
+    assert!(
+        (f64::from(out.h_n[0]) - want_h).abs() < 1e-6,
+        "h: {} vs {want_h}",
+        out.h_n[0]
+    );
     assert_eq!(out.y, out.h_n, "with T = 1, y is the final state");
     if let Some(want_c) = want_c {
         let c = out.c_n.unwrap()[0];
@@ -35,7 +47,11 @@ fn check_one_step(config: Config, tensors: &[(ParamKind, &[f32])], x: f32, h0: f
     let out = rnn::reference::forward(&config, &widen(model.params()), &winput).unwrap();
     // The inputs were rounded to f32, so the reference matches to f32 rounding
     // of the literals, far tighter than the API tolerance.
-    assert!((out.h_n[0] - want_h).abs() < 1e-7, "reference h: {} vs {want_h}", out.h_n[0]);
+    assert!(
+        (out.h_n[0] - want_h).abs() < 1e-7,
+        "reference h: {} vs {want_h}",
+        out.h_n[0]
+    );
     if let Some(want_c) = want_c {
         assert!((out.c_n.unwrap()[0] - want_c).abs() < 1e-7);
     }
@@ -46,17 +62,46 @@ fn rnn_tanh_one_step() {
     // a = 0.5·2 + 0.1 + (−0.3)·0.5 + 0.2 = 1.15; h = tanh(1.15)
     let config = Config::builder(CellKind::Rnn, 1, 1).build().unwrap();
     use ParamKind::*;
-    check_one_step(config, &[(W, &[0.5]), (R, &[-0.3]), (Wb, &[0.1]), (Rb, &[0.2])], 2.0, 0.5, None, 0.8177540779702878, None);
+    check_one_step(
+        config,
+        &[(W, &[0.5]), (R, &[-0.3]), (Wb, &[0.1]), (Rb, &[0.2])],
+        2.0,
+        0.5,
+        None,
+        0.8177540779702878,
+        None,
+    );
 }
 
 #[test]
 fn rnn_relu_one_step() {
     use ParamKind::*;
-    let config = || Config::builder(CellKind::Rnn, 1, 1).activation(Activation::Relu).build().unwrap();
+    let config = || {
+        Config::builder(CellKind::Rnn, 1, 1)
+            .activation(Activation::Relu)
+            .build()
+            .unwrap()
+    };
     // a = −0.5·2 + 0.1 − 0.15 + 0.2 = −0.85 → 0
-    check_one_step(config(), &[(W, &[-0.5]), (R, &[-0.3]), (Wb, &[0.1]), (Rb, &[0.2])], 2.0, 0.5, None, 0.0, None);
+    check_one_step(
+        config(),
+        &[(W, &[-0.5]), (R, &[-0.3]), (Wb, &[0.1]), (Rb, &[0.2])],
+        2.0,
+        0.5,
+        None,
+        0.0,
+        None,
+    );
     // a = 0.8·2 + 0.1 − 0.15 + 0.2 = 1.75 → 1.75
-    check_one_step(config(), &[(W, &[0.8]), (R, &[-0.3]), (Wb, &[0.1]), (Rb, &[0.2])], 2.0, 0.5, None, 1.75, None);
+    check_one_step(
+        config(),
+        &[(W, &[0.8]), (R, &[-0.3]), (Wb, &[0.1]), (Rb, &[0.2])],
+        2.0,
+        0.5,
+        None,
+        1.75,
+        None,
+    );
 }
 
 const LSTM_W: [f32; 4] = [0.1, 0.2, 0.3, 0.4]; // i, f, g, o
@@ -71,7 +116,15 @@ fn lstm_one_step() {
     // c = f·c0 + i·g = 0.13765075..., h = o·tanh(c) = 0.09554159...
     use ParamKind::*;
     let config = Config::builder(CellKind::Lstm, 1, 1).build().unwrap();
-    check_one_step(config, &[(W, &LSTM_W), (R, &LSTM_R), (Wb, &LSTM_WB), (Rb, &LSTM_RB)], 1.5, 0.2, Some(-0.3), 0.09554159247793607, Some(0.1376507541196682));
+    check_one_step(
+        config,
+        &[(W, &LSTM_W), (R, &LSTM_R), (Wb, &LSTM_WB), (Rb, &LSTM_RB)],
+        1.5,
+        0.2,
+        Some(-0.3),
+        0.09554159247793607,
+        Some(0.1376507541196682),
+    );
 }
 
 #[test]
@@ -89,8 +142,19 @@ fn lstm_peephole_clip_projection_one_step() {
         .unwrap();
     check_one_step(
         config,
-        &[(W, &LSTM_W), (R, &LSTM_R), (Wb, &LSTM_WB), (Rb, &LSTM_RB), (Peephole, &[0.3, -0.4, 0.5]), (Projection, &[2.0])],
-        1.5, 0.2, Some(-0.3), 0.14130732381800806, Some(0.1),
+        &[
+            (W, &LSTM_W),
+            (R, &LSTM_R),
+            (Wb, &LSTM_WB),
+            (Rb, &LSTM_RB),
+            (Peephole, &[0.3, -0.4, 0.5]),
+            (Projection, &[2.0]),
+        ],
+        1.5,
+        0.2,
+        Some(-0.3),
+        0.14130732381800806,
+        Some(0.1),
     );
 }
 
@@ -105,7 +169,15 @@ fn gru_reset_before_matmul_one_step() {
     // n = tanh(0.4 + 0.3 − 0.6·(r·0.4) + 0.2); h = (1 − z)·n + z·0.4
     use ParamKind::*;
     let config = Config::builder(CellKind::Gru, 1, 1).build().unwrap();
-    check_one_step(config, &[(W, &GRU_W), (R, &GRU_R), (Wb, &GRU_WB), (Rb, &GRU_RB)], 1.0, 0.4, None, 0.5048957639811981, None);
+    check_one_step(
+        config,
+        &[(W, &GRU_W), (R, &GRU_R), (Wb, &GRU_WB), (Rb, &GRU_RB)],
+        1.0,
+        0.4,
+        None,
+        0.5048957639811981,
+        None,
+    );
 }
 
 #[test]
@@ -116,5 +188,13 @@ fn gru_linear_before_reset_one_step() {
         .gru_variant(GruVariant::LinearBeforeReset)
         .build()
         .unwrap();
-    check_one_step(config, &[(W, &GRU_W), (R, &GRU_R), (Wb, &GRU_WB), (Rb, &GRU_RB)], 1.0, 0.4, None, 0.4827805493556775, None);
+    check_one_step(
+        config,
+        &[(W, &GRU_W), (R, &GRU_R), (Wb, &GRU_WB), (Rb, &GRU_RB)],
+        1.0,
+        0.4,
+        None,
+        0.4827805493556775,
+        None,
+    );
 }

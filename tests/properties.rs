@@ -62,26 +62,48 @@ impl Case {
         Model::random(self.config(), self.seed)
     }
     fn batch(&self, config: &Config) -> Batch {
-        random_batch(&mut SplitMix64::new(self.seed ^ 0xba7c), config, self.seq_len, self.batch)
+        random_batch(
+            &mut SplitMix64::new(self.seed ^ 0xba7c),
+            config,
+            self.seq_len,
+            self.batch,
+        )
     }
 }
 
 fn cases() -> impl Strategy<Value = Case> {
-    (0..9usize, 0..4usize, 1..=3usize, 1..=5usize, 1..=6usize, 1..=6usize, 1..=4usize, any::<u64>())
-        .prop_map(|(variant, d, layers, input, hidden, seq_len, batch, seed)| Case {
-            variant,
-            direction: DIRECTIONS[d],
-            layers,
-            input,
-            hidden,
-            seq_len,
-            batch,
-            seed,
-        })
+    (
+        0..9usize,
+        0..4usize,
+        1..=3usize,
+        1..=5usize,
+        1..=6usize,
+        1..=6usize,
+        1..=4usize,
+        any::<u64>(),
+    )
+        .prop_map(
+            |(variant, d, layers, input, hidden, seq_len, batch, seed)| Case {
+                variant,
+                direction: DIRECTIONS[d],
+                layers,
+                input,
+                hidden,
+                seq_len,
+                batch,
+                seed,
+            },
+        )
 }
 
 /// Runs `model` on `b`, with lengths if given and with `b`'s initial states if `with_states`.
-fn run(model: &Model, b: &Batch, seq_len: usize, lens: Option<&[usize]>, with_states: bool) -> Output {
+fn run(
+    model: &Model,
+    b: &Batch,
+    seq_len: usize,
+    lens: Option<&[usize]>,
+    with_states: bool,
+) -> Output {
     let n = b.x.len() / (seq_len * model.config().input_size()).max(1);
     let mut input = Input::new(&b.x, seq_len, n);
     if let Some(lens) = lens {
@@ -98,7 +120,14 @@ fn run(model: &Model, b: &Batch, seq_len: usize, lens: Option<&[usize]>, with_st
 
 /// Copies one (layer, dir) block of `from` into (layer 0, dir 0) of `to`.
 fn copy_block(from: &Model, layer: usize, dir: usize, to: &mut Model) {
-    for kind in [ParamKind::W, ParamKind::R, ParamKind::Wb, ParamKind::Rb, ParamKind::Peephole, ParamKind::Projection] {
+    for kind in [
+        ParamKind::W,
+        ParamKind::R,
+        ParamKind::Wb,
+        ParamKind::Rb,
+        ParamKind::Peephole,
+        ParamKind::Projection,
+    ] {
         if let Ok(src) = from.param(layer, dir, kind) {
             to.param_mut(0, 0, kind).unwrap().copy_from_slice(src);
         }

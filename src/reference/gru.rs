@@ -59,7 +59,12 @@ fn step(p: &Block<&[f64]>, variant: GruVariant, x: &[f64], h_prev: &[f64]) -> St
     }
 }
 
-pub(super) fn forward(p: &Block<&[f64]>, variant: GruVariant, x: &[f64], h_prev: &[f64]) -> Vec<f64> {
+pub(super) fn forward(
+    p: &Block<&[f64]>,
+    variant: GruVariant,
+    x: &[f64],
+    h_prev: &[f64],
+) -> Vec<f64> {
     step(p, variant, x, h_prev).h
 }
 

@@ -39,7 +39,9 @@ fn step(p: &Block<&[f64]>, clip: Option<f64>, x: &[f64], h_prev: &[f64], c_prev:
         .map(|j| sigmoid(gate(1)[j] + peephole(p, 1, j, hidden) * c_prev[j]))
         .collect();
     let g: Vec<f64> = gate(2).iter().map(|v| v.tanh()).collect();
-    let c_raw: Vec<f64> = (0..hidden).map(|j| f[j] * c_prev[j] + i[j] * g[j]).collect();
+    let c_raw: Vec<f64> = (0..hidden)
+        .map(|j| f[j] * c_prev[j] + i[j] * g[j])
+        .collect();
     let c: Vec<f64> = match clip {
         Some(clip) => c_raw.iter().map(|v| v.clamp(-clip, clip)).collect(),
         None => c_raw.clone(),
@@ -115,9 +117,8 @@ pub(super) fn backward(
         let di_pre = d_raw * gg * i * (1.0 - i);
         let df_pre = d_raw * c_prev[j] * f * (1.0 - f);
         let dg_pre = d_raw * i * (1.0 - gg * gg);
-        dc_prev[j] = d_raw * f
-            + di_pre * peephole(p, 0, j, hidden)
-            + df_pre * peephole(p, 1, j, hidden);
+        dc_prev[j] =
+            d_raw * f + di_pre * peephole(p, 0, j, hidden) + df_pre * peephole(p, 1, j, hidden);
         if let Some(grad_peep) = g.peephole.as_deref_mut() {
             grad_peep[j] += di_pre * c_prev[j];
             grad_peep[hidden + j] += df_pre * c_prev[j];

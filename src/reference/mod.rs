@@ -58,7 +58,8 @@ fn visit_order(reversed: bool, len: usize) -> Box<dyn Iterator<Item = usize>> {
     }
 }
 
-/// Offset of this direction's slice inside a `y` row and whether it is summed.
+/// Offset of this direction's slice inside a `y` row. Summed directions share
+/// offset 0 and add into it; concatenated ones each own a slice.
 fn output_slot(config: &Config, dir: usize) -> usize {
     match config.direction() {
         Direction::BidirectionalConcat => dir * config.state_size(),
@@ -67,7 +68,13 @@ fn output_slot(config: &Config, dir: usize) -> usize {
 }
 
 /// One step of any cell: returns the new `(h, c)` (`c` empty without a cell state).
-fn cell_forward(config: &Config, p: &Block<&[f64]>, x: &[f64], h: &[f64], c: &[f64]) -> (Vec<f64>, Vec<f64>) {
+fn cell_forward(
+    config: &Config,
+    p: &Block<&[f64]>,
+    x: &[f64],
+    h: &[f64],
+    c: &[f64],
+) -> (Vec<f64>, Vec<f64>) {
     match config.cell() {
         CellKind::Rnn => (rnn::forward(p, config.activation(), x, h), Vec::new()),
         CellKind::Lstm => lstm::forward(p, config.cell_clip().map(f64::from), x, h, c),
@@ -92,9 +99,7 @@ fn cell_backward(
             let (dx, dh) = rnn::backward(p, g, config.activation(), x, h, dh);
             (dx, dh, Vec::new())
         }
-        CellKind::Lstm => {
-            lstm::backward(p, g, config.cell_clip().map(f64::from), x, h, c, dh, dc)
-        }
+        CellKind::Lstm => lstm::backward(p, g, config.cell_clip().map(f64::from), x, h, c, dh, dc),
         CellKind::Gru => {
             let (dx, dh) = gru::backward(p, g, config.gru_variant(), x, h, dh);
             (dx, dh, Vec::new())
@@ -121,15 +126,23 @@ pub fn forward_training(
     run_forward(config, params, input)
 }
 
-fn run_forward(config: &Config, params: &[f64], input: &Input<'_, f64>) -> Result<(Output<f64>, Trace)> {
+fn run_forward(
+    config: &Config,
+    params: &[f64],
+    input: &Input<'_, f64>,
+) -> Result<(Output<f64>, Trace)> {
     check_params(config, params)?;
     let shapes = Shapes::of_input(config, input)?;
     let (t_len, n) = (shapes.seq_len, shapes.batch);
     let (hs, cs) = (config.state_size(), config.hidden_size());
     let lstm = config.has_cell_state();
     let seq_lens: Vec<usize> = (0..n).map(|b| shapes.item_len(input.seq_lens, b)).collect();
-    let mut h_n = input.h0.map_or_else(|| vec![0.0; shapes.h], <[f64]>::to_vec);
-    let mut c_n = input.c0.map_or_else(|| vec![0.0; shapes.c], <[f64]>::to_vec);
+    let mut h_n = input
+        .h0
+        .map_or_else(|| vec![0.0; shapes.h], <[f64]>::to_vec);
+    let mut c_n = input
+        .c0
+        .map_or_else(|| vec![0.0; shapes.c], <[f64]>::to_vec);
 
     let mut layer_in = to_time_major(config.layout(), input.x, t_len, n, config.input_size());
     let mut trace = Trace {
@@ -150,12 +163,16 @@ fn run_forward(config: &Config, params: &[f64], input: &Input<'_, f64>) -> Resul
             let slot = output_slot(config, dir);
             let mut h_prev = vec![0.0; t_len * n * hs];
             let mut c_prev = vec![0.0; if lstm { t_len * n * cs } else { 0 }];
-            for b in 0..n {
+            for (b, &len) in seq_lens.iter().enumerate() {
                 let h_state = (ld * n + b) * hs..(ld * n + b + 1) * hs;
                 let c_state = (ld * n + b) * cs..(ld * n + b + 1) * cs;
                 let mut h = h_n[h_state.clone()].to_vec();
-                let mut c = if lstm { c_n[c_state.clone()].to_vec() } else { Vec::new() };
-                for t in visit_order(config.direction().is_reversed(dir), seq_lens[b]) {
+                let mut c = if lstm {
+                    c_n[c_state.clone()].to_vec()
+                } else {
+                    Vec::new()
+                };
+                for t in visit_order(config.direction().is_reversed(dir), len) {
                     let row = t * n + b;
                     h_prev[row * hs..(row + 1) * hs].copy_from_slice(&h);
                     if lstm {
@@ -176,7 +193,9 @@ fn run_forward(config: &Config, params: &[f64], input: &Input<'_, f64>) -> Resul
             trace.h_prev.push(h_prev);
             trace.c_prev.push(c_prev);
         }
-        trace.layer_inputs.push(std::mem::replace(&mut layer_in, layer_out));
+        trace
+            .layer_inputs
+            .push(std::mem::replace(&mut layer_in, layer_out));
     }
     let y = from_time_major(config.layout(), layer_in, t_len, n, width);
     let c_n = lstm.then_some(c_n);
@@ -206,8 +225,12 @@ pub fn backward(
     let width = config.output_size();
 
     let mut dparams = vec![0.0; params.len()];
-    let mut dh0 = grads.dh_n.map_or_else(|| vec![0.0; shapes.h], <[f64]>::to_vec);
-    let mut dc0 = grads.dc_n.map_or_else(|| vec![0.0; shapes.c], <[f64]>::to_vec);
+    let mut dh0 = grads
+        .dh_n
+        .map_or_else(|| vec![0.0; shapes.h], <[f64]>::to_vec);
+    let mut dc0 = grads
+        .dc_n
+        .map_or_else(|| vec![0.0; shapes.c], <[f64]>::to_vec);
     // Gradient with respect to the current layer's time-major output.
     let mut d_out = to_time_major(config.layout(), grads.dy, t_len, n, width);
     for layer in (0..config.num_layers()).rev() {
@@ -225,7 +248,11 @@ pub fn backward(
                 let c_state = (ld * n + b) * cs..(ld * n + b + 1) * cs;
                 // Start from dh_n / dc_n; overwrite with dh0 / dc0 at the end.
                 let mut dh = dh0[h_state.clone()].to_vec();
-                let mut dc = if lstm { dc0[c_state.clone()].to_vec() } else { Vec::new() };
+                let mut dc = if lstm {
+                    dc0[c_state.clone()].to_vec()
+                } else {
+                    Vec::new()
+                };
                 let order: Vec<usize> = visit_order(reversed, trace.seq_lens[b]).collect();
                 for &t in order.iter().rev() {
                     let row = t * n + b;

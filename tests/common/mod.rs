@@ -9,11 +9,23 @@ pub fn cell_variants(input: usize, hidden: usize) -> Vec<(&'static str, rnn::Con
     use CellKind::*;
     vec![
         ("rnn_tanh", Config::builder(Rnn, input, hidden)),
-        ("rnn_relu", Config::builder(Rnn, input, hidden).activation(Activation::Relu)),
+        (
+            "rnn_relu",
+            Config::builder(Rnn, input, hidden).activation(Activation::Relu),
+        ),
         ("lstm", Config::builder(Lstm, input, hidden)),
-        ("lstm_peephole", Config::builder(Lstm, input, hidden).peepholes(true)),
-        ("lstm_proj", Config::builder(Lstm, input, hidden).proj_size(2)),
-        ("lstm_clip", Config::builder(Lstm, input, hidden).cell_clip(Some(0.25))),
+        (
+            "lstm_peephole",
+            Config::builder(Lstm, input, hidden).peepholes(true),
+        ),
+        (
+            "lstm_proj",
+            Config::builder(Lstm, input, hidden).proj_size(2),
+        ),
+        (
+            "lstm_clip",
+            Config::builder(Lstm, input, hidden).cell_clip(Some(0.25)),
+        ),
         (
             "lstm_all",
             Config::builder(Lstm, input, hidden)
@@ -51,7 +63,12 @@ pub fn max_abs_diff<T: Copy + Into<f64>>(a: &[T], b: &[T]) -> f64 {
         .fold(0.0, f64::max)
 }
 
-pub fn assert_close<T: Copy + Into<f64> + std::fmt::Debug>(what: &str, got: &[T], want: &[T], tol: f64) {
+pub fn assert_close<T: Copy + Into<f64> + std::fmt::Debug>(
+    what: &str,
+    got: &[T],
+    want: &[T],
+    tol: f64,
+) {
     let diff = max_abs_diff(got, want);
     assert!(
         diff <= tol,

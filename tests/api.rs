@@ -1,0 +1,377 @@
+//! The Rust API: parameter layout, the typed errors of every invalid
+//! configuration and buffer, trace validation, and agreement with the
+//! reference for forward and backward.
+
+mod common;
+
+use common::{assert_close, cell_variants, random_batch, widen};
+use rnn::rng::SplitMix64;
+use rnn::{CellKind, Config, Direction, Error, GruVariant, Input, Model, OutputGrads, ParamKind};
+
+fn lstm(input: usize, hidden: usize) -> rnn::ConfigBuilder {
+    Config::builder(CellKind::Lstm, input, hidden)
+}
+
+#[test]
+fn parameter_counts_match_pytorch() {
+    // nn.LSTM(10, 20): 4·20·10 + 4·20·20 + 2·4·20 = 2560.
+    assert_eq!(lstm(10, 20).build().unwrap().num_params(), 2560);
+    // nn.GRU(10, 20, num_layers=2, bidirectional=True):
+    // layer 0: 2·(3·20·10 + 3·20·20 + 2·60) = 3840; layer 1 (input 40): 2·(2400 + 1200 + 120) = 7440.
+    let gru = Config::builder(CellKind::Gru, 10, 20)
+        .num_layers(2)
+        .direction(Direction::BidirectionalConcat)
+        .build()
+        .unwrap();
+    assert_eq!(gru.num_params(), 3840 + 7440);
+    // nn.LSTM(10, 20, proj_size=5): weight_hh is [80, 5], weight_hr [5, 20].
+    let proj = lstm(10, 20).proj_size(5).build().unwrap();
+    assert_eq!(proj.num_params(), 800 + 400 + 160 + 100);
+    assert_eq!(proj.param_shape(0, ParamKind::R), Some((80, 5)));
+    assert_eq!(proj.param_shape(0, ParamKind::Projection), Some((5, 20)));
+    assert_eq!(proj.output_size(), 5);
+}
+
+#[test]
+fn param_ranges_tile_the_parameter_vector() {
+    for (name, builder) in cell_variants(3, 4) {
+        let config = builder
+            .num_layers(2)
+            .direction(Direction::BidirectionalConcat)
+            .build()
+            .unwrap();
+        let mut covered = vec![0u8; config.num_params()];
+        for layer in 0..2 {
+            for dir in 0..2 {
+                let block = config.block_range(layer, dir);
+                for kind in [
+                    ParamKind::W,
+                    ParamKind::R,
+                    ParamKind::Wb,
+                    ParamKind::Rb,
+                    ParamKind::Peephole,
+                    ParamKind::Projection,
+                ] {
+                    if let Ok(r) = config.param_range(layer, dir, kind) {
+                        let (rows, cols) = config.param_shape(layer, kind).unwrap();
+                        assert_eq!(r.len(), rows * cols, "{name} {kind:?}");
+                        assert!(
+                            block.start <= r.start && r.end <= block.end,
+                            "{name}: {kind:?} inside its block"
+                        );
+                        r.for_each(|i| covered[i] += 1);
+                    }
+                }
+            }
+        }
+        assert!(
+            covered.iter().all(|&c| c == 1),
+            "{name}: every parameter in exactly one tensor"
+        );
+    }
+}
+
+#[test]
+fn invalid_configs_are_rejected() {
+    use rnn::Activation::Relu;
+    let bad = [
+        ("input 0", Config::builder(CellKind::Rnn, 0, 4).build()),
+        ("hidden 0", Config::builder(CellKind::Rnn, 3, 0).build()),
+        ("layers 0", lstm(3, 4).num_layers(0).build()),
+        (
+            "proj on GRU",
+            Config::builder(CellKind::Gru, 3, 4).proj_size(2).build(),
+        ),
+        (
+            "peepholes on RNN",
+            Config::builder(CellKind::Rnn, 3, 4).peepholes(true).build(),
+        ),
+        (
+            "clip on GRU",
+            Config::builder(CellKind::Gru, 3, 4)
+                .cell_clip(Some(1.0))
+                .build(),
+        ),
+        ("negative clip", lstm(3, 4).cell_clip(Some(-1.0)).build()),
+        ("zero clip", lstm(3, 4).cell_clip(Some(0.0)).build()),
+        ("NaN clip", lstm(3, 4).cell_clip(Some(f32::NAN)).build()),
+        (
+            "infinite clip",
+            lstm(3, 4).cell_clip(Some(f32::INFINITY)).build(),
+        ),
+        ("relu LSTM", lstm(3, 4).activation(Relu).build()),
+        (
+            "GRU variant on LSTM",
+            lstm(3, 4)
+                .gru_variant(GruVariant::LinearBeforeReset)
+                .build(),
+        ),
+        (
+            "overflowing sizes",
+            lstm(usize::MAX / 2, usize::MAX / 4).build(),
+        ),
+    ];
+    for (what, result) in bad {
+        match result {
+            Err(Error::InvalidConfig(msg)) => assert!(!msg.is_empty(), "{what}"),
+            other => panic!("{what}: expected InvalidConfig, got {other:?}"),
+        }
+    }
+}
+
+fn shape_error(result: rnn::Result<impl std::fmt::Debug>) -> &'static str {
+    match result {
+        Err(Error::ShapeMismatch { what, .. }) => what,
+        other => panic!("expected ShapeMismatch, got {other:?}"),
+    }
+}
+
+#[test]
+fn mismatched_buffers_are_rejected() {
+    let model = Model::random(lstm(3, 4).num_layers(2).build().unwrap(), 1);
+    let (x, h0, c0) = (
+        vec![0.0; 2 * 5 * 3],
+        vec![0.0; 2 * 5 * 4],
+        vec![0.0; 2 * 5 * 4],
+    );
+    let ok = Input::new(&x, 2, 5);
+    assert!(model
+        .forward_inference(&ok.with_h0(&h0).with_c0(&c0))
+        .is_ok());
+    assert_eq!(
+        shape_error(model.forward_inference(&Input::new(&x[1..], 2, 5))),
+        "x"
+    );
+    assert_eq!(
+        shape_error(model.forward_inference(&ok.with_h0(&h0[1..]))),
+        "h0"
+    );
+    assert_eq!(
+        shape_error(model.forward_inference(&ok.with_c0(&c0[..4]))),
+        "c0"
+    );
+    assert_eq!(
+        shape_error(model.forward_inference(&ok.with_seq_lens(&[1, 2]))),
+        "seq_lens"
+    );
+    match model.forward_inference(&ok.with_seq_lens(&[1, 2, 3, 2, 1])) {
+        Err(Error::InvalidArgument(msg)) => assert!(msg.contains("seq_lens[2] = 3"), "{msg}"),
+        other => panic!("too long a length: {other:?}"),
+    }
+    let (mut y, mut h_n, mut c_n) = (
+        vec![0.0; 2 * 5 * 4],
+        vec![0.0; 2 * 5 * 4],
+        vec![0.0; 2 * 5 * 4],
+    );
+    assert!(model
+        .forward_inference_into(&ok, &mut y, &mut h_n, Some(&mut c_n))
+        .is_ok());
+    assert_eq!(
+        shape_error(model.forward_inference_into(&ok, &mut y[1..], &mut h_n, None)),
+        "y"
+    );
+    assert_eq!(
+        shape_error(model.forward_inference_into(&ok, &mut y, &mut h_n[1..], None)),
+        "h_n"
+    );
+    assert_eq!(
+        shape_error(model.forward_inference_into(&ok, &mut y, &mut h_n, Some(&mut c_n[1..]))),
+        "c_n"
+    );
+    assert_eq!(
+        shape_error(Model::from_params(model.config().clone(), vec![0.0; 3])),
+        "params"
+    );
+
+    let gru = Model::zeros(Config::builder(CellKind::Gru, 3, 4).build().unwrap());
+    let c0_gru = vec![0.0; 5 * 4];
+    assert!(matches!(
+        gru.forward_inference(&ok.with_c0(&c0_gru)),
+        Err(Error::InvalidArgument(_))
+    ));
+    let (mut y1, mut h1) = (vec![0.0; 2 * 5 * 4], vec![0.0; 5 * 4]);
+    let mut c1 = vec![0.0; 5 * 4];
+    assert!(matches!(
+        gru.forward_inference_into(&ok, &mut y1, &mut h1, Some(&mut c1)),
+        Err(Error::InvalidArgument(_))
+    ));
+}
+
+#[test]
+fn overflowing_shapes_are_errors_not_panics() {
+    let model = Model::zeros(lstm(3, 4).build().unwrap());
+    let x: [f32; 0] = [];
+    let err = model
+        .forward_inference(&Input::new(&x, usize::MAX / 2, 3))
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidArgument(m) if m.contains("overflow")),
+        "{err}"
+    );
+}
+
+#[test]
+fn empty_sequences_and_batches_are_valid() {
+    let model = Model::random(lstm(3, 4).build().unwrap(), 2);
+    let h0 = vec![0.5; 2 * 4];
+    let out = model
+        .forward_inference(&Input::new(&[], 0, 2).with_h0(&h0))
+        .unwrap();
+    assert!(out.y.is_empty());
+    assert_eq!(out.h_n, h0, "zero steps leave the state alone");
+    let out = model.forward_inference(&Input::new(&[], 7, 0)).unwrap();
+    assert!(out.y.is_empty() && out.h_n.is_empty());
+}
+
+#[test]
+fn backward_checks_its_trace_and_buffers() {
+    let mut model = Model::random(lstm(3, 4).build().unwrap(), 3);
+    let x = vec![0.1; 2 * 3]; // T = 2, N = 1, I = 3
+    let input = Input::new(&x, 2, 1);
+    let (out, trace) = model.forward_training(&input).unwrap();
+    let dy = vec![1.0; out.y.len()];
+    assert!(model.backward(&trace, &OutputGrads::new(&dy)).is_ok());
+    assert_eq!(
+        shape_error(model.backward(&trace, &OutputGrads::new(&dy[1..]))),
+        "dy"
+    );
+    assert_eq!(
+        shape_error(model.backward(&trace, &OutputGrads::new(&dy).with_dh_n(&[1.0]))),
+        "dh_n"
+    );
+    assert_eq!(
+        shape_error(model.backward(&trace, &OutputGrads::new(&dy).with_dc_n(&[1.0]))),
+        "dc_n"
+    );
+
+    let other = model.clone();
+    assert!(
+        matches!(
+            other.backward(&trace, &OutputGrads::new(&dy)),
+            Err(Error::InvalidArgument(_))
+        ),
+        "a clone is another model"
+    );
+    model.param_mut(0, 0, ParamKind::W).unwrap()[0] += 1.0;
+    let err = model.backward(&trace, &OutputGrads::new(&dy)).unwrap_err();
+    assert!(err.to_string().contains("parameters changed"), "{err}");
+}
+
+#[test]
+fn missing_tensors_and_out_of_range_blocks_are_errors() {
+    let model = Model::zeros(Config::builder(CellKind::Gru, 3, 4).build().unwrap());
+    assert!(matches!(
+        model.param(0, 0, ParamKind::Peephole),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        model.param(1, 0, ParamKind::W),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        model.param(0, 1, ParamKind::W),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert_eq!(model.param(0, 0, ParamKind::W).unwrap().len(), 12 * 3);
+}
+
+#[test]
+fn errors_read_well() {
+    let e = Error::ShapeMismatch {
+        what: "x",
+        expected: 6,
+        actual: 5,
+    };
+    assert_eq!(
+        e.to_string(),
+        "shape mismatch: `x` must hold 6 elements, got 5"
+    );
+    let e = lstm(3, 4)
+        .proj_size(0)
+        .peepholes(true)
+        .cell_clip(Some(-2.0))
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "invalid configuration: cell_clip must be finite and positive, got -2"
+    );
+}
+
+#[test]
+fn random_models_are_reproducible() {
+    let config = lstm(3, 4).build().unwrap();
+    assert_eq!(
+        Model::random(config.clone(), 9).params(),
+        Model::random(config.clone(), 9).params()
+    );
+    assert_ne!(
+        Model::random(config.clone(), 9).params(),
+        Model::random(config, 10).params()
+    );
+}
+
+/// The API (f32) against the f64 reference, forward and backward, for every
+/// cell variant and direction mode.
+#[test]
+fn api_matches_reference() {
+    let mut rng = SplitMix64::new(77);
+    for (name, builder) in cell_variants(3, 5) {
+        for direction in common::DIRECTIONS {
+            let config = builder
+                .clone()
+                .num_layers(2)
+                .direction(direction)
+                .build()
+                .unwrap();
+            let model = Model::random(config.clone(), rng.next_u64());
+            let b = random_batch(&mut rng, &config, 4, 3);
+            let mut input = Input::new(&b.x, 4, 3)
+                .with_seq_lens(&b.seq_lens)
+                .with_h0(&b.h0);
+            let (xw, h0w, c0w) = (widen(&b.x), widen(&b.h0), widen(&b.c0));
+            let mut winput = Input::new(&xw[..], 4, 3)
+                .with_seq_lens(&b.seq_lens)
+                .with_h0(&h0w);
+            if config.has_cell_state() {
+                input = input.with_c0(&b.c0);
+                winput = winput.with_c0(&c0w);
+            }
+            let params = widen(model.params());
+            let (out, trace) = model.forward_training(&input).unwrap();
+            let (want, wtrace) =
+                rnn::reference::forward_training(&config, &params, &winput).unwrap();
+            let tol = 1e-5;
+            assert_close(
+                &format!("{name} {direction:?} y"),
+                &widen(&out.y),
+                &want.y,
+                tol,
+            );
+            assert_close(&format!("{name} h_n"), &widen(&out.h_n), &want.h_n, tol);
+
+            let dy = rng.uniform_vec(out.y.len(), -1.0, 1.0);
+            let dh = rng.uniform_vec(out.h_n.len(), -1.0, 1.0);
+            let g = model
+                .backward(&trace, &OutputGrads::new(&dy).with_dh_n(&dh))
+                .unwrap();
+            let (dyw, dhw) = (widen(&dy), widen(&dh));
+            let wg = rnn::reference::backward(
+                &config,
+                &params,
+                &wtrace,
+                &OutputGrads::new(&dyw[..]).with_dh_n(&dhw),
+            )
+            .unwrap();
+            assert_close(&format!("{name} dx"), &widen(&g.dx), &wg.dx, tol);
+            assert_close(&format!("{name} dh0"), &widen(&g.dh0), &wg.dh0, tol);
+            assert_close(
+                &format!("{name} dparams"),
+                &widen(&g.dparams),
+                &wg.dparams,
+                1e-4,
+            );
+            assert_eq!(g.dc0.is_some(), config.has_cell_state());
+        }
+    }
+}
