@@ -228,6 +228,22 @@ impl Config {
         }
     }
 
+    /// Floating-point operations of the matrix products of one forward pass
+    /// over `seq_len` steps of `batch` items, counted as `2·m·n·k` per product
+    /// (the element-wise gate math is not counted). Backward costs about
+    /// twice this. Benchmarks divide it by time to report GFLOP/s.
+    pub fn forward_flops(&self, seq_len: usize, batch: usize) -> u64 {
+        let rows = (seq_len * batch) as u64;
+        let gh = (self.gates() * self.hidden_size) as u64;
+        let per_dir = |layer: usize| {
+            let inner = (self.layer_input_size(layer) + self.state_size()) as u64;
+            2 * rows * gh * inner + 2 * rows * (self.proj_size * self.hidden_size) as u64
+        };
+        (0..self.num_layers)
+            .map(|l| per_dir(l) * self.num_directions() as u64)
+            .sum()
+    }
+
     /// Shape (rows, cols) of one parameter tensor of `layer`, or `None` if this
     /// configuration does not have it. A vector has `cols == 1`.
     pub fn param_shape(&self, layer: usize, kind: ParamKind) -> Option<(usize, usize)> {

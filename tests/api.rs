@@ -375,3 +375,19 @@ fn api_matches_reference() {
         }
     }
 }
+
+#[test]
+fn forward_flops_count_every_matrix_product() {
+    // LSTM 10→20, T=3, N=2: 2·6·80·(10 + 20).
+    let c = lstm(10, 20).build().unwrap();
+    assert_eq!(c.forward_flops(3, 2), 2 * 6 * 80 * 30);
+    // Bidirectional 2 layers with projection 5: layer 1 reads 10 features.
+    let c = lstm(10, 20)
+        .proj_size(5)
+        .num_layers(2)
+        .direction(Direction::BidirectionalConcat)
+        .build()
+        .unwrap();
+    let layer = |inp: u64| 2 * 6 * 80 * (inp + 5) + 2 * 6 * 100;
+    assert_eq!(c.forward_flops(3, 2), 2 * (layer(10) + layer(10)));
+}

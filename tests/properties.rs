@@ -140,7 +140,7 @@ fn state_slice(v: &[f32], ld: usize, n: usize, size: usize) -> &[f32] {
 }
 
 proptest! {
-    #![proptest_config(proptest_config(64))]
+    #![proptest_config(proptest_config(128))]
 
     #[test]
     fn bidirectional_is_forward_plus_reverse(case in cases()) {
