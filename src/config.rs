@@ -283,9 +283,26 @@ impl Config {
             .sum()
     }
 
-    /// Range of the (layer, dir) block inside the flat parameter vector.
-    pub fn block_range(&self, layer: usize, dir: usize) -> std::ops::Range<usize> {
-        assert!(layer < self.num_layers && dir < self.num_directions());
+    /// Range of the (layer, dir) block inside the flat parameter vector: all
+    /// tensors of that layer and direction, in [`ParamKind`] order.
+    pub fn block_range(&self, layer: usize, dir: usize) -> Result<std::ops::Range<usize>> {
+        self.check_block(layer, dir)?;
+        Ok(self.block_range_unchecked(layer, dir))
+    }
+
+    fn check_block(&self, layer: usize, dir: usize) -> Result<()> {
+        if layer >= self.num_layers || dir >= self.num_directions() {
+            return Err(Error::InvalidArgument(format!(
+                "layer {layer}, direction {dir} does not exist ({} layers, {} directions)",
+                self.num_layers,
+                self.num_directions()
+            )));
+        }
+        Ok(())
+    }
+
+    /// [`Config::block_range`] for indices the caller knows are valid.
+    pub(crate) fn block_range_unchecked(&self, layer: usize, dir: usize) -> std::ops::Range<usize> {
         let before: usize = (0..layer)
             .map(|l| self.block_len(l) * self.num_directions())
             .sum();
@@ -301,19 +318,13 @@ impl Config {
         dir: usize,
         kind: ParamKind,
     ) -> Result<std::ops::Range<usize>> {
-        if layer >= self.num_layers || dir >= self.num_directions() {
-            return Err(Error::InvalidArgument(format!(
-                "layer {layer}, direction {dir} does not exist ({} layers, {} directions)",
-                self.num_layers,
-                self.num_directions()
-            )));
-        }
+        self.check_block(layer, dir)?;
         if self.param_shape(layer, kind).is_none() {
             return Err(Error::InvalidArgument(format!(
                 "this configuration has no {kind:?} parameters"
             )));
         }
-        let mut offset = self.block_range(layer, dir).start;
+        let mut offset = self.block_range_unchecked(layer, dir).start;
         for k in [
             ParamKind::W,
             ParamKind::R,

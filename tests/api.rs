@@ -43,7 +43,7 @@ fn param_ranges_tile_the_parameter_vector() {
         let mut covered = vec![0u8; config.num_params()];
         for layer in 0..2 {
             for dir in 0..2 {
-                let block = config.block_range(layer, dir);
+                let block = config.block_range(layer, dir).unwrap();
                 for kind in [
                     ParamKind::W,
                     ParamKind::R,
@@ -390,4 +390,18 @@ fn forward_flops_count_every_matrix_product() {
         .unwrap();
     let layer = |inp: u64| 2 * 6 * 80 * (inp + 5) + 2 * 6 * 100;
     assert_eq!(c.forward_flops(3, 2), 2 * (layer(10) + layer(10)));
+}
+
+#[test]
+fn block_ranges_of_missing_blocks_are_errors() {
+    let config = lstm(3, 4).num_layers(2).build().unwrap();
+    assert!(config.block_range(1, 0).is_ok());
+    assert!(matches!(
+        config.block_range(2, 0),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        config.block_range(0, 1),
+        Err(Error::InvalidArgument(_))
+    ));
 }

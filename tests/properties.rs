@@ -184,8 +184,8 @@ proptest! {
             let mut m = Model::zeros(case.config_with(case.direction, 1, config.layer_input_size(layer)));
             for dir in 0..d {
                 // A block's layout depends only on its input size, which matches.
-                let src = &model.params()[config.block_range(layer, dir)];
-                let dst = m.config().block_range(0, dir);
+                let src = &model.params()[config.block_range(layer, dir).unwrap()];
+                let dst = m.config().block_range(0, dir).unwrap();
                 m.params_mut()[dst].copy_from_slice(src);
             }
             let states = layer * d * n..(layer + 1) * d * n;

@@ -24,7 +24,7 @@ pub(super) fn block<'a>(
     layer: usize,
     dir: usize,
 ) -> Block<&'a [f64]> {
-    let mut rest = &params[config.block_range(layer, dir)];
+    let mut rest = &params[config.block_range_unchecked(layer, dir)];
     let mut take = |kind| {
         let (head, tail) = rest.split_at(len(config, layer, kind));
         rest = tail;
@@ -54,7 +54,7 @@ pub(super) fn block_mut<'a>(
     layer: usize,
     dir: usize,
 ) -> Block<&'a mut [f64]> {
-    let mut rest = &mut params[config.block_range(layer, dir)];
+    let mut rest = &mut params[config.block_range_unchecked(layer, dir)];
     let mut take = |kind| {
         let (head, tail) = std::mem::take(&mut rest).split_at_mut(len(config, layer, kind));
         rest = tail;
