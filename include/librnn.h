@@ -13,6 +13,14 @@
 // signature or struct layout changes incompatibly.
 #define RNN_ABI_VERSION 1
 
+// Bound on the error of [`tanh`] and [`sigmoid`], in ulp (see module docs).
+#define MAX_ULP 4
+
+// An instruction set with a kernel implementation.
+typedef struct Isa Isa;
+
+
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus

@@ -5,6 +5,7 @@ pub mod config;
 pub mod error;
 pub mod ffi;
 pub mod io;
+pub mod kernels;
 pub mod model;
 pub mod reference;
 pub mod rng;
@@ -14,4 +15,5 @@ pub use config::{
 };
 pub use error::{Error, Result};
 pub use io::{Gradients, Input, Output, OutputGrads, Shapes};
+pub use kernels::Isa;
 pub use model::{Model, Trace};

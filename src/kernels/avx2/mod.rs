@@ -1,0 +1,87 @@
+//! AVX2 + FMA: 8 lanes of f32 in a `__m256`.
+
+use super::Simd;
+use std::arch::x86_64::*;
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Avx2;
+
+// SAFETY: every method is only reached through `Kernels::for_isa(Isa::Avx2)`,
+// which checks `is_x86_feature_detected!("avx2")` and `("fma")` first;
+// load/store need 8 valid floats, which the kernels guarantee by padding.
+unsafe impl Simd for Avx2 {
+    type V = __m256;
+    const LANES: usize = 8;
+    const W: usize = 1;
+    const REGISTERS: usize = 16;
+
+    #[inline(always)]
+    unsafe fn zero() -> __m256 {
+        unsafe { _mm256_setzero_ps() }
+    }
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> __m256 {
+        unsafe { _mm256_set1_ps(x) }
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> __m256 {
+        unsafe { _mm256_loadu_ps(p) }
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: __m256) {
+        unsafe { _mm256_storeu_ps(p, v) }
+    }
+    #[inline(always)]
+    unsafe fn add(a: __m256, b: __m256) -> __m256 {
+        unsafe { _mm256_add_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn sub(a: __m256, b: __m256) -> __m256 {
+        unsafe { _mm256_sub_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn mul(a: __m256, b: __m256) -> __m256 {
+        unsafe { _mm256_mul_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn div(a: __m256, b: __m256) -> __m256 {
+        unsafe { _mm256_div_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn fma(a: __m256, b: __m256, c: __m256) -> __m256 {
+        unsafe { _mm256_fmadd_ps(a, b, c) }
+    }
+    #[inline(always)]
+    unsafe fn clamp(x: __m256, lo: __m256, hi: __m256) -> __m256 {
+        // min/max return their second operand when either is NaN: keep x second.
+        unsafe { _mm256_max_ps(lo, _mm256_min_ps(hi, x)) }
+    }
+    #[inline(always)]
+    unsafe fn abs(x: __m256) -> __m256 {
+        unsafe { _mm256_andnot_ps(_mm256_set1_ps(-0.0), x) }
+    }
+    #[inline(always)]
+    unsafe fn round(x: __m256) -> __m256 {
+        unsafe { _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x) }
+    }
+    #[inline(always)]
+    unsafe fn pow2i(n: __m256) -> __m256 {
+        unsafe {
+            let bits = _mm256_slli_epi32::<23>(_mm256_add_epi32(
+                _mm256_cvtps_epi32(n),
+                _mm256_set1_epi32(127),
+            ));
+            _mm256_castsi256_ps(bits)
+        }
+    }
+    #[inline(always)]
+    unsafe fn select_lt(a: __m256, b: __m256, x: __m256, y: __m256) -> __m256 {
+        unsafe { _mm256_blendv_ps(y, x, _mm256_cmp_ps::<_CMP_LT_OQ>(a, b)) }
+    }
+    #[inline(always)]
+    unsafe fn select_nan(v: __m256, if_nan: __m256, other: __m256) -> __m256 {
+        unsafe { _mm256_blendv_ps(other, if_nan, _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v)) }
+    }
+}
+
+super::fused::instantiate_kernels!(Avx2, #[target_feature(enable = "avx2,fma")]);

@@ -1,0 +1,177 @@
+//! Choosing the instruction set once at run time.
+//!
+//! The best ISA the CPU supports is used unless the environment variable
+//! `RNN_ISA` (`scalar`, `avx2`, `avx512`, `neon`) names another; a model can
+//! also be pinned to one with `Model::with_isa`. An ISA the CPU lacks is
+//! never run: asking for it is an error.
+
+use std::sync::OnceLock;
+
+use super::fused::{BackParams, BackRow, MatRow, StepParams, StepRow};
+use crate::error::{Error, Result};
+
+/// An instruction set with a kernel implementation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// Portable Rust, one lane at a time.
+    Scalar,
+    /// x86-64 AVX2 with FMA, 8 lanes.
+    Avx2,
+    /// x86-64 AVX-512F, 16 lanes.
+    Avx512,
+    /// AArch64 NEON, 4 lanes.
+    Neon,
+}
+
+impl Isa {
+    pub const ALL: [Isa; 4] = [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+            Isa::Neon => "neon",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Result<Isa> {
+        Isa::ALL
+            .into_iter()
+            .find(|isa| isa.name().eq_ignore_ascii_case(name.trim()))
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "unknown ISA {name:?}: expected scalar, avx2, avx512 or neon"
+                ))
+            })
+    }
+
+    /// Whether this CPU can run the ISA's kernels.
+    pub fn is_supported(self) -> bool {
+        match self {
+            Isa::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => is_x86_feature_detected!("avx512f"),
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => std::arch::is_aarch64_feature_detected!("neon"),
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
+    /// Every ISA this CPU supports, scalar first.
+    pub fn supported() -> Vec<Isa> {
+        Isa::ALL.into_iter().filter(|isa| isa.is_supported()).collect()
+    }
+
+    /// The fastest supported ISA.
+    pub fn best() -> Isa {
+        [Isa::Avx512, Isa::Avx2, Isa::Neon]
+            .into_iter()
+            .find(|isa| isa.is_supported())
+            .unwrap_or(Isa::Scalar)
+    }
+
+    /// The ISA used by default: `RNN_ISA` if set (and supported), else
+    /// [`Isa::best`]. Read once per process.
+    pub fn selected() -> Result<Isa> {
+        static SELECTED: OnceLock<Result<Isa>> = OnceLock::new();
+        SELECTED
+            .get_or_init(|| match std::env::var("RNN_ISA") {
+                Ok(name) if !name.trim().is_empty() => {
+                    let isa = Isa::from_name(&name)?;
+                    if isa.is_supported() {
+                        Ok(isa)
+                    } else {
+                        Err(Error::InvalidArgument(format!(
+                            "RNN_ISA={name}: this CPU does not support {}",
+                            isa.name()
+                        )))
+                    }
+                }
+                _ => Ok(Isa::best()),
+            })
+            .clone()
+    }
+}
+
+/// The kernels of one ISA, as function pointers. Only [`Kernels::for_isa`]
+/// hands them out, after checking the CPU supports the ISA.
+#[derive(Clone, Copy)]
+pub(crate) struct Table {
+    pub unit: usize,
+    pub tanh_in_place: unsafe fn(&mut [f32]),
+    pub sigmoid_in_place: unsafe fn(&mut [f32]),
+    pub lstm_step: unsafe fn(&StepParams, &[StepRow]),
+    pub gru_step: unsafe fn(&StepParams, &[StepRow]),
+    pub rnn_step: unsafe fn(&StepParams, &[StepRow]),
+    pub panel_matmul: unsafe fn(usize, usize, &[f32], &[MatRow]),
+    pub lstm_backward: unsafe fn(&BackParams, &[BackRow]),
+    pub gru_backward_a: unsafe fn(&BackParams, &[BackRow]),
+    pub gru_backward_b: unsafe fn(&BackParams, &[BackRow]),
+    pub rnn_backward: unsafe fn(&BackParams, &[BackRow]),
+}
+
+/// A kernel table for an ISA this CPU supports.
+#[derive(Clone, Copy)]
+pub(crate) struct Kernels {
+    pub isa: Isa,
+    pub table: Table,
+}
+
+impl std::fmt::Debug for Kernels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Kernels({})", self.isa.name())
+    }
+}
+
+impl Kernels {
+    pub fn for_isa(isa: Isa) -> Result<Kernels> {
+        if !isa.is_supported() {
+            return Err(Error::InvalidArgument(format!(
+                "this CPU does not support the {} kernels",
+                isa.name()
+            )));
+        }
+        let table = match isa {
+            Isa::Scalar => super::scalar::entry::TABLE,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => super::avx2::entry::TABLE,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => super::avx512::entry::TABLE,
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => super::neon::entry::TABLE,
+            #[allow(unreachable_patterns)]
+            _ => unreachable!("is_supported is false for ISAs of other architectures"),
+        };
+        Ok(Kernels { isa, table })
+    }
+
+    /// Hidden units per weight panel; hidden sizes are padded to a multiple.
+    pub fn unit(&self) -> usize {
+        self.table.unit
+    }
+
+    pub fn tanh_in_place(&self, x: &mut [f32]) {
+        // SAFETY: `for_isa` checked the CPU supports this table's ISA.
+        unsafe { (self.table.tanh_in_place)(x) }
+    }
+
+    pub fn sigmoid_in_place(&self, x: &mut [f32]) {
+        // SAFETY: as above.
+        unsafe { (self.table.sigmoid_in_place)(x) }
+    }
+}
+
+/// Vectorised tanh of every element, in place, with the kernels of `isa`
+/// (error bound: [`crate::kernels::math::MAX_ULP`]).
+pub fn tanh_in_place(isa: Isa, x: &mut [f32]) -> Result<()> {
+    Kernels::for_isa(isa).map(|k| k.tanh_in_place(x))
+}
+
+/// Vectorised logistic function of every element, in place.
+pub fn sigmoid_in_place(isa: Isa, x: &mut [f32]) -> Result<()> {
+    Kernels::for_isa(isa).map(|k| k.sigmoid_in_place(x))
+}

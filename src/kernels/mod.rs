@@ -1,0 +1,71 @@
+//! SIMD kernels: one folder per instruction set, one generic body per kernel.
+//!
+//! Every kernel is written once, generically over the [`Simd`] trait (a
+//! vector of f32 lanes with the dozen operations the kernels use), in
+//! [`math`] (tanh, logistic) and [`fused`] (the recurrent step with its gate
+//! epilogue, and the element-wise backward of each cell). Each ISA folder
+//! implements [`Simd`] with its intrinsics and instantiates the generic
+//! bodies inside `#[target_feature]` functions, so the generic code is
+//! compiled for that ISA. [`dispatch`] picks the ISA once at run time.
+//!
+//! A kernel knows nothing of layers or directions: it sees rows, panels and
+//! pointers.
+
+pub mod dispatch;
+pub(crate) mod fused;
+pub mod math;
+
+mod scalar;
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+#[cfg(target_arch = "aarch64")]
+mod neon;
+
+pub use dispatch::Isa;
+pub(crate) use dispatch::Kernels;
+
+/// A vector of `LANES` f32 values and the operations the kernels need.
+///
+/// # Safety
+/// Implementations call ISA intrinsics; every method may only run on a CPU
+/// that has the ISA, and `load`/`store` need `LANES` valid floats at the
+/// pointer. The generic kernels are only reached through [`Kernels`], which
+/// is only built for an ISA the CPU supports.
+pub(crate) unsafe trait Simd: Copy + 'static {
+    type V: Copy;
+    const LANES: usize;
+    /// Vectors per gate in one panel: a panel covers `W * LANES` hidden units.
+    const W: usize;
+    /// Architectural vector registers, to size register tiles.
+    const REGISTERS: usize;
+
+    unsafe fn zero() -> Self::V;
+    unsafe fn splat(x: f32) -> Self::V;
+    unsafe fn load(p: *const f32) -> Self::V;
+    unsafe fn store(p: *mut f32, v: Self::V);
+    unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
+    unsafe fn sub(a: Self::V, b: Self::V) -> Self::V;
+    unsafe fn mul(a: Self::V, b: Self::V) -> Self::V;
+    unsafe fn div(a: Self::V, b: Self::V) -> Self::V;
+    /// `a * b + c`, fused where the ISA has FMA.
+    unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    /// `x` clamped to `[lo, hi]`; a NaN `x` stays NaN.
+    unsafe fn clamp(x: Self::V, lo: Self::V, hi: Self::V) -> Self::V;
+    unsafe fn abs(x: Self::V) -> Self::V;
+    /// Round to the nearest integer (ties to even).
+    unsafe fn round(x: Self::V) -> Self::V;
+    /// `2^n` for integral `n` in `[-126, 127]`, by building the exponent bits.
+    unsafe fn pow2i(n: Self::V) -> Self::V;
+    /// Lane-wise `if a < b { x } else { y }`.
+    unsafe fn select_lt(a: Self::V, b: Self::V, x: Self::V, y: Self::V) -> Self::V;
+    /// Lane-wise `if v.is_nan() { if_nan } else { other }`.
+    unsafe fn select_nan(v: Self::V, if_nan: Self::V, other: Self::V) -> Self::V;
+}
+
+/// Hidden units per panel for ISA `S`: hidden sizes are padded to a multiple.
+pub(crate) const fn unit<S: Simd>() -> usize {
+    S::W * S::LANES
+}

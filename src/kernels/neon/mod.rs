@@ -1,0 +1,86 @@
+//! NEON (AArch64 Advanced SIMD): 4 lanes of f32 in a `float32x4_t`, two
+//! vectors per gate so a panel covers 8 hidden units.
+
+use super::Simd;
+use std::arch::aarch64::*;
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Neon;
+
+// SAFETY: NEON is part of the AArch64 baseline, and `Kernels::for_isa` checks
+// it anyway; load/store need 4 valid floats, which the kernels guarantee by
+// padding.
+unsafe impl Simd for Neon {
+    type V = float32x4_t;
+    const LANES: usize = 4;
+    const W: usize = 2;
+    const REGISTERS: usize = 32;
+
+    #[inline(always)]
+    unsafe fn zero() -> float32x4_t {
+        unsafe { vdupq_n_f32(0.0) }
+    }
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> float32x4_t {
+        unsafe { vdupq_n_f32(x) }
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> float32x4_t {
+        unsafe { vld1q_f32(p) }
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: float32x4_t) {
+        unsafe { vst1q_f32(p, v) }
+    }
+    #[inline(always)]
+    unsafe fn add(a: float32x4_t, b: float32x4_t) -> float32x4_t {
+        unsafe { vaddq_f32(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn sub(a: float32x4_t, b: float32x4_t) -> float32x4_t {
+        unsafe { vsubq_f32(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn mul(a: float32x4_t, b: float32x4_t) -> float32x4_t {
+        unsafe { vmulq_f32(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn div(a: float32x4_t, b: float32x4_t) -> float32x4_t {
+        unsafe { vdivq_f32(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn fma(a: float32x4_t, b: float32x4_t, c: float32x4_t) -> float32x4_t {
+        unsafe { vfmaq_f32(c, a, b) }
+    }
+    #[inline(always)]
+    unsafe fn clamp(x: float32x4_t, lo: float32x4_t, hi: float32x4_t) -> float32x4_t {
+        // vmaxq/vminq propagate NaN.
+        unsafe { vmaxq_f32(lo, vminq_f32(hi, x)) }
+    }
+    #[inline(always)]
+    unsafe fn abs(x: float32x4_t) -> float32x4_t {
+        unsafe { vabsq_f32(x) }
+    }
+    #[inline(always)]
+    unsafe fn round(x: float32x4_t) -> float32x4_t {
+        unsafe { vrndnq_f32(x) }
+    }
+    #[inline(always)]
+    unsafe fn pow2i(n: float32x4_t) -> float32x4_t {
+        unsafe {
+            let e = vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127));
+            vreinterpretq_f32_s32(vshlq_n_s32::<23>(e))
+        }
+    }
+    #[inline(always)]
+    unsafe fn select_lt(a: float32x4_t, b: float32x4_t, x: float32x4_t, y: float32x4_t) -> float32x4_t {
+        unsafe { vbslq_f32(vcltq_f32(a, b), x, y) }
+    }
+    #[inline(always)]
+    unsafe fn select_nan(v: float32x4_t, if_nan: float32x4_t, other: float32x4_t) -> float32x4_t {
+        // v == v is false exactly for NaN lanes.
+        unsafe { vbslq_f32(vceqq_f32(v, v), other, if_nan) }
+    }
+}
+
+super::fused::instantiate_kernels!(Neon, #[target_feature(enable = "neon")]);

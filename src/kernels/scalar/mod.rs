@@ -1,0 +1,96 @@
+//! The portable fallback: one lane, plain f32 arithmetic. It runs the same
+//! generic kernel bodies as the SIMD paths, so it is also the path Miri runs.
+
+use super::Simd;
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Scalar;
+
+// SAFETY: no intrinsics; load/store require one valid float, as documented.
+unsafe impl Simd for Scalar {
+    type V = f32;
+    const LANES: usize = 1;
+    const W: usize = 8;
+    const REGISTERS: usize = 16;
+
+    #[inline(always)]
+    unsafe fn zero() -> f32 {
+        0.0
+    }
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> f32 {
+        x
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> f32 {
+        // SAFETY: the caller guarantees one readable float at `p`.
+        unsafe { *p }
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: f32) {
+        // SAFETY: the caller guarantees one writable float at `p`.
+        unsafe { *p = v }
+    }
+    #[inline(always)]
+    unsafe fn add(a: f32, b: f32) -> f32 {
+        a + b
+    }
+    #[inline(always)]
+    unsafe fn sub(a: f32, b: f32) -> f32 {
+        a - b
+    }
+    #[inline(always)]
+    unsafe fn mul(a: f32, b: f32) -> f32 {
+        a * b
+    }
+    #[inline(always)]
+    unsafe fn div(a: f32, b: f32) -> f32 {
+        a / b
+    }
+    #[inline(always)]
+    unsafe fn fma(a: f32, b: f32, c: f32) -> f32 {
+        // Unfused: a software fmaf would be far slower than the rounding
+        // difference is worth.
+        a * b + c
+    }
+    #[inline(always)]
+    unsafe fn clamp(x: f32, lo: f32, hi: f32) -> f32 {
+        if x < lo {
+            lo
+        } else if x > hi {
+            hi
+        } else {
+            x
+        }
+    }
+    #[inline(always)]
+    unsafe fn abs(x: f32) -> f32 {
+        x.abs()
+    }
+    #[inline(always)]
+    unsafe fn round(x: f32) -> f32 {
+        x.round_ties_even()
+    }
+    #[inline(always)]
+    unsafe fn pow2i(n: f32) -> f32 {
+        f32::from_bits(((n as i32 + 127) as u32) << 23)
+    }
+    #[inline(always)]
+    unsafe fn select_lt(a: f32, b: f32, x: f32, y: f32) -> f32 {
+        if a < b {
+            x
+        } else {
+            y
+        }
+    }
+    #[inline(always)]
+    unsafe fn select_nan(v: f32, if_nan: f32, other: f32) -> f32 {
+        if v.is_nan() {
+            if_nan
+        } else {
+            other
+        }
+    }
+}
+
+super::fused::instantiate_kernels!(Scalar);
