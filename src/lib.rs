@@ -2,8 +2,10 @@
 #![warn(missing_debug_implementations)]
 
 pub mod config;
+mod engine;
 pub mod error;
 pub mod ffi;
+mod gemm;
 pub mod io;
 pub mod kernels;
 pub mod model;

@@ -1,15 +1,19 @@
 //! The safe Rust API: a [`Model`] owns a configuration and its f32 parameters
 //! and runs forward inference, forward training and backward.
 //!
-//! The engine behind these calls may change (today it is the f64 reference;
-//! the SIMD engine replaces it) without changing any signature here.
+//! The calls run on the fast engine (`engine`): SIMD kernels for the ISA
+//! chosen at run time (see [`Isa::selected`]) or pinned with
+//! [`Model::with_isa`]. The f64 reference (`rnn::reference`) is the oracle
+//! the engine is tested against.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 use crate::config::{Config, ParamKind};
+use crate::engine::{self, Packed};
 use crate::error::{check_len, Error, Result};
 use crate::io::{Gradients, Input, Output, OutputGrads, Shapes};
-use crate::reference;
+use crate::kernels::Isa;
 use crate::rng::SplitMix64;
 
 static NEXT_MODEL_ID: AtomicU64 = AtomicU64::new(1);
@@ -27,11 +31,18 @@ pub struct Model {
     /// [`Trace`] is never used with weights other than those that made it.
     id: u64,
     version: u64,
+    /// Pinned ISA, or `None` for [`Isa::selected`].
+    isa: Option<Isa>,
+    /// The parameters packed for the kernels, made on first use and dropped
+    /// whenever the parameters change.
+    packed: OnceLock<Result<Packed>>,
 }
 
 impl Clone for Model {
     fn clone(&self) -> Self {
-        Model::with_params(self.config.clone(), self.params.clone())
+        let mut m = Model::with_params(self.config.clone(), self.params.clone());
+        m.isa = self.isa;
+        m
     }
 }
 
@@ -40,56 +51,13 @@ impl Clone for Model {
 pub struct Trace {
     model_id: u64,
     model_version: u64,
-    inner: reference::Trace,
+    inner: engine::Trace,
 }
 
 impl Trace {
     /// Shapes of the forward call that produced this trace.
     pub fn shapes(&self) -> &Shapes {
-        self.inner.shapes()
-    }
-}
-
-fn widen(v: &[f32]) -> Vec<f64> {
-    v.iter().map(|&x| f64::from(x)).collect()
-}
-
-fn narrow(v: &[f64]) -> Vec<f32> {
-    v.iter().map(|&x| x as f32).collect()
-}
-
-fn narrow_output(out: Output<f64>) -> Output<f32> {
-    Output {
-        y: narrow(&out.y),
-        h_n: narrow(&out.h_n),
-        c_n: out.c_n.as_deref().map(narrow),
-    }
-}
-
-/// f64 copies of an input's buffers, so the reference can borrow them.
-struct WideInput {
-    x: Vec<f64>,
-    h0: Option<Vec<f64>>,
-    c0: Option<Vec<f64>>,
-}
-
-impl WideInput {
-    fn new(input: &Input<'_>) -> Self {
-        WideInput {
-            x: widen(input.x),
-            h0: input.h0.map(widen),
-            c0: input.c0.map(widen),
-        }
-    }
-    fn as_input<'a>(&'a self, input: &Input<'a>) -> Input<'a, f64> {
-        Input {
-            x: &self.x,
-            seq_len: input.seq_len,
-            batch: input.batch,
-            seq_lens: input.seq_lens,
-            h0: self.h0.as_deref(),
-            c0: self.c0.as_deref(),
-        }
+        &self.inner.shapes
     }
 }
 
@@ -100,7 +68,30 @@ impl Model {
             params,
             id: NEXT_MODEL_ID.fetch_add(1, Ordering::Relaxed),
             version: 0,
+            isa: None,
+            packed: OnceLock::new(),
         }
+    }
+
+    /// This model with its kernels pinned to `isa` (an error if the CPU
+    /// does not support it), e.g. to compare ISAs or to benchmark one.
+    pub fn with_isa(mut self, isa: Isa) -> Result<Model> {
+        crate::kernels::Kernels::for_isa(isa)?;
+        self.isa = Some(isa);
+        self.packed = OnceLock::new();
+        Ok(self)
+    }
+
+    /// The ISA this model's calls run on.
+    pub fn isa(&self) -> Result<Isa> {
+        self.isa.map_or_else(Isa::selected, Ok)
+    }
+
+    fn packed(&self) -> Result<&Packed> {
+        self.packed
+            .get_or_init(|| Packed::new(&self.config, &self.params, self.isa()?))
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     /// A model whose parameters are all zero.
@@ -136,6 +127,7 @@ impl Model {
     /// [`Model::backward`] afterwards.
     pub fn params_mut(&mut self) -> &mut [f32] {
         self.version += 1;
+        self.packed = OnceLock::new();
         &mut self.params
     }
 
@@ -153,10 +145,7 @@ impl Model {
 
     /// Runs the network over `input` and returns `y`, `h_n` and `c_n`.
     pub fn forward_inference(&self, input: &Input<'_>) -> Result<Output> {
-        Shapes::of_input(&self.config, input)?;
-        let wide = WideInput::new(input);
-        let out = reference::forward(&self.config, &widen(&self.params), &wide.as_input(input))?;
-        Ok(narrow_output(out))
+        engine::forward(&self.config, self.packed()?, input, false).map(|(out, _)| out)
     }
 
     /// Like [`Model::forward_inference`], writing into caller-owned buffers:
@@ -193,16 +182,14 @@ impl Model {
     /// Forward pass that also keeps what [`Model::backward`] needs. Its
     /// outputs equal those of [`Model::forward_inference`].
     pub fn forward_training(&self, input: &Input<'_>) -> Result<(Output, Trace)> {
-        Shapes::of_input(&self.config, input)?;
-        let wide = WideInput::new(input);
-        let (out, inner) =
-            reference::forward_training(&self.config, &widen(&self.params), &wide.as_input(input))?;
+        let (out, inner) = engine::forward(&self.config, self.packed()?, input, true)?;
+        let inner = inner.expect("a training forward pass returns a trace");
         let trace = Trace {
             model_id: self.id,
             model_version: self.version,
             inner,
         };
-        Ok((narrow_output(out), trace))
+        Ok((out, trace))
     }
 
     /// Backpropagation through time over the call that made `trace`: given
@@ -215,21 +202,6 @@ impl Model {
                     .into(),
             ));
         }
-        grads.check(&self.config, trace.shapes())?;
-        let dy = widen(grads.dy);
-        let dh_n = grads.dh_n.map(widen);
-        let dc_n = grads.dc_n.map(widen);
-        let wide = OutputGrads {
-            dy: &dy,
-            dh_n: dh_n.as_deref(),
-            dc_n: dc_n.as_deref(),
-        };
-        let g = reference::backward(&self.config, &widen(&self.params), &trace.inner, &wide)?;
-        Ok(Gradients {
-            dx: narrow(&g.dx),
-            dh0: narrow(&g.dh0),
-            dc0: g.dc0.as_deref().map(narrow),
-            dparams: narrow(&g.dparams),
-        })
+        engine::backward(&self.config, self.packed()?, &trace.inner, grads)
     }
 }

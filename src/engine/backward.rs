@@ -1,0 +1,338 @@
+//! Backward pass of the fast engine: BPTT over a training trace.
+
+use rayon::prelude::*;
+
+use super::forward::{DirTrace, Trace};
+use super::pack::PackedBlock;
+use super::{batch_blocks, Packed, SharedMut};
+use crate::config::{CellKind, Config, Direction, GruVariant, ParamKind};
+use crate::error::Result;
+use crate::gemm::{add_column_sums, gemm, par_gemm, Mat};
+use crate::io::{from_time_major, to_time_major, Gradients, OutputGrads};
+use crate::kernels::fused::{BackParams, BackRow, MatRow};
+
+/// Per-direction results the batch blocks write, one row per (time, item).
+struct DirGrads {
+    /// Gate pre-activation gradients, gate-major `[TN, G·Hp]`.
+    dg: Vec<f32>,
+    /// GRU: gradient of `Rn v + Rbn` `[TN, Hp]`.
+    d_rn: Vec<f32>,
+    /// LSTM with projection: gradient of the projected h `[TN, state_stride]`.
+    dh_proj: Vec<f32>,
+}
+
+struct DirBack<'a> {
+    config: &'a Config,
+    pb: &'a PackedBlock,
+    packed: &'a Packed,
+    trace: &'a DirTrace,
+    batch: usize,
+    lens: &'a [usize],
+    reversed: bool,
+    /// Gradient of the layer output `[TN, width]`; this direction reads `slot`.
+    d_out: &'a [f32],
+    width: usize,
+    slot: usize,
+    /// `[N, H_out]` / `[N, H]`: dh_n / dc_n in, dh0 / dc0 out.
+    dh_state: SharedMut,
+    dc_state: SharedMut,
+    out: [SharedMut; 3],
+}
+
+pub(crate) fn backward(config: &Config, packed: &Packed, trace: &Trace, grads: &OutputGrads<'_>) -> Result<Gradients> {
+    let shapes = trace.shapes;
+    grads.check(config, &shapes)?;
+    let (t_len, n) = (shapes.seq_len, shapes.batch);
+    let rows = t_len * n;
+    let (hs, cs) = (config.state_size(), config.hidden_size());
+    let width = config.output_size();
+    let mut dparams = vec![0.0; config.num_params()];
+    let mut dh0 = grads.dh_n.map_or_else(|| vec![0.0; shapes.h], <[f32]>::to_vec);
+    let mut dc0 = grads.dc_n.map_or_else(|| vec![0.0; shapes.c], <[f32]>::to_vec);
+    let mut d_out = to_time_major(config.layout(), grads.dy, t_len, n, width);
+
+    for layer in (0..config.num_layers()).rev() {
+        let x = &trace.layer_inputs[layer];
+        let in_size = config.layer_input_size(layer);
+        let mut d_in = vec![0.0; rows * in_size];
+        for dir in 0..config.num_directions() {
+            let ld = layer * config.num_directions() + dir;
+            let pb = &packed.blocks[ld];
+            let dt = &trace.dirs[ld];
+            let (hp, ks) = (pb.hp, pb.state_stride);
+            let gru = config.cell() == CellKind::Gru;
+            let proj = config.proj_size() > 0;
+            let mut dg = DirGrads {
+                dg: vec![0.0; rows * pb.gates * hp],
+                d_rn: vec![0.0; if gru { rows * hp } else { 0 }],
+                dh_proj: vec![0.0; if proj { rows * ks } else { 0 }],
+            };
+            let c_slice: &mut [f32] = if config.has_cell_state() {
+                &mut dc0[ld * n * cs..(ld + 1) * n * cs]
+            } else {
+                &mut []
+            };
+            let run = DirBack {
+                config,
+                pb,
+                packed,
+                trace: dt,
+                batch: n,
+                lens: &trace.lens,
+                reversed: config.direction().is_reversed(dir),
+                d_out: &d_out,
+                width,
+                slot: if config.direction() == Direction::BidirectionalConcat { dir * hs } else { 0 },
+                dh_state: SharedMut::new(&mut dh0[ld * n * hs..(ld + 1) * n * hs]),
+                dc_state: SharedMut::new(c_slice),
+                out: [&mut dg.dg, &mut dg.d_rn, &mut dg.dh_proj]
+                    .map(|v| if v.is_empty() { SharedMut::null() } else { SharedMut::new(v) }),
+            };
+            let peephole_grads: Vec<Vec<f32>> =
+                batch_blocks(n).par_iter().map(|&(b0, nb)| run.block(b0, nb)).collect();
+            weight_grads(config, pb, layer, dir, x, dt, &dg, &peephole_grads, &mut dparams);
+            // dX += dG × W (gate-major).
+            let gh = pb.gates * hp;
+            par_gemm(
+                Mat::rows(&dg.dg, rows, gh, gh),
+                Mat::rows(&pb.w_gate_major, gh, in_size, in_size),
+                1.0,
+                &mut d_in,
+                in_size,
+            );
+        }
+        d_out = d_in;
+    }
+    let dx = from_time_major(config.layout(), d_out, t_len, n, config.input_size());
+    Ok(Gradients { dx, dh0, dc0: config.has_cell_state().then_some(dc0), dparams })
+}
+
+/// dW, dR, the biases, peepholes and projection of one layer and direction,
+/// as GEMMs over all steps, unpadded into `dparams`.
+#[allow(clippy::too_many_arguments)]
+fn weight_grads(
+    config: &Config,
+    pb: &PackedBlock,
+    layer: usize,
+    dir: usize,
+    x: &[f32],
+    dt: &DirTrace,
+    g: &DirGrads,
+    peephole_grads: &[Vec<f32>],
+    dparams: &mut [f32],
+) {
+    let (hp, h, st, ks, gates, input) = (pb.hp, pb.hidden, pb.state, pb.state_stride, pb.gates, pb.input);
+    let gh = gates * hp;
+    let rows = if gh == 0 { 0 } else { g.dg.len() / gh };
+    let gru = config.cell() == CellKind::Gru;
+    let range = |kind| config.param_range(layer, dir, kind).expect("tensor exists");
+
+    // Gate-major padded [G·Hp, cols] → [G·H, cols] rows of dparams.
+    let unpad = |padded: &[f32], cols: usize, dst: &mut [f32]| {
+        for gi in 0..gates {
+            for j in 0..h {
+                let (src, out) = ((gi * hp + j) * cols, (gi * h + j) * cols);
+                dst[out..out + cols].copy_from_slice(&padded[src..src + cols]);
+            }
+        }
+    };
+
+    let mut dw = vec![0.0; gh * input];
+    gemm(Mat::transposed(&g.dg, gh, rows, gh), Mat::rows(x, rows, input, input), 0.0, &mut dw, input);
+    unpad(&dw, input, &mut dparams[range(ParamKind::W)]);
+
+    let mut dwb = vec![0.0; gh];
+    add_column_sums(&g.dg, rows, gh, &mut dwb);
+    unpad(&dwb, 1, &mut dparams[range(ParamKind::Wb)]);
+
+    let mut dr = vec![0.0; gh * st];
+    let mut drb = dwb.clone();
+    let h_prev = Mat::rows(&dt.h_prev, rows, st, ks);
+    if gru {
+        // r and z: the gate gradients times h_prev; n: d_rn times the vector
+        // Rn multiplied (r ⊙ h, or h for linear-before-reset).
+        let rz = 2 * hp;
+        let dg_rz = Mat { data: &g.dg, rows: rz, cols: rows, row_stride: 1, col_stride: gh };
+        gemm(dg_rz, h_prev, 0.0, &mut dr[..rz * st], st);
+        let v = if config.gru_variant() == GruVariant::LinearBeforeReset {
+            h_prev
+        } else {
+            Mat::rows(&dt.aux, rows, st, hp)
+        };
+        gemm(Mat::transposed(&g.d_rn, hp, rows, hp), v, 0.0, &mut dr[rz * st..], st);
+        drb[rz..].fill(0.0);
+        add_column_sums(&g.d_rn, rows, hp, &mut drb[rz..]);
+    } else {
+        gemm(Mat::transposed(&g.dg, gh, rows, gh), h_prev, 0.0, &mut dr, st);
+    }
+    unpad(&dr, st, &mut dparams[range(ParamKind::R)]);
+    unpad(&drb, 1, &mut dparams[range(ParamKind::Rb)]);
+
+    if config.peepholes() {
+        let dst = &mut dparams[range(ParamKind::Peephole)];
+        for part in peephole_grads {
+            for gi in 0..3 {
+                for j in 0..h {
+                    dst[gi * h + j] += part[gi * hp + j];
+                }
+            }
+        }
+    }
+    if config.proj_size() > 0 {
+        // dP [P, H] = dh_projᵀ × m.
+        let mut dp = vec![0.0; st * hp];
+        gemm(Mat::transposed(&g.dh_proj, st, rows, ks), Mat::rows(&dt.m, rows, hp, hp), 0.0, &mut dp, hp);
+        let dst = &mut dparams[range(ParamKind::Projection)];
+        for q in 0..st {
+            dst[q * h..(q + 1) * h].copy_from_slice(&dp[q * hp..q * hp + h]);
+        }
+    }
+}
+
+impl DirBack<'_> {
+    /// Backpropagates items `b0 .. b0 + nb` through every step; returns the
+    /// block's peephole gradient `[3·Hp]` (empty without peepholes).
+    fn block(&self, b0: usize, nb: usize) -> Vec<f32> {
+        let (pb, cfg, table) = (self.pb, self.config, &self.packed.kernels.table);
+        let (ks, hp, st, h) = (pb.state_stride, pb.hp, pb.state, pb.hidden);
+        let gh = pb.gates * hp;
+        let cell = cfg.cell();
+        let proj = cfg.proj_size() > 0;
+        let mut peephole_grad = vec![0.0f32; if cfg.peepholes() { 3 * hp } else { 0 }];
+        let params = BackParams {
+            hp,
+            peephole: pb.peephole.as_deref(),
+            peephole_grad: if peephole_grad.is_empty() { std::ptr::null_mut() } else { peephole_grad.as_mut_ptr() },
+            clip: cfg.cell_clip(),
+            relu: cfg.activation() == crate::config::Activation::Relu,
+            linear_before_reset: cfg.gru_variant() == GruVariant::LinearBeforeReset,
+        };
+        // Carried gradients of the state, per block row.
+        let mut dh = vec![0.0f32; nb * ks];
+        let mut dc = vec![0.0f32; if cell == CellKind::Lstm { nb * hp } else { 0 }];
+        for r in 0..nb {
+            let b = b0 + r;
+            // SAFETY: row b of the state gradients belongs to this block alone.
+            unsafe {
+                dh[r * ks..r * ks + st].copy_from_slice(std::slice::from_raw_parts(self.dh_state.at(b * st), st));
+                if cell == CellKind::Lstm {
+                    dc[r * hp..r * hp + h].copy_from_slice(std::slice::from_raw_parts(self.dc_state.at(b * h), h));
+                }
+            }
+        }
+        // Step buffers, one compacted row per active item.
+        let mut dh_tot = vec![0.0f32; nb * ks];
+        let mut dm = vec![0.0f32; if proj { nb * hp } else { 0 }];
+        let mut dg = vec![0.0f32; nb * gh];
+        let mut d_rn = vec![0.0f32; if cell == CellKind::Gru { nb * hp } else { 0 }];
+        let mut dr = vec![0.0f32; d_rn.len()];
+        let mut dv = vec![0.0f32; d_rn.len()];
+        let mut tmp = vec![0.0f32; if cell == CellKind::Gru { nb * ks } else { 0 }];
+        let mut dh_prev = vec![0.0f32; nb * ks];
+        let mut active: Vec<(usize, usize)> = Vec::with_capacity(nb);
+        let mut back_rows: Vec<BackRow> = Vec::with_capacity(nb);
+        let mut mat_rows: Vec<MatRow> = Vec::with_capacity(nb);
+        let max_len = self.lens[b0..b0 + nb].iter().copied().max().unwrap_or(0);
+
+        for s in (0..max_len).rev() {
+            active.clear();
+            for r in 0..nb {
+                let len = self.lens[b0 + r];
+                if s < len {
+                    let t = if self.reversed { len - 1 - s } else { s };
+                    active.push((r, t * self.batch + b0 + r));
+                }
+            }
+            // Compacted row a: dh_tot = carried dh + this step's output gradient.
+            for (a, &(r, row_t)) in active.iter().enumerate() {
+                let dst = &mut dh_tot[a * ks..(a + 1) * ks];
+                dst.copy_from_slice(&dh[r * ks..(r + 1) * ks]);
+                let dy = &self.d_out[row_t * self.width + self.slot..][..st];
+                for (d, v) in dst.iter_mut().zip(dy) {
+                    *d += v;
+                }
+                if proj {
+                    // SAFETY: row row_t belongs to item b of this block.
+                    unsafe { std::ptr::copy_nonoverlapping(dst.as_ptr(), self.out[2].at(row_t * ks), ks) };
+                }
+            }
+            let na = active.len();
+            let rows_of = |buf: &mut Vec<f32>, width: usize, a: usize| buf.as_mut_ptr().wrapping_add(a * width);
+            // SAFETY (kernel calls below): `Kernels` exists only for a supported
+            // ISA; every pointer addresses a whole padded row of a live buffer:
+            // compacted rows a < na of the step buffers, rows r of the carries,
+            // rows row_t of the trace.
+            unsafe {
+                if proj {
+                    // dm = dh_tot × P (the projection's input gradient).
+                    mat_rows.clear();
+                    mat_rows.extend((0..na).map(|a| MatRow { a: dh_tot.as_ptr().add(a * ks), out: rows_of(&mut dm, hp, a) }));
+                    (table.panel_matmul)(st, hp, &pb.proj_back_panels, &mat_rows);
+                }
+                back_rows.clear();
+                for (a, &(r, row_t)) in active.iter().enumerate() {
+                    let tr = self.trace;
+                    let at = |v: &Vec<f32>, width: usize| if v.is_empty() { std::ptr::null() } else { v.as_ptr().add(row_t * width) };
+                    back_rows.push(BackRow {
+                        gates: at(&tr.gates, gh),
+                        h_prev: at(&tr.h_prev, ks),
+                        c_prev: at(&tr.c_prev, hp),
+                        aux: if cell == CellKind::Lstm { at(&tr.c_raw, hp) } else { at(&tr.aux, hp) },
+                        dh: if proj { dm.as_ptr().add(a * hp) } else { dh_tot.as_ptr().add(a * ks) },
+                        dc: if dc.is_empty() { std::ptr::null_mut() } else { dc.as_mut_ptr().add(r * hp) },
+                        dg: dg.as_mut_ptr().add(a * gh),
+                        d_rn: if d_rn.is_empty() { std::ptr::null_mut() } else { d_rn.as_mut_ptr().add(a * hp) },
+                        dh_prev: dh_prev.as_mut_ptr().add(a * ks),
+                        dr: if dr.is_empty() { std::ptr::null_mut() } else { dr.as_mut_ptr().add(a * hp) },
+                        dv: if dv.is_empty() { std::ptr::null() } else { dv.as_ptr().add(a * hp) },
+                    });
+                }
+                let dg_rows = |a: usize| MatRow { a: dg.as_ptr().add(a * gh), out: dh_prev.as_mut_ptr().add(a * ks) };
+                match cell {
+                    CellKind::Lstm | CellKind::Rnn => {
+                        let elementwise = if cell == CellKind::Lstm { table.lstm_backward } else { table.rnn_backward };
+                        elementwise(&params, &back_rows);
+                        mat_rows.clear();
+                        mat_rows.extend((0..na).map(dg_rows));
+                        (table.panel_matmul)(gh, ks, &pb.r_back_panels, &mat_rows);
+                    }
+                    CellKind::Gru => {
+                        (table.gru_backward_a)(&params, &back_rows);
+                        mat_rows.clear();
+                        mat_rows.extend((0..na).map(|a| MatRow { a: d_rn.as_ptr().add(a * hp), out: dv.as_mut_ptr().add(a * hp) }));
+                        (table.panel_matmul)(hp, ks, &pb.r_back_panels_n, &mat_rows);
+                        (table.gru_backward_b)(&params, &back_rows);
+                        // dh_prev += [dr, dz] × R_rz.
+                        mat_rows.clear();
+                        mat_rows.extend((0..na).map(|a| MatRow { a: dg.as_ptr().add(a * gh), out: tmp.as_mut_ptr().add(a * ks) }));
+                        (table.panel_matmul)(2 * hp, ks, &pb.r_back_panels, &mat_rows);
+                        for (d, t) in dh_prev[..na * ks].iter_mut().zip(&tmp[..na * ks]) {
+                            *d += t;
+                        }
+                    }
+                }
+            }
+            for (a, &(r, row_t)) in active.iter().enumerate() {
+                dh[r * ks..(r + 1) * ks].copy_from_slice(&dh_prev[a * ks..(a + 1) * ks]);
+                // SAFETY: rows row_t of the direction's gradients belong to item b.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(dg.as_ptr().add(a * gh), self.out[0].at(row_t * gh), gh);
+                    if cell == CellKind::Gru {
+                        std::ptr::copy_nonoverlapping(d_rn.as_ptr().add(a * hp), self.out[1].at(row_t * hp), hp);
+                    }
+                }
+            }
+        }
+        for r in 0..nb {
+            let b = b0 + r;
+            // SAFETY: row b of the state gradients belongs to this block alone.
+            unsafe {
+                std::slice::from_raw_parts_mut(self.dh_state.at(b * st), st).copy_from_slice(&dh[r * ks..r * ks + st]);
+                if cell == CellKind::Lstm {
+                    std::slice::from_raw_parts_mut(self.dc_state.at(b * h), h).copy_from_slice(&dc[r * hp..r * hp + h]);
+                }
+            }
+        }
+        peephole_grad
+    }
+}

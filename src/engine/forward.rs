@@ -1,0 +1,296 @@
+//! Forward pass of the fast engine (inference and training).
+
+use rayon::prelude::*;
+
+use super::pack::PackedBlock;
+use super::{batch_blocks, Packed, SharedMut};
+use crate::config::{CellKind, Config, Direction, GruVariant};
+use crate::error::Result;
+use crate::gemm::{par_gemm, Mat};
+use crate::io::{from_time_major, to_time_major, Input, Output, Shapes};
+use crate::kernels::fused::{MatRow, StepParams, StepRow};
+use crate::kernels::Kernels;
+
+/// What backward needs from one layer and direction; every buffer has one
+/// row per (time, item), row index `t·N + b`, padded like the kernels' rows.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct DirTrace {
+    /// Gate activations `[TN, G·Hp]` interleaved (RNN: h).
+    pub gates: Vec<f32>,
+    /// State each step started from `[TN, state_stride]`.
+    pub h_prev: Vec<f32>,
+    /// LSTM: cell state before the step and the unclipped new one `[TN, Hp]`.
+    pub c_prev: Vec<f32>,
+    pub c_raw: Vec<f32>,
+    /// LSTM with projection: `o ⊙ tanh c` before projecting `[TN, Hp]`.
+    pub m: Vec<f32>,
+    /// GRU: `r ⊙ h` (reset before matmul) or `Rn h + Rbn` (linear before reset).
+    pub aux: Vec<f32>,
+}
+
+/// What [`super::backward`] needs from a training forward pass.
+#[derive(Clone, Debug)]
+pub(crate) struct Trace {
+    pub shapes: Shapes,
+    pub lens: Vec<usize>,
+    /// Per layer, its time-major input `[TN, I_l]`.
+    pub layer_inputs: Vec<Vec<f32>>,
+    /// Per layer and direction.
+    pub dirs: Vec<DirTrace>,
+}
+
+impl DirTrace {
+    fn new(config: &Config, pb: &PackedBlock, rows: usize) -> Self {
+        let lstm = config.cell() == CellKind::Lstm;
+        let gru = config.cell() == CellKind::Gru;
+        let buf = |on: bool, width: usize| if on { vec![0.0; rows * width] } else { Vec::new() };
+        DirTrace {
+            gates: buf(true, pb.gates * pb.hp),
+            h_prev: buf(true, pb.state_stride),
+            c_prev: buf(lstm, pb.hp),
+            c_raw: buf(lstm, pb.hp),
+            m: buf(config.proj_size() > 0, pb.hp),
+            aux: buf(gru, pb.hp),
+        }
+    }
+}
+
+/// `[TN, G·Hp]` interleaved: `x W^T + bias` for every step at once.
+pub(crate) fn input_projection(pb: &PackedBlock, x: &[f32], rows: usize) -> Vec<f32> {
+    let gh = pb.gates * pb.hp;
+    let mut xw: Vec<f32> = Vec::with_capacity(rows * gh);
+    for _ in 0..rows {
+        xw.extend_from_slice(&pb.bias_interleaved);
+    }
+    par_gemm(
+        Mat::rows(x, rows, pb.input, pb.input),
+        Mat::transposed(&pb.w_interleaved, pb.input, gh, pb.input),
+        1.0,
+        &mut xw,
+        gh,
+    );
+    xw
+}
+
+/// Everything one direction's batch blocks share.
+struct DirRun<'a> {
+    config: &'a Config,
+    pb: &'a PackedBlock,
+    kernels: Kernels,
+    batch: usize,
+    lens: &'a [usize],
+    reversed: bool,
+    xw: &'a [f32],
+    /// Layer output `[TN, width]`, this direction's slice at `slot`.
+    y: SharedMut,
+    width: usize,
+    slot: usize,
+    /// This direction's `[N, H_out]` / `[N, H]` state: initial in, final out.
+    h_state: SharedMut,
+    c_state: SharedMut,
+    trace: Option<[SharedMut; 6]>,
+}
+
+pub(crate) fn forward(
+    config: &Config,
+    packed: &Packed,
+    input: &Input<'_>,
+    training: bool,
+) -> Result<(Output, Option<Trace>)> {
+    let shapes = Shapes::of_input(config, input)?;
+    let (t_len, n) = (shapes.seq_len, shapes.batch);
+    let lens: Vec<usize> = (0..n).map(|b| shapes.item_len(input.seq_lens, b)).collect();
+    let (hs, cs) = (config.state_size(), config.hidden_size());
+    let mut h_n = input.h0.map_or_else(|| vec![0.0; shapes.h], <[f32]>::to_vec);
+    let mut c_n = input.c0.map_or_else(|| vec![0.0; shapes.c], <[f32]>::to_vec);
+    let width = config.output_size();
+    let mut layer_in = to_time_major(config.layout(), input.x, t_len, n, config.input_size());
+    let mut layer_inputs = Vec::new();
+    let mut dir_traces = Vec::new();
+
+    for layer in 0..config.num_layers() {
+        let mut layer_out = vec![0.0; t_len * n * width];
+        for dir in 0..config.num_directions() {
+            let ld = layer * config.num_directions() + dir;
+            let pb = &packed.blocks[ld];
+            let xw = input_projection(pb, &layer_in, t_len * n);
+            let mut dt = training.then(|| DirTrace::new(config, pb, t_len * n));
+            let c_slice: &mut [f32] = if config.has_cell_state() {
+                &mut c_n[ld * n * cs..(ld + 1) * n * cs]
+            } else {
+                &mut []
+            };
+            let run = DirRun {
+                config,
+                pb,
+                kernels: packed.kernels,
+                batch: n,
+                lens: &lens,
+                reversed: config.direction().is_reversed(dir),
+                xw: &xw,
+                y: SharedMut::new(&mut layer_out),
+                width,
+                slot: if config.direction() == Direction::BidirectionalConcat { dir * hs } else { 0 },
+                h_state: SharedMut::new(&mut h_n[ld * n * hs..(ld + 1) * n * hs]),
+                c_state: SharedMut::new(c_slice),
+                trace: dt.as_mut().map(|t| {
+                    [&mut t.gates, &mut t.h_prev, &mut t.c_prev, &mut t.c_raw, &mut t.m, &mut t.aux]
+                        .map(|v| if v.is_empty() { SharedMut::null() } else { SharedMut::new(v) })
+                }),
+            };
+            batch_blocks(n).par_iter().for_each(|&(b0, nb)| run.block(b0, nb));
+            dir_traces.extend(dt);
+        }
+        let finished = std::mem::replace(&mut layer_in, layer_out);
+        if training {
+            layer_inputs.push(finished);
+        }
+    }
+    let y = from_time_major(config.layout(), layer_in, t_len, n, width);
+    let c_n = config.has_cell_state().then_some(c_n);
+    let trace = training.then(|| Trace { shapes, lens, layer_inputs, dirs: dir_traces });
+    Ok((Output { y, h_n, c_n }, trace))
+}
+
+impl DirRun<'_> {
+    /// Runs items `b0 .. b0 + nb` through every step of this direction.
+    fn block(&self, b0: usize, nb: usize) {
+        let (pb, cfg) = (self.pb, self.config);
+        let (ks, hp, st, h) = (pb.state_stride, pb.hp, pb.state, pb.hidden);
+        let gh = pb.gates * hp;
+        let (lstm, gru) = (cfg.cell() == CellKind::Lstm, cfg.cell() == CellKind::Gru);
+        let lbr = cfg.gru_variant() == GruVariant::LinearBeforeReset;
+        let proj = cfg.proj_size() > 0;
+        let training = self.trace.is_some();
+        let scratch = |on: bool, width: usize| vec![0.0f32; if on && !training { nb * width } else { 0 }];
+        let mut gates_scratch = scratch(gru, gh);
+        let mut aux_scratch = scratch(gru && !lbr, hp);
+        let mut m_scratch = scratch(proj, hp);
+        let mut h_cur = vec![0.0f32; nb * ks];
+        let mut h_nxt = vec![0.0f32; nb * ks];
+        let mut c = vec![0.0f32; if lstm { nb * hp } else { 0 }];
+        for r in 0..nb {
+            let b = b0 + r;
+            // SAFETY: row b of the state belongs to this block alone.
+            unsafe {
+                let src = std::slice::from_raw_parts(self.h_state.at(b * st), st);
+                h_cur[r * ks..r * ks + st].copy_from_slice(src);
+                if lstm {
+                    c[r * hp..r * hp + h].copy_from_slice(std::slice::from_raw_parts(self.c_state.at(b * h), h));
+                }
+            }
+        }
+        let params = StepParams {
+            k: st,
+            hp,
+            r_packed: &pb.r_panels,
+            r_packed_n: &pb.r_panels_n,
+            rb_n: &pb.rb_n,
+            peephole: pb.peephole.as_deref(),
+            clip: cfg.cell_clip(),
+            relu: cfg.activation() == crate::config::Activation::Relu,
+            linear_before_reset: lbr,
+        };
+        let step = match cfg.cell() {
+            CellKind::Lstm => self.kernels.table.lstm_step,
+            CellKind::Gru => self.kernels.table.gru_step,
+            CellKind::Rnn => self.kernels.table.rnn_step,
+        };
+        let max_len = self.lens[b0..b0 + nb].iter().copied().max().unwrap_or(0);
+        let mut rows = Vec::with_capacity(nb);
+        let mut proj_rows = Vec::with_capacity(nb);
+        let mut active = Vec::with_capacity(nb);
+        for s in 0..max_len {
+            rows.clear();
+            proj_rows.clear();
+            active.clear();
+            for r in 0..nb {
+                let (b, len) = (b0 + r, self.lens[b0 + r]);
+                if s >= len {
+                    let (cur, nxt) = (&h_cur[r * ks..(r + 1) * ks], r * ks);
+                    h_nxt[nxt..nxt + ks].copy_from_slice(cur);
+                    continue;
+                }
+                let t = if self.reversed { len - 1 - s } else { s };
+                let row_t = t * self.batch + b;
+                active.push((r, row_t));
+                // SAFETY (all pointers below): rows r of the block buffers and
+                // rows row_t of the shared buffers (item b's rows) are touched by
+                // this block only; every row holds the padded widths the kernels
+                // read and write.
+                unsafe {
+                    let h_prev = h_cur.as_ptr().add(r * ks);
+                    let trace_row = |i: usize, width: usize| match &self.trace {
+                        Some(bufs) if !bufs[i].is_null() => bufs[i].at(row_t * width),
+                        _ => std::ptr::null_mut(),
+                    };
+                    if training {
+                        std::ptr::copy_nonoverlapping(h_prev, trace_row(1, ks), ks);
+                    }
+                    let gates = if training {
+                        trace_row(0, gh)
+                    } else if gru {
+                        gates_scratch.as_mut_ptr().add(r * gh)
+                    } else {
+                        std::ptr::null_mut()
+                    };
+                    let aux = if lstm {
+                        trace_row(3, hp)
+                    } else if training {
+                        trace_row(5, hp)
+                    } else if gru && !lbr {
+                        aux_scratch.as_mut_ptr().add(r * hp)
+                    } else {
+                        std::ptr::null_mut()
+                    };
+                    let out = h_nxt.as_mut_ptr().add(r * ks);
+                    let h_next = if !proj {
+                        out
+                    } else if training {
+                        trace_row(4, hp)
+                    } else {
+                        m_scratch.as_mut_ptr().add(r * hp)
+                    };
+                    if proj {
+                        proj_rows.push(MatRow { a: h_next, out });
+                    }
+                    rows.push(StepRow {
+                        h_prev,
+                        xw: self.xw.as_ptr().add(row_t * gh),
+                        h_next,
+                        c: if lstm { c.as_mut_ptr().add(r * hp) } else { std::ptr::null_mut() },
+                        gates,
+                        c_prev: trace_row(2, hp),
+                        aux,
+                    });
+                }
+            }
+            // SAFETY: `Kernels` exists only for a supported ISA; every row's
+            // pointers are valid as set up above.
+            unsafe {
+                step(&params, &rows);
+                if proj {
+                    (self.kernels.table.panel_matmul)(h, ks, &pb.proj_panels, &proj_rows);
+                }
+            }
+            for &(r, row_t) in &active {
+                // SAFETY: row row_t of y belongs to item b of this block.
+                let y = unsafe { std::slice::from_raw_parts_mut(self.y.at(row_t * self.width + self.slot), st) };
+                for (y, v) in y.iter_mut().zip(&h_nxt[r * ks..r * ks + st]) {
+                    *y += v;
+                }
+            }
+            std::mem::swap(&mut h_cur, &mut h_nxt);
+        }
+        for r in 0..nb {
+            let b = b0 + r;
+            // SAFETY: row b of the state belongs to this block alone.
+            unsafe {
+                std::slice::from_raw_parts_mut(self.h_state.at(b * st), st).copy_from_slice(&h_cur[r * ks..r * ks + st]);
+                if lstm {
+                    std::slice::from_raw_parts_mut(self.c_state.at(b * h), h).copy_from_slice(&c[r * hp..r * hp + h]);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! The fast engine: forward and backward over layers, directions and time,
+//! on the packed weights and the SIMD kernels, with rayon over batch blocks.
+//!
+//! Per layer and direction, the input projection of every time step is one
+//! GEMM (`gemm`); the recurrence then runs per batch block, each block on
+//! its own thread through all time steps (no barrier per step), calling the
+//! fused step kernel of its cell. Backward walks the steps in reverse with
+//! the element-wise backward kernels and per-step `dG × R` products, then
+//! forms dW, dR and dX as GEMMs over all steps at once.
+
+mod backward;
+mod forward;
+pub(crate) mod pack;
+
+pub(crate) use backward::backward;
+pub(crate) use forward::{forward, Trace};
+
+use crate::config::Config;
+use crate::kernels::{Isa, Kernels};
+use crate::error::Result;
+use pack::PackedBlock;
+
+/// A model's weights packed for one ISA.
+#[derive(Debug)]
+pub(crate) struct Packed {
+    pub kernels: Kernels,
+    /// Indexed by `layer * D + dir`.
+    pub blocks: Vec<PackedBlock>,
+}
+
+impl Packed {
+    pub fn new(config: &Config, params: &[f32], isa: Isa) -> Result<Packed> {
+        let kernels = Kernels::for_isa(isa)?;
+        let mut blocks = Vec::new();
+        for layer in 0..config.num_layers() {
+            for dir in 0..config.num_directions() {
+                blocks.push(PackedBlock::new(config, params, layer, dir, kernels.unit()));
+            }
+        }
+        Ok(Packed { kernels, blocks })
+    }
+}
+
+/// A raw pointer that batch blocks running on different threads share to
+/// write *disjoint* rows of one buffer.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SharedMut(*mut f32);
+
+// SAFETY: the pointer is only dereferenced through `SharedMut::row`, whose
+// callers guarantee that no two threads touch the same row.
+unsafe impl Send for SharedMut {}
+unsafe impl Sync for SharedMut {}
+
+impl SharedMut {
+    pub fn new(buf: &mut [f32]) -> Self {
+        SharedMut(buf.as_mut_ptr())
+    }
+    pub fn null() -> Self {
+        SharedMut(std::ptr::null_mut())
+    }
+    pub fn is_null(&self) -> bool {
+        self.0.is_null()
+    }
+    /// Pointer to element `offset`.
+    ///
+    /// # Safety
+    /// `offset` is inside the buffer this was made from, which outlives the
+    /// use, and no other thread accesses the same elements meanwhile.
+    pub unsafe fn at(&self, offset: usize) -> *mut f32 {
+        // SAFETY: forwarded to the caller.
+        unsafe { self.0.add(offset) }
+    }
+}
+
+/// How many batch blocks to run in parallel for `batch` items.
+pub(crate) fn batch_blocks(batch: usize) -> Vec<(usize, usize)> {
+    const MIN_ROWS: usize = 4;
+    let threads = rayon::current_num_threads().max(1);
+    let blocks = threads.min(batch.div_ceil(MIN_ROWS)).max(1);
+    let per = batch.div_ceil(blocks).max(1);
+    (0..batch).step_by(per).map(|b0| (b0, per.min(batch - b0))).collect()
+}

@@ -1,0 +1,193 @@
+//! Weights rearranged for the kernels, once per model and ISA.
+//!
+//! Hidden units are padded to a multiple of the ISA's panel width `U`, with
+//! zero weights, so padded units stay exactly zero through every cell and
+//! every load is a whole vector. See `kernels::fused` for the interleaved and
+//! gate-major layouts.
+
+use crate::config::{CellKind, Config, GruVariant, ParamKind};
+
+/// One layer and direction, packed.
+#[derive(Debug)]
+pub(crate) struct PackedBlock {
+    pub gates: usize,
+    pub hidden: usize,
+    /// Hidden size padded to a multiple of the panel width.
+    pub hp: usize,
+    /// State size (H_out) and its padded row stride.
+    pub state: usize,
+    pub state_stride: usize,
+    pub input: usize,
+    /// `W`, interleaved rows `[G·Hp, I]`, for the input projection.
+    pub w_interleaved: Vec<f32>,
+    /// `Wb + Rb` interleaved (GRU linear-before-reset: Rbn left out).
+    pub bias_interleaved: Vec<f32>,
+    /// Recurrent panels: all gates, or r and z for GRU.
+    pub r_panels: Vec<f32>,
+    /// GRU: n-gate recurrent panels.
+    pub r_panels_n: Vec<f32>,
+    /// GRU linear-before-reset: Rbn `[Hp]`.
+    pub rb_n: Vec<f32>,
+    /// LSTM peepholes `[3·Hp]`.
+    pub peephole: Option<Vec<f32>>,
+    /// LSTM projection as one-gate panels over K = H.
+    pub proj_panels: Vec<f32>,
+    /// Backward: `W` gate-major `[G·Hp, I]`, `R` gate-major `[G·Hp, H_out]`,
+    /// projection `[P, Hp]`.
+    pub w_gate_major: Vec<f32>,
+    pub r_gate_major: Vec<f32>,
+    pub proj: Vec<f32>,
+    /// Backward per-step products as one-gate panels: `dG × R` (K = G·Hp, or
+    /// 2·Hp for GRU's r and z), GRU `d_rn × Rn` (K = Hp), and the projection
+    /// `dh × P` (K = H_out, N = Hp).
+    pub r_back_panels: Vec<f32>,
+    pub r_back_panels_n: Vec<f32>,
+    pub proj_back_panels: Vec<f32>,
+}
+
+/// Packs `B [k, n]` (given element-wise by `b`) as one-gate panels for
+/// `panel_matmul`: `round_up(n, unit) / unit` panels of `k × unit`.
+pub(crate) fn pack_b(k: usize, n: usize, unit: usize, b: impl Fn(usize, usize) -> f32) -> Vec<f32> {
+    let np = round_up(n, unit);
+    let mut out = vec![0.0; k * np];
+    for q in 0..n {
+        let (panel, u) = (q / unit, q % unit);
+        for kk in 0..k {
+            out[panel * k * unit + kk * unit + u] = b(kk, q);
+        }
+    }
+    out
+}
+
+/// Rounds `n` up to a multiple of `unit`.
+pub(crate) fn round_up(n: usize, unit: usize) -> usize {
+    n.div_ceil(unit) * unit
+}
+
+/// Interleaved column of gate `g`, unit `j`, for `gates` gates per panel.
+pub(crate) fn interleaved(g: usize, j: usize, gates: usize, unit: usize) -> usize {
+    (j / unit) * gates * unit + g * unit + j % unit
+}
+
+/// Packs rows `[g·H + j, 0..k]` of `m` for the gates in `gate_list` into
+/// panels: panel p, then row kk, then gate, then unit.
+fn panels(m: &[f32], hidden: usize, k: usize, gate_list: &[usize], unit: usize, hp: usize) -> Vec<f32> {
+    let gu = gate_list.len() * unit;
+    let mut out = vec![0.0; hp * gate_list.len() * k];
+    for p in 0..hp / unit {
+        for kk in 0..k {
+            for (gi, &g) in gate_list.iter().enumerate() {
+                for u in 0..unit {
+                    let j = p * unit + u;
+                    if j < hidden {
+                        out[p * k * gu + kk * gu + gi * unit + u] = m[(g * hidden + j) * k + kk];
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+impl PackedBlock {
+    pub fn new(config: &Config, params: &[f32], layer: usize, dir: usize, unit: usize) -> Self {
+        let tensor = |kind| {
+            config
+                .param_range(layer, dir, kind)
+                .map(|r| &params[r])
+                .unwrap_or(&[])
+        };
+        let (w, r, wb, rb) = (
+            tensor(ParamKind::W),
+            tensor(ParamKind::R),
+            tensor(ParamKind::Wb),
+            tensor(ParamKind::Rb),
+        );
+        let (g_count, h) = (config.gates(), config.hidden_size());
+        let hp = round_up(h, unit);
+        let (state, input) = (config.state_size(), config.layer_input_size(layer));
+        let state_stride = round_up(state, unit);
+        let gru = config.cell() == CellKind::Gru;
+        let lbr = config.gru_variant() == GruVariant::LinearBeforeReset;
+
+        let mut w_interleaved = vec![0.0; g_count * hp * input];
+        let mut w_gate_major = vec![0.0; g_count * hp * input];
+        let mut r_gate_major = vec![0.0; g_count * hp * state];
+        let mut bias_interleaved = vec![0.0; g_count * hp];
+        for g in 0..g_count {
+            for j in 0..h {
+                let src = g * h + j;
+                let (il, gm) = (interleaved(g, j, g_count, unit), g * hp + j);
+                w_interleaved[il * input..(il + 1) * input].copy_from_slice(&w[src * input..(src + 1) * input]);
+                w_gate_major[gm * input..(gm + 1) * input].copy_from_slice(&w[src * input..(src + 1) * input]);
+                r_gate_major[gm * state..(gm + 1) * state].copy_from_slice(&r[src * state..(src + 1) * state]);
+                let rb_part = if gru && lbr && g == 2 { 0.0 } else { rb[src] };
+                bias_interleaved[il] = wb[src] + rb_part;
+            }
+        }
+        let (r_panels, r_panels_n) = if gru {
+            (panels(r, h, state, &[0, 1], unit, hp), panels(r, h, state, &[2], unit, hp))
+        } else {
+            (panels(r, h, state, &(0..g_count).collect::<Vec<_>>(), unit, hp), Vec::new())
+        };
+        let mut rb_n = vec![0.0; if gru { hp } else { 0 }];
+        if gru {
+            rb_n[..h].copy_from_slice(&rb[2 * h..3 * h]);
+        }
+        let peephole = config.peepholes().then(|| {
+            let p = tensor(ParamKind::Peephole);
+            let mut out = vec![0.0; 3 * hp];
+            for g in 0..3 {
+                out[g * hp..g * hp + h].copy_from_slice(&p[g * h..(g + 1) * h]);
+            }
+            out
+        });
+        let (proj_panels, proj) = if config.proj_size() > 0 {
+            let p_mat = tensor(ParamKind::Projection);
+            let mut proj = vec![0.0; state * hp];
+            for row in 0..state {
+                proj[row * hp..row * hp + h].copy_from_slice(&p_mat[row * h..(row + 1) * h]);
+            }
+            // out[q] = Σ_j P[q, j] m[j]: B = Pᵀ, K = H over j, N = P over q.
+            let panels_out = pack_b(h, state, unit, |j, q| p_mat[q * h + j]);
+            (panels_out, proj)
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        let r_gm = &r_gate_major;
+        let (r_back_panels, r_back_panels_n) = if gru {
+            (
+                pack_b(2 * hp, state, unit, |kk, q| r_gm[kk * state + q]),
+                pack_b(hp, state, unit, |kk, q| r_gm[(2 * hp + kk) * state + q]),
+            )
+        } else {
+            (pack_b(g_count * hp, state, unit, |kk, q| r_gm[kk * state + q]), Vec::new())
+        };
+        let proj_back_panels = if config.proj_size() > 0 {
+            pack_b(state, hp, unit, |q, j| proj[q * hp + j])
+        } else {
+            Vec::new()
+        };
+        PackedBlock {
+            r_back_panels,
+            r_back_panels_n,
+            proj_back_panels,
+            gates: g_count,
+            hidden: h,
+            hp,
+            state,
+            state_stride,
+            input,
+            w_interleaved,
+            bias_interleaved,
+            r_panels,
+            r_panels_n,
+            rb_n,
+            peephole,
+            proj_panels,
+            w_gate_major,
+            r_gate_major,
+            proj,
+        }
+    }
+}
