@@ -65,7 +65,10 @@ fn check(name: &str, isa: Isa, f: fn(Isa, &mut [f32]) -> rnn::Result<()>, exact:
         }
         let want = exact(f64::from(x)) as f32;
         if want.abs() < f32::MIN_POSITIVE {
-            assert!((y - want).abs() <= 1e-38, "{name}/{isa:?}({x:e}) = {y:e}, expected {want:e}");
+            assert!(
+                (y - want).abs() <= 1e-38,
+                "{name}/{isa:?}({x:e}) = {y:e}, expected {want:e}"
+            );
             continue;
         }
         let d = ulp_distance(y, want);
@@ -113,7 +116,11 @@ fn limits_and_specials() {
         let mut s = [f32::INFINITY, f32::NEG_INFINITY, f32::NAN, 0.0, 1e-30];
         sigmoid_in_place(isa, &mut s).unwrap();
         assert_eq!(s[0], 1.0, "{isa:?}");
-        assert!((0.0..1e-38).contains(&s[1]), "{isa:?}: sigmoid(-inf) = {}", s[1]);
+        assert!(
+            (0.0..1e-38).contains(&s[1]),
+            "{isa:?}: sigmoid(-inf) = {}",
+            s[1]
+        );
         assert!(s[2].is_nan());
         assert_eq!(&s[3..], &[0.5, 0.5]);
     }
@@ -137,7 +144,11 @@ fn every_length_works() {
 fn unsupported_and_unknown_isas_are_errors() {
     assert!(Isa::from_name("sse9").is_err());
     assert_eq!(Isa::from_name(" AVX2 ").unwrap(), Isa::Avx2);
-    let foreign = if cfg!(target_arch = "x86_64") { Isa::Neon } else { Isa::Avx2 };
+    let foreign = if cfg!(target_arch = "x86_64") {
+        Isa::Neon
+    } else {
+        Isa::Avx2
+    };
     assert!(!foreign.is_supported());
     assert!(tanh_in_place(foreign, &mut [0.0]).is_err());
     assert!(Isa::supported().contains(&Isa::Scalar));

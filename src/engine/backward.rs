@@ -39,7 +39,12 @@ struct DirBack<'a> {
     out: [SharedMut; 3],
 }
 
-pub(crate) fn backward(config: &Config, packed: &Packed, trace: &Trace, grads: &OutputGrads<'_>) -> Result<Gradients> {
+pub(crate) fn backward(
+    config: &Config,
+    packed: &Packed,
+    trace: &Trace,
+    grads: &OutputGrads<'_>,
+) -> Result<Gradients> {
     let shapes = trace.shapes;
     grads.check(config, &shapes)?;
     let (t_len, n) = (shapes.seq_len, shapes.batch);
@@ -47,8 +52,12 @@ pub(crate) fn backward(config: &Config, packed: &Packed, trace: &Trace, grads: &
     let (hs, cs) = (config.state_size(), config.hidden_size());
     let width = config.output_size();
     let mut dparams = vec![0.0; config.num_params()];
-    let mut dh0 = grads.dh_n.map_or_else(|| vec![0.0; shapes.h], <[f32]>::to_vec);
-    let mut dc0 = grads.dc_n.map_or_else(|| vec![0.0; shapes.c], <[f32]>::to_vec);
+    let mut dh0 = grads
+        .dh_n
+        .map_or_else(|| vec![0.0; shapes.h], <[f32]>::to_vec);
+    let mut dc0 = grads
+        .dc_n
+        .map_or_else(|| vec![0.0; shapes.c], <[f32]>::to_vec);
     let mut d_out = to_time_major(config.layout(), grads.dy, t_len, n, width);
 
     for layer in (0..config.num_layers()).rev() {
@@ -82,15 +91,36 @@ pub(crate) fn backward(config: &Config, packed: &Packed, trace: &Trace, grads: &
                 reversed: config.direction().is_reversed(dir),
                 d_out: &d_out,
                 width,
-                slot: if config.direction() == Direction::BidirectionalConcat { dir * hs } else { 0 },
+                slot: if config.direction() == Direction::BidirectionalConcat {
+                    dir * hs
+                } else {
+                    0
+                },
                 dh_state: SharedMut::new(&mut dh0[ld * n * hs..(ld + 1) * n * hs]),
                 dc_state: SharedMut::new(c_slice),
-                out: [&mut dg.dg, &mut dg.d_rn, &mut dg.dh_proj]
-                    .map(|v| if v.is_empty() { SharedMut::null() } else { SharedMut::new(v) }),
+                out: [&mut dg.dg, &mut dg.d_rn, &mut dg.dh_proj].map(|v| {
+                    if v.is_empty() {
+                        SharedMut::null()
+                    } else {
+                        SharedMut::new(v)
+                    }
+                }),
             };
-            let peephole_grads: Vec<Vec<f32>> =
-                batch_blocks(n).par_iter().map(|&(b0, nb)| run.block(b0, nb)).collect();
-            weight_grads(config, pb, layer, dir, x, dt, &dg, &peephole_grads, &mut dparams);
+            let peephole_grads: Vec<Vec<f32>> = batch_blocks(n)
+                .par_iter()
+                .map(|&(b0, nb)| run.block(b0, nb))
+                .collect();
+            weight_grads(
+                config,
+                pb,
+                layer,
+                dir,
+                x,
+                dt,
+                &dg,
+                &peephole_grads,
+                &mut dparams,
+            );
             // dX += dG × W (gate-major).
             let gh = pb.gates * hp;
             par_gemm(
@@ -104,7 +134,12 @@ pub(crate) fn backward(config: &Config, packed: &Packed, trace: &Trace, grads: &
         d_out = d_in;
     }
     let dx = from_time_major(config.layout(), d_out, t_len, n, config.input_size());
-    Ok(Gradients { dx, dh0, dc0: config.has_cell_state().then_some(dc0), dparams })
+    Ok(Gradients {
+        dx,
+        dh0,
+        dc0: config.has_cell_state().then_some(dc0),
+        dparams,
+    })
 }
 
 /// dW, dR, the biases, peepholes and projection of one layer and direction,
@@ -121,7 +156,14 @@ fn weight_grads(
     peephole_grads: &[Vec<f32>],
     dparams: &mut [f32],
 ) {
-    let (hp, h, st, ks, gates, input) = (pb.hp, pb.hidden, pb.state, pb.state_stride, pb.gates, pb.input);
+    let (hp, h, st, ks, gates, input) = (
+        pb.hp,
+        pb.hidden,
+        pb.state,
+        pb.state_stride,
+        pb.gates,
+        pb.input,
+    );
     let gh = gates * hp;
     let rows = if gh == 0 { 0 } else { g.dg.len() / gh };
     let gru = config.cell() == CellKind::Gru;
@@ -138,7 +180,13 @@ fn weight_grads(
     };
 
     let mut dw = vec![0.0; gh * input];
-    gemm(Mat::transposed(&g.dg, gh, rows, gh), Mat::rows(x, rows, input, input), 0.0, &mut dw, input);
+    gemm(
+        Mat::transposed(&g.dg, gh, rows, gh),
+        Mat::rows(x, rows, input, input),
+        0.0,
+        &mut dw,
+        input,
+    );
     unpad(&dw, input, &mut dparams[range(ParamKind::W)]);
 
     let mut dwb = vec![0.0; gh];
@@ -152,18 +200,36 @@ fn weight_grads(
         // r and z: the gate gradients times h_prev; n: d_rn times the vector
         // Rn multiplied (r ⊙ h, or h for linear-before-reset).
         let rz = 2 * hp;
-        let dg_rz = Mat { data: &g.dg, rows: rz, cols: rows, row_stride: 1, col_stride: gh };
+        let dg_rz = Mat {
+            data: &g.dg,
+            rows: rz,
+            cols: rows,
+            row_stride: 1,
+            col_stride: gh,
+        };
         gemm(dg_rz, h_prev, 0.0, &mut dr[..rz * st], st);
         let v = if config.gru_variant() == GruVariant::LinearBeforeReset {
             h_prev
         } else {
             Mat::rows(&dt.aux, rows, st, hp)
         };
-        gemm(Mat::transposed(&g.d_rn, hp, rows, hp), v, 0.0, &mut dr[rz * st..], st);
+        gemm(
+            Mat::transposed(&g.d_rn, hp, rows, hp),
+            v,
+            0.0,
+            &mut dr[rz * st..],
+            st,
+        );
         drb[rz..].fill(0.0);
         add_column_sums(&g.d_rn, rows, hp, &mut drb[rz..]);
     } else {
-        gemm(Mat::transposed(&g.dg, gh, rows, gh), h_prev, 0.0, &mut dr, st);
+        gemm(
+            Mat::transposed(&g.dg, gh, rows, gh),
+            h_prev,
+            0.0,
+            &mut dr,
+            st,
+        );
     }
     unpad(&dr, st, &mut dparams[range(ParamKind::R)]);
     unpad(&drb, 1, &mut dparams[range(ParamKind::Rb)]);
@@ -181,7 +247,13 @@ fn weight_grads(
     if config.proj_size() > 0 {
         // dP [P, H] = dh_projᵀ × m.
         let mut dp = vec![0.0; st * hp];
-        gemm(Mat::transposed(&g.dh_proj, st, rows, ks), Mat::rows(&dt.m, rows, hp, hp), 0.0, &mut dp, hp);
+        gemm(
+            Mat::transposed(&g.dh_proj, st, rows, ks),
+            Mat::rows(&dt.m, rows, hp, hp),
+            0.0,
+            &mut dp,
+            hp,
+        );
         let dst = &mut dparams[range(ParamKind::Projection)];
         for q in 0..st {
             dst[q * h..(q + 1) * h].copy_from_slice(&dp[q * hp..q * hp + h]);
@@ -202,7 +274,11 @@ impl DirBack<'_> {
         let params = BackParams {
             hp,
             peephole: pb.peephole.as_deref(),
-            peephole_grad: if peephole_grad.is_empty() { std::ptr::null_mut() } else { peephole_grad.as_mut_ptr() },
+            peephole_grad: if peephole_grad.is_empty() {
+                std::ptr::null_mut()
+            } else {
+                peephole_grad.as_mut_ptr()
+            },
             clip: cfg.cell_clip(),
             relu: cfg.activation() == crate::config::Activation::Relu,
             linear_before_reset: cfg.gru_variant() == GruVariant::LinearBeforeReset,
@@ -214,9 +290,11 @@ impl DirBack<'_> {
             let b = b0 + r;
             // SAFETY: row b of the state gradients belongs to this block alone.
             unsafe {
-                dh[r * ks..r * ks + st].copy_from_slice(std::slice::from_raw_parts(self.dh_state.at(b * st), st));
+                dh[r * ks..r * ks + st]
+                    .copy_from_slice(std::slice::from_raw_parts(self.dh_state.at(b * st), st));
                 if cell == CellKind::Lstm {
-                    dc[r * hp..r * hp + h].copy_from_slice(std::slice::from_raw_parts(self.dc_state.at(b * h), h));
+                    dc[r * hp..r * hp + h]
+                        .copy_from_slice(std::slice::from_raw_parts(self.dc_state.at(b * h), h));
                 }
             }
         }
@@ -253,11 +331,15 @@ impl DirBack<'_> {
                 }
                 if proj {
                     // SAFETY: row row_t belongs to item b of this block.
-                    unsafe { std::ptr::copy_nonoverlapping(dst.as_ptr(), self.out[2].at(row_t * ks), ks) };
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(dst.as_ptr(), self.out[2].at(row_t * ks), ks)
+                    };
                 }
             }
             let na = active.len();
-            let rows_of = |buf: &mut Vec<f32>, width: usize, a: usize| buf.as_mut_ptr().wrapping_add(a * width);
+            let rows_of = |buf: &mut Vec<f32>, width: usize, a: usize| {
+                buf.as_mut_ptr().wrapping_add(a * width)
+            };
             // SAFETY (kernel calls below): `Kernels` exists only for a supported
             // ISA; every pointer addresses a whole padded row of a live buffer:
             // compacted rows a < na of the step buffers, rows r of the carries,
@@ -266,31 +348,71 @@ impl DirBack<'_> {
                 if proj {
                     // dm = dh_tot × P (the projection's input gradient).
                     mat_rows.clear();
-                    mat_rows.extend((0..na).map(|a| MatRow { a: dh_tot.as_ptr().add(a * ks), out: rows_of(&mut dm, hp, a) }));
+                    mat_rows.extend((0..na).map(|a| MatRow {
+                        a: dh_tot.as_ptr().add(a * ks),
+                        out: rows_of(&mut dm, hp, a),
+                    }));
                     (table.panel_matmul)(st, hp, &pb.proj_back_panels, &mat_rows);
                 }
                 back_rows.clear();
                 for (a, &(r, row_t)) in active.iter().enumerate() {
                     let tr = self.trace;
-                    let at = |v: &Vec<f32>, width: usize| if v.is_empty() { std::ptr::null() } else { v.as_ptr().add(row_t * width) };
+                    let at = |v: &Vec<f32>, width: usize| {
+                        if v.is_empty() {
+                            std::ptr::null()
+                        } else {
+                            v.as_ptr().add(row_t * width)
+                        }
+                    };
                     back_rows.push(BackRow {
                         gates: at(&tr.gates, gh),
                         h_prev: at(&tr.h_prev, ks),
                         c_prev: at(&tr.c_prev, hp),
-                        aux: if cell == CellKind::Lstm { at(&tr.c_raw, hp) } else { at(&tr.aux, hp) },
-                        dh: if proj { dm.as_ptr().add(a * hp) } else { dh_tot.as_ptr().add(a * ks) },
-                        dc: if dc.is_empty() { std::ptr::null_mut() } else { dc.as_mut_ptr().add(r * hp) },
+                        aux: if cell == CellKind::Lstm {
+                            at(&tr.c_raw, hp)
+                        } else {
+                            at(&tr.aux, hp)
+                        },
+                        dh: if proj {
+                            dm.as_ptr().add(a * hp)
+                        } else {
+                            dh_tot.as_ptr().add(a * ks)
+                        },
+                        dc: if dc.is_empty() {
+                            std::ptr::null_mut()
+                        } else {
+                            dc.as_mut_ptr().add(r * hp)
+                        },
                         dg: dg.as_mut_ptr().add(a * gh),
-                        d_rn: if d_rn.is_empty() { std::ptr::null_mut() } else { d_rn.as_mut_ptr().add(a * hp) },
+                        d_rn: if d_rn.is_empty() {
+                            std::ptr::null_mut()
+                        } else {
+                            d_rn.as_mut_ptr().add(a * hp)
+                        },
                         dh_prev: dh_prev.as_mut_ptr().add(a * ks),
-                        dr: if dr.is_empty() { std::ptr::null_mut() } else { dr.as_mut_ptr().add(a * hp) },
-                        dv: if dv.is_empty() { std::ptr::null() } else { dv.as_ptr().add(a * hp) },
+                        dr: if dr.is_empty() {
+                            std::ptr::null_mut()
+                        } else {
+                            dr.as_mut_ptr().add(a * hp)
+                        },
+                        dv: if dv.is_empty() {
+                            std::ptr::null()
+                        } else {
+                            dv.as_ptr().add(a * hp)
+                        },
                     });
                 }
-                let dg_rows = |a: usize| MatRow { a: dg.as_ptr().add(a * gh), out: dh_prev.as_mut_ptr().add(a * ks) };
+                let dg_rows = |a: usize| MatRow {
+                    a: dg.as_ptr().add(a * gh),
+                    out: dh_prev.as_mut_ptr().add(a * ks),
+                };
                 match cell {
                     CellKind::Lstm | CellKind::Rnn => {
-                        let elementwise = if cell == CellKind::Lstm { table.lstm_backward } else { table.rnn_backward };
+                        let elementwise = if cell == CellKind::Lstm {
+                            table.lstm_backward
+                        } else {
+                            table.rnn_backward
+                        };
                         elementwise(&params, &back_rows);
                         mat_rows.clear();
                         mat_rows.extend((0..na).map(dg_rows));
@@ -299,12 +421,18 @@ impl DirBack<'_> {
                     CellKind::Gru => {
                         (table.gru_backward_a)(&params, &back_rows);
                         mat_rows.clear();
-                        mat_rows.extend((0..na).map(|a| MatRow { a: d_rn.as_ptr().add(a * hp), out: dv.as_mut_ptr().add(a * hp) }));
+                        mat_rows.extend((0..na).map(|a| MatRow {
+                            a: d_rn.as_ptr().add(a * hp),
+                            out: dv.as_mut_ptr().add(a * hp),
+                        }));
                         (table.panel_matmul)(hp, ks, &pb.r_back_panels_n, &mat_rows);
                         (table.gru_backward_b)(&params, &back_rows);
                         // dh_prev += [dr, dz] × R_rz.
                         mat_rows.clear();
-                        mat_rows.extend((0..na).map(|a| MatRow { a: dg.as_ptr().add(a * gh), out: tmp.as_mut_ptr().add(a * ks) }));
+                        mat_rows.extend((0..na).map(|a| MatRow {
+                            a: dg.as_ptr().add(a * gh),
+                            out: tmp.as_mut_ptr().add(a * ks),
+                        }));
                         (table.panel_matmul)(2 * hp, ks, &pb.r_back_panels, &mat_rows);
                         for (d, t) in dh_prev[..na * ks].iter_mut().zip(&tmp[..na * ks]) {
                             *d += t;
@@ -316,9 +444,17 @@ impl DirBack<'_> {
                 dh[r * ks..(r + 1) * ks].copy_from_slice(&dh_prev[a * ks..(a + 1) * ks]);
                 // SAFETY: rows row_t of the direction's gradients belong to item b.
                 unsafe {
-                    std::ptr::copy_nonoverlapping(dg.as_ptr().add(a * gh), self.out[0].at(row_t * gh), gh);
+                    std::ptr::copy_nonoverlapping(
+                        dg.as_ptr().add(a * gh),
+                        self.out[0].at(row_t * gh),
+                        gh,
+                    );
                     if cell == CellKind::Gru {
-                        std::ptr::copy_nonoverlapping(d_rn.as_ptr().add(a * hp), self.out[1].at(row_t * hp), hp);
+                        std::ptr::copy_nonoverlapping(
+                            d_rn.as_ptr().add(a * hp),
+                            self.out[1].at(row_t * hp),
+                            hp,
+                        );
                     }
                 }
             }
@@ -327,9 +463,11 @@ impl DirBack<'_> {
             let b = b0 + r;
             // SAFETY: row b of the state gradients belongs to this block alone.
             unsafe {
-                std::slice::from_raw_parts_mut(self.dh_state.at(b * st), st).copy_from_slice(&dh[r * ks..r * ks + st]);
+                std::slice::from_raw_parts_mut(self.dh_state.at(b * st), st)
+                    .copy_from_slice(&dh[r * ks..r * ks + st]);
                 if cell == CellKind::Lstm {
-                    std::slice::from_raw_parts_mut(self.dc_state.at(b * h), h).copy_from_slice(&dc[r * hp..r * hp + h]);
+                    std::slice::from_raw_parts_mut(self.dc_state.at(b * h), h)
+                        .copy_from_slice(&dc[r * hp..r * hp + h]);
                 }
             }
         }

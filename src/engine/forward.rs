@@ -43,7 +43,13 @@ impl DirTrace {
     fn new(config: &Config, pb: &PackedBlock, rows: usize) -> Self {
         let lstm = config.cell() == CellKind::Lstm;
         let gru = config.cell() == CellKind::Gru;
-        let buf = |on: bool, width: usize| if on { vec![0.0; rows * width] } else { Vec::new() };
+        let buf = |on: bool, width: usize| {
+            if on {
+                vec![0.0; rows * width]
+            } else {
+                Vec::new()
+            }
+        };
         DirTrace {
             gates: buf(true, pb.gates * pb.hp),
             h_prev: buf(true, pb.state_stride),
@@ -101,8 +107,12 @@ pub(crate) fn forward(
     let (t_len, n) = (shapes.seq_len, shapes.batch);
     let lens: Vec<usize> = (0..n).map(|b| shapes.item_len(input.seq_lens, b)).collect();
     let (hs, cs) = (config.state_size(), config.hidden_size());
-    let mut h_n = input.h0.map_or_else(|| vec![0.0; shapes.h], <[f32]>::to_vec);
-    let mut c_n = input.c0.map_or_else(|| vec![0.0; shapes.c], <[f32]>::to_vec);
+    let mut h_n = input
+        .h0
+        .map_or_else(|| vec![0.0; shapes.h], <[f32]>::to_vec);
+    let mut c_n = input
+        .c0
+        .map_or_else(|| vec![0.0; shapes.c], <[f32]>::to_vec);
     let width = config.output_size();
     let mut layer_in = to_time_major(config.layout(), input.x, t_len, n, config.input_size());
     let mut layer_inputs = Vec::new();
@@ -130,15 +140,34 @@ pub(crate) fn forward(
                 xw: &xw,
                 y: SharedMut::new(&mut layer_out),
                 width,
-                slot: if config.direction() == Direction::BidirectionalConcat { dir * hs } else { 0 },
+                slot: if config.direction() == Direction::BidirectionalConcat {
+                    dir * hs
+                } else {
+                    0
+                },
                 h_state: SharedMut::new(&mut h_n[ld * n * hs..(ld + 1) * n * hs]),
                 c_state: SharedMut::new(c_slice),
                 trace: dt.as_mut().map(|t| {
-                    [&mut t.gates, &mut t.h_prev, &mut t.c_prev, &mut t.c_raw, &mut t.m, &mut t.aux]
-                        .map(|v| if v.is_empty() { SharedMut::null() } else { SharedMut::new(v) })
+                    [
+                        &mut t.gates,
+                        &mut t.h_prev,
+                        &mut t.c_prev,
+                        &mut t.c_raw,
+                        &mut t.m,
+                        &mut t.aux,
+                    ]
+                    .map(|v| {
+                        if v.is_empty() {
+                            SharedMut::null()
+                        } else {
+                            SharedMut::new(v)
+                        }
+                    })
                 }),
             };
-            batch_blocks(n).par_iter().for_each(|&(b0, nb)| run.block(b0, nb));
+            batch_blocks(n)
+                .par_iter()
+                .for_each(|&(b0, nb)| run.block(b0, nb));
             dir_traces.extend(dt);
         }
         let finished = std::mem::replace(&mut layer_in, layer_out);
@@ -148,7 +177,12 @@ pub(crate) fn forward(
     }
     let y = from_time_major(config.layout(), layer_in, t_len, n, width);
     let c_n = config.has_cell_state().then_some(c_n);
-    let trace = training.then(|| Trace { shapes, lens, layer_inputs, dirs: dir_traces });
+    let trace = training.then(|| Trace {
+        shapes,
+        lens,
+        layer_inputs,
+        dirs: dir_traces,
+    });
     Ok((Output { y, h_n, c_n }, trace))
 }
 
@@ -162,7 +196,8 @@ impl DirRun<'_> {
         let lbr = cfg.gru_variant() == GruVariant::LinearBeforeReset;
         let proj = cfg.proj_size() > 0;
         let training = self.trace.is_some();
-        let scratch = |on: bool, width: usize| vec![0.0f32; if on && !training { nb * width } else { 0 }];
+        let scratch =
+            |on: bool, width: usize| vec![0.0f32; if on && !training { nb * width } else { 0 }];
         let mut gates_scratch = scratch(gru, gh);
         let mut aux_scratch = scratch(gru && !lbr, hp);
         let mut m_scratch = scratch(proj, hp);
@@ -176,7 +211,8 @@ impl DirRun<'_> {
                 let src = std::slice::from_raw_parts(self.h_state.at(b * st), st);
                 h_cur[r * ks..r * ks + st].copy_from_slice(src);
                 if lstm {
-                    c[r * hp..r * hp + h].copy_from_slice(std::slice::from_raw_parts(self.c_state.at(b * h), h));
+                    c[r * hp..r * hp + h]
+                        .copy_from_slice(std::slice::from_raw_parts(self.c_state.at(b * h), h));
                 }
             }
         }
@@ -258,7 +294,11 @@ impl DirRun<'_> {
                         h_prev,
                         xw: self.xw.as_ptr().add(row_t * gh),
                         h_next,
-                        c: if lstm { c.as_mut_ptr().add(r * hp) } else { std::ptr::null_mut() },
+                        c: if lstm {
+                            c.as_mut_ptr().add(r * hp)
+                        } else {
+                            std::ptr::null_mut()
+                        },
                         gates,
                         c_prev: trace_row(2, hp),
                         aux,
@@ -275,7 +315,9 @@ impl DirRun<'_> {
             }
             for &(r, row_t) in &active {
                 // SAFETY: row row_t of y belongs to item b of this block.
-                let y = unsafe { std::slice::from_raw_parts_mut(self.y.at(row_t * self.width + self.slot), st) };
+                let y = unsafe {
+                    std::slice::from_raw_parts_mut(self.y.at(row_t * self.width + self.slot), st)
+                };
                 for (y, v) in y.iter_mut().zip(&h_nxt[r * ks..r * ks + st]) {
                     *y += v;
                 }
@@ -286,9 +328,11 @@ impl DirRun<'_> {
             let b = b0 + r;
             // SAFETY: row b of the state belongs to this block alone.
             unsafe {
-                std::slice::from_raw_parts_mut(self.h_state.at(b * st), st).copy_from_slice(&h_cur[r * ks..r * ks + st]);
+                std::slice::from_raw_parts_mut(self.h_state.at(b * st), st)
+                    .copy_from_slice(&h_cur[r * ks..r * ks + st]);
                 if lstm {
-                    std::slice::from_raw_parts_mut(self.c_state.at(b * h), h).copy_from_slice(&c[r * hp..r * hp + h]);
+                    std::slice::from_raw_parts_mut(self.c_state.at(b * h), h)
+                        .copy_from_slice(&c[r * hp..r * hp + h]);
                 }
             }
         }

@@ -16,8 +16,8 @@ pub(crate) use backward::backward;
 pub(crate) use forward::{forward, Trace};
 
 use crate::config::Config;
-use crate::kernels::{Isa, Kernels};
 use crate::error::Result;
+use crate::kernels::{Isa, Kernels};
 use pack::PackedBlock;
 
 /// A model's weights packed for one ISA.
@@ -78,5 +78,8 @@ pub(crate) fn batch_blocks(batch: usize) -> Vec<(usize, usize)> {
     let threads = rayon::current_num_threads().max(1);
     let blocks = threads.min(batch.div_ceil(MIN_ROWS)).max(1);
     let per = batch.div_ceil(blocks).max(1);
-    (0..batch).step_by(per).map(|b0| (b0, per.min(batch - b0))).collect()
+    (0..batch)
+        .step_by(per)
+        .map(|b0| (b0, per.min(batch - b0)))
+        .collect()
 }

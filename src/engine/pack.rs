@@ -71,7 +71,14 @@ pub(crate) fn interleaved(g: usize, j: usize, gates: usize, unit: usize) -> usiz
 
 /// Packs rows `[g·H + j, 0..k]` of `m` for the gates in `gate_list` into
 /// panels: panel p, then row kk, then gate, then unit.
-fn panels(m: &[f32], hidden: usize, k: usize, gate_list: &[usize], unit: usize, hp: usize) -> Vec<f32> {
+fn panels(
+    m: &[f32],
+    hidden: usize,
+    k: usize,
+    gate_list: &[usize],
+    unit: usize,
+    hp: usize,
+) -> Vec<f32> {
     let gu = gate_list.len() * unit;
     let mut out = vec![0.0; hp * gate_list.len() * k];
     for p in 0..hp / unit {
@@ -118,17 +125,26 @@ impl PackedBlock {
             for j in 0..h {
                 let src = g * h + j;
                 let (il, gm) = (interleaved(g, j, g_count, unit), g * hp + j);
-                w_interleaved[il * input..(il + 1) * input].copy_from_slice(&w[src * input..(src + 1) * input]);
-                w_gate_major[gm * input..(gm + 1) * input].copy_from_slice(&w[src * input..(src + 1) * input]);
-                r_gate_major[gm * state..(gm + 1) * state].copy_from_slice(&r[src * state..(src + 1) * state]);
+                w_interleaved[il * input..(il + 1) * input]
+                    .copy_from_slice(&w[src * input..(src + 1) * input]);
+                w_gate_major[gm * input..(gm + 1) * input]
+                    .copy_from_slice(&w[src * input..(src + 1) * input]);
+                r_gate_major[gm * state..(gm + 1) * state]
+                    .copy_from_slice(&r[src * state..(src + 1) * state]);
                 let rb_part = if gru && lbr && g == 2 { 0.0 } else { rb[src] };
                 bias_interleaved[il] = wb[src] + rb_part;
             }
         }
         let (r_panels, r_panels_n) = if gru {
-            (panels(r, h, state, &[0, 1], unit, hp), panels(r, h, state, &[2], unit, hp))
+            (
+                panels(r, h, state, &[0, 1], unit, hp),
+                panels(r, h, state, &[2], unit, hp),
+            )
         } else {
-            (panels(r, h, state, &(0..g_count).collect::<Vec<_>>(), unit, hp), Vec::new())
+            (
+                panels(r, h, state, &(0..g_count).collect::<Vec<_>>(), unit, hp),
+                Vec::new(),
+            )
         };
         let mut rb_n = vec![0.0; if gru { hp } else { 0 }];
         if gru {
@@ -161,7 +177,10 @@ impl PackedBlock {
                 pack_b(hp, state, unit, |kk, q| r_gm[(2 * hp + kk) * state + q]),
             )
         } else {
-            (pack_b(g_count * hp, state, unit, |kk, q| r_gm[kk * state + q]), Vec::new())
+            (
+                pack_b(g_count * hp, state, unit, |kk, q| r_gm[kk * state + q]),
+                Vec::new(),
+            )
         };
         let proj_back_panels = if config.proj_size() > 0 {
             pack_b(state, hp, unit, |q, j| proj[q * hp + j])

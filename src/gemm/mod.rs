@@ -18,11 +18,23 @@ pub(crate) struct Mat<'a> {
 impl<'a> Mat<'a> {
     /// A row-major `rows × cols` matrix whose rows are `stride` apart.
     pub fn rows(data: &'a [f32], rows: usize, cols: usize, stride: usize) -> Self {
-        Mat { data, rows, cols, row_stride: stride, col_stride: 1 }
+        Mat {
+            data,
+            rows,
+            cols,
+            row_stride: stride,
+            col_stride: 1,
+        }
     }
     /// The transpose of a row-major `cols × rows` matrix with row stride `stride`.
     pub fn transposed(data: &'a [f32], rows: usize, cols: usize, stride: usize) -> Self {
-        Mat { data, rows, cols, row_stride: 1, col_stride: stride }
+        Mat {
+            data,
+            rows,
+            cols,
+            row_stride: 1,
+            col_stride: stride,
+        }
     }
     fn check(&self) {
         if self.rows > 0 && self.cols > 0 {
@@ -41,7 +53,10 @@ pub(crate) fn gemm(a: Mat, b: Mat, beta: f32, c: &mut [f32], c_stride: usize) {
     if m == 0 || n == 0 {
         return;
     }
-    assert!((m - 1) * c_stride + n <= c.len(), "output exceeds its buffer");
+    assert!(
+        (m - 1) * c_stride + n <= c.len(),
+        "output exceeds its buffer"
+    );
     if k == 0 {
         c.iter_mut().for_each(|v| *v *= beta);
         return;
@@ -86,7 +101,11 @@ pub(crate) fn par_gemm(a: Mat, b: Mat, beta: f32, c: &mut [f32], c_stride: usize
         .for_each(|(i, c_part)| {
             let first = i * chunk;
             let rows = chunk.min(m - first);
-            let a_part = Mat { rows, data: &a.data[first * a.row_stride..], ..a };
+            let a_part = Mat {
+                rows,
+                data: &a.data[first * a.row_stride..],
+                ..a
+            };
             gemm(a_part, b, beta, c_part, c_stride);
         });
 }

@@ -63,7 +63,10 @@ impl Isa {
 
     /// Every ISA this CPU supports, scalar first.
     pub fn supported() -> Vec<Isa> {
-        Isa::ALL.into_iter().filter(|isa| isa.is_supported()).collect()
+        Isa::ALL
+            .into_iter()
+            .filter(|isa| isa.is_supported())
+            .collect()
     }
 
     /// The fastest supported ISA.

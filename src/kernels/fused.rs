@@ -160,7 +160,11 @@ unsafe fn for_rows<S: Simd, R: Copy, const MR: usize, const V: usize>(
 const fn rows_per_tile<S: Simd>(vectors: usize) -> usize {
     // Leave a quarter of the registers for the panel loads and the broadcast.
     let r = S::REGISTERS * 3 / 4 / vectors;
-    if r == 0 { 1 } else { r }
+    if r == 0 {
+        1
+    } else {
+        r
+    }
 }
 
 /// LSTM step (gates i, f, g, o).
@@ -175,37 +179,47 @@ pub(crate) unsafe fn lstm_step<S: Simd, const MR: usize>(p: &StepParams, rows: &
         macro_rules! run {
             ($v:literal) => {
                 unsafe {
-                    for_rows::<S, StepRow, MR, $v>(p.k, packed, rows, |r| r.h_prev, |row, acc| {
-                        for w in 0..w_count {
-                            let col = panel * G * u + w * lanes;
-                            let j = panel * u + w * lanes;
-                            let pre = |g: usize| S::add(acc[g * w_count + w], S::load(row.xw.add(col + g * u)));
-                            let c_prev = S::load(row.c.add(j));
-                            let peep = |g: usize, c: S::V, x: S::V| match p.peephole {
-                                Some(ph) => S::fma(S::load(ph.as_ptr().add(g * p.hp + j)), c, x),
-                                None => x,
-                            };
-                            let i = sigmoid::<S>(peep(0, c_prev, pre(0)));
-                            let f = sigmoid::<S>(peep(1, c_prev, pre(1)));
-                            let g = tanh::<S>(pre(2));
-                            let c_raw = S::fma(f, c_prev, S::mul(i, g));
-                            let c = match p.clip {
-                                Some(clip) => S::clamp(c_raw, S::splat(-clip), S::splat(clip)),
-                                None => c_raw,
-                            };
-                            let o = sigmoid::<S>(peep(2, c, pre(3)));
-                            let h = S::mul(o, tanh::<S>(c));
-                            S::store(row.c.add(j), c);
-                            S::store(row.h_next.add(j), h);
-                            if !row.gates.is_null() {
-                                for (gi, v) in [i, f, g, o].into_iter().enumerate() {
-                                    S::store(row.gates.add(col + gi * u), v);
+                    for_rows::<S, StepRow, MR, $v>(
+                        p.k,
+                        packed,
+                        rows,
+                        |r| r.h_prev,
+                        |row, acc| {
+                            for w in 0..w_count {
+                                let col = panel * G * u + w * lanes;
+                                let j = panel * u + w * lanes;
+                                let pre = |g: usize| {
+                                    S::add(acc[g * w_count + w], S::load(row.xw.add(col + g * u)))
+                                };
+                                let c_prev = S::load(row.c.add(j));
+                                let peep = |g: usize, c: S::V, x: S::V| match p.peephole {
+                                    Some(ph) => {
+                                        S::fma(S::load(ph.as_ptr().add(g * p.hp + j)), c, x)
+                                    }
+                                    None => x,
+                                };
+                                let i = sigmoid::<S>(peep(0, c_prev, pre(0)));
+                                let f = sigmoid::<S>(peep(1, c_prev, pre(1)));
+                                let g = tanh::<S>(pre(2));
+                                let c_raw = S::fma(f, c_prev, S::mul(i, g));
+                                let c = match p.clip {
+                                    Some(clip) => S::clamp(c_raw, S::splat(-clip), S::splat(clip)),
+                                    None => c_raw,
+                                };
+                                let o = sigmoid::<S>(peep(2, c, pre(3)));
+                                let h = S::mul(o, tanh::<S>(c));
+                                S::store(row.c.add(j), c);
+                                S::store(row.h_next.add(j), h);
+                                if !row.gates.is_null() {
+                                    for (gi, v) in [i, f, g, o].into_iter().enumerate() {
+                                        S::store(row.gates.add(col + gi * u), v);
+                                    }
+                                    S::store(row.c_prev.add(j), c_prev);
+                                    S::store(row.aux.add(j), c_raw);
                                 }
-                                S::store(row.c_prev.add(j), c_prev);
-                                S::store(row.aux.add(j), c_raw);
                             }
-                        }
-                    })
+                        },
+                    )
                 }
             };
         }
@@ -228,19 +242,28 @@ pub(crate) unsafe fn gru_step<S: Simd, const MR: usize>(p: &StepParams, rows: &[
         macro_rules! run {
             ($v:literal) => {
                 unsafe {
-                    for_rows::<S, StepRow, MR, $v>(p.k, packed, rows, |r| r.h_prev, |row, acc| {
-                        for w in 0..w_count {
-                            let col = panel * 3 * u + w * lanes;
-                            let j = panel * u + w * lanes;
-                            let r = sigmoid::<S>(S::add(acc[w], S::load(row.xw.add(col))));
-                            let z = sigmoid::<S>(S::add(acc[w_count + w], S::load(row.xw.add(col + u))));
-                            S::store(row.gates.add(col), r);
-                            S::store(row.gates.add(col + u), z);
-                            if !p.linear_before_reset {
-                                S::store(row.aux.add(j), S::mul(r, S::load(row.h_prev.add(j))));
+                    for_rows::<S, StepRow, MR, $v>(
+                        p.k,
+                        packed,
+                        rows,
+                        |r| r.h_prev,
+                        |row, acc| {
+                            for w in 0..w_count {
+                                let col = panel * 3 * u + w * lanes;
+                                let j = panel * u + w * lanes;
+                                let r = sigmoid::<S>(S::add(acc[w], S::load(row.xw.add(col))));
+                                let z = sigmoid::<S>(S::add(
+                                    acc[w_count + w],
+                                    S::load(row.xw.add(col + u)),
+                                ));
+                                S::store(row.gates.add(col), r);
+                                S::store(row.gates.add(col + u), z);
+                                if !p.linear_before_reset {
+                                    S::store(row.aux.add(j), S::mul(r, S::load(row.h_prev.add(j))));
+                                }
                             }
-                        }
-                    })
+                        },
+                    )
                 }
             };
         }
@@ -300,21 +323,27 @@ pub(crate) unsafe fn rnn_step<S: Simd, const MR: usize>(p: &StepParams, rows: &[
         macro_rules! run {
             ($v:literal) => {
                 unsafe {
-                    for_rows::<S, StepRow, MR, $v>(p.k, packed, rows, |r| r.h_prev, |row, acc| {
-                        for w in 0..w_count {
-                            let j = panel * u + w * lanes;
-                            let a = S::add(acc[w], S::load(row.xw.add(j)));
-                            let h = if p.relu {
-                                S::clamp(a, S::zero(), S::splat(f32::INFINITY))
-                            } else {
-                                tanh::<S>(a)
-                            };
-                            S::store(row.h_next.add(j), h);
-                            if !row.gates.is_null() {
-                                S::store(row.gates.add(j), h);
+                    for_rows::<S, StepRow, MR, $v>(
+                        p.k,
+                        packed,
+                        rows,
+                        |r| r.h_prev,
+                        |row, acc| {
+                            for w in 0..w_count {
+                                let j = panel * u + w * lanes;
+                                let a = S::add(acc[w], S::load(row.xw.add(j)));
+                                let h = if p.relu {
+                                    S::clamp(a, S::zero(), S::splat(f32::INFINITY))
+                                } else {
+                                    tanh::<S>(a)
+                                };
+                                S::store(row.h_next.add(j), h);
+                                if !row.gates.is_null() {
+                                    S::store(row.gates.add(j), h);
+                                }
                             }
-                        }
-                    })
+                        },
+                    )
                 }
             };
         }
@@ -341,11 +370,17 @@ pub(crate) unsafe fn panel_matmul<S: Simd, const MR: usize>(
         macro_rules! run {
             ($v:literal) => {
                 unsafe {
-                    for_rows::<S, MatRow, MR, $v>(k, b, rows, |r| r.a, |row, acc| {
-                        for w in 0..w_count {
-                            S::store(row.out.add(panel * u + w * lanes), acc[w]);
-                        }
-                    })
+                    for_rows::<S, MatRow, MR, $v>(
+                        k,
+                        b,
+                        rows,
+                        |r| r.a,
+                        |row, acc| {
+                            for w in 0..w_count {
+                                S::store(row.out.add(panel * u + w * lanes), acc[w]);
+                            }
+                        },
+                    )
                 }
             };
         }
@@ -409,7 +444,10 @@ pub(crate) unsafe fn lstm_backward<S: Simd>(p: &BackParams, rows: &[BackRow]) {
                 S::store(row.dg.add(k * hp + j), v);
             }
             if !p.peephole_grad.is_null() {
-                for (k, (d, x)) in [(di_pre, c_prev), (df_pre, c_prev), (do_pre, c)].into_iter().enumerate() {
+                for (k, (d, x)) in [(di_pre, c_prev), (df_pre, c_prev), (do_pre, c)]
+                    .into_iter()
+                    .enumerate()
+                {
                     let acc = p.peephole_grad.add(k * hp + j);
                     S::store(acc, S::fma(d, x, S::load(acc)));
                 }
@@ -462,7 +500,10 @@ pub(crate) unsafe fn gru_backward_b<S: Simd>(p: &BackParams, rows: &[BackRow]) {
                 (S::load(row.dr.add(j)), S::add(dh_prev, dv))
             } else {
                 // v = r ⊙ h_prev
-                (S::mul(dv, S::load(row.h_prev.add(j))), S::fma(dv, r, dh_prev))
+                (
+                    S::mul(dv, S::load(row.h_prev.add(j))),
+                    S::fma(dv, r, dh_prev),
+                )
             };
             S::store(row.dh_prev.add(j), dh_prev);
             S::store(row.dg.add(j), S::mul(dr, S::mul(r, S::sub(one, r))));

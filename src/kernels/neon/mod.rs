@@ -73,7 +73,12 @@ unsafe impl Simd for Neon {
         }
     }
     #[inline(always)]
-    unsafe fn select_lt(a: float32x4_t, b: float32x4_t, x: float32x4_t, y: float32x4_t) -> float32x4_t {
+    unsafe fn select_lt(
+        a: float32x4_t,
+        b: float32x4_t,
+        x: float32x4_t,
+        y: float32x4_t,
+    ) -> float32x4_t {
         unsafe { vbslq_f32(vcltq_f32(a, b), x, y) }
     }
     #[inline(always)]
