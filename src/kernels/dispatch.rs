@@ -105,6 +105,7 @@ impl Isa {
 #[derive(Clone, Copy)]
 pub(crate) struct Table {
     pub unit: usize,
+    pub fma_chains: unsafe fn(usize) -> f32,
     pub tanh_in_place: unsafe fn(&mut [f32]),
     pub sigmoid_in_place: unsafe fn(&mut [f32]),
     pub lstm_step: unsafe fn(&StepParams, &[StepRow]),
@@ -177,4 +178,29 @@ pub fn tanh_in_place(isa: Isa, x: &mut [f32]) -> Result<()> {
 /// Vectorised logistic function of every element, in place.
 pub fn sigmoid_in_place(isa: Isa, x: &mut [f32]) -> Result<()> {
     Kernels::for_isa(isa).map(|k| k.sigmoid_in_place(x))
+}
+
+/// Measures this core's peak f32 FMA throughput with `isa`'s vectors, in
+/// GFLOP/s (2 FLOPs per lane per FMA), over about `seconds` of run time.
+pub fn measure_fma_peak(isa: Isa, seconds: f64) -> Result<f64> {
+    let kernels = Kernels::for_isa(isa)?;
+    let lanes = match isa {
+        Isa::Scalar => 1.0,
+        Isa::Avx2 => 8.0,
+        Isa::Avx512 => 16.0,
+        Isa::Neon => 4.0,
+    };
+    let chains = if matches!(isa, Isa::Avx512 | Isa::Neon) { 24.0 } else { 12.0 };
+    let mut iters = 1usize << 16;
+    loop {
+        let start = std::time::Instant::now();
+        // SAFETY: `for_isa` checked the CPU supports this table's ISA.
+        let sink = unsafe { (kernels.table.fma_chains)(iters) };
+        let elapsed = start.elapsed().as_secs_f64();
+        std::hint::black_box(sink);
+        if elapsed >= seconds || iters >= 1 << 40 {
+            return Ok(iters as f64 * chains * lanes * 2.0 / elapsed / 1e9);
+        }
+        iters *= 2;
+    }
 }

@@ -104,6 +104,11 @@ pub(crate) struct BackParams<'a> {
     pub linear_before_reset: bool,
 }
 
+// No closure in this file touches a vector: a closure cannot be marked
+// `#[inline(always)]`, and an intrinsic only inlines into code compiled with
+// its target feature, so SIMD work inside a closure would become a call per
+// operation. Epilogues are trait impls instead.
+
 /// `MR` rows of `a` (each `k` floats) times a packed panel of `V` vectors per
 /// `k` row: returns the `MR × V` accumulators.
 #[inline(always)]
@@ -117,8 +122,8 @@ unsafe fn tile<S: Simd, const MR: usize, const V: usize>(
         for kk in 0..k {
             let bp = panel.add(kk * V * S::LANES);
             let mut b = [S::zero(); V];
-            for (v, bv) in b.iter_mut().enumerate() {
-                *bv = S::load(bp.add(v * S::LANES));
+            for v in 0..V {
+                b[v] = S::load(bp.add(v * S::LANES));
             }
             for r in 0..MR {
                 let av = S::splat(*a[r].add(kk));
@@ -131,27 +136,37 @@ unsafe fn tile<S: Simd, const MR: usize, const V: usize>(
     }
 }
 
+/// What to do with a row's accumulators for one panel.
+trait Epilogue<S: Simd, R, const V: usize> {
+    /// The row's left operand (`k` floats).
+    fn a(&self, row: &R) -> *const f32;
+    unsafe fn apply(&self, row: &R, acc: &[S::V; V]);
+}
+
 /// Runs `tile` over `rows` in groups of `MR` (then singly for the rest) and
-/// hands each row's accumulators to `epilogue`.
+/// hands each row's accumulators to the epilogue.
 #[inline(always)]
-unsafe fn for_rows<S: Simd, R: Copy, const MR: usize, const V: usize>(
+unsafe fn for_rows<S: Simd, R, E: Epilogue<S, R, V>, const MR: usize, const V: usize>(
     k: usize,
     panel: *const f32,
     rows: &[R],
-    a_of: impl Fn(&R) -> *const f32,
-    mut epilogue: impl FnMut(&R, &[S::V; V]),
+    epi: &E,
 ) {
     unsafe {
         let mut groups = rows.chunks_exact(MR);
         for group in &mut groups {
-            let acc = tile::<S, MR, V>(k, std::array::from_fn(|r| a_of(&group[r])), panel);
-            for (row, acc) in group.iter().zip(&acc) {
-                epilogue(row, acc);
+            let mut a = [std::ptr::null(); MR];
+            for r in 0..MR {
+                a[r] = epi.a(&group[r]);
+            }
+            let acc = tile::<S, MR, V>(k, a, panel);
+            for r in 0..MR {
+                epi.apply(&group[r], &acc[r]);
             }
         }
         for row in groups.remainder() {
-            let acc = tile::<S, 1, V>(k, [a_of(row)], panel);
-            epilogue(row, &acc[0]);
+            let acc = tile::<S, 1, V>(k, [epi.a(row)], panel);
+            epi.apply(row, &acc[0]);
         }
     }
 }
@@ -160,73 +175,161 @@ unsafe fn for_rows<S: Simd, R: Copy, const MR: usize, const V: usize>(
 const fn rows_per_tile<S: Simd>(vectors: usize) -> usize {
     // Leave a quarter of the registers for the panel loads and the broadcast.
     let r = S::REGISTERS * 3 / 4 / vectors;
-    if r == 0 {
-        1
-    } else {
-        r
+    if r == 0 { 1 } else { r }
+}
+
+/// `p ⊙ c + x` for peephole gate `g`, or `x` without peepholes.
+#[inline(always)]
+unsafe fn peephole<S: Simd>(p: &StepParams, g: usize, j: usize, c: S::V, x: S::V) -> S::V {
+    match p.peephole {
+        // SAFETY: the peephole vector holds 3·Hp floats and j + LANES <= Hp.
+        Some(ph) => unsafe { S::fma(S::load(ph.as_ptr().add(g * p.hp + j)), c, x) },
+        None => x,
     }
+}
+
+struct LstmEpilogue<'a> {
+    p: &'a StepParams<'a>,
+    panel: usize,
+}
+
+impl<S: Simd, const V: usize> Epilogue<S, StepRow, V> for LstmEpilogue<'_> {
+    #[inline(always)]
+    fn a(&self, row: &StepRow) -> *const f32 {
+        row.h_prev
+    }
+    #[inline(always)]
+    unsafe fn apply(&self, row: &StepRow, acc: &[S::V; V]) {
+        let (p, u, wn) = (self.p, unit::<S>(), S::W);
+        for w in 0..wn {
+            let col = self.panel * 4 * u + w * S::LANES;
+            let j = self.panel * u + w * S::LANES;
+            // SAFETY: the row pointers address whole padded rows (StepRow docs).
+            unsafe {
+                let pre_i = S::add(acc[w], S::load(row.xw.add(col)));
+                let pre_f = S::add(acc[wn + w], S::load(row.xw.add(col + u)));
+                let pre_g = S::add(acc[2 * wn + w], S::load(row.xw.add(col + 2 * u)));
+                let pre_o = S::add(acc[3 * wn + w], S::load(row.xw.add(col + 3 * u)));
+                let c_prev = S::load(row.c.add(j));
+                let i = sigmoid::<S>(peephole::<S>(p, 0, j, c_prev, pre_i));
+                let f = sigmoid::<S>(peephole::<S>(p, 1, j, c_prev, pre_f));
+                let g = tanh::<S>(pre_g);
+                let c_raw = S::fma(f, c_prev, S::mul(i, g));
+                let c = match p.clip {
+                    Some(clip) => S::clamp(c_raw, S::splat(-clip), S::splat(clip)),
+                    None => c_raw,
+                };
+                let o = sigmoid::<S>(peephole::<S>(p, 2, j, c, pre_o));
+                S::store(row.c.add(j), c);
+                S::store(row.h_next.add(j), S::mul(o, tanh::<S>(c)));
+                if !row.gates.is_null() {
+                    S::store(row.gates.add(col), i);
+                    S::store(row.gates.add(col + u), f);
+                    S::store(row.gates.add(col + 2 * u), g);
+                    S::store(row.gates.add(col + 3 * u), o);
+                    S::store(row.c_prev.add(j), c_prev);
+                    S::store(row.aux.add(j), c_raw);
+                }
+            }
+        }
+    }
+}
+
+/// Instantiates `for_rows` with the epilogue `$epi` for `$gates` gates of
+/// `S::W` vectors each (W is 1, 2 or 8 across the ISAs).
+macro_rules! run_panel {
+    ($S:ty, $mr:expr, $gates:literal, $k:expr, $panel:expr, $rows:expr, $epi:expr) => {
+        match <$S as Simd>::W {
+            1 => for_rows::<$S, _, _, $mr, { $gates }>($k, $panel, $rows, $epi),
+            2 => for_rows::<$S, _, _, $mr, { 2 * $gates }>($k, $panel, $rows, $epi),
+            8 => for_rows::<$S, _, _, $mr, { 8 * $gates }>($k, $panel, $rows, $epi),
+            w => unreachable!("no kernel instance for W = {w}"),
+        }
+    };
 }
 
 /// LSTM step (gates i, f, g, o).
 #[inline(always)]
 pub(crate) unsafe fn lstm_step<S: Simd, const MR: usize>(p: &StepParams, rows: &[StepRow]) {
-    const G: usize = 4;
-    let (u, w_count, lanes) = (unit::<S>(), S::W, S::LANES);
-    let panels = p.hp / u;
-    for panel in 0..panels {
-        let packed = unsafe { p.r_packed.as_ptr().add(panel * p.k * G * u) };
-        // V = 4 gates × W vectors; instantiated for W = 1, 2, 8 below.
-        macro_rules! run {
-            ($v:literal) => {
-                unsafe {
-                    for_rows::<S, StepRow, MR, $v>(
-                        p.k,
-                        packed,
-                        rows,
-                        |r| r.h_prev,
-                        |row, acc| {
-                            for w in 0..w_count {
-                                let col = panel * G * u + w * lanes;
-                                let j = panel * u + w * lanes;
-                                let pre = |g: usize| {
-                                    S::add(acc[g * w_count + w], S::load(row.xw.add(col + g * u)))
-                                };
-                                let c_prev = S::load(row.c.add(j));
-                                let peep = |g: usize, c: S::V, x: S::V| match p.peephole {
-                                    Some(ph) => {
-                                        S::fma(S::load(ph.as_ptr().add(g * p.hp + j)), c, x)
-                                    }
-                                    None => x,
-                                };
-                                let i = sigmoid::<S>(peep(0, c_prev, pre(0)));
-                                let f = sigmoid::<S>(peep(1, c_prev, pre(1)));
-                                let g = tanh::<S>(pre(2));
-                                let c_raw = S::fma(f, c_prev, S::mul(i, g));
-                                let c = match p.clip {
-                                    Some(clip) => S::clamp(c_raw, S::splat(-clip), S::splat(clip)),
-                                    None => c_raw,
-                                };
-                                let o = sigmoid::<S>(peep(2, c, pre(3)));
-                                let h = S::mul(o, tanh::<S>(c));
-                                S::store(row.c.add(j), c);
-                                S::store(row.h_next.add(j), h);
-                                if !row.gates.is_null() {
-                                    for (gi, v) in [i, f, g, o].into_iter().enumerate() {
-                                        S::store(row.gates.add(col + gi * u), v);
-                                    }
-                                    S::store(row.c_prev.add(j), c_prev);
-                                    S::store(row.aux.add(j), c_raw);
-                                }
-                            }
-                        },
-                    )
-                }
-            };
+    let u = unit::<S>();
+    for panel in 0..p.hp / u {
+        // SAFETY: r_packed holds Hp/U panels of k × 4U floats.
+        unsafe {
+            let packed = p.r_packed.as_ptr().add(panel * p.k * 4 * u);
+            run_panel!(S, MR, 4, p.k, packed, rows, &LstmEpilogue { p, panel });
         }
-        match w_count {
-            1 => run!(4),
-            2 => run!(8),
-            _ => run!(32),
+    }
+}
+
+struct GruRzEpilogue<'a> {
+    p: &'a StepParams<'a>,
+    panel: usize,
+}
+
+impl<S: Simd, const V: usize> Epilogue<S, StepRow, V> for GruRzEpilogue<'_> {
+    #[inline(always)]
+    fn a(&self, row: &StepRow) -> *const f32 {
+        row.h_prev
+    }
+    #[inline(always)]
+    unsafe fn apply(&self, row: &StepRow, acc: &[S::V; V]) {
+        let (u, wn) = (unit::<S>(), S::W);
+        for w in 0..wn {
+            let col = self.panel * 3 * u + w * S::LANES;
+            let j = self.panel * u + w * S::LANES;
+            // SAFETY: the row pointers address whole padded rows (StepRow docs).
+            unsafe {
+                let r = sigmoid::<S>(S::add(acc[w], S::load(row.xw.add(col))));
+                let z = sigmoid::<S>(S::add(acc[wn + w], S::load(row.xw.add(col + u))));
+                S::store(row.gates.add(col), r);
+                S::store(row.gates.add(col + u), z);
+                if !self.p.linear_before_reset {
+                    S::store(row.aux.add(j), S::mul(r, S::load(row.h_prev.add(j))));
+                }
+            }
+        }
+    }
+}
+
+struct GruNEpilogue<'a> {
+    p: &'a StepParams<'a>,
+    panel: usize,
+}
+
+impl<S: Simd, const V: usize> Epilogue<S, StepRow, V> for GruNEpilogue<'_> {
+    #[inline(always)]
+    fn a(&self, row: &StepRow) -> *const f32 {
+        if self.p.linear_before_reset {
+            row.h_prev
+        } else {
+            row.aux
+        }
+    }
+    #[inline(always)]
+    unsafe fn apply(&self, row: &StepRow, acc: &[S::V; V]) {
+        let (u, wn) = (unit::<S>(), S::W);
+        for w in 0..wn {
+            let col = self.panel * 3 * u + w * S::LANES;
+            let j = self.panel * u + w * S::LANES;
+            // SAFETY: the row pointers address whole padded rows (StepRow docs).
+            unsafe {
+                let xn = S::load(row.xw.add(col + 2 * u));
+                let r = S::load(row.gates.add(col));
+                let z = S::load(row.gates.add(col + u));
+                let n = if self.p.linear_before_reset {
+                    let rn = S::add(acc[w], S::load(self.p.rb_n.as_ptr().add(j)));
+                    if !row.aux.is_null() {
+                        S::store(row.aux.add(j), rn);
+                    }
+                    tanh::<S>(S::fma(r, rn, xn))
+                } else {
+                    tanh::<S>(S::add(xn, acc[w]))
+                };
+                let h_prev = S::load(row.h_prev.add(j));
+                // (1 − z) n + z h = n + z (h − n)
+                S::store(row.gates.add(col + 2 * u), n);
+                S::store(row.h_next.add(j), S::fma(z, S::sub(h_prev, n), n));
+            }
         }
     }
 }
@@ -235,81 +338,50 @@ pub(crate) unsafe fn lstm_step<S: Simd, const MR: usize>(p: &StepParams, rows: &
 /// r ⊙ h for reset-before-matmul), phase 2 the n gate and the new state.
 #[inline(always)]
 pub(crate) unsafe fn gru_step<S: Simd, const MR: usize>(p: &StepParams, rows: &[StepRow]) {
-    let (u, w_count, lanes) = (unit::<S>(), S::W, S::LANES);
-    let panels = p.hp / u;
-    for panel in 0..panels {
-        let packed = unsafe { p.r_packed.as_ptr().add(panel * p.k * 2 * u) };
-        macro_rules! run {
-            ($v:literal) => {
-                unsafe {
-                    for_rows::<S, StepRow, MR, $v>(
-                        p.k,
-                        packed,
-                        rows,
-                        |r| r.h_prev,
-                        |row, acc| {
-                            for w in 0..w_count {
-                                let col = panel * 3 * u + w * lanes;
-                                let j = panel * u + w * lanes;
-                                let r = sigmoid::<S>(S::add(acc[w], S::load(row.xw.add(col))));
-                                let z = sigmoid::<S>(S::add(
-                                    acc[w_count + w],
-                                    S::load(row.xw.add(col + u)),
-                                ));
-                                S::store(row.gates.add(col), r);
-                                S::store(row.gates.add(col + u), z);
-                                if !p.linear_before_reset {
-                                    S::store(row.aux.add(j), S::mul(r, S::load(row.h_prev.add(j))));
-                                }
-                            }
-                        },
-                    )
-                }
-            };
-        }
-        match w_count {
-            1 => run!(2),
-            2 => run!(4),
-            _ => run!(16),
+    let u = unit::<S>();
+    for panel in 0..p.hp / u {
+        // SAFETY: r_packed holds Hp/U panels of k × 2U floats.
+        unsafe {
+            let packed = p.r_packed.as_ptr().add(panel * p.k * 2 * u);
+            run_panel!(S, MR, 2, p.k, packed, rows, &GruRzEpilogue { p, panel });
         }
     }
-    for panel in 0..panels {
-        let packed = unsafe { p.r_packed_n.as_ptr().add(panel * p.k * u) };
-        let lbr = p.linear_before_reset;
-        let a_of = move |r: &StepRow| if lbr { r.h_prev } else { r.aux.cast_const() };
-        macro_rules! run {
-            ($v:literal) => {
-                unsafe {
-                    for_rows::<S, StepRow, MR, $v>(p.k, packed, rows, a_of, |row, acc| {
-                        for w in 0..w_count {
-                            let col = panel * 3 * u + w * lanes;
-                            let j = panel * u + w * lanes;
-                            let xn = S::load(row.xw.add(col + 2 * u));
-                            let r = S::load(row.gates.add(col));
-                            let z = S::load(row.gates.add(col + u));
-                            let n = if lbr {
-                                let rn = S::add(acc[w], S::load(p.rb_n.as_ptr().add(j)));
-                                if !row.aux.is_null() {
-                                    S::store(row.aux.add(j), rn);
-                                }
-                                tanh::<S>(S::fma(r, rn, xn))
-                            } else {
-                                tanh::<S>(S::add(xn, acc[w]))
-                            };
-                            let h_prev = S::load(row.h_prev.add(j));
-                            // (1 − z) n + z h = n + z (h − n)
-                            let h = S::fma(z, S::sub(h_prev, n), n);
-                            S::store(row.gates.add(col + 2 * u), n);
-                            S::store(row.h_next.add(j), h);
-                        }
-                    })
-                }
-            };
+    for panel in 0..p.hp / u {
+        // SAFETY: r_packed_n holds Hp/U panels of k × U floats.
+        unsafe {
+            let packed = p.r_packed_n.as_ptr().add(panel * p.k * u);
+            run_panel!(S, MR, 1, p.k, packed, rows, &GruNEpilogue { p, panel });
         }
-        match w_count {
-            1 => run!(1),
-            2 => run!(2),
-            _ => run!(8),
+    }
+}
+
+struct RnnEpilogue<'a> {
+    p: &'a StepParams<'a>,
+    panel: usize,
+}
+
+impl<S: Simd, const V: usize> Epilogue<S, StepRow, V> for RnnEpilogue<'_> {
+    #[inline(always)]
+    fn a(&self, row: &StepRow) -> *const f32 {
+        row.h_prev
+    }
+    #[inline(always)]
+    unsafe fn apply(&self, row: &StepRow, acc: &[S::V; V]) {
+        for w in 0..S::W {
+            let j = self.panel * unit::<S>() + w * S::LANES;
+            // SAFETY: the row pointers address whole padded rows (StepRow docs).
+            unsafe {
+                let a = S::add(acc[w], S::load(row.xw.add(j)));
+                let h = if self.p.relu {
+                    S::clamp(a, S::zero(), S::splat(f32::INFINITY))
+                } else {
+                    tanh::<S>(a)
+                };
+                S::store(row.h_next.add(j), h);
+                if !row.gates.is_null() {
+                    S::store(row.gates.add(j), h);
+                }
+            }
         }
     }
 }
@@ -317,40 +389,30 @@ pub(crate) unsafe fn gru_step<S: Simd, const MR: usize>(p: &StepParams, rows: &[
 /// Vanilla RNN step: `h = act(h_prev R + xw)`.
 #[inline(always)]
 pub(crate) unsafe fn rnn_step<S: Simd, const MR: usize>(p: &StepParams, rows: &[StepRow]) {
-    let (u, w_count, lanes) = (unit::<S>(), S::W, S::LANES);
+    let u = unit::<S>();
     for panel in 0..p.hp / u {
-        let packed = unsafe { p.r_packed.as_ptr().add(panel * p.k * u) };
-        macro_rules! run {
-            ($v:literal) => {
-                unsafe {
-                    for_rows::<S, StepRow, MR, $v>(
-                        p.k,
-                        packed,
-                        rows,
-                        |r| r.h_prev,
-                        |row, acc| {
-                            for w in 0..w_count {
-                                let j = panel * u + w * lanes;
-                                let a = S::add(acc[w], S::load(row.xw.add(j)));
-                                let h = if p.relu {
-                                    S::clamp(a, S::zero(), S::splat(f32::INFINITY))
-                                } else {
-                                    tanh::<S>(a)
-                                };
-                                S::store(row.h_next.add(j), h);
-                                if !row.gates.is_null() {
-                                    S::store(row.gates.add(j), h);
-                                }
-                            }
-                        },
-                    )
-                }
-            };
+        // SAFETY: r_packed holds Hp/U panels of k × U floats.
+        unsafe {
+            let packed = p.r_packed.as_ptr().add(panel * p.k * u);
+            run_panel!(S, MR, 1, p.k, packed, rows, &RnnEpilogue { p, panel });
         }
-        match w_count {
-            1 => run!(1),
-            2 => run!(2),
-            _ => run!(8),
+    }
+}
+
+struct StoreEpilogue {
+    panel: usize,
+}
+
+impl<S: Simd, const V: usize> Epilogue<S, MatRow, V> for StoreEpilogue {
+    #[inline(always)]
+    fn a(&self, row: &MatRow) -> *const f32 {
+        row.a
+    }
+    #[inline(always)]
+    unsafe fn apply(&self, row: &MatRow, acc: &[S::V; V]) {
+        for w in 0..S::W {
+            // SAFETY: `out` holds a whole padded row.
+            unsafe { S::store(row.out.add(self.panel * unit::<S>() + w * S::LANES), acc[w]) };
         }
     }
 }
@@ -364,42 +426,12 @@ pub(crate) unsafe fn panel_matmul<S: Simd, const MR: usize>(
     packed: &[f32],
     rows: &[MatRow],
 ) {
-    let (u, w_count, lanes) = (unit::<S>(), S::W, S::LANES);
-    for panel in 0..n_padded / u {
-        let b = unsafe { packed.as_ptr().add(panel * k * u) };
-        macro_rules! run {
-            ($v:literal) => {
-                unsafe {
-                    for_rows::<S, MatRow, MR, $v>(
-                        k,
-                        b,
-                        rows,
-                        |r| r.a,
-                        |row, acc| {
-                            for w in 0..w_count {
-                                S::store(row.out.add(panel * u + w * lanes), acc[w]);
-                            }
-                        },
-                    )
-                }
-            };
-        }
-        match w_count {
-            1 => run!(1),
-            2 => run!(2),
-            _ => run!(8),
-        }
-    }
-}
-
-/// Calls `f(col, j)` for every vector of a row: `col` is the interleaved
-/// offset of gate 0 of the vector's units and `j` their unit offset.
-#[inline(always)]
-fn for_vectors<S: Simd>(hp: usize, gates: usize, mut f: impl FnMut(usize, usize)) {
     let u = unit::<S>();
-    for panel in 0..hp / u {
-        for w in 0..S::W {
-            f(panel * gates * u + w * S::LANES, panel * u + w * S::LANES);
+    for panel in 0..n_padded / u {
+        // SAFETY: `packed` holds n_padded/U panels of k × U floats.
+        unsafe {
+            let b = packed.as_ptr().add(panel * k * u);
+            run_panel!(S, MR, 1, k, b, rows, &StoreEpilogue { panel });
         }
     }
 }
@@ -410,49 +442,60 @@ fn for_vectors<S: Simd>(hp: usize, gates: usize, mut f: impl FnMut(usize, usize)
 #[inline(always)]
 pub(crate) unsafe fn lstm_backward<S: Simd>(p: &BackParams, rows: &[BackRow]) {
     let (u, hp) = (unit::<S>(), p.hp);
+    let peep = |g: usize, j: usize| -> *const f32 {
+        p.peephole.map_or(std::ptr::null(), |ph| ph[g * hp + j..].as_ptr())
+    };
     for row in rows {
-        for_vectors::<S>(hp, 4, |col, j| unsafe {
-            let one = S::splat(1.0);
-            let gate = |g: usize| S::load(row.gates.add(col + g * u));
-            let (i, f, g, o) = (gate(0), gate(1), gate(2), gate(3));
-            let c_prev = S::load(row.c_prev.add(j));
-            let c_raw = S::load(row.aux.add(j));
-            let c = match p.clip {
-                Some(clip) => S::clamp(c_raw, S::splat(-clip), S::splat(clip)),
-                None => c_raw,
-            };
-            let peep = |g: usize| match p.peephole {
-                Some(ph) => S::load(ph.as_ptr().add(g * hp + j)),
-                None => S::zero(),
-            };
-            let dm = S::load(row.dh.add(j));
-            let tc = tanh::<S>(c);
-            let do_pre = S::mul(S::mul(dm, tc), S::mul(o, S::sub(one, o)));
-            let mut dc = S::load(row.dc.add(j));
-            dc = S::fma(S::mul(dm, o), S::sub(one, S::mul(tc, tc)), dc);
-            dc = S::fma(do_pre, peep(2), dc);
-            if let Some(clip) = p.clip {
-                // A clamped lane does not depend on c_raw.
-                dc = S::select_lt(S::splat(clip), S::abs(c_raw), S::zero(), dc);
-            }
-            let di_pre = S::mul(S::mul(dc, g), S::mul(i, S::sub(one, i)));
-            let df_pre = S::mul(S::mul(dc, c_prev), S::mul(f, S::sub(one, f)));
-            let dg_pre = S::mul(S::mul(dc, i), S::sub(one, S::mul(g, g)));
-            let dc_prev = S::fma(df_pre, peep(1), S::fma(di_pre, peep(0), S::mul(dc, f)));
-            S::store(row.dc.add(j), dc_prev);
-            for (k, v) in [di_pre, df_pre, dg_pre, do_pre].into_iter().enumerate() {
-                S::store(row.dg.add(k * hp + j), v);
-            }
-            if !p.peephole_grad.is_null() {
-                for (k, (d, x)) in [(di_pre, c_prev), (df_pre, c_prev), (do_pre, c)]
-                    .into_iter()
-                    .enumerate()
-                {
-                    let acc = p.peephole_grad.add(k * hp + j);
-                    S::store(acc, S::fma(d, x, S::load(acc)));
+        for panel in 0..hp / u {
+            for w in 0..S::W {
+                let (col, j) = (panel * 4 * u + w * S::LANES, panel * u + w * S::LANES);
+                // SAFETY: every pointer addresses a whole padded row (BackRow docs).
+                unsafe {
+                    let one = S::splat(1.0);
+                    let i = S::load(row.gates.add(col));
+                    let f = S::load(row.gates.add(col + u));
+                    let g = S::load(row.gates.add(col + 2 * u));
+                    let o = S::load(row.gates.add(col + 3 * u));
+                    let c_prev = S::load(row.c_prev.add(j));
+                    let c_raw = S::load(row.aux.add(j));
+                    let c = match p.clip {
+                        Some(clip) => S::clamp(c_raw, S::splat(-clip), S::splat(clip)),
+                        None => c_raw,
+                    };
+                    let (p_i, p_f, p_o) = if p.peephole.is_some() {
+                        (S::load(peep(0, j)), S::load(peep(1, j)), S::load(peep(2, j)))
+                    } else {
+                        (S::zero(), S::zero(), S::zero())
+                    };
+                    let dm = S::load(row.dh.add(j));
+                    let tc = tanh::<S>(c);
+                    let do_pre = S::mul(S::mul(dm, tc), S::mul(o, S::sub(one, o)));
+                    let mut dc = S::load(row.dc.add(j));
+                    dc = S::fma(S::mul(dm, o), S::sub(one, S::mul(tc, tc)), dc);
+                    dc = S::fma(do_pre, p_o, dc);
+                    if let Some(clip) = p.clip {
+                        // A clamped lane does not depend on c_raw.
+                        dc = S::select_lt(S::splat(clip), S::abs(c_raw), S::zero(), dc);
+                    }
+                    let di_pre = S::mul(S::mul(dc, g), S::mul(i, S::sub(one, i)));
+                    let df_pre = S::mul(S::mul(dc, c_prev), S::mul(f, S::sub(one, f)));
+                    let dg_pre = S::mul(S::mul(dc, i), S::sub(one, S::mul(g, g)));
+                    S::store(row.dc.add(j), S::fma(df_pre, p_f, S::fma(di_pre, p_i, S::mul(dc, f))));
+                    S::store(row.dg.add(j), di_pre);
+                    S::store(row.dg.add(hp + j), df_pre);
+                    S::store(row.dg.add(2 * hp + j), dg_pre);
+                    S::store(row.dg.add(3 * hp + j), do_pre);
+                    if !p.peephole_grad.is_null() {
+                        let acc = p.peephole_grad.add(j);
+                        S::store(acc, S::fma(di_pre, c_prev, S::load(acc)));
+                        let acc = p.peephole_grad.add(hp + j);
+                        S::store(acc, S::fma(df_pre, c_prev, S::load(acc)));
+                        let acc = p.peephole_grad.add(2 * hp + j);
+                        S::store(acc, S::fma(do_pre, c, S::load(acc)));
+                    }
                 }
             }
-        });
+        }
     }
 }
 
@@ -463,25 +506,31 @@ pub(crate) unsafe fn lstm_backward<S: Simd>(p: &BackParams, rows: &[BackRow]) {
 pub(crate) unsafe fn gru_backward_a<S: Simd>(p: &BackParams, rows: &[BackRow]) {
     let (u, hp) = (unit::<S>(), p.hp);
     for row in rows {
-        for_vectors::<S>(hp, 3, |col, j| unsafe {
-            let one = S::splat(1.0);
-            let r = S::load(row.gates.add(col));
-            let z = S::load(row.gates.add(col + u));
-            let n = S::load(row.gates.add(col + 2 * u));
-            let h_prev = S::load(row.h_prev.add(j));
-            let dh = S::load(row.dh.add(j));
-            let dn_pre = S::mul(S::mul(dh, S::sub(one, z)), S::sub(one, S::mul(n, n)));
-            let dz_pre = S::mul(S::mul(dh, S::sub(h_prev, n)), S::mul(z, S::sub(one, z)));
-            S::store(row.dh_prev.add(j), S::mul(dh, z));
-            S::store(row.dg.add(hp + j), dz_pre);
-            S::store(row.dg.add(2 * hp + j), dn_pre);
-            if p.linear_before_reset {
-                S::store(row.d_rn.add(j), S::mul(dn_pre, r));
-                S::store(row.dr.add(j), S::mul(dn_pre, S::load(row.aux.add(j))));
-            } else {
-                S::store(row.d_rn.add(j), dn_pre);
+        for panel in 0..hp / u {
+            for w in 0..S::W {
+                let (col, j) = (panel * 3 * u + w * S::LANES, panel * u + w * S::LANES);
+                // SAFETY: every pointer addresses a whole padded row (BackRow docs).
+                unsafe {
+                    let one = S::splat(1.0);
+                    let r = S::load(row.gates.add(col));
+                    let z = S::load(row.gates.add(col + u));
+                    let n = S::load(row.gates.add(col + 2 * u));
+                    let h_prev = S::load(row.h_prev.add(j));
+                    let dh = S::load(row.dh.add(j));
+                    let dn_pre = S::mul(S::mul(dh, S::sub(one, z)), S::sub(one, S::mul(n, n)));
+                    let dz_pre = S::mul(S::mul(dh, S::sub(h_prev, n)), S::mul(z, S::sub(one, z)));
+                    S::store(row.dh_prev.add(j), S::mul(dh, z));
+                    S::store(row.dg.add(hp + j), dz_pre);
+                    S::store(row.dg.add(2 * hp + j), dn_pre);
+                    if p.linear_before_reset {
+                        S::store(row.d_rn.add(j), S::mul(dn_pre, r));
+                        S::store(row.dr.add(j), S::mul(dn_pre, S::load(row.aux.add(j))));
+                    } else {
+                        S::store(row.d_rn.add(j), dn_pre);
+                    }
+                }
             }
-        });
+        }
     }
 }
 
@@ -489,25 +538,28 @@ pub(crate) unsafe fn gru_backward_a<S: Simd>(p: &BackParams, rows: &[BackRow]) {
 /// writes the gradient of the r pre-activation.
 #[inline(always)]
 pub(crate) unsafe fn gru_backward_b<S: Simd>(p: &BackParams, rows: &[BackRow]) {
-    let hp = p.hp;
+    let (u, hp) = (unit::<S>(), p.hp);
     for row in rows {
-        for_vectors::<S>(hp, 3, |col, j| unsafe {
-            let one = S::splat(1.0);
-            let r = S::load(row.gates.add(col));
-            let dv = S::load(row.dv.add(j));
-            let dh_prev = S::load(row.dh_prev.add(j));
-            let (dr, dh_prev) = if p.linear_before_reset {
-                (S::load(row.dr.add(j)), S::add(dh_prev, dv))
-            } else {
-                // v = r ⊙ h_prev
-                (
-                    S::mul(dv, S::load(row.h_prev.add(j))),
-                    S::fma(dv, r, dh_prev),
-                )
-            };
-            S::store(row.dh_prev.add(j), dh_prev);
-            S::store(row.dg.add(j), S::mul(dr, S::mul(r, S::sub(one, r))));
-        });
+        for panel in 0..hp / u {
+            for w in 0..S::W {
+                let (col, j) = (panel * 3 * u + w * S::LANES, panel * u + w * S::LANES);
+                // SAFETY: every pointer addresses a whole padded row (BackRow docs).
+                unsafe {
+                    let one = S::splat(1.0);
+                    let r = S::load(row.gates.add(col));
+                    let dv = S::load(row.dv.add(j));
+                    let dh_prev = S::load(row.dh_prev.add(j));
+                    let (dr, dh_prev) = if p.linear_before_reset {
+                        (S::load(row.dr.add(j)), S::add(dh_prev, dv))
+                    } else {
+                        // v = r ⊙ h_prev
+                        (S::mul(dv, S::load(row.h_prev.add(j))), S::fma(dv, r, dh_prev))
+                    };
+                    S::store(row.dh_prev.add(j), dh_prev);
+                    S::store(row.dg.add(j), S::mul(dr, S::mul(r, S::sub(one, r))));
+                }
+            }
+        }
     }
 }
 
@@ -515,16 +567,42 @@ pub(crate) unsafe fn gru_backward_b<S: Simd>(p: &BackParams, rows: &[BackRow]) {
 #[inline(always)]
 pub(crate) unsafe fn rnn_backward<S: Simd>(p: &BackParams, rows: &[BackRow]) {
     for row in rows {
-        for_vectors::<S>(p.hp, 1, |col, j| unsafe {
-            let h = S::load(row.gates.add(col));
-            let dh = S::load(row.dh.add(j));
-            let d = if p.relu {
-                S::select_lt(S::zero(), h, dh, S::zero())
-            } else {
-                S::mul(dh, S::sub(S::splat(1.0), S::mul(h, h)))
-            };
-            S::store(row.dg.add(j), d);
-        });
+        for j in (0..p.hp).step_by(S::LANES) {
+            // SAFETY: every pointer addresses a whole padded row (BackRow docs).
+            unsafe {
+                let h = S::load(row.gates.add(j));
+                let dh = S::load(row.dh.add(j));
+                let d = if p.relu {
+                    S::select_lt(S::zero(), h, dh, S::zero())
+                } else {
+                    S::mul(dh, S::sub(S::splat(1.0), S::mul(h, h)))
+                };
+                S::store(row.dg.add(j), d);
+            }
+        }
+    }
+}
+
+/// `iters` rounds of `ACC` independent FMA chains: peak FMA throughput, for
+/// the benchmarks' "fraction of peak". Returns a value that depends on every
+/// chain so none is optimised away.
+#[inline(always)]
+pub(crate) unsafe fn fma_chains<S: Simd, const ACC: usize>(iters: usize) -> f32 {
+    unsafe {
+        let (a, b) = (S::splat(0.999_999), S::splat(1e-7));
+        let mut acc = [S::splat(1.0); ACC];
+        for _ in 0..iters {
+            for v in acc.iter_mut() {
+                *v = S::fma(*v, a, b);
+            }
+        }
+        let mut lanes = [0.0f32; 64];
+        let mut total = 0.0;
+        for v in acc {
+            S::store(lanes.as_mut_ptr(), v);
+            total += lanes[..S::LANES].iter().sum::<f32>();
+        }
+        total
     }
 }
 
@@ -545,11 +623,11 @@ macro_rules! instantiate_kernels {
 
             $(#[$attr])?
             pub(crate) unsafe fn tanh_in_place(x: &mut [f32]) {
-                unsafe { math::map_in_place::<$S>(x, |v| math::tanh::<$S>(v)) }
+                unsafe { math::map_in_place::<$S>(x, math::tanh::<$S>) }
             }
             $(#[$attr])?
             pub(crate) unsafe fn sigmoid_in_place(x: &mut [f32]) {
-                unsafe { math::map_in_place::<$S>(x, |v| math::sigmoid::<$S>(v)) }
+                unsafe { math::map_in_place::<$S>(x, math::sigmoid::<$S>) }
             }
             $(#[$attr])?
             pub(crate) unsafe fn lstm_step(p: &StepParams, rows: &[StepRow]) {
@@ -584,8 +662,22 @@ macro_rules! instantiate_kernels {
                 unsafe { fused::rnn_backward::<$S>(p, rows) }
             }
 
+            $(#[$attr])?
+            pub(crate) unsafe fn fma_chains(iters: usize) -> f32 {
+                // Enough independent chains to cover FMA latency × ports,
+                // few enough to stay in registers.
+                unsafe {
+                    if <$S as Simd>::REGISTERS >= 32 {
+                        fused::fma_chains::<$S, 24>(iters)
+                    } else {
+                        fused::fma_chains::<$S, 12>(iters)
+                    }
+                }
+            }
+
             pub(crate) const TABLE: crate::kernels::dispatch::Table = crate::kernels::dispatch::Table {
                 unit: crate::kernels::unit::<$S>(),
+                fma_chains,
                 tanh_in_place,
                 sigmoid_in_place,
                 lstm_step,

@@ -77,8 +77,10 @@ pub(crate) unsafe fn tanh<S: Simd>(x: S::V) -> S::V {
 /// Applies `f` to every element of `data` in place; the tail that does not
 /// fill a vector goes through a zero-padded vector, so every element is
 /// computed by the same instructions.
+///
+/// `f` is a plain `unsafe fn` so it inlines into the caller's target features.
 #[inline(always)]
-pub(crate) unsafe fn map_in_place<S: Simd>(data: &mut [f32], f: impl Fn(S::V) -> S::V) {
+pub(crate) unsafe fn map_in_place<S: Simd>(data: &mut [f32], f: unsafe fn(S::V) -> S::V) {
     let mut chunks = data.chunks_exact_mut(S::LANES);
     for chunk in &mut chunks {
         // SAFETY: `chunk` holds exactly LANES floats.
