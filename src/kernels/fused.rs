@@ -109,30 +109,63 @@ pub(crate) struct BackParams<'a> {
 // its target feature, so SIMD work inside a closure would become a call per
 // operation. Epilogues are trait impls instead.
 
-/// `MR` rows of `a` (each `k` floats) times a packed panel of `V` vectors per
-/// `k` row: returns the `MR × V` accumulators.
+/// `MR` rows of `a` (each `k` floats) times `NP` packed panels of `V`
+/// vectors per `k` row (`panel_stride` floats apart): the `MR × NP × V`
+/// accumulators. With `KU = 2`, even and odd `k` go to separate
+/// accumulators, so a single row still has enough independent FMA chains.
 #[inline(always)]
-unsafe fn tile<S: Simd, const MR: usize, const V: usize>(
+unsafe fn tile<S: Simd, const MR: usize, const V: usize, const NP: usize, const KU: usize>(
     k: usize,
     a: [*const f32; MR],
     panel: *const f32,
-) -> [[S::V; V]; MR] {
+    panel_stride: usize,
+) -> [[[S::V; V]; NP]; MR] {
     unsafe {
-        let mut acc = [[S::zero(); V]; MR];
-        for kk in 0..k {
-            let bp = panel.add(kk * V * S::LANES);
-            let mut b = [S::zero(); V];
-            for v in 0..V {
-                b[v] = S::load(bp.add(v * S::LANES));
+        let mut acc = [[[[S::zero(); V]; NP]; MR]; KU];
+        let step = V * S::LANES;
+        let mut kk = 0;
+        while kk + KU <= k {
+            for ku in 0..KU {
+                let mut b = [[S::zero(); V]; NP];
+                for q in 0..NP {
+                    let bp = panel.add(q * panel_stride + (kk + ku) * step);
+                    for v in 0..V {
+                        b[q][v] = S::load(bp.add(v * S::LANES));
+                    }
+                }
+                for r in 0..MR {
+                    let av = S::splat(*a[r].add(kk + ku));
+                    for q in 0..NP {
+                        for v in 0..V {
+                            acc[ku][r][q][v] = S::fma(av, b[q][v], acc[ku][r][q][v]);
+                        }
+                    }
+                }
             }
+            kk += KU;
+        }
+        while kk < k {
+            for q in 0..NP {
+                let bp = panel.add(q * panel_stride + kk * step);
+                for r in 0..MR {
+                    let av = S::splat(*a[r].add(kk));
+                    for v in 0..V {
+                        acc[0][r][q][v] = S::fma(av, S::load(bp.add(v * S::LANES)), acc[0][r][q][v]);
+                    }
+                }
+            }
+            kk += 1;
+        }
+        for ku in 1..KU {
             for r in 0..MR {
-                let av = S::splat(*a[r].add(kk));
-                for v in 0..V {
-                    acc[r][v] = S::fma(av, b[v], acc[r][v]);
+                for q in 0..NP {
+                    for v in 0..V {
+                        acc[0][r][q][v] = S::add(acc[0][r][q][v], acc[ku][r][q][v]);
+                    }
                 }
             }
         }
-        acc
+        acc[0]
     }
 }
 
@@ -140,33 +173,74 @@ unsafe fn tile<S: Simd, const MR: usize, const V: usize>(
 trait Epilogue<S: Simd, R, const V: usize> {
     /// The row's left operand (`k` floats).
     fn a(&self, row: &R) -> *const f32;
-    unsafe fn apply(&self, row: &R, acc: &[S::V; V]);
+    unsafe fn apply(&self, row: &R, panel: usize, acc: &[S::V; V]);
 }
 
-/// Runs `tile` over `rows` in groups of `MR` (then singly for the rest) and
-/// hands each row's accumulators to the epilogue.
+/// One group of `MR` rows against `NP` panels starting at `panel`.
 #[inline(always)]
-unsafe fn for_rows<S: Simd, R, E: Epilogue<S, R, V>, const MR: usize, const V: usize>(
+unsafe fn group<S: Simd, R, E: Epilogue<S, R, V>, const MR: usize, const V: usize, const NP: usize, const KU: usize>(
     k: usize,
-    panel: *const f32,
+    packed: *const f32,
+    panel: usize,
+    panel_stride: usize,
     rows: &[R],
     epi: &E,
 ) {
     unsafe {
-        let mut groups = rows.chunks_exact(MR);
-        for group in &mut groups {
-            let mut a = [std::ptr::null(); MR];
-            for r in 0..MR {
-                a[r] = epi.a(&group[r]);
-            }
-            let acc = tile::<S, MR, V>(k, a, panel);
-            for r in 0..MR {
-                epi.apply(&group[r], &acc[r]);
+        let mut a = [std::ptr::null(); MR];
+        for r in 0..MR {
+            a[r] = epi.a(&rows[r]);
+        }
+        let acc = tile::<S, MR, V, NP, KU>(k, a, packed.add(panel * panel_stride), panel_stride);
+        for r in 0..MR {
+            for q in 0..NP {
+                epi.apply(&rows[r], panel + q, &acc[r][q]);
             }
         }
-        for row in groups.remainder() {
-            let acc = tile::<S, 1, V>(k, [epi.a(row)], panel);
-            epi.apply(row, &acc[0]);
+    }
+}
+
+/// Runs every row against every panel (`panels` panels of `panel_stride`
+/// floats at `packed`) in register tiles of `MR` rows × `NP` panels, then
+/// the leftover rows in tiles of 4, 2 and 1 and the leftover panels singly.
+#[inline(always)]
+unsafe fn for_rows<S: Simd, R, E: Epilogue<S, R, V>, const MR: usize, const V: usize, const NP: usize>(
+    k: usize,
+    packed: *const f32,
+    panels: usize,
+    panel_stride: usize,
+    rows: &[R],
+    epi: &E,
+) {
+    unsafe {
+        let full = panels / NP * NP;
+        for panel in (0..full).step_by(NP) {
+            let mut rest = rows;
+            while rest.len() >= MR {
+                group::<S, R, E, MR, V, NP, 1>(k, packed, panel, panel_stride, &rest[..MR], epi);
+                rest = &rest[MR..];
+            }
+            while rest.len() >= 4 {
+                group::<S, R, E, 4, V, NP, 1>(k, packed, panel, panel_stride, &rest[..4], epi);
+                rest = &rest[4..];
+            }
+            while rest.len() >= 2 {
+                group::<S, R, E, 2, V, NP, 1>(k, packed, panel, panel_stride, &rest[..2], epi);
+                rest = &rest[2..];
+            }
+            if let [row] = rest {
+                group::<S, R, E, 1, V, NP, 2>(k, packed, panel, panel_stride, std::slice::from_ref(row), epi);
+            }
+        }
+        for panel in full..panels {
+            let mut rest = rows;
+            while rest.len() >= 4 {
+                group::<S, R, E, 4, V, 1, 1>(k, packed, panel, panel_stride, &rest[..4], epi);
+                rest = &rest[4..];
+            }
+            for row in rest {
+                group::<S, R, E, 1, V, 1, 2>(k, packed, panel, panel_stride, std::slice::from_ref(row), epi);
+            }
         }
     }
 }
@@ -176,6 +250,13 @@ const fn rows_per_tile<S: Simd>(vectors: usize) -> usize {
     // Leave a quarter of the registers for the panel loads and the broadcast.
     let r = S::REGISTERS * 3 / 4 / vectors;
     if r == 0 { 1 } else { r }
+}
+
+/// Rows per register tile for a kernel of `gates` gates per panel, given
+/// that tiles of fewer than four vectors per row take several panels.
+pub(crate) const fn tile_rows<S: Simd>(gates: usize) -> usize {
+    let vectors = S::W * gates;
+    rows_per_tile::<S>(if vectors < 4 { 4 } else { vectors })
 }
 
 /// `p ⊙ c + x` for peephole gate `g`, or `x` without peepholes.
@@ -190,7 +271,6 @@ unsafe fn peephole<S: Simd>(p: &StepParams, g: usize, j: usize, c: S::V, x: S::V
 
 struct LstmEpilogue<'a> {
     p: &'a StepParams<'a>,
-    panel: usize,
 }
 
 impl<S: Simd, const V: usize> Epilogue<S, StepRow, V> for LstmEpilogue<'_> {
@@ -199,11 +279,11 @@ impl<S: Simd, const V: usize> Epilogue<S, StepRow, V> for LstmEpilogue<'_> {
         row.h_prev
     }
     #[inline(always)]
-    unsafe fn apply(&self, row: &StepRow, acc: &[S::V; V]) {
+    unsafe fn apply(&self, row: &StepRow, panel: usize, acc: &[S::V; V]) {
         let (p, u, wn) = (self.p, unit::<S>(), S::W);
         for w in 0..wn {
-            let col = self.panel * 4 * u + w * S::LANES;
-            let j = self.panel * u + w * S::LANES;
+            let col = panel * 4 * u + w * S::LANES;
+            let j = panel * u + w * S::LANES;
             // SAFETY: the row pointers address whole padded rows (StepRow docs).
             unsafe {
                 let pre_i = S::add(acc[w], S::load(row.xw.add(col)));
@@ -236,34 +316,32 @@ impl<S: Simd, const V: usize> Epilogue<S, StepRow, V> for LstmEpilogue<'_> {
 }
 
 /// Instantiates `for_rows` with the epilogue `$epi` for `$gates` gates of
-/// `S::W` vectors each (W is 1, 2 or 8 across the ISAs).
-macro_rules! run_panel {
-    ($S:ty, $mr:expr, $gates:literal, $k:expr, $panel:expr, $rows:expr, $epi:expr) => {
-        match <$S as Simd>::W {
-            1 => for_rows::<$S, _, _, $mr, { $gates }>($k, $panel, $rows, $epi),
-            2 => for_rows::<$S, _, _, $mr, { 2 * $gates }>($k, $panel, $rows, $epi),
-            8 => for_rows::<$S, _, _, $mr, { 8 * $gates }>($k, $panel, $rows, $epi),
-            w => unreachable!("no kernel instance for W = {w}"),
+/// `S::W` vectors per panel (W is 1, 2 or 8 across the ISAs), with as many
+/// panels per tile as give about four vectors per row.
+macro_rules! run_panels {
+    ($S:ty, $mr:ident, $gates:literal, $k:expr, $packed:expr, $panels:expr, $rows:expr, $epi:expr) => {{
+        let stride = $k * $gates * unit::<$S>();
+        match <$S as Simd>::W * $gates {
+            1 => for_rows::<$S, _, _, $mr, 1, 4>($k, $packed, $panels, stride, $rows, $epi),
+            2 => for_rows::<$S, _, _, $mr, 2, 2>($k, $packed, $panels, stride, $rows, $epi),
+            4 => for_rows::<$S, _, _, $mr, 4, 1>($k, $packed, $panels, stride, $rows, $epi),
+            8 => for_rows::<$S, _, _, $mr, 8, 1>($k, $packed, $panels, stride, $rows, $epi),
+            16 => for_rows::<$S, _, _, $mr, 16, 1>($k, $packed, $panels, stride, $rows, $epi),
+            32 => for_rows::<$S, _, _, $mr, 32, 1>($k, $packed, $panels, stride, $rows, $epi),
+            v => unreachable!("no kernel instance for {v} vectors per panel"),
         }
-    };
+    }};
 }
 
 /// LSTM step (gates i, f, g, o).
 #[inline(always)]
 pub(crate) unsafe fn lstm_step<S: Simd, const MR: usize>(p: &StepParams, rows: &[StepRow]) {
-    let u = unit::<S>();
-    for panel in 0..p.hp / u {
-        // SAFETY: r_packed holds Hp/U panels of k × 4U floats.
-        unsafe {
-            let packed = p.r_packed.as_ptr().add(panel * p.k * 4 * u);
-            run_panel!(S, MR, 4, p.k, packed, rows, &LstmEpilogue { p, panel });
-        }
-    }
+    // SAFETY: r_packed holds Hp/U panels of k × 4U floats.
+    unsafe { run_panels!(S, MR, 4, p.k, p.r_packed.as_ptr(), p.hp / unit::<S>(), rows, &LstmEpilogue { p }) }
 }
 
 struct GruRzEpilogue<'a> {
     p: &'a StepParams<'a>,
-    panel: usize,
 }
 
 impl<S: Simd, const V: usize> Epilogue<S, StepRow, V> for GruRzEpilogue<'_> {
@@ -272,11 +350,11 @@ impl<S: Simd, const V: usize> Epilogue<S, StepRow, V> for GruRzEpilogue<'_> {
         row.h_prev
     }
     #[inline(always)]
-    unsafe fn apply(&self, row: &StepRow, acc: &[S::V; V]) {
+    unsafe fn apply(&self, row: &StepRow, panel: usize, acc: &[S::V; V]) {
         let (u, wn) = (unit::<S>(), S::W);
         for w in 0..wn {
-            let col = self.panel * 3 * u + w * S::LANES;
-            let j = self.panel * u + w * S::LANES;
+            let col = panel * 3 * u + w * S::LANES;
+            let j = panel * u + w * S::LANES;
             // SAFETY: the row pointers address whole padded rows (StepRow docs).
             unsafe {
                 let r = sigmoid::<S>(S::add(acc[w], S::load(row.xw.add(col))));
@@ -293,7 +371,6 @@ impl<S: Simd, const V: usize> Epilogue<S, StepRow, V> for GruRzEpilogue<'_> {
 
 struct GruNEpilogue<'a> {
     p: &'a StepParams<'a>,
-    panel: usize,
 }
 
 impl<S: Simd, const V: usize> Epilogue<S, StepRow, V> for GruNEpilogue<'_> {
@@ -306,11 +383,11 @@ impl<S: Simd, const V: usize> Epilogue<S, StepRow, V> for GruNEpilogue<'_> {
         }
     }
     #[inline(always)]
-    unsafe fn apply(&self, row: &StepRow, acc: &[S::V; V]) {
+    unsafe fn apply(&self, row: &StepRow, panel: usize, acc: &[S::V; V]) {
         let (u, wn) = (unit::<S>(), S::W);
         for w in 0..wn {
-            let col = self.panel * 3 * u + w * S::LANES;
-            let j = self.panel * u + w * S::LANES;
+            let col = panel * 3 * u + w * S::LANES;
+            let j = panel * u + w * S::LANES;
             // SAFETY: the row pointers address whole padded rows (StepRow docs).
             unsafe {
                 let xn = S::load(row.xw.add(col + 2 * u));
@@ -337,27 +414,17 @@ impl<S: Simd, const V: usize> Epilogue<S, StepRow, V> for GruNEpilogue<'_> {
 /// GRU step (gates r, z, n): phase 1 computes r and z for all units (and
 /// r ⊙ h for reset-before-matmul), phase 2 the n gate and the new state.
 #[inline(always)]
-pub(crate) unsafe fn gru_step<S: Simd, const MR: usize>(p: &StepParams, rows: &[StepRow]) {
-    let u = unit::<S>();
-    for panel in 0..p.hp / u {
-        // SAFETY: r_packed holds Hp/U panels of k × 2U floats.
-        unsafe {
-            let packed = p.r_packed.as_ptr().add(panel * p.k * 2 * u);
-            run_panel!(S, MR, 2, p.k, packed, rows, &GruRzEpilogue { p, panel });
-        }
-    }
-    for panel in 0..p.hp / u {
-        // SAFETY: r_packed_n holds Hp/U panels of k × U floats.
-        unsafe {
-            let packed = p.r_packed_n.as_ptr().add(panel * p.k * u);
-            run_panel!(S, MR, 1, p.k, packed, rows, &GruNEpilogue { p, panel });
-        }
+pub(crate) unsafe fn gru_step<S: Simd, const MR2: usize, const MR1: usize>(p: &StepParams, rows: &[StepRow]) {
+    let panels = p.hp / unit::<S>();
+    // SAFETY: r_packed holds Hp/U panels of k × 2U floats, r_packed_n of k × U.
+    unsafe {
+        run_panels!(S, MR2, 2, p.k, p.r_packed.as_ptr(), panels, rows, &GruRzEpilogue { p });
+        run_panels!(S, MR1, 1, p.k, p.r_packed_n.as_ptr(), panels, rows, &GruNEpilogue { p });
     }
 }
 
 struct RnnEpilogue<'a> {
     p: &'a StepParams<'a>,
-    panel: usize,
 }
 
 impl<S: Simd, const V: usize> Epilogue<S, StepRow, V> for RnnEpilogue<'_> {
@@ -366,9 +433,9 @@ impl<S: Simd, const V: usize> Epilogue<S, StepRow, V> for RnnEpilogue<'_> {
         row.h_prev
     }
     #[inline(always)]
-    unsafe fn apply(&self, row: &StepRow, acc: &[S::V; V]) {
+    unsafe fn apply(&self, row: &StepRow, panel: usize, acc: &[S::V; V]) {
         for w in 0..S::W {
-            let j = self.panel * unit::<S>() + w * S::LANES;
+            let j = panel * unit::<S>() + w * S::LANES;
             // SAFETY: the row pointers address whole padded rows (StepRow docs).
             unsafe {
                 let a = S::add(acc[w], S::load(row.xw.add(j)));
@@ -389,19 +456,11 @@ impl<S: Simd, const V: usize> Epilogue<S, StepRow, V> for RnnEpilogue<'_> {
 /// Vanilla RNN step: `h = act(h_prev R + xw)`.
 #[inline(always)]
 pub(crate) unsafe fn rnn_step<S: Simd, const MR: usize>(p: &StepParams, rows: &[StepRow]) {
-    let u = unit::<S>();
-    for panel in 0..p.hp / u {
-        // SAFETY: r_packed holds Hp/U panels of k × U floats.
-        unsafe {
-            let packed = p.r_packed.as_ptr().add(panel * p.k * u);
-            run_panel!(S, MR, 1, p.k, packed, rows, &RnnEpilogue { p, panel });
-        }
-    }
+    // SAFETY: r_packed holds Hp/U panels of k × U floats.
+    unsafe { run_panels!(S, MR, 1, p.k, p.r_packed.as_ptr(), p.hp / unit::<S>(), rows, &RnnEpilogue { p }) }
 }
 
-struct StoreEpilogue {
-    panel: usize,
-}
+struct StoreEpilogue;
 
 impl<S: Simd, const V: usize> Epilogue<S, MatRow, V> for StoreEpilogue {
     #[inline(always)]
@@ -409,10 +468,10 @@ impl<S: Simd, const V: usize> Epilogue<S, MatRow, V> for StoreEpilogue {
         row.a
     }
     #[inline(always)]
-    unsafe fn apply(&self, row: &MatRow, acc: &[S::V; V]) {
+    unsafe fn apply(&self, row: &MatRow, panel: usize, acc: &[S::V; V]) {
         for w in 0..S::W {
             // SAFETY: `out` holds a whole padded row.
-            unsafe { S::store(row.out.add(self.panel * unit::<S>() + w * S::LANES), acc[w]) };
+            unsafe { S::store(row.out.add(panel * unit::<S>() + w * S::LANES), acc[w]) };
         }
     }
 }
@@ -426,14 +485,8 @@ pub(crate) unsafe fn panel_matmul<S: Simd, const MR: usize>(
     packed: &[f32],
     rows: &[MatRow],
 ) {
-    let u = unit::<S>();
-    for panel in 0..n_padded / u {
-        // SAFETY: `packed` holds n_padded/U panels of k × U floats.
-        unsafe {
-            let b = packed.as_ptr().add(panel * k * u);
-            run_panel!(S, MR, 1, k, b, rows, &StoreEpilogue { panel });
-        }
-    }
+    // SAFETY: `packed` holds n_padded/U panels of k × U floats.
+    unsafe { run_panels!(S, MR, 1, k, packed.as_ptr(), n_padded / unit::<S>(), rows, &StoreEpilogue) }
 }
 
 /// LSTM backward of one step, element-wise: from the gradient of
@@ -617,10 +670,6 @@ macro_rules! instantiate_kernels {
             use crate::kernels::fused::{self, BackParams, BackRow, MatRow, StepParams, StepRow};
             use crate::kernels::math;
 
-            const MR1: usize = fused::rows_per_tile_for::<$S>(1);
-            const MR2: usize = fused::rows_per_tile_for::<$S>(2);
-            const MR4: usize = fused::rows_per_tile_for::<$S>(4);
-
             $(#[$attr])?
             pub(crate) unsafe fn tanh_in_place(x: &mut [f32]) {
                 unsafe { math::map_in_place::<$S>(x, math::tanh::<$S>) }
@@ -631,19 +680,19 @@ macro_rules! instantiate_kernels {
             }
             $(#[$attr])?
             pub(crate) unsafe fn lstm_step(p: &StepParams, rows: &[StepRow]) {
-                unsafe { fused::lstm_step::<$S, MR4>(p, rows) }
+                unsafe { fused::lstm_step::<$S, { fused::tile_rows::<$S>(4) }>(p, rows) }
             }
             $(#[$attr])?
             pub(crate) unsafe fn gru_step(p: &StepParams, rows: &[StepRow]) {
-                unsafe { fused::gru_step::<$S, MR2>(p, rows) }
+                unsafe { fused::gru_step::<$S, { fused::tile_rows::<$S>(2) }, { fused::tile_rows::<$S>(1) }>(p, rows) }
             }
             $(#[$attr])?
             pub(crate) unsafe fn rnn_step(p: &StepParams, rows: &[StepRow]) {
-                unsafe { fused::rnn_step::<$S, MR1>(p, rows) }
+                unsafe { fused::rnn_step::<$S, { fused::tile_rows::<$S>(1) }>(p, rows) }
             }
             $(#[$attr])?
             pub(crate) unsafe fn panel_matmul(k: usize, n_padded: usize, packed: &[f32], rows: &[MatRow]) {
-                unsafe { fused::panel_matmul::<$S, MR1>(k, n_padded, packed, rows) }
+                unsafe { fused::panel_matmul::<$S, { fused::tile_rows::<$S>(1) }>(k, n_padded, packed, rows) }
             }
             $(#[$attr])?
             pub(crate) unsafe fn lstm_backward(p: &BackParams, rows: &[BackRow]) {
@@ -694,7 +743,3 @@ macro_rules! instantiate_kernels {
 }
 pub(crate) use instantiate_kernels;
 
-/// Rows per register tile for `gates` gates of `W` vectors each.
-pub(crate) const fn rows_per_tile_for<S: Simd>(gates: usize) -> usize {
-    rows_per_tile::<S>(gates * S::W)
-}
