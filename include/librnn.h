@@ -14,7 +14,7 @@
 #define RNN_ABI_VERSION 1
 
 // Bound on the error of [`tanh`] and [`sigmoid`], in ulp (see module docs).
-#define MAX_ULP 4
+#define MAX_ULP 2
 
 // An instruction set with a kernel implementation.
 typedef struct Isa Isa;

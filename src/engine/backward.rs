@@ -165,7 +165,7 @@ fn weight_grads(
         pb.input,
     );
     let gh = gates * hp;
-    let rows = if gh == 0 { 0 } else { g.dg.len() / gh };
+    let rows = g.dg.len() / gh; // gh > 0: every cell has gates and Hp >= U
     let gru = config.cell() == CellKind::Gru;
     let range = |kind| config.param_range(layer, dir, kind).expect("tensor exists");
 

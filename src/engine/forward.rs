@@ -177,7 +177,7 @@ pub(crate) fn forward(
     }
     let y = from_time_major(config.layout(), layer_in, t_len, n, width);
     let c_n = config.has_cell_state().then_some(c_n);
-    let trace = training.then(|| Trace {
+    let trace = training.then_some(Trace {
         shapes,
         lens,
         layer_inputs,

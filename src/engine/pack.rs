@@ -32,11 +32,8 @@ pub(crate) struct PackedBlock {
     pub peephole: Option<Vec<f32>>,
     /// LSTM projection as one-gate panels over K = H.
     pub proj_panels: Vec<f32>,
-    /// Backward: `W` gate-major `[G·Hp, I]`, `R` gate-major `[G·Hp, H_out]`,
-    /// projection `[P, Hp]`.
+    /// Backward: `W` gate-major `[G·Hp, I]` for dX.
     pub w_gate_major: Vec<f32>,
-    pub r_gate_major: Vec<f32>,
-    pub proj: Vec<f32>,
     /// Backward per-step products as one-gate panels: `dG × R` (K = G·Hp, or
     /// 2·Hp for GRU's r and z), GRU `d_rn × Rn` (K = Hp), and the projection
     /// `dh × P` (K = H_out, N = Hp).
@@ -205,8 +202,6 @@ impl PackedBlock {
             peephole,
             proj_panels,
             w_gate_major,
-            r_gate_major,
-            proj,
         }
     }
 }

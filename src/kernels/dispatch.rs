@@ -190,7 +190,11 @@ pub fn measure_fma_peak(isa: Isa, seconds: f64) -> Result<f64> {
         Isa::Avx512 => 16.0,
         Isa::Neon => 4.0,
     };
-    let chains = if matches!(isa, Isa::Avx512 | Isa::Neon) { 24.0 } else { 12.0 };
+    let chains = if matches!(isa, Isa::Avx512 | Isa::Neon) {
+        24.0
+    } else {
+        12.0
+    };
     let mut iters = 1usize << 16;
     loop {
         let start = std::time::Instant::now();

@@ -15,6 +15,9 @@
 //! each `K` rows of `G·U` floats. Gradient rows of gates are *gate-major*:
 //! column `g·Hp + j`. `Hp` is the hidden size rounded up to a multiple of U.
 
+// Index loops over constant bounds are how the register tiles are written.
+#![allow(clippy::needless_range_loop)]
+
 use super::math::{sigmoid, tanh};
 use super::{unit, Simd};
 
@@ -150,7 +153,8 @@ unsafe fn tile<S: Simd, const MR: usize, const V: usize, const NP: usize, const 
                 for r in 0..MR {
                     let av = S::splat(*a[r].add(kk));
                     for v in 0..V {
-                        acc[0][r][q][v] = S::fma(av, S::load(bp.add(v * S::LANES)), acc[0][r][q][v]);
+                        acc[0][r][q][v] =
+                            S::fma(av, S::load(bp.add(v * S::LANES)), acc[0][r][q][v]);
                     }
                 }
             }
@@ -178,7 +182,15 @@ trait Epilogue<S: Simd, R, const V: usize> {
 
 /// One group of `MR` rows against `NP` panels starting at `panel`.
 #[inline(always)]
-unsafe fn group<S: Simd, R, E: Epilogue<S, R, V>, const MR: usize, const V: usize, const NP: usize, const KU: usize>(
+unsafe fn group<
+    S: Simd,
+    R,
+    E: Epilogue<S, R, V>,
+    const MR: usize,
+    const V: usize,
+    const NP: usize,
+    const KU: usize,
+>(
     k: usize,
     packed: *const f32,
     panel: usize,
@@ -204,7 +216,14 @@ unsafe fn group<S: Simd, R, E: Epilogue<S, R, V>, const MR: usize, const V: usiz
 /// floats at `packed`) in register tiles of `MR` rows × `NP` panels, then
 /// the leftover rows in tiles of 4, 2 and 1 and the leftover panels singly.
 #[inline(always)]
-unsafe fn for_rows<S: Simd, R, E: Epilogue<S, R, V>, const MR: usize, const V: usize, const NP: usize>(
+unsafe fn for_rows<
+    S: Simd,
+    R,
+    E: Epilogue<S, R, V>,
+    const MR: usize,
+    const V: usize,
+    const NP: usize,
+>(
     k: usize,
     packed: *const f32,
     panels: usize,
@@ -229,7 +248,14 @@ unsafe fn for_rows<S: Simd, R, E: Epilogue<S, R, V>, const MR: usize, const V: u
                 rest = &rest[2..];
             }
             if let [row] = rest {
-                group::<S, R, E, 1, V, NP, 2>(k, packed, panel, panel_stride, std::slice::from_ref(row), epi);
+                group::<S, R, E, 1, V, NP, 2>(
+                    k,
+                    packed,
+                    panel,
+                    panel_stride,
+                    std::slice::from_ref(row),
+                    epi,
+                );
             }
         }
         for panel in full..panels {
@@ -239,7 +265,14 @@ unsafe fn for_rows<S: Simd, R, E: Epilogue<S, R, V>, const MR: usize, const V: u
                 rest = &rest[4..];
             }
             for row in rest {
-                group::<S, R, E, 1, V, 1, 2>(k, packed, panel, panel_stride, std::slice::from_ref(row), epi);
+                group::<S, R, E, 1, V, 1, 2>(
+                    k,
+                    packed,
+                    panel,
+                    panel_stride,
+                    std::slice::from_ref(row),
+                    epi,
+                );
             }
         }
     }
@@ -249,7 +282,11 @@ unsafe fn for_rows<S: Simd, R, E: Epilogue<S, R, V>, const MR: usize, const V: u
 const fn rows_per_tile<S: Simd>(vectors: usize) -> usize {
     // Leave a quarter of the registers for the panel loads and the broadcast.
     let r = S::REGISTERS * 3 / 4 / vectors;
-    if r == 0 { 1 } else { r }
+    if r == 0 {
+        1
+    } else {
+        r
+    }
 }
 
 /// Rows per register tile for a kernel of `gates` gates per panel, given
@@ -337,7 +374,18 @@ macro_rules! run_panels {
 #[inline(always)]
 pub(crate) unsafe fn lstm_step<S: Simd, const MR: usize>(p: &StepParams, rows: &[StepRow]) {
     // SAFETY: r_packed holds Hp/U panels of k × 4U floats.
-    unsafe { run_panels!(S, MR, 4, p.k, p.r_packed.as_ptr(), p.hp / unit::<S>(), rows, &LstmEpilogue { p }) }
+    unsafe {
+        run_panels!(
+            S,
+            MR,
+            4,
+            p.k,
+            p.r_packed.as_ptr(),
+            p.hp / unit::<S>(),
+            rows,
+            &LstmEpilogue { p }
+        )
+    }
 }
 
 struct GruRzEpilogue<'a> {
@@ -414,12 +462,33 @@ impl<S: Simd, const V: usize> Epilogue<S, StepRow, V> for GruNEpilogue<'_> {
 /// GRU step (gates r, z, n): phase 1 computes r and z for all units (and
 /// r ⊙ h for reset-before-matmul), phase 2 the n gate and the new state.
 #[inline(always)]
-pub(crate) unsafe fn gru_step<S: Simd, const MR2: usize, const MR1: usize>(p: &StepParams, rows: &[StepRow]) {
+pub(crate) unsafe fn gru_step<S: Simd, const MR2: usize, const MR1: usize>(
+    p: &StepParams,
+    rows: &[StepRow],
+) {
     let panels = p.hp / unit::<S>();
     // SAFETY: r_packed holds Hp/U panels of k × 2U floats, r_packed_n of k × U.
     unsafe {
-        run_panels!(S, MR2, 2, p.k, p.r_packed.as_ptr(), panels, rows, &GruRzEpilogue { p });
-        run_panels!(S, MR1, 1, p.k, p.r_packed_n.as_ptr(), panels, rows, &GruNEpilogue { p });
+        run_panels!(
+            S,
+            MR2,
+            2,
+            p.k,
+            p.r_packed.as_ptr(),
+            panels,
+            rows,
+            &GruRzEpilogue { p }
+        );
+        run_panels!(
+            S,
+            MR1,
+            1,
+            p.k,
+            p.r_packed_n.as_ptr(),
+            panels,
+            rows,
+            &GruNEpilogue { p }
+        );
     }
 }
 
@@ -457,7 +526,18 @@ impl<S: Simd, const V: usize> Epilogue<S, StepRow, V> for RnnEpilogue<'_> {
 #[inline(always)]
 pub(crate) unsafe fn rnn_step<S: Simd, const MR: usize>(p: &StepParams, rows: &[StepRow]) {
     // SAFETY: r_packed holds Hp/U panels of k × U floats.
-    unsafe { run_panels!(S, MR, 1, p.k, p.r_packed.as_ptr(), p.hp / unit::<S>(), rows, &RnnEpilogue { p }) }
+    unsafe {
+        run_panels!(
+            S,
+            MR,
+            1,
+            p.k,
+            p.r_packed.as_ptr(),
+            p.hp / unit::<S>(),
+            rows,
+            &RnnEpilogue { p }
+        )
+    }
 }
 
 struct StoreEpilogue;
@@ -486,7 +566,18 @@ pub(crate) unsafe fn panel_matmul<S: Simd, const MR: usize>(
     rows: &[MatRow],
 ) {
     // SAFETY: `packed` holds n_padded/U panels of k × U floats.
-    unsafe { run_panels!(S, MR, 1, k, packed.as_ptr(), n_padded / unit::<S>(), rows, &StoreEpilogue) }
+    unsafe {
+        run_panels!(
+            S,
+            MR,
+            1,
+            k,
+            packed.as_ptr(),
+            n_padded / unit::<S>(),
+            rows,
+            &StoreEpilogue
+        )
+    }
 }
 
 /// LSTM backward of one step, element-wise: from the gradient of
@@ -496,7 +587,8 @@ pub(crate) unsafe fn panel_matmul<S: Simd, const MR: usize>(
 pub(crate) unsafe fn lstm_backward<S: Simd>(p: &BackParams, rows: &[BackRow]) {
     let (u, hp) = (unit::<S>(), p.hp);
     let peep = |g: usize, j: usize| -> *const f32 {
-        p.peephole.map_or(std::ptr::null(), |ph| ph[g * hp + j..].as_ptr())
+        p.peephole
+            .map_or(std::ptr::null(), |ph| ph[g * hp + j..].as_ptr())
     };
     for row in rows {
         for panel in 0..hp / u {
@@ -516,7 +608,11 @@ pub(crate) unsafe fn lstm_backward<S: Simd>(p: &BackParams, rows: &[BackRow]) {
                         None => c_raw,
                     };
                     let (p_i, p_f, p_o) = if p.peephole.is_some() {
-                        (S::load(peep(0, j)), S::load(peep(1, j)), S::load(peep(2, j)))
+                        (
+                            S::load(peep(0, j)),
+                            S::load(peep(1, j)),
+                            S::load(peep(2, j)),
+                        )
                     } else {
                         (S::zero(), S::zero(), S::zero())
                     };
@@ -533,7 +629,10 @@ pub(crate) unsafe fn lstm_backward<S: Simd>(p: &BackParams, rows: &[BackRow]) {
                     let di_pre = S::mul(S::mul(dc, g), S::mul(i, S::sub(one, i)));
                     let df_pre = S::mul(S::mul(dc, c_prev), S::mul(f, S::sub(one, f)));
                     let dg_pre = S::mul(S::mul(dc, i), S::sub(one, S::mul(g, g)));
-                    S::store(row.dc.add(j), S::fma(df_pre, p_f, S::fma(di_pre, p_i, S::mul(dc, f))));
+                    S::store(
+                        row.dc.add(j),
+                        S::fma(df_pre, p_f, S::fma(di_pre, p_i, S::mul(dc, f))),
+                    );
                     S::store(row.dg.add(j), di_pre);
                     S::store(row.dg.add(hp + j), df_pre);
                     S::store(row.dg.add(2 * hp + j), dg_pre);
@@ -606,7 +705,10 @@ pub(crate) unsafe fn gru_backward_b<S: Simd>(p: &BackParams, rows: &[BackRow]) {
                         (S::load(row.dr.add(j)), S::add(dh_prev, dv))
                     } else {
                         // v = r ⊙ h_prev
-                        (S::mul(dv, S::load(row.h_prev.add(j))), S::fma(dv, r, dh_prev))
+                        (
+                            S::mul(dv, S::load(row.h_prev.add(j))),
+                            S::fma(dv, r, dh_prev),
+                        )
                     };
                     S::store(row.dh_prev.add(j), dh_prev);
                     S::store(row.dg.add(j), S::mul(dr, S::mul(r, S::sub(one, r))));
@@ -742,4 +844,3 @@ macro_rules! instantiate_kernels {
     };
 }
 pub(crate) use instantiate_kernels;
-

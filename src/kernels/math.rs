@@ -6,6 +6,9 @@
 //! absolute terms where that result is subnormal). ±inf map to the limits
 //! (tanh ±1; logistic 1, and below 1e-38 for -inf) and NaN stays NaN.
 
+// Polynomial coefficients are kept as published.
+#![allow(clippy::excessive_precision)]
+
 use super::Simd;
 
 /// Bound on the error of [`tanh`] and [`sigmoid`], in ulp (see module docs).

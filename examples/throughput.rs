@@ -1,0 +1,64 @@
+//! Quick throughput check of one shape, for profiling (`perf record`) and
+//! for comparing ISAs and thread counts without criterion's long runs.
+//!
+//! Usage: `cargo run --release --example throughput -- CELL H N T [inference]`
+//! with CELL = rnn | lstm | gru; input size = H unless `INPUT` is set; the
+//! ISA follows `RNN_ISA` and the threads `RAYON_NUM_THREADS`.
+//! Prints GFLOP/s of inference and, unless `inference` is given, of
+//! training (forward with trace + backward, counted as 3× the forward FLOPs).
+
+use rnn::rng::SplitMix64;
+use rnn::{CellKind, Config, Input, Model, OutputGrads};
+use std::time::Instant;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() < 5 {
+        return Err("usage: throughput CELL H N T [inference]".into());
+    }
+    let cell = match args[1].as_str() {
+        "lstm" => CellKind::Lstm,
+        "gru" => CellKind::Gru,
+        "rnn" => CellKind::Rnn,
+        other => return Err(format!("unknown cell {other}").into()),
+    };
+    let (h, n, t): (usize, usize, usize) = (args[2].parse()?, args[3].parse()?, args[4].parse()?);
+    let input_size = std::env::var("INPUT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(h);
+    let config = Config::builder(cell, input_size, h).build()?;
+    let flops = config.forward_flops(t, n) as f64;
+    let model = Model::random(config, 1);
+    let x = SplitMix64::new(2).uniform_vec(t * n * input_size, -1.0, 1.0);
+    let input = Input::new(&x, t, n);
+    model.forward_inference(&input)?; // packs the weights, warms up
+    let reps = 20;
+    let start = Instant::now();
+    for _ in 0..reps {
+        std::hint::black_box(model.forward_inference(&input)?);
+    }
+    let inference = start.elapsed().as_secs_f64() / reps as f64;
+    print!(
+        "{cell:?} H{h} N{n} T{t} on {}: inference {:.2} ms, {:.1} GFLOP/s",
+        model.isa()?.name(),
+        inference * 1e3,
+        flops / inference / 1e9
+    );
+    if args.get(5).map(String::as_str) != Some("inference") {
+        let start = Instant::now();
+        for _ in 0..reps / 4 {
+            let (out, trace) = model.forward_training(&input)?;
+            let dy = vec![1.0; out.y.len()];
+            std::hint::black_box(model.backward(&trace, &OutputGrads::new(&dy))?);
+        }
+        let training = start.elapsed().as_secs_f64() / (reps / 4) as f64;
+        print!(
+            "; training {:.2} ms, {:.1} GFLOP/s",
+            training * 1e3,
+            3.0 * flops / training / 1e9
+        );
+    }
+    println!();
+    Ok(())
+}
