@@ -7,7 +7,7 @@ use super::pack::PackedBlock;
 use super::{batch_blocks, Packed, SharedMut};
 use crate::config::{CellKind, Config, Direction, GruVariant, ParamKind};
 use crate::error::Result;
-use crate::gemm::{add_column_sums, gemm, par_gemm, Mat};
+use crate::gemm::{add_column_sums, par_gemm, Mat};
 use crate::io::{from_time_major, to_time_major, Gradients, OutputGrads};
 use crate::kernels::fused::{BackParams, BackRow, MatRow};
 
@@ -180,7 +180,7 @@ fn weight_grads(
     };
 
     let mut dw = vec![0.0; gh * input];
-    gemm(
+    par_gemm(
         Mat::transposed(&g.dg, gh, rows, gh),
         Mat::rows(x, rows, input, input),
         0.0,
@@ -207,13 +207,13 @@ fn weight_grads(
             row_stride: 1,
             col_stride: gh,
         };
-        gemm(dg_rz, h_prev, 0.0, &mut dr[..rz * st], st);
+        par_gemm(dg_rz, h_prev, 0.0, &mut dr[..rz * st], st);
         let v = if config.gru_variant() == GruVariant::LinearBeforeReset {
             h_prev
         } else {
             Mat::rows(&dt.aux, rows, st, hp)
         };
-        gemm(
+        par_gemm(
             Mat::transposed(&g.d_rn, hp, rows, hp),
             v,
             0.0,
@@ -223,7 +223,7 @@ fn weight_grads(
         drb[rz..].fill(0.0);
         add_column_sums(&g.d_rn, rows, hp, &mut drb[rz..]);
     } else {
-        gemm(
+        par_gemm(
             Mat::transposed(&g.dg, gh, rows, gh),
             h_prev,
             0.0,
@@ -247,7 +247,7 @@ fn weight_grads(
     if config.proj_size() > 0 {
         // dP [P, H] = dh_projᵀ × m.
         let mut dp = vec![0.0; st * hp];
-        gemm(
+        par_gemm(
             Mat::transposed(&g.dh_proj, st, rows, ks),
             Mat::rows(&dt.m, rows, hp, hp),
             0.0,
