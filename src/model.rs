@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use crate::config::{Config, ParamKind};
-use crate::engine::{self, Packed};
+use crate::engine::{self, BufferPool, Packed};
 use crate::error::{check_len, Error, Result};
 use crate::io::{Gradients, Input, Output, OutputGrads, Shapes};
 use crate::kernels::Isa;
@@ -36,6 +36,8 @@ pub struct Model {
     /// The parameters packed for the kernels, made on first use and dropped
     /// whenever the parameters change.
     packed: OnceLock<Result<Packed>>,
+    /// Scratch buffers reused across calls.
+    pool: BufferPool,
 }
 
 impl Clone for Model {
@@ -70,6 +72,7 @@ impl Model {
             version: 0,
             isa: None,
             packed: OnceLock::new(),
+            pool: BufferPool::default(),
         }
     }
 
@@ -145,7 +148,7 @@ impl Model {
 
     /// Runs the network over `input` and returns `y`, `h_n` and `c_n`.
     pub fn forward_inference(&self, input: &Input<'_>) -> Result<Output> {
-        engine::forward(&self.config, self.packed()?, input, false).map(|(out, _)| out)
+        engine::forward(&self.config, self.packed()?, &self.pool, input, false).map(|(out, _)| out)
     }
 
     /// Like [`Model::forward_inference`], writing into caller-owned buffers:
@@ -182,7 +185,7 @@ impl Model {
     /// Forward pass that also keeps what [`Model::backward`] needs. Its
     /// outputs equal those of [`Model::forward_inference`].
     pub fn forward_training(&self, input: &Input<'_>) -> Result<(Output, Trace)> {
-        let (out, inner) = engine::forward(&self.config, self.packed()?, input, true)?;
+        let (out, inner) = engine::forward(&self.config, self.packed()?, &self.pool, input, true)?;
         let inner = inner.expect("a training forward pass returns a trace");
         let trace = Trace {
             model_id: self.id,

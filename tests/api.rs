@@ -405,3 +405,38 @@ fn block_ranges_of_missing_blocks_are_errors() {
         Err(Error::InvalidArgument(_))
     ));
 }
+
+/// Models reuse scratch buffers between calls: calls of other shapes in
+/// between must not change a result.
+#[test]
+fn repeated_calls_of_changing_shapes_agree_with_a_fresh_model() {
+    let mut rng = SplitMix64::new(5);
+    for (name, builder) in cell_variants(3, 9) {
+        let config = builder
+            .num_layers(2)
+            .direction(Direction::BidirectionalSum)
+            .build()
+            .unwrap();
+        let model = Model::random(config.clone(), 8);
+        let shapes = [(5, 4), (2, 7), (9, 1), (5, 4)];
+        let batches: Vec<_> = shapes
+            .iter()
+            .map(|&(t, n)| random_batch(&mut rng, &config, t, n))
+            .collect();
+        for _round in 0..2 {
+            for (&(t, n), b) in shapes.iter().zip(&batches) {
+                let input = Input::new(&b.x, t, n).with_seq_lens(&b.seq_lens);
+                let fresh = Model::random(config.clone(), 8)
+                    .forward_inference(&input)
+                    .unwrap();
+                assert_eq!(
+                    model.forward_inference(&input).unwrap(),
+                    fresh,
+                    "{name} T{t} N{n}"
+                );
+                let (out, _) = model.forward_training(&input).unwrap();
+                assert_eq!(out, fresh, "{name} T{t} N{n} training");
+            }
+        }
+    }
+}

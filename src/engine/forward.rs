@@ -3,8 +3,11 @@
 use rayon::prelude::*;
 
 use super::pack::PackedBlock;
+use super::workspace::BufferPool;
 use super::{batch_blocks, Packed, SharedMut};
-use crate::config::{CellKind, Config, Direction, GruVariant};
+use std::borrow::Cow;
+
+use crate::config::{CellKind, Config, Direction, GruVariant, Layout};
 use crate::error::Result;
 use crate::gemm::{par_gemm, Mat};
 use crate::io::{from_time_major, to_time_major, Input, Output, Shapes};
@@ -62,11 +65,16 @@ impl DirTrace {
 }
 
 /// `[TN, G·Hp]` interleaved: `x W^T + bias` for every step at once.
-pub(crate) fn input_projection(pb: &PackedBlock, x: &[f32], rows: usize) -> Vec<f32> {
+pub(crate) fn input_projection(
+    pb: &PackedBlock,
+    x: &[f32],
+    rows: usize,
+    pool: &BufferPool,
+) -> Vec<f32> {
     let gh = pb.gates * pb.hp;
-    let mut xw: Vec<f32> = Vec::with_capacity(rows * gh);
-    for _ in 0..rows {
-        xw.extend_from_slice(&pb.bias_interleaved);
+    let mut xw = pool.take(rows * gh);
+    for row in xw.chunks_exact_mut(gh) {
+        row.copy_from_slice(&pb.bias_interleaved);
     }
     par_gemm(
         Mat::rows(x, rows, pb.input, pb.input),
@@ -91,6 +99,11 @@ struct DirRun<'a> {
     y: SharedMut,
     width: usize,
     slot: usize,
+    /// Add into `y` (the second of two summed directions) instead of storing:
+    /// storing first matters, as reading a fresh zeroed buffer maps the
+    /// shared zero page and every later store then takes a copy-on-write
+    /// fault and a TLB flush of every CPU.
+    accumulate: bool,
     /// This direction's `[N, H_out]` / `[N, H]` state: initial in, final out.
     h_state: SharedMut,
     c_state: SharedMut,
@@ -100,6 +113,7 @@ struct DirRun<'a> {
 pub(crate) fn forward(
     config: &Config,
     packed: &Packed,
+    pool: &BufferPool,
     input: &Input<'_>,
     training: bool,
 ) -> Result<(Output, Option<Trace>)> {
@@ -114,16 +128,29 @@ pub(crate) fn forward(
         .c0
         .map_or_else(|| vec![0.0; shapes.c], <[f32]>::to_vec);
     let width = config.output_size();
-    let mut layer_in = to_time_major(config.layout(), input.x, t_len, n, config.input_size());
+    // Layer 0 reads x in place when it is already time-major.
+    let mut layer_in: Cow<[f32]> = match config.layout() {
+        Layout::TimeMajor => Cow::Borrowed(input.x),
+        Layout::BatchFirst => Cow::Owned(to_time_major(
+            config.layout(),
+            input.x,
+            t_len,
+            n,
+            config.input_size(),
+        )),
+    };
     let mut layer_inputs = Vec::new();
     let mut dir_traces = Vec::new();
 
     for layer in 0..config.num_layers() {
-        let mut layer_out = vec![0.0; t_len * n * width];
+        // Scratch whose pages are already mapped: the batch blocks write it
+        // from several threads, and page faults there serialise on the
+        // page-table lock.
+        let mut layer_out = pool.take_zeroed(t_len * n * width);
         for dir in 0..config.num_directions() {
             let ld = layer * config.num_directions() + dir;
             let pb = &packed.blocks[ld];
-            let xw = input_projection(pb, &layer_in, t_len * n);
+            let xw = input_projection(pb, &layer_in, t_len * n, pool);
             let mut dt = training.then(|| DirTrace::new(config, pb, t_len * n));
             let c_slice: &mut [f32] = if config.has_cell_state() {
                 &mut c_n[ld * n * cs..(ld + 1) * n * cs]
@@ -145,6 +172,7 @@ pub(crate) fn forward(
                 } else {
                     0
                 },
+                accumulate: config.direction() == Direction::BidirectionalSum && dir == 1,
                 h_state: SharedMut::new(&mut h_n[ld * n * hs..(ld + 1) * n * hs]),
                 c_state: SharedMut::new(c_slice),
                 trace: dt.as_mut().map(|t| {
@@ -170,12 +198,23 @@ pub(crate) fn forward(
                 .for_each(|&(b0, nb)| run.block(b0, nb));
             dir_traces.extend(dt);
         }
-        let finished = std::mem::replace(&mut layer_in, layer_out);
-        if training {
-            layer_inputs.push(finished);
+        let finished = std::mem::replace(&mut layer_in, Cow::Owned(layer_out));
+        match (training, finished) {
+            (true, finished) => layer_inputs.push(finished.into_owned()),
+            (false, Cow::Owned(scratch)) => pool.give(scratch),
+            (false, Cow::Borrowed(_)) => {}
         }
     }
-    let y = from_time_major(config.layout(), layer_in, t_len, n, width);
+    // One sequential copy out of the scratch buffer (or the layout change,
+    // which copies anyway).
+    let y = match (config.layout(), layer_in) {
+        (Layout::TimeMajor, Cow::Owned(scratch)) if !training => {
+            let y = scratch.clone();
+            pool.give(scratch);
+            y
+        }
+        (_, last) => from_time_major(config.layout(), last.into_owned(), t_len, n, width),
+    };
     let c_n = config.has_cell_state().then_some(c_n);
     let trace = training.then_some(Trace {
         shapes,
@@ -318,8 +357,11 @@ impl DirRun<'_> {
                 let y = unsafe {
                     std::slice::from_raw_parts_mut(self.y.at(row_t * self.width + self.slot), st)
                 };
-                for (y, v) in y.iter_mut().zip(&h_nxt[r * ks..r * ks + st]) {
-                    *y += v;
+                let h = &h_nxt[r * ks..r * ks + st];
+                if self.accumulate {
+                    y.iter_mut().zip(h).for_each(|(y, v)| *y += v);
+                } else {
+                    y.copy_from_slice(h);
                 }
             }
             std::mem::swap(&mut h_cur, &mut h_nxt);

@@ -11,9 +11,11 @@
 mod backward;
 mod forward;
 pub(crate) mod pack;
+mod workspace;
 
 pub(crate) use backward::backward;
 pub(crate) use forward::{forward, Trace};
+pub(crate) use workspace::BufferPool;
 
 use crate::config::Config;
 use crate::error::Result;
