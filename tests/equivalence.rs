@@ -206,3 +206,35 @@ fn the_selected_isa_is_supported() {
     assert!(isa.is_supported());
     println!("selected ISA: {isa:?}; supported: {:?}", Isa::supported());
 }
+
+/// A batch too small for one block per thread has each step's panels split
+/// between two threads; that path must equal the reference too. Sizes are
+/// large enough to pass the split threshold (2^19 multiply-adds per step).
+#[test]
+fn steps_split_across_threads_match_the_reference() {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        for (variant, hidden) in [(2, 384), (3, 384), (7, 512), (8, 512), (0, 768)] {
+            for batch in [1, 2] {
+                let case = Case {
+                    variant,
+                    direction: 2,
+                    layout: 0,
+                    layers: 1,
+                    input: 5,
+                    hidden,
+                    proj: 0,
+                    seq_len: 3,
+                    batch,
+                    seed: 3,
+                };
+                for isa in Isa::supported() {
+                    check_isa(isa, &case).unwrap();
+                }
+            }
+        }
+    });
+}

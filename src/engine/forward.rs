@@ -86,6 +86,62 @@ pub(crate) fn input_projection(
     xw
 }
 
+/// Multiply-adds per step below which splitting a step across threads costs
+/// more in synchronisation than it saves.
+const SPLIT_MIN_MACS: usize = 1 << 19;
+
+/// Step rows shared by the two halves of a split step.
+struct SharedRows<'a>(&'a [StepRow]);
+
+// SAFETY: the halves of a split step write disjoint units (panel ranges) of
+// each row's outputs and only read the rows' inputs; GRU's second phase, which
+// reads every unit of the first phase's output, starts after both halves of
+// the first phase have joined.
+unsafe impl Sync for SharedRows<'_> {}
+
+impl SharedRows<'_> {
+    // A method, so closures capture the Sync wrapper rather than its field.
+    fn rows(&self) -> &[StepRow] {
+        self.0
+    }
+}
+
+/// One step with its panels split between two rayon tasks.
+fn run_split(
+    step: unsafe fn(&StepParams, &[StepRow]),
+    params: &StepParams,
+    rows: &[StepRow],
+    gru: bool,
+) {
+    let (first, end) = params.panels;
+    let mid = first + (end - first) / 2;
+    let shared = SharedRows(rows);
+    let phases: &[(bool, bool)] = if gru {
+        &[(true, false), (false, true)]
+    } else {
+        &[(true, true)]
+    };
+    for &gru_phases in phases {
+        let lo = StepParams {
+            panels: (first, mid),
+            gru_phases,
+            ..*params
+        };
+        let hi = StepParams {
+            panels: (mid, end),
+            gru_phases,
+            ..*params
+        };
+        let shared = &shared;
+        // SAFETY: `Kernels` exists only for a supported ISA; the row pointers
+        // are valid for the whole step and the halves are disjoint (SharedRows).
+        rayon::join(
+            || unsafe { step(&lo, shared.rows()) },
+            || unsafe { step(&hi, shared.rows()) },
+        );
+    }
+}
+
 /// Everything one direction's batch blocks share.
 struct DirRun<'a> {
     config: &'a Config,
@@ -99,6 +155,9 @@ struct DirRun<'a> {
     y: SharedMut,
     width: usize,
     slot: usize,
+    /// Split each step's panels between two threads (a batch too small for
+    /// one block per thread).
+    split_columns: bool,
     /// Add into `y` (the second of two summed directions) instead of storing:
     /// storing first matters, as reading a fresh zeroed buffer maps the
     /// shared zero page and every later store then takes a copy-on-write
@@ -141,6 +200,7 @@ pub(crate) fn forward(
     };
     let mut layer_inputs = Vec::new();
     let mut dir_traces = Vec::new();
+    let blocks = batch_blocks(n);
 
     for layer in 0..config.num_layers() {
         // Scratch whose pages are already mapped: the batch blocks write it
@@ -173,6 +233,9 @@ pub(crate) fn forward(
                     0
                 },
                 accumulate: config.direction() == Direction::BidirectionalSum && dir == 1,
+                split_columns: blocks.len() == 1
+                    && rayon::current_num_threads() > 1
+                    && n * pb.gates * pb.hp * pb.state >= SPLIT_MIN_MACS,
                 h_state: SharedMut::new(&mut h_n[ld * n * hs..(ld + 1) * n * hs]),
                 c_state: SharedMut::new(c_slice),
                 trace: dt.as_mut().map(|t| {
@@ -265,6 +328,8 @@ impl DirRun<'_> {
             clip: cfg.cell_clip(),
             relu: cfg.activation() == crate::config::Activation::Relu,
             linear_before_reset: lbr,
+            panels: (0, hp / self.kernels.unit()),
+            gru_phases: (true, true),
         };
         let step = match cfg.cell() {
             CellKind::Lstm => self.kernels.table.lstm_step,
@@ -344,10 +409,15 @@ impl DirRun<'_> {
                     });
                 }
             }
-            // SAFETY: `Kernels` exists only for a supported ISA; every row's
-            // pointers are valid as set up above.
+            if self.split_columns {
+                run_split(step, &params, &rows, gru);
+            } else {
+                // SAFETY: `Kernels` exists only for a supported ISA; every
+                // row's pointers are valid as set up above.
+                unsafe { step(&params, &rows) };
+            }
+            // SAFETY: as above.
             unsafe {
-                step(&params, &rows);
                 if proj {
                     (self.kernels.table.panel_matmul)(h, ks, &pb.proj_panels, &proj_rows);
                 }

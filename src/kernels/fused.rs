@@ -62,6 +62,11 @@ pub(crate) struct StepParams<'a> {
     pub clip: Option<f32>,
     pub relu: bool,
     pub linear_before_reset: bool,
+    /// The panels (units `first·U .. end·U`) this call computes: all of
+    /// them, or one thread's share when a step is split across threads.
+    pub panels: (usize, usize),
+    /// GRU: run phase 1 (r, z) and phase 2 (n, h).
+    pub gru_phases: (bool, bool),
 }
 
 /// A row of a plain product `out = a × B_packed`.
@@ -212,8 +217,8 @@ unsafe fn group<
     }
 }
 
-/// Runs every row against every panel (`panels` panels of `panel_stride`
-/// floats at `packed`) in register tiles of `MR` rows × `NP` panels, then
+/// Runs every row against the panels `first..end` (each `panel_stride`
+/// floats, from `packed`) in register tiles of `MR` rows × `NP` panels, then
 /// the leftover rows in tiles of 4, 2 and 1 and the leftover panels singly.
 #[inline(always)]
 unsafe fn for_rows<
@@ -226,14 +231,14 @@ unsafe fn for_rows<
 >(
     k: usize,
     packed: *const f32,
-    panels: usize,
+    (first, end): (usize, usize),
     panel_stride: usize,
     rows: &[R],
     epi: &E,
 ) {
     unsafe {
-        let full = panels / NP * NP;
-        for panel in (0..full).step_by(NP) {
+        let full = first + (end - first) / NP * NP;
+        for panel in (first..full).step_by(NP) {
             let mut rest = rows;
             while rest.len() >= MR {
                 group::<S, R, E, MR, V, NP, 1>(k, packed, panel, panel_stride, &rest[..MR], epi);
@@ -258,7 +263,7 @@ unsafe fn for_rows<
                 );
             }
         }
-        for panel in full..panels {
+        for panel in full..end {
             let mut rest = rows;
             while rest.len() >= 4 {
                 group::<S, R, E, 4, V, 1, 1>(k, packed, panel, panel_stride, &rest[..4], epi);
@@ -381,7 +386,7 @@ pub(crate) unsafe fn lstm_step<S: Simd, const MR: usize>(p: &StepParams, rows: &
             4,
             p.k,
             p.r_packed.as_ptr(),
-            p.hp / unit::<S>(),
+            p.panels,
             rows,
             &LstmEpilogue { p }
         )
@@ -461,34 +466,39 @@ impl<S: Simd, const V: usize> Epilogue<S, StepRow, V> for GruNEpilogue<'_> {
 
 /// GRU step (gates r, z, n): phase 1 computes r and z for all units (and
 /// r ⊙ h for reset-before-matmul), phase 2 the n gate and the new state.
+/// Phase 2 reads r ⊙ h of every unit, so when the panels are split across
+/// threads each phase runs on its own (`StepParams::gru_phases`).
 #[inline(always)]
 pub(crate) unsafe fn gru_step<S: Simd, const MR2: usize, const MR1: usize>(
     p: &StepParams,
     rows: &[StepRow],
 ) {
-    let panels = p.hp / unit::<S>();
     // SAFETY: r_packed holds Hp/U panels of k × 2U floats, r_packed_n of k × U.
     unsafe {
-        run_panels!(
-            S,
-            MR2,
-            2,
-            p.k,
-            p.r_packed.as_ptr(),
-            panels,
-            rows,
-            &GruRzEpilogue { p }
-        );
-        run_panels!(
-            S,
-            MR1,
-            1,
-            p.k,
-            p.r_packed_n.as_ptr(),
-            panels,
-            rows,
-            &GruNEpilogue { p }
-        );
+        if p.gru_phases.0 {
+            run_panels!(
+                S,
+                MR2,
+                2,
+                p.k,
+                p.r_packed.as_ptr(),
+                p.panels,
+                rows,
+                &GruRzEpilogue { p }
+            );
+        }
+        if p.gru_phases.1 {
+            run_panels!(
+                S,
+                MR1,
+                1,
+                p.k,
+                p.r_packed_n.as_ptr(),
+                p.panels,
+                rows,
+                &GruNEpilogue { p }
+            );
+        }
     }
 }
 
@@ -533,7 +543,7 @@ pub(crate) unsafe fn rnn_step<S: Simd, const MR: usize>(p: &StepParams, rows: &[
             1,
             p.k,
             p.r_packed.as_ptr(),
-            p.hp / unit::<S>(),
+            p.panels,
             rows,
             &RnnEpilogue { p }
         )
@@ -573,7 +583,7 @@ pub(crate) unsafe fn panel_matmul<S: Simd, const MR: usize>(
             1,
             k,
             packed.as_ptr(),
-            n_padded / unit::<S>(),
+            (0, n_padded / unit::<S>()),
             rows,
             &StoreEpilogue
         )
