@@ -4,6 +4,7 @@ use rayon::prelude::*;
 
 use super::forward::{DirTrace, Trace};
 use super::pack::PackedBlock;
+use super::workspace::zeroed;
 use super::{batch_blocks, Packed, SharedMut};
 use crate::config::{CellKind, Config, Direction, GruVariant, ParamKind};
 use crate::error::Result;
@@ -51,19 +52,15 @@ pub(crate) fn backward(
     let rows = t_len * n;
     let (hs, cs) = (config.state_size(), config.hidden_size());
     let width = config.output_size();
-    let mut dparams = vec![0.0; config.num_params()];
-    let mut dh0 = grads
-        .dh_n
-        .map_or_else(|| vec![0.0; shapes.h], <[f32]>::to_vec);
-    let mut dc0 = grads
-        .dc_n
-        .map_or_else(|| vec![0.0; shapes.c], <[f32]>::to_vec);
+    let mut dparams = zeroed(config.num_params());
+    let mut dh0 = grads.dh_n.map_or_else(|| zeroed(shapes.h), <[f32]>::to_vec);
+    let mut dc0 = grads.dc_n.map_or_else(|| zeroed(shapes.c), <[f32]>::to_vec);
     let mut d_out = to_time_major(config.layout(), grads.dy, t_len, n, width);
 
     for layer in (0..config.num_layers()).rev() {
         let x = &trace.layer_inputs[layer];
         let in_size = config.layer_input_size(layer);
-        let mut d_in = vec![0.0; rows * in_size];
+        let mut d_in = zeroed(rows * in_size);
         for dir in 0..config.num_directions() {
             let ld = layer * config.num_directions() + dir;
             let pb = &packed.blocks[ld];
@@ -72,9 +69,9 @@ pub(crate) fn backward(
             let gru = config.cell() == CellKind::Gru;
             let proj = config.proj_size() > 0;
             let mut dg = DirGrads {
-                dg: vec![0.0; rows * pb.gates * hp],
-                d_rn: vec![0.0; if gru { rows * hp } else { 0 }],
-                dh_proj: vec![0.0; if proj { rows * ks } else { 0 }],
+                dg: zeroed(rows * pb.gates * hp),
+                d_rn: zeroed(if gru { rows * hp } else { 0 }),
+                dh_proj: zeroed(if proj { rows * ks } else { 0 }),
             };
             let c_slice: &mut [f32] = if config.has_cell_state() {
                 &mut dc0[ld * n * cs..(ld + 1) * n * cs]
@@ -179,7 +176,7 @@ fn weight_grads(
         }
     };
 
-    let mut dw = vec![0.0; gh * input];
+    let mut dw = zeroed(gh * input);
     par_gemm(
         Mat::transposed(&g.dg, gh, rows, gh),
         Mat::rows(x, rows, input, input),
@@ -189,11 +186,11 @@ fn weight_grads(
     );
     unpad(&dw, input, &mut dparams[range(ParamKind::W)]);
 
-    let mut dwb = vec![0.0; gh];
+    let mut dwb = zeroed(gh);
     add_column_sums(&g.dg, rows, gh, &mut dwb);
     unpad(&dwb, 1, &mut dparams[range(ParamKind::Wb)]);
 
-    let mut dr = vec![0.0; gh * st];
+    let mut dr = zeroed(gh * st);
     let mut drb = dwb.clone();
     let h_prev = Mat::rows(&dt.h_prev, rows, st, ks);
     if gru {
@@ -246,7 +243,7 @@ fn weight_grads(
     }
     if config.proj_size() > 0 {
         // dP [P, H] = dh_projᵀ × m.
-        let mut dp = vec![0.0; st * hp];
+        let mut dp = zeroed(st * hp);
         par_gemm(
             Mat::transposed(&g.dh_proj, st, rows, ks),
             Mat::rows(&dt.m, rows, hp, hp),
@@ -270,7 +267,7 @@ impl DirBack<'_> {
         let gh = pb.gates * hp;
         let cell = cfg.cell();
         let proj = cfg.proj_size() > 0;
-        let mut peephole_grad = vec![0.0f32; if cfg.peepholes() { 3 * hp } else { 0 }];
+        let mut peephole_grad = zeroed(if cfg.peepholes() { 3 * hp } else { 0 });
         let params = BackParams {
             hp,
             peephole: pb.peephole.as_deref(),
@@ -284,8 +281,8 @@ impl DirBack<'_> {
             linear_before_reset: cfg.gru_variant() == GruVariant::LinearBeforeReset,
         };
         // Carried gradients of the state, per block row.
-        let mut dh = vec![0.0f32; nb * ks];
-        let mut dc = vec![0.0f32; if cell == CellKind::Lstm { nb * hp } else { 0 }];
+        let mut dh = zeroed(nb * ks);
+        let mut dc = zeroed(if cell == CellKind::Lstm { nb * hp } else { 0 });
         for r in 0..nb {
             let b = b0 + r;
             // SAFETY: row b of the state gradients belongs to this block alone.
@@ -299,14 +296,14 @@ impl DirBack<'_> {
             }
         }
         // Step buffers, one compacted row per active item.
-        let mut dh_tot = vec![0.0f32; nb * ks];
-        let mut dm = vec![0.0f32; if proj { nb * hp } else { 0 }];
-        let mut dg = vec![0.0f32; nb * gh];
-        let mut d_rn = vec![0.0f32; if cell == CellKind::Gru { nb * hp } else { 0 }];
-        let mut dr = vec![0.0f32; d_rn.len()];
-        let mut dv = vec![0.0f32; d_rn.len()];
-        let mut tmp = vec![0.0f32; if cell == CellKind::Gru { nb * ks } else { 0 }];
-        let mut dh_prev = vec![0.0f32; nb * ks];
+        let mut dh_tot = zeroed(nb * ks);
+        let mut dm = zeroed(if proj { nb * hp } else { 0 });
+        let mut dg = zeroed(nb * gh);
+        let mut d_rn = zeroed(if cell == CellKind::Gru { nb * hp } else { 0 });
+        let mut dr = zeroed(d_rn.len());
+        let mut dv = zeroed(d_rn.len());
+        let mut tmp = zeroed(if cell == CellKind::Gru { nb * ks } else { 0 });
+        let mut dh_prev = zeroed(nb * ks);
         let mut active: Vec<(usize, usize)> = Vec::with_capacity(nb);
         let mut back_rows: Vec<BackRow> = Vec::with_capacity(nb);
         let mut mat_rows: Vec<MatRow> = Vec::with_capacity(nb);

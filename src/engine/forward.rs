@@ -3,7 +3,7 @@
 use rayon::prelude::*;
 
 use super::pack::PackedBlock;
-use super::workspace::BufferPool;
+use super::workspace::{zeroed, BufferPool};
 use super::{batch_blocks, Packed, SharedMut};
 use std::borrow::Cow;
 
@@ -48,7 +48,7 @@ impl DirTrace {
         let gru = config.cell() == CellKind::Gru;
         let buf = |on: bool, width: usize| {
             if on {
-                vec![0.0; rows * width]
+                zeroed(rows * width)
             } else {
                 Vec::new()
             }
@@ -180,12 +180,8 @@ pub(crate) fn forward(
     let (t_len, n) = (shapes.seq_len, shapes.batch);
     let lens: Vec<usize> = (0..n).map(|b| shapes.item_len(input.seq_lens, b)).collect();
     let (hs, cs) = (config.state_size(), config.hidden_size());
-    let mut h_n = input
-        .h0
-        .map_or_else(|| vec![0.0; shapes.h], <[f32]>::to_vec);
-    let mut c_n = input
-        .c0
-        .map_or_else(|| vec![0.0; shapes.c], <[f32]>::to_vec);
+    let mut h_n = input.h0.map_or_else(|| zeroed(shapes.h), <[f32]>::to_vec);
+    let mut c_n = input.c0.map_or_else(|| zeroed(shapes.c), <[f32]>::to_vec);
     let width = config.output_size();
     // Layer 0 reads x in place when it is already time-major.
     let mut layer_in: Cow<[f32]> = match config.layout() {
@@ -298,14 +294,13 @@ impl DirRun<'_> {
         let lbr = cfg.gru_variant() == GruVariant::LinearBeforeReset;
         let proj = cfg.proj_size() > 0;
         let training = self.trace.is_some();
-        let scratch =
-            |on: bool, width: usize| vec![0.0f32; if on && !training { nb * width } else { 0 }];
+        let scratch = |on: bool, width: usize| zeroed(if on && !training { nb * width } else { 0 });
         let mut gates_scratch = scratch(gru, gh);
         let mut aux_scratch = scratch(gru && !lbr, hp);
         let mut m_scratch = scratch(proj, hp);
-        let mut h_cur = vec![0.0f32; nb * ks];
-        let mut h_nxt = vec![0.0f32; nb * ks];
-        let mut c = vec![0.0f32; if lstm { nb * hp } else { 0 }];
+        let mut h_cur = zeroed(nb * ks);
+        let mut h_nxt = zeroed(nb * ks);
+        let mut c = zeroed(if lstm { nb * hp } else { 0 });
         for r in 0..nb {
             let b = b0 + r;
             // SAFETY: row b of the state belongs to this block alone.

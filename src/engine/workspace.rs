@@ -52,3 +52,14 @@ impl BufferPool {
         }
     }
 }
+
+/// `len` zeros written by this thread, rather than `vec![0.0; len]`, which
+/// gets untouched pages from the kernel: worker threads that then write them
+/// fault each page in under a shared lock, and a worker that reads one first
+/// maps the zero page and takes a copy-on-write fault plus a TLB flush of
+/// every CPU on its first store.
+pub(crate) fn zeroed(len: usize) -> Vec<f32> {
+    let mut v = Vec::with_capacity(len);
+    v.resize(len, 0.0);
+    v
+}

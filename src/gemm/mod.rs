@@ -83,30 +83,89 @@ pub(crate) fn gemm(a: Mat, b: Mat, beta: f32, c: &mut [f32], c_stride: usize) {
     }
 }
 
-/// [`gemm`] with the rows of `a` and `c` split over rayon's threads (`a` may
-/// be a transposed view: a block of its rows is still `row_stride` apart).
+/// [`gemm`] split over rayon's threads, one part per thread. Each part packs
+/// its own copy of the operand it shares with the others, so the split is
+/// along whichever dimension makes that shared operand the smaller one:
+/// rows of `a` and `c` (sharing `b`) or columns of `b` and `c` (sharing `a`).
 pub(crate) fn par_gemm(a: Mat, b: Mat, beta: f32, c: &mut [f32], c_stride: usize) {
-    const MIN_ROWS: usize = 64;
-    let m = a.rows;
+    const MIN_PART: usize = 64;
+    let (m, k, n) = (a.rows, a.cols, b.cols);
     let threads = rayon::current_num_threads().max(1);
-    if m < 2 * MIN_ROWS || threads == 1 {
+    let split_rows = m * k >= k * n;
+    let along = if split_rows { m } else { n };
+    let parts = threads.min(along / MIN_PART);
+    if parts < 2 || m == 0 || n == 0 {
         return gemm(a, b, beta, c, c_stride);
     }
-    let chunk = m.div_ceil(threads * 2).max(MIN_ROWS);
-    let c_len = ((m - 1) * c_stride + b.cols).min(c.len());
-    c[..c_len]
-        .par_chunks_mut(chunk * c_stride)
-        .enumerate()
-        .for_each(|(i, c_part)| {
-            let first = i * chunk;
-            let rows = chunk.min(m - first);
-            let a_part = Mat {
-                rows,
-                data: &a.data[first * a.row_stride..],
-                ..a
-            };
-            gemm(a_part, b, beta, c_part, c_stride);
-        });
+    a.check();
+    b.check();
+    assert_eq!(a.cols, b.rows, "inner dimensions");
+    assert!(
+        (m - 1) * c_stride + n <= c.len(),
+        "output exceeds its buffer"
+    );
+    let per = along.div_ceil(parts);
+    let c_ptr = SendPtr(c.as_mut_ptr());
+    (0..parts).into_par_iter().for_each(|part| {
+        let first = part * per;
+        let len = per.min(along - first);
+        let (a_part, b_part, c_offset) = if split_rows {
+            (
+                Mat {
+                    rows: len,
+                    data: &a.data[first * a.row_stride..],
+                    ..a
+                },
+                b,
+                first * c_stride,
+            )
+        } else {
+            (
+                a,
+                Mat {
+                    cols: len,
+                    data: &b.data[first * b.col_stride..],
+                    ..b
+                },
+                first,
+            )
+        };
+        let (pm, pn) = (a_part.rows, b_part.cols);
+        // SAFETY: the views were bounds-checked above; parts write disjoint
+        // rows (or columns) of `c`, which is borrowed mutably for the call.
+        unsafe {
+            matrixmultiply::sgemm(
+                pm,
+                k,
+                pn,
+                1.0,
+                a_part.data.as_ptr(),
+                a_part.row_stride as isize,
+                a_part.col_stride as isize,
+                b_part.data.as_ptr(),
+                b_part.row_stride as isize,
+                b_part.col_stride as isize,
+                beta,
+                c_ptr.at(c_offset),
+                c_stride as isize,
+                1,
+            );
+        }
+    });
+}
+
+/// The output pointer, shared by the parts of a split product.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+
+// SAFETY: each part of `par_gemm` writes a disjoint block of the output.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    fn at(self, offset: usize) -> *mut f32 {
+        self.0.wrapping_add(offset)
+    }
 }
 
 /// Column sums of a row-major `rows × cols` matrix added into `out`.
@@ -114,6 +173,67 @@ pub(crate) fn add_column_sums(m: &[f32], rows: usize, cols: usize, out: &mut [f3
     for row in m.chunks_exact(cols).take(rows) {
         for (o, v) in out.iter_mut().zip(row) {
             *o += v;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::SplitMix64;
+
+    fn naive(a: &Mat, b: &Mat, beta: f32, c: &[f32], c_stride: usize) -> Vec<f32> {
+        let mut out = c.to_vec();
+        for i in 0..a.rows {
+            for j in 0..b.cols {
+                let dot: f64 = (0..a.cols)
+                    .map(|p| {
+                        f64::from(a.data[i * a.row_stride + p * a.col_stride])
+                            * f64::from(b.data[p * b.row_stride + j * b.col_stride])
+                    })
+                    .sum();
+                let idx = i * c_stride + j;
+                out[idx] = (f64::from(beta) * f64::from(c[idx]) + dot) as f32;
+            }
+        }
+        out
+    }
+
+    /// Both split directions, transposed views, beta 0 and 1, ragged parts.
+    #[test]
+    fn par_gemm_equals_a_naive_product() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let mut rng = SplitMix64::new(1);
+        for (m, k, n) in [
+            (300, 7, 5),
+            (5, 7, 300),
+            (130, 65, 140),
+            (1, 3, 1),
+            (0, 4, 4),
+        ] {
+            for transposed_a in [false, true] {
+                let a_data = rng.uniform_vec(m * k, -1.0, 1.0);
+                let b_data = rng.uniform_vec(k * n, -1.0, 1.0);
+                let a = if transposed_a {
+                    Mat::transposed(&a_data, m, k, m)
+                } else {
+                    Mat::rows(&a_data, m, k, k)
+                };
+                let b = Mat::rows(&b_data, k, n, n);
+                let c_stride = n + 3;
+                for beta in [0.0, 1.0] {
+                    let c0 = rng.uniform_vec(m * c_stride, -1.0, 1.0);
+                    let want = naive(&a, &b, beta, &c0, c_stride);
+                    let mut got = c0.clone();
+                    pool.install(|| par_gemm(a, b, beta, &mut got, c_stride));
+                    for (g, w) in got.iter().zip(&want) {
+                        assert!((g - w).abs() < 1e-4, "{m}x{k}x{n}: {g} vs {w}");
+                    }
+                }
+            }
         }
     }
 }
