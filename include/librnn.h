@@ -1,3 +1,25 @@
+/*
+ * librnn: RNN, LSTM and GRU on the CPU (SIMD kernels for AVX2, AVX-512, NEON).
+ * C ABI version: RNN_ABI_VERSION below; compare with rnn_abi_version() at run time.
+ *
+ * Conventions for every function:
+ * - Fallible functions return an rnn_status; on failure rnn_last_error_message()
+ *   describes it (thread-local, valid until the next librnn call on the thread).
+ *   A bug inside librnn is reported as RNN_INTERNAL, never as a crash.
+ * - Buffers are a pointer plus a length in elements; lengths are checked against
+ *   rnn_sizes_for(). NULL is allowed only for buffers documented as optional,
+ *   and then the length must be 0.
+ * - Tensors are row-major float: x [T, N, I], y [T, N, D*H_out] (D*H_out is
+ *   H_out for RNN_DIRECTION_BIDIRECTIONAL_SUM), states [L*D, N, H_out] and
+ *   c [L*D, N, H]; RNN_LAYOUT_BATCH_FIRST swaps the first two axes of x and y.
+ * - Ownership: objects from rnn_model_create and rnn_forward_training belong to
+ *   the caller, who frees them with rnn_model_destroy / rnn_trace_destroy (both
+ *   accept NULL). librnn keeps no pointer to caller memory after a call.
+ * - Threads: forward and backward calls may run concurrently on one model;
+ *   rnn_model_set_params, rnn_model_init_random and rnn_model_set_isa need
+ *   exclusive access. Allocation failure aborts the process (Rust's default).
+ */
+
 #ifndef LIBRNN_H
 #define LIBRNN_H
 
@@ -13,11 +35,179 @@
 // signature or struct layout changes incompatibly.
 #define RNN_ABI_VERSION 1
 
-// Bound on the error of [`tanh`] and [`sigmoid`], in ulp (see module docs).
-#define MAX_ULP 2
+// `rnn_config.cell`: Elman RNN (activation from `rnn_config.activation`).
+#define RNN_CELL_RNN 0
 
-// An instruction set with a kernel implementation.
-typedef struct Isa Isa;
+// `rnn_config.cell`: LSTM, gates i, f, g, o.
+#define RNN_CELL_LSTM 1
+
+// `rnn_config.cell`: GRU, gates r, z, n.
+#define RNN_CELL_GRU 2
+
+// `rnn_config.activation` (RNN only).
+#define RNN_ACTIVATION_TANH 0
+
+// `rnn_config.activation` (RNN only).
+#define RNN_ACTIVATION_RELU 1
+
+// `rnn_config.direction`: one direction, first step to last.
+#define RNN_DIRECTION_FORWARD 0
+
+// `rnn_config.direction`: one direction, last step to first.
+#define RNN_DIRECTION_REVERSE 1
+
+// `rnn_config.direction`: both, outputs concatenated (forward first).
+#define RNN_DIRECTION_BIDIRECTIONAL_CONCAT 2
+
+// `rnn_config.direction`: both, outputs summed.
+#define RNN_DIRECTION_BIDIRECTIONAL_SUM 3
+
+// `rnn_config.gru_variant`: ONNX default, `n = tanh(Wn x + Rn (r ⊙ h) + b)`.
+#define RNN_GRU_RESET_BEFORE_MATMUL 0
+
+// `rnn_config.gru_variant`: PyTorch/cuDNN, `n = tanh(Wn x + r ⊙ (Rn h + Rbn) + Wbn)`.
+#define RNN_GRU_LINEAR_BEFORE_RESET 1
+
+// `rnn_config.layout`: `x` and `y` are `[T, N, features]`.
+#define RNN_LAYOUT_TIME_MAJOR 0
+
+// `rnn_config.layout`: `x` and `y` are `[N, T, features]`.
+#define RNN_LAYOUT_BATCH_FIRST 1
+
+// `rnn_model_param_range` kinds: input weights `W [G·H, I_l]`.
+#define RNN_PARAM_W 0
+
+// Recurrent weights `R [G·H, H_out]`.
+#define RNN_PARAM_R 1
+
+// Input bias `Wb [G·H]`.
+#define RNN_PARAM_WB 2
+
+// Recurrent bias `Rb [G·H]`.
+#define RNN_PARAM_RB 3
+
+// LSTM peepholes `[3·H]` (p_i, p_f, p_o).
+#define RNN_PARAM_PEEPHOLE 4
+
+// LSTM projection `[H_out, H]`.
+#define RNN_PARAM_PROJECTION 5
+
+// Result of every fallible librnn call.
+typedef enum rnn_status {
+  // Success.
+  RNN_OK = 0,
+  // A required pointer argument was NULL.
+  RNN_NULL_POINTER = 1,
+  // An argument or configuration field is invalid (see the message).
+  RNN_INVALID_ARGUMENT = 2,
+  // A buffer length does not match the size the shapes require.
+  RNN_SHAPE_MISMATCH = 3,
+  // Memory could not be allocated (reserved: today allocation failure
+  // aborts, as Rust's allocator does by default).
+  RNN_OUT_OF_MEMORY = 4,
+  // The request is valid but not supported here (e.g. an ISA this CPU lacks).
+  RNN_UNSUPPORTED = 5,
+  // A bug in librnn (a caught panic); the message has the details.
+  RNN_INTERNAL = 6,
+} rnn_status;
+
+// An opaque model: configuration plus parameters.
+typedef struct rnn_model rnn_model;
+
+// An opaque record of a training forward pass, consumed by `rnn_backward`.
+typedef struct rnn_trace rnn_trace;
+
+// A network configuration. Start from `rnn_config_default()` and set the
+// fields you need; `rnn_model_create` validates all of them.
+typedef struct rnn_config {
+  // RNN_CELL_RNN, RNN_CELL_LSTM or RNN_CELL_GRU.
+  uint32_t cell;
+  // RNN_ACTIVATION_TANH or RNN_ACTIVATION_RELU (RNN only).
+  uint32_t activation;
+  // Features per input step (I), at least 1.
+  size_t input_size;
+  // Hidden size H, at least 1.
+  size_t hidden_size;
+  // LSTM projection size (H_out); 0 for none.
+  size_t proj_size;
+  // Stacked layers, at least 1.
+  size_t num_layers;
+  // One of the RNN_DIRECTION_* values.
+  uint32_t direction;
+  // RNN_GRU_RESET_BEFORE_MATMUL or RNN_GRU_LINEAR_BEFORE_RESET (GRU only).
+  uint32_t gru_variant;
+  // LSTM cell clip: c is clamped to [-cell_clip, cell_clip]; 0 for none.
+  float cell_clip;
+  // LSTM peephole connections: 0 or 1.
+  uint32_t peepholes;
+  // RNN_LAYOUT_TIME_MAJOR or RNN_LAYOUT_BATCH_FIRST.
+  uint32_t layout;
+} rnn_config;
+
+// Element counts of every buffer of a call with given `seq_len` and `batch`.
+typedef struct rnn_sizes {
+  // `x` and `dx`.
+  size_t x;
+  // `y` and `dy`.
+  size_t y;
+  // `h0`, `h_n`, `dh0`, `dh_n`.
+  size_t h;
+  // `c0`, `c_n`, `dc0`, `dc_n` (0 unless LSTM).
+  size_t c;
+  // The flat parameter vector and `dparams`.
+  size_t params;
+} rnn_sizes;
+
+// The inputs of a forward call. `seq_lens` (`batch` entries, each <=
+// `seq_len`), `h0` and `c0` are optional: NULL with length 0 means all
+// steps and zero initial states.
+typedef struct rnn_input {
+  const float *x;
+  size_t x_len;
+  size_t seq_len;
+  size_t batch;
+  const size_t *seq_lens;
+  size_t seq_lens_len;
+  const float *h0;
+  size_t h0_len;
+  const float *c0;
+  size_t c0_len;
+} rnn_input;
+
+// Where a forward call writes. `y` and `h_n` are required; `c_n` is
+// optional (LSTM only).
+typedef struct rnn_output {
+  float *y;
+  size_t y_len;
+  float *h_n;
+  size_t h_n_len;
+  float *c_n;
+  size_t c_n_len;
+} rnn_output;
+
+// Loss gradients with respect to a training call's outputs: `dy` required,
+// `dh_n` and `dc_n` optional (zero when NULL).
+typedef struct rnn_output_grads {
+  const float *dy;
+  size_t dy_len;
+  const float *dh_n;
+  size_t dh_n_len;
+  const float *dc_n;
+  size_t dc_n_len;
+} rnn_output_grads;
+
+// Where `rnn_backward` writes; every buffer is optional (NULL skips it).
+// `dparams` has the layout of the parameter vector.
+typedef struct rnn_gradients {
+  float *dx;
+  size_t dx_len;
+  float *dh0;
+  size_t dh0_len;
+  float *dc0;
+  size_t dc0_len;
+  float *dparams;
+  size_t dparams_len;
+} rnn_gradients;
 
 
 
@@ -31,6 +221,119 @@ const char *rnn_version(void);
 
 // The ABI version the library was built with; compare with RNN_ABI_VERSION.
 uint32_t rnn_abi_version(void);
+
+// A description of the last failed librnn call on this thread ("" if the
+// last call succeeded). Valid until the next librnn call on this thread;
+// never free it.
+const char *rnn_last_error_message(void);
+
+// A default configuration: a one-layer forward tanh RNN with input and
+// hidden size 1, no options, time-major. Set the fields you need.
+struct rnn_config rnn_config_default(void);
+
+// Creates a model for `*config` with all parameters zero and stores it in
+// `*out` (left untouched on failure). Free it with `rnn_model_destroy`.
+//
+// # Safety
+// `config` and `out` must be valid pointers (or NULL, which is reported).
+enum rnn_status rnn_model_create(const struct rnn_config *config, struct rnn_model **out);
+
+// Frees a model. NULL is accepted and ignored.
+//
+// # Safety
+// `model` is NULL or from `rnn_model_create`, and not used afterwards.
+void rnn_model_destroy(struct rnn_model *model);
+
+// Buffer sizes for calls of `seq_len` steps over `batch` sequences.
+//
+// # Safety
+// `model` from `rnn_model_create`; `out` writable.
+enum rnn_status rnn_sizes_for(const struct rnn_model *model,
+                              size_t seq_len,
+                              size_t batch,
+                              struct rnn_sizes *out);
+
+// Copies the model's flat parameter vector into `out` (`len` must equal
+// `rnn_sizes.params`).
+//
+// # Safety
+// `model` from `rnn_model_create`; `out` holds `len` floats.
+enum rnn_status rnn_model_get_params(const struct rnn_model *model, float *out, size_t len);
+
+// Replaces the model's parameters with `params` (`len` = `rnn_sizes.params`),
+// in the layout `rnn_model_param_range` describes. Traces made before are
+// rejected by `rnn_backward` afterwards.
+//
+// # Safety
+// `model` from `rnn_model_create`, not in use by another thread;
+// `params` holds `len` floats.
+enum rnn_status rnn_model_set_params(struct rnn_model *model, const float *params, size_t len);
+
+// Fills every parameter uniformly from [-1/sqrt(H), 1/sqrt(H)) (PyTorch's
+// default), reproducibly from `seed`.
+//
+// # Safety
+// `model` from `rnn_model_create`, not in use by another thread.
+enum rnn_status rnn_model_init_random(struct rnn_model *model, uint64_t seed);
+
+// Where one tensor lives in the parameter vector: `*offset` and `*len` in
+// elements, for `layer`, direction `dir` (0 forward, 1 backward) and `kind`
+// (an RNN_PARAM_* value). Matrices are row-major.
+//
+// # Safety
+// `model` from `rnn_model_create`; `offset` and `len` writable.
+enum rnn_status rnn_model_param_range(const struct rnn_model *model,
+                                      size_t layer,
+                                      size_t dir,
+                                      uint32_t kind,
+                                      size_t *offset,
+                                      size_t *len);
+
+// Pins the model's kernels to an instruction set: "scalar", "avx2",
+// "avx512" or "neon". RNN_UNSUPPORTED if this CPU lacks it.
+//
+// # Safety
+// `model` from `rnn_model_create`, not in use by another thread; `isa` a
+// NUL-terminated string.
+enum rnn_status rnn_model_set_isa(struct rnn_model *model, const char *isa);
+
+// Forward inference: runs `*input` through the model and writes `y`, `h_n`
+// (and `c_n` if given) into `*output`.
+//
+// # Safety
+// `model` from `rnn_model_create`; `input` and `output` valid, their
+// buffers holding the lengths they state.
+enum rnn_status rnn_forward_inference(const struct rnn_model *model,
+                                      const struct rnn_input *input,
+                                      const struct rnn_output *output);
+
+// Forward pass for training: like `rnn_forward_inference`, and stores in
+// `*trace` what `rnn_backward` needs. Free it with `rnn_trace_destroy`.
+//
+// # Safety
+// As for `rnn_forward_inference`; `trace` writable.
+enum rnn_status rnn_forward_training(const struct rnn_model *model,
+                                     const struct rnn_input *input,
+                                     const struct rnn_output *output,
+                                     struct rnn_trace **trace);
+
+// Frees a trace. NULL is accepted and ignored.
+//
+// # Safety
+// `trace` is NULL or from `rnn_forward_training`, and not used afterwards.
+void rnn_trace_destroy(struct rnn_trace *trace);
+
+// Backpropagation through time over the call that made `trace`, with the
+// same model and unchanged parameters: writes the gradients the caller asks
+// for (non-NULL buffers of `*grads`).
+//
+// # Safety
+// `model` from `rnn_model_create`; `trace` from `rnn_forward_training`;
+// `output_grads` and `grads` valid, their buffers holding the stated lengths.
+enum rnn_status rnn_backward(const struct rnn_model *model,
+                             const struct rnn_trace *trace,
+                             const struct rnn_output_grads *output_grads,
+                             const struct rnn_gradients *grads);
 
 #ifdef __cplusplus
 }  // extern "C"

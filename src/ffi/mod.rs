@@ -1,11 +1,199 @@
 //! The C ABI. Thin by design: validate, forward to the Rust API, convert
 //! errors. `build.rs` turns this module into `include/librnn.h`.
+//!
+//! Conventions (they hold for every function below):
+//! - Every fallible function returns an `rnn_status`; on failure
+//!   `rnn_last_error_message()` describes it. No call ever lets a panic
+//!   cross into C: a bug surfaces as `RNN_INTERNAL`.
+//! - Every buffer is passed as a pointer plus its length in elements, and
+//!   the length is checked against what the configuration and shapes
+//!   require (`rnn_sizes`). A NULL pointer is accepted only where the
+//!   documentation says a buffer is optional, and then its length must be 0.
+//! - Tensors are row-major f32: `x [T, N, I]`, `y [T, N, out]` (or `[N, T,
+//!   ...]` with `RNN_LAYOUT_BATCH_FIRST`), states `[layers·directions, N, H]`.
+//! - Ownership: `rnn_model_create` and `rnn_forward_training` hand out
+//!   objects the caller frees with `rnn_model_destroy` / `rnn_trace_destroy`
+//!   (both accept NULL). librnn never keeps a pointer to caller memory after
+//!   a call returns.
+//! - Threads: a model may run forward and backward calls from several
+//!   threads at once; changing its parameters (`rnn_model_set_params`,
+//!   `rnn_model_init_random`, `rnn_model_set_isa`) needs exclusive access.
 
+mod guard;
+
+use std::ffi::CStr;
 use std::os::raw::c_char;
+
+pub use guard::rnn_status;
+use guard::{guard, last_error_ptr, optional, slice, slice_mut, Failure};
+
+use crate::config::{Activation, CellKind, Config, Direction, GruVariant, Layout, ParamKind};
+use crate::io::{Input, OutputGrads, Shapes};
+use crate::kernels::Isa;
+use crate::model::{Model, Trace};
 
 /// Version of the C ABI described by this header. It changes whenever a
 /// signature or struct layout changes incompatibly.
 pub const RNN_ABI_VERSION: u32 = 1;
+
+/// `rnn_config.cell`: Elman RNN (activation from `rnn_config.activation`).
+pub const RNN_CELL_RNN: u32 = 0;
+/// `rnn_config.cell`: LSTM, gates i, f, g, o.
+pub const RNN_CELL_LSTM: u32 = 1;
+/// `rnn_config.cell`: GRU, gates r, z, n.
+pub const RNN_CELL_GRU: u32 = 2;
+/// `rnn_config.activation` (RNN only).
+pub const RNN_ACTIVATION_TANH: u32 = 0;
+/// `rnn_config.activation` (RNN only).
+pub const RNN_ACTIVATION_RELU: u32 = 1;
+/// `rnn_config.direction`: one direction, first step to last.
+pub const RNN_DIRECTION_FORWARD: u32 = 0;
+/// `rnn_config.direction`: one direction, last step to first.
+pub const RNN_DIRECTION_REVERSE: u32 = 1;
+/// `rnn_config.direction`: both, outputs concatenated (forward first).
+pub const RNN_DIRECTION_BIDIRECTIONAL_CONCAT: u32 = 2;
+/// `rnn_config.direction`: both, outputs summed.
+pub const RNN_DIRECTION_BIDIRECTIONAL_SUM: u32 = 3;
+/// `rnn_config.gru_variant`: ONNX default, `n = tanh(Wn x + Rn (r ⊙ h) + b)`.
+pub const RNN_GRU_RESET_BEFORE_MATMUL: u32 = 0;
+/// `rnn_config.gru_variant`: PyTorch/cuDNN, `n = tanh(Wn x + r ⊙ (Rn h + Rbn) + Wbn)`.
+pub const RNN_GRU_LINEAR_BEFORE_RESET: u32 = 1;
+/// `rnn_config.layout`: `x` and `y` are `[T, N, features]`.
+pub const RNN_LAYOUT_TIME_MAJOR: u32 = 0;
+/// `rnn_config.layout`: `x` and `y` are `[N, T, features]`.
+pub const RNN_LAYOUT_BATCH_FIRST: u32 = 1;
+/// `rnn_model_param_range` kinds: input weights `W [G·H, I_l]`.
+pub const RNN_PARAM_W: u32 = 0;
+/// Recurrent weights `R [G·H, H_out]`.
+pub const RNN_PARAM_R: u32 = 1;
+/// Input bias `Wb [G·H]`.
+pub const RNN_PARAM_WB: u32 = 2;
+/// Recurrent bias `Rb [G·H]`.
+pub const RNN_PARAM_RB: u32 = 3;
+/// LSTM peepholes `[3·H]` (p_i, p_f, p_o).
+pub const RNN_PARAM_PEEPHOLE: u32 = 4;
+/// LSTM projection `[H_out, H]`.
+pub const RNN_PARAM_PROJECTION: u32 = 5;
+
+/// A network configuration. Start from `rnn_config_default()` and set the
+/// fields you need; `rnn_model_create` validates all of them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+#[allow(non_camel_case_types)]
+pub struct rnn_config {
+    /// RNN_CELL_RNN, RNN_CELL_LSTM or RNN_CELL_GRU.
+    pub cell: u32,
+    /// RNN_ACTIVATION_TANH or RNN_ACTIVATION_RELU (RNN only).
+    pub activation: u32,
+    /// Features per input step (I), at least 1.
+    pub input_size: usize,
+    /// Hidden size H, at least 1.
+    pub hidden_size: usize,
+    /// LSTM projection size (H_out); 0 for none.
+    pub proj_size: usize,
+    /// Stacked layers, at least 1.
+    pub num_layers: usize,
+    /// One of the RNN_DIRECTION_* values.
+    pub direction: u32,
+    /// RNN_GRU_RESET_BEFORE_MATMUL or RNN_GRU_LINEAR_BEFORE_RESET (GRU only).
+    pub gru_variant: u32,
+    /// LSTM cell clip: c is clamped to [-cell_clip, cell_clip]; 0 for none.
+    pub cell_clip: f32,
+    /// LSTM peephole connections: 0 or 1.
+    pub peepholes: u32,
+    /// RNN_LAYOUT_TIME_MAJOR or RNN_LAYOUT_BATCH_FIRST.
+    pub layout: u32,
+}
+
+/// Element counts of every buffer of a call with given `seq_len` and `batch`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+#[allow(non_camel_case_types)]
+pub struct rnn_sizes {
+    /// `x` and `dx`.
+    pub x: usize,
+    /// `y` and `dy`.
+    pub y: usize,
+    /// `h0`, `h_n`, `dh0`, `dh_n`.
+    pub h: usize,
+    /// `c0`, `c_n`, `dc0`, `dc_n` (0 unless LSTM).
+    pub c: usize,
+    /// The flat parameter vector and `dparams`.
+    pub params: usize,
+}
+
+/// The inputs of a forward call. `seq_lens` (`batch` entries, each <=
+/// `seq_len`), `h0` and `c0` are optional: NULL with length 0 means all
+/// steps and zero initial states.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+#[allow(non_camel_case_types)]
+pub struct rnn_input {
+    pub x: *const f32,
+    pub x_len: usize,
+    pub seq_len: usize,
+    pub batch: usize,
+    pub seq_lens: *const usize,
+    pub seq_lens_len: usize,
+    pub h0: *const f32,
+    pub h0_len: usize,
+    pub c0: *const f32,
+    pub c0_len: usize,
+}
+
+/// Where a forward call writes. `y` and `h_n` are required; `c_n` is
+/// optional (LSTM only).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+#[allow(non_camel_case_types)]
+pub struct rnn_output {
+    pub y: *mut f32,
+    pub y_len: usize,
+    pub h_n: *mut f32,
+    pub h_n_len: usize,
+    pub c_n: *mut f32,
+    pub c_n_len: usize,
+}
+
+/// Loss gradients with respect to a training call's outputs: `dy` required,
+/// `dh_n` and `dc_n` optional (zero when NULL).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+#[allow(non_camel_case_types)]
+pub struct rnn_output_grads {
+    pub dy: *const f32,
+    pub dy_len: usize,
+    pub dh_n: *const f32,
+    pub dh_n_len: usize,
+    pub dc_n: *const f32,
+    pub dc_n_len: usize,
+}
+
+/// Where `rnn_backward` writes; every buffer is optional (NULL skips it).
+/// `dparams` has the layout of the parameter vector.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+#[allow(non_camel_case_types)]
+pub struct rnn_gradients {
+    pub dx: *mut f32,
+    pub dx_len: usize,
+    pub dh0: *mut f32,
+    pub dh0_len: usize,
+    pub dc0: *mut f32,
+    pub dc0_len: usize,
+    pub dparams: *mut f32,
+    pub dparams_len: usize,
+}
+
+/// An opaque model: configuration plus parameters.
+#[derive(Debug)]
+#[allow(non_camel_case_types)]
+pub struct rnn_model(Model);
+
+/// An opaque record of a training forward pass, consumed by `rnn_backward`.
+#[derive(Debug)]
+#[allow(non_camel_case_types)]
+pub struct rnn_trace(Trace);
 
 /// The library version as a NUL-terminated string, e.g. "0.1.0". The pointer
 /// is static: never free it.
@@ -18,4 +206,435 @@ pub extern "C" fn rnn_version() -> *const c_char {
 #[no_mangle]
 pub extern "C" fn rnn_abi_version() -> u32 {
     RNN_ABI_VERSION
+}
+
+/// A description of the last failed librnn call on this thread ("" if the
+/// last call succeeded). Valid until the next librnn call on this thread;
+/// never free it.
+#[no_mangle]
+pub extern "C" fn rnn_last_error_message() -> *const c_char {
+    last_error_ptr()
+}
+
+/// A default configuration: a one-layer forward tanh RNN with input and
+/// hidden size 1, no options, time-major. Set the fields you need.
+#[no_mangle]
+pub extern "C" fn rnn_config_default() -> rnn_config {
+    rnn_config {
+        cell: RNN_CELL_RNN,
+        activation: RNN_ACTIVATION_TANH,
+        input_size: 1,
+        hidden_size: 1,
+        proj_size: 0,
+        num_layers: 1,
+        direction: RNN_DIRECTION_FORWARD,
+        gru_variant: RNN_GRU_RESET_BEFORE_MATMUL,
+        cell_clip: 0.0,
+        peepholes: 0,
+        layout: RNN_LAYOUT_TIME_MAJOR,
+    }
+}
+
+fn pick<T: Copy>(field: &str, value: u32, options: &[T]) -> Result<T, Failure> {
+    options
+        .get(value as usize)
+        .copied()
+        .ok_or_else(|| Failure::invalid(format!("rnn_config.{field} = {value} is not one of the RNN_* values")))
+}
+
+fn to_config(c: &rnn_config) -> Result<Config, Failure> {
+    let cell = pick("cell", c.cell, &[CellKind::Rnn, CellKind::Lstm, CellKind::Gru])?;
+    let clip = if c.cell_clip == 0.0 { None } else { Some(c.cell_clip) };
+    if c.peepholes > 1 {
+        return Err(Failure::invalid(format!("rnn_config.peepholes = {} must be 0 or 1", c.peepholes)));
+    }
+    Ok(Config::builder(cell, c.input_size, c.hidden_size)
+        .activation(pick("activation", c.activation, &[Activation::Tanh, Activation::Relu])?)
+        .proj_size(c.proj_size)
+        .num_layers(c.num_layers)
+        .direction(pick(
+            "direction",
+            c.direction,
+            &[Direction::Forward, Direction::Reverse, Direction::BidirectionalConcat, Direction::BidirectionalSum],
+        )?)
+        .gru_variant(pick("gru_variant", c.gru_variant, &[GruVariant::ResetBeforeMatmul, GruVariant::LinearBeforeReset])?)
+        .cell_clip(clip)
+        .peepholes(c.peepholes == 1)
+        .layout(pick("layout", c.layout, &[Layout::TimeMajor, Layout::BatchFirst])?)
+        .build()?)
+}
+
+/// # Safety
+/// `ptr` is NULL or a pointer from `rnn_model_create` not yet destroyed.
+unsafe fn model_ref<'a>(ptr: *const rnn_model) -> Result<&'a Model, Failure> {
+    // SAFETY: forwarded to the caller.
+    unsafe { ptr.as_ref() }.map(|m| &m.0).ok_or_else(|| Failure::null("model"))
+}
+
+/// # Safety
+/// As for `model_ref`, and no other reference to the model is live.
+unsafe fn model_mut<'a>(ptr: *mut rnn_model) -> Result<&'a mut Model, Failure> {
+    // SAFETY: forwarded to the caller.
+    unsafe { ptr.as_mut() }.map(|m| &mut m.0).ok_or_else(|| Failure::null("model"))
+}
+
+/// Creates a model for `*config` with all parameters zero and stores it in
+/// `*out` (left untouched on failure). Free it with `rnn_model_destroy`.
+///
+/// # Safety
+/// `config` and `out` must be valid pointers (or NULL, which is reported).
+#[no_mangle]
+pub unsafe extern "C" fn rnn_model_create(config: *const rnn_config, out: *mut *mut rnn_model) -> rnn_status {
+    guard(|| {
+        // SAFETY: the caller passes a valid config pointer or NULL.
+        let config = unsafe { config.as_ref() }.ok_or_else(|| Failure::null("config"))?;
+        if out.is_null() {
+            return Err(Failure::null("out"));
+        }
+        let model = Box::new(rnn_model(Model::zeros(to_config(config)?)));
+        // SAFETY: `out` is non-NULL and the caller passes a writable pointer.
+        unsafe { *out = Box::into_raw(model) };
+        Ok(())
+    })
+}
+
+/// Frees a model. NULL is accepted and ignored.
+///
+/// # Safety
+/// `model` is NULL or from `rnn_model_create`, and not used afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn rnn_model_destroy(model: *mut rnn_model) {
+    if !model.is_null() {
+        // SAFETY: the pointer came from Box::into_raw in rnn_model_create.
+        drop(unsafe { Box::from_raw(model) });
+    }
+}
+
+/// Buffer sizes for calls of `seq_len` steps over `batch` sequences.
+///
+/// # Safety
+/// `model` from `rnn_model_create`; `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn rnn_sizes_for(
+    model: *const rnn_model,
+    seq_len: usize,
+    batch: usize,
+    out: *mut rnn_sizes,
+) -> rnn_status {
+    guard(|| {
+        // SAFETY: per the function's contract.
+        let model = unsafe { model_ref(model) }?;
+        // SAFETY: per the function's contract.
+        let out = unsafe { out.as_mut() }.ok_or_else(|| Failure::null("out"))?;
+        let s = Shapes::new(model.config(), seq_len, batch)?;
+        *out = rnn_sizes { x: s.x, y: s.y, h: s.h, c: s.c, params: model.config().num_params() };
+        Ok(())
+    })
+}
+
+/// Copies the model's flat parameter vector into `out` (`len` must equal
+/// `rnn_sizes.params`).
+///
+/// # Safety
+/// `model` from `rnn_model_create`; `out` holds `len` floats.
+#[no_mangle]
+pub unsafe extern "C" fn rnn_model_get_params(model: *const rnn_model, out: *mut f32, len: usize) -> rnn_status {
+    guard(|| {
+        // SAFETY: per the function's contract.
+        let (model, out) = unsafe { (model_ref(model)?, slice_mut(out, len, "out")?) };
+        crate::error::check_len("out", model.params().len(), out.len())?;
+        out.copy_from_slice(model.params());
+        Ok(())
+    })
+}
+
+/// Replaces the model's parameters with `params` (`len` = `rnn_sizes.params`),
+/// in the layout `rnn_model_param_range` describes. Traces made before are
+/// rejected by `rnn_backward` afterwards.
+///
+/// # Safety
+/// `model` from `rnn_model_create`, not in use by another thread;
+/// `params` holds `len` floats.
+#[no_mangle]
+pub unsafe extern "C" fn rnn_model_set_params(model: *mut rnn_model, params: *const f32, len: usize) -> rnn_status {
+    guard(|| {
+        // SAFETY: per the function's contract.
+        let (model, params) = unsafe { (model_mut(model)?, slice(params, len, "params")?) };
+        crate::error::check_len("params", model.params().len(), params.len())?;
+        model.params_mut().copy_from_slice(params);
+        Ok(())
+    })
+}
+
+/// Fills every parameter uniformly from [-1/sqrt(H), 1/sqrt(H)) (PyTorch's
+/// default), reproducibly from `seed`.
+///
+/// # Safety
+/// `model` from `rnn_model_create`, not in use by another thread.
+#[no_mangle]
+pub unsafe extern "C" fn rnn_model_init_random(model: *mut rnn_model, seed: u64) -> rnn_status {
+    guard(|| {
+        // SAFETY: per the function's contract.
+        let model = unsafe { model_mut(model) }?;
+        let fresh = Model::random(model.config().clone(), seed);
+        model.params_mut().copy_from_slice(fresh.params());
+        Ok(())
+    })
+}
+
+/// Where one tensor lives in the parameter vector: `*offset` and `*len` in
+/// elements, for `layer`, direction `dir` (0 forward, 1 backward) and `kind`
+/// (an RNN_PARAM_* value). Matrices are row-major.
+///
+/// # Safety
+/// `model` from `rnn_model_create`; `offset` and `len` writable.
+#[no_mangle]
+pub unsafe extern "C" fn rnn_model_param_range(
+    model: *const rnn_model,
+    layer: usize,
+    dir: usize,
+    kind: u32,
+    offset: *mut usize,
+    len: *mut usize,
+) -> rnn_status {
+    guard(|| {
+        // SAFETY: per the function's contract.
+        let model = unsafe { model_ref(model) }?;
+        if offset.is_null() || len.is_null() {
+            return Err(Failure::null(if offset.is_null() { "offset" } else { "len" }));
+        }
+        let kinds = [ParamKind::W, ParamKind::R, ParamKind::Wb, ParamKind::Rb, ParamKind::Peephole, ParamKind::Projection];
+        let kind = *kinds
+            .get(kind as usize)
+            .ok_or_else(|| Failure::invalid(format!("kind {kind} is not one of the RNN_PARAM_* values")))?;
+        let range = model.config().param_range(layer, dir, kind)?;
+        // SAFETY: both non-NULL and writable per the contract.
+        unsafe {
+            *offset = range.start;
+            *len = range.len();
+        }
+        Ok(())
+    })
+}
+
+/// Pins the model's kernels to an instruction set: "scalar", "avx2",
+/// "avx512" or "neon". RNN_UNSUPPORTED if this CPU lacks it.
+///
+/// # Safety
+/// `model` from `rnn_model_create`, not in use by another thread; `isa` a
+/// NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn rnn_model_set_isa(model: *mut rnn_model, isa: *const c_char) -> rnn_status {
+    guard(|| {
+        // SAFETY: per the function's contract.
+        let model = unsafe { model_mut(model) }?;
+        if isa.is_null() {
+            return Err(Failure::null("isa"));
+        }
+        // SAFETY: non-NULL and NUL-terminated per the contract.
+        let name = unsafe { CStr::from_ptr(isa) }.to_string_lossy();
+        let isa = Isa::from_name(&name)?;
+        if !isa.is_supported() {
+            return Err(Failure::new(
+                rnn_status::RNN_UNSUPPORTED,
+                format!("this CPU does not support the {} kernels", isa.name()),
+            ));
+        }
+        let pinned = model.clone().with_isa(isa)?;
+        *model = pinned;
+        Ok(())
+    })
+}
+
+/// The inputs as Rust types, borrowed from C memory.
+///
+/// # Safety
+/// `input` points to a valid rnn_input whose buffers stay valid for `'a`.
+unsafe fn to_input<'a>(input: *const rnn_input) -> Result<Input<'a>, Failure> {
+    // SAFETY: per the function's contract.
+    let i = unsafe { input.as_ref() }.ok_or_else(|| Failure::null("input"))?;
+    // SAFETY: per the function's contract (buffers valid for 'a).
+    unsafe {
+        let mut input = Input::new(slice(i.x, i.x_len, "input.x")?, i.seq_len, i.batch);
+        if let Some(lens) = optional(i.seq_lens, i.seq_lens_len, "input.seq_lens")? {
+            input = input.with_seq_lens(lens);
+        }
+        if let Some(h0) = optional(i.h0, i.h0_len, "input.h0")? {
+            input = input.with_h0(h0);
+        }
+        if let Some(c0) = optional(i.c0, i.c0_len, "input.c0")? {
+            input = input.with_c0(c0);
+        }
+        Ok(input)
+    }
+}
+
+/// Writes a forward pass's results into `output`.
+///
+/// # Safety
+/// `output` points to a valid rnn_output whose buffers are writable.
+unsafe fn write_output(model: &Model, output: *const rnn_output, out: crate::io::Output) -> Result<(), Failure> {
+    // SAFETY: per the function's contract.
+    let o = unsafe { output.as_ref() }.ok_or_else(|| Failure::null("output"))?;
+    // SAFETY: per the function's contract.
+    let (y, h_n) = unsafe { (slice_mut(o.y, o.y_len, "output.y")?, slice_mut(o.h_n, o.h_n_len, "output.h_n")?) };
+    crate::error::check_len("output.y", out.y.len(), y.len())?;
+    crate::error::check_len("output.h_n", out.h_n.len(), h_n.len())?;
+    if !o.c_n.is_null() || o.c_n_len != 0 {
+        if !model.config().has_cell_state() {
+            return Err(Failure::invalid("output.c_n given, but only an LSTM has a cell state"));
+        }
+        // SAFETY: per the function's contract.
+        let c_n = unsafe { slice_mut(o.c_n, o.c_n_len, "output.c_n")? };
+        let want = out.c_n.as_deref().unwrap_or(&[]);
+        crate::error::check_len("output.c_n", want.len(), c_n.len())?;
+        c_n.copy_from_slice(want);
+    }
+    y.copy_from_slice(&out.y);
+    h_n.copy_from_slice(&out.h_n);
+    Ok(())
+}
+
+/// Checks the output buffers' sizes before any work is done.
+fn check_output_sizes(model: &Model, input: &Input<'_>, output: *const rnn_output) -> Result<(), Failure> {
+    let s = Shapes::of_input(model.config(), input)?;
+    // SAFETY: the callers pass a valid pointer or NULL.
+    let o = unsafe { output.as_ref() }.ok_or_else(|| Failure::null("output"))?;
+    crate::error::check_len("output.y", s.y, o.y_len)?;
+    crate::error::check_len("output.h_n", s.h, o.h_n_len)?;
+    if !o.c_n.is_null() {
+        crate::error::check_len("output.c_n", s.c, o.c_n_len)?;
+    }
+    Ok(())
+}
+
+/// Forward inference: runs `*input` through the model and writes `y`, `h_n`
+/// (and `c_n` if given) into `*output`.
+///
+/// # Safety
+/// `model` from `rnn_model_create`; `input` and `output` valid, their
+/// buffers holding the lengths they state.
+#[no_mangle]
+pub unsafe extern "C" fn rnn_forward_inference(
+    model: *const rnn_model,
+    input: *const rnn_input,
+    output: *const rnn_output,
+) -> rnn_status {
+    guard(|| {
+        // SAFETY: per the function's contract.
+        let (model, input) = unsafe { (model_ref(model)?, to_input(input)?) };
+        check_output_sizes(model, &input, output)?;
+        let out = model.forward_inference(&input)?;
+        // SAFETY: per the function's contract.
+        unsafe { write_output(model, output, out) }
+    })
+}
+
+/// Forward pass for training: like `rnn_forward_inference`, and stores in
+/// `*trace` what `rnn_backward` needs. Free it with `rnn_trace_destroy`.
+///
+/// # Safety
+/// As for `rnn_forward_inference`; `trace` writable.
+#[no_mangle]
+pub unsafe extern "C" fn rnn_forward_training(
+    model: *const rnn_model,
+    input: *const rnn_input,
+    output: *const rnn_output,
+    trace: *mut *mut rnn_trace,
+) -> rnn_status {
+    guard(|| {
+        // SAFETY: per the function's contract.
+        let (model, input) = unsafe { (model_ref(model)?, to_input(input)?) };
+        if trace.is_null() {
+            return Err(Failure::null("trace"));
+        }
+        check_output_sizes(model, &input, output)?;
+        let (out, t) = model.forward_training(&input)?;
+        // SAFETY: per the function's contract.
+        unsafe {
+            write_output(model, output, out)?;
+            *trace = Box::into_raw(Box::new(rnn_trace(t)));
+        }
+        Ok(())
+    })
+}
+
+/// Frees a trace. NULL is accepted and ignored.
+///
+/// # Safety
+/// `trace` is NULL or from `rnn_forward_training`, and not used afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn rnn_trace_destroy(trace: *mut rnn_trace) {
+    if !trace.is_null() {
+        // SAFETY: the pointer came from Box::into_raw in rnn_forward_training.
+        drop(unsafe { Box::from_raw(trace) });
+    }
+}
+
+/// Backpropagation through time over the call that made `trace`, with the
+/// same model and unchanged parameters: writes the gradients the caller asks
+/// for (non-NULL buffers of `*grads`).
+///
+/// # Safety
+/// `model` from `rnn_model_create`; `trace` from `rnn_forward_training`;
+/// `output_grads` and `grads` valid, their buffers holding the stated lengths.
+#[no_mangle]
+pub unsafe extern "C" fn rnn_backward(
+    model: *const rnn_model,
+    trace: *const rnn_trace,
+    output_grads: *const rnn_output_grads,
+    grads: *const rnn_gradients,
+) -> rnn_status {
+    guard(|| {
+        // SAFETY: per the function's contract.
+        let model = unsafe { model_ref(model) }?;
+        // SAFETY: per the function's contract.
+        let trace = unsafe { trace.as_ref() }.ok_or_else(|| Failure::null("trace"))?;
+        // SAFETY: per the function's contract.
+        let og = unsafe { output_grads.as_ref() }.ok_or_else(|| Failure::null("output_grads"))?;
+        // SAFETY: per the function's contract.
+        let g = unsafe { grads.as_ref() }.ok_or_else(|| Failure::null("grads"))?;
+        let s = *trace.0.shapes();
+        // SAFETY: per the function's contract.
+        let (dy, dh_n, dc_n) = unsafe {
+            (
+                slice(og.dy, og.dy_len, "output_grads.dy")?,
+                optional(og.dh_n, og.dh_n_len, "output_grads.dh_n")?,
+                optional(og.dc_n, og.dc_n_len, "output_grads.dc_n")?,
+            )
+        };
+        // Validate every output buffer before doing the work.
+        let outs = [
+            (g.dx, g.dx_len, s.x, "grads.dx"),
+            (g.dh0, g.dh0_len, s.h, "grads.dh0"),
+            (g.dc0, g.dc0_len, s.c, "grads.dc0"),
+            (g.dparams, g.dparams_len, model.config().num_params(), "grads.dparams"),
+        ];
+        let mut targets = Vec::new();
+        for (ptr, len, want, what) in outs {
+            if ptr.is_null() && len == 0 {
+                targets.push(None);
+                continue;
+            }
+            // SAFETY: per the function's contract.
+            let buf = unsafe { slice_mut(ptr, len, what)? };
+            crate::error::check_len(what, want, buf.len())?;
+            targets.push(Some(buf));
+        }
+        let mut og_rust = OutputGrads::new(dy);
+        if let Some(dh) = dh_n {
+            og_rust = og_rust.with_dh_n(dh);
+        }
+        if let Some(dc) = dc_n {
+            og_rust = og_rust.with_dc_n(dc);
+        }
+        let result = model.backward(&trace.0, &og_rust)?;
+        let sources = [Some(result.dx), Some(result.dh0), result.dc0, Some(result.dparams)];
+        for (target, source) in targets.into_iter().zip(sources) {
+            if let (Some(t), Some(src)) = (target, source) {
+                t.copy_from_slice(&src);
+            }
+        }
+        Ok(())
+    })
 }
