@@ -40,7 +40,10 @@ pub(crate) struct Failure {
 
 impl Failure {
     pub fn new(status: rnn_status, message: impl Into<String>) -> Self {
-        Failure { status, message: message.into() }
+        Failure {
+            status,
+            message: message.into(),
+        }
     }
     pub fn null(what: &str) -> Self {
         Failure::new(rnn_status::RNN_NULL_POINTER, format!("`{what}` is NULL"))
@@ -103,7 +106,11 @@ pub(crate) fn last_error_ptr() -> *const c_char {
 /// # Safety
 /// A non-NULL `ptr` must point to `len` readable values that stay valid and
 /// unmodified for `'a`.
-pub(crate) unsafe fn slice<'a, T>(ptr: *const T, len: usize, what: &str) -> Result<&'a [T], Failure> {
+pub(crate) unsafe fn slice<'a, T>(
+    ptr: *const T,
+    len: usize,
+    what: &str,
+) -> Result<&'a [T], Failure> {
     if len == 0 {
         return Ok(&[]);
     }
@@ -117,7 +124,11 @@ pub(crate) unsafe fn slice<'a, T>(ptr: *const T, len: usize, what: &str) -> Resu
 /// # Safety
 /// A non-NULL `ptr` must point to `len` writable values not aliased by any
 /// other argument of the call.
-pub(crate) unsafe fn slice_mut<'a, T>(ptr: *mut T, len: usize, what: &str) -> Result<&'a mut [T], Failure> {
+pub(crate) unsafe fn slice_mut<'a, T>(
+    ptr: *mut T,
+    len: usize,
+    what: &str,
+) -> Result<&'a mut [T], Failure> {
     if len == 0 {
         return Ok(&mut []);
     }
@@ -131,10 +142,17 @@ fn check_pointer<T>(ptr: *const T, len: usize, what: &str) -> Result<(), Failure
         return Err(Failure::null(what));
     }
     if !ptr.is_aligned() {
-        return Err(Failure::invalid(format!("`{what}` is not aligned for its element type")));
+        return Err(Failure::invalid(format!(
+            "`{what}` is not aligned for its element type"
+        )));
     }
-    if len.checked_mul(std::mem::size_of::<T>()).is_none_or(|bytes| bytes > isize::MAX as usize) {
-        return Err(Failure::invalid(format!("`{what}` length {len} is too large")));
+    if len
+        .checked_mul(std::mem::size_of::<T>())
+        .is_none_or(|bytes| bytes > isize::MAX as usize)
+    {
+        return Err(Failure::invalid(format!(
+            "`{what}` length {len} is too large"
+        )));
     }
     Ok(())
 }
@@ -143,7 +161,11 @@ fn check_pointer<T>(ptr: *const T, len: usize, what: &str) -> Result<(), Failure
 ///
 /// # Safety
 /// As for [`slice`].
-pub(crate) unsafe fn optional<'a, T>(ptr: *const T, len: usize, what: &str) -> Result<Option<&'a [T]>, Failure> {
+pub(crate) unsafe fn optional<'a, T>(
+    ptr: *const T,
+    len: usize,
+    what: &str,
+) -> Result<Option<&'a [T]>, Failure> {
     if ptr.is_null() {
         if len != 0 {
             return Err(Failure::null(what));

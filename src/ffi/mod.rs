@@ -236,31 +236,60 @@ pub extern "C" fn rnn_config_default() -> rnn_config {
 }
 
 fn pick<T: Copy>(field: &str, value: u32, options: &[T]) -> Result<T, Failure> {
-    options
-        .get(value as usize)
-        .copied()
-        .ok_or_else(|| Failure::invalid(format!("rnn_config.{field} = {value} is not one of the RNN_* values")))
+    options.get(value as usize).copied().ok_or_else(|| {
+        Failure::invalid(format!(
+            "rnn_config.{field} = {value} is not one of the RNN_* values"
+        ))
+    })
 }
 
 fn to_config(c: &rnn_config) -> Result<Config, Failure> {
-    let cell = pick("cell", c.cell, &[CellKind::Rnn, CellKind::Lstm, CellKind::Gru])?;
-    let clip = if c.cell_clip == 0.0 { None } else { Some(c.cell_clip) };
+    let cell = pick(
+        "cell",
+        c.cell,
+        &[CellKind::Rnn, CellKind::Lstm, CellKind::Gru],
+    )?;
+    let clip = if c.cell_clip == 0.0 {
+        None
+    } else {
+        Some(c.cell_clip)
+    };
     if c.peepholes > 1 {
-        return Err(Failure::invalid(format!("rnn_config.peepholes = {} must be 0 or 1", c.peepholes)));
+        return Err(Failure::invalid(format!(
+            "rnn_config.peepholes = {} must be 0 or 1",
+            c.peepholes
+        )));
     }
     Ok(Config::builder(cell, c.input_size, c.hidden_size)
-        .activation(pick("activation", c.activation, &[Activation::Tanh, Activation::Relu])?)
+        .activation(pick(
+            "activation",
+            c.activation,
+            &[Activation::Tanh, Activation::Relu],
+        )?)
         .proj_size(c.proj_size)
         .num_layers(c.num_layers)
         .direction(pick(
             "direction",
             c.direction,
-            &[Direction::Forward, Direction::Reverse, Direction::BidirectionalConcat, Direction::BidirectionalSum],
+            &[
+                Direction::Forward,
+                Direction::Reverse,
+                Direction::BidirectionalConcat,
+                Direction::BidirectionalSum,
+            ],
         )?)
-        .gru_variant(pick("gru_variant", c.gru_variant, &[GruVariant::ResetBeforeMatmul, GruVariant::LinearBeforeReset])?)
+        .gru_variant(pick(
+            "gru_variant",
+            c.gru_variant,
+            &[GruVariant::ResetBeforeMatmul, GruVariant::LinearBeforeReset],
+        )?)
         .cell_clip(clip)
         .peepholes(c.peepholes == 1)
-        .layout(pick("layout", c.layout, &[Layout::TimeMajor, Layout::BatchFirst])?)
+        .layout(pick(
+            "layout",
+            c.layout,
+            &[Layout::TimeMajor, Layout::BatchFirst],
+        )?)
         .build()?)
 }
 
@@ -268,14 +297,18 @@ fn to_config(c: &rnn_config) -> Result<Config, Failure> {
 /// `ptr` is NULL or a pointer from `rnn_model_create` not yet destroyed.
 unsafe fn model_ref<'a>(ptr: *const rnn_model) -> Result<&'a Model, Failure> {
     // SAFETY: forwarded to the caller.
-    unsafe { ptr.as_ref() }.map(|m| &m.0).ok_or_else(|| Failure::null("model"))
+    unsafe { ptr.as_ref() }
+        .map(|m| &m.0)
+        .ok_or_else(|| Failure::null("model"))
 }
 
 /// # Safety
 /// As for `model_ref`, and no other reference to the model is live.
 unsafe fn model_mut<'a>(ptr: *mut rnn_model) -> Result<&'a mut Model, Failure> {
     // SAFETY: forwarded to the caller.
-    unsafe { ptr.as_mut() }.map(|m| &mut m.0).ok_or_else(|| Failure::null("model"))
+    unsafe { ptr.as_mut() }
+        .map(|m| &mut m.0)
+        .ok_or_else(|| Failure::null("model"))
 }
 
 /// Creates a model for `*config` with all parameters zero and stores it in
@@ -284,7 +317,10 @@ unsafe fn model_mut<'a>(ptr: *mut rnn_model) -> Result<&'a mut Model, Failure> {
 /// # Safety
 /// `config` and `out` must be valid pointers (or NULL, which is reported).
 #[no_mangle]
-pub unsafe extern "C" fn rnn_model_create(config: *const rnn_config, out: *mut *mut rnn_model) -> rnn_status {
+pub unsafe extern "C" fn rnn_model_create(
+    config: *const rnn_config,
+    out: *mut *mut rnn_model,
+) -> rnn_status {
     guard(|| {
         // SAFETY: the caller passes a valid config pointer or NULL.
         let config = unsafe { config.as_ref() }.ok_or_else(|| Failure::null("config"))?;
@@ -327,7 +363,13 @@ pub unsafe extern "C" fn rnn_sizes_for(
         // SAFETY: per the function's contract.
         let out = unsafe { out.as_mut() }.ok_or_else(|| Failure::null("out"))?;
         let s = Shapes::new(model.config(), seq_len, batch)?;
-        *out = rnn_sizes { x: s.x, y: s.y, h: s.h, c: s.c, params: model.config().num_params() };
+        *out = rnn_sizes {
+            x: s.x,
+            y: s.y,
+            h: s.h,
+            c: s.c,
+            params: model.config().num_params(),
+        };
         Ok(())
     })
 }
@@ -338,7 +380,11 @@ pub unsafe extern "C" fn rnn_sizes_for(
 /// # Safety
 /// `model` from `rnn_model_create`; `out` holds `len` floats.
 #[no_mangle]
-pub unsafe extern "C" fn rnn_model_get_params(model: *const rnn_model, out: *mut f32, len: usize) -> rnn_status {
+pub unsafe extern "C" fn rnn_model_get_params(
+    model: *const rnn_model,
+    out: *mut f32,
+    len: usize,
+) -> rnn_status {
     guard(|| {
         // SAFETY: per the function's contract.
         let (model, out) = unsafe { (model_ref(model)?, slice_mut(out, len, "out")?) };
@@ -356,7 +402,11 @@ pub unsafe extern "C" fn rnn_model_get_params(model: *const rnn_model, out: *mut
 /// `model` from `rnn_model_create`, not in use by another thread;
 /// `params` holds `len` floats.
 #[no_mangle]
-pub unsafe extern "C" fn rnn_model_set_params(model: *mut rnn_model, params: *const f32, len: usize) -> rnn_status {
+pub unsafe extern "C" fn rnn_model_set_params(
+    model: *mut rnn_model,
+    params: *const f32,
+    len: usize,
+) -> rnn_status {
     guard(|| {
         // SAFETY: per the function's contract.
         let (model, params) = unsafe { (model_mut(model)?, slice(params, len, "params")?) };
@@ -401,12 +451,23 @@ pub unsafe extern "C" fn rnn_model_param_range(
         // SAFETY: per the function's contract.
         let model = unsafe { model_ref(model) }?;
         if offset.is_null() || len.is_null() {
-            return Err(Failure::null(if offset.is_null() { "offset" } else { "len" }));
+            return Err(Failure::null(if offset.is_null() {
+                "offset"
+            } else {
+                "len"
+            }));
         }
-        let kinds = [ParamKind::W, ParamKind::R, ParamKind::Wb, ParamKind::Rb, ParamKind::Peephole, ParamKind::Projection];
-        let kind = *kinds
-            .get(kind as usize)
-            .ok_or_else(|| Failure::invalid(format!("kind {kind} is not one of the RNN_PARAM_* values")))?;
+        let kinds = [
+            ParamKind::W,
+            ParamKind::R,
+            ParamKind::Wb,
+            ParamKind::Rb,
+            ParamKind::Peephole,
+            ParamKind::Projection,
+        ];
+        let kind = *kinds.get(kind as usize).ok_or_else(|| {
+            Failure::invalid(format!("kind {kind} is not one of the RNN_PARAM_* values"))
+        })?;
         let range = model.config().param_range(layer, dir, kind)?;
         // SAFETY: both non-NULL and writable per the contract.
         unsafe {
@@ -424,7 +485,10 @@ pub unsafe extern "C" fn rnn_model_param_range(
 /// `model` from `rnn_model_create`, not in use by another thread; `isa` a
 /// NUL-terminated string.
 #[no_mangle]
-pub unsafe extern "C" fn rnn_model_set_isa(model: *mut rnn_model, isa: *const c_char) -> rnn_status {
+pub unsafe extern "C" fn rnn_model_set_isa(
+    model: *mut rnn_model,
+    isa: *const c_char,
+) -> rnn_status {
     guard(|| {
         // SAFETY: per the function's contract.
         let model = unsafe { model_mut(model) }?;
@@ -473,16 +537,27 @@ unsafe fn to_input<'a>(input: *const rnn_input) -> Result<Input<'a>, Failure> {
 ///
 /// # Safety
 /// `output` points to a valid rnn_output whose buffers are writable.
-unsafe fn write_output(model: &Model, output: *const rnn_output, out: crate::io::Output) -> Result<(), Failure> {
+unsafe fn write_output(
+    model: &Model,
+    output: *const rnn_output,
+    out: crate::io::Output,
+) -> Result<(), Failure> {
     // SAFETY: per the function's contract.
     let o = unsafe { output.as_ref() }.ok_or_else(|| Failure::null("output"))?;
     // SAFETY: per the function's contract.
-    let (y, h_n) = unsafe { (slice_mut(o.y, o.y_len, "output.y")?, slice_mut(o.h_n, o.h_n_len, "output.h_n")?) };
+    let (y, h_n) = unsafe {
+        (
+            slice_mut(o.y, o.y_len, "output.y")?,
+            slice_mut(o.h_n, o.h_n_len, "output.h_n")?,
+        )
+    };
     crate::error::check_len("output.y", out.y.len(), y.len())?;
     crate::error::check_len("output.h_n", out.h_n.len(), h_n.len())?;
     if !o.c_n.is_null() || o.c_n_len != 0 {
         if !model.config().has_cell_state() {
-            return Err(Failure::invalid("output.c_n given, but only an LSTM has a cell state"));
+            return Err(Failure::invalid(
+                "output.c_n given, but only an LSTM has a cell state",
+            ));
         }
         // SAFETY: per the function's contract.
         let c_n = unsafe { slice_mut(o.c_n, o.c_n_len, "output.c_n")? };
@@ -496,7 +571,11 @@ unsafe fn write_output(model: &Model, output: *const rnn_output, out: crate::io:
 }
 
 /// Checks the output buffers' sizes before any work is done.
-fn check_output_sizes(model: &Model, input: &Input<'_>, output: *const rnn_output) -> Result<(), Failure> {
+fn check_output_sizes(
+    model: &Model,
+    input: &Input<'_>,
+    output: *const rnn_output,
+) -> Result<(), Failure> {
     let s = Shapes::of_input(model.config(), input)?;
     // SAFETY: the callers pass a valid pointer or NULL.
     let o = unsafe { output.as_ref() }.ok_or_else(|| Failure::null("output"))?;
@@ -608,7 +687,12 @@ pub unsafe extern "C" fn rnn_backward(
             (g.dx, g.dx_len, s.x, "grads.dx"),
             (g.dh0, g.dh0_len, s.h, "grads.dh0"),
             (g.dc0, g.dc0_len, s.c, "grads.dc0"),
-            (g.dparams, g.dparams_len, model.config().num_params(), "grads.dparams"),
+            (
+                g.dparams,
+                g.dparams_len,
+                model.config().num_params(),
+                "grads.dparams",
+            ),
         ];
         let mut targets = Vec::new();
         for (ptr, len, want, what) in outs {
@@ -629,7 +713,12 @@ pub unsafe extern "C" fn rnn_backward(
             og_rust = og_rust.with_dc_n(dc);
         }
         let result = model.backward(&trace.0, &og_rust)?;
-        let sources = [Some(result.dx), Some(result.dh0), result.dc0, Some(result.dparams)];
+        let sources = [
+            Some(result.dx),
+            Some(result.dh0),
+            result.dc0,
+            Some(result.dparams),
+        ];
         for (target, source) in targets.into_iter().zip(sources) {
             if let (Some(t), Some(src)) = (target, source) {
                 t.copy_from_slice(&src);

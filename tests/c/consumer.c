@@ -1,0 +1,366 @@
+/*
+ * A C program using librnn the way an application would: create a model,
+ * load weights, run forward inference, forward training and backward, and
+ * compare every result with values the Rust reference computed (a data file
+ * written by tests/c_abi.rs). Then every error path of the ABI.
+ * Exit status 0 when everything matches.
+ *
+ * Usage: consumer CASE_FILE
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "librnn.h"
+
+static int failures = 0;
+
+#define CHECK(cond, ...)                                      \
+    do {                                                      \
+        if (!(cond)) {                                        \
+            failures++;                                       \
+            fprintf(stderr, "%s:%d: ", __FILE__, __LINE__);   \
+            fprintf(stderr, __VA_ARGS__);                     \
+            fprintf(stderr, "\n");                            \
+        }                                                     \
+    } while (0)
+
+#define EXPECT_STATUS(call, want)                                                   \
+    do {                                                                            \
+        rnn_status got_ = (call);                                                   \
+        CHECK(got_ == (want), "%s returned %d, expected %d (%s)", #call, (int)got_, \
+              (int)(want), rnn_last_error_message());                               \
+    } while (0)
+
+typedef struct {
+    float *data;
+    size_t len;
+} array;
+
+typedef struct {
+    rnn_config config;
+    size_t seq_len, batch;
+    size_t *seq_lens;
+    size_t seq_lens_len;
+    array params, x, h0, c0, y, h_n, c_n, dy, dh_n, dc_n, dx, dh0, dc0, dparams;
+} test_case;
+
+static int read_exact(FILE *f, void *dst, size_t bytes) { return fread(dst, 1, bytes, f) == bytes; }
+
+static int read_u64(FILE *f, uint64_t *v) { return read_exact(f, v, 8); }
+
+static int read_u32(FILE *f, uint32_t *v) { return read_exact(f, v, 4); }
+
+static int read_array(FILE *f, array *a) {
+    uint64_t n;
+    if (!read_u64(f, &n)) return 0;
+    a->len = (size_t)n;
+    a->data = malloc(n ? n * sizeof(float) : 1);
+    return a->data && read_exact(f, a->data, n * sizeof(float));
+}
+
+static int load(const char *path, test_case *c) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    char magic[4];
+    uint32_t version, cell, activation, direction, gru, layout, peep;
+    uint64_t input, hidden, proj, layers, seq_len, batch, nlens;
+    float clip;
+    int ok = read_exact(f, magic, 4) && memcmp(magic, "RNNC", 4) == 0 && read_u32(f, &version) &&
+             version == 1 && read_u32(f, &cell) && read_u32(f, &activation) && read_u32(f, &direction) &&
+             read_u32(f, &gru) && read_u32(f, &layout) && read_u32(f, &peep) && read_u64(f, &input) &&
+             read_u64(f, &hidden) && read_u64(f, &proj) && read_u64(f, &layers) && read_exact(f, &clip, 4) &&
+             read_u64(f, &seq_len) && read_u64(f, &batch) && read_u64(f, &nlens);
+    if (!ok) {
+        fclose(f);
+        return 0;
+    }
+    c->config = rnn_config_default();
+    c->config.cell = cell;
+    c->config.activation = activation;
+    c->config.direction = direction;
+    c->config.gru_variant = gru;
+    c->config.layout = layout;
+    c->config.peepholes = peep;
+    c->config.input_size = (size_t)input;
+    c->config.hidden_size = (size_t)hidden;
+    c->config.proj_size = (size_t)proj;
+    c->config.num_layers = (size_t)layers;
+    c->config.cell_clip = clip;
+    c->seq_len = (size_t)seq_len;
+    c->batch = (size_t)batch;
+    c->seq_lens_len = (size_t)nlens;
+    c->seq_lens = malloc(nlens ? nlens * sizeof(size_t) : 1);
+    for (uint64_t i = 0; ok && i < nlens; i++) {
+        uint64_t v;
+        ok = read_u64(f, &v);
+        c->seq_lens[i] = (size_t)v;
+    }
+    array *arrays[] = {&c->params, &c->x,    &c->h0,   &c->c0, &c->y,   &c->h_n, &c->c_n,
+                       &c->dy,     &c->dh_n, &c->dc_n, &c->dx, &c->dh0, &c->dc0, &c->dparams};
+    for (size_t i = 0; ok && i < sizeof arrays / sizeof arrays[0]; i++) ok = read_array(f, arrays[i]);
+    fclose(f);
+    return ok;
+}
+
+static void free_case(test_case *c) {
+    array *arrays[] = {&c->params, &c->x,    &c->h0,   &c->c0, &c->y,   &c->h_n, &c->c_n,
+                       &c->dy,     &c->dh_n, &c->dc_n, &c->dx, &c->dh0, &c->dc0, &c->dparams};
+    for (size_t i = 0; i < sizeof arrays / sizeof arrays[0]; i++) free(arrays[i]->data);
+    free(c->seq_lens);
+}
+
+/* |got - want| <= tol * (1 + max |want|) element-wise. */
+static void compare(const char *what, const float *got, const array *want, float tol) {
+    float scale = 1.0f;
+    for (size_t i = 0; i < want->len; i++) scale = fmaxf(scale, fabsf(want->data[i]));
+    for (size_t i = 0; i < want->len; i++) {
+        float err = fabsf(got[i] - want->data[i]);
+        if (!(err <= tol * scale)) {
+            CHECK(0, "%s[%zu] = %g, reference %g", what, i, got[i], want->data[i]);
+            return;
+        }
+    }
+}
+
+static void run_case(const test_case *c) {
+    rnn_model *model = NULL;
+    EXPECT_STATUS(rnn_model_create(&c->config, &model), RNN_OK);
+    if (!model) return;
+    rnn_sizes s;
+    EXPECT_STATUS(rnn_sizes_for(model, c->seq_len, c->batch, &s), RNN_OK);
+    CHECK(s.params == c->params.len && s.x == c->x.len && s.y == c->y.len && s.h == c->h0.len &&
+              s.c == c->c0.len,
+          "rnn_sizes_for disagrees with the data file");
+    EXPECT_STATUS(rnn_model_set_params(model, c->params.data, c->params.len), RNN_OK);
+
+    float *params_back = malloc(s.params * sizeof(float));
+    EXPECT_STATUS(rnn_model_get_params(model, params_back, s.params), RNN_OK);
+    CHECK(memcmp(params_back, c->params.data, s.params * sizeof(float)) == 0, "get_params != set_params");
+    free(params_back);
+
+    rnn_input in = {c->x.data, c->x.len, c->seq_len, c->batch, c->seq_lens, c->seq_lens_len,
+                    c->h0.data, c->h0.len, s.c ? c->c0.data : NULL, s.c};
+    float *y = calloc(s.y + 1, sizeof(float)), *h_n = calloc(s.h + 1, sizeof(float)),
+          *c_n = calloc(s.c + 1, sizeof(float));
+    rnn_output out = {y, s.y, h_n, s.h, s.c ? c_n : NULL, s.c};
+    EXPECT_STATUS(rnn_forward_inference(model, &in, &out), RNN_OK);
+    compare("inference y", y, &c->y, 1e-4f);
+    compare("inference h_n", h_n, &c->h_n, 1e-4f);
+    if (s.c) compare("inference c_n", c_n, &c->c_n, 1e-4f);
+
+    rnn_trace *trace = NULL;
+    memset(y, 0, s.y * sizeof(float));
+    EXPECT_STATUS(rnn_forward_training(model, &in, &out, &trace), RNN_OK);
+    compare("training y", y, &c->y, 1e-4f);
+
+    float *dx = calloc(s.x + 1, sizeof(float)), *dh0 = calloc(s.h + 1, sizeof(float)),
+          *dc0 = calloc(s.c + 1, sizeof(float)), *dparams = calloc(s.params + 1, sizeof(float));
+    rnn_output_grads og = {c->dy.data, c->dy.len, c->dh_n.data, c->dh_n.len, s.c ? c->dc_n.data : NULL, s.c};
+    rnn_gradients g = {dx, s.x, dh0, s.h, s.c ? dc0 : NULL, s.c, dparams, s.params};
+    EXPECT_STATUS(rnn_backward(model, trace, &og, &g), RNN_OK);
+    compare("dx", dx, &c->dx, 1e-3f);
+    compare("dh0", dh0, &c->dh0, 1e-3f);
+    if (s.c) compare("dc0", dc0, &c->dc0, 1e-3f);
+    compare("dparams", dparams, &c->dparams, 1e-3f);
+
+    /* Only the gradients asked for: all-NULL outputs are valid. */
+    rnn_gradients none = {NULL, 0, NULL, 0, NULL, 0, NULL, 0};
+    EXPECT_STATUS(rnn_backward(model, trace, &og, &none), RNN_OK);
+
+    /* A trace is tied to the parameters that made it. */
+    EXPECT_STATUS(rnn_model_init_random(model, 7), RNN_OK);
+    EXPECT_STATUS(rnn_backward(model, trace, &og, &g), RNN_INVALID_ARGUMENT);
+    CHECK(strstr(rnn_last_error_message(), "parameters changed") != NULL, "message: %s",
+          rnn_last_error_message());
+
+    rnn_trace_destroy(trace);
+    free(y);
+    free(h_n);
+    free(c_n);
+    free(dx);
+    free(dh0);
+    free(dc0);
+    free(dparams);
+    rnn_model_destroy(model);
+}
+
+static void error_paths(void) {
+    rnn_config cfg = rnn_config_default();
+    cfg.cell = RNN_CELL_LSTM;
+    cfg.input_size = 3;
+    cfg.hidden_size = 4;
+    rnn_model *model = NULL;
+
+    /* NULL pointers. */
+    EXPECT_STATUS(rnn_model_create(NULL, &model), RNN_NULL_POINTER);
+    EXPECT_STATUS(rnn_model_create(&cfg, NULL), RNN_NULL_POINTER);
+    CHECK(strlen(rnn_last_error_message()) > 0, "an error leaves a message");
+    rnn_sizes s;
+    EXPECT_STATUS(rnn_sizes_for(NULL, 1, 1, &s), RNN_NULL_POINTER);
+
+    /* Invalid configurations. */
+    rnn_config bad = cfg;
+    bad.hidden_size = 0;
+    EXPECT_STATUS(rnn_model_create(&bad, &model), RNN_INVALID_ARGUMENT);
+    bad = cfg;
+    bad.cell = 42;
+    EXPECT_STATUS(rnn_model_create(&bad, &model), RNN_INVALID_ARGUMENT);
+    bad = cfg;
+    bad.direction = 9;
+    EXPECT_STATUS(rnn_model_create(&bad, &model), RNN_INVALID_ARGUMENT);
+    bad = cfg;
+    bad.cell_clip = -1.0f;
+    EXPECT_STATUS(rnn_model_create(&bad, &model), RNN_INVALID_ARGUMENT);
+    bad = cfg;
+    bad.peepholes = 2;
+    EXPECT_STATUS(rnn_model_create(&bad, &model), RNN_INVALID_ARGUMENT);
+    bad = cfg;
+    bad.cell = RNN_CELL_GRU;
+    bad.proj_size = 2;
+    EXPECT_STATUS(rnn_model_create(&bad, &model), RNN_INVALID_ARGUMENT);
+    bad = cfg;
+    bad.activation = RNN_ACTIVATION_RELU;
+    EXPECT_STATUS(rnn_model_create(&bad, &model), RNN_INVALID_ARGUMENT);
+    CHECK(model == NULL, "a failed create leaves *out alone");
+
+    EXPECT_STATUS(rnn_model_create(&cfg, &model), RNN_OK);
+    EXPECT_STATUS(rnn_sizes_for(model, 2, 5, &s), RNN_OK);
+    CHECK(s.x == 30 && s.y == 40 && s.h == 20 && s.c == 20 && s.params == 4 * 4 * 3 + 4 * 4 * 4 + 32,
+          "sizes %zu %zu %zu %zu %zu", s.x, s.y, s.h, s.c, s.params);
+
+    /* Parameters: wrong lengths, NULL, ranges. */
+    float params[200] = {0};
+    EXPECT_STATUS(rnn_model_set_params(model, params, s.params - 1), RNN_SHAPE_MISMATCH);
+    EXPECT_STATUS(rnn_model_set_params(model, NULL, s.params), RNN_NULL_POINTER);
+    EXPECT_STATUS(rnn_model_get_params(model, params, s.params + 1), RNN_SHAPE_MISMATCH);
+    size_t off = 99, len = 99;
+    EXPECT_STATUS(rnn_model_param_range(model, 0, 0, RNN_PARAM_R, &off, &len), RNN_OK);
+    CHECK(off == 48 && len == 64, "R range %zu %zu", off, len);
+    EXPECT_STATUS(rnn_model_param_range(model, 0, 0, RNN_PARAM_PEEPHOLE, &off, &len), RNN_INVALID_ARGUMENT);
+    EXPECT_STATUS(rnn_model_param_range(model, 1, 0, RNN_PARAM_W, &off, &len), RNN_INVALID_ARGUMENT);
+    EXPECT_STATUS(rnn_model_param_range(model, 0, 0, 17, &off, &len), RNN_INVALID_ARGUMENT);
+    EXPECT_STATUS(rnn_model_param_range(model, 0, 0, RNN_PARAM_W, NULL, &len), RNN_NULL_POINTER);
+    EXPECT_STATUS(rnn_model_init_random(NULL, 1), RNN_NULL_POINTER);
+
+    /* ISAs. */
+    EXPECT_STATUS(rnn_model_set_isa(model, "scalar"), RNN_OK);
+    EXPECT_STATUS(rnn_model_set_isa(model, "sse9"), RNN_INVALID_ARGUMENT);
+    EXPECT_STATUS(rnn_model_set_isa(model, NULL), RNN_NULL_POINTER);
+#if defined(__x86_64__)
+    EXPECT_STATUS(rnn_model_set_isa(model, "neon"), RNN_UNSUPPORTED);
+#elif defined(__aarch64__)
+    EXPECT_STATUS(rnn_model_set_isa(model, "avx2"), RNN_UNSUPPORTED);
+#endif
+
+    /* Forward: wrong sizes and NULLs. */
+    float x[30] = {0}, y[40], h_n[20], c_n[20], h0[20] = {0};
+    size_t lens_ok[5] = {2, 1, 0, 2, 2}, lens_long[5] = {3, 1, 0, 2, 2};
+    rnn_input in = {x, 30, 2, 5, NULL, 0, NULL, 0, NULL, 0};
+    rnn_output out = {y, 40, h_n, 20, c_n, 20};
+    EXPECT_STATUS(rnn_forward_inference(model, &in, &out), RNN_OK);
+    CHECK(strlen(rnn_last_error_message()) == 0, "success clears the message");
+    in.x_len = 29;
+    EXPECT_STATUS(rnn_forward_inference(model, &in, &out), RNN_SHAPE_MISMATCH);
+    in.x_len = 30;
+    in.x = NULL;
+    EXPECT_STATUS(rnn_forward_inference(model, &in, &out), RNN_NULL_POINTER);
+    in.x = x;
+    in.seq_lens = lens_long;
+    in.seq_lens_len = 5;
+    EXPECT_STATUS(rnn_forward_inference(model, &in, &out), RNN_INVALID_ARGUMENT);
+    in.seq_lens = lens_ok;
+    in.seq_lens_len = 4;
+    EXPECT_STATUS(rnn_forward_inference(model, &in, &out), RNN_SHAPE_MISMATCH);
+    in.seq_lens_len = 5;
+    EXPECT_STATUS(rnn_forward_inference(model, &in, &out), RNN_OK);
+    in.h0 = NULL;
+    in.h0_len = 20;
+    EXPECT_STATUS(rnn_forward_inference(model, &in, &out), RNN_NULL_POINTER);
+    in.h0 = h0;
+    in.h0_len = 19;
+    EXPECT_STATUS(rnn_forward_inference(model, &in, &out), RNN_SHAPE_MISMATCH);
+    in.h0_len = 20;
+    out.y_len = 39;
+    EXPECT_STATUS(rnn_forward_inference(model, &in, &out), RNN_SHAPE_MISMATCH);
+    out.y_len = 40;
+    out.c_n_len = 21;
+    EXPECT_STATUS(rnn_forward_inference(model, &in, &out), RNN_SHAPE_MISMATCH);
+    out.c_n_len = 20;
+    EXPECT_STATUS(rnn_forward_inference(model, NULL, &out), RNN_NULL_POINTER);
+    EXPECT_STATUS(rnn_forward_inference(model, &in, NULL), RNN_NULL_POINTER);
+    EXPECT_STATUS(rnn_forward_inference(NULL, &in, &out), RNN_NULL_POINTER);
+
+    /* Training and backward. */
+    rnn_trace *trace = NULL;
+    EXPECT_STATUS(rnn_forward_training(model, &in, &out, NULL), RNN_NULL_POINTER);
+    EXPECT_STATUS(rnn_forward_training(model, &in, &out, &trace), RNN_OK);
+    float dy[40] = {0}, dx[30], dparams[200];
+    rnn_output_grads og = {dy, 40, NULL, 0, NULL, 0};
+    rnn_gradients g = {dx, 30, NULL, 0, NULL, 0, dparams, s.params};
+    EXPECT_STATUS(rnn_backward(model, trace, &og, &g), RNN_OK);
+    og.dy_len = 41;
+    EXPECT_STATUS(rnn_backward(model, trace, &og, &g), RNN_SHAPE_MISMATCH);
+    og.dy_len = 40;
+    g.dx_len = 31;
+    EXPECT_STATUS(rnn_backward(model, trace, &og, &g), RNN_SHAPE_MISMATCH);
+    g.dx_len = 30;
+    og.dh_n = NULL;
+    og.dh_n_len = 20;
+    EXPECT_STATUS(rnn_backward(model, trace, &og, &g), RNN_NULL_POINTER);
+    og.dh_n_len = 0;
+    EXPECT_STATUS(rnn_backward(model, NULL, &og, &g), RNN_NULL_POINTER);
+    EXPECT_STATUS(rnn_backward(model, trace, NULL, &g), RNN_NULL_POINTER);
+    EXPECT_STATUS(rnn_backward(model, trace, &og, NULL), RNN_NULL_POINTER);
+
+    /* A trace from another model. */
+    rnn_model *other = NULL;
+    EXPECT_STATUS(rnn_model_create(&cfg, &other), RNN_OK);
+    EXPECT_STATUS(rnn_backward(other, trace, &og, &g), RNN_INVALID_ARGUMENT);
+    rnn_model_destroy(other);
+
+    /* GRU has no cell state. */
+    rnn_config gru = cfg;
+    gru.cell = RNN_CELL_GRU;
+    rnn_model *gmodel = NULL;
+    EXPECT_STATUS(rnn_model_create(&gru, &gmodel), RNN_OK);
+    float y2[40], h2[20], c2[20];
+    rnn_output gout = {y2, 40, h2, 20, c2, 20};
+    rnn_input gin = {x, 30, 2, 5, NULL, 0, NULL, 0, NULL, 0};
+    EXPECT_STATUS(rnn_forward_inference(gmodel, &gin, &gout), RNN_SHAPE_MISMATCH);
+    gin.c0 = h0;
+    gin.c0_len = 20;
+    gout.c_n = NULL;
+    gout.c_n_len = 0;
+    EXPECT_STATUS(rnn_forward_inference(gmodel, &gin, &gout), RNN_INVALID_ARGUMENT);
+    rnn_model_destroy(gmodel);
+
+    rnn_trace_destroy(trace);
+    rnn_trace_destroy(NULL);
+    rnn_model_destroy(model);
+    rnn_model_destroy(NULL);
+}
+
+int main(int argc, char **argv) {
+    CHECK(rnn_abi_version() == RNN_ABI_VERSION, "ABI version %u vs header %u", rnn_abi_version(),
+          RNN_ABI_VERSION);
+    CHECK(strlen(rnn_version()) > 0, "version string");
+    for (int i = 1; i < argc; i++) {
+        test_case c;
+        memset(&c, 0, sizeof c);
+        if (!load(argv[i], &c)) {
+            fprintf(stderr, "cannot read case file %s\n", argv[i]);
+            return 2;
+        }
+        run_case(&c);
+        free_case(&c);
+    }
+    error_paths();
+    if (failures) {
+        fprintf(stderr, "%d check(s) failed\n", failures);
+        return 1;
+    }
+    printf("C consumer: %d case file(s) and the error paths passed (librnn %s)\n", argc - 1, rnn_version());
+    return 0;
+}

@@ -1,0 +1,307 @@
+//! The C ABI from real C and C++ programs (tests/c/): they are compiled with
+//! the system compiler against include/librnn.h and the static library, then
+//! run on case files whose expected values come from the Rust f64 reference.
+//!
+//! Also here: the committed header must equal what cbindgen generates now.
+//! With `RNN_ASAN=1` the C program is also built with -fsanitize=address and
+//! run; with `RNN_VALGRIND=1` it runs under valgrind (no errors, no leaks).
+//! .ci/run sets both.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{random_batch, widen};
+use rnn::rng::SplitMix64;
+use rnn::{CellKind, Config, Direction, GruVariant, Input, Layout, Model, OutputGrads};
+
+/// The static library cargo built along with this test: target/<profile>/deps
+/// (cargo test does not copy it up to target/<profile>, which may hold a stale one).
+fn static_lib() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().join("librnn.a")
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn out_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("c_abi");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn narrow(v: &[f64]) -> Vec<f32> {
+    v.iter().map(|&x| x as f32).collect()
+}
+
+fn put_f32s(buf: &mut Vec<u8>, v: &[f32]) {
+    buf.extend((v.len() as u64).to_le_bytes());
+    for x in v {
+        buf.extend(x.to_le_bytes());
+    }
+}
+
+/// Writes one case file (format read by tests/c/consumer.c) with inputs,
+/// weights and the reference's outputs and gradients.
+fn write_case(path: &Path, config: &Config, seed: u64) {
+    let (seq_len, batch) = (4, 3);
+    let model = Model::random(config.clone(), seed);
+    let mut rng = SplitMix64::new(seed ^ 0xc);
+    let mut b = random_batch(&mut rng, config, seq_len, batch);
+    b.seq_lens = vec![4, 0, 2];
+    let params = widen(model.params());
+    let (x, h0, c0) = (widen(&b.x), widen(&b.h0), widen(&b.c0));
+    let mut input = Input::new(&x[..], seq_len, batch)
+        .with_seq_lens(&b.seq_lens)
+        .with_h0(&h0);
+    if config.has_cell_state() {
+        input = input.with_c0(&c0);
+    }
+    let (out, trace) = rnn::reference::forward_training(config, &params, &input).unwrap();
+    let dy = widen(&rng.uniform_vec(out.y.len(), -1.0, 1.0));
+    let dh = widen(&rng.uniform_vec(out.h_n.len(), -1.0, 1.0));
+    let dc = widen(&rng.uniform_vec(c0.len(), -1.0, 1.0));
+    let mut og = OutputGrads::new(&dy[..]).with_dh_n(&dh);
+    if config.has_cell_state() {
+        og = og.with_dc_n(&dc);
+    }
+    let g = rnn::reference::backward(config, &params, &trace, &og).unwrap();
+
+    let mut buf = b"RNNC".to_vec();
+    let code = |v: u32| v.to_le_bytes();
+    let cell = match config.cell() {
+        CellKind::Rnn => 0,
+        CellKind::Lstm => 1,
+        CellKind::Gru => 2,
+    };
+    let direction = match config.direction() {
+        Direction::Forward => 0,
+        Direction::Reverse => 1,
+        Direction::BidirectionalConcat => 2,
+        Direction::BidirectionalSum => 3,
+    };
+    for v in [
+        1,
+        cell,
+        u32::from(config.activation() == rnn::Activation::Relu),
+        direction,
+        u32::from(config.gru_variant() == GruVariant::LinearBeforeReset),
+        u32::from(config.layout() == Layout::BatchFirst),
+        u32::from(config.peepholes()),
+    ] {
+        buf.extend(code(v));
+    }
+    for v in [
+        config.input_size(),
+        config.hidden_size(),
+        config.proj_size(),
+        config.num_layers(),
+    ] {
+        buf.extend((v as u64).to_le_bytes());
+    }
+    buf.extend(config.cell_clip().unwrap_or(0.0).to_le_bytes());
+    for v in [seq_len, batch, b.seq_lens.len()] {
+        buf.extend((v as u64).to_le_bytes());
+    }
+    for &l in &b.seq_lens {
+        buf.extend((l as u64).to_le_bytes());
+    }
+    let c_n = out.c_n.clone().unwrap_or_default();
+    let dc0 = g.dc0.clone().unwrap_or_default();
+    let dc_in: Vec<f64> = if config.has_cell_state() {
+        dc
+    } else {
+        Vec::new()
+    };
+    for v in [
+        &params, &x, &h0, &c0, &out.y, &out.h_n, &c_n, &dy, &dh, &dc_in, &g.dx, &g.dh0, &dc0,
+        &g.dparams,
+    ] {
+        put_f32s(&mut buf, &narrow(v));
+    }
+    std::fs::write(path, buf).unwrap();
+}
+
+fn case_files() -> Vec<PathBuf> {
+    let cases = [
+        Config::builder(CellKind::Lstm, 3, 5)
+            .num_layers(2)
+            .direction(Direction::BidirectionalConcat)
+            .peepholes(true)
+            .proj_size(2)
+            .cell_clip(Some(0.8))
+            .build()
+            .unwrap(),
+        Config::builder(CellKind::Gru, 2, 9)
+            .gru_variant(GruVariant::LinearBeforeReset)
+            .direction(Direction::BidirectionalSum)
+            .layout(Layout::BatchFirst)
+            .build()
+            .unwrap(),
+        Config::builder(CellKind::Gru, 4, 3)
+            .direction(Direction::Reverse)
+            .build()
+            .unwrap(),
+        Config::builder(CellKind::Rnn, 4, 17)
+            .activation(rnn::Activation::Relu)
+            .num_layers(3)
+            .build()
+            .unwrap(),
+    ];
+    cases
+        .iter()
+        .enumerate()
+        .map(|(i, config)| {
+            let path = out_dir().join(format!("case{i}.bin"));
+            write_case(&path, config, 100 + i as u64);
+            path
+        })
+        .collect()
+}
+
+/// Compiles `source` with `compiler` and `flags` against librnn.a.
+fn compile(compiler: &str, source: &str, output: &str, flags: &[&str]) -> Option<PathBuf> {
+    let exe = out_dir().join(output);
+    let status = Command::new(compiler)
+        .args(flags)
+        .arg("-I")
+        .arg(root().join("include"))
+        .arg(root().join("tests/c").join(source))
+        .arg(static_lib())
+        .args(["-lm", "-lpthread", "-ldl", "-o"])
+        .arg(&exe)
+        .status()
+        .ok()?;
+    status.success().then_some(exe)
+}
+
+fn run(exe: &Path, cases: &[PathBuf], wrapper: &[&str], env: &[(&str, &str)]) {
+    let mut cmd = match wrapper.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(exe);
+            c
+        }
+        None => Command::new(exe),
+    };
+    cmd.args(cases).envs(env.iter().copied());
+    let out = cmd.output().expect("the consumer runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{text}");
+    assert!(
+        out.status.success(),
+        "{} {:?} failed:\n{text}",
+        exe.display(),
+        wrapper
+    );
+}
+
+/// Whether `compiler` builds for the architecture this test runs on (not so
+/// when the suite is cross-compiled and run under qemu).
+fn native(compiler: &str) -> bool {
+    let machine = Command::new(compiler).arg("-dumpmachine").output();
+    let ok = machine
+        .is_ok_and(|m| String::from_utf8_lossy(&m.stdout).starts_with(std::env::consts::ARCH));
+    if !ok {
+        println!(
+            "skipped: {compiler} does not build for {}",
+            std::env::consts::ARCH
+        );
+    }
+    ok
+}
+
+fn required(var: &str) -> bool {
+    std::env::var(var).is_ok_and(|v| v == "1")
+}
+
+#[test]
+fn c_consumer_matches_the_reference_and_checks_every_error_path() {
+    if !native("cc") {
+        return;
+    }
+    let cases = case_files();
+    let flags = ["-std=c11", "-O1", "-g", "-Wall", "-Wextra", "-Werror"];
+    let exe =
+        compile("cc", "consumer.c", "consumer_c", &flags).expect("cc compiles tests/c/consumer.c");
+    run(&exe, &cases, &[], &[]);
+
+    if required("RNN_ASAN") {
+        let asan = [
+            &flags[..],
+            &["-fsanitize=address,undefined", "-fno-omit-frame-pointer"],
+        ]
+        .concat();
+        let exe = compile("cc", "consumer.c", "consumer_c_asan", &asan)
+            .expect("cc builds with -fsanitize=address");
+        run(
+            &exe,
+            &cases,
+            &[],
+            &[
+                ("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=1"),
+                ("UBSAN_OPTIONS", "halt_on_error=1"),
+            ],
+        );
+    }
+    if required("RNN_VALGRIND") {
+        run(
+            &exe,
+            &cases,
+            &[
+                "valgrind",
+                "--error-exitcode=1",
+                "--leak-check=full",
+                "--errors-for-leak-kinds=definite,indirect",
+                "--show-leak-kinds=definite,indirect",
+                "--quiet",
+            ],
+            &[("RAYON_NUM_THREADS", "2")],
+        );
+    }
+}
+
+#[test]
+fn cpp_consumer_matches_the_reference() {
+    if !native("c++") {
+        return;
+    }
+    let cases = case_files();
+    let flags = ["-std=c++17", "-O1", "-g", "-Wall", "-Wextra", "-Werror"];
+    let exe = compile("c++", "consumer.cpp", "consumer_cpp", &flags)
+        .expect("c++ compiles tests/c/consumer.cpp");
+    run(&exe, &cases, &[], &[]);
+}
+
+/// build.rs rewrites include/librnn.h whenever cbindgen's output differs, so
+/// after the build the file on disk is current; it must equal the committed one.
+#[test]
+fn committed_header_is_current() {
+    let generated = std::fs::read_to_string(root().join("include/librnn.h")).unwrap();
+    assert!(
+        committed_header() == generated,
+        "include/librnn.h is stale: commit the regenerated header"
+    );
+}
+
+/// include/librnn.h as committed in git.
+fn committed_header() -> String {
+    let out = Command::new("git")
+        .args(["show", "HEAD:include/librnn.h"])
+        .current_dir(root())
+        .output()
+        .ok()
+        .filter(|o| o.status.success());
+    match out {
+        Some(o) => String::from_utf8(o.stdout).unwrap(),
+        // Not a git checkout (a packaged crate): nothing to compare against.
+        None => std::fs::read_to_string(root().join("include/librnn.h")).unwrap(),
+    }
+}
