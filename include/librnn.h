@@ -17,7 +17,8 @@
  *   accept NULL). librnn keeps no pointer to caller memory after a call.
  * - Threads: forward and backward calls may run concurrently on one model;
  *   rnn_model_set_params, rnn_model_init_random and rnn_model_set_isa need
- *   exclusive access. Allocation failure aborts the process (Rust's default).
+ *   exclusive access. A model too large to allocate gives RNN_OUT_OF_MEMORY;
+ *   other allocation failures abort the process (Rust's default).
  */
 
 #ifndef LIBRNN_H
@@ -102,8 +103,8 @@ typedef enum rnn_status {
   RNN_INVALID_ARGUMENT = 2,
   // A buffer length does not match the size the shapes require.
   RNN_SHAPE_MISMATCH = 3,
-  // Memory could not be allocated (reserved: today allocation failure
-  // aborts, as Rust's allocator does by default).
+  // Memory could not be allocated (reported for a model's parameters;
+  // other allocation failures abort, as Rust's allocator does by default).
   RNN_OUT_OF_MEMORY = 4,
   // The request is valid but not supported here (e.g. an ISA this CPU lacks).
   RNN_UNSUPPORTED = 5,
@@ -233,6 +234,7 @@ struct rnn_config rnn_config_default(void);
 
 // Creates a model for `*config` with all parameters zero and stores it in
 // `*out` (left untouched on failure). Free it with `rnn_model_destroy`.
+// RNN_OUT_OF_MEMORY if the parameters cannot be allocated.
 //
 // # Safety
 // `config` and `out` must be valid pointers (or NULL, which is reported).

@@ -246,7 +246,10 @@ fn c_consumer_matches_the_reference_and_checks_every_error_path() {
             &cases,
             &[],
             &[
-                ("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=1"),
+                (
+                    "ASAN_OPTIONS",
+                    "detect_leaks=1:abort_on_error=1:allocator_may_return_null=1",
+                ),
                 ("UBSAN_OPTIONS", "halt_on_error=1"),
             ],
         );
@@ -303,5 +306,67 @@ fn committed_header() -> String {
         Some(o) => String::from_utf8(o.stdout).unwrap(),
         // Not a git checkout (a packaged crate): nothing to compare against.
         None => std::fs::read_to_string(root().join("include/librnn.h")).unwrap(),
+    }
+}
+
+/// The C example in the README compiles as shown and runs.
+#[test]
+fn readme_c_example_compiles_and_runs() {
+    if !native("cc") {
+        return;
+    }
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let start = readme.find("```c\n").expect("the README has a C example") + 5;
+    let len = readme[start..].find("```").unwrap();
+    let source = out_dir().join("readme_example.c");
+    std::fs::write(&source, &readme[start..start + len]).unwrap();
+    let exe = out_dir().join("readme_example");
+    let status = Command::new("cc")
+        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-I"])
+        .arg(root().join("include"))
+        .arg(&source)
+        .arg(static_lib())
+        .args(["-lm", "-lpthread", "-ldl", "-o"])
+        .arg(&exe)
+        .status()
+        .unwrap();
+    assert!(status.success(), "the README's C example compiles");
+    let out = Command::new(&exe).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.starts_with("h_n = "),
+        "README example printed {text:?}"
+    );
+}
+
+/// build.rs writes a pkg-config file next to the libraries.
+#[test]
+fn pkg_config_file_describes_the_library() {
+    let profile_dir = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let pc =
+        std::fs::read_to_string(profile_dir.join("librnn.pc")).expect("build.rs wrote librnn.pc");
+    assert!(
+        pc.contains("Libs: -L${libdir} -lrnn") && pc.contains("Cflags: -I${includedir}"),
+        "{pc}"
+    );
+    assert!(pc.contains(&format!("prefix={}", root().display())), "{pc}");
+    if let Ok(out) = Command::new("pkg-config")
+        .args(["--cflags", "--libs", "librnn"])
+        .env("PKG_CONFIG_PATH", &profile_dir)
+        .output()
+    {
+        if out.status.success() {
+            let flags = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                flags.contains("-lrnn") && flags.contains("/include"),
+                "{flags}"
+            );
+        }
     }
 }

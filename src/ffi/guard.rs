@@ -22,8 +22,8 @@ pub enum rnn_status {
     RNN_INVALID_ARGUMENT = 2,
     /// A buffer length does not match the size the shapes require.
     RNN_SHAPE_MISMATCH = 3,
-    /// Memory could not be allocated (reserved: today allocation failure
-    /// aborts, as Rust's allocator does by default).
+    /// Memory could not be allocated (reported for a model's parameters;
+    /// other allocation failures abort, as Rust's allocator does by default).
     RNN_OUT_OF_MEMORY = 4,
     /// The request is valid but not supported here (e.g. an ISA this CPU lacks).
     RNN_UNSUPPORTED = 5,

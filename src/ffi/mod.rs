@@ -313,6 +313,7 @@ unsafe fn model_mut<'a>(ptr: *mut rnn_model) -> Result<&'a mut Model, Failure> {
 
 /// Creates a model for `*config` with all parameters zero and stores it in
 /// `*out` (left untouched on failure). Free it with `rnn_model_destroy`.
+/// RNN_OUT_OF_MEMORY if the parameters cannot be allocated.
 ///
 /// # Safety
 /// `config` and `out` must be valid pointers (or NULL, which is reported).
@@ -327,7 +328,19 @@ pub unsafe extern "C" fn rnn_model_create(
         if out.is_null() {
             return Err(Failure::null("out"));
         }
-        let model = Box::new(rnn_model(Model::zeros(to_config(config)?)));
+        let config = to_config(config)?;
+        // A configuration can be valid yet far too large for this machine:
+        // report that instead of letting the allocator abort the process.
+        let n = config.num_params();
+        let mut params = Vec::new();
+        params.try_reserve_exact(n).map_err(|_| {
+            Failure::new(
+                rnn_status::RNN_OUT_OF_MEMORY,
+                format!("cannot allocate {n} parameters"),
+            )
+        })?;
+        params.resize(n, 0.0);
+        let model = Box::new(rnn_model(Model::from_params(config, params)?));
         // SAFETY: `out` is non-NULL and the caller passes a writable pointer.
         unsafe { *out = Box::into_raw(model) };
         Ok(())

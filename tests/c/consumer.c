@@ -223,6 +223,11 @@ static void error_paths(void) {
     bad = cfg;
     bad.activation = RNN_ACTIVATION_RELU;
     EXPECT_STATUS(rnn_model_create(&bad, &model), RNN_INVALID_ARGUMENT);
+    bad = cfg;
+    bad.hidden_size = (size_t)1 << 22; /* valid, but 2^46 parameters */
+    EXPECT_STATUS(rnn_model_create(&bad, &model), RNN_OUT_OF_MEMORY);
+    bad.hidden_size = (size_t)1 << 40; /* the count overflows */
+    EXPECT_STATUS(rnn_model_create(&bad, &model), RNN_INVALID_ARGUMENT);
     CHECK(model == NULL, "a failed create leaves *out alone");
 
     EXPECT_STATUS(rnn_model_create(&cfg, &model), RNN_OK);
