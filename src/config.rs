@@ -276,11 +276,40 @@ impl Config {
             .sum()
     }
 
+    /// The parameter count with every product overflow-checked (`None` on
+    /// overflow), for validation before any unchecked size arithmetic.
+    fn param_count_checked(&self) -> Option<usize> {
+        let (h, i, p, l) = (
+            self.hidden_size,
+            self.input_size,
+            self.proj_size,
+            self.num_layers,
+        );
+        let state = if p > 0 { p } else { h };
+        let gh = self.gates().checked_mul(h)?;
+        let out = state.checked_mul(2)?;
+        // W (widest input) + R + two biases + peepholes + projection, per
+        // layer and direction, over-counted as if every layer had the widest input.
+        let per_block = gh
+            .checked_mul(i.max(out).checked_add(state)?.checked_add(2)?)?
+            .checked_add(h.checked_mul(3)?)?
+            .checked_add(p.checked_mul(h)?)?;
+        per_block.checked_mul(l)?.checked_mul(2)
+    }
+
     /// Total number of f32 parameters.
     pub fn num_params(&self) -> usize {
-        (0..self.num_layers)
-            .map(|l| self.block_len(l) * self.num_directions())
-            .sum()
+        self.params_before_layer(self.num_layers)
+    }
+
+    /// Parameters of layers `0..layer`, in O(1): every layer after the first
+    /// has the same shape.
+    fn params_before_layer(&self, layer: usize) -> usize {
+        let d = self.num_directions();
+        match layer {
+            0 => 0,
+            _ => d * (self.block_len(0) + (layer - 1) * self.block_len(1)),
+        }
     }
 
     /// Range of the (layer, dir) block inside the flat parameter vector: all
@@ -303,10 +332,7 @@ impl Config {
 
     /// [`Config::block_range`] for indices the caller knows are valid.
     pub(crate) fn block_range_unchecked(&self, layer: usize, dir: usize) -> std::ops::Range<usize> {
-        let before: usize = (0..layer)
-            .map(|l| self.block_len(l) * self.num_directions())
-            .sum();
-        let start = before + dir * self.block_len(layer);
+        let start = self.params_before_layer(layer) + dir * self.block_len(layer);
         start..start + self.block_len(layer)
     }
 
@@ -419,13 +445,11 @@ impl ConfigBuilder {
         if c.gru_variant != GruVariant::ResetBeforeMatmul && c.cell != CellKind::Gru {
             return bad(format!("gru_variant applies only to GRU, not {:?}", c.cell));
         }
-        // Every buffer size must be representable; checking the parameter count
-        // with overflow detection bounds the sizes the rest of the crate computes.
-        let gh = (c.gates() as u128) * (c.hidden_size as u128);
-        let widest = (c.input_size.max(2 * c.state_size()) as u128) + c.state_size() as u128 + 4;
-        let total = gh * widest * (c.num_layers as u128) * 2
-            + (c.proj_size as u128) * (c.hidden_size as u128) * (c.num_layers as u128) * 2;
-        if total > isize::MAX as u128 / 8 {
+        // Every buffer size must be representable: the parameter count,
+        // computed with overflow checks, bounds the sizes the crate derives.
+        if c.param_count_checked()
+            .is_none_or(|n| n > isize::MAX as usize / 8)
+        {
             return bad("the parameter count overflows the address space".into());
         }
         Ok(c)

@@ -440,3 +440,24 @@ fn repeated_calls_of_changing_shapes_agree_with_a_fresh_model() {
         }
     }
 }
+
+/// Found by fuzzing the C ABI: validation overflowed on huge sizes, and the
+/// parameter count looped over every layer.
+#[test]
+fn huge_configs_are_checked_without_overflow_or_loops() {
+    let huge = lstm(3, usize::MAX / 3).build();
+    assert!(matches!(huge, Err(Error::InvalidConfig(_))));
+    let many_layers = Config::builder(CellKind::Rnn, 1, 1)
+        .num_layers(1 << 40)
+        .build()
+        .unwrap();
+    assert_eq!(many_layers.num_params(), 4 << 40);
+    assert_eq!(
+        many_layers.block_range((1 << 40) - 1, 0).unwrap().end,
+        4 << 40
+    );
+    assert!(matches!(
+        lstm(3, 4).proj_size(usize::MAX / 2).build(),
+        Err(Error::InvalidConfig(_))
+    ));
+}
