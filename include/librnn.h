@@ -93,6 +93,8 @@
 // LSTM projection `[H_out, H]`.
 #define RNN_PARAM_PROJECTION 5
 
+
+
 // Result of every fallible librnn call.
 typedef enum rnn_status {
   // Success.

@@ -22,6 +22,9 @@ pub enum Error {
     /// length longer than the sequence, a trace from another model, sizes whose
     /// product overflows `usize`, ...).
     InvalidArgument(String),
+    /// A checkpoint could not be read or written, or is corrupt, truncated,
+    /// of another version or for another configuration.
+    Checkpoint(String),
 }
 
 impl fmt::Display for Error {
@@ -37,6 +40,7 @@ impl fmt::Display for Error {
                 "shape mismatch: `{what}` must hold {expected} elements, got {actual}"
             ),
             Error::InvalidArgument(msg) => write!(f, "invalid argument: {msg}"),
+            Error::Checkpoint(msg) => write!(f, "checkpoint: {msg}"),
         }
     }
 }

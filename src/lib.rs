@@ -11,6 +11,7 @@ pub mod kernels;
 pub mod model;
 pub mod reference;
 pub mod rng;
+pub mod train;
 
 pub use config::{
     Activation, CellKind, Config, ConfigBuilder, Direction, GruVariant, Layout, ParamKind,

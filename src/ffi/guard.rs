@@ -57,7 +57,9 @@ impl From<Error> for Failure {
     fn from(e: Error) -> Self {
         let status = match e {
             Error::ShapeMismatch { .. } => rnn_status::RNN_SHAPE_MISMATCH,
-            Error::InvalidConfig(_) | Error::InvalidArgument(_) => rnn_status::RNN_INVALID_ARGUMENT,
+            Error::InvalidConfig(_) | Error::InvalidArgument(_) | Error::Checkpoint(_) => {
+                rnn_status::RNN_INVALID_ARGUMENT
+            }
         };
         Failure::new(status, e.to_string())
     }

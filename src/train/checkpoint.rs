@@ -1,0 +1,256 @@
+//! Saving and loading parameters.
+//!
+//! Format (all little-endian), version 1:
+//!
+//! | bytes | content |
+//! |---|---|
+//! | 8 | magic `LIBRNNCK` |
+//! | 4 | format version (u32, 1) |
+//! | 6 × 4 | cell, activation, direction, gru variant, layout, peepholes (u32 codes as in the C ABI) |
+//! | 4 × 8 | input size, hidden size, projection size, layers (u64) |
+//! | 4 | cell clip (f32, 0 = none) |
+//! | 8 + 4·n | parameter count n (u64), then n f32 |
+//! | 4 | number of extra tensors m (u32) |
+//! | m × … | each: name length (u32), UTF-8 name, count (u64), f32 values |
+//! | 8 | FNV-1a 64 checksum of every byte before it |
+//!
+//! Loading checks the magic, the version, the checksum, every size and the
+//! configuration, and reports what is wrong with [`Error::Checkpoint`].
+
+use std::path::Path;
+
+use crate::config::{Activation, CellKind, Config, Direction, GruVariant, Layout};
+use crate::error::{Error, Result};
+use crate::model::Model;
+
+const MAGIC: &[u8; 8] = b"LIBRNNCK";
+const VERSION: u32 = 1;
+
+/// A model plus named extra tensors (an output layer, optimiser state, ...).
+#[derive(Clone, Debug)]
+pub struct Checkpoint {
+    pub model: Model,
+    pub extras: Vec<(String, Vec<f32>)>,
+}
+
+impl Checkpoint {
+    /// The extra tensor called `name`.
+    pub fn extra(&self, name: &str) -> Option<&[f32]> {
+        self.extras
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
+    }
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+fn codes(c: &Config) -> [u32; 6] {
+    [
+        match c.cell() {
+            CellKind::Rnn => 0,
+            CellKind::Lstm => 1,
+            CellKind::Gru => 2,
+        },
+        u32::from(c.activation() == Activation::Relu),
+        match c.direction() {
+            Direction::Forward => 0,
+            Direction::Reverse => 1,
+            Direction::BidirectionalConcat => 2,
+            Direction::BidirectionalSum => 3,
+        },
+        u32::from(c.gru_variant() == GruVariant::LinearBeforeReset),
+        u32::from(c.layout() == Layout::BatchFirst),
+        u32::from(c.peepholes()),
+    ]
+}
+
+/// Serialises a model and extra tensors.
+pub fn to_bytes(model: &Model, extras: &[(&str, &[f32])]) -> Vec<u8> {
+    let c = model.config();
+    let mut out = MAGIC.to_vec();
+    out.extend(VERSION.to_le_bytes());
+    for code in codes(c) {
+        out.extend(code.to_le_bytes());
+    }
+    for v in [
+        c.input_size(),
+        c.hidden_size(),
+        c.proj_size(),
+        c.num_layers(),
+    ] {
+        out.extend((v as u64).to_le_bytes());
+    }
+    out.extend(c.cell_clip().unwrap_or(0.0).to_le_bytes());
+    let put = |out: &mut Vec<u8>, v: &[f32]| {
+        out.extend((v.len() as u64).to_le_bytes());
+        v.iter().for_each(|x| out.extend(x.to_le_bytes()));
+    };
+    put(&mut out, model.params());
+    out.extend((extras.len() as u32).to_le_bytes());
+    for (name, values) in extras {
+        out.extend((name.len() as u32).to_le_bytes());
+        out.extend(name.as_bytes());
+        put(&mut out, values);
+    }
+    let sum = fnv1a(&out);
+    out.extend(sum.to_le_bytes());
+    out
+}
+
+/// Writes a checkpoint file.
+pub fn save(path: impl AsRef<Path>, model: &Model, extras: &[(&str, &[f32])]) -> Result<()> {
+    let path = path.as_ref();
+    std::fs::write(path, to_bytes(model, extras))
+        .map_err(|e| Error::Checkpoint(format!("cannot write {}: {e}", path.display())))
+}
+
+/// Reads a checkpoint file.
+pub fn load(path: impl AsRef<Path>) -> Result<Checkpoint> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path)
+        .map_err(|e| Error::Checkpoint(format!("cannot read {}: {e}", path.display())))?;
+    from_bytes(&bytes)
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize, what: &str) -> Result<&[u8]> {
+        if self.bytes.len() < n {
+            return Err(Error::Checkpoint(format!("truncated while reading {what}")));
+        }
+        let (head, tail) = self.bytes.split_at(n);
+        self.bytes = tail;
+        Ok(head)
+    }
+    fn u32(&mut self, what: &str) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.take(4, what)?.try_into().unwrap()))
+    }
+    fn u64(&mut self, what: &str) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.take(8, what)?.try_into().unwrap()))
+    }
+    fn size(&mut self, what: &str) -> Result<usize> {
+        usize::try_from(self.u64(what)?)
+            .map_err(|_| Error::Checkpoint(format!("{what} does not fit in memory")))
+    }
+    fn f32s(&mut self, what: &str) -> Result<Vec<f32>> {
+        let n = self.size(what)?;
+        let bytes = self.take(
+            n.checked_mul(4)
+                .ok_or_else(|| Error::Checkpoint(format!("{what} is too large")))?,
+            what,
+        )?;
+        Ok(bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect())
+    }
+}
+
+/// Parses a checkpoint.
+pub fn from_bytes(bytes: &[u8]) -> Result<Checkpoint> {
+    if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
+        return Err(Error::Checkpoint(
+            "not a librnn checkpoint (bad magic bytes)".into(),
+        ));
+    }
+    if bytes.len() < MAGIC.len() + 4 + 8 {
+        return Err(Error::Checkpoint("truncated checkpoint".into()));
+    }
+    let (body, sum) = bytes.split_at(bytes.len() - 8);
+    let mut r = Reader {
+        bytes: &body[MAGIC.len()..],
+    };
+    let version = r.u32("version")?;
+    if version != VERSION {
+        return Err(Error::Checkpoint(format!(
+            "unsupported checkpoint version {version} (this librnn reads {VERSION})"
+        )));
+    }
+    if fnv1a(body) != u64::from_le_bytes(sum.try_into().unwrap()) {
+        return Err(Error::Checkpoint(
+            "corrupt checkpoint: checksum mismatch".into(),
+        ));
+    }
+    let mut code = [0u32; 6];
+    for (i, c) in code.iter_mut().enumerate() {
+        *c = r.u32(
+            [
+                "cell",
+                "activation",
+                "direction",
+                "gru variant",
+                "layout",
+                "peepholes",
+            ][i],
+        )?;
+    }
+    let pick = |what: &str, v: u32, n: u32| {
+        if v < n {
+            Ok(v as usize)
+        } else {
+            Err(Error::Checkpoint(format!("invalid {what} code {v}")))
+        }
+    };
+    let cell = [CellKind::Rnn, CellKind::Lstm, CellKind::Gru][pick("cell", code[0], 3)?];
+    let (input, hidden, proj, layers) = (
+        r.size("input size")?,
+        r.size("hidden size")?,
+        r.size("projection size")?,
+        r.size("layers")?,
+    );
+    let clip = f32::from_le_bytes(r.take(4, "cell clip")?.try_into().unwrap());
+    let config = Config::builder(cell, input, hidden)
+        .activation([Activation::Tanh, Activation::Relu][pick("activation", code[1], 2)?])
+        .direction(
+            [
+                Direction::Forward,
+                Direction::Reverse,
+                Direction::BidirectionalConcat,
+                Direction::BidirectionalSum,
+            ][pick("direction", code[2], 4)?],
+        )
+        .gru_variant(
+            [GruVariant::ResetBeforeMatmul, GruVariant::LinearBeforeReset]
+                [pick("gru variant", code[3], 2)?],
+        )
+        .layout([Layout::TimeMajor, Layout::BatchFirst][pick("layout", code[4], 2)?])
+        .peepholes(pick("peepholes", code[5], 2)? == 1)
+        .proj_size(proj)
+        .num_layers(layers)
+        .cell_clip((clip != 0.0).then_some(clip))
+        .build()
+        .map_err(|e| Error::Checkpoint(format!("the stored configuration is invalid: {e}")))?;
+    let params = r.f32s("parameters")?;
+    if params.len() != config.num_params() {
+        return Err(Error::Checkpoint(format!(
+            "mismatched checkpoint: {} parameters stored, the configuration needs {}",
+            params.len(),
+            config.num_params()
+        )));
+    }
+    let model = Model::from_params(config, params)?;
+    let count = r.u32("extra tensor count")?;
+    let mut extras = Vec::new();
+    for _ in 0..count {
+        let len = r.u32("extra tensor name")? as usize;
+        let name = String::from_utf8(r.take(len, "extra tensor name")?.to_vec())
+            .map_err(|_| Error::Checkpoint("an extra tensor name is not UTF-8".into()))?;
+        let values = r.f32s(&name)?;
+        extras.push((name, values));
+    }
+    if !r.bytes.is_empty() {
+        return Err(Error::Checkpoint(format!(
+            "{} unexpected bytes after the last tensor",
+            r.bytes.len()
+        )));
+    }
+    Ok(Checkpoint { model, extras })
+}
