@@ -245,6 +245,7 @@ fn clipping_bounds_the_norm() {
 /// The dense layer and both losses against central differences (f32, so a
 /// loose tolerance).
 #[test]
+#[allow(clippy::needless_range_loop)]
 fn output_layer_gradients_match_finite_differences() {
     let mut rng = SplitMix64::new(8);
     let (rows, inputs, classes) = (3, 4, 5);
