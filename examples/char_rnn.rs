@@ -1,0 +1,351 @@
+//! Character-level language model: the README's main job.
+//!
+//! Trains an LSTM (or GRU / RNN) with a softmax output layer to predict the
+//! next character of a text (by default `data/genesis.txt`, the King James
+//! Genesis), with truncated BPTT over a batch of streams through the text,
+//! gradient clipping and Adam. Shows a progress bar with the loss and
+//! characters per second, prints generated samples as it goes, writes the
+//! loss curve as an SVG and a checkpoint that `--generate` loads.
+//!
+//! ```text
+//! cargo run --release --example char_rnn                       # train (about 100 s)
+//! cargo run --release --example char_rnn -- --generate        # sample from the checkpoint
+//! cargo run --release --example char_rnn -- --help
+//! ```
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use rnn::rng::SplitMix64;
+use rnn::train::{self, Adam, Dense, State};
+use rnn::{CellKind, Config, Input, Model};
+
+const HELP: &str = "char_rnn: train a character-level RNN, or generate text with it.
+
+options:
+  --text FILE         training text (default data/genesis.txt)
+  --cell lstm|gru|rnn (default lstm)
+  --hidden N          hidden size (default 256)
+  --layers N          stacked layers (default 1)
+  --seq-len N         truncated-BPTT chunk length (default 64)
+  --batch N           parallel streams through the text (default 32)
+  --seconds S         training time budget (default 100)
+  --steps N           stop after N steps (default: time budget only)
+  --lr X              Adam learning rate (default 0.003)
+  --out DIR           checkpoint and plot directory (default target/char_rnn)
+  --generate          load DIR/checkpoint.bin and print generated text
+  --length N          characters to generate (default 600)
+  --prime TEXT        text to start generation from (default \"And God said\")
+  --temperature X     sampling temperature (default 0.7)
+  --seed N            random seed (default 1)";
+
+#[derive(Debug)]
+struct Options {
+    text: PathBuf,
+    cell: CellKind,
+    hidden: usize,
+    layers: usize,
+    seq_len: usize,
+    batch: usize,
+    seconds: f64,
+    steps: Option<usize>,
+    lr: f32,
+    out: PathBuf,
+    generate: bool,
+    length: usize,
+    prime: String,
+    temperature: f32,
+    seed: u64,
+}
+
+fn parse_options() -> Result<Options, String> {
+    let mut o = Options {
+        text: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/genesis.txt"),
+        cell: CellKind::Lstm,
+        hidden: 256,
+        layers: 1,
+        seq_len: 64,
+        batch: 32,
+        seconds: 100.0,
+        steps: None,
+        lr: 0.003,
+        out: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/char_rnn"),
+        generate: false,
+        length: 600,
+        prime: "And God said".into(),
+        temperature: 0.7,
+        seed: 1,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
+        let num = |v: String| v.parse::<f64>().map_err(|_| format!("{flag}: {v} is not a number"));
+        match flag.as_str() {
+            "--help" | "-h" => return Err(HELP.into()),
+            "--text" => o.text = value()?.into(),
+            "--cell" => {
+                o.cell = match value()?.as_str() {
+                    "lstm" => CellKind::Lstm,
+                    "gru" => CellKind::Gru,
+                    "rnn" => CellKind::Rnn,
+                    other => return Err(format!("--cell: unknown cell {other}")),
+                }
+            }
+            "--hidden" => o.hidden = num(value()?)? as usize,
+            "--layers" => o.layers = num(value()?)? as usize,
+            "--seq-len" => o.seq_len = num(value()?)? as usize,
+            "--batch" => o.batch = num(value()?)? as usize,
+            "--seconds" => o.seconds = num(value()?)?,
+            "--steps" => o.steps = Some(num(value()?)? as usize),
+            "--lr" => o.lr = num(value()?)? as f32,
+            "--out" => o.out = value()?.into(),
+            "--generate" => o.generate = true,
+            "--length" => o.length = num(value()?)? as usize,
+            "--prime" => o.prime = value()?,
+            "--temperature" => o.temperature = num(value()?)? as f32,
+            "--seed" => o.seed = num(value()?)? as u64,
+            other => return Err(format!("unknown option {other}\n\n{HELP}")),
+        }
+    }
+    if o.seq_len == 0 || o.batch == 0 || o.hidden == 0 {
+        return Err("--seq-len, --batch and --hidden must be at least 1".into());
+    }
+    Ok(o)
+}
+
+/// The characters of the text, as a sorted vocabulary and indices into it.
+struct Corpus {
+    vocab: Vec<char>,
+    ids: Vec<usize>,
+}
+
+impl Corpus {
+    fn load(path: &Path) -> Result<Corpus, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let vocab: Vec<char> = text.chars().collect::<BTreeSet<_>>().into_iter().collect();
+        let ids = text.chars().map(|c| vocab.binary_search(&c).unwrap()).collect::<Vec<_>>();
+        if ids.len() < 2 {
+            return Err("the text needs at least two characters".into());
+        }
+        Ok(Corpus { vocab, ids })
+    }
+}
+
+/// The network: recurrent layers plus a dense softmax layer over the vocabulary.
+struct CharModel {
+    rnn: Model,
+    dense: Dense,
+    vocab: Vec<char>,
+}
+
+impl CharModel {
+    fn id(&self, c: char) -> Option<usize> {
+        self.vocab.binary_search(&c).ok()
+    }
+
+    fn one_hot(&self, ids: &[usize]) -> Vec<f32> {
+        let v = self.vocab.len();
+        let mut x = vec![0.0; ids.len() * v];
+        for (i, &id) in ids.iter().enumerate() {
+            x[i * v + id] = 1.0;
+        }
+        x
+    }
+
+    /// Generates `length` characters after `prime`.
+    fn sample(&self, prime: &str, length: usize, temperature: f32, rng: &mut SplitMix64) -> String {
+        let mut state: Option<State> = None;
+        let prime_ids: Vec<usize> = prime.chars().filter_map(|c| self.id(c)).collect();
+        let mut next = *prime_ids.first().unwrap_or(&0);
+        let mut text: String = prime.to_string();
+        let feed: Vec<usize> = if prime_ids.is_empty() { vec![0] } else { prime_ids };
+        for (i, &id) in feed.iter().chain(std::iter::repeat(&usize::MAX)).enumerate() {
+            if i >= feed.len() + length {
+                break;
+            }
+            let input_id = if id == usize::MAX { next } else { id };
+            let x = self.one_hot(&[input_id]);
+            let mut input = Input::new(&x, 1, 1);
+            if let Some(s) = &state {
+                input = input.with_h0(&s.h);
+                if let Some(c) = &s.c {
+                    input = input.with_c0(c);
+                }
+            }
+            let out = self.rnn.forward_inference(&input).expect("shapes are consistent");
+            state = Some(State::from_output(&out));
+            if i + 1 < feed.len() {
+                continue;
+            }
+            let mut p = self.dense.forward(&out.y).expect("shapes are consistent");
+            p.iter_mut().for_each(|v| *v /= temperature.max(1e-3));
+            train::softmax_in_place(&mut p);
+            let r = rng.next_f64() as f32;
+            let mut acc = 0.0;
+            next = p.iter().position(|&q| { acc += q; acc > r }).unwrap_or(p.len() - 1);
+            text.push(self.vocab[next]);
+        }
+        text
+    }
+}
+
+fn checkpoint_path(o: &Options) -> PathBuf {
+    o.out.join("checkpoint.bin")
+}
+
+fn train(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
+    let corpus = Corpus::load(&o.text)?;
+    let v = corpus.vocab.len();
+    let config = Config::builder(o.cell, v, o.hidden).num_layers(o.layers).build()?;
+    let mut net = CharModel {
+        rnn: Model::random(config, o.seed),
+        dense: Dense::new(o.hidden, v, o.seed + 1),
+        vocab: corpus.vocab.clone(),
+    };
+    println!(
+        "training a {:?} (hidden {}, {} layer(s), {} + {} parameters) on {} ({} characters, vocabulary {}) on {}",
+        o.cell,
+        o.hidden,
+        o.layers,
+        net.rnn.params().len(),
+        net.dense.params.len(),
+        o.text.display(),
+        corpus.ids.len(),
+        v,
+        net.rnn.isa()?.name(),
+    );
+    let (mut adam_rnn, mut adam_dense) = (Adam::new(o.lr), Adam::new(o.lr));
+    let mut rng = SplitMix64::new(o.seed + 2);
+    // Stream b reads the text from its own offset, `seq_len` characters per step.
+    let span = corpus.ids.len() - 1;
+    let mut offsets: Vec<usize> = (0..o.batch).map(|b| b * span / o.batch).collect();
+    let mut state: Option<State> = None;
+    let budget = Duration::from_secs_f64(o.seconds);
+    let bar = ProgressBar::new(o.steps.unwrap_or(0) as u64);
+    bar.set_style(ProgressStyle::with_template("{elapsed_precise} step {pos} {wide_msg}").unwrap());
+    let started = Instant::now();
+    let mut losses: Vec<(usize, f32)> = Vec::new();
+    let mut smoothed = None;
+    let mut last_sample = Instant::now();
+    let mut step = 0;
+    while started.elapsed() < budget && o.steps.is_none_or(|n| step < n) {
+        let (k, n) = (o.seq_len, o.batch);
+        let mut inputs = vec![0; k * n];
+        let mut targets = vec![0; k * n];
+        for (b, off) in offsets.iter_mut().enumerate() {
+            if *off + k >= span {
+                *off = rng.below(o.seq_len.min(span));
+            }
+            for t in 0..k {
+                inputs[t * n + b] = corpus.ids[*off + t];
+                targets[t * n + b] = corpus.ids[*off + t + 1];
+            }
+            *off += k;
+        }
+        let x = net.one_hot(&inputs);
+        let mut ddense = Vec::new();
+        let dense = &net.dense;
+        let result = train::truncated_bptt(&net.rnn, &x, k, n, k, state.as_ref(), |_, out| {
+            let logits = dense.forward(&out.y)?;
+            let (loss, dlogits) = train::softmax_cross_entropy(&logits, v, &targets)?;
+            let (dy, dd) = dense.backward(&out.y, &dlogits)?;
+            ddense = dd;
+            Ok((loss, dy))
+        })?;
+        let mut dparams = result.dparams;
+        train::clip_grad_norm_all(&mut [&mut dparams, &mut ddense], 5.0);
+        adam_rnn.step(net.rnn.params_mut(), &dparams);
+        adam_dense.step(&mut net.dense.params, &ddense);
+        state = Some(result.state);
+        step += 1;
+
+        let loss = result.loss;
+        let s = smoothed.map_or(loss, |s: f32| 0.95 * s + 0.05 * loss);
+        smoothed = Some(s);
+        losses.push((step, loss));
+        let chars_per_s = (step * k * n) as f64 / started.elapsed().as_secs_f64();
+        bar.set_position(step as u64);
+        bar.set_message(format!("loss {s:.3} (nats/char)  {chars_per_s:.0} chars/s"));
+        if last_sample.elapsed() > Duration::from_secs(20) {
+            last_sample = Instant::now();
+            let text = net.sample(&o.prime, 160, o.temperature, &mut rng);
+            bar.println(format!("--- sample at step {step}, loss {s:.3}:\n{}\n", text.trim_end()));
+        }
+    }
+    bar.finish();
+    let final_loss = smoothed.unwrap_or(f32::NAN);
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "{step} steps in {elapsed:.1} s, {:.0} characters/s; final loss {final_loss:.3} nats/char ({:.2} bits/char)",
+        (step * o.seq_len * o.batch) as f64 / elapsed,
+        final_loss / std::f32::consts::LN_2
+    );
+
+    std::fs::create_dir_all(&o.out)?;
+    let vocab: Vec<f32> = net.vocab.iter().map(|&c| c as u32 as f32).collect();
+    let dims = [net.dense.inputs as f32, net.dense.outputs as f32];
+    train::save(checkpoint_path(o), &net.rnn, &[("dense", &net.dense.params), ("dense_shape", &dims), ("vocab", &vocab)])?;
+    let plot = o.out.join("loss.svg");
+    plot_losses(&plot, &losses)?;
+    println!("checkpoint: {}\nloss curve: {}", checkpoint_path(o).display(), plot.display());
+    println!("--- generated:\n{}", net.sample(&o.prime, o.length, o.temperature, &mut rng));
+    Ok(())
+}
+
+fn plot_losses(path: &Path, losses: &[(usize, f32)]) -> Result<(), Box<dyn std::error::Error>> {
+    use plotters::prelude::*;
+    let root = SVGBackend::new(path, (800, 480)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let max_step = losses.last().map_or(1, |l| l.0).max(1);
+    let max_loss = losses.iter().map(|l| l.1).fold(0.0f32, f32::max).max(0.1);
+    let mut chart = ChartBuilder::on(&root)
+        .margin(20)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0..max_step, 0f32..max_loss * 1.05)?;
+    chart.configure_mesh().x_desc("step").y_desc("cross-entropy (nats/char)").draw()?;
+    chart.draw_series(LineSeries::new(losses.iter().map(|&(s, l)| (s, l)), &RGBColor(120, 160, 220)))?;
+    // A moving average over 50 steps.
+    let mut smooth = Vec::with_capacity(losses.len());
+    for i in 0..losses.len() {
+        let window = &losses[i.saturating_sub(49)..=i];
+        smooth.push((losses[i].0, window.iter().map(|l| l.1).sum::<f32>() / window.len() as f32));
+    }
+    chart.draw_series(LineSeries::new(smooth, &RED))?;
+    root.present()?;
+    Ok(())
+}
+
+fn generate(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
+    let ck = train::load(checkpoint_path(o))?;
+    let missing = |name: &str| format!("the checkpoint has no `{name}` tensor: was it written by char_rnn?");
+    let vocab: Vec<char> = ck
+        .extra("vocab")
+        .ok_or_else(|| missing("vocab"))?
+        .iter()
+        .map(|&c| char::from_u32(c as u32).unwrap_or('?'))
+        .collect();
+    let dims = ck.extra("dense_shape").ok_or_else(|| missing("dense_shape"))?;
+    let dense = Dense::from_params(dims[0] as usize, dims[1] as usize, ck.extra("dense").ok_or_else(|| missing("dense"))?.to_vec())?;
+    let net = CharModel { rnn: ck.model, dense, vocab };
+    let mut rng = SplitMix64::new(o.seed);
+    println!("{}", net.sample(&o.prime, o.length, o.temperature, &mut rng));
+    Ok(())
+}
+
+fn main() {
+    let options = match parse_options() {
+        Ok(o) => o,
+        Err(msg) => {
+            eprintln!("{msg}");
+            std::process::exit(if msg == HELP { 0 } else { 2 });
+        }
+    };
+    let result = if options.generate { generate(&options) } else { train(&options) };
+    if let Err(e) = result {
+        eprintln!("char_rnn: {e}");
+        std::process::exit(1);
+    }
+}
