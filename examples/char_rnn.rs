@@ -81,7 +81,10 @@ fn parse_options() -> Result<Options, String> {
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
-        let num = |v: String| v.parse::<f64>().map_err(|_| format!("{flag}: {v} is not a number"));
+        let num = |v: String| {
+            v.parse::<f64>()
+                .map_err(|_| format!("{flag}: {v} is not a number"))
+        };
         match flag.as_str() {
             "--help" | "-h" => return Err(HELP.into()),
             "--text" => o.text = value()?.into(),
@@ -123,9 +126,13 @@ struct Corpus {
 
 impl Corpus {
     fn load(path: &Path) -> Result<Corpus, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let vocab: Vec<char> = text.chars().collect::<BTreeSet<_>>().into_iter().collect();
-        let ids = text.chars().map(|c| vocab.binary_search(&c).unwrap()).collect::<Vec<_>>();
+        let ids = text
+            .chars()
+            .map(|c| vocab.binary_search(&c).unwrap())
+            .collect::<Vec<_>>();
         if ids.len() < 2 {
             return Err("the text needs at least two characters".into());
         }
@@ -160,8 +167,16 @@ impl CharModel {
         let prime_ids: Vec<usize> = prime.chars().filter_map(|c| self.id(c)).collect();
         let mut next = *prime_ids.first().unwrap_or(&0);
         let mut text: String = prime.to_string();
-        let feed: Vec<usize> = if prime_ids.is_empty() { vec![0] } else { prime_ids };
-        for (i, &id) in feed.iter().chain(std::iter::repeat(&usize::MAX)).enumerate() {
+        let feed: Vec<usize> = if prime_ids.is_empty() {
+            vec![0]
+        } else {
+            prime_ids
+        };
+        for (i, &id) in feed
+            .iter()
+            .chain(std::iter::repeat(&usize::MAX))
+            .enumerate()
+        {
             if i >= feed.len() + length {
                 break;
             }
@@ -174,7 +189,10 @@ impl CharModel {
                     input = input.with_c0(c);
                 }
             }
-            let out = self.rnn.forward_inference(&input).expect("shapes are consistent");
+            let out = self
+                .rnn
+                .forward_inference(&input)
+                .expect("shapes are consistent");
             state = Some(State::from_output(&out));
             if i + 1 < feed.len() {
                 continue;
@@ -184,7 +202,13 @@ impl CharModel {
             train::softmax_in_place(&mut p);
             let r = rng.next_f64() as f32;
             let mut acc = 0.0;
-            next = p.iter().position(|&q| { acc += q; acc > r }).unwrap_or(p.len() - 1);
+            next = p
+                .iter()
+                .position(|&q| {
+                    acc += q;
+                    acc > r
+                })
+                .unwrap_or(p.len() - 1);
             text.push(self.vocab[next]);
         }
         text
@@ -198,7 +222,9 @@ fn checkpoint_path(o: &Options) -> PathBuf {
 fn train(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
     let corpus = Corpus::load(&o.text)?;
     let v = corpus.vocab.len();
-    let config = Config::builder(o.cell, v, o.hidden).num_layers(o.layers).build()?;
+    let config = Config::builder(o.cell, v, o.hidden)
+        .num_layers(o.layers)
+        .build()?;
     let mut net = CharModel {
         rnn: Model::random(config, o.seed),
         dense: Dense::new(o.hidden, v, o.seed + 1),
@@ -271,7 +297,14 @@ fn train(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
         if last_sample.elapsed() > Duration::from_secs(20) {
             last_sample = Instant::now();
             let text = net.sample(&o.prime, 160, o.temperature, &mut rng);
-            bar.println(format!("--- sample at step {step}, loss {s:.3}:\n{}\n", text.trim_end()));
+            // suspend + println, not bar.println: the sample must also reach
+            // a log when stderr is not a terminal and the bar is hidden.
+            bar.suspend(|| {
+                println!(
+                    "--- sample at step {step}, loss {s:.3}:\n{}\n",
+                    text.trim_end()
+                )
+            });
         }
     }
     bar.finish();
@@ -286,11 +319,26 @@ fn train(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(&o.out)?;
     let vocab: Vec<f32> = net.vocab.iter().map(|&c| c as u32 as f32).collect();
     let dims = [net.dense.inputs as f32, net.dense.outputs as f32];
-    train::save(checkpoint_path(o), &net.rnn, &[("dense", &net.dense.params), ("dense_shape", &dims), ("vocab", &vocab)])?;
+    train::save(
+        checkpoint_path(o),
+        &net.rnn,
+        &[
+            ("dense", &net.dense.params),
+            ("dense_shape", &dims),
+            ("vocab", &vocab),
+        ],
+    )?;
     let plot = o.out.join("loss.svg");
     plot_losses(&plot, &losses)?;
-    println!("checkpoint: {}\nloss curve: {}", checkpoint_path(o).display(), plot.display());
-    println!("--- generated:\n{}", net.sample(&o.prime, o.length, o.temperature, &mut rng));
+    println!(
+        "checkpoint: {}\nloss curve: {}",
+        checkpoint_path(o).display(),
+        plot.display()
+    );
+    println!(
+        "--- generated:\n{}",
+        net.sample(&o.prime, o.length, o.temperature, &mut rng)
+    );
     Ok(())
 }
 
@@ -305,13 +353,23 @@ fn plot_losses(path: &Path, losses: &[(usize, f32)]) -> Result<(), Box<dyn std::
         .x_label_area_size(40)
         .y_label_area_size(50)
         .build_cartesian_2d(0..max_step, 0f32..max_loss * 1.05)?;
-    chart.configure_mesh().x_desc("step").y_desc("cross-entropy (nats/char)").draw()?;
-    chart.draw_series(LineSeries::new(losses.iter().map(|&(s, l)| (s, l)), &RGBColor(120, 160, 220)))?;
+    chart
+        .configure_mesh()
+        .x_desc("step")
+        .y_desc("cross-entropy (nats/char)")
+        .draw()?;
+    chart.draw_series(LineSeries::new(
+        losses.iter().map(|&(s, l)| (s, l)),
+        &RGBColor(120, 160, 220),
+    ))?;
     // A moving average over 50 steps.
     let mut smooth = Vec::with_capacity(losses.len());
     for i in 0..losses.len() {
         let window = &losses[i.saturating_sub(49)..=i];
-        smooth.push((losses[i].0, window.iter().map(|l| l.1).sum::<f32>() / window.len() as f32));
+        smooth.push((
+            losses[i].0,
+            window.iter().map(|l| l.1).sum::<f32>() / window.len() as f32,
+        ));
     }
     chart.draw_series(LineSeries::new(smooth, &RED))?;
     root.present()?;
@@ -320,18 +378,32 @@ fn plot_losses(path: &Path, losses: &[(usize, f32)]) -> Result<(), Box<dyn std::
 
 fn generate(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
     let ck = train::load(checkpoint_path(o))?;
-    let missing = |name: &str| format!("the checkpoint has no `{name}` tensor: was it written by char_rnn?");
+    let missing =
+        |name: &str| format!("the checkpoint has no `{name}` tensor: was it written by char_rnn?");
     let vocab: Vec<char> = ck
         .extra("vocab")
         .ok_or_else(|| missing("vocab"))?
         .iter()
         .map(|&c| char::from_u32(c as u32).unwrap_or('?'))
         .collect();
-    let dims = ck.extra("dense_shape").ok_or_else(|| missing("dense_shape"))?;
-    let dense = Dense::from_params(dims[0] as usize, dims[1] as usize, ck.extra("dense").ok_or_else(|| missing("dense"))?.to_vec())?;
-    let net = CharModel { rnn: ck.model, dense, vocab };
+    let dims = ck
+        .extra("dense_shape")
+        .ok_or_else(|| missing("dense_shape"))?;
+    let dense = Dense::from_params(
+        dims[0] as usize,
+        dims[1] as usize,
+        ck.extra("dense").ok_or_else(|| missing("dense"))?.to_vec(),
+    )?;
+    let net = CharModel {
+        rnn: ck.model,
+        dense,
+        vocab,
+    };
     let mut rng = SplitMix64::new(o.seed);
-    println!("{}", net.sample(&o.prime, o.length, o.temperature, &mut rng));
+    println!(
+        "{}",
+        net.sample(&o.prime, o.length, o.temperature, &mut rng)
+    );
     Ok(())
 }
 
@@ -343,7 +415,11 @@ fn main() {
             std::process::exit(if msg == HELP { 0 } else { 2 });
         }
     };
-    let result = if options.generate { generate(&options) } else { train(&options) };
+    let result = if options.generate {
+        generate(&options)
+    } else {
+        train(&options)
+    };
     if let Err(e) = result {
         eprintln!("char_rnn: {e}");
         std::process::exit(1);

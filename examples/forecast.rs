@@ -20,7 +20,10 @@ fn series(len: usize, rng: &mut SplitMix64) -> Vec<f32> {
     (0..len)
         .map(|t| {
             let t = t as f64;
-            (0.6 * (0.11 * t).sin() + 0.3 * (0.37 * t + 1.0).sin() + 0.1 * (0.05 * t).cos() + rng.uniform(-NOISE, NOISE) * 3f64.sqrt()) as f32
+            (0.6 * (0.11 * t).sin()
+                + 0.3 * (0.37 * t + 1.0).sin()
+                + 0.1 * (0.05 * t).cos()
+                + rng.uniform(-NOISE, NOISE) * 3f64.sqrt()) as f32
         })
         .collect()
 }
@@ -65,7 +68,14 @@ fn main() -> Result<(), rnn::Error> {
     let (x, y) = windows(valid_part, 200, &mut SplitMix64::new(7));
     let pred = head.forward(&lstm.forward_inference(&Input::new(&x, WINDOW, 200))?.y)?;
     let rows = 8 * 200..WINDOW * 200;
-    let mse = |p: &[f32]| p[rows.clone()].iter().zip(&y[rows.clone()]).map(|(a, b)| (a - b).powi(2)).sum::<f32>() / rows.len() as f32;
+    let mse = |p: &[f32]| {
+        p[rows.clone()]
+            .iter()
+            .zip(&y[rows.clone()])
+            .map(|(a, b)| (a - b).powi(2))
+            .sum::<f32>()
+            / rows.len() as f32
+    };
     println!("validation MSE: {:.5}", mse(&pred));
     println!("  persistence (next = last): {:.5}", mse(&x));
     println!("  noise floor: {:.5}", NOISE * NOISE);

@@ -66,10 +66,18 @@ fn main() -> Result<(), rnn::Error> {
         .chunks_exact(CLASSES)
         .zip(&labels)
         .filter(|(row, &label)| {
-            let best = row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
+            let best = row
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .unwrap()
+                .0;
             best == label
         })
         .count();
-    println!("validation accuracy: {:.1} % on 1000 held-out sequences (chance: 33.3 %)", correct as f64 / 10.0);
+    println!(
+        "validation accuracy: {:.1} % on 1000 held-out sequences (chance: 33.3 %)",
+        correct as f64 / 10.0
+    );
     Ok(())
 }

@@ -339,6 +339,37 @@ enum rnn_status rnn_backward(const struct rnn_model *model,
                              const struct rnn_output_grads *output_grads,
                              const struct rnn_gradients *grads);
 
+// Gradient clipping by global norm: scales `grads[0..len]` so that their L2
+// norm is at most `max_norm` (> 0) and stores the norm before clipping in
+// `*norm_out` if it is not NULL. To clip several vectors together (a model's
+// and an output layer's gradients), put them in one buffer.
+//
+// # Safety
+// `grads` holds `len` floats; `norm_out` is NULL or writable.
+enum rnn_status rnn_clip_grad_norm(float *grads, size_t len, float max_norm, float *norm_out);
+
+// Gradient clipping by value: clamps every element of `grads[0..len]` to
+// `[-limit, limit]` (`limit` >= 0).
+//
+// # Safety
+// `grads` holds `len` floats.
+enum rnn_status rnn_clip_grad_value(float *grads, size_t len, float limit);
+
+// Saves the model (configuration and parameters) to `path` in librnn's
+// checkpoint format (see `rnn::train::checkpoint`).
+//
+// # Safety
+// `model` from `rnn_model_create`; `path` NUL-terminated.
+enum rnn_status rnn_model_save(const struct rnn_model *model, const char *path);
+
+// Loads a model saved by `rnn_model_save` (or `rnn::train::save`) into a new
+// model in `*out`. A corrupt, truncated or foreign file gives
+// RNN_INVALID_ARGUMENT with the reason in the message.
+//
+// # Safety
+// `path` NUL-terminated; `out` writable.
+enum rnn_status rnn_model_load(const char *path, struct rnn_model **out);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

@@ -740,3 +740,112 @@ pub unsafe extern "C" fn rnn_backward(
         Ok(())
     })
 }
+
+/// Gradient clipping by global norm: scales `grads[0..len]` so that their L2
+/// norm is at most `max_norm` (> 0) and stores the norm before clipping in
+/// `*norm_out` if it is not NULL. To clip several vectors together (a model's
+/// and an output layer's gradients), put them in one buffer.
+///
+/// # Safety
+/// `grads` holds `len` floats; `norm_out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn rnn_clip_grad_norm(
+    grads: *mut f32,
+    len: usize,
+    max_norm: f32,
+    norm_out: *mut f32,
+) -> rnn_status {
+    guard(|| {
+        if !(max_norm.is_finite() && max_norm > 0.0) {
+            return Err(Failure::invalid(format!(
+                "max_norm must be finite and positive, got {max_norm}"
+            )));
+        }
+        // SAFETY: per the function's contract.
+        let grads = unsafe { slice_mut(grads, len, "grads")? };
+        let norm = crate::train::clip_grad_norm(grads, max_norm);
+        // SAFETY: NULL or writable per the contract.
+        if let Some(out) = unsafe { norm_out.as_mut() } {
+            *out = norm;
+        }
+        Ok(())
+    })
+}
+
+/// Gradient clipping by value: clamps every element of `grads[0..len]` to
+/// `[-limit, limit]` (`limit` >= 0).
+///
+/// # Safety
+/// `grads` holds `len` floats.
+#[no_mangle]
+pub unsafe extern "C" fn rnn_clip_grad_value(
+    grads: *mut f32,
+    len: usize,
+    limit: f32,
+) -> rnn_status {
+    guard(|| {
+        if !(limit.is_finite() && limit >= 0.0) {
+            return Err(Failure::invalid(format!(
+                "limit must be finite and non-negative, got {limit}"
+            )));
+        }
+        // SAFETY: per the function's contract.
+        crate::train::clip_grad_value(unsafe { slice_mut(grads, len, "grads")? }, limit);
+        Ok(())
+    })
+}
+
+/// # Safety
+/// `path` is NULL or a NUL-terminated string.
+unsafe fn path_arg(path: *const c_char) -> Result<std::path::PathBuf, Failure> {
+    if path.is_null() {
+        return Err(Failure::null("path"));
+    }
+    // SAFETY: non-NULL and NUL-terminated per the contract.
+    let s = unsafe { CStr::from_ptr(path) };
+    Ok(std::path::PathBuf::from(
+        s.to_str()
+            .map_err(|_| Failure::invalid("path is not UTF-8"))?,
+    ))
+}
+
+/// Saves the model (configuration and parameters) to `path` in librnn's
+/// checkpoint format (see `rnn::train::checkpoint`).
+///
+/// # Safety
+/// `model` from `rnn_model_create`; `path` NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn rnn_model_save(
+    model: *const rnn_model,
+    path: *const c_char,
+) -> rnn_status {
+    guard(|| {
+        // SAFETY: per the function's contract.
+        let (model, path) = unsafe { (model_ref(model)?, path_arg(path)?) };
+        Ok(crate::train::save(path, model, &[])?)
+    })
+}
+
+/// Loads a model saved by `rnn_model_save` (or `rnn::train::save`) into a new
+/// model in `*out`. A corrupt, truncated or foreign file gives
+/// RNN_INVALID_ARGUMENT with the reason in the message.
+///
+/// # Safety
+/// `path` NUL-terminated; `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn rnn_model_load(
+    path: *const c_char,
+    out: *mut *mut rnn_model,
+) -> rnn_status {
+    guard(|| {
+        // SAFETY: per the function's contract.
+        let path = unsafe { path_arg(path)? };
+        if out.is_null() {
+            return Err(Failure::null("out"));
+        }
+        let checkpoint = crate::train::load(path)?;
+        // SAFETY: non-NULL and writable per the contract.
+        unsafe { *out = Box::into_raw(Box::new(rnn_model(checkpoint.model))) };
+        Ok(())
+    })
+}

@@ -39,6 +39,7 @@ typedef struct {
 } array;
 
 typedef struct {
+    const char *path;
     rnn_config config;
     size_t seq_len, batch;
     size_t *seq_lens;
@@ -169,6 +170,43 @@ static void run_case(const test_case *c) {
     rnn_gradients none = {NULL, 0, NULL, 0, NULL, 0, NULL, 0};
     EXPECT_STATUS(rnn_backward(model, trace, &og, &none), RNN_OK);
 
+    /* Save and load: same parameters, same outputs. */
+    char path[4096];
+    snprintf(path, sizeof path, "%s.ckpt", c->path);
+    EXPECT_STATUS(rnn_model_save(model, path), RNN_OK);
+    rnn_model *loaded = NULL;
+    EXPECT_STATUS(rnn_model_load(path, &loaded), RNN_OK);
+    if (loaded) {
+        float *y2 = calloc(s.y + 1, sizeof(float));
+        rnn_output out2 = {y2, s.y, h_n, s.h, NULL, 0};
+        EXPECT_STATUS(rnn_forward_inference(loaded, &in, &out2), RNN_OK);
+        compare("y after save/load", y2, &c->y, 1e-4f);
+        free(y2);
+        rnn_model_destroy(loaded);
+    }
+    FILE *f = fopen(path, "r+b");
+    if (f) {
+        fseek(f, 40, SEEK_SET);
+        fputc(0x5a, f);
+        fclose(f);
+    }
+    loaded = NULL;
+    EXPECT_STATUS(rnn_model_load(path, &loaded), RNN_INVALID_ARGUMENT);
+    CHECK(loaded == NULL && strstr(rnn_last_error_message(), "checksum") != NULL, "corrupt file: %s",
+          rnn_last_error_message());
+    remove(path);
+
+    /* Gradient clipping over the parameter gradients. */
+    float norm = 0.0f;
+    EXPECT_STATUS(rnn_clip_grad_norm(dparams, s.params, 0.5f, &norm), RNN_OK);
+    double sq = 0.0;
+    for (size_t i = 0; i < s.params; i++) sq += (double)dparams[i] * dparams[i];
+    CHECK(sqrt(sq) <= 0.5 + 1e-4 && norm > 0.0f, "clipped norm %f (was %f)", sqrt(sq), norm);
+    EXPECT_STATUS(rnn_clip_grad_value(dparams, s.params, 0.01f), RNN_OK);
+    for (size_t i = 0; i < s.params; i++) CHECK(fabsf(dparams[i]) <= 0.01f, "clip by value");
+    EXPECT_STATUS(rnn_clip_grad_norm(dparams, s.params, 0.0f, NULL), RNN_INVALID_ARGUMENT);
+    EXPECT_STATUS(rnn_clip_grad_value(NULL, 3, 1.0f), RNN_NULL_POINTER);
+
     /* A trace is tied to the parameters that made it. */
     EXPECT_STATUS(rnn_model_init_random(model, 7), RNN_OK);
     EXPECT_STATUS(rnn_backward(model, trace, &og, &g), RNN_INVALID_ARGUMENT);
@@ -192,6 +230,7 @@ static void error_paths(void) {
     cfg.input_size = 3;
     cfg.hidden_size = 4;
     rnn_model *model = NULL;
+    rnn_model *other_model_slot = NULL;
 
     /* NULL pointers. */
     EXPECT_STATUS(rnn_model_create(NULL, &model), RNN_NULL_POINTER);
@@ -297,6 +336,12 @@ static void error_paths(void) {
     EXPECT_STATUS(rnn_forward_inference(model, &in, NULL), RNN_NULL_POINTER);
     EXPECT_STATUS(rnn_forward_inference(NULL, &in, &out), RNN_NULL_POINTER);
 
+    /* Save and load errors. */
+    EXPECT_STATUS(rnn_model_save(model, NULL), RNN_NULL_POINTER);
+    EXPECT_STATUS(rnn_model_save(model, "/nonexistent-dir/x.ckpt"), RNN_INVALID_ARGUMENT);
+    EXPECT_STATUS(rnn_model_load("/nonexistent-dir/x.ckpt", &other_model_slot), RNN_INVALID_ARGUMENT);
+    EXPECT_STATUS(rnn_model_load("/nonexistent-dir/x.ckpt", NULL), RNN_NULL_POINTER);
+
     /* Training and backward. */
     rnn_trace *trace = NULL;
     EXPECT_STATUS(rnn_forward_training(model, &in, &out, NULL), RNN_NULL_POINTER);
@@ -341,6 +386,35 @@ static void error_paths(void) {
     EXPECT_STATUS(rnn_forward_inference(gmodel, &gin, &gout), RNN_INVALID_ARGUMENT);
     rnn_model_destroy(gmodel);
 
+    /* Truncated BPTT from C: chunks carry h_n/c_n into the next call's
+       h0/c0, and backward gets no dh_n, so no gradient crosses a chunk. The
+       chunks' outputs and final state equal one call over the whole sequence. */
+    {
+        float xs[6 * 5 * 3], ys[6 * 5 * 4], hs[20], cs[20], yc[6 * 5 * 4], hc[20], cc[20];
+        for (size_t i = 0; i < sizeof xs / sizeof xs[0]; i++) xs[i] = (float)((i * 37) % 11) / 11.0f - 0.5f;
+        EXPECT_STATUS(rnn_model_init_random(model, 3), RNN_OK);
+        rnn_input whole = {xs, 90, 6, 5, NULL, 0, NULL, 0, NULL, 0};
+        rnn_output wo = {ys, 120, hs, 20, cs, 20};
+        EXPECT_STATUS(rnn_forward_inference(model, &whole, &wo), RNN_OK);
+        float h_carry[20] = {0}, c_carry[20] = {0};
+        for (size_t chunk = 0; chunk < 2; chunk++) {
+            rnn_input part = {xs + chunk * 45, 45, 3, 5, NULL, 0, h_carry, 20, c_carry, 20};
+            rnn_output po = {yc + chunk * 60, 60, hc, 20, cc, 20};
+            rnn_trace *t = NULL;
+            EXPECT_STATUS(rnn_forward_training(model, &part, &po, &t), RNN_OK);
+            float dyc[60], dpc[200];
+            for (size_t i = 0; i < 60; i++) dyc[i] = 1.0f;
+            rnn_output_grads ogc = {dyc, 60, NULL, 0, NULL, 0};
+            rnn_gradients gc = {NULL, 0, NULL, 0, NULL, 0, dpc, s.params};
+            EXPECT_STATUS(rnn_backward(model, t, &ogc, &gc), RNN_OK);
+            rnn_trace_destroy(t);
+            memcpy(h_carry, hc, sizeof hc);
+            memcpy(c_carry, cc, sizeof cc);
+        }
+        for (size_t i = 0; i < 120; i++) CHECK(fabsf(yc[i] - ys[i]) < 1e-5f, "chunked y[%zu]", i);
+        for (size_t i = 0; i < 20; i++) CHECK(fabsf(hc[i] - hs[i]) < 1e-5f && fabsf(cc[i] - cs[i]) < 1e-5f, "chunked state");
+    }
+
     rnn_trace_destroy(trace);
     rnn_trace_destroy(NULL);
     rnn_model_destroy(model);
@@ -358,6 +432,7 @@ int main(int argc, char **argv) {
             fprintf(stderr, "cannot read case file %s\n", argv[i]);
             return 2;
         }
+        c.path = argv[i];
         run_case(&c);
         free_case(&c);
     }
