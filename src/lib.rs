@@ -6,6 +6,7 @@ mod engine;
 pub mod error;
 pub mod ffi;
 mod gemm;
+pub mod interop;
 pub mod io;
 pub mod kernels;
 pub mod model;

@@ -1,0 +1,237 @@
+//! ONNX operator layout (one operator = one layer): `W [D, G·H, I]`,
+//! `R [D, G·H, H]`, `B [D, 2·G·H]` (Wb then Rb), LSTM `P [D, 3·H]`; gate
+//! orders LSTM i, o, f, c and GRU z, r, h; `Y [T, D, N, H]` (layout 0) or
+//! `[N, T, D, H]` (layout 1), `Y_h` / `Y_c` `[D, N, H]`.
+//!
+//! Supported attributes: `direction`, `linear_before_reset`, `layout`,
+//! `hidden_size`, default activations, and `sequence_lens`. ONNX's `clip`
+//! (applied to gate pre-activations, unlike librnn's LSTM cell clip) and
+//! `input_forget` have no librnn equivalent and are rejected.
+
+use crate::config::{CellKind, Config, Direction, ParamKind};
+use crate::error::{check_len, Error, Result};
+use crate::model::Model;
+
+/// librnn gate index for each ONNX gate position.
+fn gate_map(cell: CellKind) -> &'static [usize] {
+    match cell {
+        CellKind::Rnn => &[0],
+        // ONNX i, o, f, c -> librnn i(0), o(3), f(1), g(2).
+        CellKind::Lstm => &[0, 3, 1, 2],
+        // ONNX z, r, h -> librnn z(1), r(0), n(2).
+        CellKind::Gru => &[1, 0, 2],
+    }
+}
+
+/// ONNX peephole order i, o, f -> librnn p_i(0), p_o(2), p_f(1).
+const PEEPHOLE_MAP: [usize; 3] = [0, 2, 1];
+
+/// The ONNX inputs of one layer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OnnxWeights {
+    /// `[D, G·H, I]`.
+    pub w: Vec<f32>,
+    /// `[D, G·H, H]`.
+    pub r: Vec<f32>,
+    /// `[D, 2·G·H]`.
+    pub b: Vec<f32>,
+    /// LSTM `[D, 3·H]` (empty without peepholes).
+    pub p: Vec<f32>,
+}
+
+fn check_compatible(config: &Config) -> Result<()> {
+    if config.proj_size() > 0 {
+        return Err(Error::InvalidArgument("ONNX LSTM has no projection".into()));
+    }
+    if config.cell_clip().is_some() {
+        return Err(Error::InvalidArgument(
+            "ONNX `clip` clips gate pre-activations, not the cell state: librnn's cell clip has no ONNX equivalent".into(),
+        ));
+    }
+    if config.direction() == Direction::BidirectionalSum {
+        return Err(Error::InvalidArgument(
+            "ONNX has no summed bidirectional layer".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Copies rows of gate blocks from `src` (ONNX order) to `dst` (librnn
+/// order), or back when `to_onnx`.
+fn map_gates(
+    cell: CellKind,
+    hidden: usize,
+    cols: usize,
+    src: &[f32],
+    dst: &mut [f32],
+    to_onnx: bool,
+) {
+    for (onnx_gate, &ours) in gate_map(cell).iter().enumerate() {
+        let (from, to) = if to_onnx {
+            (ours, onnx_gate)
+        } else {
+            (onnx_gate, ours)
+        };
+        let block = hidden * cols;
+        dst[to * block..(to + 1) * block].copy_from_slice(&src[from * block..(from + 1) * block]);
+    }
+}
+
+/// Sets layer `layer` of `model` from ONNX `W`, `R`, `B` (may be empty:
+/// zero biases) and `P` (LSTM with peepholes; empty otherwise).
+pub fn import_layer(model: &mut Model, layer: usize, weights: &OnnxWeights) -> Result<()> {
+    let config = model.config().clone();
+    check_compatible(&config)?;
+    let (cell, h, d) = (config.cell(), config.hidden_size(), config.num_directions());
+    let gh = config.gates() * h;
+    let input = config.layer_input_size(layer);
+    check_len("W", d * gh * input, weights.w.len())?;
+    check_len("R", d * gh * h, weights.r.len())?;
+    if !weights.b.is_empty() {
+        check_len("B", d * 2 * gh, weights.b.len())?;
+    }
+    let peep = config.peepholes();
+    check_len("P", if peep { d * 3 * h } else { 0 }, weights.p.len())?;
+    for dir in 0..d {
+        map_gates(
+            cell,
+            h,
+            input,
+            &weights.w[dir * gh * input..(dir + 1) * gh * input],
+            model.param_mut(layer, dir, ParamKind::W)?,
+            false,
+        );
+        map_gates(
+            cell,
+            h,
+            h,
+            &weights.r[dir * gh * h..(dir + 1) * gh * h],
+            model.param_mut(layer, dir, ParamKind::R)?,
+            false,
+        );
+        for (k, kind) in [ParamKind::Wb, ParamKind::Rb].into_iter().enumerate() {
+            let dst = model.param_mut(layer, dir, kind)?;
+            if weights.b.is_empty() {
+                dst.fill(0.0);
+            } else {
+                let start = dir * 2 * gh + k * gh;
+                map_gates(cell, h, 1, &weights.b[start..start + gh], dst, false);
+            }
+        }
+        if peep {
+            let dst = model.param_mut(layer, dir, ParamKind::Peephole)?;
+            for (onnx, &ours) in PEEPHOLE_MAP.iter().enumerate() {
+                dst[ours * h..(ours + 1) * h].copy_from_slice(
+                    &weights.p[dir * 3 * h + onnx * h..dir * 3 * h + (onnx + 1) * h],
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Layer `layer` of `model` as ONNX operator inputs.
+pub fn export_layer(model: &Model, layer: usize) -> Result<OnnxWeights> {
+    let config = model.config();
+    check_compatible(config)?;
+    let (cell, h, d) = (config.cell(), config.hidden_size(), config.num_directions());
+    let gh = config.gates() * h;
+    let input = config.layer_input_size(layer);
+    let mut out = OnnxWeights {
+        w: vec![0.0; d * gh * input],
+        r: vec![0.0; d * gh * h],
+        b: vec![0.0; d * 2 * gh],
+        p: vec![0.0; if config.peepholes() { d * 3 * h } else { 0 }],
+    };
+    for dir in 0..d {
+        map_gates(
+            cell,
+            h,
+            input,
+            model.param(layer, dir, ParamKind::W)?,
+            &mut out.w[dir * gh * input..(dir + 1) * gh * input],
+            true,
+        );
+        map_gates(
+            cell,
+            h,
+            h,
+            model.param(layer, dir, ParamKind::R)?,
+            &mut out.r[dir * gh * h..(dir + 1) * gh * h],
+            true,
+        );
+        for (k, kind) in [ParamKind::Wb, ParamKind::Rb].into_iter().enumerate() {
+            let start = dir * 2 * gh + k * gh;
+            map_gates(
+                cell,
+                h,
+                1,
+                model.param(layer, dir, kind)?,
+                &mut out.b[start..start + gh],
+                true,
+            );
+        }
+        if config.peepholes() {
+            let src = model.param(layer, dir, ParamKind::Peephole)?;
+            for (onnx, &ours) in PEEPHOLE_MAP.iter().enumerate() {
+                out.p[dir * 3 * h + onnx * h..dir * 3 * h + (onnx + 1) * h]
+                    .copy_from_slice(&src[ours * h..(ours + 1) * h]);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// ONNX `Y` (`[T, D, N, H]` for layout 0, `[N, T, D, H]` for layout 1) from
+/// librnn's `y` (`[T, N, D·H]` time-major or `[N, T, D·H]` batch-first, with
+/// the same layout).
+pub fn y_to_onnx(
+    y: &[f32],
+    seq_len: usize,
+    batch: usize,
+    dirs: usize,
+    hidden: usize,
+    batch_first: bool,
+) -> Vec<f32> {
+    let mut out = vec![0.0; y.len()];
+    for t in 0..seq_len {
+        for b in 0..batch {
+            for d in 0..dirs {
+                let ours = if batch_first {
+                    (b * seq_len + t) * dirs * hidden
+                } else {
+                    (t * batch + b) * dirs * hidden
+                } + d * hidden;
+                let theirs = if batch_first {
+                    ((b * seq_len + t) * dirs + d) * hidden
+                } else {
+                    ((t * dirs + d) * batch + b) * hidden
+                };
+                out[theirs..theirs + hidden].copy_from_slice(&y[ours..ours + hidden]);
+            }
+        }
+    }
+    out
+}
+
+/// ONNX `Y_h`/`Y_c` `[N, D, H]` (layout 1) from librnn's `[D, N, H]`; layout 0
+/// is the same as librnn's.
+pub fn state_to_onnx(
+    state: &[f32],
+    batch: usize,
+    dirs: usize,
+    hidden: usize,
+    batch_first: bool,
+) -> Vec<f32> {
+    if !batch_first {
+        return state.to_vec();
+    }
+    let mut out = vec![0.0; state.len()];
+    for d in 0..dirs {
+        for b in 0..batch {
+            let (ours, theirs) = ((d * batch + b) * hidden, (b * dirs + d) * hidden);
+            out[theirs..theirs + hidden].copy_from_slice(&state[ours..ours + hidden]);
+        }
+    }
+    out
+}

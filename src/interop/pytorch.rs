@@ -1,0 +1,122 @@
+//! PyTorch layout: per layer `k` and direction (`_reverse` for the second),
+//! `weight_ih_l{k}` `[G·H, I_k]`, `weight_hh_l{k}` `[G·H, H_out]`,
+//! `bias_ih_l{k}` and `bias_hh_l{k}` `[G·H]`, and with `proj_size`
+//! `weight_hr_l{k}` `[P, H]`. Gate orders match librnn's (LSTM i, f, g, o;
+//! GRU r, z, n, linear before reset), so tensors copy over unchanged.
+
+use crate::config::{CellKind, Config, Direction, GruVariant, ParamKind};
+use crate::error::{check_len, Error, Result};
+use crate::model::Model;
+
+/// Checks that PyTorch can express this configuration.
+pub fn check_compatible(config: &Config) -> Result<()> {
+    let no = |what: &str| Err(Error::InvalidArgument(format!("PyTorch has no {what}")));
+    if config.peepholes() {
+        return no("LSTM peepholes");
+    }
+    if config.cell_clip().is_some() {
+        return no("LSTM cell clip");
+    }
+    if config.cell() == CellKind::Gru && config.gru_variant() != GruVariant::LinearBeforeReset {
+        return no("GRU with the reset gate before the matmul (use GruVariant::LinearBeforeReset)");
+    }
+    if !matches!(
+        config.direction(),
+        Direction::Forward | Direction::BidirectionalConcat
+    ) {
+        return no("reverse-only or summed bidirectional layers");
+    }
+    Ok(())
+}
+
+/// Every state-dict entry for `config`: name and shape, in PyTorch's order.
+pub fn tensor_names(config: &Config) -> Result<Vec<(String, Vec<usize>)>> {
+    check_compatible(config)?;
+    let mut names = Vec::new();
+    for layer in 0..config.num_layers() {
+        for dir in 0..config.num_directions() {
+            let suffix = if dir == 1 { "_reverse" } else { "" };
+            for (base, kind) in KINDS {
+                if let Some((rows, cols)) = config.param_shape(layer, kind) {
+                    let shape = if cols == 1 && matches!(kind, ParamKind::Wb | ParamKind::Rb) {
+                        vec![rows]
+                    } else {
+                        vec![rows, cols]
+                    };
+                    names.push((format!("{base}_l{layer}{suffix}"), shape));
+                }
+            }
+        }
+    }
+    Ok(names)
+}
+
+const KINDS: [(&str, ParamKind); 5] = [
+    ("weight_ih", ParamKind::W),
+    ("weight_hh", ParamKind::R),
+    ("bias_ih", ParamKind::Wb),
+    ("bias_hh", ParamKind::Rb),
+    ("weight_hr", ParamKind::Projection),
+];
+
+/// Parses `weight_ih_l2_reverse` into (kind, layer, direction).
+fn parse(name: &str) -> Result<(ParamKind, usize, usize)> {
+    let bad = || Error::InvalidArgument(format!("`{name}` is not a PyTorch RNN parameter name"));
+    let (kind, rest) = KINDS
+        .iter()
+        .find_map(|(base, kind)| {
+            name.strip_prefix(base)
+                .and_then(|r| r.strip_prefix("_l"))
+                .map(|r| (*kind, r))
+        })
+        .ok_or_else(bad)?;
+    let (layer, dir) = match rest.strip_suffix("_reverse") {
+        Some(l) => (l, 1),
+        None => (rest, 0),
+    };
+    Ok((kind, layer.parse().map_err(|_| bad())?, dir))
+}
+
+/// Copies one state-dict tensor (row-major, as `tensor.numpy().ravel()`)
+/// into the model.
+pub fn import_tensor(model: &mut Model, name: &str, data: &[f32]) -> Result<()> {
+    check_compatible(model.config())?;
+    let (kind, layer, dir) = parse(name)?;
+    let dst = model.param_mut(layer, dir, kind)?;
+    check_len("tensor", dst.len(), data.len())?;
+    dst.copy_from_slice(data);
+    Ok(())
+}
+
+/// Imports a whole state dict; every entry [`tensor_names`] lists must be
+/// present (extra entries are an error too).
+pub fn import_state_dict<'a>(
+    model: &mut Model,
+    tensors: impl IntoIterator<Item = (&'a str, &'a [f32])>,
+) -> Result<()> {
+    let mut missing: Vec<String> = tensor_names(model.config())?
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    for (name, data) in tensors {
+        import_tensor(model, name, data)?;
+        missing.retain(|n| n != name);
+    }
+    match missing.first() {
+        Some(n) => Err(Error::InvalidArgument(format!(
+            "the state dict has no `{n}`"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The model's parameters as a PyTorch state dict: (name, shape, values).
+pub fn export_state_dict(model: &Model) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+    tensor_names(model.config())?
+        .into_iter()
+        .map(|(name, shape)| {
+            let (kind, layer, dir) = parse(&name)?;
+            Ok((name, shape, model.param(layer, dir, kind)?.to_vec()))
+        })
+        .collect()
+}

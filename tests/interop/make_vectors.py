@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""Test vectors for librnn's PyTorch and ONNX interop, produced by the real
+frameworks (not by librnn). Run on demand, not in CI:
+
+    python3 -m venv /tmp/venv && /tmp/venv/bin/pip install torch onnx onnxruntime numpy
+    /tmp/venv/bin/python tests/interop/make_vectors.py
+
+Writes tests/data/<case>.bin (named float32 tensors) and tests/data/manifest.txt
+(one case per line: name, framework, then key=value configuration).
+File format, little-endian: b"RNNV", u32 tensor count, then per tensor:
+u32 name length, name (UTF-8), u32 rank, u64 dims, float32 data.
+"""
+import os
+import struct
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+OUT = os.path.join(HERE, "..", "data")
+
+
+def write(name, tensors):
+    with open(os.path.join(OUT, name + ".bin"), "wb") as f:
+        f.write(b"RNNV" + struct.pack("<I", len(tensors)))
+        for key, value in tensors.items():
+            a = np.ascontiguousarray(np.asarray(value, dtype=np.float32))
+            f.write(struct.pack("<I", len(key)) + key.encode())
+            f.write(struct.pack("<I", a.ndim) + struct.pack("<%dQ" % a.ndim, *a.shape))
+            f.write(a.tobytes())
+
+
+def torch_cases(manifest):
+    import torch
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    torch.manual_seed(0)
+    cases = [
+        # name, cell, input, hidden, layers, bidirectional, proj, batch_first, lengths, nonlinearity
+        ("pt_rnn_tanh", "rnn", 3, 4, 1, False, 0, False, None, "tanh"),
+        ("pt_rnn_relu_bi2", "rnn", 3, 4, 2, True, 0, False, [5, 2], "relu"),
+        ("pt_lstm", "lstm", 3, 4, 1, False, 0, False, None, None),
+        ("pt_lstm_bi2_lengths", "lstm", 3, 4, 2, True, 0, False, [5, 3], None),
+        ("pt_lstm_proj_bi2", "lstm", 3, 5, 2, True, 3, False, None, None),
+        ("pt_lstm_batch_first", "lstm", 3, 4, 1, True, 0, True, None, None),
+        ("pt_gru", "gru", 3, 4, 1, False, 0, False, [4, 5], None),
+        ("pt_gru_bi3", "gru", 3, 4, 3, True, 0, False, None, None),
+    ]
+    T, N = 5, 2
+    for name, cell, I, H, L, bi, proj, bf, lengths, nl in cases:
+        kw = dict(input_size=I, hidden_size=H, num_layers=L, bidirectional=bi, batch_first=bf)
+        if cell == "rnn":
+            m = torch.nn.RNN(nonlinearity=nl, **kw)
+        elif cell == "lstm":
+            m = torch.nn.LSTM(proj_size=proj, **kw)
+        else:
+            m = torch.nn.GRU(**kw)
+        D = 2 if bi else 1
+        H_out = proj or H
+        x = torch.randn(*((N, T, I) if bf else (T, N, I)), requires_grad=True)
+        h0 = torch.randn(L * D, N, H_out, requires_grad=True)
+        c0 = torch.randn(L * D, N, H, requires_grad=True)
+        state = (h0, c0) if cell == "lstm" else h0
+        if lengths:
+            packed = pack_padded_sequence(x, torch.tensor(lengths), batch_first=bf, enforce_sorted=False)
+            y, s = m(packed, state)
+            y, _ = pad_packed_sequence(y, batch_first=bf, total_length=T)
+        else:
+            y, s = m(x, state)
+        h_n, c_n = s if cell == "lstm" else (s, None)
+        wy, wh = torch.randn_like(y), torch.randn_like(h_n)
+        loss = (y * wy).sum() + (h_n * wh).sum()
+        tensors = {"x": x, "h0": h0, "wy": wy, "wh": wh}
+        if cell == "lstm":
+            wc = torch.randn_like(c_n)
+            loss = loss + (c_n * wc).sum()
+            tensors.update(c0=c0, wc=wc)
+        loss.backward()
+        tensors.update(y=y, h_n=h_n, dx=x.grad, dh0=h0.grad)
+        if cell == "lstm":
+            tensors.update(c_n=c_n, dc0=c0.grad)
+        for pname, p in m.named_parameters():
+            tensors["param." + pname] = p
+            tensors["grad." + pname] = p.grad
+        if lengths:
+            tensors["lengths"] = torch.tensor(lengths, dtype=torch.float32)
+        write(name, {k: v.detach().numpy() for k, v in tensors.items()})
+        manifest.append(
+            f"{name} pytorch cell={cell} input={I} hidden={H} layers={L} bidirectional={int(bi)} "
+            f"proj={proj} batch_first={int(bf)} activation={nl or 'tanh'} seq_len={T} batch={N}"
+        )
+
+
+def onnx_cases(manifest):
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(1)
+    cases = [
+        # name, op, direction, lbr, layout, peepholes, lengths
+        ("onnx_rnn", "RNN", "forward", 0, 0, False, None),
+        ("onnx_lstm_peephole", "LSTM", "forward", 0, 0, True, None),
+        ("onnx_lstm_bi_lengths", "LSTM", "bidirectional", 0, 0, False, [5, 3]),
+        ("onnx_lstm_bi_peephole", "LSTM", "bidirectional", 0, 0, True, None),
+        ("onnx_gru", "GRU", "forward", 0, 0, False, None),
+        ("onnx_gru_lbr_bi", "GRU", "bidirectional", 1, 0, False, [2, 5]),
+        ("onnx_gru_reverse", "GRU", "reverse", 0, 0, False, None),
+        ("onnx_rnn_reverse_lengths", "RNN", "reverse", 0, 0, False, [3, 5]),
+        # onnxruntime rejects layout = 1 for RNN, LSTM and GRU ("batchwise recurrent
+        # operations are not supported"), so layout 1 has no framework vectors here.
+    ]
+    T, N, I, H = 5, 2, 3, 4
+    for name, op, direction, lbr, layout, peep, lengths in cases:
+        G = {"RNN": 1, "LSTM": 4, "GRU": 3}[op]
+        D = 2 if direction == "bidirectional" else 1
+        f = lambda *s: (rng.standard_normal(s) * 0.5).astype(np.float32)
+        X = f(N, T, I) if layout else f(T, N, I)
+        W, R, B = f(D, G * H, I), f(D, G * H, H), f(D, 2 * G * H)
+        h0 = f(N, D, H) if layout else f(D, N, H)
+        feeds = {"X": X, "W": W, "R": R, "B": B, "initial_h": h0}
+        inputs = ["X", "W", "R", "B", "sequence_lens" if lengths else "", "initial_h"]
+        if lengths:
+            feeds["sequence_lens"] = np.array(lengths, dtype=np.int32)
+        outputs = ["Y", "Y_h"]
+        if op == "LSTM":
+            c0 = f(N, D, H) if layout else f(D, N, H)
+            feeds["initial_c"] = c0
+            inputs.append("initial_c")
+            outputs.append("Y_c")
+            if peep:
+                feeds["P"] = f(D, 3 * H)
+                inputs.append("P")
+        attrs = dict(hidden_size=H, direction=direction, layout=layout)
+        if op == "GRU":
+            attrs["linear_before_reset"] = lbr
+        node = helper.make_node(op, inputs, outputs, **attrs)
+        shapes = {k: v.shape for k, v in feeds.items()}
+        graph_inputs = [
+            helper.make_tensor_value_info(k, TensorProto.INT32 if k == "sequence_lens" else TensorProto.FLOAT, shapes[k])
+            for k in feeds
+        ]
+        graph_outputs = [helper.make_tensor_value_info(o, TensorProto.FLOAT, []) for o in outputs]
+        model = helper.make_model(helper.make_graph([node], name, graph_inputs, graph_outputs),
+                                  opset_imports=[helper.make_opsetid("", 14)])
+        model.ir_version = 8
+        onnx.checker.check_model(model, full_check=False)
+        sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        results = dict(zip(outputs, sess.run(outputs, feeds)))
+        tensors = {k: v for k, v in feeds.items() if k != "sequence_lens"}
+        if lengths:
+            tensors["lengths"] = np.array(lengths, dtype=np.float32)
+        tensors.update(results)
+        write(name, tensors)
+        manifest.append(
+            f"{name} onnx cell={op.lower()} input={I} hidden={H} layers=1 direction={direction} "
+            f"lbr={lbr} layout={layout} peepholes={int(peep)} seq_len={T} batch={N}"
+        )
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    manifest = []
+    onnx_cases(manifest)
+    torch_cases(manifest)
+    with open(os.path.join(OUT, "manifest.txt"), "w") as f:
+        f.write("# Generated by tests/interop/make_vectors.py: name framework key=value...\n")
+        f.write("\n".join(manifest) + "\n")
+
+
+if __name__ == "__main__":
+    main()
