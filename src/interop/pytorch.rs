@@ -110,8 +110,11 @@ pub fn import_state_dict<'a>(
     }
 }
 
-/// The model's parameters as a PyTorch state dict: (name, shape, values).
-pub fn export_state_dict(model: &Model) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+/// One state-dict entry: name, shape, row-major values.
+pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
+
+/// The model's parameters as a PyTorch state dict.
+pub fn export_state_dict(model: &Model) -> Result<Vec<NamedTensor>> {
     tensor_names(model.config())?
         .into_iter()
         .map(|(name, shape)| {
