@@ -370,6 +370,68 @@ enum rnn_status rnn_model_save(const struct rnn_model *model, const char *path);
 // `path` NUL-terminated; `out` writable.
 enum rnn_status rnn_model_load(const char *path, struct rnn_model **out);
 
+// Sets one tensor given by its PyTorch state-dict name ("weight_ih_l0",
+// "weight_hh_l1_reverse", "bias_ih_l0", "weight_hr_l0", ...), row-major as
+// `tensor.numpy().ravel()`. The model must be PyTorch-compatible: no
+// peepholes or cell clip, GRU linear-before-reset, forward or concatenated
+// bidirectional layers.
+//
+// # Safety
+// `model` from `rnn_model_create`, not in use by another thread; `name`
+// NUL-terminated; `data` holds `len` floats.
+enum rnn_status rnn_model_set_pytorch_tensor(struct rnn_model *model,
+                                             const char *name,
+                                             const float *data,
+                                             size_t len);
+
+// Copies one tensor out under its PyTorch state-dict name (see
+// `rnn_model_set_pytorch_tensor`).
+//
+// # Safety
+// `model` from `rnn_model_create`; `name` NUL-terminated; `out` holds `len` floats.
+enum rnn_status rnn_model_get_pytorch_tensor(const struct rnn_model *model,
+                                             const char *name,
+                                             float *out,
+                                             size_t len);
+
+// Sets layer `layer` from ONNX RNN/LSTM/GRU operator inputs: `W [D, G·H,
+// I]`, `R [D, G·H, H]`, `B [D, 2·G·H]` (NULL, 0 for zero biases) and `P [D,
+// 3·H]` (LSTM with peepholes; NULL, 0 otherwise), in ONNX gate orders
+// (LSTM i, o, f, c; GRU z, r, h). The model's direction must be forward,
+// reverse or concatenated bidirectional; `gru_variant` plays the role of
+// `linear_before_reset`.
+//
+// # Safety
+// `model` from `rnn_model_create`, not in use by another thread; each
+// non-NULL buffer holds its stated length.
+enum rnn_status rnn_model_set_onnx_layer(struct rnn_model *model,
+                                         size_t layer,
+                                         const float *w,
+                                         size_t w_len,
+                                         const float *r,
+                                         size_t r_len,
+                                         const float *b,
+                                         size_t b_len,
+                                         const float *p,
+                                         size_t p_len);
+
+// Copies layer `layer` out as ONNX operator inputs (see
+// `rnn_model_set_onnx_layer`); `P` is required exactly when the model has
+// peepholes (NULL, 0 otherwise).
+//
+// # Safety
+// `model` from `rnn_model_create`; each non-NULL buffer holds its stated length.
+enum rnn_status rnn_model_get_onnx_layer(const struct rnn_model *model,
+                                         size_t layer,
+                                         float *w,
+                                         size_t w_len,
+                                         float *r,
+                                         size_t r_len,
+                                         float *b,
+                                         size_t b_len,
+                                         float *p,
+                                         size_t p_len);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

@@ -849,3 +849,133 @@ pub unsafe extern "C" fn rnn_model_load(
         Ok(())
     })
 }
+
+/// # Safety
+/// `name` is NULL or NUL-terminated.
+unsafe fn str_arg<'a>(name: *const c_char, what: &str) -> Result<&'a str, Failure> {
+    if name.is_null() {
+        return Err(Failure::null(what));
+    }
+    // SAFETY: non-NULL and NUL-terminated per the contract.
+    unsafe { CStr::from_ptr(name) }.to_str().map_err(|_| Failure::invalid(format!("`{what}` is not UTF-8")))
+}
+
+/// Sets one tensor given by its PyTorch state-dict name ("weight_ih_l0",
+/// "weight_hh_l1_reverse", "bias_ih_l0", "weight_hr_l0", ...), row-major as
+/// `tensor.numpy().ravel()`. The model must be PyTorch-compatible: no
+/// peepholes or cell clip, GRU linear-before-reset, forward or concatenated
+/// bidirectional layers.
+///
+/// # Safety
+/// `model` from `rnn_model_create`, not in use by another thread; `name`
+/// NUL-terminated; `data` holds `len` floats.
+#[no_mangle]
+pub unsafe extern "C" fn rnn_model_set_pytorch_tensor(
+    model: *mut rnn_model,
+    name: *const c_char,
+    data: *const f32,
+    len: usize,
+) -> rnn_status {
+    guard(|| {
+        // SAFETY: per the function's contract.
+        let (model, name, data) = unsafe { (model_mut(model)?, str_arg(name, "name")?, slice(data, len, "data")?) };
+        Ok(crate::interop::pytorch::import_tensor(model, name, data)?)
+    })
+}
+
+/// Copies one tensor out under its PyTorch state-dict name (see
+/// `rnn_model_set_pytorch_tensor`).
+///
+/// # Safety
+/// `model` from `rnn_model_create`; `name` NUL-terminated; `out` holds `len` floats.
+#[no_mangle]
+pub unsafe extern "C" fn rnn_model_get_pytorch_tensor(
+    model: *const rnn_model,
+    name: *const c_char,
+    out: *mut f32,
+    len: usize,
+) -> rnn_status {
+    guard(|| {
+        // SAFETY: per the function's contract.
+        let (model, name, out) = unsafe { (model_ref(model)?, str_arg(name, "name")?, slice_mut(out, len, "out")?) };
+        let tensor = crate::interop::pytorch::export_tensor(model, name)?;
+        crate::error::check_len("out", tensor.len(), out.len())?;
+        out.copy_from_slice(&tensor);
+        Ok(())
+    })
+}
+
+/// Sets layer `layer` from ONNX RNN/LSTM/GRU operator inputs: `W [D, G·H,
+/// I]`, `R [D, G·H, H]`, `B [D, 2·G·H]` (NULL, 0 for zero biases) and `P [D,
+/// 3·H]` (LSTM with peepholes; NULL, 0 otherwise), in ONNX gate orders
+/// (LSTM i, o, f, c; GRU z, r, h). The model's direction must be forward,
+/// reverse or concatenated bidirectional; `gru_variant` plays the role of
+/// `linear_before_reset`.
+///
+/// # Safety
+/// `model` from `rnn_model_create`, not in use by another thread; each
+/// non-NULL buffer holds its stated length.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn rnn_model_set_onnx_layer(
+    model: *mut rnn_model,
+    layer: usize,
+    w: *const f32,
+    w_len: usize,
+    r: *const f32,
+    r_len: usize,
+    b: *const f32,
+    b_len: usize,
+    p: *const f32,
+    p_len: usize,
+) -> rnn_status {
+    guard(|| {
+        // SAFETY: per the function's contract.
+        let (model, weights) = unsafe {
+            (
+                model_mut(model)?,
+                crate::interop::onnx::OnnxWeights {
+                    w: slice(w, w_len, "W")?.to_vec(),
+                    r: slice(r, r_len, "R")?.to_vec(),
+                    b: optional(b, b_len, "B")?.unwrap_or(&[]).to_vec(),
+                    p: optional(p, p_len, "P")?.unwrap_or(&[]).to_vec(),
+                },
+            )
+        };
+        Ok(crate::interop::onnx::import_layer(model, layer, &weights)?)
+    })
+}
+
+/// Copies layer `layer` out as ONNX operator inputs (see
+/// `rnn_model_set_onnx_layer`); `P` is required exactly when the model has
+/// peepholes (NULL, 0 otherwise).
+///
+/// # Safety
+/// `model` from `rnn_model_create`; each non-NULL buffer holds its stated length.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn rnn_model_get_onnx_layer(
+    model: *const rnn_model,
+    layer: usize,
+    w: *mut f32,
+    w_len: usize,
+    r: *mut f32,
+    r_len: usize,
+    b: *mut f32,
+    b_len: usize,
+    p: *mut f32,
+    p_len: usize,
+) -> rnn_status {
+    guard(|| {
+        // SAFETY: per the function's contract.
+        let model = unsafe { model_ref(model)? };
+        let weights = crate::interop::onnx::export_layer(model, layer)?;
+        for (ptr, len, src, what) in [(w, w_len, &weights.w, "W"), (r, r_len, &weights.r, "R"), (b, b_len, &weights.b, "B"), (p, p_len, &weights.p, "P")] {
+            // SAFETY: per the function's contract.
+            let dst = unsafe { slice_mut(ptr, len, what)? };
+            crate::error::check_len(what, src.len(), dst.len())?;
+            dst.copy_from_slice(src);
+        }
+        Ok(())
+    })
+}

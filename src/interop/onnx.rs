@@ -39,7 +39,10 @@ pub struct OnnxWeights {
     pub p: Vec<f32>,
 }
 
-fn check_compatible(config: &Config) -> Result<()> {
+fn check_compatible(config: &Config, layer: usize) -> Result<()> {
+    if layer >= config.num_layers() {
+        return Err(Error::InvalidArgument(format!("layer {layer} does not exist ({} layers)", config.num_layers())));
+    }
     if config.proj_size() > 0 {
         return Err(Error::InvalidArgument("ONNX LSTM has no projection".into()));
     }
@@ -81,7 +84,7 @@ fn map_gates(
 /// zero biases) and `P` (LSTM with peepholes; empty otherwise).
 pub fn import_layer(model: &mut Model, layer: usize, weights: &OnnxWeights) -> Result<()> {
     let config = model.config().clone();
-    check_compatible(&config)?;
+    check_compatible(&config, layer)?;
     let (cell, h, d) = (config.cell(), config.hidden_size(), config.num_directions());
     let gh = config.gates() * h;
     let input = config.layer_input_size(layer);
@@ -133,7 +136,7 @@ pub fn import_layer(model: &mut Model, layer: usize, weights: &OnnxWeights) -> R
 /// Layer `layer` of `model` as ONNX operator inputs.
 pub fn export_layer(model: &Model, layer: usize) -> Result<OnnxWeights> {
     let config = model.config();
-    check_compatible(config)?;
+    check_compatible(config, layer)?;
     let (cell, h, d) = (config.cell(), config.hidden_size(), config.num_directions());
     let gh = config.gates() * h;
     let input = config.layer_input_size(layer);

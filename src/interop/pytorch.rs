@@ -110,6 +110,13 @@ pub fn import_state_dict<'a>(
     }
 }
 
+/// One state-dict tensor of the model, by PyTorch name.
+pub fn export_tensor(model: &Model, name: &str) -> Result<Vec<f32>> {
+    check_compatible(model.config())?;
+    let (kind, layer, dir) = parse(name)?;
+    Ok(model.param(layer, dir, kind)?.to_vec())
+}
+
 /// One state-dict entry: name, shape, row-major values.
 pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
 

@@ -336,6 +336,48 @@ static void error_paths(void) {
     EXPECT_STATUS(rnn_forward_inference(model, &in, NULL), RNN_NULL_POINTER);
     EXPECT_STATUS(rnn_forward_inference(NULL, &in, &out), RNN_NULL_POINTER);
 
+    /* PyTorch and ONNX layouts. */
+    {
+        float w_ih[48], params_all[200];
+        EXPECT_STATUS(rnn_model_init_random(model, 11), RNN_OK);
+        EXPECT_STATUS(rnn_model_get_params(model, params_all, s.params), RNN_OK);
+        EXPECT_STATUS(rnn_model_get_pytorch_tensor(model, "weight_ih_l0", w_ih, 48), RNN_OK);
+        CHECK(memcmp(w_ih, params_all, sizeof w_ih) == 0, "weight_ih_l0 is W");
+        w_ih[5] = 9.0f;
+        EXPECT_STATUS(rnn_model_set_pytorch_tensor(model, "weight_ih_l0", w_ih, 48), RNN_OK);
+        EXPECT_STATUS(rnn_model_get_params(model, params_all, s.params), RNN_OK);
+        CHECK(params_all[5] == 9.0f, "set_pytorch_tensor wrote W");
+        EXPECT_STATUS(rnn_model_set_pytorch_tensor(model, "weight_ih_l0", w_ih, 47), RNN_SHAPE_MISMATCH);
+        EXPECT_STATUS(rnn_model_set_pytorch_tensor(model, "weight_zz_l0", w_ih, 48), RNN_INVALID_ARGUMENT);
+        EXPECT_STATUS(rnn_model_get_pytorch_tensor(model, NULL, w_ih, 48), RNN_NULL_POINTER);
+
+        /* ONNX: export a layer, import it into a fresh model, same outputs. */
+        float W[48], R[64], B[32];
+        EXPECT_STATUS(rnn_model_get_onnx_layer(model, 0, W, 48, R, 64, B, 32, NULL, 0), RNN_OK);
+        rnn_model *copy = NULL;
+        EXPECT_STATUS(rnn_model_create(&cfg, &copy), RNN_OK);
+        EXPECT_STATUS(rnn_model_set_onnx_layer(copy, 0, W, 48, R, 64, B, 32, NULL, 0), RNN_OK);
+        float xo[2 * 5 * 3], ya[40], yb[40], ha[20], hb[20];
+        for (size_t i = 0; i < 30; i++) xo[i] = (float)i / 30.0f - 0.5f;
+        rnn_input io = {xo, 30, 2, 5, NULL, 0, NULL, 0, NULL, 0};
+        rnn_output oa = {ya, 40, ha, 20, NULL, 0}, ob = {yb, 40, hb, 20, NULL, 0};
+        EXPECT_STATUS(rnn_forward_inference(model, &io, &oa), RNN_OK);
+        EXPECT_STATUS(rnn_forward_inference(copy, &io, &ob), RNN_OK);
+        /* (model was pinned to the scalar kernels above: compare to rounding.) */
+        for (size_t i = 0; i < 40; i++) CHECK(fabsf(ya[i] - yb[i]) < 1e-5f, "ONNX round trip y[%zu]", i);
+        EXPECT_STATUS(rnn_model_set_onnx_layer(copy, 0, W, 48, R, 63, B, 32, NULL, 0), RNN_SHAPE_MISMATCH);
+        EXPECT_STATUS(rnn_model_set_onnx_layer(copy, 1, W, 48, R, 64, B, 32, NULL, 0), RNN_INVALID_ARGUMENT);
+        EXPECT_STATUS(rnn_model_get_onnx_layer(copy, 0, W, 48, R, 64, B, 32, W, 12), RNN_SHAPE_MISMATCH);
+        rnn_model_destroy(copy);
+
+        rnn_config peep_cfg = cfg;
+        peep_cfg.peepholes = 1;
+        rnn_model *peep = NULL;
+        EXPECT_STATUS(rnn_model_create(&peep_cfg, &peep), RNN_OK);
+        EXPECT_STATUS(rnn_model_get_pytorch_tensor(peep, "weight_ih_l0", w_ih, 48), RNN_INVALID_ARGUMENT);
+        rnn_model_destroy(peep);
+    }
+
     /* Save and load errors. */
     EXPECT_STATUS(rnn_model_save(model, NULL), RNN_NULL_POINTER);
     EXPECT_STATUS(rnn_model_save(model, "/nonexistent-dir/x.ckpt"), RNN_INVALID_ARGUMENT);
