@@ -857,7 +857,9 @@ unsafe fn str_arg<'a>(name: *const c_char, what: &str) -> Result<&'a str, Failur
         return Err(Failure::null(what));
     }
     // SAFETY: non-NULL and NUL-terminated per the contract.
-    unsafe { CStr::from_ptr(name) }.to_str().map_err(|_| Failure::invalid(format!("`{what}` is not UTF-8")))
+    unsafe { CStr::from_ptr(name) }
+        .to_str()
+        .map_err(|_| Failure::invalid(format!("`{what}` is not UTF-8")))
 }
 
 /// Sets one tensor given by its PyTorch state-dict name ("weight_ih_l0",
@@ -878,7 +880,13 @@ pub unsafe extern "C" fn rnn_model_set_pytorch_tensor(
 ) -> rnn_status {
     guard(|| {
         // SAFETY: per the function's contract.
-        let (model, name, data) = unsafe { (model_mut(model)?, str_arg(name, "name")?, slice(data, len, "data")?) };
+        let (model, name, data) = unsafe {
+            (
+                model_mut(model)?,
+                str_arg(name, "name")?,
+                slice(data, len, "data")?,
+            )
+        };
         Ok(crate::interop::pytorch::import_tensor(model, name, data)?)
     })
 }
@@ -897,7 +905,13 @@ pub unsafe extern "C" fn rnn_model_get_pytorch_tensor(
 ) -> rnn_status {
     guard(|| {
         // SAFETY: per the function's contract.
-        let (model, name, out) = unsafe { (model_ref(model)?, str_arg(name, "name")?, slice_mut(out, len, "out")?) };
+        let (model, name, out) = unsafe {
+            (
+                model_ref(model)?,
+                str_arg(name, "name")?,
+                slice_mut(out, len, "out")?,
+            )
+        };
         let tensor = crate::interop::pytorch::export_tensor(model, name)?;
         crate::error::check_len("out", tensor.len(), out.len())?;
         out.copy_from_slice(&tensor);
@@ -970,7 +984,12 @@ pub unsafe extern "C" fn rnn_model_get_onnx_layer(
         // SAFETY: per the function's contract.
         let model = unsafe { model_ref(model)? };
         let weights = crate::interop::onnx::export_layer(model, layer)?;
-        for (ptr, len, src, what) in [(w, w_len, &weights.w, "W"), (r, r_len, &weights.r, "R"), (b, b_len, &weights.b, "B"), (p, p_len, &weights.p, "P")] {
+        for (ptr, len, src, what) in [
+            (w, w_len, &weights.w, "W"),
+            (r, r_len, &weights.r, "R"),
+            (b, b_len, &weights.b, "B"),
+            (p, p_len, &weights.p, "P"),
+        ] {
             // SAFETY: per the function's contract.
             let dst = unsafe { slice_mut(ptr, len, what)? };
             crate::error::check_len(what, src.len(), dst.len())?;

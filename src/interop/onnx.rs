@@ -41,7 +41,10 @@ pub struct OnnxWeights {
 
 fn check_compatible(config: &Config, layer: usize) -> Result<()> {
     if layer >= config.num_layers() {
-        return Err(Error::InvalidArgument(format!("layer {layer} does not exist ({} layers)", config.num_layers())));
+        return Err(Error::InvalidArgument(format!(
+            "layer {layer} does not exist ({} layers)",
+            config.num_layers()
+        )));
     }
     if config.proj_size() > 0 {
         return Err(Error::InvalidArgument("ONNX LSTM has no projection".into()));

@@ -128,6 +128,7 @@ unsafe fn tile<S: Simd, const MR: usize, const V: usize, const NP: usize, const 
     panel: *const f32,
     panel_stride: usize,
 ) -> [[[S::V; V]; NP]; MR] {
+    // SAFETY: forwarded from this unsafe fn's contract (valid, padded rows and panels; see the module docs).
     unsafe {
         let mut acc = [[[[S::zero(); V]; NP]; MR]; KU];
         let step = V * S::LANES;
@@ -203,6 +204,7 @@ unsafe fn group<
     rows: &[R],
     epi: &E,
 ) {
+    // SAFETY: forwarded from this unsafe fn's contract (valid, padded rows and panels; see the module docs).
     unsafe {
         let mut a = [std::ptr::null(); MR];
         for r in 0..MR {
@@ -236,6 +238,7 @@ unsafe fn for_rows<
     rows: &[R],
     epi: &E,
 ) {
+    // SAFETY: forwarded from this unsafe fn's contract (valid, padded rows and panels; see the module docs).
     unsafe {
         let full = first + (end - first) / NP * NP;
         for panel in (first..full).step_by(NP) {
@@ -753,6 +756,7 @@ pub(crate) unsafe fn rnn_backward<S: Simd>(p: &BackParams, rows: &[BackRow]) {
 /// chain so none is optimised away.
 #[inline(always)]
 pub(crate) unsafe fn fma_chains<S: Simd, const ACC: usize>(iters: usize) -> f32 {
+    // SAFETY: forwarded from this unsafe fn's contract (valid, padded rows and panels; see the module docs).
     unsafe {
         let (a, b) = (S::splat(0.999_999), S::splat(1e-7));
         let mut acc = [S::splat(1.0); ACC];
@@ -784,6 +788,7 @@ macro_rules! instantiate_kernels {
 
             $(#[$attr])?
             pub(crate) unsafe fn tanh_in_place(x: &mut [f32]) {
+                // SAFETY: only reachable through Kernels::for_isa, which checked the CPU; pointer validity is the caller's contract.
                 unsafe { math::map_in_place::<$S>(x, math::tanh::<$S>) }
             }
             $(#[$attr])?
@@ -792,6 +797,7 @@ macro_rules! instantiate_kernels {
             }
             $(#[$attr])?
             pub(crate) unsafe fn lstm_step(p: &StepParams, rows: &[StepRow]) {
+                // SAFETY: only reachable through Kernels::for_isa, which checked the CPU; pointer validity is the caller's contract.
                 unsafe { fused::lstm_step::<$S, { fused::tile_rows::<$S>(4) }>(p, rows) }
             }
             $(#[$attr])?
@@ -800,6 +806,7 @@ macro_rules! instantiate_kernels {
             }
             $(#[$attr])?
             pub(crate) unsafe fn rnn_step(p: &StepParams, rows: &[StepRow]) {
+                // SAFETY: only reachable through Kernels::for_isa, which checked the CPU; pointer validity is the caller's contract.
                 unsafe { fused::rnn_step::<$S, { fused::tile_rows::<$S>(1) }>(p, rows) }
             }
             $(#[$attr])?
@@ -808,6 +815,7 @@ macro_rules! instantiate_kernels {
             }
             $(#[$attr])?
             pub(crate) unsafe fn lstm_backward(p: &BackParams, rows: &[BackRow]) {
+                // SAFETY: only reachable through Kernels::for_isa, which checked the CPU; pointer validity is the caller's contract.
                 unsafe { fused::lstm_backward::<$S>(p, rows) }
             }
             $(#[$attr])?
@@ -816,6 +824,7 @@ macro_rules! instantiate_kernels {
             }
             $(#[$attr])?
             pub(crate) unsafe fn gru_backward_b(p: &BackParams, rows: &[BackRow]) {
+                // SAFETY: only reachable through Kernels::for_isa, which checked the CPU; pointer validity is the caller's contract.
                 unsafe { fused::gru_backward_b::<$S>(p, rows) }
             }
             $(#[$attr])?
@@ -827,6 +836,7 @@ macro_rules! instantiate_kernels {
             pub(crate) unsafe fn fma_chains(iters: usize) -> f32 {
                 // Enough independent chains to cover FMA latency × ports,
                 // few enough to stay in registers.
+                // SAFETY: forwarded from this unsafe fn's contract (valid, padded rows and panels; see the module docs).
                 unsafe {
                     if <$S as Simd>::REGISTERS >= 32 {
                         fused::fma_chains::<$S, 24>(iters)

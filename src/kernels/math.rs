@@ -27,6 +27,7 @@ const EXP_MAX: f32 = 88.0;
 /// `[-ln2/2, ln2/2]` (Cephes `expf` coefficients) scaled by 2^n.
 #[inline(always)]
 pub(crate) unsafe fn exp<S: Simd>(x: S::V) -> S::V {
+    // SAFETY: the caller runs on a CPU with this ISA (Simd trait contract).
     unsafe {
         let x = S::clamp(x, S::splat(EXP_MIN), S::splat(EXP_MAX));
         let n = S::round(S::mul(x, S::splat(LOG2E)));
@@ -47,6 +48,7 @@ pub(crate) unsafe fn exp<S: Simd>(x: S::V) -> S::V {
 /// Logistic function 1 / (1 + e^-x).
 #[inline(always)]
 pub(crate) unsafe fn sigmoid<S: Simd>(x: S::V) -> S::V {
+    // SAFETY: the caller runs on a CPU with this ISA (Simd trait contract).
     unsafe {
         let one = S::splat(1.0);
         let s = S::div(one, S::add(one, exp::<S>(S::sub(S::zero(), x))));
@@ -58,6 +60,7 @@ pub(crate) unsafe fn sigmoid<S: Simd>(x: S::V) -> S::V {
 /// `1 - 2 / (e^{2|x|} + 1)` above, with the sign of x.
 #[inline(always)]
 pub(crate) unsafe fn tanh<S: Simd>(x: S::V) -> S::V {
+    // SAFETY: the caller runs on a CPU with this ISA (Simd trait contract).
     unsafe {
         let ax = S::abs(x);
         let z = S::mul(x, x);

@@ -66,6 +66,7 @@ unsafe impl Simd for Avx2 {
     }
     #[inline(always)]
     unsafe fn pow2i(n: __m256) -> __m256 {
+        // SAFETY: the caller runs on a CPU with this ISA (Simd trait contract).
         unsafe {
             let bits = _mm256_slli_epi32::<23>(_mm256_add_epi32(
                 _mm256_cvtps_epi32(n),

@@ -53,6 +53,7 @@ unsafe impl Simd for Avx512 {
     }
     #[inline(always)]
     unsafe fn clamp(x: __m512, lo: __m512, hi: __m512) -> __m512 {
+        // SAFETY: the caller runs on a CPU with this ISA (Simd trait contract).
         unsafe {
             let clamped = _mm512_max_ps(lo, _mm512_min_ps(hi, x));
             Self::select_nan(x, x, clamped)
@@ -68,6 +69,7 @@ unsafe impl Simd for Avx512 {
     }
     #[inline(always)]
     unsafe fn pow2i(n: __m512) -> __m512 {
+        // SAFETY: the caller runs on a CPU with this ISA (Simd trait contract).
         unsafe {
             let bits = _mm512_slli_epi32::<23>(_mm512_add_epi32(
                 _mm512_cvtps_epi32(n),

@@ -67,6 +67,7 @@ unsafe impl Simd for Neon {
     }
     #[inline(always)]
     unsafe fn pow2i(n: float32x4_t) -> float32x4_t {
+        // SAFETY: the caller runs on a CPU with this ISA (Simd trait contract).
         unsafe {
             let e = vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127));
             vreinterpretq_f32_s32(vshlq_n_s32::<23>(e))
