@@ -109,6 +109,50 @@ pub enum ParamKind {
     Projection,
 }
 
+/// Stable numeric codes for the configuration enums, shared by the C ABI
+/// (`RNN_CELL_*`, `RNN_DIRECTION_*`, ...) and the checkpoint format: a
+/// value's code is its position in `ALL`.
+pub trait Coded: Copy + PartialEq + Sized + 'static {
+    /// Every value, in code order.
+    const ALL: &'static [Self];
+
+    fn code(self) -> u32 {
+        Self::ALL
+            .iter()
+            .position(|&v| v == self)
+            .expect("ALL lists every value") as u32
+    }
+
+    fn from_code(code: u32) -> Option<Self> {
+        Self::ALL.get(code as usize).copied()
+    }
+}
+
+impl Coded for CellKind {
+    const ALL: &'static [Self] = &[CellKind::Rnn, CellKind::Lstm, CellKind::Gru];
+}
+
+impl Coded for Activation {
+    const ALL: &'static [Self] = &[Activation::Tanh, Activation::Relu];
+}
+
+impl Coded for Direction {
+    const ALL: &'static [Self] = &[
+        Direction::Forward,
+        Direction::Reverse,
+        Direction::BidirectionalConcat,
+        Direction::BidirectionalSum,
+    ];
+}
+
+impl Coded for GruVariant {
+    const ALL: &'static [Self] = &[GruVariant::ResetBeforeMatmul, GruVariant::LinearBeforeReset];
+}
+
+impl Coded for Layout {
+    const ALL: &'static [Self] = &[Layout::TimeMajor, Layout::BatchFirst];
+}
+
 /// A validated network configuration. Build one with [`Config::builder`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {

@@ -15,7 +15,7 @@ pub mod rng;
 pub mod train;
 
 pub use config::{
-    Activation, CellKind, Config, ConfigBuilder, Direction, GruVariant, Layout, ParamKind,
+    Activation, CellKind, Coded, Config, ConfigBuilder, Direction, GruVariant, Layout, ParamKind,
 };
 pub use error::{Error, Result};
 pub use io::{Gradients, Input, Output, OutputGrads, Shapes};

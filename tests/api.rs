@@ -461,3 +461,47 @@ fn huge_configs_are_checked_without_overflow_or_loops() {
         Err(Error::InvalidConfig(_))
     ));
 }
+
+/// The enum codes shared by the C ABI and checkpoints match the header's constants.
+#[test]
+fn enum_codes_match_the_c_constants() {
+    use rnn::ffi::*;
+    use rnn::{Activation, Coded, GruVariant, Layout};
+    assert_eq!(
+        [
+            CellKind::Rnn.code(),
+            CellKind::Lstm.code(),
+            CellKind::Gru.code()
+        ],
+        [RNN_CELL_RNN, RNN_CELL_LSTM, RNN_CELL_GRU]
+    );
+    assert_eq!(
+        [Activation::Tanh.code(), Activation::Relu.code()],
+        [RNN_ACTIVATION_TANH, RNN_ACTIVATION_RELU]
+    );
+    assert_eq!(
+        Direction::ALL.iter().map(|d| d.code()).collect::<Vec<_>>(),
+        [
+            RNN_DIRECTION_FORWARD,
+            RNN_DIRECTION_REVERSE,
+            RNN_DIRECTION_BIDIRECTIONAL_CONCAT,
+            RNN_DIRECTION_BIDIRECTIONAL_SUM
+        ]
+    );
+    assert_eq!(
+        Direction::from_code(RNN_DIRECTION_BIDIRECTIONAL_SUM),
+        Some(Direction::BidirectionalSum)
+    );
+    assert_eq!(
+        [
+            GruVariant::ResetBeforeMatmul.code(),
+            GruVariant::LinearBeforeReset.code()
+        ],
+        [RNN_GRU_RESET_BEFORE_MATMUL, RNN_GRU_LINEAR_BEFORE_RESET]
+    );
+    assert_eq!(
+        [Layout::TimeMajor.code(), Layout::BatchFirst.code()],
+        [RNN_LAYOUT_TIME_MAJOR, RNN_LAYOUT_BATCH_FIRST]
+    );
+    assert_eq!(CellKind::from_code(3), None);
+}

@@ -14,7 +14,7 @@ use std::process::Command;
 
 use common::{random_batch, widen};
 use rnn::rng::SplitMix64;
-use rnn::{CellKind, Config, Direction, GruVariant, Input, Layout, Model, OutputGrads};
+use rnn::{CellKind, Coded, Config, Direction, GruVariant, Input, Layout, Model, OutputGrads};
 
 /// The static library cargo built along with this test: target/<profile>/deps
 /// (cargo test does not copy it up to target/<profile>, which may hold a stale one).
@@ -71,28 +71,16 @@ fn write_case(path: &Path, config: &Config, seed: u64) {
     let g = rnn::reference::backward(config, &params, &trace, &og).unwrap();
 
     let mut buf = b"RNNC".to_vec();
-    let code = |v: u32| v.to_le_bytes();
-    let cell = match config.cell() {
-        CellKind::Rnn => 0,
-        CellKind::Lstm => 1,
-        CellKind::Gru => 2,
-    };
-    let direction = match config.direction() {
-        Direction::Forward => 0,
-        Direction::Reverse => 1,
-        Direction::BidirectionalConcat => 2,
-        Direction::BidirectionalSum => 3,
-    };
     for v in [
         1,
-        cell,
-        u32::from(config.activation() == rnn::Activation::Relu),
-        direction,
-        u32::from(config.gru_variant() == GruVariant::LinearBeforeReset),
-        u32::from(config.layout() == Layout::BatchFirst),
+        config.cell().code(),
+        config.activation().code(),
+        config.direction().code(),
+        config.gru_variant().code(),
+        config.layout().code(),
         u32::from(config.peepholes()),
     ] {
-        buf.extend(code(v));
+        buf.extend(v.to_le_bytes());
     }
     for v in [
         config.input_size(),

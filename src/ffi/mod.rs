@@ -27,7 +27,7 @@ use std::os::raw::c_char;
 pub use guard::rnn_status;
 use guard::{guard, last_error_ptr, optional, slice, slice_mut, Failure};
 
-use crate::config::{Activation, CellKind, Config, Direction, GruVariant, Layout, ParamKind};
+use crate::config::{Coded, Config, ParamKind};
 use crate::io::{Input, OutputGrads, Shapes};
 use crate::kernels::Isa;
 use crate::model::{Model, Trace};
@@ -235,8 +235,8 @@ pub extern "C" fn rnn_config_default() -> rnn_config {
     }
 }
 
-fn pick<T: Copy>(field: &str, value: u32, options: &[T]) -> Result<T, Failure> {
-    options.get(value as usize).copied().ok_or_else(|| {
+fn pick<T: Coded>(field: &str, value: u32) -> Result<T, Failure> {
+    T::from_code(value).ok_or_else(|| {
         Failure::invalid(format!(
             "rnn_config.{field} = {value} is not one of the RNN_* values"
         ))
@@ -244,11 +244,6 @@ fn pick<T: Copy>(field: &str, value: u32, options: &[T]) -> Result<T, Failure> {
 }
 
 fn to_config(c: &rnn_config) -> Result<Config, Failure> {
-    let cell = pick(
-        "cell",
-        c.cell,
-        &[CellKind::Rnn, CellKind::Lstm, CellKind::Gru],
-    )?;
     let clip = if c.cell_clip == 0.0 {
         None
     } else {
@@ -260,37 +255,18 @@ fn to_config(c: &rnn_config) -> Result<Config, Failure> {
             c.peepholes
         )));
     }
-    Ok(Config::builder(cell, c.input_size, c.hidden_size)
-        .activation(pick(
-            "activation",
-            c.activation,
-            &[Activation::Tanh, Activation::Relu],
-        )?)
-        .proj_size(c.proj_size)
-        .num_layers(c.num_layers)
-        .direction(pick(
-            "direction",
-            c.direction,
-            &[
-                Direction::Forward,
-                Direction::Reverse,
-                Direction::BidirectionalConcat,
-                Direction::BidirectionalSum,
-            ],
-        )?)
-        .gru_variant(pick(
-            "gru_variant",
-            c.gru_variant,
-            &[GruVariant::ResetBeforeMatmul, GruVariant::LinearBeforeReset],
-        )?)
-        .cell_clip(clip)
-        .peepholes(c.peepholes == 1)
-        .layout(pick(
-            "layout",
-            c.layout,
-            &[Layout::TimeMajor, Layout::BatchFirst],
-        )?)
-        .build()?)
+    Ok(
+        Config::builder(pick("cell", c.cell)?, c.input_size, c.hidden_size)
+            .activation(pick("activation", c.activation)?)
+            .proj_size(c.proj_size)
+            .num_layers(c.num_layers)
+            .direction(pick("direction", c.direction)?)
+            .gru_variant(pick("gru_variant", c.gru_variant)?)
+            .cell_clip(clip)
+            .peepholes(c.peepholes == 1)
+            .layout(pick("layout", c.layout)?)
+            .build()?,
+    )
 }
 
 /// # Safety

@@ -19,7 +19,7 @@
 
 use std::path::Path;
 
-use crate::config::{Activation, CellKind, Config, Direction, GruVariant, Layout};
+use crate::config::{CellKind, Coded, Config};
 use crate::error::{Error, Result};
 use crate::model::Model;
 
@@ -51,20 +51,11 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 
 fn codes(c: &Config) -> [u32; 6] {
     [
-        match c.cell() {
-            CellKind::Rnn => 0,
-            CellKind::Lstm => 1,
-            CellKind::Gru => 2,
-        },
-        u32::from(c.activation() == Activation::Relu),
-        match c.direction() {
-            Direction::Forward => 0,
-            Direction::Reverse => 1,
-            Direction::BidirectionalConcat => 2,
-            Direction::BidirectionalSum => 3,
-        },
-        u32::from(c.gru_variant() == GruVariant::LinearBeforeReset),
-        u32::from(c.layout() == Layout::BatchFirst),
+        c.cell().code(),
+        c.activation().code(),
+        c.direction().code(),
+        c.gru_variant().code(),
+        c.layout().code(),
         u32::from(c.peepholes()),
     ]
 }
@@ -192,14 +183,9 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Checkpoint> {
             ][i],
         )?;
     }
-    let pick = |what: &str, v: u32, n: u32| {
-        if v < n {
-            Ok(v as usize)
-        } else {
-            Err(Error::Checkpoint(format!("invalid {what} code {v}")))
-        }
-    };
-    let cell = [CellKind::Rnn, CellKind::Lstm, CellKind::Gru][pick("cell", code[0], 3)?];
+    fn pick<T: Coded>(what: &str, code: u32) -> Result<T> {
+        T::from_code(code).ok_or_else(|| Error::Checkpoint(format!("invalid {what} code {code}")))
+    }
     let (input, hidden, proj, layers) = (
         r.size("input size")?,
         r.size("hidden size")?,
@@ -207,22 +193,18 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Checkpoint> {
         r.size("layers")?,
     );
     let clip = f32::from_le_bytes(r.take(4, "cell clip")?.try_into().unwrap());
-    let config = Config::builder(cell, input, hidden)
-        .activation([Activation::Tanh, Activation::Relu][pick("activation", code[1], 2)?])
-        .direction(
-            [
-                Direction::Forward,
-                Direction::Reverse,
-                Direction::BidirectionalConcat,
-                Direction::BidirectionalSum,
-            ][pick("direction", code[2], 4)?],
-        )
-        .gru_variant(
-            [GruVariant::ResetBeforeMatmul, GruVariant::LinearBeforeReset]
-                [pick("gru variant", code[3], 2)?],
-        )
-        .layout([Layout::TimeMajor, Layout::BatchFirst][pick("layout", code[4], 2)?])
-        .peepholes(pick("peepholes", code[5], 2)? == 1)
+    if code[5] > 1 {
+        return Err(Error::Checkpoint(format!(
+            "invalid peepholes code {}",
+            code[5]
+        )));
+    }
+    let config = Config::builder(pick::<CellKind>("cell", code[0])?, input, hidden)
+        .activation(pick("activation", code[1])?)
+        .direction(pick("direction", code[2])?)
+        .gru_variant(pick("gru variant", code[3])?)
+        .layout(pick("layout", code[4])?)
+        .peepholes(code[5] == 1)
         .proj_size(proj)
         .num_layers(layers)
         .cell_clip((clip != 0.0).then_some(clip))
