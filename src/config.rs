@@ -149,6 +149,19 @@ impl Coded for GruVariant {
     const ALL: &'static [Self] = &[GruVariant::ResetBeforeMatmul, GruVariant::LinearBeforeReset];
 }
 
+/// In storage order within a (layer, direction) block; the codes are the
+/// C ABI's `RNN_PARAM_*`.
+impl Coded for ParamKind {
+    const ALL: &'static [Self] = &[
+        ParamKind::W,
+        ParamKind::R,
+        ParamKind::Wb,
+        ParamKind::Rb,
+        ParamKind::Peephole,
+        ParamKind::Projection,
+    ];
+}
+
 impl Coded for Layout {
     const ALL: &'static [Self] = &[Layout::TimeMajor, Layout::BatchFirst];
 }
@@ -305,15 +318,7 @@ impl Config {
 
     /// Parameters of one (layer, direction) block.
     fn block_len(&self, layer: usize) -> usize {
-        const KINDS: [ParamKind; 6] = [
-            ParamKind::W,
-            ParamKind::R,
-            ParamKind::Wb,
-            ParamKind::Rb,
-            ParamKind::Peephole,
-            ParamKind::Projection,
-        ];
-        KINDS
+        ParamKind::ALL
             .iter()
             .filter_map(|&k| self.param_shape(layer, k))
             .map(|(r, c)| r * c)
@@ -395,14 +400,7 @@ impl Config {
             )));
         }
         let mut offset = self.block_range_unchecked(layer, dir).start;
-        for k in [
-            ParamKind::W,
-            ParamKind::R,
-            ParamKind::Wb,
-            ParamKind::Rb,
-            ParamKind::Peephole,
-            ParamKind::Projection,
-        ] {
+        for &k in ParamKind::ALL {
             if let Some((r, c)) = self.param_shape(layer, k) {
                 if k == kind {
                     return Ok(offset..offset + r * c);

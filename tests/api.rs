@@ -6,7 +6,9 @@ mod common;
 
 use common::{assert_close, cell_variants, random_batch, widen};
 use rnn::rng::SplitMix64;
-use rnn::{CellKind, Config, Direction, Error, GruVariant, Input, Model, OutputGrads, ParamKind};
+use rnn::{
+    CellKind, Coded, Config, Direction, Error, GruVariant, Input, Model, OutputGrads, ParamKind,
+};
 
 fn lstm(input: usize, hidden: usize) -> rnn::ConfigBuilder {
     Config::builder(CellKind::Lstm, input, hidden)
@@ -44,14 +46,7 @@ fn param_ranges_tile_the_parameter_vector() {
         for layer in 0..2 {
             for dir in 0..2 {
                 let block = config.block_range(layer, dir).unwrap();
-                for kind in [
-                    ParamKind::W,
-                    ParamKind::R,
-                    ParamKind::Wb,
-                    ParamKind::Rb,
-                    ParamKind::Peephole,
-                    ParamKind::Projection,
-                ] {
+                for &kind in ParamKind::ALL {
                     if let Ok(r) = config.param_range(layer, dir, kind) {
                         let (rows, cols) = config.param_shape(layer, kind).unwrap();
                         assert_eq!(r.len(), rows * cols, "{name} {kind:?}");
@@ -466,7 +461,7 @@ fn huge_configs_are_checked_without_overflow_or_loops() {
 #[test]
 fn enum_codes_match_the_c_constants() {
     use rnn::ffi::*;
-    use rnn::{Activation, Coded, GruVariant, Layout};
+    use rnn::{Activation, GruVariant, Layout};
     assert_eq!(
         [
             CellKind::Rnn.code(),
@@ -504,4 +499,15 @@ fn enum_codes_match_the_c_constants() {
         [RNN_LAYOUT_TIME_MAJOR, RNN_LAYOUT_BATCH_FIRST]
     );
     assert_eq!(CellKind::from_code(3), None);
+    assert_eq!(
+        ParamKind::ALL.iter().map(|k| k.code()).collect::<Vec<_>>(),
+        [
+            RNN_PARAM_W,
+            RNN_PARAM_R,
+            RNN_PARAM_WB,
+            RNN_PARAM_RB,
+            RNN_PARAM_PEEPHOLE,
+            RNN_PARAM_PROJECTION
+        ]
+    );
 }

@@ -16,7 +16,7 @@ use common::{assert_close, cell_variants, random_batch, Batch, DIRECTIONS};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, RngSeed};
 use rnn::rng::SplitMix64;
-use rnn::{Config, Direction, Input, Layout, Model, Output, ParamKind};
+use rnn::{Coded, Config, Direction, Input, Layout, Model, Output, ParamKind};
 
 /// Differences come only from rounding to f32 at different points.
 const TOL: f64 = 2e-5;
@@ -120,14 +120,7 @@ fn run(
 
 /// Copies one (layer, dir) block of `from` into (layer 0, dir 0) of `to`.
 fn copy_block(from: &Model, layer: usize, dir: usize, to: &mut Model) {
-    for kind in [
-        ParamKind::W,
-        ParamKind::R,
-        ParamKind::Wb,
-        ParamKind::Rb,
-        ParamKind::Peephole,
-        ParamKind::Projection,
-    ] {
+    for &kind in ParamKind::ALL {
         if let Ok(src) = from.param(layer, dir, kind) {
             to.param_mut(0, 0, kind).unwrap().copy_from_slice(src);
         }

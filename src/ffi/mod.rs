@@ -446,15 +446,7 @@ pub unsafe extern "C" fn rnn_model_param_range(
                 "len"
             }));
         }
-        let kinds = [
-            ParamKind::W,
-            ParamKind::R,
-            ParamKind::Wb,
-            ParamKind::Rb,
-            ParamKind::Peephole,
-            ParamKind::Projection,
-        ];
-        let kind = *kinds.get(kind as usize).ok_or_else(|| {
+        let kind = ParamKind::from_code(kind).ok_or_else(|| {
             Failure::invalid(format!("kind {kind} is not one of the RNN_PARAM_* values"))
         })?;
         let range = model.config().param_range(layer, dir, kind)?;
