@@ -44,30 +44,32 @@ impl<'a> Mat<'a> {
     }
 }
 
-/// `c = a × b + beta · c` where `c` is row-major with row stride `c_stride`.
-pub(crate) fn gemm(a: Mat, b: Mat, beta: f32, c: &mut [f32], c_stride: usize) {
+/// Checks that `a × b` fits `c` (row stride `c_stride`); returns whether there
+/// is any work, i.e. every dimension is non-zero.
+fn check_product(a: &Mat, b: &Mat, c_len: usize, c_stride: usize) -> bool {
     assert_eq!(a.cols, b.rows, "inner dimensions");
     a.check();
     b.check();
     let (m, k, n) = (a.rows, a.cols, b.cols);
     if m == 0 || n == 0 {
-        return;
+        return false;
     }
-    assert!(
-        (m - 1) * c_stride + n <= c.len(),
-        "output exceeds its buffer"
-    );
-    if k == 0 {
-        c.iter_mut().for_each(|v| *v *= beta);
-        return;
-    }
-    // SAFETY: the asserts above keep every index of a, b and c in bounds, and
-    // `c` is borrowed mutably, so nothing else aliases it.
+    assert!((m - 1) * c_stride + n <= c_len, "output exceeds its buffer");
+    k > 0
+}
+
+/// `c = a × b + beta · c` through matrixmultiply.
+///
+/// # Safety
+/// `check_product` accepted the views for a buffer `c` points into, and
+/// nothing else accesses the part of it this product writes.
+unsafe fn sgemm_raw(a: Mat, b: Mat, beta: f32, c: *mut f32, c_stride: usize) {
+    // SAFETY: forwarded to the caller; the views are bounds-checked.
     unsafe {
         matrixmultiply::sgemm(
-            m,
-            k,
-            n,
+            a.rows,
+            a.cols,
+            b.cols,
             1.0,
             a.data.as_ptr(),
             a.row_stride as isize,
@@ -76,10 +78,28 @@ pub(crate) fn gemm(a: Mat, b: Mat, beta: f32, c: &mut [f32], c_stride: usize) {
             b.row_stride as isize,
             b.col_stride as isize,
             beta,
-            c.as_mut_ptr(),
+            c,
             c_stride as isize,
             1,
         );
+    }
+}
+
+/// `c = a × b + beta · c` where `c` is row-major with row stride `c_stride`.
+pub(crate) fn gemm(a: Mat, b: Mat, beta: f32, c: &mut [f32], c_stride: usize) {
+    if a.rows > 0 && b.cols > 0 && a.cols == 0 {
+        // No inner dimension: the product is zero.
+        check_product(&a, &b, c.len(), c_stride);
+        for row in 0..a.rows {
+            c[row * c_stride..row * c_stride + b.cols]
+                .iter_mut()
+                .for_each(|v| *v *= beta);
+        }
+        return;
+    }
+    if check_product(&a, &b, c.len(), c_stride) {
+        // SAFETY: checked above; `c` is borrowed mutably, so nothing else aliases it.
+        unsafe { sgemm_raw(a, b, beta, c.as_mut_ptr(), c_stride) };
     }
 }
 
@@ -94,63 +114,33 @@ pub(crate) fn par_gemm(a: Mat, b: Mat, beta: f32, c: &mut [f32], c_stride: usize
     let split_rows = m * k >= k * n;
     let along = if split_rows { m } else { n };
     let parts = threads.min(along / MIN_PART);
-    if parts < 2 || m == 0 || n == 0 {
+    if parts < 2 || k == 0 || !check_product(&a, &b, c.len(), c_stride) {
         return gemm(a, b, beta, c, c_stride);
     }
-    a.check();
-    b.check();
-    assert_eq!(a.cols, b.rows, "inner dimensions");
-    assert!(
-        (m - 1) * c_stride + n <= c.len(),
-        "output exceeds its buffer"
-    );
     let per = along.div_ceil(parts);
     let c_ptr = SendPtr(c.as_mut_ptr());
     (0..parts).into_par_iter().for_each(|part| {
         let first = part * per;
         let len = per.min(along - first);
         let (a_part, b_part, c_offset) = if split_rows {
-            (
-                Mat {
-                    rows: len,
-                    data: &a.data[first * a.row_stride..],
-                    ..a
-                },
-                b,
-                first * c_stride,
-            )
+            let rows = Mat {
+                rows: len,
+                data: &a.data[first * a.row_stride..],
+                ..a
+            };
+            (rows, b, first * c_stride)
         } else {
-            (
-                a,
-                Mat {
-                    cols: len,
-                    data: &b.data[first * b.col_stride..],
-                    ..b
-                },
-                first,
-            )
+            let cols = Mat {
+                cols: len,
+                data: &b.data[first * b.col_stride..],
+                ..b
+            };
+            (a, cols, first)
         };
-        let (pm, pn) = (a_part.rows, b_part.cols);
-        // SAFETY: the views were bounds-checked above; parts write disjoint
-        // rows (or columns) of `c`, which is borrowed mutably for the call.
-        unsafe {
-            matrixmultiply::sgemm(
-                pm,
-                k,
-                pn,
-                1.0,
-                a_part.data.as_ptr(),
-                a_part.row_stride as isize,
-                a_part.col_stride as isize,
-                b_part.data.as_ptr(),
-                b_part.row_stride as isize,
-                b_part.col_stride as isize,
-                beta,
-                c_ptr.at(c_offset),
-                c_stride as isize,
-                1,
-            );
-        }
+        // SAFETY: the whole product was checked above and each part is a
+        // sub-view of it; parts write disjoint rows (or columns) of `c`,
+        // which is borrowed mutably for the call.
+        unsafe { sgemm_raw(a_part, b_part, beta, c_ptr.at(c_offset), c_stride) };
     });
 }
 
