@@ -5,7 +5,7 @@ use rayon::prelude::*;
 use super::forward::{DirTrace, Trace};
 use super::pack::PackedBlock;
 use super::workspace::zeroed;
-use super::{batch_blocks, Packed, SharedMut};
+use super::{batch_blocks, row, row_mut, Packed, SharedMut};
 use crate::config::{CellKind, Config, Direction, GruVariant, ParamKind};
 use crate::error::Result;
 use crate::gemm::{add_column_sums, par_gemm, Mat};
@@ -352,51 +352,32 @@ impl DirBack<'_> {
                     (table.panel_matmul)(st, hp, &pb.proj_back_panels, &mat_rows);
                 }
                 back_rows.clear();
+                let tr = self.trace;
                 for (a, &(r, row_t)) in active.iter().enumerate() {
-                    let tr = self.trace;
-                    let at = |v: &Vec<f32>, width: usize| {
-                        if v.is_empty() {
-                            std::ptr::null()
-                        } else {
-                            v.as_ptr().add(row_t * width)
-                        }
-                    };
                     back_rows.push(BackRow {
-                        gates: at(&tr.gates, gh),
-                        h_prev: at(&tr.h_prev, ks),
-                        c_prev: at(&tr.c_prev, hp),
-                        aux: if cell == CellKind::Lstm {
-                            at(&tr.c_raw, hp)
-                        } else {
-                            at(&tr.aux, hp)
-                        },
+                        gates: row(&tr.gates, gh, row_t),
+                        h_prev: row(&tr.h_prev, ks, row_t),
+                        c_prev: row(&tr.c_prev, hp, row_t),
+                        aux: row(
+                            if cell == CellKind::Lstm {
+                                &tr.c_raw
+                            } else {
+                                &tr.aux
+                            },
+                            hp,
+                            row_t,
+                        ),
                         dh: if proj {
-                            dm.as_ptr().add(a * hp)
+                            row(&dm, hp, a)
                         } else {
-                            dh_tot.as_ptr().add(a * ks)
+                            row(&dh_tot, ks, a)
                         },
-                        dc: if dc.is_empty() {
-                            std::ptr::null_mut()
-                        } else {
-                            dc.as_mut_ptr().add(r * hp)
-                        },
-                        dg: dg.as_mut_ptr().add(a * gh),
-                        d_rn: if d_rn.is_empty() {
-                            std::ptr::null_mut()
-                        } else {
-                            d_rn.as_mut_ptr().add(a * hp)
-                        },
-                        dh_prev: dh_prev.as_mut_ptr().add(a * ks),
-                        dr: if dr.is_empty() {
-                            std::ptr::null_mut()
-                        } else {
-                            dr.as_mut_ptr().add(a * hp)
-                        },
-                        dv: if dv.is_empty() {
-                            std::ptr::null()
-                        } else {
-                            dv.as_ptr().add(a * hp)
-                        },
+                        dc: row_mut(&mut dc, hp, r),
+                        dg: row_mut(&mut dg, gh, a),
+                        d_rn: row_mut(&mut d_rn, hp, a),
+                        dh_prev: row_mut(&mut dh_prev, ks, a),
+                        dr: row_mut(&mut dr, hp, a),
+                        dv: row(&dv, hp, a),
                     });
                 }
                 let dg_rows = |a: usize| MatRow {

@@ -85,3 +85,32 @@ pub(crate) fn batch_blocks(batch: usize) -> Vec<(usize, usize)> {
         .map(|b0| (b0, per.min(batch - b0)))
         .collect()
 }
+
+/// Pointer to row `index` of a buffer of `width`-wide rows, or NULL for an
+/// empty buffer (one the cell or mode does not use). Bounds-checked, and
+/// `Vec::as_ptr` keeps earlier row pointers into the same buffer valid.
+// `&Vec`, not `&[f32]`: a slice reference would be a borrow of the contents
+// that a later write through another row pointer invalidates.
+#[allow(clippy::ptr_arg)]
+pub(crate) fn row(buf: &Vec<f32>, width: usize, index: usize) -> *const f32 {
+    if buf.is_empty() {
+        return std::ptr::null();
+    }
+    assert!(
+        (index + 1) * width <= buf.len(),
+        "row {index} is outside its buffer"
+    );
+    buf.as_ptr().wrapping_add(index * width)
+}
+
+/// [`row`] for a buffer the kernel writes.
+pub(crate) fn row_mut(buf: &mut Vec<f32>, width: usize, index: usize) -> *mut f32 {
+    if buf.is_empty() {
+        return std::ptr::null_mut();
+    }
+    assert!(
+        (index + 1) * width <= buf.len(),
+        "row {index} is outside its buffer"
+    );
+    buf.as_mut_ptr().wrapping_add(index * width)
+}
