@@ -8,19 +8,12 @@
 
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
+
+#[path = "../common/values.rs"]
+mod values;
 use rnn::ffi::*;
 use std::ptr;
-
-fn value(u: &mut Unstructured) -> Result<f32> {
-    Ok(match u.int_in_range(0..=9u8)? {
-        0 => f32::NAN,
-        1 => f32::INFINITY,
-        2 => f32::NEG_INFINITY,
-        3 => f32::MAX,
-        4 => f32::MIN_POSITIVE / 4.0,
-        _ => u.int_in_range(-2000..=2000i32)? as f32 / 500.0,
-    })
-}
+use values::value;
 
 /// A size that is usually small and valid, sometimes 0 or absurd.
 fn size(u: &mut Unstructured, max: usize) -> Result<usize> {

@@ -5,21 +5,13 @@
 
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
+
+#[path = "../common/values.rs"]
+mod values;
 use rnn::{
     Activation, CellKind, Config, Direction, GruVariant, Input, Layout, Model, OutputGrads, Shapes,
 };
-
-/// A float that is often special.
-fn value(u: &mut Unstructured) -> Result<f32> {
-    Ok(match u.int_in_range(0..=9u8)? {
-        0 => f32::NAN,
-        1 => f32::INFINITY,
-        2 => f32::NEG_INFINITY,
-        3 => f32::MAX,
-        4 => f32::MIN_POSITIVE / 4.0, // denormal
-        _ => u.int_in_range(-2000..=2000i32)? as f32 / 500.0,
-    })
-}
+use values::value;
 
 /// A buffer of `len` elements, or occasionally of a wrong length.
 fn buffer(u: &mut Unstructured, len: usize) -> Result<Vec<f32>> {
