@@ -155,20 +155,12 @@ fn unsupported_and_unknown_isas_are_errors() {
 }
 
 /// The FMA-peak probe behind `cargo bench --bench peak` runs on every ISA
-/// and reports a positive, finite rate (the wider ISAs above the scalar one).
+/// and reports a positive, finite rate. (No comparison between ISAs: rates
+/// are timings, which tests do not assert, and under qemu NEON is no faster.)
 #[test]
 fn fma_peak_probe_runs_on_every_isa() {
-    let mut rates = Vec::new();
     for isa in Isa::supported() {
         let gflops = rnn::kernels::dispatch::measure_fma_peak(isa, 0.02).unwrap();
         assert!(gflops.is_finite() && gflops > 0.0, "{isa:?}: {gflops}");
-        rates.push((isa, gflops));
-    }
-    let scalar = rates[0].1;
-    for &(isa, rate) in &rates[1..] {
-        assert!(
-            rate > scalar,
-            "{isa:?} ({rate:.1} GFLOP/s) should beat scalar ({scalar:.1})"
-        );
     }
 }
