@@ -178,6 +178,8 @@ pub struct Config {
     direction: Direction,
     gru_variant: GruVariant,
     cell_clip: Option<f32>,
+    gate_clip: Option<f32>,
+    input_forget: bool,
     peepholes: bool,
     layout: Layout,
 }
@@ -192,7 +194,8 @@ pub struct ConfigBuilder {
 impl Config {
     /// Starts a configuration for `cell` with the given input and hidden sizes;
     /// the rest defaults to one forward layer, tanh, no projection, no
-    /// peepholes, no clip, time-major, ONNX GRU variant.
+    /// peepholes, no clips, no input-forget coupling, time-major, ONNX GRU
+    /// variant.
     pub fn builder(cell: CellKind, input_size: usize, hidden_size: usize) -> ConfigBuilder {
         ConfigBuilder {
             config: Config {
@@ -205,6 +208,8 @@ impl Config {
                 direction: Direction::Forward,
                 gru_variant: GruVariant::ResetBeforeMatmul,
                 cell_clip: None,
+                gate_clip: None,
+                input_forget: false,
                 peepholes: false,
                 layout: Layout::TimeMajor,
             },
@@ -239,6 +244,15 @@ impl Config {
     }
     pub fn cell_clip(&self) -> Option<f32> {
         self.cell_clip
+    }
+    /// ONNX `clip`: the bound on every gate pre-activation (see
+    /// [`ConfigBuilder::gate_clip`]).
+    pub fn gate_clip(&self) -> Option<f32> {
+        self.gate_clip
+    }
+    /// ONNX `input_forget`: LSTM forget gate `f = 1 - i`.
+    pub fn input_forget(&self) -> bool {
+        self.input_forget
     }
     pub fn peepholes(&self) -> bool {
         self.peepholes
@@ -440,6 +454,23 @@ impl ConfigBuilder {
         self.config.cell_clip = clip;
         self
     }
+    /// Gate clip, ONNX's `clip` attribute, for every cell: the input of each
+    /// activation (every gate pre-activation, peephole terms included, and the
+    /// RNN's `W x + R h + b`) is clamped to `[-clip, clip]` before the
+    /// sigmoid, tanh or relu. Unlike [`ConfigBuilder::cell_clip`], it leaves
+    /// the LSTM cell state alone. A clamped value passes no gradient.
+    pub fn gate_clip(mut self, clip: Option<f32>) -> Self {
+        self.config.gate_clip = clip;
+        self
+    }
+    /// LSTM input-forget coupling, ONNX's `input_forget`: the forget gate is
+    /// `f = 1 - i` instead of its own sigmoid. The forget gate's rows of W, R
+    /// and the biases, and its peephole `p_f`, stay in the parameter vector
+    /// (so layouts do not change) but are unused and get zero gradients.
+    pub fn input_forget(mut self, on: bool) -> Self {
+        self.config.input_forget = on;
+        self
+    }
     /// LSTM peephole connections (p_i, p_f on c_{t-1}, p_o on c_t).
     pub fn peepholes(mut self, on: bool) -> Self {
         self.config.peepholes = on;
@@ -477,6 +508,17 @@ impl ConfigBuilder {
             if !(clip.is_finite() && clip > 0.0) {
                 return bad(format!("cell_clip must be finite and positive, got {clip}"));
             }
+        }
+        if let Some(clip) = c.gate_clip {
+            if !(clip.is_finite() && clip > 0.0) {
+                return bad(format!("gate_clip must be finite and positive, got {clip}"));
+            }
+        }
+        if c.input_forget && lstm_only {
+            return bad(format!(
+                "input_forget applies only to LSTM, not {:?}",
+                c.cell
+            ));
         }
         if c.activation != Activation::Tanh && c.cell != CellKind::Rnn {
             return bad(format!(

@@ -94,6 +94,38 @@ fn invalid_configs_are_rejected() {
             "infinite clip",
             lstm(3, 4).cell_clip(Some(f32::INFINITY)).build(),
         ),
+        (
+            "negative gate clip",
+            lstm(3, 4).gate_clip(Some(-1.0)).build(),
+        ),
+        (
+            "zero gate clip",
+            Config::builder(CellKind::Gru, 3, 4)
+                .gate_clip(Some(0.0))
+                .build(),
+        ),
+        (
+            "NaN gate clip",
+            Config::builder(CellKind::Rnn, 3, 4)
+                .gate_clip(Some(f32::NAN))
+                .build(),
+        ),
+        (
+            "infinite gate clip",
+            lstm(3, 4).gate_clip(Some(f32::INFINITY)).build(),
+        ),
+        (
+            "input_forget on GRU",
+            Config::builder(CellKind::Gru, 3, 4)
+                .input_forget(true)
+                .build(),
+        ),
+        (
+            "input_forget on RNN",
+            Config::builder(CellKind::Rnn, 3, 4)
+                .input_forget(true)
+                .build(),
+        ),
         ("relu LSTM", lstm(3, 4).activation(Relu).build()),
         (
             "GRU variant on LSTM",
@@ -510,4 +542,64 @@ fn enum_codes_match_the_c_constants() {
             RNN_PARAM_PROJECTION
         ]
     );
+}
+
+/// With input_forget, f = 1 − i: the forget gate's rows of W, R and the biases
+/// and its peephole are unused, so they get exactly zero gradient, and
+/// changing them changes nothing.
+#[test]
+fn input_forget_leaves_the_forget_gate_parameters_unused() {
+    let config = lstm(3, 4)
+        .peepholes(true)
+        .input_forget(true)
+        .num_layers(2)
+        .build()
+        .unwrap();
+    let mut model = Model::random(config.clone(), 11);
+    let x: Vec<f32> = (0..5 * 2 * 3).map(|k| (k as f32 * 0.37).sin()).collect();
+    let input = Input::new(&x, 5, 2);
+    let (out, trace) = model.forward_training(&input).unwrap();
+    let dy = vec![1.0; out.y.len()];
+    let grads = model.backward(&trace, &OutputGrads::new(&dy)).unwrap();
+    let hidden = config.hidden_size();
+    // Rows of the forget gate (gate 1 of i, f, g, o) inside each tensor.
+    let forget_rows = |kind: ParamKind, layer: usize| {
+        let range = config.param_range(layer, 0, kind).unwrap();
+        let (rows, cols) = config.param_shape(layer, kind).unwrap();
+        let per_gate = if kind == ParamKind::Peephole {
+            hidden
+        } else {
+            rows / 4
+        };
+        let start = range.start + per_gate * cols;
+        start..start + per_gate * cols
+    };
+    let mut unused = Vec::new();
+    for layer in 0..2 {
+        for kind in [
+            ParamKind::W,
+            ParamKind::R,
+            ParamKind::Wb,
+            ParamKind::Rb,
+            ParamKind::Peephole,
+        ] {
+            let rows = forget_rows(kind, layer);
+            assert!(
+                grads.dparams[rows.clone()].iter().all(|&g| g == 0.0),
+                "{kind:?} of layer {layer}: forget-gate gradient is not zero"
+            );
+            unused.push(rows);
+        }
+    }
+    assert!(
+        grads.dparams.iter().any(|&g| g != 0.0),
+        "other gradients flow"
+    );
+    for rows in unused {
+        for p in &mut model.params_mut()[rows] {
+            *p += 0.5;
+        }
+    }
+    let again = model.forward_inference(&input).unwrap();
+    assert_eq!(again.y, out.y, "the forget-gate parameters do not matter");
 }

@@ -9,7 +9,9 @@
 
 mod common;
 
-use common::{cell_variants, random_batch, widen, DIRECTIONS, LAYOUTS};
+use common::{
+    cell_variants, num_variants, random_batch, variant_index, widen, DIRECTIONS, LAYOUTS,
+};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, RngSeed};
 use rnn::rng::SplitMix64;
@@ -50,7 +52,7 @@ struct Case {
 
 fn cases() -> impl Strategy<Value = Case> {
     (
-        (0..9usize, 0..4usize, 0..2usize, 1..=2usize),
+        (0..num_variants(), 0..4usize, 0..2usize, 1..=2usize),
         (1..=9usize, 1..=40usize, 1..=20usize),
         (1..=7usize, 1..=12usize, any::<u64>()),
     )
@@ -178,7 +180,7 @@ fn corner_shapes_match_the_reference() {
         (17, 4, 3),
         (33, 9, 2),
     ] {
-        for variant in 0..9 {
+        for variant in 0..num_variants() {
             for direction in 0..4 {
                 let case = Case {
                     variant,
@@ -217,10 +219,18 @@ fn steps_split_across_threads_match_the_reference() {
         .build()
         .unwrap();
     pool.install(|| {
-        for (variant, hidden) in [(2, 384), (3, 384), (7, 512), (8, 512), (0, 768)] {
+        for (name, hidden) in [
+            ("lstm", 384),
+            ("lstm_peephole", 384),
+            ("lstm_onnx_all", 384),
+            ("gru_reset_before", 512),
+            ("gru_linear_before_reset_gate_clip", 512),
+            ("rnn_tanh", 768),
+            ("rnn_gate_clip", 768),
+        ] {
             for batch in [1, 2] {
                 let case = Case {
-                    variant,
+                    variant: variant_index(name),
                     direction: 2,
                     layout: 0,
                     layers: 1,

@@ -124,6 +124,19 @@ fn gradcheck(cell: &str, builder: rnn::ConfigBuilder, seed: u64) {
                 "{name}: the clip is active somewhere"
             );
         }
+        if p.config.gate_clip().is_some() {
+            let unclipped = builder
+                .clone()
+                .gate_clip(None)
+                .num_layers(2)
+                .direction(direction)
+                .layout(layout)
+                .build()
+                .unwrap();
+            let free = forward(&unclipped, &p.params, &p.input()).unwrap();
+            let change = common::max_abs_diff(&free.y, &out.y);
+            assert!(change > 1e-2, "{name}: the gate clip changes y ({change})");
+        }
         check_buffer(&format!("{name} dparams"), &mut p, &g.dparams, |p| {
             &mut p.params
         });
@@ -165,13 +178,20 @@ gradcheck_tests! {
     lstm_all_options => "lstm_all",
     gru_reset_before_matmul => "gru_reset_before",
     gru_linear_before_reset => "gru_linear_before_reset",
+    rnn_gate_clip => "rnn_gate_clip",
+    rnn_relu_gate_clip => "rnn_relu_gate_clip",
+    lstm_gate_clip => "lstm_gate_clip",
+    lstm_input_forget => "lstm_input_forget",
+    lstm_onnx_all => "lstm_onnx_all",
+    gru_gate_clip => "gru_gate_clip",
+    gru_linear_before_reset_gate_clip => "gru_linear_before_reset_gate_clip",
 }
 
 #[test]
 fn every_cell_variant_has_a_gradcheck() {
     assert_eq!(
         cell_variants(1, 1).len(),
-        9,
+        16,
         "add a gradcheck test for the new variant"
     );
 }

@@ -198,3 +198,71 @@ fn gru_linear_before_reset_one_step() {
         None,
     );
 }
+
+#[test]
+fn rnn_gate_clip_one_step() {
+    use ParamKind::*;
+    let tensors: [(ParamKind, &[f32]); 4] = [(W, &[0.5]), (R, &[-0.3]), (Wb, &[0.1]), (Rb, &[0.2])];
+    // a = 1.15 as in rnn_tanh_one_step, clamped to 0.5: h = tanh(0.5).
+    let tanh = Config::builder(CellKind::Rnn, 1, 1).gate_clip(Some(0.5));
+    check_one_step(
+        tanh.build().unwrap(),
+        &tensors,
+        2.0,
+        0.5,
+        None,
+        0.46211715726000974,
+        None,
+    );
+    // relu(clamp(1.15, ±1)) = 1.
+    let relu = Config::builder(CellKind::Rnn, 1, 1)
+        .activation(Activation::Relu)
+        .gate_clip(Some(1.0));
+    check_one_step(relu.build().unwrap(), &tensors, 2.0, 0.5, None, 1.0, None);
+}
+
+#[test]
+fn lstm_gate_clip_and_input_forget_one_step() {
+    // Pre-activations as in lstm_one_step (0.19, 0.34, 0.65, 0.84), gate clip 0.3:
+    // i = σ(0.19), f = 1 − i (input_forget: the f row is unused),
+    // g = tanh(0.3), o = σ(0.3); c = f·c0 + i·g = 0.02365946..., h = o·tanh(c).
+    use ParamKind::*;
+    let config = Config::builder(CellKind::Lstm, 1, 1)
+        .gate_clip(Some(0.3))
+        .input_forget(true)
+        .build()
+        .unwrap();
+    check_one_step(
+        config,
+        &[(W, &LSTM_W), (R, &LSTM_R), (Wb, &LSTM_WB), (Rb, &LSTM_RB)],
+        1.5,
+        0.2,
+        Some(-0.3),
+        0.01358846616833125,
+        Some(0.02365946312947051),
+    );
+}
+
+#[test]
+fn gru_gate_clip_one_step() {
+    // Gate clip 0.3 on the GRU steps above: r = σ(0.3) (0.38 clamped),
+    // z = σ(0.25) (passes), and the n pre-activation (0.762 before reset,
+    // 0.677 linear before reset) clamped to 0.3: h = (1 − z)·tanh(0.3) + z·0.4.
+    use ParamKind::*;
+    for variant in [GruVariant::ResetBeforeMatmul, GruVariant::LinearBeforeReset] {
+        let config = Config::builder(CellKind::Gru, 1, 1)
+            .gru_variant(variant)
+            .gate_clip(Some(0.3))
+            .build()
+            .unwrap();
+        check_one_step(
+            config,
+            &[(W, &GRU_W), (R, &GRU_R), (Wb, &GRU_WB), (Rb, &GRU_RB)],
+            1.0,
+            0.4,
+            None,
+            0.3524141076739742,
+            None,
+        );
+    }
+}

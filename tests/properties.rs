@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{assert_close, cell_variants, random_batch, Batch, DIRECTIONS};
+use common::{assert_close, cell_variants, num_variants, random_batch, Batch, DIRECTIONS};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, RngSeed};
 use rnn::rng::SplitMix64;
@@ -73,7 +73,7 @@ impl Case {
 
 fn cases() -> impl Strategy<Value = Case> {
     (
-        0..9usize,
+        0..num_variants(),
         0..4usize,
         1..=3usize,
         1..=5usize,

@@ -277,6 +277,7 @@ impl DirBack<'_> {
                 peephole_grad.as_mut_ptr()
             },
             clip: cfg.cell_clip(),
+            input_forget: cfg.input_forget(),
             relu: cfg.activation() == crate::config::Activation::Relu,
             linear_before_reset: cfg.gru_variant() == GruVariant::LinearBeforeReset,
         };
@@ -378,6 +379,7 @@ impl DirBack<'_> {
                         dh_prev: row_mut(&mut dh_prev, ks, a),
                         dr: row_mut(&mut dr, hp, a),
                         dv: row(&dv, hp, a),
+                        clip_mask: row(&tr.clip_mask, gh, row_t),
                     });
                 }
                 let dg_rows = |a: usize| MatRow {

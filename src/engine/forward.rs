@@ -29,6 +29,9 @@ pub(crate) struct DirTrace {
     pub m: Vec<f32>,
     /// GRU: `r ⊙ h` (reset before matmul) or `Rn h + Rbn` (linear before reset).
     pub aux: Vec<f32>,
+    /// With a gate clip: which pre-activations passed it `[TN, G·Hp]`
+    /// interleaved (see `StepRow::clip_mask`).
+    pub clip_mask: Vec<f32>,
 }
 
 /// What [`super::backward`] needs from a training forward pass.
@@ -60,6 +63,7 @@ impl DirTrace {
             c_raw: buf(lstm, pb.hp),
             m: buf(config.proj_size() > 0, pb.hp),
             aux: buf(gru, pb.hp),
+            clip_mask: buf(config.gate_clip().is_some(), pb.gates * pb.hp),
         }
     }
 }
@@ -166,7 +170,8 @@ struct DirRun<'a> {
     /// This direction's `[N, H_out]` / `[N, H]` state: initial in, final out.
     h_state: SharedMut,
     c_state: SharedMut,
-    trace: Option<[SharedMut; 6]>,
+    /// The [`DirTrace`] buffers, in field order (null where unused).
+    trace: Option<[SharedMut; 7]>,
 }
 
 pub(crate) fn forward(
@@ -242,6 +247,7 @@ pub(crate) fn forward(
                         &mut t.c_raw,
                         &mut t.m,
                         &mut t.aux,
+                        &mut t.clip_mask,
                     ]
                     .map(|v| {
                         if v.is_empty() {
@@ -321,6 +327,8 @@ impl DirRun<'_> {
             rb_n: &pb.rb_n,
             peephole: pb.peephole.as_deref(),
             clip: cfg.cell_clip(),
+            gate_clip: cfg.gate_clip(),
+            input_forget: cfg.input_forget(),
             relu: cfg.activation() == crate::config::Activation::Relu,
             linear_before_reset: lbr,
             panels: (0, hp / self.kernels.unit()),
@@ -401,6 +409,7 @@ impl DirRun<'_> {
                         gates,
                         c_prev: trace_row(2, hp),
                         aux,
+                        clip_mask: trace_row(6, gh),
                     });
                 }
             }

@@ -42,6 +42,9 @@ pub(crate) struct StepRow {
     /// LSTM training: c before clipping. GRU: reset-before-matmul `r ⊙ h`
     /// (always), linear-before-reset `Rn h + Rbn` (training).
     pub aux: *mut f32,
+    /// Training with a gate clip: per gate value, interleaved like `gates`,
+    /// 1 where the pre-activation passed the clip and 0 where it was clamped.
+    pub clip_mask: *mut f32,
 }
 
 /// What every row of a step shares.
@@ -59,7 +62,12 @@ pub(crate) struct StepParams<'a> {
     pub rb_n: &'a [f32],
     /// LSTM peepholes `[p_i, p_f, p_o]`, each `Hp`.
     pub peephole: Option<&'a [f32]>,
+    /// LSTM cell clip (on c).
     pub clip: Option<f32>,
+    /// Gate clip (on every activation's input).
+    pub gate_clip: Option<f32>,
+    /// LSTM: f = 1 − i.
+    pub input_forget: bool,
     pub relu: bool,
     pub linear_before_reset: bool,
     /// The panels (units `first·U .. end·U`) this call computes: all of
@@ -99,6 +107,8 @@ pub(crate) struct BackRow {
     pub dr: *mut f32,
     /// GRU phase B input: `d_rn × Rn` (gradient of the vector Rn multiplied).
     pub dv: *const f32,
+    /// Gate-clip derivatives ([`StepRow::clip_mask`]), or null without a gate clip.
+    pub clip_mask: *const f32,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -107,7 +117,10 @@ pub(crate) struct BackParams<'a> {
     pub peephole: Option<&'a [f32]>,
     /// LSTM peephole gradient accumulator `[3·Hp]`, or null.
     pub peephole_grad: *mut f32,
+    /// LSTM cell clip.
     pub clip: Option<f32>,
+    /// LSTM: f = 1 − i.
+    pub input_forget: bool,
     pub relu: bool,
     pub linear_before_reset: bool,
 }
@@ -314,6 +327,35 @@ unsafe fn peephole<S: Simd>(p: &StepParams, g: usize, j: usize, c: S::V, x: S::V
     }
 }
 
+/// The gate clip of pre-activations `x` (identity without one). With a
+/// mask row, also stores at `col` which lanes passed (1) or were clamped (0).
+#[inline(always)]
+unsafe fn clip_gate<S: Simd>(clip: Option<f32>, x: S::V, mask: *mut f32, col: usize) -> S::V {
+    match clip {
+        None => x,
+        Some(clip) => {
+            if !mask.is_null() {
+                let passed = S::select_lt(S::splat(clip), S::abs(x), S::zero(), S::splat(1.0));
+                // SAFETY: a non-null mask row holds G·Hp floats, like the gate row.
+                unsafe { S::store(mask.add(col), passed) };
+            }
+            S::clamp(x, S::splat(-clip), S::splat(clip))
+        }
+    }
+}
+
+/// Backward of the gate clip: `d` where the pre-activation passed, 0 where
+/// it was clamped (no mask: no gate clip).
+#[inline(always)]
+unsafe fn unclip_gate<S: Simd>(mask: *const f32, col: usize, d: S::V) -> S::V {
+    if mask.is_null() {
+        d
+    } else {
+        // SAFETY: a non-null mask row holds G·Hp floats, like the gate row.
+        unsafe { S::mul(d, S::load(mask.add(col))) }
+    }
+}
+
 struct LstmEpilogue<'a> {
     p: &'a StepParams<'a>,
 }
@@ -336,15 +378,35 @@ impl<S: Simd, const V: usize> Epilogue<S, StepRow, V> for LstmEpilogue<'_> {
                 let pre_g = S::add(acc[2 * wn + w], S::load(row.xw.add(col + 2 * u)));
                 let pre_o = S::add(acc[3 * wn + w], S::load(row.xw.add(col + 3 * u)));
                 let c_prev = S::load(row.c.add(j));
-                let i = sigmoid::<S>(peephole::<S>(p, 0, j, c_prev, pre_i));
-                let f = sigmoid::<S>(peephole::<S>(p, 1, j, c_prev, pre_f));
-                let g = tanh::<S>(pre_g);
+                let (gc, mask) = (p.gate_clip, row.clip_mask);
+                let i = sigmoid::<S>(clip_gate::<S>(
+                    gc,
+                    peephole::<S>(p, 0, j, c_prev, pre_i),
+                    mask,
+                    col,
+                ));
+                let f = if p.input_forget {
+                    S::sub(S::splat(1.0), i)
+                } else {
+                    sigmoid::<S>(clip_gate::<S>(
+                        gc,
+                        peephole::<S>(p, 1, j, c_prev, pre_f),
+                        mask,
+                        col + u,
+                    ))
+                };
+                let g = tanh::<S>(clip_gate::<S>(gc, pre_g, mask, col + 2 * u));
                 let c_raw = S::fma(f, c_prev, S::mul(i, g));
                 let c = match p.clip {
                     Some(clip) => S::clamp(c_raw, S::splat(-clip), S::splat(clip)),
                     None => c_raw,
                 };
-                let o = sigmoid::<S>(peephole::<S>(p, 2, j, c, pre_o));
+                let o = sigmoid::<S>(clip_gate::<S>(
+                    gc,
+                    peephole::<S>(p, 2, j, c, pre_o),
+                    mask,
+                    col + 3 * u,
+                ));
                 S::store(row.c.add(j), c);
                 S::store(row.h_next.add(j), S::mul(o, tanh::<S>(c)));
                 if !row.gates.is_null() {
@@ -413,8 +475,11 @@ impl<S: Simd, const V: usize> Epilogue<S, StepRow, V> for GruRzEpilogue<'_> {
             let j = panel * u + w * S::LANES;
             // SAFETY: the row pointers address whole padded rows (StepRow docs).
             unsafe {
-                let r = sigmoid::<S>(S::add(acc[w], S::load(row.xw.add(col))));
-                let z = sigmoid::<S>(S::add(acc[wn + w], S::load(row.xw.add(col + u))));
+                let (gc, mask) = (self.p.gate_clip, row.clip_mask);
+                let pre_r = S::add(acc[w], S::load(row.xw.add(col)));
+                let pre_z = S::add(acc[wn + w], S::load(row.xw.add(col + u)));
+                let r = sigmoid::<S>(clip_gate::<S>(gc, pre_r, mask, col));
+                let z = sigmoid::<S>(clip_gate::<S>(gc, pre_z, mask, col + u));
                 S::store(row.gates.add(col), r);
                 S::store(row.gates.add(col + u), z);
                 if !self.p.linear_before_reset {
@@ -449,15 +514,21 @@ impl<S: Simd, const V: usize> Epilogue<S, StepRow, V> for GruNEpilogue<'_> {
                 let xn = S::load(row.xw.add(col + 2 * u));
                 let r = S::load(row.gates.add(col));
                 let z = S::load(row.gates.add(col + u));
-                let n = if self.p.linear_before_reset {
+                let pre_n = if self.p.linear_before_reset {
                     let rn = S::add(acc[w], S::load(self.p.rb_n.as_ptr().add(j)));
                     if !row.aux.is_null() {
                         S::store(row.aux.add(j), rn);
                     }
-                    tanh::<S>(S::fma(r, rn, xn))
+                    S::fma(r, rn, xn)
                 } else {
-                    tanh::<S>(S::add(xn, acc[w]))
+                    S::add(xn, acc[w])
                 };
+                let n = tanh::<S>(clip_gate::<S>(
+                    self.p.gate_clip,
+                    pre_n,
+                    row.clip_mask,
+                    col + 2 * u,
+                ));
                 let h_prev = S::load(row.h_prev.add(j));
                 // (1 − z) n + z h = n + z (h − n)
                 S::store(row.gates.add(col + 2 * u), n);
@@ -520,7 +591,12 @@ impl<S: Simd, const V: usize> Epilogue<S, StepRow, V> for RnnEpilogue<'_> {
             let j = panel * unit::<S>() + w * S::LANES;
             // SAFETY: the row pointers address whole padded rows (StepRow docs).
             unsafe {
-                let a = S::add(acc[w], S::load(row.xw.add(j)));
+                let a = clip_gate::<S>(
+                    self.p.gate_clip,
+                    S::add(acc[w], S::load(row.xw.add(j))),
+                    row.clip_mask,
+                    j,
+                );
                 let h = if self.p.relu {
                     S::clamp(a, S::zero(), S::splat(f32::INFINITY))
                 } else {
@@ -631,7 +707,12 @@ pub(crate) unsafe fn lstm_backward<S: Simd>(p: &BackParams, rows: &[BackRow]) {
                     };
                     let dm = S::load(row.dh.add(j));
                     let tc = tanh::<S>(c);
-                    let do_pre = S::mul(S::mul(dm, tc), S::mul(o, S::sub(one, o)));
+                    let mask = row.clip_mask;
+                    let do_pre = unclip_gate::<S>(
+                        mask,
+                        col + 3 * u,
+                        S::mul(S::mul(dm, tc), S::mul(o, S::sub(one, o))),
+                    );
                     let mut dc = S::load(row.dc.add(j));
                     dc = S::fma(S::mul(dm, o), S::sub(one, S::mul(tc, tc)), dc);
                     dc = S::fma(do_pre, p_o, dc);
@@ -639,9 +720,21 @@ pub(crate) unsafe fn lstm_backward<S: Simd>(p: &BackParams, rows: &[BackRow]) {
                         // A clamped lane does not depend on c_raw.
                         dc = S::select_lt(S::splat(clip), S::abs(c_raw), S::zero(), dc);
                     }
-                    let di_pre = S::mul(S::mul(dc, g), S::mul(i, S::sub(one, i)));
-                    let df_pre = S::mul(S::mul(dc, c_prev), S::mul(f, S::sub(one, f)));
-                    let dg_pre = S::mul(S::mul(dc, i), S::sub(one, S::mul(g, g)));
+                    // Gradients of the gate values, then of their pre-activations.
+                    let (mut d_i, mut d_f) = (S::mul(dc, g), S::mul(dc, c_prev));
+                    if p.input_forget {
+                        // f = 1 − i
+                        (d_i, d_f) = (S::sub(d_i, d_f), S::zero());
+                    }
+                    let di_pre =
+                        unclip_gate::<S>(mask, col, S::mul(d_i, S::mul(i, S::sub(one, i))));
+                    let df_pre =
+                        unclip_gate::<S>(mask, col + u, S::mul(d_f, S::mul(f, S::sub(one, f))));
+                    let dg_pre = unclip_gate::<S>(
+                        mask,
+                        col + 2 * u,
+                        S::mul(S::mul(dc, i), S::sub(one, S::mul(g, g))),
+                    );
                     S::store(
                         row.dc.add(j),
                         S::fma(df_pre, p_f, S::fma(di_pre, p_i, S::mul(dc, f))),
@@ -682,8 +775,16 @@ pub(crate) unsafe fn gru_backward_a<S: Simd>(p: &BackParams, rows: &[BackRow]) {
                     let n = S::load(row.gates.add(col + 2 * u));
                     let h_prev = S::load(row.h_prev.add(j));
                     let dh = S::load(row.dh.add(j));
-                    let dn_pre = S::mul(S::mul(dh, S::sub(one, z)), S::sub(one, S::mul(n, n)));
-                    let dz_pre = S::mul(S::mul(dh, S::sub(h_prev, n)), S::mul(z, S::sub(one, z)));
+                    let dn_pre = unclip_gate::<S>(
+                        row.clip_mask,
+                        col + 2 * u,
+                        S::mul(S::mul(dh, S::sub(one, z)), S::sub(one, S::mul(n, n))),
+                    );
+                    let dz_pre = unclip_gate::<S>(
+                        row.clip_mask,
+                        col + u,
+                        S::mul(S::mul(dh, S::sub(h_prev, n)), S::mul(z, S::sub(one, z))),
+                    );
                     S::store(row.dh_prev.add(j), S::mul(dh, z));
                     S::store(row.dg.add(hp + j), dz_pre);
                     S::store(row.dg.add(2 * hp + j), dn_pre);
@@ -724,7 +825,8 @@ pub(crate) unsafe fn gru_backward_b<S: Simd>(p: &BackParams, rows: &[BackRow]) {
                         )
                     };
                     S::store(row.dh_prev.add(j), dh_prev);
-                    S::store(row.dg.add(j), S::mul(dr, S::mul(r, S::sub(one, r))));
+                    let dr_pre = S::mul(dr, S::mul(r, S::sub(one, r)));
+                    S::store(row.dg.add(j), unclip_gate::<S>(row.clip_mask, col, dr_pre));
                 }
             }
         }
@@ -745,7 +847,7 @@ pub(crate) unsafe fn rnn_backward<S: Simd>(p: &BackParams, rows: &[BackRow]) {
                 } else {
                     S::mul(dh, S::sub(S::splat(1.0), S::mul(h, h)))
                 };
-                S::store(row.dg.add(j), d);
+                S::store(row.dg.add(j), unclip_gate::<S>(row.clip_mask, j, d));
             }
         }
     }

@@ -1,15 +1,24 @@
-//! LSTM step, gates i, f, g, o:
+//! LSTM step, gates i, f, g, o (`gclip` is the optional gate clip, `cclip`
+//! the optional cell clip, both identity when not set):
 //! ```text
-//! i = σ(Wi x + Wbi + Ri h + Rbi + p_i ⊙ c_prev)
-//! f = σ(Wf x + Wbf + Rf h + Rbf + p_f ⊙ c_prev)
-//! g = tanh(Wg x + Wbg + Rg h + Rbg)
-//! c = clip(f ⊙ c_prev + i ⊙ g)
-//! o = σ(Wo x + Wbo + Ro h + Rbo + p_o ⊙ c)
+//! i = σ(gclip(Wi x + Wbi + Ri h + Rbi + p_i ⊙ c_prev))
+//! f = σ(gclip(Wf x + Wbf + Rf h + Rbf + p_f ⊙ c_prev))   or 1 − i (input_forget)
+//! g = tanh(gclip(Wg x + Wbg + Rg h + Rbg))
+//! c = cclip(f ⊙ c_prev + i ⊙ g)
+//! o = σ(gclip(Wo x + Wbo + Ro h + Rbo + p_o ⊙ c))
 //! h = P_r (o ⊙ tanh c)        (P_r = identity without projection)
 //! ```
 
 use super::block::Block;
-use super::math::{add, affine, affine_backward, sigmoid};
+use super::math::{add, affine, affine_backward, gate_clip, sigmoid};
+
+/// The LSTM options of a configuration, widened to f64.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Options {
+    pub cell_clip: Option<f64>,
+    pub gate_clip: Option<f64>,
+    pub input_forget: bool,
+}
 
 /// Every intermediate of one step, recomputed by the backward pass.
 struct Step {
@@ -22,33 +31,45 @@ struct Step {
     tanh_c: Vec<f64>,
     m: Vec<f64>,
     h: Vec<f64>,
+    /// Gate-clip derivatives (1 = passed, 0 = clamped) of i, f, g, o.
+    pass: [Vec<f64>; 4],
 }
 
 fn peephole(p: &Block<&[f64]>, gate: usize, j: usize, hidden: usize) -> f64 {
     p.peephole.map_or(0.0, |peep| peep[gate * hidden + j])
 }
 
-fn step(p: &Block<&[f64]>, clip: Option<f64>, x: &[f64], h_prev: &[f64], c_prev: &[f64]) -> Step {
+fn step(p: &Block<&[f64]>, opt: Options, x: &[f64], h_prev: &[f64], c_prev: &[f64]) -> Step {
     let hidden = c_prev.len();
     let pre = add(&affine(p.w, x, p.wb), &affine(p.r, h_prev, p.rb));
     let gate = |k: usize| &pre[k * hidden..(k + 1) * hidden];
-    let i: Vec<f64> = (0..hidden)
-        .map(|j| sigmoid(gate(0)[j] + peephole(p, 0, j, hidden) * c_prev[j]))
-        .collect();
-    let f: Vec<f64> = (0..hidden)
-        .map(|j| sigmoid(gate(1)[j] + peephole(p, 1, j, hidden) * c_prev[j]))
-        .collect();
-    let g: Vec<f64> = gate(2).iter().map(|v| v.tanh()).collect();
+    // Clipped pre-activations through `act`, with their clip derivatives.
+    let activate = |pre: Vec<f64>, act: fn(f64) -> f64| -> (Vec<f64>, Vec<f64>) {
+        pre.into_iter()
+            .map(|a| gate_clip(opt.gate_clip, a))
+            .map(|(a, pass)| (act(a), pass))
+            .unzip()
+    };
+    let peeped = |k: usize, peep: usize, c: &[f64]| -> Vec<f64> {
+        (0..hidden)
+            .map(|j| gate(k)[j] + peephole(p, peep, j, hidden) * c[j])
+            .collect()
+    };
+    let (i, pass_i) = activate(peeped(0, 0, c_prev), sigmoid);
+    let (f, pass_f) = if opt.input_forget {
+        (i.iter().map(|i| 1.0 - i).collect(), vec![0.0; hidden])
+    } else {
+        activate(peeped(1, 1, c_prev), sigmoid)
+    };
+    let (g, pass_g) = activate(gate(2).to_vec(), f64::tanh);
     let c_raw: Vec<f64> = (0..hidden)
         .map(|j| f[j] * c_prev[j] + i[j] * g[j])
         .collect();
-    let c: Vec<f64> = match clip {
+    let c: Vec<f64> = match opt.cell_clip {
         Some(clip) => c_raw.iter().map(|v| v.clamp(-clip, clip)).collect(),
         None => c_raw.clone(),
     };
-    let o: Vec<f64> = (0..hidden)
-        .map(|j| sigmoid(gate(3)[j] + peephole(p, 2, j, hidden) * c[j]))
-        .collect();
+    let (o, pass_o) = activate(peeped(3, 2, &c), sigmoid);
     let tanh_c: Vec<f64> = c.iter().map(|v| v.tanh()).collect();
     let m: Vec<f64> = (0..hidden).map(|j| o[j] * tanh_c[j]).collect();
     let h = match p.proj {
@@ -65,18 +86,19 @@ fn step(p: &Block<&[f64]>, clip: Option<f64>, x: &[f64], h_prev: &[f64], c_prev:
         tanh_c,
         m,
         h,
+        pass: [pass_i, pass_f, pass_g, pass_o],
     }
 }
 
 /// Returns `(h, c)`.
 pub(super) fn forward(
     p: &Block<&[f64]>,
-    clip: Option<f64>,
+    opt: Options,
     x: &[f64],
     h_prev: &[f64],
     c_prev: &[f64],
 ) -> (Vec<f64>, Vec<f64>) {
-    let s = step(p, clip, x, h_prev, c_prev);
+    let s = step(p, opt, x, h_prev, c_prev);
     (s.h, s.c)
 }
 
@@ -85,7 +107,7 @@ pub(super) fn forward(
 pub(super) fn backward(
     p: &Block<&[f64]>,
     g: &mut Block<&mut [f64]>,
-    clip: Option<f64>,
+    opt: Options,
     x: &[f64],
     h_prev: &[f64],
     c_prev: &[f64],
@@ -93,7 +115,7 @@ pub(super) fn backward(
     dc: &[f64],
 ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     let hidden = c_prev.len();
-    let s = step(p, clip, x, h_prev, c_prev);
+    let s = step(p, opt, x, h_prev, c_prev);
     let dm = match (p.proj, g.proj.as_deref_mut()) {
         (Some(proj), Some(grad_proj)) => {
             let mut dm = vec![0.0; hidden];
@@ -107,16 +129,24 @@ pub(super) fn backward(
     let mut dc_prev = vec![0.0; hidden];
     for j in 0..hidden {
         let (i, f, gg, o) = (s.i[j], s.f[j], s.g[j], s.o[j]);
-        let do_pre = dm[j] * s.tanh_c[j] * o * (1.0 - o);
+        let pass = |gate: usize| s.pass[gate][j];
+        let do_pre = dm[j] * s.tanh_c[j] * o * (1.0 - o) * pass(3);
         // dc: from the caller, through h = o ⊙ tanh(c), through the o peephole.
         let mut d_c = dc[j] + dm[j] * o * (1.0 - s.tanh_c[j].powi(2));
         d_c += do_pre * peephole(p, 2, j, hidden);
         // A clamped value does not depend on c_raw.
-        let clipped = clip.is_some_and(|clip| s.c_raw[j].abs() > clip);
+        let clipped = opt.cell_clip.is_some_and(|clip| s.c_raw[j].abs() > clip);
         let d_raw = if clipped { 0.0 } else { d_c };
-        let di_pre = d_raw * gg * i * (1.0 - i);
-        let df_pre = d_raw * c_prev[j] * f * (1.0 - f);
-        let dg_pre = d_raw * i * (1.0 - gg * gg);
+        // Gradients of the gate values, then of their pre-activations.
+        let (mut d_i, mut d_f) = (d_raw * gg, d_raw * c_prev[j]);
+        if opt.input_forget {
+            // f = 1 − i
+            d_i -= d_f;
+            d_f = 0.0;
+        }
+        let di_pre = d_i * i * (1.0 - i) * pass(0);
+        let df_pre = d_f * f * (1.0 - f) * pass(1);
+        let dg_pre = d_raw * i * (1.0 - gg * gg) * pass(2);
         dc_prev[j] =
             d_raw * f + di_pre * peephole(p, 0, j, hidden) + df_pre * peephole(p, 1, j, hidden);
         if let Some(grad_peep) = g.peephole.as_deref_mut() {

@@ -48,3 +48,13 @@ pub(super) fn affine_backward(
 pub(super) fn add(a: &[f64], b: &[f64]) -> Vec<f64> {
     a.iter().zip(b).map(|(x, y)| x + y).collect()
 }
+
+/// The gate clip (ONNX `clip`) of one pre-activation: the value clamped to
+/// `[-clip, clip]` and its derivative, 1 where it passes and 0 where it was
+/// clamped (a value exactly at the bound passes).
+pub(super) fn gate_clip(clip: Option<f64>, a: f64) -> (f64, f64) {
+    match clip {
+        Some(clip) if a.abs() > clip => (a.clamp(-clip, clip), 0.0),
+        _ => (a, 1.0),
+    }
+}

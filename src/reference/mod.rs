@@ -67,6 +67,18 @@ fn output_slot(config: &Config, dir: usize) -> usize {
     }
 }
 
+fn gate_clip(config: &Config) -> Option<f64> {
+    config.gate_clip().map(f64::from)
+}
+
+fn lstm_options(config: &Config) -> lstm::Options {
+    lstm::Options {
+        cell_clip: config.cell_clip().map(f64::from),
+        gate_clip: gate_clip(config),
+        input_forget: config.input_forget(),
+    }
+}
+
 /// One step of any cell: returns the new `(h, c)` (`c` empty without a cell state).
 fn cell_forward(
     config: &Config,
@@ -76,9 +88,15 @@ fn cell_forward(
     c: &[f64],
 ) -> (Vec<f64>, Vec<f64>) {
     match config.cell() {
-        CellKind::Rnn => (rnn::forward(p, config.activation(), x, h), Vec::new()),
-        CellKind::Lstm => lstm::forward(p, config.cell_clip().map(f64::from), x, h, c),
-        CellKind::Gru => (gru::forward(p, config.gru_variant(), x, h), Vec::new()),
+        CellKind::Rnn => (
+            rnn::forward(p, config.activation(), gate_clip(config), x, h),
+            Vec::new(),
+        ),
+        CellKind::Lstm => lstm::forward(p, lstm_options(config), x, h, c),
+        CellKind::Gru => (
+            gru::forward(p, config.gru_variant(), gate_clip(config), x, h),
+            Vec::new(),
+        ),
     }
 }
 
@@ -96,12 +114,12 @@ fn cell_backward(
 ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     match config.cell() {
         CellKind::Rnn => {
-            let (dx, dh) = rnn::backward(p, g, config.activation(), x, h, dh);
+            let (dx, dh) = rnn::backward(p, g, config.activation(), gate_clip(config), x, h, dh);
             (dx, dh, Vec::new())
         }
-        CellKind::Lstm => lstm::backward(p, g, config.cell_clip().map(f64::from), x, h, c, dh, dc),
+        CellKind::Lstm => lstm::backward(p, g, lstm_options(config), x, h, c, dh, dc),
         CellKind::Gru => {
-            let (dx, dh) = gru::backward(p, g, config.gru_variant(), x, h, dh);
+            let (dx, dh) = gru::backward(p, g, config.gru_variant(), gate_clip(config), x, h, dh);
             (dx, dh, Vec::new())
         }
     }

@@ -38,7 +38,60 @@ pub fn cell_variants(input: usize, hidden: usize) -> Vec<(&'static str, rnn::Con
             "gru_linear_before_reset",
             Config::builder(Gru, input, hidden).gru_variant(GruVariant::LinearBeforeReset),
         ),
+        // ONNX's clip and input_forget.
+        (
+            "rnn_gate_clip",
+            Config::builder(Rnn, input, hidden).gate_clip(Some(0.5)),
+        ),
+        (
+            "rnn_relu_gate_clip",
+            Config::builder(Rnn, input, hidden)
+                .activation(Activation::Relu)
+                .gate_clip(Some(0.25)),
+        ),
+        (
+            "lstm_gate_clip",
+            Config::builder(Lstm, input, hidden)
+                .peepholes(true)
+                .proj_size(2)
+                .gate_clip(Some(0.5)),
+        ),
+        (
+            "lstm_input_forget",
+            Config::builder(Lstm, input, hidden)
+                .peepholes(true)
+                .input_forget(true),
+        ),
+        (
+            "lstm_onnx_all",
+            Config::builder(Lstm, input, hidden)
+                .peepholes(true)
+                .input_forget(true)
+                .gate_clip(Some(0.5)),
+        ),
+        (
+            "gru_gate_clip",
+            Config::builder(Gru, input, hidden).gate_clip(Some(0.5)),
+        ),
+        (
+            "gru_linear_before_reset_gate_clip",
+            Config::builder(Gru, input, hidden)
+                .gru_variant(GruVariant::LinearBeforeReset)
+                .gate_clip(Some(0.5)),
+        ),
     ]
+}
+
+/// Index in [`cell_variants`] of the variant called `name`.
+pub fn variant_index(name: &str) -> usize {
+    cell_variants(1, 1)
+        .iter()
+        .position(|(n, _)| *n == name)
+        .unwrap_or_else(|| panic!("no cell variant {name}"))
+}
+
+pub fn num_variants() -> usize {
+    cell_variants(1, 1).len()
 }
 
 pub const DIRECTIONS: [Direction; 4] = [
