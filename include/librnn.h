@@ -34,7 +34,7 @@
 
 // Version of the C ABI described by this header. It changes whenever a
 // signature or struct layout changes incompatibly.
-#define RNN_ABI_VERSION 1
+#define RNN_ABI_VERSION 2
 
 // `rnn_config.cell`: Elman RNN (activation from `rnn_config.activation`).
 #define RNN_CELL_RNN 0
@@ -145,6 +145,13 @@ typedef struct rnn_config {
   uint32_t peepholes;
   // RNN_LAYOUT_TIME_MAJOR or RNN_LAYOUT_BATCH_FIRST.
   uint32_t layout;
+  // Gate clip, ONNX's `clip` (any cell): the input of every activation
+  // (each gate pre-activation) is clamped to [-gate_clip, gate_clip]; 0
+  // for none. Added in ABI version 2.
+  float gate_clip;
+  // LSTM input-forget coupling, ONNX's `input_forget`: 0 or 1; with 1 the
+  // forget gate is 1 - i and its weights are unused. Added in ABI version 2.
+  uint32_t input_forget;
 } rnn_config;
 
 // Element counts of every buffer of a call with given `seq_len` and `batch`.

@@ -72,7 +72,7 @@ fn write_case(path: &Path, config: &Config, seed: u64) {
 
     let mut buf = b"RNNC".to_vec();
     for v in [
-        1,
+        2,
         config.cell().code(),
         config.activation().code(),
         config.direction().code(),
@@ -91,6 +91,8 @@ fn write_case(path: &Path, config: &Config, seed: u64) {
         buf.extend((v as u64).to_le_bytes());
     }
     buf.extend(config.cell_clip().unwrap_or(0.0).to_le_bytes());
+    buf.extend(config.gate_clip().unwrap_or(0.0).to_le_bytes());
+    buf.extend(u32::from(config.input_forget()).to_le_bytes());
     for v in [seq_len, batch, b.seq_lens.len()] {
         buf.extend((v as u64).to_le_bytes());
     }
@@ -131,6 +133,14 @@ fn case_files() -> Vec<PathBuf> {
             .unwrap(),
         Config::builder(CellKind::Gru, 4, 3)
             .direction(Direction::Reverse)
+            .gate_clip(Some(0.5))
+            .build()
+            .unwrap(),
+        Config::builder(CellKind::Lstm, 3, 6)
+            .direction(Direction::BidirectionalConcat)
+            .peepholes(true)
+            .gate_clip(Some(0.5))
+            .input_forget(true)
             .build()
             .unwrap(),
         Config::builder(CellKind::Rnn, 4, 17)

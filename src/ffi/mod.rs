@@ -34,7 +34,7 @@ use crate::model::{Model, Trace};
 
 /// Version of the C ABI described by this header. It changes whenever a
 /// signature or struct layout changes incompatibly.
-pub const RNN_ABI_VERSION: u32 = 1;
+pub const RNN_ABI_VERSION: u32 = 2;
 
 /// `rnn_config.cell`: Elman RNN (activation from `rnn_config.activation`).
 pub const RNN_CELL_RNN: u32 = 0;
@@ -103,6 +103,13 @@ pub struct rnn_config {
     pub peepholes: u32,
     /// RNN_LAYOUT_TIME_MAJOR or RNN_LAYOUT_BATCH_FIRST.
     pub layout: u32,
+    /// Gate clip, ONNX's `clip` (any cell): the input of every activation
+    /// (each gate pre-activation) is clamped to [-gate_clip, gate_clip]; 0
+    /// for none. Added in ABI version 2.
+    pub gate_clip: f32,
+    /// LSTM input-forget coupling, ONNX's `input_forget`: 0 or 1; with 1 the
+    /// forget gate is 1 - i and its weights are unused. Added in ABI version 2.
+    pub input_forget: u32,
 }
 
 /// Element counts of every buffer of a call with given `seq_len` and `batch`.
@@ -232,6 +239,8 @@ pub extern "C" fn rnn_config_default() -> rnn_config {
         cell_clip: 0.0,
         peepholes: 0,
         layout: RNN_LAYOUT_TIME_MAJOR,
+        gate_clip: 0.0,
+        input_forget: 0,
     }
 }
 
@@ -243,18 +252,21 @@ fn pick<T: Coded>(field: &str, value: u32) -> Result<T, Failure> {
     })
 }
 
-fn to_config(c: &rnn_config) -> Result<Config, Failure> {
-    let clip = if c.cell_clip == 0.0 {
-        None
-    } else {
-        Some(c.cell_clip)
-    };
-    if c.peepholes > 1 {
-        return Err(Failure::invalid(format!(
-            "rnn_config.peepholes = {} must be 0 or 1",
-            c.peepholes
-        )));
+/// A C float option: 0 means none.
+fn clip_option(value: f32) -> Option<f32> {
+    (value != 0.0).then_some(value)
+}
+
+fn flag(field: &str, value: u32) -> Result<bool, Failure> {
+    match value {
+        0 | 1 => Ok(value == 1),
+        _ => Err(Failure::invalid(format!(
+            "rnn_config.{field} = {value} must be 0 or 1"
+        ))),
     }
+}
+
+fn to_config(c: &rnn_config) -> Result<Config, Failure> {
     Ok(
         Config::builder(pick("cell", c.cell)?, c.input_size, c.hidden_size)
             .activation(pick("activation", c.activation)?)
@@ -262,8 +274,10 @@ fn to_config(c: &rnn_config) -> Result<Config, Failure> {
             .num_layers(c.num_layers)
             .direction(pick("direction", c.direction)?)
             .gru_variant(pick("gru_variant", c.gru_variant)?)
-            .cell_clip(clip)
-            .peepholes(c.peepholes == 1)
+            .cell_clip(clip_option(c.cell_clip))
+            .gate_clip(clip_option(c.gate_clip))
+            .input_forget(flag("input_forget", c.input_forget)?)
+            .peepholes(flag("peepholes", c.peepholes)?)
             .layout(pick("layout", c.layout)?)
             .build()?,
     )

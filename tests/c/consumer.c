@@ -65,14 +65,14 @@ static int load(const char *path, test_case *c) {
     FILE *f = fopen(path, "rb");
     if (!f) return 0;
     char magic[4];
-    uint32_t version, cell, activation, direction, gru, layout, peep;
+    uint32_t version, cell, activation, direction, gru, layout, peep, input_forget;
     uint64_t input, hidden, proj, layers, seq_len, batch, nlens;
-    float clip;
+    float clip, gate_clip;
     int ok = read_exact(f, magic, 4) && memcmp(magic, "RNNC", 4) == 0 && read_u32(f, &version) &&
-             version == 1 && read_u32(f, &cell) && read_u32(f, &activation) && read_u32(f, &direction) &&
+             version == 2 && read_u32(f, &cell) && read_u32(f, &activation) && read_u32(f, &direction) &&
              read_u32(f, &gru) && read_u32(f, &layout) && read_u32(f, &peep) && read_u64(f, &input) &&
              read_u64(f, &hidden) && read_u64(f, &proj) && read_u64(f, &layers) && read_exact(f, &clip, 4) &&
-             read_u64(f, &seq_len) && read_u64(f, &batch) && read_u64(f, &nlens);
+             read_exact(f, &gate_clip, 4) && read_u32(f, &input_forget) && read_u64(f, &seq_len) && read_u64(f, &batch) && read_u64(f, &nlens);
     if (!ok) {
         fclose(f);
         return 0;
@@ -89,6 +89,8 @@ static int load(const char *path, test_case *c) {
     c->config.proj_size = (size_t)proj;
     c->config.num_layers = (size_t)layers;
     c->config.cell_clip = clip;
+    c->config.gate_clip = gate_clip;
+    c->config.input_forget = input_forget;
     c->seq_len = (size_t)seq_len;
     c->batch = (size_t)batch;
     c->seq_lens_len = (size_t)nlens;
@@ -254,6 +256,17 @@ static void error_paths(void) {
     EXPECT_STATUS(rnn_model_create(&bad, &model), RNN_INVALID_ARGUMENT);
     bad = cfg;
     bad.peepholes = 2;
+    EXPECT_STATUS(rnn_model_create(&bad, &model), RNN_INVALID_ARGUMENT);
+    bad = cfg;
+    bad.gate_clip = -0.5f;
+    EXPECT_STATUS(rnn_model_create(&bad, &model), RNN_INVALID_ARGUMENT);
+    CHECK(strstr(rnn_last_error_message(), "gate_clip") != NULL, "gate_clip message: %s", rnn_last_error_message());
+    bad = cfg;
+    bad.input_forget = 2;
+    EXPECT_STATUS(rnn_model_create(&bad, &model), RNN_INVALID_ARGUMENT);
+    bad = cfg;
+    bad.cell = RNN_CELL_GRU;
+    bad.input_forget = 1;
     EXPECT_STATUS(rnn_model_create(&bad, &model), RNN_INVALID_ARGUMENT);
     bad = cfg;
     bad.cell = RNN_CELL_GRU;

@@ -53,7 +53,7 @@ void run_case(const char *path) {
     Reader r{std::ifstream(path, std::ios::binary)};
     char magic[4];
     r.in.read(magic, 4);
-    expect(r.in && std::memcmp(magic, "RNNC", 4) == 0 && r.get<uint32_t>() == 1, "case file header");
+    expect(r.in && std::memcmp(magic, "RNNC", 4) == 0 && r.get<uint32_t>() == 2, "case file header");
     rnn_config cfg = rnn_config_default();
     cfg.cell = r.get<uint32_t>();
     cfg.activation = r.get<uint32_t>();
@@ -66,6 +66,8 @@ void run_case(const char *path) {
     cfg.proj_size = r.get<uint64_t>();
     cfg.num_layers = r.get<uint64_t>();
     cfg.cell_clip = r.get<float>();
+    cfg.gate_clip = r.get<float>();
+    cfg.input_forget = r.get<uint32_t>();
     size_t seq_len = r.get<uint64_t>(), batch = r.get<uint64_t>();
     rnn::InputOptions opt;
     opt.seq_lens.resize(r.get<uint64_t>());
