@@ -131,7 +131,7 @@ fn corrupt_and_mismatched_checkpoints_are_rejected() {
         body
     };
     let mut wrong_count = good.clone();
-    let count_at = 8 + 4 + 24 + 32 + 4;
+    let count_at = 8 + 4 + 24 + 32 + 4 + 8;
     let n = u64::from_le_bytes(wrong_count[count_at..count_at + 8].try_into().unwrap());
     wrong_count[count_at..count_at + 8].copy_from_slice(&(n - 1).to_le_bytes());
     let msg = checkpoint_error(&reseal(wrong_count));
@@ -142,6 +142,9 @@ fn corrupt_and_mismatched_checkpoints_are_rejected() {
     let mut bad_cell = good.clone();
     bad_cell[12] = 9;
     assert!(checkpoint_error(&reseal(bad_cell)).contains("invalid cell code 9"));
+    let mut bad_flag = good.clone();
+    bad_flag[count_at - 4] = 2;
+    assert!(checkpoint_error(&reseal(bad_flag)).contains("invalid input_forget code 2"));
     assert!(matches!(
         train::load("/nonexistent/dir/x.ckpt"),
         Err(Error::Checkpoint(_))
@@ -288,4 +291,33 @@ fn output_layer_gradients_match_finite_differences() {
         train::softmax_cross_entropy(&[0.0; 4], 2, &[0, 2]).is_err(),
         "a target out of range is an error"
     );
+}
+
+/// Gate clip and input_forget round trip; a version-1 file (no such fields)
+/// still loads.
+#[test]
+fn checkpoints_keep_onnx_options_and_read_version_1() {
+    let config = Config::builder(CellKind::Lstm, 3, 4)
+        .gate_clip(Some(0.75))
+        .input_forget(true)
+        .build()
+        .unwrap();
+    let bytes = train::checkpoint::to_bytes(&Model::random(config.clone(), 3), &[]);
+    let loaded = train::checkpoint::from_bytes(&bytes).unwrap();
+    assert_eq!(loaded.model.config(), &config);
+
+    let model = sample_model();
+    let v2 = train::checkpoint::to_bytes(&model, &[]);
+    // Version 1: the same bytes without the 8 after the cell clip.
+    let fields_end = 8 + 4 + 24 + 32 + 4;
+    let mut v1 = v2[..fields_end].to_vec();
+    v1[8..12].copy_from_slice(&1u32.to_le_bytes());
+    v1.extend(&v2[fields_end + 8..v2.len() - 8]);
+    let sum = v1.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    v1.extend(sum.to_le_bytes());
+    let loaded = train::checkpoint::from_bytes(&v1).unwrap();
+    assert_eq!(loaded.model.config(), model.config());
+    assert_eq!(loaded.model.params(), model.params());
 }

@@ -1,6 +1,6 @@
 //! Saving and loading parameters.
 //!
-//! Format (all little-endian), version 1:
+//! Format (all little-endian), version 2:
 //!
 //! | bytes | content |
 //! |---|---|
@@ -9,6 +9,8 @@
 //! | 6 × 4 | cell, activation, direction, gru variant, layout, peepholes (u32 codes as in the C ABI) |
 //! | 4 × 8 | input size, hidden size, projection size, layers (u64) |
 //! | 4 | cell clip (f32, 0 = none) |
+//! | 4 | gate clip (f32, 0 = none) — not in version 1 |
+//! | 4 | input_forget (u32, 0 or 1) — not in version 1 |
 //! | 8 + 4·n | parameter count n (u64), then n f32 |
 //! | 4 | number of extra tensors m (u32) |
 //! | m × … | each: name length (u32), UTF-8 name, count (u64), f32 values |
@@ -16,6 +18,8 @@
 //!
 //! Loading checks the magic, the version, the checksum, every size and the
 //! configuration, and reports what is wrong with [`Error::Checkpoint`].
+//! Version 1 files (written before the gate clip and input_forget options
+//! existed) still load, as configurations without those options.
 
 use std::path::Path;
 
@@ -24,7 +28,9 @@ use crate::error::{Error, Result};
 use crate::model::Model;
 
 const MAGIC: &[u8; 8] = b"LIBRNNCK";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
+/// The oldest version [`from_bytes`] reads.
+const OLDEST_VERSION: u32 = 1;
 
 /// A model plus named extra tensors (an output layer, optimiser state, ...).
 #[derive(Clone, Debug)]
@@ -77,6 +83,8 @@ pub fn to_bytes(model: &Model, extras: &[(&str, &[f32])]) -> Vec<u8> {
         out.extend((v as u64).to_le_bytes());
     }
     out.extend(c.cell_clip().unwrap_or(0.0).to_le_bytes());
+    out.extend(c.gate_clip().unwrap_or(0.0).to_le_bytes());
+    out.extend(u32::from(c.input_forget()).to_le_bytes());
     let put = |out: &mut Vec<u8>, v: &[f32]| {
         out.extend((v.len() as u64).to_le_bytes());
         v.iter().for_each(|x| out.extend(x.to_le_bytes()));
@@ -160,9 +168,9 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Checkpoint> {
         bytes: &body[MAGIC.len()..],
     };
     let version = r.u32("version")?;
-    if version != VERSION {
+    if !(OLDEST_VERSION..=VERSION).contains(&version) {
         return Err(Error::Checkpoint(format!(
-            "unsupported checkpoint version {version} (this librnn reads {VERSION})"
+            "unsupported checkpoint version {version} (this librnn reads {OLDEST_VERSION} to {VERSION})"
         )));
     }
     if fnv1a(body) != u64::from_le_bytes(sum.try_into().unwrap()) {
@@ -192,12 +200,18 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Checkpoint> {
         r.size("projection size")?,
         r.size("layers")?,
     );
-    let clip = f32::from_le_bytes(r.take(4, "cell clip")?.try_into().unwrap());
-    if code[5] > 1 {
-        return Err(Error::Checkpoint(format!(
-            "invalid peepholes code {}",
-            code[5]
-        )));
+    let mut f32_field =
+        |what| -> Result<f32> { Ok(f32::from_le_bytes(r.take(4, what)?.try_into().unwrap())) };
+    let clip = f32_field("cell clip")?;
+    let (gate_clip, input_forget) = if version >= 2 {
+        (f32_field("gate clip")?, r.u32("input_forget")?)
+    } else {
+        (0.0, 0)
+    };
+    for (what, flag) in [("peepholes", code[5]), ("input_forget", input_forget)] {
+        if flag > 1 {
+            return Err(Error::Checkpoint(format!("invalid {what} code {flag}")));
+        }
     }
     let config = Config::builder(pick::<CellKind>("cell", code[0])?, input, hidden)
         .activation(pick("activation", code[1])?)
@@ -208,6 +222,8 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Checkpoint> {
         .proj_size(proj)
         .num_layers(layers)
         .cell_clip((clip != 0.0).then_some(clip))
+        .gate_clip((gate_clip != 0.0).then_some(gate_clip))
+        .input_forget(input_forget == 1)
         .build()
         .map_err(|e| Error::Checkpoint(format!("the stored configuration is invalid: {e}")))?;
     let params = r.f32s("parameters")?;
