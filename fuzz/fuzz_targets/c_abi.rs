@@ -87,6 +87,8 @@ fn run(u: &mut Unstructured) -> Result<()> {
     cfg.proj_size = if u.ratio(1, 4)? { size(u, 4)? } else { 0 };
     cfg.num_layers = size(u, 3)?;
     cfg.cell_clip = if u.ratio(1, 4)? { value(u)? } else { 0.0 };
+    cfg.gate_clip = if u.ratio(1, 4)? { value(u)? } else { 0.0 };
+    cfg.input_forget = u.int_in_range(0..=2)?;
 
     let mut model: *mut rnn_model = ptr::null_mut();
     // SAFETY: valid pointers to a config and an out slot.

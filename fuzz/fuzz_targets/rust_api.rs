@@ -49,6 +49,12 @@ fn config(u: &mut Unstructured) -> Result<std::result::Result<Config, rnn::Error
     if u.ratio(1, 4)? {
         b = b.cell_clip(Some(value(u)?));
     }
+    if u.ratio(1, 4)? {
+        b = b.gate_clip(Some(value(u)?));
+    }
+    if u.ratio(1, 4)? {
+        b = b.input_forget(true);
+    }
     Ok(b.build())
 }
 
