@@ -194,22 +194,67 @@ fn pytorch_case(name: &str, kv: &HashMap<String, String>, t: &Tensors, isa: Isa)
     worst
 }
 
+/// The node's attributes, as the manifest lists them.
+fn onnx_attributes(kv: &HashMap<String, String>) -> onnx::OnnxAttributes {
+    let mut attrs = onnx::OnnxAttributes::new(num(kv, "hidden"));
+    attrs.direction = kv["direction"].clone();
+    attrs.layout = num(kv, "layout") as i64;
+    attrs.linear_before_reset = num(kv, "lbr") as i64;
+    attrs.clip = (kv["clip"] != "none").then(|| kv["clip"].parse().unwrap());
+    attrs.input_forget = num(kv, "input_forget") as i64;
+    if kv["activations"] != "default" {
+        attrs.activations = kv["activations"].split(',').map(String::from).collect();
+    }
+    attrs
+}
+
+/// librnn's `(Y, Y_h, Y_c)` in ONNX layouts for `model` on the case's inputs.
+fn onnx_outputs(
+    model: &Model,
+    kv: &HashMap<String, String>,
+    t: &Tensors,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let config = model.config();
+    let batch_first = config.layout() == Layout::BatchFirst;
+    let (seq_len, batch, dirs, hidden) = (
+        num(kv, "seq_len"),
+        num(kv, "batch"),
+        config.num_directions(),
+        config.hidden_size(),
+    );
+    let state = |key: &str| onnx::state_from_onnx(&t[key].1, batch, dirs, hidden, batch_first);
+    let h0 = state("initial_h");
+    let c0 = if t.contains_key("initial_c") {
+        state("initial_c")
+    } else {
+        Vec::new()
+    };
+    let lens: Option<Vec<usize>> = t
+        .get("lengths")
+        .map(|(_, v)| v.iter().map(|&l| l as usize).collect());
+    let mut input = Input::new(&t["X"].1, seq_len, batch).with_h0(&h0);
+    if let Some(l) = &lens {
+        input = input.with_seq_lens(l);
+    }
+    if config.has_cell_state() {
+        input = input.with_c0(&c0);
+    }
+    let out = model.forward_inference(&input).unwrap();
+    let to_onnx = |s: &[f32]| onnx::state_to_onnx(s, batch, dirs, hidden, batch_first);
+    (
+        onnx::y_to_onnx(&out.y, seq_len, batch, dirs, hidden, batch_first),
+        to_onnx(&out.h_n),
+        out.c_n.as_deref().map(to_onnx).unwrap_or_default(),
+    )
+}
+
 fn onnx_case(name: &str, kv: &HashMap<String, String>, t: &Tensors, isa: Isa) -> f32 {
     let cell = cell_of(kv);
-    let direction = match kv["direction"].as_str() {
-        "forward" => Direction::Forward,
-        "reverse" => Direction::Reverse,
-        _ => Direction::BidirectionalConcat,
-    };
-    let hidden = num(kv, "hidden");
-    let config = Config::builder(cell, num(kv, "input"), hidden)
-        .direction(direction)
+    let attrs = onnx_attributes(kv);
+    let config = attrs
+        .builder(cell, num(kv, "input"))
+        .unwrap()
         .peepholes(num(kv, "peepholes") == 1)
-        .gru_variant(if num(kv, "lbr") == 1 {
-            GruVariant::LinearBeforeReset
-        } else {
-            GruVariant::ResetBeforeMatmul
-        })
         .build()
         .unwrap();
     let mut model = Model::zeros(config.clone());
@@ -226,40 +271,53 @@ fn onnx_case(name: &str, kv: &HashMap<String, String>, t: &Tensors, isa: Isa) ->
         "{name}: export round trip"
     );
     let model = model.with_isa(isa).unwrap();
-    let (seq_len, batch, dirs) = (
-        num(kv, "seq_len"),
-        num(kv, "batch"),
-        config.num_directions(),
-    );
-    let lens: Option<Vec<usize>> = t
-        .get("lengths")
-        .map(|(_, v)| v.iter().map(|&l| l as usize).collect());
-    let mut input = Input::new(&t["X"].1, seq_len, batch).with_h0(&t["initial_h"].1);
-    if let Some(l) = &lens {
-        input = input.with_seq_lens(l);
-    }
-    if cell == CellKind::Lstm {
-        input = input.with_c0(&t["initial_c"].1);
-    }
-    let out = model.forward_inference(&input).unwrap();
-    let y = onnx::y_to_onnx(&out.y, seq_len, batch, dirs, hidden, false);
+    let (y, y_h, y_c) = onnx_outputs(&model, kv, t);
     let mut worst = close(&format!("{name} Y"), &y, &t["Y"].1, 1e-5);
-    worst = worst.max(close(&format!("{name} Y_h"), &out.h_n, &t["Y_h"].1, 1e-5));
+    worst = worst.max(close(&format!("{name} Y_h"), &y_h, &t["Y_h"].1, 1e-5));
     if cell == CellKind::Lstm {
-        worst = worst.max(close(
-            &format!("{name} Y_c"),
-            out.c_n.as_ref().unwrap(),
-            &t["Y_c"].1,
-            1e-5,
+        worst = worst.max(close(&format!("{name} Y_c"), &y_c, &t["Y_c"].1, 1e-5));
+    }
+    // The clip and input_forget must matter in these cases, or they test nothing.
+    let mut without = Vec::new();
+    if attrs.clip.is_some() {
+        without.push((
+            "clip",
+            attrs
+                .builder(cell, num(kv, "input"))
+                .unwrap()
+                .gate_clip(None),
         ));
     }
+    if attrs.input_forget == 1 {
+        without.push((
+            "input_forget",
+            attrs
+                .builder(cell, num(kv, "input"))
+                .unwrap()
+                .input_forget(false),
+        ));
+    }
+    for (what, builder) in without {
+        let config = builder.peepholes(config.peepholes()).build().unwrap();
+        let mut plain = Model::zeros(config);
+        plain.params_mut().copy_from_slice(model.params());
+        let change = common_max_diff(&onnx_outputs(&plain, kv, t).0, &t["Y"].1);
+        assert!(change > 1e-3, "{name}: {what} changes Y ({change:e})");
+    }
     worst
+}
+
+fn common_max_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 #[test]
 fn every_case_matches_its_framework_on_every_isa() {
     let cases = cases();
-    assert!(cases.len() >= 16, "the manifest lists the case matrix");
+    assert!(cases.len() >= 27, "the manifest lists the case matrix");
     for (name, framework, kv) in &cases {
         let tensors = read_tensors(name);
         for isa in Isa::supported() {
@@ -338,4 +396,111 @@ fn layout_one_conversions_transpose_batch_and_time() {
         onnx::state_to_onnx(&[0.0, 1.0, 2.0, 3.0], 2, 2, 1, true),
         vec![0.0, 2.0, 1.0, 3.0]
     );
+}
+
+#[test]
+fn onnx_attributes_map_to_configs_or_clear_errors() {
+    use onnx::OnnxAttributes;
+    let mut a = OnnxAttributes::new(4);
+    a.direction = "bidirectional".into();
+    a.layout = 1;
+    a.clip = Some(0.5);
+    a.input_forget = 1;
+    let config = a.builder(CellKind::Lstm, 3).unwrap().build().unwrap();
+    assert_eq!(config.direction(), Direction::BidirectionalConcat);
+    assert_eq!(config.layout(), Layout::BatchFirst);
+    assert_eq!(config.gate_clip(), Some(0.5));
+    assert!(config.input_forget());
+
+    let mut gru = OnnxAttributes::new(4);
+    gru.linear_before_reset = 1;
+    gru.activations = vec!["Sigmoid".into(), "Tanh".into()];
+    let config = gru.builder(CellKind::Gru, 3).unwrap().build().unwrap();
+    assert_eq!(config.gru_variant(), GruVariant::LinearBeforeReset);
+
+    let mut relu = OnnxAttributes::new(4);
+    relu.direction = "reverse".into();
+    relu.activations = vec!["Relu".into()];
+    let config = relu.builder(CellKind::Rnn, 3).unwrap().build().unwrap();
+    assert_eq!(
+        (config.activation(), config.direction()),
+        (Activation::Relu, Direction::Reverse)
+    );
+
+    let error = |a: &OnnxAttributes, cell| match a.builder(cell, 3) {
+        Err(e) => e.to_string(),
+        Ok(b) => match b.build() {
+            Err(e) => e.to_string(),
+            Ok(c) => panic!("{a:?} gave {c:?}"),
+        },
+    };
+    let with = |f: &dyn Fn(&mut OnnxAttributes)| {
+        let mut a = OnnxAttributes::new(4);
+        f(&mut a);
+        a
+    };
+    for (attrs, cell, says) in [
+        (
+            with(&|a| a.direction = "sideways".into()),
+            CellKind::Rnn,
+            "direction",
+        ),
+        (with(&|a| a.layout = 2), CellKind::Rnn, "layout"),
+        (with(&|a| a.input_forget = 1), CellKind::Gru, "input_forget"),
+        (
+            with(&|a| a.input_forget = 3),
+            CellKind::Lstm,
+            "input_forget",
+        ),
+        (
+            with(&|a| a.linear_before_reset = 1),
+            CellKind::Lstm,
+            "linear_before_reset",
+        ),
+        (with(&|a| a.clip = Some(-1.0)), CellKind::Gru, "gate_clip"),
+        (
+            with(&|a| a.activations = vec!["HardSigmoid".into()]),
+            CellKind::Rnn,
+            "activations",
+        ),
+        (
+            with(&|a| a.activations = vec!["Sigmoid".into(), "Relu".into(), "Tanh".into()]),
+            CellKind::Lstm,
+            "activations",
+        ),
+        (
+            with(&|a| {
+                a.direction = "bidirectional".into();
+                a.activations = vec!["Relu".into(), "Tanh".into()];
+            }),
+            CellKind::Rnn,
+            "activations",
+        ),
+    ] {
+        let msg = error(&attrs, cell);
+        assert!(msg.contains(says), "{attrs:?}: {msg}");
+    }
+}
+
+#[test]
+fn onnx_only_options_are_refused_by_pytorch() {
+    for builder in [
+        Config::builder(CellKind::Gru, 2, 3)
+            .gru_variant(GruVariant::LinearBeforeReset)
+            .gate_clip(Some(1.0)),
+        Config::builder(CellKind::Lstm, 2, 3).input_forget(true),
+    ] {
+        let config = builder.build().unwrap();
+        assert!(pytorch::tensor_names(&config).is_err(), "{config:?}");
+    }
+}
+
+#[test]
+fn onnx_states_convert_both_ways() {
+    // [D=2, N=3, H=2] <-> [N, D, H] for layout 1; layout 0 is unchanged.
+    let ours: Vec<f32> = (0..12).map(|v| v as f32).collect();
+    let theirs = onnx::state_to_onnx(&ours, 3, 2, 2, true);
+    assert_eq!(&theirs[..4], &[0.0, 1.0, 6.0, 7.0]);
+    assert_eq!(onnx::state_from_onnx(&theirs, 3, 2, 2, true), ours);
+    assert_eq!(onnx::state_from_onnx(&ours, 3, 2, 2, false), ours);
 }

@@ -3,12 +3,18 @@
 //! orders LSTM i, o, f, c and GRU z, r, h; `Y [T, D, N, H]` (layout 0) or
 //! `[N, T, D, H]` (layout 1), `Y_h` / `Y_c` `[D, N, H]`.
 //!
-//! Supported attributes: `direction`, `linear_before_reset`, `layout`,
-//! `hidden_size`, default activations, and `sequence_lens`. ONNX's `clip`
-//! (applied to gate pre-activations, unlike librnn's LSTM cell clip) and
-//! `input_forget` have no librnn equivalent and are rejected.
+//! Every attribute of the ONNX RNN, LSTM and GRU operators maps to a
+//! [`Config`] field ([`OnnxAttributes::builder`]): `hidden_size`,
+//! `direction`, `layout`, `linear_before_reset` (the GRU variant), `clip`
+//! ([`ConfigBuilder::gate_clip`](crate::ConfigBuilder::gate_clip)),
+//! `input_forget`, and `activations` where they are the defaults (or `Relu`
+//! for RNN). Other activation functions and `activation_alpha` /
+//! `activation_beta` are not supported. `sequence_lens`, `initial_h` and
+//! `initial_c` are [`Input`](crate::Input) fields.
 
-use crate::config::{CellKind, Config, Direction, ParamKind};
+use crate::config::{
+    Activation, CellKind, Config, ConfigBuilder, Direction, GruVariant, Layout, ParamKind,
+};
 use crate::error::{check_len, Error, Result};
 use crate::model::Model;
 
@@ -39,6 +45,145 @@ pub struct OnnxWeights {
     pub p: Vec<f32>,
 }
 
+/// The attributes of one ONNX RNN, LSTM or GRU node.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OnnxAttributes {
+    pub hidden_size: usize,
+    /// `"forward"`, `"reverse"` or `"bidirectional"`.
+    pub direction: String,
+    /// 0 (`[T, N, ...]`) or 1 (`[N, T, ...]`).
+    pub layout: i64,
+    /// GRU: 0 (reset before the matmul, ONNX's default) or 1.
+    pub linear_before_reset: i64,
+    /// The gate clip; `None` when the node has no `clip` attribute.
+    pub clip: Option<f32>,
+    /// LSTM: 0 or 1.
+    pub input_forget: i64,
+    /// As in the node (one list for both directions, ONNX's order), or empty
+    /// for the defaults.
+    pub activations: Vec<String>,
+}
+
+impl OnnxAttributes {
+    /// The attributes' ONNX defaults for a layer of `hidden_size`.
+    pub fn new(hidden_size: usize) -> Self {
+        OnnxAttributes {
+            hidden_size,
+            direction: "forward".into(),
+            layout: 0,
+            linear_before_reset: 0,
+            clip: None,
+            input_forget: 0,
+            activations: Vec::new(),
+        }
+    }
+
+    /// The librnn configuration of this node as a one-layer network of
+    /// `cell` over `input_size` features, or an error naming the attribute
+    /// librnn cannot express. Add `.peepholes(true)` when the LSTM node has
+    /// a `P` input, then build.
+    pub fn builder(&self, cell: CellKind, input_size: usize) -> Result<ConfigBuilder> {
+        let bad = |what: String| Err(Error::InvalidArgument(format!("ONNX {cell:?}: {what}")));
+        let direction = match self.direction.as_str() {
+            "forward" => Direction::Forward,
+            "reverse" => Direction::Reverse,
+            "bidirectional" => Direction::BidirectionalConcat,
+            other => return bad(format!("unknown direction {other:?}")),
+        };
+        let layout = match self.layout {
+            0 => Layout::TimeMajor,
+            1 => Layout::BatchFirst,
+            other => return bad(format!("layout {other} is not 0 or 1")),
+        };
+        let flag = |name: &str, value: i64, applies: bool| match value {
+            0 => Ok(false),
+            1 if applies => Ok(true),
+            1 => Err(Error::InvalidArgument(format!(
+                "ONNX {cell:?}: {name} applies only to {}",
+                if name == "input_forget" {
+                    "LSTM"
+                } else {
+                    "GRU"
+                }
+            ))),
+            other => Err(Error::InvalidArgument(format!(
+                "ONNX {cell:?}: {name} = {other} is not 0 or 1"
+            ))),
+        };
+        let lbr = flag(
+            "linear_before_reset",
+            self.linear_before_reset,
+            cell == CellKind::Gru,
+        )?;
+        let input_forget = flag("input_forget", self.input_forget, cell == CellKind::Lstm)?;
+        let activation = self.activation(cell)?;
+        Ok(Config::builder(cell, input_size, self.hidden_size)
+            .direction(direction)
+            .layout(layout)
+            .gru_variant(if lbr {
+                GruVariant::LinearBeforeReset
+            } else {
+                GruVariant::ResetBeforeMatmul
+            })
+            .gate_clip(self.clip)
+            .input_forget(input_forget)
+            .activation(activation))
+    }
+
+    /// The RNN activation, after checking that the list is one librnn runs:
+    /// per direction, `[Tanh]` or `[Relu]` (RNN), `[Sigmoid, Tanh, Tanh]`
+    /// (LSTM), `[Sigmoid, Tanh]` (GRU).
+    fn activation(&self, cell: CellKind) -> Result<Activation> {
+        let defaults: &[&str] = match cell {
+            CellKind::Rnn => &["Tanh"],
+            CellKind::Lstm => &["Sigmoid", "Tanh", "Tanh"],
+            CellKind::Gru => &["Sigmoid", "Tanh"],
+        };
+        if self.activations.is_empty() {
+            return Ok(Activation::Tanh);
+        }
+        let per_dir = defaults.len();
+        let dirs = if self.direction == "bidirectional" {
+            2
+        } else {
+            1
+        };
+        let mut rnn_activation = None;
+        let unsupported =
+            || {
+                Error::InvalidArgument(format!(
+                "ONNX {cell:?}: activations {:?} are not supported (librnn runs {defaults:?}{})",
+                self.activations,
+                if cell == CellKind::Rnn { " or [\"Relu\"]" } else { "" }
+            ))
+            };
+        if self.activations.len() != per_dir * dirs {
+            return Err(unsupported());
+        }
+        for chunk in self.activations.chunks(per_dir) {
+            let names: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            let act = match (cell, names.as_slice()) {
+                (CellKind::Rnn, ["Relu"]) => Activation::Relu,
+                (_, names)
+                    if names
+                        .iter()
+                        .zip(defaults)
+                        .all(|(a, b)| a.eq_ignore_ascii_case(b)) =>
+                {
+                    Activation::Tanh
+                }
+                _ => return Err(unsupported()),
+            };
+            // Both directions must agree: librnn has one activation per network.
+            if rnn_activation.is_some_and(|a| a != act) {
+                return Err(unsupported());
+            }
+            rnn_activation = Some(act);
+        }
+        Ok(rnn_activation.unwrap_or_default())
+    }
+}
+
 fn check_compatible(config: &Config, layer: usize) -> Result<()> {
     if layer >= config.num_layers() {
         return Err(Error::InvalidArgument(format!(
@@ -51,7 +196,7 @@ fn check_compatible(config: &Config, layer: usize) -> Result<()> {
     }
     if config.cell_clip().is_some() {
         return Err(Error::InvalidArgument(
-            "ONNX `clip` clips gate pre-activations, not the cell state: librnn's cell clip has no ONNX equivalent".into(),
+            "ONNX `clip` clips gate pre-activations, not the cell state: librnn's cell clip has no ONNX equivalent (ONNX's clip is librnn's gate_clip)".into(),
         ));
     }
     if config.direction() == Direction::BidirectionalSum {
@@ -229,6 +374,29 @@ pub fn state_to_onnx(
     hidden: usize,
     batch_first: bool,
 ) -> Vec<f32> {
+    transpose_state(state, batch, dirs, hidden, batch_first, true)
+}
+
+/// librnn's `h0`/`c0` `[D, N, H]` from ONNX `initial_h`/`initial_c`
+/// (`[N, D, H]` for layout 1; layout 0 is the same as librnn's).
+pub fn state_from_onnx(
+    state: &[f32],
+    batch: usize,
+    dirs: usize,
+    hidden: usize,
+    batch_first: bool,
+) -> Vec<f32> {
+    transpose_state(state, batch, dirs, hidden, batch_first, false)
+}
+
+fn transpose_state(
+    state: &[f32],
+    batch: usize,
+    dirs: usize,
+    hidden: usize,
+    batch_first: bool,
+    to_onnx: bool,
+) -> Vec<f32> {
     if !batch_first {
         return state.to_vec();
     }
@@ -236,7 +404,12 @@ pub fn state_to_onnx(
     for d in 0..dirs {
         for b in 0..batch {
             let (ours, theirs) = ((d * batch + b) * hidden, (b * dirs + d) * hidden);
-            out[theirs..theirs + hidden].copy_from_slice(&state[ours..ours + hidden]);
+            let (src, dst) = if to_onnx {
+                (ours, theirs)
+            } else {
+                (theirs, ours)
+            };
+            out[dst..dst + hidden].copy_from_slice(&state[src..src + hidden]);
         }
     }
     out

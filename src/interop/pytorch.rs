@@ -17,6 +17,12 @@ pub fn check_compatible(config: &Config) -> Result<()> {
     if config.cell_clip().is_some() {
         return no("LSTM cell clip");
     }
+    if config.gate_clip().is_some() {
+        return no("gate clip");
+    }
+    if config.input_forget() {
+        return no("LSTM input-forget coupling");
+    }
     if config.cell() == CellKind::Gru && config.gru_variant() != GruVariant::LinearBeforeReset {
         return no("GRU with the reset gate before the matmul (use GruVariant::LinearBeforeReset)");
     }

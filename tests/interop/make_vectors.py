@@ -3,6 +3,8 @@
 frameworks (not by librnn). Run on demand, not in CI:
 
     python3 -m venv /tmp/venv && /tmp/venv/bin/pip install torch onnx onnxruntime numpy
+    (versions used for the committed files: torch 2.15.0, onnx 1.23.2,
+    onnxruntime 1.32.0, numpy 2.4.6)
     /tmp/venv/bin/python tests/interop/make_vectors.py
 
 Writes tests/data/<case>.bin (named float32 tensors) and tests/data/manifest.txt
@@ -90,27 +92,71 @@ def torch_cases(manifest):
         )
 
 
-def onnx_cases(manifest):
+def onnx_node_outputs(op, feeds, attrs, outputs, name, evaluator):
+    """Runs one RNN/LSTM/GRU node on `feeds` with onnxruntime or, for what
+    onnxruntime does not run (layout = 1), the onnx package's reference
+    evaluator. Returns {output name: array}."""
     import onnx
-    import onnxruntime as ort
     from onnx import TensorProto, helper
 
+    inputs = ["X", "W", "R", "B", "sequence_lens" if "sequence_lens" in feeds else "", "initial_h"]
+    if op == "LSTM":
+        inputs += ["initial_c", "P" if "P" in feeds else ""]
+    while inputs[-1] == "":
+        inputs.pop()
+    node = helper.make_node(op, inputs, outputs, **attrs)
+    graph_inputs = [
+        helper.make_tensor_value_info(k, TensorProto.INT32 if k == "sequence_lens" else TensorProto.FLOAT, v.shape)
+        for k, v in feeds.items()
+    ]
+    graph_outputs = [helper.make_tensor_value_info(o, TensorProto.FLOAT, []) for o in outputs]
+    model = helper.make_model(helper.make_graph([node], name, graph_inputs, graph_outputs),
+                              opset_imports=[helper.make_opsetid("", 14)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=False)
+    if evaluator == "onnxruntime":
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        return dict(zip(outputs, sess.run(outputs, feeds)))
+    from onnx.reference import ReferenceEvaluator
+
+    return dict(zip(outputs, ReferenceEvaluator(model).run(outputs, feeds)))
+
+
+def onnx_cases(manifest):
     rng = np.random.default_rng(1)
+    # name, op, direction, linear_before_reset, layout, peepholes, lengths, extra attributes.
     cases = [
-        # name, op, direction, lbr, layout, peepholes, lengths
-        ("onnx_rnn", "RNN", "forward", 0, 0, False, None),
-        ("onnx_lstm_peephole", "LSTM", "forward", 0, 0, True, None),
-        ("onnx_lstm_bi_lengths", "LSTM", "bidirectional", 0, 0, False, [5, 3]),
-        ("onnx_lstm_bi_peephole", "LSTM", "bidirectional", 0, 0, True, None),
-        ("onnx_gru", "GRU", "forward", 0, 0, False, None),
-        ("onnx_gru_lbr_bi", "GRU", "bidirectional", 1, 0, False, [2, 5]),
-        ("onnx_gru_reverse", "GRU", "reverse", 0, 0, False, None),
-        ("onnx_rnn_reverse_lengths", "RNN", "reverse", 0, 0, False, [3, 5]),
-        # onnxruntime rejects layout = 1 for RNN, LSTM and GRU ("batchwise recurrent
-        # operations are not supported"), so layout 1 has no framework vectors here.
+        ("onnx_rnn", "RNN", "forward", 0, 0, False, None, {}),
+        ("onnx_lstm_peephole", "LSTM", "forward", 0, 0, True, None, {}),
+        ("onnx_lstm_bi_lengths", "LSTM", "bidirectional", 0, 0, False, [5, 3], {}),
+        ("onnx_lstm_bi_peephole", "LSTM", "bidirectional", 0, 0, True, None, {}),
+        ("onnx_gru", "GRU", "forward", 0, 0, False, None, {}),
+        ("onnx_gru_lbr_bi", "GRU", "bidirectional", 1, 0, False, [2, 5], {}),
+        ("onnx_gru_reverse", "GRU", "reverse", 0, 0, False, None, {}),
+        ("onnx_rnn_reverse_lengths", "RNN", "reverse", 0, 0, False, [3, 5], {}),
+        # clip (on every activation's input), input_forget, Relu.
+        ("onnx_lstm_clip_peephole", "LSTM", "forward", 0, 0, True, None, {"clip": 0.4}),
+        ("onnx_lstm_input_forget_bi", "LSTM", "bidirectional", 0, 0, True, [4, 5], {"input_forget": 1}),
+        ("onnx_lstm_clip_input_forget_bi", "LSTM", "bidirectional", 0, 0, False, None,
+         {"clip": 0.3, "input_forget": 1}),
+        ("onnx_gru_clip", "GRU", "forward", 0, 0, False, None, {"clip": 0.35}),
+        ("onnx_gru_lbr_clip_bi_lengths", "GRU", "bidirectional", 1, 0, False, [5, 1], {"clip": 0.35}),
+        ("onnx_rnn_clip_reverse", "RNN", "reverse", 0, 0, False, None, {"clip": 0.4}),
+        ("onnx_rnn_relu_bi", "RNN", "bidirectional", 0, 0, False, [2, 5], {"activations": ["Relu", "Relu"]}),
+        ("onnx_rnn_relu_clip", "RNN", "forward", 0, 0, False, None, {"activations": ["Relu"], "clip": 0.3}),
+        # Layout 1 ([N, T, ...]): onnxruntime refuses it ("batchwise recurrent
+        # operations are not supported"), so these come from the onnx package's
+        # reference evaluator, which in turn is checked against onnxruntime on
+        # the same data in layout 0 below. (The evaluator ignores
+        # sequence_lens, clip and activations, so these cases use none.)
+        ("onnx_layout1_lstm_bi_peephole", "LSTM", "bidirectional", 0, 1, True, None, {}),
+        ("onnx_layout1_gru_lbr", "GRU", "forward", 1, 1, False, None, {}),
+        ("onnx_layout1_rnn_reverse", "RNN", "reverse", 0, 1, False, None, {}),
     ]
     T, N, I, H = 5, 2, 3, 4
-    for name, op, direction, lbr, layout, peep, lengths in cases:
+    for name, op, direction, lbr, layout, peep, lengths, extra in cases:
         G = {"RNN": 1, "LSTM": 4, "GRU": 3}[op]
         D = 2 if direction == "bidirectional" else 1
         f = lambda *s: (rng.standard_normal(s) * 0.5).astype(np.float32)
@@ -118,34 +164,31 @@ def onnx_cases(manifest):
         W, R, B = f(D, G * H, I), f(D, G * H, H), f(D, 2 * G * H)
         h0 = f(N, D, H) if layout else f(D, N, H)
         feeds = {"X": X, "W": W, "R": R, "B": B, "initial_h": h0}
-        inputs = ["X", "W", "R", "B", "sequence_lens" if lengths else "", "initial_h"]
         if lengths:
             feeds["sequence_lens"] = np.array(lengths, dtype=np.int32)
         outputs = ["Y", "Y_h"]
         if op == "LSTM":
             c0 = f(N, D, H) if layout else f(D, N, H)
             feeds["initial_c"] = c0
-            inputs.append("initial_c")
             outputs.append("Y_c")
             if peep:
                 feeds["P"] = f(D, 3 * H)
-                inputs.append("P")
         attrs = dict(hidden_size=H, direction=direction, layout=layout)
         if op == "GRU":
             attrs["linear_before_reset"] = lbr
-        node = helper.make_node(op, inputs, outputs, **attrs)
-        shapes = {k: v.shape for k, v in feeds.items()}
-        graph_inputs = [
-            helper.make_tensor_value_info(k, TensorProto.INT32 if k == "sequence_lens" else TensorProto.FLOAT, shapes[k])
-            for k in feeds
-        ]
-        graph_outputs = [helper.make_tensor_value_info(o, TensorProto.FLOAT, []) for o in outputs]
-        model = helper.make_model(helper.make_graph([node], name, graph_inputs, graph_outputs),
-                                  opset_imports=[helper.make_opsetid("", 14)])
-        model.ir_version = 8
-        onnx.checker.check_model(model, full_check=False)
-        sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-        results = dict(zip(outputs, sess.run(outputs, feeds)))
+        attrs.update(extra)
+        evaluator = "onnx.reference" if layout else "onnxruntime"
+        results = onnx_node_outputs(op, feeds, attrs, outputs, name, evaluator)
+        if layout:
+            # The same node in layout 0 through onnxruntime must agree.
+            to_time_major = {"X": (1, 0, 2), "initial_h": (1, 0, 2), "initial_c": (1, 0, 2)}
+            feeds0 = {k: np.ascontiguousarray(v.transpose(to_time_major[k])) if k in to_time_major else v
+                      for k, v in feeds.items()}
+            ort0 = onnx_node_outputs(op, feeds0, dict(attrs, layout=0), outputs, name, "onnxruntime")
+            from_time_major = {"Y": (2, 0, 1, 3), "Y_h": (1, 0, 2), "Y_c": (1, 0, 2)}
+            for k in outputs:
+                err = np.abs(ort0[k].transpose(from_time_major[k]) - results[k]).max()
+                assert err < 1e-5, f"{name}: onnx.reference and onnxruntime differ in {k} by {err}"
         tensors = {k: v for k, v in feeds.items() if k != "sequence_lens"}
         if lengths:
             tensors["lengths"] = np.array(lengths, dtype=np.float32)
@@ -153,7 +196,10 @@ def onnx_cases(manifest):
         write(name, tensors)
         manifest.append(
             f"{name} onnx cell={op.lower()} input={I} hidden={H} layers=1 direction={direction} "
-            f"lbr={lbr} layout={layout} peepholes={int(peep)} seq_len={T} batch={N}"
+            f"lbr={lbr} layout={layout} peepholes={int(peep)} clip={extra.get('clip', 'none')} "
+            f"input_forget={extra.get('input_forget', 0)} "
+            f"activations={','.join(extra.get('activations', [])) or 'default'} "
+            f"evaluator={evaluator} seq_len={T} batch={N}"
         )
 
 
