@@ -202,6 +202,30 @@ fn corner_shapes_match_the_reference() {
     }
 }
 
+/// The input projection runs over blocks of rows in parallel: a call with
+/// several blocks and a ragged last one, and an input width that is not a
+/// multiple of anything, must match too.
+#[test]
+fn input_projection_over_several_row_blocks_matches_the_reference() {
+    for name in ["lstm_peephole", "gru_linear_before_reset", "rnn_gate_clip"] {
+        let case = Case {
+            variant: variant_index(name),
+            direction: 2,
+            layout: 1,
+            layers: 2,
+            input: 37,
+            hidden: 20,
+            proj: 0,
+            seq_len: 13,
+            batch: 11,
+            seed: 5,
+        };
+        for isa in Isa::supported() {
+            check_isa(isa, &case).unwrap();
+        }
+    }
+}
+
 #[test]
 fn the_selected_isa_is_supported() {
     let isa = Isa::selected().unwrap();

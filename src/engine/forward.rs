@@ -9,7 +9,6 @@ use std::borrow::Cow;
 
 use crate::config::{CellKind, Config, Direction, GruVariant, Layout};
 use crate::error::Result;
-use crate::gemm::{par_gemm, Mat};
 use crate::io::{from_time_major, to_time_major, Input, Output, Shapes};
 use crate::kernels::fused::{MatRow, StepParams, StepRow};
 use crate::kernels::Kernels;
@@ -68,25 +67,48 @@ impl DirTrace {
     }
 }
 
-/// `[TN, G·Hp]` interleaved: `x W^T + bias` for every step at once.
+/// Rows of the input projection per task: enough to amortise streaming the
+/// packed weights through the cache once per block, few enough that a
+/// block's inputs stay in L2 and that blocks spread over the threads.
+const PROJECTION_ROWS: usize = 48;
+
+/// `[TN, G·Hp]` interleaved: `x W^T + bias` for every step at once, with the
+/// same register-tiled kernel as the recurrence, over row blocks in parallel.
 pub(crate) fn input_projection(
+    kernels: Kernels,
     pb: &PackedBlock,
     x: &[f32],
     rows: usize,
     pool: &BufferPool,
 ) -> Vec<f32> {
     let gh = pb.gates * pb.hp;
+    assert!(x.len() >= rows * pb.input, "x holds every row");
     let mut xw = pool.take(rows * gh);
-    for row in xw.chunks_exact_mut(gh) {
-        row.copy_from_slice(&pb.bias_interleaved);
-    }
-    par_gemm(
-        Mat::rows(x, rows, pb.input, pb.input),
-        Mat::transposed(&pb.w_interleaved, pb.input, gh, pb.input),
-        1.0,
-        &mut xw,
-        gh,
-    );
+    xw.par_chunks_mut(PROJECTION_ROWS * gh)
+        .enumerate()
+        .for_each(|(block, out)| {
+            let first = block * PROJECTION_ROWS;
+            let mat_rows: Vec<MatRow> = out
+                .chunks_exact_mut(gh)
+                .enumerate()
+                .map(|(r, out)| MatRow {
+                    a: x[(first + r) * pb.input..].as_ptr(),
+                    out: out.as_mut_ptr(),
+                })
+                .collect();
+            // SAFETY: `Kernels` exists only for a supported ISA; each row
+            // reads `input` floats of x (checked above) and writes one whole
+            // gh-float row of this block's part of xw.
+            unsafe {
+                (kernels.table.panel_matmul_bias)(
+                    pb.input,
+                    gh,
+                    &pb.w_panels,
+                    &pb.bias_interleaved,
+                    &mat_rows,
+                )
+            };
+        });
     xw
 }
 
@@ -211,7 +233,7 @@ pub(crate) fn forward(
         for dir in 0..config.num_directions() {
             let ld = layer * config.num_directions() + dir;
             let pb = &packed.blocks[ld];
-            let xw = input_projection(pb, &layer_in, t_len * n, pool);
+            let xw = input_projection(packed.kernels, pb, &layer_in, t_len * n, pool);
             let mut dt = training.then(|| DirTrace::new(config, pb, t_len * n));
             let c_slice: &mut [f32] = if config.has_cell_state() {
                 &mut c_n[ld * n * cs..(ld + 1) * n * cs]

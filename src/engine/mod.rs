@@ -2,11 +2,13 @@
 //! on the packed weights and the SIMD kernels, with rayon over batch blocks.
 //!
 //! Per layer and direction, the input projection of every time step is one
-//! GEMM (`gemm`); the recurrence then runs per batch block, each block on
+//! product over weights packed once per model, with the same register-tiled
+//! kernel as the recurrence, in row blocks over the threads; the recurrence
+//! then runs per batch block, each block on
 //! its own thread through all time steps (no barrier per step), calling the
 //! fused step kernel of its cell. Backward walks the steps in reverse with
 //! the element-wise backward kernels and per-step `dG × R` products, then
-//! forms dW, dR and dX as GEMMs over all steps at once.
+//! forms dW, dR and dX as GEMMs over all steps at once (`gemm`).
 
 mod backward;
 mod forward;

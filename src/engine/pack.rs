@@ -18,8 +18,9 @@ pub(crate) struct PackedBlock {
     pub state: usize,
     pub state_stride: usize,
     pub input: usize,
-    /// `W`, interleaved rows `[G·Hp, I]`, for the input projection.
-    pub w_interleaved: Vec<f32>,
+    /// `Wᵀ` as one-gate panels over the interleaved columns (K = I,
+    /// N = G·Hp), for the input projection.
+    pub w_panels: Vec<f32>,
     /// `Wb + Rb` interleaved (GRU linear-before-reset: Rbn left out).
     pub bias_interleaved: Vec<f32>,
     /// Recurrent panels: all gates, or r and z for GRU.
@@ -194,7 +195,9 @@ impl PackedBlock {
             state,
             state_stride,
             input,
-            w_interleaved,
+            w_panels: pack_b(input, g_count * hp, unit, |kk, col| {
+                w_interleaved[col * input + kk]
+            }),
             bias_interleaved,
             r_panels,
             r_panels_n,

@@ -1,6 +1,5 @@
 //! Large matrix products through `matrixmultiply::sgemm`, bounds-checked and
-//! split over rayon: the input projection of all time steps, and in the
-//! backward pass dX, dW, dR and the per-step `dG × R`.
+//! split over rayon: the backward pass's dX, dW and dR over all steps.
 
 use rayon::prelude::*;
 

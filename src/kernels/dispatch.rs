@@ -112,6 +112,7 @@ pub(crate) struct Table {
     pub gru_step: unsafe fn(&StepParams, &[StepRow]),
     pub rnn_step: unsafe fn(&StepParams, &[StepRow]),
     pub panel_matmul: unsafe fn(usize, usize, &[f32], &[MatRow]),
+    pub panel_matmul_bias: unsafe fn(usize, usize, &[f32], &[f32], &[MatRow]),
     pub lstm_backward: unsafe fn(&BackParams, &[BackRow]),
     pub gru_backward_a: unsafe fn(&BackParams, &[BackRow]),
     pub gru_backward_b: unsafe fn(&BackParams, &[BackRow]),

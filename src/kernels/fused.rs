@@ -299,10 +299,13 @@ unsafe fn for_rows<
     }
 }
 
-/// Rows per register tile, so that MR × V accumulators fit the register file.
+/// Rows per register tile, so that the tile's MR × `vectors` accumulators,
+/// the `vectors` panel loads they share and one broadcast all fit the
+/// register file (one register more spills accumulators to the stack inside
+/// the k loop, which on AVX2 halved the throughput).
 const fn rows_per_tile<S: Simd>(vectors: usize) -> usize {
-    // Leave a quarter of the registers for the panel loads and the broadcast.
-    let r = S::REGISTERS * 3 / 4 / vectors;
+    let free = S::REGISTERS.saturating_sub(vectors + 1);
+    let r = free / vectors;
     if r == 0 {
         1
     } else {
@@ -629,7 +632,10 @@ pub(crate) unsafe fn rnn_step<S: Simd, const MR: usize>(p: &StepParams, rows: &[
     }
 }
 
-struct StoreEpilogue;
+/// Stores a plain product, plus a bias row when `bias` is not null.
+struct StoreEpilogue {
+    bias: *const f32,
+}
 
 impl<S: Simd, const V: usize> Epilogue<S, MatRow, V> for StoreEpilogue {
     #[inline(always)]
@@ -639,8 +645,16 @@ impl<S: Simd, const V: usize> Epilogue<S, MatRow, V> for StoreEpilogue {
     #[inline(always)]
     unsafe fn apply(&self, row: &MatRow, panel: usize, acc: &[S::V; V]) {
         for w in 0..S::W {
-            // SAFETY: `out` holds a whole padded row.
-            unsafe { S::store(row.out.add(panel * unit::<S>() + w * S::LANES), acc[w]) };
+            let col = panel * unit::<S>() + w * S::LANES;
+            // SAFETY: `out` and a non-null `bias` hold a whole padded row.
+            unsafe {
+                let v = if self.bias.is_null() {
+                    acc[w]
+                } else {
+                    S::add(acc[w], S::load(self.bias.add(col)))
+                };
+                S::store(row.out.add(col), v);
+            }
         }
     }
 }
@@ -664,7 +678,36 @@ pub(crate) unsafe fn panel_matmul<S: Simd, const MR: usize>(
             packed.as_ptr(),
             (0, n_padded / unit::<S>()),
             rows,
-            &StoreEpilogue
+            &StoreEpilogue {
+                bias: std::ptr::null()
+            }
+        )
+    }
+}
+
+/// [`panel_matmul`] plus `bias` (`n_padded` floats) added to every row.
+#[inline(always)]
+pub(crate) unsafe fn panel_matmul_bias<S: Simd, const MR: usize>(
+    k: usize,
+    n_padded: usize,
+    packed: &[f32],
+    bias: &[f32],
+    rows: &[MatRow],
+) {
+    assert!(bias.len() >= n_padded, "bias shorter than a row");
+    // SAFETY: `packed` holds n_padded/U panels of k × U floats; bias was checked.
+    unsafe {
+        run_panels!(
+            S,
+            MR,
+            1,
+            k,
+            packed.as_ptr(),
+            (0, n_padded / unit::<S>()),
+            rows,
+            &StoreEpilogue {
+                bias: bias.as_ptr()
+            }
         )
     }
 }
@@ -916,6 +959,11 @@ macro_rules! instantiate_kernels {
                 unsafe { fused::panel_matmul::<$S, { fused::tile_rows::<$S>(1) }>(k, n_padded, packed, rows) }
             }
             $(#[$attr])?
+            pub(crate) unsafe fn panel_matmul_bias(k: usize, n_padded: usize, packed: &[f32], bias: &[f32], rows: &[MatRow]) {
+                // SAFETY: only reachable through Kernels::for_isa, which checked the CPU; pointer validity is the caller's contract.
+                unsafe { fused::panel_matmul_bias::<$S, { fused::tile_rows::<$S>(1) }>(k, n_padded, packed, bias, rows) }
+            }
+            $(#[$attr])?
             pub(crate) unsafe fn lstm_backward(p: &BackParams, rows: &[BackRow]) {
                 // SAFETY: only reachable through Kernels::for_isa, which checked the CPU; pointer validity is the caller's contract.
                 unsafe { fused::lstm_backward::<$S>(p, rows) }
@@ -957,6 +1005,7 @@ macro_rules! instantiate_kernels {
                 gru_step,
                 rnn_step,
                 panel_matmul,
+                panel_matmul_bias,
                 lstm_backward,
                 gru_backward_a,
                 gru_backward_b,
