@@ -46,13 +46,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         flops / inference / 1e9
     );
     if args.get(5).map(String::as_str) != Some("inference") {
-        let start = Instant::now();
-        for _ in 0..reps / 4 {
-            let (out, trace) = model.forward_training(&input)?;
-            let dy = vec![1.0; out.y.len()];
+        let dy = vec![1.0; model.forward_inference(&input)?.y.len()];
+        let train_step = || -> Result<(), rnn::Error> {
+            let (_, trace) = model.forward_training(&input)?;
             std::hint::black_box(model.backward(&trace, &OutputGrads::new(&dy))?);
+            Ok(())
+        };
+        train_step()?; // warm-up
+        let start = Instant::now();
+        for _ in 0..reps {
+            train_step()?;
         }
-        let training = start.elapsed().as_secs_f64() / (reps / 4) as f64;
+        let training = start.elapsed().as_secs_f64() / reps as f64;
         print!(
             "; training {:.2} ms, {:.1} GFLOP/s",
             training * 1e3,

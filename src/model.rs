@@ -7,7 +7,7 @@
 //! the engine is tested against.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use crate::config::{Config, ParamKind};
 use crate::engine::{self, BufferPool, Packed};
@@ -23,6 +23,10 @@ static NEXT_MODEL_ID: AtomicU64 = AtomicU64::new(1);
 /// Parameters are one flat `Vec<f32>`; [`Config::param_range`] says where each
 /// tensor lives. A model is immutable during forward and backward calls, so a
 /// `&Model` may be shared between threads that run calls concurrently.
+///
+/// Memory: a model keeps the scratch buffers of its recent calls (up to 32,
+/// the largest about the size of one call's training trace) and reuses them,
+/// so repeated calls do not map fresh pages; they are freed with the model.
 #[derive(Debug)]
 pub struct Model {
     config: Config,
@@ -36,8 +40,9 @@ pub struct Model {
     /// The parameters packed for the kernels, made on first use and dropped
     /// whenever the parameters change.
     packed: OnceLock<Result<Packed>>,
-    /// Scratch buffers reused across calls.
-    pool: BufferPool,
+    /// Scratch buffers reused across calls (shared with live traces, which
+    /// give theirs back when dropped).
+    pool: Arc<BufferPool>,
 }
 
 impl Clone for Model {
@@ -72,7 +77,7 @@ impl Model {
             version: 0,
             isa: None,
             packed: OnceLock::new(),
-            pool: BufferPool::default(),
+            pool: Arc::default(),
         }
     }
 
@@ -205,6 +210,12 @@ impl Model {
                     .into(),
             ));
         }
-        engine::backward(&self.config, self.packed()?, &trace.inner, grads)
+        engine::backward(
+            &self.config,
+            self.packed()?,
+            &self.pool,
+            &trace.inner,
+            grads,
+        )
     }
 }

@@ -4,7 +4,7 @@ use rayon::prelude::*;
 
 use super::forward::{DirTrace, Trace};
 use super::pack::PackedBlock;
-use super::workspace::zeroed;
+use super::workspace::{zeroed, BufferPool};
 use super::{batch_blocks, row, row_mut, Packed, SharedMut};
 use crate::config::{CellKind, Config, Direction, GruVariant, ParamKind};
 use crate::error::Result;
@@ -43,6 +43,7 @@ struct DirBack<'a> {
 pub(crate) fn backward(
     config: &Config,
     packed: &Packed,
+    pool: &BufferPool,
     trace: &Trace,
     grads: &OutputGrads<'_>,
 ) -> Result<Gradients> {
@@ -60,7 +61,7 @@ pub(crate) fn backward(
     for layer in (0..config.num_layers()).rev() {
         let x = &trace.layer_inputs[layer];
         let in_size = config.layer_input_size(layer);
-        let mut d_in = zeroed(rows * in_size);
+        let mut d_in = pool.take_zeroed(rows * in_size);
         for dir in 0..config.num_directions() {
             let ld = layer * config.num_directions() + dir;
             let pb = &packed.blocks[ld];
@@ -69,9 +70,9 @@ pub(crate) fn backward(
             let gru = config.cell() == CellKind::Gru;
             let proj = config.proj_size() > 0;
             let mut dg = DirGrads {
-                dg: zeroed(rows * pb.gates * hp),
-                d_rn: zeroed(if gru { rows * hp } else { 0 }),
-                dh_proj: zeroed(if proj { rows * ks } else { 0 }),
+                dg: pool.take_zeroed(rows * pb.gates * hp),
+                d_rn: pool.take_zeroed(if gru { rows * hp } else { 0 }),
+                dh_proj: pool.take_zeroed(if proj { rows * ks } else { 0 }),
             };
             let c_slice: &mut [f32] = if config.has_cell_state() {
                 &mut dc0[ld * n * cs..(ld + 1) * n * cs]
@@ -110,6 +111,7 @@ pub(crate) fn backward(
             weight_grads(
                 config,
                 pb,
+                pool,
                 layer,
                 dir,
                 x,
@@ -127,8 +129,11 @@ pub(crate) fn backward(
                 &mut d_in,
                 in_size,
             );
+            for buf in [dg.dg, dg.d_rn, dg.dh_proj] {
+                pool.give(buf);
+            }
         }
-        d_out = d_in;
+        pool.give(std::mem::replace(&mut d_out, d_in));
     }
     let dx = from_time_major(config.layout(), d_out, t_len, n, config.input_size());
     Ok(Gradients {
@@ -145,6 +150,7 @@ pub(crate) fn backward(
 fn weight_grads(
     config: &Config,
     pb: &PackedBlock,
+    pool: &BufferPool,
     layer: usize,
     dir: usize,
     x: &[f32],
@@ -176,7 +182,7 @@ fn weight_grads(
         }
     };
 
-    let mut dw = zeroed(gh * input);
+    let mut dw = pool.take(gh * input); // beta = 0: fully overwritten
     par_gemm(
         Mat::transposed(&g.dg, gh, rows, gh),
         Mat::rows(x, rows, input, input),
@@ -185,12 +191,13 @@ fn weight_grads(
         input,
     );
     unpad(&dw, input, &mut dparams[range(ParamKind::W)]);
+    pool.give(dw);
 
     let mut dwb = zeroed(gh);
     add_column_sums(&g.dg, rows, gh, &mut dwb);
     unpad(&dwb, 1, &mut dparams[range(ParamKind::Wb)]);
 
-    let mut dr = zeroed(gh * st);
+    let mut dr = pool.take(gh * st); // every part below is written with beta = 0
     let mut drb = dwb.clone();
     let h_prev = Mat::rows(&dt.h_prev, rows, st, ks);
     if gru {
@@ -229,6 +236,7 @@ fn weight_grads(
         );
     }
     unpad(&dr, st, &mut dparams[range(ParamKind::R)]);
+    pool.give(dr);
     unpad(&drb, 1, &mut dparams[range(ParamKind::Rb)]);
 
     if config.peepholes() {

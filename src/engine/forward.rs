@@ -6,6 +6,7 @@ use super::pack::PackedBlock;
 use super::workspace::{zeroed, BufferPool};
 use super::{batch_blocks, Packed, SharedMut};
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use crate::config::{CellKind, Config, Direction, GruVariant, Layout};
 use crate::error::Result;
@@ -33,7 +34,9 @@ pub(crate) struct DirTrace {
     pub clip_mask: Vec<f32>,
 }
 
-/// What [`super::backward`] needs from a training forward pass.
+/// What [`super::backward`] needs from a training forward pass. Its
+/// buffers come from the model's pool and go back to it when it is dropped,
+/// so a training loop does not map fresh pages on every call.
 #[derive(Clone, Debug)]
 pub(crate) struct Trace {
     pub shapes: Shapes,
@@ -42,15 +45,41 @@ pub(crate) struct Trace {
     pub layer_inputs: Vec<Vec<f32>>,
     /// Per layer and direction.
     pub dirs: Vec<DirTrace>,
+    pool: Arc<BufferPool>,
+}
+
+impl Drop for Trace {
+    fn drop(&mut self) {
+        let dirs = std::mem::take(&mut self.dirs);
+        let buffers = dirs.into_iter().flat_map(|d| {
+            [
+                d.gates,
+                d.h_prev,
+                d.c_prev,
+                d.c_raw,
+                d.m,
+                d.aux,
+                d.clip_mask,
+            ]
+        });
+        for buf in std::mem::take(&mut self.layer_inputs)
+            .into_iter()
+            .chain(buffers)
+        {
+            if !buf.is_empty() {
+                self.pool.give(buf);
+            }
+        }
+    }
 }
 
 impl DirTrace {
-    fn new(config: &Config, pb: &PackedBlock, rows: usize) -> Self {
+    fn new(config: &Config, pb: &PackedBlock, rows: usize, pool: &BufferPool) -> Self {
         let lstm = config.cell() == CellKind::Lstm;
         let gru = config.cell() == CellKind::Gru;
         let buf = |on: bool, width: usize| {
             if on {
-                zeroed(rows * width)
+                pool.take_zeroed(rows * width)
             } else {
                 Vec::new()
             }
@@ -199,7 +228,7 @@ struct DirRun<'a> {
 pub(crate) fn forward(
     config: &Config,
     packed: &Packed,
-    pool: &BufferPool,
+    pool: &Arc<BufferPool>,
     input: &Input<'_>,
     training: bool,
 ) -> Result<(Output, Option<Trace>)> {
@@ -234,7 +263,7 @@ pub(crate) fn forward(
             let ld = layer * config.num_directions() + dir;
             let pb = &packed.blocks[ld];
             let xw = input_projection(packed.kernels, pb, &layer_in, t_len * n, pool);
-            let mut dt = training.then(|| DirTrace::new(config, pb, t_len * n));
+            let mut dt = training.then(|| DirTrace::new(config, pb, t_len * n, pool));
             let c_slice: &mut [f32] = if config.has_cell_state() {
                 &mut c_n[ld * n * cs..(ld + 1) * n * cs]
             } else {
@@ -283,11 +312,17 @@ pub(crate) fn forward(
             batch_blocks(n)
                 .par_iter()
                 .for_each(|&(b0, nb)| run.block(b0, nb));
+            pool.give(xw);
             dir_traces.extend(dt);
         }
         let finished = std::mem::replace(&mut layer_in, Cow::Owned(layer_out));
         match (training, finished) {
-            (true, finished) => layer_inputs.push(finished.into_owned()),
+            (true, Cow::Owned(finished)) => layer_inputs.push(finished),
+            (true, Cow::Borrowed(x)) => {
+                let mut copy = pool.take(x.len());
+                copy.copy_from_slice(x);
+                layer_inputs.push(copy);
+            }
             (false, Cow::Owned(scratch)) => pool.give(scratch),
             (false, Cow::Borrowed(_)) => {}
         }
@@ -308,6 +343,7 @@ pub(crate) fn forward(
         lens,
         layer_inputs,
         dirs: dir_traces,
+        pool: Arc::clone(pool),
     });
     Ok((Output { y, h_n, c_n }, trace))
 }

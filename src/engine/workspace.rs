@@ -4,12 +4,18 @@
 //! call. Allocating them afresh maps new pages every call and unmaps them
 //! after, and with several threads each unmap interrupts the others to flush
 //! their TLBs: measured, that made a 2-thread RNN call 2-3× slower than a
-//! 1-thread one. A model keeps a few such buffers instead.
+//! 1-thread one. A model keeps such buffers instead: the input projection,
+//! layer outputs, a dropped trace's buffers and backward's scratch. Measured
+//! on training (forward + backward) with 2 threads: LSTM H512 N32 T50 from
+//! ~200 to ~335 GFLOP/s, and batch-1 training no longer slower on 2 threads
+//! than on 1.
 
 use std::sync::Mutex;
 
-/// How many idle buffers a pool keeps.
-const KEEP: usize = 8;
+/// How many idle buffers a pool keeps: enough for every trace and backward
+/// buffer of a few layers and directions. The memory stays with the model
+/// until it is dropped.
+const KEEP: usize = 32;
 
 #[derive(Debug, Default)]
 pub(crate) struct BufferPool {

@@ -85,14 +85,18 @@ unsafe fn sgemm_raw(a: Mat, b: Mat, beta: f32, c: *mut f32, c_stride: usize) {
 }
 
 /// `c = a × b + beta · c` where `c` is row-major with row stride `c_stride`.
+/// With `beta = 0`, `c` is not read (it may hold anything, NaN included).
 pub(crate) fn gemm(a: Mat, b: Mat, beta: f32, c: &mut [f32], c_stride: usize) {
     if a.rows > 0 && b.cols > 0 && a.cols == 0 {
         // No inner dimension: the product is zero.
         check_product(&a, &b, c.len(), c_stride);
         for row in 0..a.rows {
-            c[row * c_stride..row * c_stride + b.cols]
-                .iter_mut()
-                .for_each(|v| *v *= beta);
+            let c_row = &mut c[row * c_stride..row * c_stride + b.cols];
+            if beta == 0.0 {
+                c_row.fill(0.0);
+            } else {
+                c_row.iter_mut().for_each(|v| *v *= beta);
+            }
         }
         return;
     }
@@ -202,6 +206,7 @@ mod tests {
             (130, 65, 140),
             (1, 3, 1),
             (0, 4, 4),
+            (4, 0, 5),
         ] {
             for transposed_a in [false, true] {
                 let a_data = rng.uniform_vec(m * k, -1.0, 1.0);
@@ -214,8 +219,15 @@ mod tests {
                 let b = Mat::rows(&b_data, k, n, n);
                 let c_stride = n + 3;
                 for beta in [0.0, 1.0] {
-                    let c0 = rng.uniform_vec(m * c_stride, -1.0, 1.0);
+                    let mut c0 = rng.uniform_vec(m * c_stride, -1.0, 1.0);
                     let want = naive(&a, &b, beta, &c0, c_stride);
+                    if beta == 0.0 {
+                        // beta = 0 must not read c, even a NaN in it (the
+                        // padding past n columns must stay untouched).
+                        for row in c0.chunks_mut(c_stride) {
+                            row[..n].fill(f32::NAN);
+                        }
+                    }
                     let mut got = c0.clone();
                     pool.install(|| par_gemm(a, b, beta, &mut got, c_stride));
                     for (g, w) in got.iter().zip(&want) {
