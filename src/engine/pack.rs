@@ -7,6 +7,40 @@
 
 use crate::config::{CellKind, Config, GruVariant, ParamKind};
 
+/// f32 storage whose first element starts a 64-byte cache line, so that the
+/// kernels' whole-vector loads of a weight panel never straddle two lines
+/// (a `Vec<f32>` of this size is typically 16 bytes past a line).
+#[derive(Debug, Default)]
+pub(crate) struct Aligned {
+    buf: Vec<f32>,
+    start: usize,
+    len: usize,
+}
+
+impl Aligned {
+    const LINE: usize = 64;
+
+    pub fn new(values: &[f32]) -> Self {
+        let slack = Self::LINE / std::mem::size_of::<f32>() - 1;
+        let mut buf = vec![0.0; values.len() + slack];
+        // An f32-aligned address is at most 15 floats before a line boundary.
+        let start = buf.as_ptr().align_offset(Self::LINE).min(slack);
+        buf[start..start + values.len()].copy_from_slice(values);
+        Aligned {
+            buf,
+            start,
+            len: values.len(),
+        }
+    }
+}
+
+impl std::ops::Deref for Aligned {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.buf[self.start..self.start + self.len]
+    }
+}
+
 /// One layer and direction, packed.
 #[derive(Debug)]
 pub(crate) struct PackedBlock {
@@ -20,27 +54,27 @@ pub(crate) struct PackedBlock {
     pub input: usize,
     /// `Wᵀ` as one-gate panels over the interleaved columns (K = I,
     /// N = G·Hp), for the input projection.
-    pub w_panels: Vec<f32>,
+    pub w_panels: Aligned,
     /// `Wb + Rb` interleaved (GRU linear-before-reset: Rbn left out).
     pub bias_interleaved: Vec<f32>,
     /// Recurrent panels: all gates, or r and z for GRU.
-    pub r_panels: Vec<f32>,
+    pub r_panels: Aligned,
     /// GRU: n-gate recurrent panels.
-    pub r_panels_n: Vec<f32>,
+    pub r_panels_n: Aligned,
     /// GRU linear-before-reset: Rbn `[Hp]`.
     pub rb_n: Vec<f32>,
     /// LSTM peepholes `[3·Hp]`.
     pub peephole: Option<Vec<f32>>,
     /// LSTM projection as one-gate panels over K = H.
-    pub proj_panels: Vec<f32>,
+    pub proj_panels: Aligned,
     /// Backward: `W` gate-major `[G·Hp, I]` for dX.
     pub w_gate_major: Vec<f32>,
     /// Backward per-step products as one-gate panels: `dG × R` (K = G·Hp, or
     /// 2·Hp for GRU's r and z), GRU `d_rn × Rn` (K = Hp), and the projection
     /// `dh × P` (K = H_out, N = Hp).
-    pub r_back_panels: Vec<f32>,
-    pub r_back_panels_n: Vec<f32>,
-    pub proj_back_panels: Vec<f32>,
+    pub r_back_panels: Aligned,
+    pub r_back_panels_n: Aligned,
+    pub proj_back_panels: Aligned,
 }
 
 /// Packs `B [k, n]` (given element-wise by `b`) as one-gate panels for
@@ -186,25 +220,42 @@ impl PackedBlock {
             Vec::new()
         };
         PackedBlock {
-            r_back_panels,
-            r_back_panels_n,
-            proj_back_panels,
+            r_back_panels: Aligned::new(&r_back_panels),
+            r_back_panels_n: Aligned::new(&r_back_panels_n),
+            proj_back_panels: Aligned::new(&proj_back_panels),
             gates: g_count,
             hidden: h,
             hp,
             state,
             state_stride,
             input,
-            w_panels: pack_b(input, g_count * hp, unit, |kk, col| {
+            w_panels: Aligned::new(&pack_b(input, g_count * hp, unit, |kk, col| {
                 w_interleaved[col * input + kk]
-            }),
+            })),
             bias_interleaved,
-            r_panels,
-            r_panels_n,
+            r_panels: Aligned::new(&r_panels),
+            r_panels_n: Aligned::new(&r_panels_n),
             rb_n,
             peephole,
-            proj_panels,
+            proj_panels: Aligned::new(&proj_panels),
             w_gate_major,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Aligned;
+
+    #[test]
+    fn aligned_panels_start_a_cache_line_and_keep_their_values() {
+        for len in [0, 1, 15, 16, 17, 1000, 40_000] {
+            let values: Vec<f32> = (0..len).map(|v| v as f32).collect();
+            let a = Aligned::new(&values);
+            assert_eq!(&a[..], &values[..], "len {len}");
+            if len > 0 {
+                assert_eq!(a.as_ptr() as usize % 64, 0, "len {len}");
+            }
         }
     }
 }
