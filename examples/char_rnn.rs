@@ -35,6 +35,9 @@ options:
   --steps N           stop after N steps (default: time budget only)
   --lr X              Adam learning rate (default 0.003)
   --out DIR           checkpoint and plot directory (default target/char_rnn)
+  --resume            continue training from DIR/checkpoint.bin: network,
+                      output layer and Adam state (the cell and sizes come
+                      from the checkpoint)
   --generate          load DIR/checkpoint.bin and print generated text
   --length N          characters to generate (default 600)
   --prime TEXT        text to start generation from (default \"And God said\")
@@ -53,6 +56,7 @@ struct Options {
     steps: Option<usize>,
     lr: f32,
     out: PathBuf,
+    resume: bool,
     generate: bool,
     length: usize,
     prime: String,
@@ -72,6 +76,7 @@ fn parse_options() -> Result<Options, String> {
         steps: None,
         lr: 0.003,
         out: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/char_rnn"),
+        resume: false,
         generate: false,
         length: 600,
         prime: "And God said".into(),
@@ -104,6 +109,7 @@ fn parse_options() -> Result<Options, String> {
             "--steps" => o.steps = Some(num(value()?)? as usize),
             "--lr" => o.lr = num(value()?)? as f32,
             "--out" => o.out = value()?.into(),
+            "--resume" => o.resume = true,
             "--generate" => o.generate = true,
             "--length" => o.length = num(value()?)? as usize,
             "--prime" => o.prime = value()?,
@@ -219,22 +225,44 @@ fn checkpoint_path(o: &Options) -> PathBuf {
     o.out.join("checkpoint.bin")
 }
 
+/// Adam state names inside the checkpoint.
+const ADAM_RNN: &str = "adam_rnn";
+const ADAM_DENSE: &str = "adam_dense";
+
 fn train(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
     let corpus = Corpus::load(&o.text)?;
     let v = corpus.vocab.len();
-    let config = Config::builder(o.cell, v, o.hidden)
-        .num_layers(o.layers)
-        .build()?;
-    let mut net = CharModel {
-        rnn: Model::random(config, o.seed),
-        dense: Dense::new(o.hidden, v, o.seed + 1),
-        vocab: corpus.vocab.clone(),
+    let (mut adam_rnn, mut adam_dense) = (Adam::new(o.lr), Adam::new(o.lr));
+    let mut net = if o.resume {
+        let (net, ck) = load_net(o)?;
+        if net.vocab != corpus.vocab {
+            return Err(format!(
+                "--resume: the checkpoint's vocabulary ({} characters) is not the text's ({})",
+                net.vocab.len(),
+                v
+            )
+            .into());
+        }
+        adam_rnn.restore(&ck, ADAM_RNN)?;
+        adam_dense.restore(&ck, ADAM_DENSE)?;
+        println!("resuming after step {}", adam_rnn.steps());
+        net
+    } else {
+        let config = Config::builder(o.cell, v, o.hidden)
+            .num_layers(o.layers)
+            .build()?;
+        CharModel {
+            rnn: Model::random(config, o.seed),
+            dense: Dense::new(o.hidden, v, o.seed + 1),
+            vocab: corpus.vocab.clone(),
+        }
     };
+    let config = net.rnn.config().clone();
     println!(
         "training a {:?} (hidden {}, {} layer(s), {} + {} parameters) on {} ({} characters, vocabulary {}) on {}",
-        o.cell,
-        o.hidden,
-        o.layers,
+        config.cell(),
+        config.hidden_size(),
+        config.num_layers(),
         net.rnn.params().len(),
         net.dense.params.len(),
         o.text.display(),
@@ -242,7 +270,6 @@ fn train(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
         v,
         net.rnn.isa()?.name(),
     );
-    let (mut adam_rnn, mut adam_dense) = (Adam::new(o.lr), Adam::new(o.lr));
     let mut rng = SplitMix64::new(o.seed + 2);
     // Stream b reads the text from its own offset, `seq_len` characters per step.
     let span = corpus.ids.len() - 1;
@@ -255,8 +282,9 @@ fn train(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
     let mut losses: Vec<(usize, f32)> = Vec::new();
     let mut smoothed = None;
     let mut last_sample = Instant::now();
-    let mut step = 0;
-    while started.elapsed() < budget && o.steps.is_none_or(|n| step < n) {
+    let first_step = adam_rnn.steps() as usize;
+    let mut step = first_step;
+    while started.elapsed() < budget && o.steps.is_none_or(|n| step - first_step < n) {
         let (k, n) = (o.seq_len, o.batch);
         let mut inputs = vec![0; k * n];
         let mut targets = vec![0; k * n];
@@ -291,8 +319,8 @@ fn train(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
         let s = smoothed.map_or(loss, |s: f32| 0.95 * s + 0.05 * loss);
         smoothed = Some(s);
         losses.push((step, loss));
-        let chars_per_s = (step * k * n) as f64 / started.elapsed().as_secs_f64();
-        bar.set_position(step as u64);
+        let chars_per_s = ((step - first_step) * k * n) as f64 / started.elapsed().as_secs_f64();
+        bar.set_position((step - first_step) as u64);
         bar.set_message(format!("loss {s:.3} (nats/char)  {chars_per_s:.0} chars/s"));
         if last_sample.elapsed() > Duration::from_secs(20) {
             last_sample = Instant::now();
@@ -310,24 +338,24 @@ fn train(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
     bar.finish();
     let final_loss = smoothed.unwrap_or(f32::NAN);
     let elapsed = started.elapsed().as_secs_f64();
+    let steps = step - first_step;
     println!(
-        "{step} steps in {elapsed:.1} s, {:.0} characters/s; final loss {final_loss:.3} nats/char ({:.2} bits/char)",
-        (step * o.seq_len * o.batch) as f64 / elapsed,
+        "{steps} steps in {elapsed:.1} s, {:.0} characters/s; final loss {final_loss:.3} nats/char ({:.2} bits/char)",
+        (steps * o.seq_len * o.batch) as f64 / elapsed,
         final_loss / std::f32::consts::LN_2
     );
 
     std::fs::create_dir_all(&o.out)?;
     let vocab: Vec<f32> = net.vocab.iter().map(|&c| c as u32 as f32).collect();
     let dims = [net.dense.inputs as f32, net.dense.outputs as f32];
-    train::save(
-        checkpoint_path(o),
-        &net.rnn,
-        &[
-            ("dense", &net.dense.params),
-            ("dense_shape", &dims),
-            ("vocab", &vocab),
-        ],
-    )?;
+    let optimiser = [adam_rnn.state(ADAM_RNN), adam_dense.state(ADAM_DENSE)].concat();
+    let mut extras: Vec<(&str, &[f32])> = vec![
+        ("dense", &net.dense.params),
+        ("dense_shape", &dims),
+        ("vocab", &vocab),
+    ];
+    extras.extend(optimiser.iter().map(|(n, v)| (n.as_str(), v.as_slice())));
+    train::save(checkpoint_path(o), &net.rnn, &extras)?;
     let plot = o.out.join("loss.svg");
     plot_losses(&plot, &losses)?;
     println!(
@@ -376,7 +404,9 @@ fn plot_losses(path: &Path, losses: &[(usize, f32)]) -> Result<(), Box<dyn std::
     Ok(())
 }
 
-fn generate(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
+/// The network saved in DIR/checkpoint.bin, and the checkpoint (for the
+/// optimiser state).
+fn load_net(o: &Options) -> Result<(CharModel, train::Checkpoint), Box<dyn std::error::Error>> {
     let ck = train::load(checkpoint_path(o))?;
     let missing =
         |name: &str| format!("the checkpoint has no `{name}` tensor: was it written by char_rnn?");
@@ -395,10 +425,15 @@ fn generate(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
         ck.extra("dense").ok_or_else(|| missing("dense"))?.to_vec(),
     )?;
     let net = CharModel {
-        rnn: ck.model,
+        rnn: ck.model.clone(),
         dense,
         vocab,
     };
+    Ok((net, ck))
+}
+
+fn generate(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
+    let (net, _) = load_net(o)?;
     let mut rng = SplitMix64::new(o.seed);
     println!(
         "{}",

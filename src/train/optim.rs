@@ -1,4 +1,42 @@
 //! Optimisers over flat parameter vectors: SGD with momentum and Adam.
+//!
+//! Their state (moments, step count) saves into a checkpoint's extra
+//! tensors with `state` and comes back with `restore`, so training resumes
+//! where it stopped; the hyper-parameters are the caller's and are not saved.
+
+use super::checkpoint::Checkpoint;
+use crate::error::{Error, Result};
+
+/// The extra tensor `{prefix}.{name}` of a checkpoint.
+fn stored<'a>(checkpoint: &'a Checkpoint, prefix: &str, name: &str) -> Result<&'a [f32]> {
+    checkpoint
+        .extra(&format!("{prefix}.{name}"))
+        .ok_or_else(|| Error::Checkpoint(format!("no optimiser state `{prefix}.{name}`")))
+}
+
+/// A step count as two f32 that hold its 16-bit halves exactly.
+fn count_to_f32s(count: u32) -> Vec<f32> {
+    vec![(count >> 16) as f32, (count & 0xffff) as f32]
+}
+
+fn count_from_f32s(values: &[f32], what: &str) -> Result<u32> {
+    match values {
+        [hi, lo] if (0.0..65536.0).contains(hi) && (0.0..65536.0).contains(lo) => {
+            Ok(((*hi as u32) << 16) | *lo as u32)
+        }
+        _ => Err(Error::Checkpoint(format!("`{what}` is not a step count"))),
+    }
+}
+
+/// Checks that restored moments are equally long.
+fn same_lengths(prefix: &str, parts: &[&[f32]]) -> Result<()> {
+    if parts.windows(2).any(|w| w[0].len() != w[1].len()) {
+        return Err(Error::Checkpoint(format!(
+            "the optimiser state `{prefix}` has tensors of different lengths"
+        )));
+    }
+    Ok(())
+}
 
 /// SGD with (optional) momentum: `v = μ v + g; p -= lr v`.
 #[derive(Clone, Debug)]
@@ -30,6 +68,18 @@ impl Sgd {
             *p -= self.learning_rate * *v;
         }
     }
+
+    /// The velocity as the extra tensor `{prefix}.velocity`, for
+    /// [`save`](super::save).
+    pub fn state(&self, prefix: &str) -> Vec<(String, Vec<f32>)> {
+        vec![(format!("{prefix}.velocity"), self.velocity.clone())]
+    }
+
+    /// Restores what [`Sgd::state`] saved under `prefix`.
+    pub fn restore(&mut self, checkpoint: &Checkpoint, prefix: &str) -> Result<()> {
+        self.velocity = stored(checkpoint, prefix, "velocity")?.to_vec();
+        Ok(())
+    }
 }
 
 /// Adam (Kingma & Ba), with bias correction.
@@ -41,7 +91,7 @@ pub struct Adam {
     pub epsilon: f32,
     m: Vec<f32>,
     v: Vec<f32>,
-    t: i32,
+    t: u32,
 }
 
 impl Adam {
@@ -68,8 +118,10 @@ impl Adam {
         self.m.resize(params.len(), 0.0);
         self.v.resize(params.len(), 0.0);
         self.t = self.t.saturating_add(1);
-        let c1 = 1.0 - self.beta1.powi(self.t);
-        let c2 = 1.0 - self.beta2.powi(self.t);
+        // Past 2^31 steps the bias corrections are 1 to f32 precision.
+        let t = i32::try_from(self.t).unwrap_or(i32::MAX);
+        let c1 = 1.0 - self.beta1.powi(t);
+        let c2 = 1.0 - self.beta2.powi(t);
         for (((p, &g), m), v) in params
             .iter_mut()
             .zip(grads)
@@ -80,5 +132,33 @@ impl Adam {
             *v = self.beta2 * *v + (1.0 - self.beta2) * g * g;
             *p -= self.learning_rate * (*m / c1) / ((*v / c2).sqrt() + self.epsilon);
         }
+    }
+
+    /// Steps taken so far.
+    pub fn steps(&self) -> u32 {
+        self.t
+    }
+
+    /// The moments and step count as extra tensors `{prefix}.m`,
+    /// `{prefix}.v` and `{prefix}.t`, for [`save`](super::save).
+    pub fn state(&self, prefix: &str) -> Vec<(String, Vec<f32>)> {
+        vec![
+            (format!("{prefix}.m"), self.m.clone()),
+            (format!("{prefix}.v"), self.v.clone()),
+            (format!("{prefix}.t"), count_to_f32s(self.t)),
+        ]
+    }
+
+    /// Restores what [`Adam::state`] saved under `prefix`: the next
+    /// [`Adam::step`] continues exactly as it would have without the save.
+    pub fn restore(&mut self, checkpoint: &Checkpoint, prefix: &str) -> Result<()> {
+        let (m, v) = (
+            stored(checkpoint, prefix, "m")?,
+            stored(checkpoint, prefix, "v")?,
+        );
+        same_lengths(prefix, &[m, v])?;
+        let t = count_from_f32s(stored(checkpoint, prefix, "t")?, &format!("{prefix}.t"))?;
+        (self.m, self.v, self.t) = (m.to_vec(), v.to_vec(), t);
+        Ok(())
     }
 }
