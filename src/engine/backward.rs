@@ -358,7 +358,7 @@ impl DirBack<'_> {
                         a: dh_tot.as_ptr().add(a * ks),
                         out: rows_of(&mut dm, hp, a),
                     }));
-                    (table.panel_matmul)(st, hp, &pb.proj_back_panels, &mat_rows);
+                    (table.panel_matmul)(st, hp, &pb.proj_back_panels, None, &mat_rows);
                 }
                 back_rows.clear();
                 let tr = self.trace;
@@ -404,7 +404,7 @@ impl DirBack<'_> {
                         elementwise(&params, &back_rows);
                         mat_rows.clear();
                         mat_rows.extend((0..na).map(dg_rows));
-                        (table.panel_matmul)(gh, ks, &pb.r_back_panels, &mat_rows);
+                        (table.panel_matmul)(gh, ks, &pb.r_back_panels, None, &mat_rows);
                     }
                     CellKind::Gru => {
                         (table.gru_backward_a)(&params, &back_rows);
@@ -413,7 +413,7 @@ impl DirBack<'_> {
                             a: d_rn.as_ptr().add(a * hp),
                             out: dv.as_mut_ptr().add(a * hp),
                         }));
-                        (table.panel_matmul)(hp, ks, &pb.r_back_panels_n, &mat_rows);
+                        (table.panel_matmul)(hp, ks, &pb.r_back_panels_n, None, &mat_rows);
                         (table.gru_backward_b)(&params, &back_rows);
                         // dh_prev += [dr, dz] × R_rz.
                         mat_rows.clear();
@@ -421,7 +421,7 @@ impl DirBack<'_> {
                             a: dg.as_ptr().add(a * gh),
                             out: tmp.as_mut_ptr().add(a * ks),
                         }));
-                        (table.panel_matmul)(2 * hp, ks, &pb.r_back_panels, &mat_rows);
+                        (table.panel_matmul)(2 * hp, ks, &pb.r_back_panels, None, &mat_rows);
                         for (d, t) in dh_prev[..na * ks].iter_mut().zip(&tmp[..na * ks]) {
                             *d += t;
                         }

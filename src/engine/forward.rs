@@ -129,11 +129,11 @@ pub(crate) fn input_projection(
             // reads `input` floats of x (checked above) and writes one whole
             // gh-float row of this block's part of xw.
             unsafe {
-                (kernels.table.panel_matmul_bias)(
+                (kernels.table.panel_matmul)(
                     pb.input,
                     gh,
                     &pb.w_panels,
-                    &pb.bias_interleaved,
+                    Some(&pb.bias_interleaved),
                     &mat_rows,
                 )
             };
@@ -481,7 +481,7 @@ impl DirRun<'_> {
             // SAFETY: as above.
             unsafe {
                 if proj {
-                    (self.kernels.table.panel_matmul)(h, ks, &pb.proj_panels, &proj_rows);
+                    (self.kernels.table.panel_matmul)(h, ks, &pb.proj_panels, None, &proj_rows);
                 }
             }
             for &(r, row_t) in &active {

@@ -100,6 +100,9 @@ impl Isa {
     }
 }
 
+/// `panel_matmul(k, n_padded, packed, bias, rows)`, see `fused::panel_matmul`.
+pub(crate) type PanelMatmul = unsafe fn(usize, usize, &[f32], Option<&[f32]>, &[MatRow]);
+
 /// The kernels of one ISA, as function pointers. Only [`Kernels::for_isa`]
 /// hands them out, after checking the CPU supports the ISA.
 #[derive(Clone, Copy)]
@@ -111,8 +114,7 @@ pub(crate) struct Table {
     pub lstm_step: unsafe fn(&StepParams, &[StepRow]),
     pub gru_step: unsafe fn(&StepParams, &[StepRow]),
     pub rnn_step: unsafe fn(&StepParams, &[StepRow]),
-    pub panel_matmul: unsafe fn(usize, usize, &[f32], &[MatRow]),
-    pub panel_matmul_bias: unsafe fn(usize, usize, &[f32], &[f32], &[MatRow]),
+    pub panel_matmul: PanelMatmul,
     pub lstm_backward: unsafe fn(&BackParams, &[BackRow]),
     pub gru_backward_a: unsafe fn(&BackParams, &[BackRow]),
     pub gru_backward_b: unsafe fn(&BackParams, &[BackRow]),

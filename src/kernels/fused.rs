@@ -659,42 +659,24 @@ impl<S: Simd, const V: usize> Epilogue<S, MatRow, V> for StoreEpilogue {
     }
 }
 
-/// `out = a × B` for rows of `a` (`k` floats each) and `B` packed as
-/// one-gate panels (`n_padded / U` panels of `k × U`).
+/// `out = a × B (+ bias)` for rows of `a` (`k` floats each) and `B` packed
+/// as one-gate panels (`n_padded / U` panels of `k × U`); `bias`, when
+/// given, holds `n_padded` floats added to every row.
 #[inline(always)]
 pub(crate) unsafe fn panel_matmul<S: Simd, const MR: usize>(
     k: usize,
     n_padded: usize,
     packed: &[f32],
+    bias: Option<&[f32]>,
     rows: &[MatRow],
 ) {
-    // SAFETY: `packed` holds n_padded/U panels of k × U floats.
-    unsafe {
-        run_panels!(
-            S,
-            MR,
-            1,
-            k,
-            packed.as_ptr(),
-            (0, n_padded / unit::<S>()),
-            rows,
-            &StoreEpilogue {
-                bias: std::ptr::null()
-            }
-        )
-    }
-}
-
-/// [`panel_matmul`] plus `bias` (`n_padded` floats) added to every row.
-#[inline(always)]
-pub(crate) unsafe fn panel_matmul_bias<S: Simd, const MR: usize>(
-    k: usize,
-    n_padded: usize,
-    packed: &[f32],
-    bias: &[f32],
-    rows: &[MatRow],
-) {
-    assert!(bias.len() >= n_padded, "bias shorter than a row");
+    let bias = match bias {
+        Some(b) => {
+            assert!(b.len() >= n_padded, "bias shorter than a row");
+            b.as_ptr()
+        }
+        None => std::ptr::null(),
+    };
     // SAFETY: `packed` holds n_padded/U panels of k × U floats; bias was checked.
     unsafe {
         run_panels!(
@@ -705,9 +687,7 @@ pub(crate) unsafe fn panel_matmul_bias<S: Simd, const MR: usize>(
             packed.as_ptr(),
             (0, n_padded / unit::<S>()),
             rows,
-            &StoreEpilogue {
-                bias: bias.as_ptr()
-            }
+            &StoreEpilogue { bias }
         )
     }
 }
@@ -955,13 +935,8 @@ macro_rules! instantiate_kernels {
                 unsafe { fused::rnn_step::<$S, { fused::tile_rows::<$S>(1) }>(p, rows) }
             }
             $(#[$attr])?
-            pub(crate) unsafe fn panel_matmul(k: usize, n_padded: usize, packed: &[f32], rows: &[MatRow]) {
-                unsafe { fused::panel_matmul::<$S, { fused::tile_rows::<$S>(1) }>(k, n_padded, packed, rows) }
-            }
-            $(#[$attr])?
-            pub(crate) unsafe fn panel_matmul_bias(k: usize, n_padded: usize, packed: &[f32], bias: &[f32], rows: &[MatRow]) {
-                // SAFETY: only reachable through Kernels::for_isa, which checked the CPU; pointer validity is the caller's contract.
-                unsafe { fused::panel_matmul_bias::<$S, { fused::tile_rows::<$S>(1) }>(k, n_padded, packed, bias, rows) }
+            pub(crate) unsafe fn panel_matmul(k: usize, n_padded: usize, packed: &[f32], bias: Option<&[f32]>, rows: &[MatRow]) {
+                unsafe { fused::panel_matmul::<$S, { fused::tile_rows::<$S>(1) }>(k, n_padded, packed, bias, rows) }
             }
             $(#[$attr])?
             pub(crate) unsafe fn lstm_backward(p: &BackParams, rows: &[BackRow]) {
@@ -1005,7 +980,6 @@ macro_rules! instantiate_kernels {
                 gru_step,
                 rnn_step,
                 panel_matmul,
-                panel_matmul_bias,
                 lstm_backward,
                 gru_backward_a,
                 gru_backward_b,
