@@ -15,6 +15,8 @@
  * - Ownership: objects from rnn_model_create and rnn_forward_training belong to
  *   the caller, who frees them with rnn_model_destroy / rnn_trace_destroy (both
  *   accept NULL). librnn keeps no pointer to caller memory after a call.
+ *   Buffers a call writes must not overlap any buffer it reads (forward
+ *   calls write y, h_n and c_n in place while reading x, h0 and c0).
  * - Threads: forward and backward calls may run concurrently on one model;
  *   rnn_model_set_params, rnn_model_init_random and rnn_model_set_isa need
  *   exclusive access. A model too large to allocate gives RNN_OUT_OF_MEMORY;

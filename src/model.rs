@@ -156,9 +156,10 @@ impl Model {
         engine::forward(&self.config, self.packed()?, &self.pool, input, false).map(|(out, _)| out)
     }
 
-    /// Like [`Model::forward_inference`], writing into caller-owned buffers:
-    /// `y` and `h_n` must have the sizes of [`Shapes`]; `c_n` is optional (LSTM
-    /// only) and must then have `Shapes::c` elements.
+    /// Like [`Model::forward_inference`], writing into caller-owned buffers
+    /// (the last layer writes `y` directly; nothing is allocated for the
+    /// results): `y` and `h_n` must have the sizes of [`Shapes`]; `c_n` is
+    /// optional (LSTM only) and must then have `Shapes::c` elements.
     pub fn forward_inference_into(
         &self,
         input: &Input<'_>,
@@ -166,6 +167,32 @@ impl Model {
         h_n: &mut [f32],
         c_n: Option<&mut [f32]>,
     ) -> Result<()> {
+        self.forward_into(input, y, h_n, c_n, false).map(|_| ())
+    }
+
+    /// [`Model::forward_training`] into caller-owned buffers, as
+    /// [`Model::forward_inference_into`]; returns the trace.
+    pub fn forward_training_into(
+        &self,
+        input: &Input<'_>,
+        y: &mut [f32],
+        h_n: &mut [f32],
+        c_n: Option<&mut [f32]>,
+    ) -> Result<Trace> {
+        let inner = self
+            .forward_into(input, y, h_n, c_n, true)?
+            .expect("a training forward pass returns a trace");
+        Ok(self.trace(inner))
+    }
+
+    fn forward_into(
+        &self,
+        input: &Input<'_>,
+        y: &mut [f32],
+        h_n: &mut [f32],
+        c_n: Option<&mut [f32]>,
+        training: bool,
+    ) -> Result<Option<engine::Trace>> {
         let shapes = Shapes::of_input(&self.config, input)?;
         check_len("y", shapes.y, y.len())?;
         check_len("h_n", shapes.h, h_n.len())?;
@@ -178,13 +205,26 @@ impl Model {
             }
             check_len("c_n", shapes.c, c_n.len())?;
         }
-        let out = self.forward_inference(input)?;
-        y.copy_from_slice(&out.y);
-        h_n.copy_from_slice(&out.h_n);
-        if let (Some(dst), Some(src)) = (c_n, out.c_n) {
-            dst.copy_from_slice(&src);
+        let packed = self.packed()?;
+        // An LSTM's final c goes somewhere even when the caller does not want it.
+        let mut c_scratch = Vec::new();
+        let c_n = match c_n {
+            Some(c_n) => c_n,
+            None => {
+                c_scratch.resize(shapes.c, 0.0);
+                &mut c_scratch[..]
+            }
+        };
+        let dest = engine::Dest { y, h_n, c_n };
+        engine::forward_into(&self.config, packed, &self.pool, input, training, dest)
+    }
+
+    fn trace(&self, inner: engine::Trace) -> Trace {
+        Trace {
+            model_id: self.id,
+            model_version: self.version,
+            inner,
         }
-        Ok(())
     }
 
     /// Forward pass that also keeps what [`Model::backward`] needs. Its
@@ -192,12 +232,7 @@ impl Model {
     pub fn forward_training(&self, input: &Input<'_>) -> Result<(Output, Trace)> {
         let (out, inner) = engine::forward(&self.config, self.packed()?, &self.pool, input, true)?;
         let inner = inner.expect("a training forward pass returns a trace");
-        let trace = Trace {
-            model_id: self.id,
-            model_version: self.version,
-            inner,
-        };
-        Ok((out, trace))
+        Ok((out, self.trace(inner)))
     }
 
     /// Backpropagation through time over the call that made `trace`: given

@@ -16,7 +16,7 @@ use common::{assert_close, cell_variants, num_variants, random_batch, Batch, DIR
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, RngSeed};
 use rnn::rng::SplitMix64;
-use rnn::{Coded, Config, Direction, Input, Layout, Model, Output, ParamKind};
+use rnn::{Coded, Config, Direction, Input, Layout, Model, Output, OutputGrads, ParamKind};
 
 /// Differences come only from rounding to f32 at different points.
 const TOL: f64 = 2e-5;
@@ -305,5 +305,47 @@ proptest! {
         }
         let (out, _trace) = model.forward_training(&input).unwrap();
         prop_assert_eq!(out, model.forward_inference(&input).unwrap());
+    }
+
+    /// The `_into` calls write exactly the owned calls' results into buffers
+    /// that held garbage (NaN), in both layouts, and their trace backs up
+    /// the same gradients.
+    #[test]
+    fn into_buffers_equal_owned_outputs(case in cases()) {
+        for layout in [Layout::TimeMajor, Layout::BatchFirst] {
+            let config = cell_variants(case.input, case.hidden)[case.variant]
+                .1
+                .clone()
+                .direction(case.direction)
+                .num_layers(case.layers)
+                .layout(layout)
+                .build()
+                .unwrap();
+            let model = Model::random(config.clone(), case.seed);
+            let b = case.batch(&config);
+            let mut input = Input::new(&b.x, case.seq_len, case.batch).with_seq_lens(&b.seq_lens).with_h0(&b.h0);
+            if config.has_cell_state() {
+                input = input.with_c0(&b.c0);
+            }
+            let want = model.forward_inference(&input).unwrap();
+            let s = rnn::Shapes::of_input(&config, &input).unwrap();
+            let (mut y, mut h_n, mut c_n) = (vec![f32::NAN; s.y], vec![f32::NAN; s.h], vec![f32::NAN; s.c]);
+            let c_out = config.has_cell_state().then_some(&mut c_n[..]);
+            model.forward_inference_into(&input, &mut y, &mut h_n, c_out).unwrap();
+            prop_assert_eq!(&y, &want.y);
+            prop_assert_eq!(&h_n, &want.h_n);
+            prop_assert_eq!(&c_n, &want.c_n.clone().unwrap_or_default());
+
+            y.fill(f32::NAN);
+            let trace = model.forward_training_into(&input, &mut y, &mut h_n, None).unwrap();
+            prop_assert_eq!(&y, &want.y);
+            let (_, owned_trace) = model.forward_training(&input).unwrap();
+            let dy = vec![0.25; s.y];
+            let grads = OutputGrads::new(&dy);
+            prop_assert_eq!(
+                model.backward(&trace, &grads).unwrap(),
+                model.backward(&owned_trace, &grads).unwrap()
+            );
+        }
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::config::{CellKind, Config, Direction, GruVariant, Layout};
 use crate::error::Result;
-use crate::io::{from_time_major, to_time_major, Input, Output, Shapes};
+use crate::io::{to_time_major, Input, Output, Shapes};
 use crate::kernels::fused::{MatRow, StepParams, StepRow};
 use crate::kernels::Kernels;
 
@@ -225,6 +225,15 @@ struct DirRun<'a> {
     trace: Option<[SharedMut; 7]>,
 }
 
+/// Where a forward pass leaves `y`, `h_n` and `c_n`: the caller's buffers,
+/// of the call's sizes (`c_n` empty without a cell state).
+pub(crate) struct Dest<'a> {
+    pub y: &'a mut [f32],
+    pub h_n: &'a mut [f32],
+    pub c_n: &'a mut [f32],
+}
+
+/// Forward pass into new vectors.
 pub(crate) fn forward(
     config: &Config,
     packed: &Packed,
@@ -233,11 +242,46 @@ pub(crate) fn forward(
     training: bool,
 ) -> Result<(Output, Option<Trace>)> {
     let shapes = Shapes::of_input(config, input)?;
+    // Written here first, so the workers find their pages mapped.
+    let (mut y, mut h_n, mut c_n) = (zeroed(shapes.y), zeroed(shapes.h), zeroed(shapes.c));
+    let dest = Dest {
+        y: &mut y,
+        h_n: &mut h_n,
+        c_n: &mut c_n,
+    };
+    let trace = forward_into(config, packed, pool, input, training, dest)?;
+    let c_n = config.has_cell_state().then_some(c_n);
+    Ok((Output { y, h_n, c_n }, trace))
+}
+
+/// Forward pass into the caller's buffers (`dest`, checked against the
+/// call's shapes by the caller): the last layer writes `y` in place when it
+/// is time-major, so nothing is copied out.
+pub(crate) fn forward_into(
+    config: &Config,
+    packed: &Packed,
+    pool: &Arc<BufferPool>,
+    input: &Input<'_>,
+    training: bool,
+    dest: Dest<'_>,
+) -> Result<Option<Trace>> {
+    let shapes = Shapes::of_input(config, input)?;
+    assert!(
+        dest.y.len() == shapes.y && dest.h_n.len() == shapes.h && dest.c_n.len() == shapes.c,
+        "forward_into: destination sizes were checked by the caller"
+    );
     let (t_len, n) = (shapes.seq_len, shapes.batch);
     let lens: Vec<usize> = (0..n).map(|b| shapes.item_len(input.seq_lens, b)).collect();
     let (hs, cs) = (config.state_size(), config.hidden_size());
-    let mut h_n = input.h0.map_or_else(|| zeroed(shapes.h), <[f32]>::to_vec);
-    let mut c_n = input.c0.map_or_else(|| zeroed(shapes.c), <[f32]>::to_vec);
+    let Dest { y: y_out, h_n, c_n } = dest;
+    match input.h0 {
+        Some(h0) => h_n.copy_from_slice(h0),
+        None => h_n.fill(0.0),
+    }
+    match input.c0 {
+        Some(c0) => c_n.copy_from_slice(c0),
+        None => c_n.fill(0.0),
+    }
     let width = config.output_size();
     // Layer 0 reads x in place when it is already time-major.
     let mut layer_in: Cow<[f32]> = match config.layout() {
@@ -250,15 +294,35 @@ pub(crate) fn forward(
             config.input_size(),
         )),
     };
+    // The last layer's time-major output: the caller's y, or scratch to
+    // transpose into it.
+    let mut last_scratch = match config.layout() {
+        Layout::TimeMajor => Vec::new(),
+        Layout::BatchFirst => pool.take(t_len * n * width),
+    };
     let mut layer_inputs = Vec::new();
     let mut dir_traces = Vec::new();
     let blocks = batch_blocks(n);
 
     for layer in 0..config.num_layers() {
-        // Scratch whose pages are already mapped: the batch blocks write it
-        // from several threads, and page faults there serialise on the
-        // page-table lock.
-        let mut layer_out = pool.take_zeroed(t_len * n * width);
+        let last = layer + 1 == config.num_layers();
+        // Scratch whose pages are already mapped, zero-filled by this thread:
+        // the batch blocks write it from several threads, and page faults
+        // there serialise on the page-table lock. (Steps past an item's
+        // length are never written and must read zero.)
+        let mut scratch = if last {
+            Vec::new()
+        } else {
+            pool.take_zeroed(t_len * n * width)
+        };
+        let layer_out: &mut [f32] = match (last, config.layout()) {
+            (false, _) => &mut scratch,
+            (true, Layout::TimeMajor) => &mut *y_out,
+            (true, Layout::BatchFirst) => &mut last_scratch,
+        };
+        if last {
+            layer_out.fill(0.0);
+        }
         for dir in 0..config.num_directions() {
             let ld = layer * config.num_directions() + dir;
             let pb = &packed.blocks[ld];
@@ -277,7 +341,7 @@ pub(crate) fn forward(
                 lens: &lens,
                 reversed: config.direction().is_reversed(dir),
                 xw: &xw,
-                y: SharedMut::new(&mut layer_out),
+                y: SharedMut::new(layer_out),
                 width,
                 slot: if config.direction() == Direction::BidirectionalConcat {
                     dir * hs
@@ -315,7 +379,8 @@ pub(crate) fn forward(
             pool.give(xw);
             dir_traces.extend(dt);
         }
-        let finished = std::mem::replace(&mut layer_in, Cow::Owned(layer_out));
+        // Training keeps each layer's input; inference recycles it.
+        let finished = std::mem::replace(&mut layer_in, Cow::Owned(scratch));
         match (training, finished) {
             (true, Cow::Owned(finished)) => layer_inputs.push(finished),
             (true, Cow::Borrowed(x)) => {
@@ -327,25 +392,27 @@ pub(crate) fn forward(
             (false, Cow::Borrowed(_)) => {}
         }
     }
-    // One sequential copy out of the scratch buffer (or the layout change,
-    // which copies anyway).
-    let y = match (config.layout(), layer_in) {
-        (Layout::TimeMajor, Cow::Owned(scratch)) if !training => {
-            let y = scratch.clone();
-            pool.give(scratch);
-            y
-        }
-        (_, last) => from_time_major(config.layout(), last.into_owned(), t_len, n, width),
-    };
-    let c_n = config.has_cell_state().then_some(c_n);
-    let trace = training.then_some(Trace {
+    if config.layout() == Layout::BatchFirst {
+        transpose_outer_into(&last_scratch, t_len, n, width, y_out);
+        pool.give(last_scratch);
+    }
+    Ok(training.then(|| Trace {
         shapes,
         lens,
         layer_inputs,
         dirs: dir_traces,
         pool: Arc::clone(pool),
-    });
-    Ok((Output { y, h_n, c_n }, trace))
+    }))
+}
+
+/// `[T, N, F]` time-major `src` into `[N, T, F]` batch-first `dst`.
+fn transpose_outer_into(src: &[f32], t_len: usize, n: usize, features: usize, dst: &mut [f32]) {
+    for t in 0..t_len {
+        for b in 0..n {
+            let (from, to) = ((t * n + b) * features, (b * t_len + t) * features);
+            dst[to..to + features].copy_from_slice(&src[from..from + features]);
+        }
+    }
 }
 
 impl DirRun<'_> {

@@ -16,7 +16,7 @@ pub(crate) mod pack;
 mod workspace;
 
 pub(crate) use backward::backward;
-pub(crate) use forward::{forward, Trace};
+pub(crate) use forward::{forward, forward_into, Dest, Trace};
 pub(crate) use workspace::BufferPool;
 
 use crate::config::Config;

@@ -528,58 +528,46 @@ unsafe fn to_input<'a>(input: *const rnn_input) -> Result<Input<'a>, Failure> {
     }
 }
 
-/// Writes a forward pass's results into `output`.
+/// `y`, `h_n` and (if given) `c_n` of an `rnn_output`.
+type OutputSlices<'a> = (&'a mut [f32], &'a mut [f32], Option<&'a mut [f32]>);
+
+/// The caller's output buffers, checked against the call's sizes before any
+/// work is done.
 ///
 /// # Safety
-/// `output` points to a valid rnn_output whose buffers are writable.
-unsafe fn write_output(
+/// `output` is NULL or valid, its buffers holding the lengths it states and
+/// not overlapping the input's.
+unsafe fn output_slices<'a>(
     model: &Model,
+    input: &Input<'_>,
     output: *const rnn_output,
-    out: crate::io::Output,
-) -> Result<(), Failure> {
+) -> Result<OutputSlices<'a>, Failure> {
+    let s = Shapes::of_input(model.config(), input)?;
     // SAFETY: per the function's contract.
     let o = unsafe { output.as_ref() }.ok_or_else(|| Failure::null("output"))?;
-    // SAFETY: per the function's contract.
-    let (y, h_n) = unsafe {
-        (
-            slice_mut(o.y, o.y_len, "output.y")?,
-            slice_mut(o.h_n, o.h_n_len, "output.h_n")?,
-        )
-    };
-    crate::error::check_len("output.y", out.y.len(), y.len())?;
-    crate::error::check_len("output.h_n", out.h_n.len(), h_n.len())?;
-    if !o.c_n.is_null() || o.c_n_len != 0 {
+    crate::error::check_len("output.y", s.y, o.y_len)?;
+    crate::error::check_len("output.h_n", s.h, o.h_n_len)?;
+    let wants_c = !o.c_n.is_null() || o.c_n_len != 0;
+    if wants_c {
+        crate::error::check_len("output.c_n", s.c, o.c_n_len)?;
         if !model.config().has_cell_state() {
             return Err(Failure::invalid(
                 "output.c_n given, but only an LSTM has a cell state",
             ));
         }
-        // SAFETY: per the function's contract.
-        let c_n = unsafe { slice_mut(o.c_n, o.c_n_len, "output.c_n")? };
-        let want = out.c_n.as_deref().unwrap_or(&[]);
-        crate::error::check_len("output.c_n", want.len(), c_n.len())?;
-        c_n.copy_from_slice(want);
     }
-    y.copy_from_slice(&out.y);
-    h_n.copy_from_slice(&out.h_n);
-    Ok(())
-}
-
-/// Checks the output buffers' sizes before any work is done.
-fn check_output_sizes(
-    model: &Model,
-    input: &Input<'_>,
-    output: *const rnn_output,
-) -> Result<(), Failure> {
-    let s = Shapes::of_input(model.config(), input)?;
-    // SAFETY: the callers pass a valid pointer or NULL.
-    let o = unsafe { output.as_ref() }.ok_or_else(|| Failure::null("output"))?;
-    crate::error::check_len("output.y", s.y, o.y_len)?;
-    crate::error::check_len("output.h_n", s.h, o.h_n_len)?;
-    if !o.c_n.is_null() {
-        crate::error::check_len("output.c_n", s.c, o.c_n_len)?;
+    // SAFETY: per the function's contract.
+    unsafe {
+        Ok((
+            slice_mut(o.y, o.y_len, "output.y")?,
+            slice_mut(o.h_n, o.h_n_len, "output.h_n")?,
+            if wants_c {
+                Some(slice_mut(o.c_n, o.c_n_len, "output.c_n")?)
+            } else {
+                None
+            },
+        ))
     }
-    Ok(())
 }
 
 /// Forward inference: runs `*input` through the model and writes `y`, `h_n`
@@ -597,10 +585,9 @@ pub unsafe extern "C" fn rnn_forward_inference(
     guard(|| {
         // SAFETY: per the function's contract.
         let (model, input) = unsafe { (model_ref(model)?, to_input(input)?) };
-        check_output_sizes(model, &input, output)?;
-        let out = model.forward_inference(&input)?;
         // SAFETY: per the function's contract.
-        unsafe { write_output(model, output, out) }
+        let (y, h_n, c_n) = unsafe { output_slices(model, &input, output)? };
+        Ok(model.forward_inference_into(&input, y, h_n, c_n)?)
     })
 }
 
@@ -622,13 +609,11 @@ pub unsafe extern "C" fn rnn_forward_training(
         if trace.is_null() {
             return Err(Failure::null("trace"));
         }
-        check_output_sizes(model, &input, output)?;
-        let (out, t) = model.forward_training(&input)?;
         // SAFETY: per the function's contract.
-        unsafe {
-            write_output(model, output, out)?;
-            *trace = Box::into_raw(Box::new(rnn_trace(t)));
-        }
+        let (y, h_n, c_n) = unsafe { output_slices(model, &input, output)? };
+        let t = model.forward_training_into(&input, y, h_n, c_n)?;
+        // SAFETY: per the function's contract (`trace` is writable).
+        unsafe { *trace = Box::into_raw(Box::new(rnn_trace(t))) };
         Ok(())
     })
 }
