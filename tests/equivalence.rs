@@ -234,41 +234,45 @@ fn the_selected_isa_is_supported() {
 }
 
 /// A batch too small for one block per thread has each step's panels split
-/// between two threads; that path must equal the reference too. Sizes are
-/// large enough to pass the split threshold (2^19 multiply-adds per step).
+/// between the threads left over (two on two threads for one block; four
+/// for one block or two for each of two blocks on four threads); that path
+/// must equal the reference too. Sizes are large enough to pass the split
+/// threshold (2^19 multiply-adds per step).
 #[test]
 fn steps_split_across_threads_match_the_reference() {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(2)
-        .build()
-        .unwrap();
-    pool.install(|| {
-        for (name, hidden) in [
-            ("lstm", 384),
-            ("lstm_peephole", 384),
-            ("lstm_onnx_all", 384),
-            ("gru_reset_before", 512),
-            ("gru_linear_before_reset_gate_clip", 512),
-            ("rnn_tanh", 768),
-            ("rnn_gate_clip", 768),
-        ] {
-            for batch in [1, 2] {
-                let case = Case {
-                    variant: variant_index(name),
-                    direction: 2,
-                    layout: 0,
-                    layers: 1,
-                    input: 5,
-                    hidden,
-                    proj: 0,
-                    seq_len: 3,
-                    batch,
-                    seed: 3,
-                };
-                for isa in Isa::supported() {
-                    check_isa(isa, &case).unwrap();
+    for (threads, batches) in [(2, &[1, 2][..]), (4, &[1, 4, 8][..])] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            for (name, hidden) in [
+                ("lstm", 384),
+                ("lstm_peephole", 384),
+                ("lstm_onnx_all", 384),
+                ("gru_reset_before", 512),
+                ("gru_linear_before_reset_gate_clip", 512),
+                ("rnn_tanh", 768),
+                ("rnn_gate_clip", 768),
+            ] {
+                for &batch in batches {
+                    let case = Case {
+                        variant: variant_index(name),
+                        direction: 2,
+                        layout: 0,
+                        layers: 1,
+                        input: 5,
+                        hidden,
+                        proj: 0,
+                        seq_len: 3,
+                        batch,
+                        seed: 3,
+                    };
+                    for isa in Isa::supported() {
+                        check_isa(isa, &case).unwrap();
+                    }
                 }
             }
-        }
-    });
+        });
+    }
 }

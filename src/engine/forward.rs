@@ -145,13 +145,13 @@ pub(crate) fn input_projection(
 /// more in synchronisation than it saves.
 const SPLIT_MIN_MACS: usize = 1 << 19;
 
-/// Step rows shared by the two halves of a split step.
+/// Step rows shared by the parts of a split step.
 struct SharedRows<'a>(&'a [StepRow]);
 
-// SAFETY: the halves of a split step write disjoint units (panel ranges) of
+// SAFETY: the parts of a split step write disjoint units (panel ranges) of
 // each row's outputs and only read the rows' inputs; GRU's second phase, which
-// reads every unit of the first phase's output, starts after both halves of
-// the first phase have joined.
+// reads every unit of the first phase's output, starts after every part of
+// the first phase has finished.
 unsafe impl Sync for SharedRows<'_> {}
 
 impl SharedRows<'_> {
@@ -161,15 +161,31 @@ impl SharedRows<'_> {
     }
 }
 
-/// One step with its panels split between two rayon tasks.
+/// Into how many panel ranges each step of a batch block is split: the
+/// threads a batch too small for one block per thread leaves over, so that
+/// they share the block's weight stream instead of idling, but no more than
+/// keeps each part at least half of `SPLIT_MIN_MACS` (1 = no split).
+fn split_parts(threads: usize, blocks: usize, macs_per_block_step: usize, panels: usize) -> usize {
+    let spare = threads / blocks.max(1);
+    if spare < 2 || macs_per_block_step < SPLIT_MIN_MACS {
+        return 1;
+    }
+    spare
+        .min(panels)
+        .min(macs_per_block_step / (SPLIT_MIN_MACS / 2))
+        .max(1)
+}
+
+/// One step with its panels split into `parts` rayon tasks.
 fn run_split(
     step: unsafe fn(&StepParams, &[StepRow]),
     params: &StepParams,
     rows: &[StepRow],
     gru: bool,
+    parts: usize,
 ) {
     let (first, end) = params.panels;
-    let mid = first + (end - first) / 2;
+    let bound = |p: usize| first + (end - first) * p / parts;
     let shared = SharedRows(rows);
     let phases: &[(bool, bool)] = if gru {
         &[(true, false), (false, true)]
@@ -177,23 +193,18 @@ fn run_split(
         &[(true, true)]
     };
     for &gru_phases in phases {
-        let lo = StepParams {
-            panels: (first, mid),
-            gru_phases,
-            ..*params
-        };
-        let hi = StepParams {
-            panels: (mid, end),
-            gru_phases,
-            ..*params
-        };
         let shared = &shared;
-        // SAFETY: `Kernels` exists only for a supported ISA; the row pointers
-        // are valid for the whole step and the halves are disjoint (SharedRows).
-        rayon::join(
-            || unsafe { step(&lo, shared.rows()) },
-            || unsafe { step(&hi, shared.rows()) },
-        );
+        (0..parts).into_par_iter().for_each(|p| {
+            let part = StepParams {
+                panels: (bound(p), bound(p + 1)),
+                gru_phases,
+                ..*params
+            };
+            // SAFETY: `Kernels` exists only for a supported ISA; the row
+            // pointers are valid for the whole step and the parts are
+            // disjoint (SharedRows).
+            unsafe { step(&part, shared.rows()) };
+        });
     }
 }
 
@@ -210,9 +221,9 @@ struct DirRun<'a> {
     y: SharedMut,
     width: usize,
     slot: usize,
-    /// Split each step's panels between two threads (a batch too small for
-    /// one block per thread).
-    split_columns: bool,
+    /// Split each step's panels into this many parts on as many threads (a
+    /// batch too small for one block per thread); 1 = no split.
+    split_parts: usize,
     /// Add into `y` (the second of two summed directions) instead of storing:
     /// storing first matters, as reading a fresh zeroed buffer maps the
     /// shared zero page and every later store then takes a copy-on-write
@@ -349,9 +360,12 @@ pub(crate) fn forward_into(
                     0
                 },
                 accumulate: config.direction() == Direction::BidirectionalSum && dir == 1,
-                split_columns: blocks.len() == 1
-                    && rayon::current_num_threads() > 1
-                    && n * pb.gates * pb.hp * pb.state >= SPLIT_MIN_MACS,
+                split_parts: split_parts(
+                    rayon::current_num_threads(),
+                    blocks.len(),
+                    blocks.iter().map(|b| b.1).max().unwrap_or(0) * pb.gates * pb.hp * pb.state,
+                    pb.hp / packed.kernels.unit(),
+                ),
                 h_state: SharedMut::new(&mut h_n[ld * n * hs..(ld + 1) * n * hs]),
                 c_state: SharedMut::new(c_slice),
                 trace: dt.as_mut().map(|t| {
@@ -538,8 +552,8 @@ impl DirRun<'_> {
                     });
                 }
             }
-            if self.split_columns {
-                run_split(step, &params, &rows, gru);
+            if self.split_parts > 1 {
+                run_split(step, &params, &rows, gru, self.split_parts);
             } else {
                 // SAFETY: `Kernels` exists only for a supported ISA; every
                 // row's pointers are valid as set up above.
