@@ -645,3 +645,42 @@ fn recycled_buffers_do_not_leak_between_calls() {
         );
     }
 }
+
+/// A NaN input propagates to the outputs it reaches, the same way in the
+/// engine (every ISA) and the reference: relu keeps NaN rather than
+/// clamping it to 0.
+#[test]
+fn nan_inputs_propagate_alike_in_engine_and_reference() {
+    for (name, builder) in cell_variants(3, 4) {
+        let config = builder.build().unwrap();
+        let model = Model::random(config.clone(), 8);
+        let mut x = vec![0.3f32; 2 * 2 * 3]; // T = 2, N = 2
+        x[3] = f32::NAN; // step 0, item 1
+        let input = Input::new(&x, 2, 2);
+        let want = rnn::reference::forward(
+            &config,
+            &widen(model.params()),
+            &Input::new(&widen(&x)[..], 2, 2),
+        )
+        .unwrap();
+        for isa in rnn::Isa::supported() {
+            let out = model
+                .clone()
+                .with_isa(isa)
+                .unwrap()
+                .forward_inference(&input)
+                .unwrap();
+            for (k, (&got, &w)) in out.y.iter().zip(&want.y).enumerate() {
+                assert_eq!(
+                    got.is_nan(),
+                    w.is_nan(),
+                    "{name} {isa:?} y[{k}]: {got} vs {w}"
+                );
+            }
+        }
+        assert!(
+            want.y.iter().any(|v| v.is_nan()),
+            "{name}: the NaN reaches y"
+        );
+    }
+}

@@ -27,7 +27,12 @@ pub(super) fn forward(
     let a = pre_activation(p, clip, x, h_prev);
     match act {
         Activation::Tanh => a.iter().map(|(v, _)| v.tanh()).collect(),
-        Activation::Relu => a.iter().map(|(v, _)| v.max(0.0)).collect(),
+        // `max` would turn NaN into 0; relu keeps NaN, as the kernels and
+        // PyTorch do.
+        Activation::Relu => a
+            .iter()
+            .map(|&(v, _)| if v.is_nan() { v } else { v.max(0.0) })
+            .collect(),
     }
 }
 
