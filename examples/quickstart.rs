@@ -36,20 +36,7 @@ fn main() -> Result<(), rnn::Error> {
         let target = teacher.forward_inference(&input)?.y;
 
         let (out, trace) = student.forward_training(&input)?;
-        let scale = 1.0 / out.y.len() as f32;
-        let loss: f32 = out
-            .y
-            .iter()
-            .zip(&target)
-            .map(|(y, t)| (y - t).powi(2))
-            .sum::<f32>()
-            * scale;
-        let dy: Vec<f32> = out
-            .y
-            .iter()
-            .zip(&target)
-            .map(|(y, t)| 2.0 * (y - t) * scale)
-            .collect();
+        let (loss, dy) = rnn::train::mse(&out.y, &target)?;
         let grads = student.backward(&trace, &OutputGrads::new(&dy))?;
         for (p, g) in student.params_mut().iter_mut().zip(&grads.dparams) {
             *p -= LEARNING_RATE * g;

@@ -134,7 +134,7 @@ impl Shapes {
 }
 
 /// Converts a `[N, T, F]` tensor to `[T, N, F]` (or keeps a time-major one).
-pub(crate) fn to_time_major<F: Copy>(
+pub(crate) fn to_time_major<F: Copy + Default>(
     layout: Layout,
     data: &[F],
     seq_len: usize,
@@ -148,7 +148,7 @@ pub(crate) fn to_time_major<F: Copy>(
 }
 
 /// Converts a `[T, N, F]` tensor to the configuration's layout.
-pub(crate) fn from_time_major<F: Copy>(
+pub(crate) fn from_time_major<F: Copy + Default>(
     layout: Layout,
     data: Vec<F>,
     seq_len: usize,
@@ -162,15 +162,27 @@ pub(crate) fn from_time_major<F: Copy>(
 }
 
 /// `[A, B, F]` → `[B, A, F]`.
-fn swap_outer_axes<F: Copy>(data: &[F], a: usize, b: usize, features: usize) -> Vec<F> {
-    let mut out = Vec::with_capacity(data.len());
+fn swap_outer_axes<F: Copy + Default>(data: &[F], a: usize, b: usize, features: usize) -> Vec<F> {
+    let mut out = vec![F::default(); data.len()];
+    swap_outer_axes_into(data, a, b, features, &mut out);
+    out
+}
+
+/// `[A, B, F]` `src` → `[B, A, F]` `dst` (of the same length).
+pub(crate) fn swap_outer_axes_into<F: Copy>(
+    src: &[F],
+    a: usize,
+    b: usize,
+    features: usize,
+    dst: &mut [F],
+) {
+    assert_eq!(src.len(), dst.len(), "swap_outer_axes_into: lengths");
     for j in 0..b {
         for i in 0..a {
-            let start = (i * b + j) * features;
-            out.extend_from_slice(&data[start..start + features]);
+            let (from, to) = ((i * b + j) * features, (j * a + i) * features);
+            dst[to..to + features].copy_from_slice(&src[from..from + features]);
         }
     }
-    out
 }
 
 /// Results of a forward pass.

@@ -97,13 +97,14 @@ fn check_buffer(
 fn gradcheck(cell: &str, builder: rnn::ConfigBuilder, seed: u64) {
     for (i, direction) in DIRECTIONS.into_iter().enumerate() {
         let layout = LAYOUTS[i % 2];
-        let config = builder
-            .clone()
-            .num_layers(2)
-            .direction(direction)
-            .layout(layout)
-            .build()
-            .unwrap();
+        let shaped = |b: rnn::ConfigBuilder| {
+            b.num_layers(2)
+                .direction(direction)
+                .layout(layout)
+                .build()
+                .unwrap()
+        };
+        let config = shaped(builder.clone());
         let name = format!("{cell} {direction:?} {layout:?}");
         let mut p = Problem::new(config, seed + i as u64);
         let (out, trace) = forward_training(&p.config, &p.params, &p.input()).unwrap();
@@ -125,14 +126,7 @@ fn gradcheck(cell: &str, builder: rnn::ConfigBuilder, seed: u64) {
             );
         }
         if p.config.gate_clip().is_some() {
-            let unclipped = builder
-                .clone()
-                .gate_clip(None)
-                .num_layers(2)
-                .direction(direction)
-                .layout(layout)
-                .build()
-                .unwrap();
+            let unclipped = shaped(builder.clone().gate_clip(None));
             let free = forward(&unclipped, &p.params, &p.input()).unwrap();
             let change = common::max_abs_diff(&free.y, &out.y);
             assert!(change > 1e-2, "{name}: the gate clip changes y ({change})");

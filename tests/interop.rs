@@ -7,6 +7,8 @@
 //! Tolerance: 1e-5 for outputs and states, 1e-4 for gradients, relative to
 //! the largest magnitude of the framework's tensor.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -301,17 +303,10 @@ fn onnx_case(name: &str, kv: &HashMap<String, String>, t: &Tensors, isa: Isa) ->
         let config = builder.peepholes(config.peepholes()).build().unwrap();
         let mut plain = Model::zeros(config);
         plain.params_mut().copy_from_slice(model.params());
-        let change = common_max_diff(&onnx_outputs(&plain, kv, t).0, &t["Y"].1);
+        let change = common::max_abs_diff(&onnx_outputs(&plain, kv, t).0, &t["Y"].1);
         assert!(change > 1e-3, "{name}: {what} changes Y ({change:e})");
     }
     worst
-}
-
-fn common_max_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 #[test]

@@ -17,21 +17,8 @@ fn fit_teacher(config: Config, steps: usize, learning_rate: f32) -> Vec<f32> {
         let input = Input::new(&x, seq_len, batch);
         let target = teacher.forward_inference(&input).unwrap().y;
         let (out, trace) = student.forward_training(&input).unwrap();
-        let scale = 1.0 / out.y.len() as f32;
-        losses.push(
-            out.y
-                .iter()
-                .zip(&target)
-                .map(|(y, t)| (y - t).powi(2))
-                .sum::<f32>()
-                * scale,
-        );
-        let dy: Vec<f32> = out
-            .y
-            .iter()
-            .zip(&target)
-            .map(|(y, t)| 2.0 * (y - t) * scale)
-            .collect();
+        let (loss, dy) = rnn::train::mse(&out.y, &target).unwrap();
+        losses.push(loss);
         let grads = student.backward(&trace, &OutputGrads::new(&dy)).unwrap();
         for (p, g) in student.params_mut().iter_mut().zip(&grads.dparams) {
             *p -= learning_rate * g;

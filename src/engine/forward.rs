@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::config::{CellKind, Config, Direction, GruVariant, Layout};
 use crate::error::Result;
-use crate::io::{to_time_major, Input, Output, Shapes};
+use crate::io::{swap_outer_axes_into, to_time_major, Input, Output, Shapes};
 use crate::kernels::fused::{MatRow, StepParams, StepRow};
 use crate::kernels::Kernels;
 
@@ -253,8 +253,13 @@ pub(crate) fn forward(
     training: bool,
 ) -> Result<(Output, Option<Trace>)> {
     let shapes = Shapes::of_input(config, input)?;
-    // Written here first, so the workers find their pages mapped.
-    let (mut y, mut h_n, mut c_n) = (zeroed(shapes.y), zeroed(shapes.h), zeroed(shapes.c));
+    // Not written here: forward_into fills every element from this thread
+    // before any worker touches it, so the pages are mapped once, by it.
+    let (mut y, mut h_n, mut c_n) = (
+        vec![0.0; shapes.y],
+        vec![0.0; shapes.h],
+        vec![0.0; shapes.c],
+    );
     let dest = Dest {
         y: &mut y,
         h_n: &mut h_n,
@@ -285,6 +290,7 @@ pub(crate) fn forward_into(
     let lens: Vec<usize> = (0..n).map(|b| shapes.item_len(input.seq_lens, b)).collect();
     let (hs, cs) = (config.state_size(), config.hidden_size());
     let Dest { y: y_out, h_n, c_n } = dest;
+    // Every element of the destination is written by this thread first.
     match input.h0 {
         Some(h0) => h_n.copy_from_slice(h0),
         None => h_n.fill(0.0),
@@ -407,7 +413,7 @@ pub(crate) fn forward_into(
         }
     }
     if config.layout() == Layout::BatchFirst {
-        transpose_outer_into(&last_scratch, t_len, n, width, y_out);
+        swap_outer_axes_into(&last_scratch, t_len, n, width, y_out);
         pool.give(last_scratch);
     }
     Ok(training.then(|| Trace {
@@ -417,16 +423,6 @@ pub(crate) fn forward_into(
         dirs: dir_traces,
         pool: Arc::clone(pool),
     }))
-}
-
-/// `[T, N, F]` time-major `src` into `[N, T, F]` batch-first `dst`.
-fn transpose_outer_into(src: &[f32], t_len: usize, n: usize, features: usize, dst: &mut [f32]) {
-    for t in 0..t_len {
-        for b in 0..n {
-            let (from, to) = ((t * n + b) * features, (b * t_len + t) * features);
-            dst[to..to + features].copy_from_slice(&src[from..from + features]);
-        }
-    }
 }
 
 impl DirRun<'_> {

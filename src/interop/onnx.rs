@@ -83,39 +83,31 @@ impl OnnxAttributes {
     /// librnn cannot express. Add `.peepholes(true)` when the LSTM node has
     /// a `P` input, then build.
     pub fn builder(&self, cell: CellKind, input_size: usize) -> Result<ConfigBuilder> {
-        let bad = |what: String| Err(Error::InvalidArgument(format!("ONNX {cell:?}: {what}")));
+        let invalid = |what: String| Error::InvalidArgument(format!("ONNX {cell:?}: {what}"));
         let direction = match self.direction.as_str() {
             "forward" => Direction::Forward,
             "reverse" => Direction::Reverse,
             "bidirectional" => Direction::BidirectionalConcat,
-            other => return bad(format!("unknown direction {other:?}")),
+            other => return Err(invalid(format!("unknown direction {other:?}"))),
         };
         let layout = match self.layout {
             0 => Layout::TimeMajor,
             1 => Layout::BatchFirst,
-            other => return bad(format!("layout {other} is not 0 or 1")),
+            other => return Err(invalid(format!("layout {other} is not 0 or 1"))),
         };
-        let flag = |name: &str, value: i64, applies: bool| match value {
+        // A 0/1 attribute that only `only` accepts set.
+        let flag = |name: &str, value: i64, only: CellKind| match value {
             0 => Ok(false),
-            1 if applies => Ok(true),
-            1 => Err(Error::InvalidArgument(format!(
-                "ONNX {cell:?}: {name} applies only to {}",
-                if name == "input_forget" {
-                    "LSTM"
-                } else {
-                    "GRU"
-                }
-            ))),
-            other => Err(Error::InvalidArgument(format!(
-                "ONNX {cell:?}: {name} = {other} is not 0 or 1"
-            ))),
+            1 if cell == only => Ok(true),
+            1 => Err(invalid(format!("{name} applies only to {only:?}"))),
+            other => Err(invalid(format!("{name} = {other} is not 0 or 1"))),
         };
         let lbr = flag(
             "linear_before_reset",
             self.linear_before_reset,
-            cell == CellKind::Gru,
+            CellKind::Gru,
         )?;
-        let input_forget = flag("input_forget", self.input_forget, cell == CellKind::Lstm)?;
+        let input_forget = flag("input_forget", self.input_forget, CellKind::Lstm)?;
         let activation = self.activation(cell)?;
         Ok(Config::builder(cell, input_size, self.hidden_size)
             .direction(direction)
@@ -139,48 +131,33 @@ impl OnnxAttributes {
             CellKind::Lstm => &["Sigmoid", "Tanh", "Tanh"],
             CellKind::Gru => &["Sigmoid", "Tanh"],
         };
-        if self.activations.is_empty() {
-            return Ok(Activation::Tanh);
-        }
-        let per_dir = defaults.len();
         let dirs = if self.direction == "bidirectional" {
             2
         } else {
             1
         };
-        let mut rnn_activation = None;
-        let unsupported =
-            || {
-                Error::InvalidArgument(format!(
+        // The same list for every direction: librnn has one activation per network.
+        let is = |per_dir: &[&str]| {
+            self.activations.len() == per_dir.len() * dirs
+                && (self.activations.iter())
+                    .zip(per_dir.iter().cycle())
+                    .all(|(a, b)| a.eq_ignore_ascii_case(b))
+        };
+        if self.activations.is_empty() || is(defaults) {
+            Ok(Activation::Tanh)
+        } else if cell == CellKind::Rnn && is(&["Relu"]) {
+            Ok(Activation::Relu)
+        } else {
+            Err(Error::InvalidArgument(format!(
                 "ONNX {cell:?}: activations {:?} are not supported (librnn runs {defaults:?}{})",
                 self.activations,
-                if cell == CellKind::Rnn { " or [\"Relu\"]" } else { "" }
-            ))
-            };
-        if self.activations.len() != per_dir * dirs {
-            return Err(unsupported());
-        }
-        for chunk in self.activations.chunks(per_dir) {
-            let names: Vec<&str> = chunk.iter().map(String::as_str).collect();
-            let act = match (cell, names.as_slice()) {
-                (CellKind::Rnn, ["Relu"]) => Activation::Relu,
-                (_, names)
-                    if names
-                        .iter()
-                        .zip(defaults)
-                        .all(|(a, b)| a.eq_ignore_ascii_case(b)) =>
-                {
-                    Activation::Tanh
+                if cell == CellKind::Rnn {
+                    " or [\"Relu\"]"
+                } else {
+                    ""
                 }
-                _ => return Err(unsupported()),
-            };
-            // Both directions must agree: librnn has one activation per network.
-            if rnn_activation.is_some_and(|a| a != act) {
-                return Err(unsupported());
-            }
-            rnn_activation = Some(act);
+            )))
         }
-        Ok(rnn_activation.unwrap_or_default())
     }
 }
 

@@ -881,7 +881,8 @@ pub(crate) unsafe fn rnn_backward<S: Simd>(p: &BackParams, rows: &[BackRow]) {
 /// chain so none is optimised away.
 #[inline(always)]
 pub(crate) unsafe fn fma_chains<S: Simd, const ACC: usize>(iters: usize) -> f32 {
-    // SAFETY: forwarded from this unsafe fn's contract (valid, padded rows and panels; see the module docs).
+    // SAFETY: the ISA is the caller's contract (Kernels::for_isa checked it); the
+    // only memory touched is `lanes`, 64 floats, at least one whole vector.
     unsafe {
         let (a, b) = (S::splat(0.999_999), S::splat(1e-7));
         let mut acc = [S::splat(1.0); ACC];
@@ -918,6 +919,7 @@ macro_rules! instantiate_kernels {
             }
             $(#[$attr])?
             pub(crate) unsafe fn sigmoid_in_place(x: &mut [f32]) {
+                // SAFETY: only reachable through Kernels::for_isa, which checked the CPU; pointer validity is the caller's contract.
                 unsafe { math::map_in_place::<$S>(x, math::sigmoid::<$S>) }
             }
             $(#[$attr])?
@@ -927,6 +929,7 @@ macro_rules! instantiate_kernels {
             }
             $(#[$attr])?
             pub(crate) unsafe fn gru_step(p: &StepParams, rows: &[StepRow]) {
+                // SAFETY: only reachable through Kernels::for_isa, which checked the CPU; pointer validity is the caller's contract.
                 unsafe { fused::gru_step::<$S, { fused::tile_rows::<$S>(2) }, { fused::tile_rows::<$S>(1) }>(p, rows) }
             }
             $(#[$attr])?
@@ -936,6 +939,7 @@ macro_rules! instantiate_kernels {
             }
             $(#[$attr])?
             pub(crate) unsafe fn panel_matmul(k: usize, n_padded: usize, packed: &[f32], bias: Option<&[f32]>, rows: &[MatRow]) {
+                // SAFETY: only reachable through Kernels::for_isa, which checked the CPU; pointer validity is the caller's contract.
                 unsafe { fused::panel_matmul::<$S, { fused::tile_rows::<$S>(1) }>(k, n_padded, packed, bias, rows) }
             }
             $(#[$attr])?
@@ -945,6 +949,7 @@ macro_rules! instantiate_kernels {
             }
             $(#[$attr])?
             pub(crate) unsafe fn gru_backward_a(p: &BackParams, rows: &[BackRow]) {
+                // SAFETY: only reachable through Kernels::for_isa, which checked the CPU; pointer validity is the caller's contract.
                 unsafe { fused::gru_backward_a::<$S>(p, rows) }
             }
             $(#[$attr])?
@@ -954,6 +959,7 @@ macro_rules! instantiate_kernels {
             }
             $(#[$attr])?
             pub(crate) unsafe fn rnn_backward(p: &BackParams, rows: &[BackRow]) {
+                // SAFETY: only reachable through Kernels::for_isa, which checked the CPU; pointer validity is the caller's contract.
                 unsafe { fused::rnn_backward::<$S>(p, rows) }
             }
 
@@ -961,7 +967,7 @@ macro_rules! instantiate_kernels {
             pub(crate) unsafe fn fma_chains(iters: usize) -> f32 {
                 // Enough independent chains to cover FMA latency × ports,
                 // few enough to stay in registers.
-                // SAFETY: forwarded from this unsafe fn's contract (valid, padded rows and panels; see the module docs).
+                // SAFETY: only reachable through Kernels::for_isa, which checked the CPU.
                 unsafe {
                     if <$S as Simd>::REGISTERS >= 32 {
                         fused::fma_chains::<$S, 24>(iters)

@@ -28,16 +28,6 @@ fn count_from_f32s(values: &[f32], what: &str) -> Result<u32> {
     }
 }
 
-/// Checks that restored moments are equally long.
-fn same_lengths(prefix: &str, parts: &[&[f32]]) -> Result<()> {
-    if parts.windows(2).any(|w| w[0].len() != w[1].len()) {
-        return Err(Error::Checkpoint(format!(
-            "the optimiser state `{prefix}` has tensors of different lengths"
-        )));
-    }
-    Ok(())
-}
-
 /// SGD with (optional) momentum: `v = μ v + g; p -= lr v`.
 #[derive(Clone, Debug)]
 pub struct Sgd {
@@ -156,7 +146,11 @@ impl Adam {
             stored(checkpoint, prefix, "m")?,
             stored(checkpoint, prefix, "v")?,
         );
-        same_lengths(prefix, &[m, v])?;
+        if m.len() != v.len() {
+            return Err(Error::Checkpoint(format!(
+                "the optimiser state `{prefix}` has moments of different lengths"
+            )));
+        }
         let t = count_from_f32s(stored(checkpoint, prefix, "t")?, &format!("{prefix}.t"))?;
         (self.m, self.v, self.t) = (m.to_vec(), v.to_vec(), t);
         Ok(())
