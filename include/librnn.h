@@ -95,6 +95,10 @@
 // LSTM projection `[H_out, H]`.
 #define RNN_PARAM_PROJECTION 5
 
+// The largest checkpoint file [`load`] reads (1 TiB): a format maximum on
+// top of the file's own size, which bounds every read.
+#define MAX_FILE_BYTES (1 << 40)
+
 
 
 // Result of every fallible librnn call.
@@ -365,7 +369,10 @@ enum rnn_status rnn_clip_grad_norm(float *grads, size_t len, float max_norm, flo
 enum rnn_status rnn_clip_grad_value(float *grads, size_t len, float limit);
 
 // Saves the model (configuration and parameters) to `path` in librnn's
-// checkpoint format (see `rnn::train::checkpoint`).
+// checkpoint format (see `rnn::train::checkpoint`), atomically: a
+// temporary file in the same directory is flushed to disk and renamed over
+// `path`, so a failure (RNN_INVALID_ARGUMENT, the message naming the step)
+// or a crash leaves the previous file intact.
 //
 // # Safety
 // `model` from `rnn_model_create`; `path` NUL-terminated.
@@ -373,7 +380,9 @@ enum rnn_status rnn_model_save(const struct rnn_model *model, const char *path);
 
 // Loads a model saved by `rnn_model_save` (or `rnn::train::save`) into a new
 // model in `*out`. A corrupt, truncated or foreign file gives
-// RNN_INVALID_ARGUMENT with the reason in the message.
+// RNN_INVALID_ARGUMENT with the reason in the message; so does a path that
+// is not a regular file (a FIFO, a device, a directory), refused without
+// blocking. No more than the file's size is read.
 //
 // # Safety
 // `path` NUL-terminated; `out` writable.

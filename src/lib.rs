@@ -5,6 +5,7 @@ pub mod config;
 mod engine;
 pub mod error;
 pub mod ffi;
+mod files;
 mod gemm;
 pub mod interop;
 pub mod io;

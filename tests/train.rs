@@ -151,6 +151,83 @@ fn corrupt_and_mismatched_checkpoints_are_rejected() {
     ));
 }
 
+/// Saves are atomic: a save that cannot complete leaves the previous file
+/// byte-identical, and a reader running alongside repeated saves always
+/// loads a whole checkpoint (the old one or the new one).
+#[test]
+fn saves_are_atomic() {
+    let dir = std::env::temp_dir().join(format!("librnn-atomic-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("model.ckpt");
+    let models: Vec<Model> = (0..2)
+        .map(|seed| {
+            let config = Config::builder(CellKind::Gru, 5, 24).build().unwrap();
+            Model::random(config, seed)
+        })
+        .collect();
+    train::save(&path, &models[0], &[]).unwrap();
+    let before = std::fs::read(&path).unwrap();
+
+    // The directory of the target vanishes: an error naming it, and nothing
+    // else changes.
+    let gone = dir.join("gone");
+    std::fs::create_dir(&gone).unwrap();
+    std::fs::remove_dir(&gone).unwrap();
+    match train::save(gone.join("model.ckpt"), &models[1], &[]) {
+        Err(Error::Checkpoint(msg)) => assert!(msg.contains("gone"), "{msg}"),
+        other => panic!("expected a checkpoint error, got {other:?}"),
+    }
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            let mut loads = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || loads == 0 {
+                let loaded = train::load(&path).expect("a reader sees a whole checkpoint");
+                assert!(models.iter().any(|m| m.params() == loaded.model.params()));
+                loads += 1;
+            }
+            loads
+        });
+        for i in 0..200 {
+            train::save(&path, &models[i % 2], &[]).unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(reader.join().unwrap() > 0);
+    });
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers, ["model.ckpt"], "no temporary files are left");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// Loading refuses what is not a regular file at once (a FIFO would block,
+/// /dev/zero would read without end) and a directory.
+#[test]
+fn loads_refuse_what_is_not_a_regular_file() {
+    let dir = std::env::temp_dir().join(format!("librnn-special-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("fifo");
+    let status = std::process::Command::new("mkfifo").arg(&fifo).status();
+    let mut cases = vec![
+        (std::path::PathBuf::from("/dev/zero"), "a device"),
+        (dir.clone(), "a directory"),
+    ];
+    if status.is_ok_and(|s| s.success()) {
+        cases.push((fifo, "a FIFO"));
+    }
+    for (path, kind) in cases {
+        match train::load(&path) {
+            Err(Error::Checkpoint(msg)) => assert!(msg.contains(kind), "{msg}"),
+            other => panic!("{}: expected a checkpoint error, got {other:?}", path.display()),
+        }
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
+
 #[test]
 fn truncated_bptt_with_k_equal_to_t_is_full_bptt() {
     let config = Config::builder(CellKind::Lstm, 3, 5)

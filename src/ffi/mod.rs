@@ -777,7 +777,10 @@ unsafe fn path_arg(path: *const c_char) -> Result<std::path::PathBuf, Failure> {
 }
 
 /// Saves the model (configuration and parameters) to `path` in librnn's
-/// checkpoint format (see `rnn::train::checkpoint`).
+/// checkpoint format (see `rnn::train::checkpoint`), atomically: a
+/// temporary file in the same directory is flushed to disk and renamed over
+/// `path`, so a failure (RNN_INVALID_ARGUMENT, the message naming the step)
+/// or a crash leaves the previous file intact.
 ///
 /// # Safety
 /// `model` from `rnn_model_create`; `path` NUL-terminated.
@@ -795,7 +798,9 @@ pub unsafe extern "C" fn rnn_model_save(
 
 /// Loads a model saved by `rnn_model_save` (or `rnn::train::save`) into a new
 /// model in `*out`. A corrupt, truncated or foreign file gives
-/// RNN_INVALID_ARGUMENT with the reason in the message.
+/// RNN_INVALID_ARGUMENT with the reason in the message; so does a path that
+/// is not a regular file (a FIFO, a device, a directory), refused without
+/// blocking. No more than the file's size is read.
 ///
 /// # Safety
 /// `path` NUL-terminated; `out` writable.

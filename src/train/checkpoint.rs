@@ -101,18 +101,27 @@ pub fn to_bytes(model: &Model, extras: &[(&str, &[f32])]) -> Vec<u8> {
     out
 }
 
-/// Writes a checkpoint file.
+/// The largest checkpoint file [`load`] reads (1 TiB): a format maximum on
+/// top of the file's own size, which bounds every read.
+pub const MAX_FILE_BYTES: u64 = 1 << 40;
+
+/// Writes a checkpoint file atomically and durably: the bytes go to a
+/// temporary file in the same directory, flushed to disk and renamed over
+/// `path`, then the directory is flushed. A crash, a kill or a failed write
+/// at any point leaves the previous file at `path` intact (and no
+/// temporary behind where the process survives); readers see the old file
+/// or the new one, never part of one. A failure is an [`Error::Checkpoint`]
+/// naming the step that failed.
 pub fn save(path: impl AsRef<Path>, model: &Model, extras: &[(&str, &[f32])]) -> Result<()> {
-    let path = path.as_ref();
-    std::fs::write(path, to_bytes(model, extras))
-        .map_err(|e| Error::Checkpoint(format!("cannot write {}: {e}", path.display())))
+    crate::files::write_atomic(path.as_ref(), &to_bytes(model, extras)).map_err(Error::Checkpoint)
 }
 
-/// Reads a checkpoint file.
+/// Reads a checkpoint file. Only a regular file of at most
+/// [`MAX_FILE_BYTES`] is read (a FIFO, a device or a directory is refused
+/// without blocking), and no more than its size.
 pub fn load(path: impl AsRef<Path>) -> Result<Checkpoint> {
-    let path = path.as_ref();
-    let bytes = std::fs::read(path)
-        .map_err(|e| Error::Checkpoint(format!("cannot read {}: {e}", path.display())))?;
+    let bytes =
+        crate::files::read_bounded(path.as_ref(), MAX_FILE_BYTES).map_err(Error::Checkpoint)?;
     from_bytes(&bytes)
 }
 
