@@ -222,7 +222,10 @@ fn loads_refuse_what_is_not_a_regular_file() {
     for (path, kind) in cases {
         match train::load(&path) {
             Err(Error::Checkpoint(msg)) => assert!(msg.contains(kind), "{msg}"),
-            other => panic!("{}: expected a checkpoint error, got {other:?}", path.display()),
+            other => panic!(
+                "{}: expected a checkpoint error, got {other:?}",
+                path.display()
+            ),
         }
     }
     std::fs::remove_dir_all(dir).ok();
@@ -320,6 +323,43 @@ fn clipping_bounds_the_norm() {
     let mut v = vec![-3.0f32, 0.5, 9.0];
     train::clip_grad_value(&mut v, 1.0);
     assert_eq!(v, vec![-1.0, 0.5, 1.0]);
+}
+
+/// Finite gradients whose norm overflows f32 are still clipped; non-finite
+/// ones are left alone and reported through the norm.
+#[test]
+fn clipping_handles_norms_beyond_f32_and_non_finite_gradients() {
+    let mut huge = vec![3e38f32, 3e38, -3e38];
+    let norm = train::clip_grad_norm(&mut huge, 1.0);
+    assert_eq!(norm, f32::INFINITY, "the norm 5.2e38 does not fit in f32");
+    let clipped = huge
+        .iter()
+        .map(|&v| f64::from(v) * f64::from(v))
+        .sum::<f64>()
+        .sqrt();
+    assert!((clipped - 1.0).abs() < 1e-6, "{huge:?}");
+    let third = 1.0 / 3f32.sqrt();
+    assert!(
+        huge.iter().all(|v| (v.abs() - third).abs() < 1e-6),
+        "{huge:?}"
+    );
+    // Many values near f32::MAX: no overflow of the sum either.
+    let mut many = vec![f32::MAX; 1000];
+    train::clip_grad_norm(&mut many, 2.0);
+    let clipped = many
+        .iter()
+        .map(|&v| f64::from(v).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    assert!((clipped - 2.0).abs() < 1e-5, "{clipped}");
+
+    for bad in [f32::NAN, f32::INFINITY] {
+        let mut g = vec![1.0f32, bad, 2.0];
+        let norm = train::clip_grad_norm(&mut g, 1.0);
+        assert!(!norm.is_finite());
+        assert_eq!(&g[..1], &[1.0]);
+        assert_eq!(g[2], 2.0, "non-finite gradients are left unchanged");
+    }
 }
 
 /// The dense layer and both losses against central differences (f32, so a

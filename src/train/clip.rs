@@ -2,27 +2,37 @@
 //! output layer's, or both concatenated).
 
 /// Scales `grads` so their global L2 norm is at most `max_norm`; returns the
-/// norm before clipping. A non-finite norm leaves `grads` unchanged (and is
-/// returned so the caller can skip the step).
+/// norm before clipping, rounded to f32.
+///
+/// The norm and the scale are computed in f64, which cannot overflow for
+/// finite f32 gradients (a sum of squares is at most `len · 1.2e77`), so
+/// every finite input is clipped correctly, even one whose norm exceeds
+/// `f32::MAX` (the returned norm is then `+inf`, and the gradients *are*
+/// scaled). If any gradient is NaN or infinite, the norm is NaN or `+inf`
+/// and `grads` is left unchanged, so the caller can skip the step: check
+/// the gradients (or the loss) for finiteness to tell the two `+inf` cases
+/// apart.
 pub fn clip_grad_norm(grads: &mut [f32], max_norm: f32) -> f32 {
     clip_grad_norm_all(&mut [grads], max_norm)
 }
 
 /// [`clip_grad_norm`] over several gradient vectors taken together.
 pub fn clip_grad_norm_all(parts: &mut [&mut [f32]], max_norm: f32) -> f32 {
-    let sum: f64 = parts
-        .iter()
-        .flat_map(|p| p.iter())
-        .map(|&g| f64::from(g) * f64::from(g))
-        .sum();
-    let norm = sum.sqrt() as f32;
-    if norm.is_finite() && norm > max_norm && norm > 0.0 {
+    let mut sum = 0.0f64;
+    let mut all_finite = true;
+    for &g in parts.iter().flat_map(|p| p.iter()) {
+        all_finite &= g.is_finite();
+        sum += f64::from(g) * f64::from(g);
+    }
+    let norm = sum.sqrt();
+    let max_norm = f64::from(max_norm);
+    if all_finite && norm > max_norm && norm > 0.0 {
         let scale = max_norm / norm;
         for g in parts.iter_mut().flat_map(|p| p.iter_mut()) {
-            *g *= scale;
+            *g = (f64::from(*g) * scale) as f32;
         }
     }
-    norm
+    norm as f32
 }
 
 /// Clamps every gradient to `[-limit, limit]` (NaN stays NaN).
