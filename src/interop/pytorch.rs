@@ -32,6 +32,14 @@ pub fn check_compatible(config: &Config) -> Result<()> {
     ) {
         return no("reverse-only or summed bidirectional layers");
     }
+    // PyTorch refuses proj_size >= hidden_size; librnn itself allows it.
+    if config.proj_size() != 0 && config.proj_size() >= config.hidden_size() {
+        return Err(Error::InvalidArgument(format!(
+            "PyTorch requires proj_size < hidden_size (got {} and {})",
+            config.proj_size(),
+            config.hidden_size()
+        )));
+    }
     Ok(())
 }
 
@@ -80,22 +88,37 @@ fn parse(name: &str) -> Result<(ParamKind, usize, usize)> {
         Some(l) => (l, 1),
         None => (rest, 0),
     };
+    // Exactly as PyTorch writes it: decimal digits, no sign, no leading zero.
+    let canonical = !layer.is_empty()
+        && layer.bytes().all(|b| b.is_ascii_digit())
+        && (layer == "0" || !layer.starts_with('0'));
+    if !canonical {
+        return Err(bad());
+    }
     Ok((kind, layer.parse().map_err(|_| bad())?, dir))
 }
 
+/// Where tensor `name` goes in the parameter vector, after checking that
+/// the model has it and that `len` values fit it.
+fn destination(model: &Model, name: &str, len: usize) -> Result<std::ops::Range<usize>> {
+    let (kind, layer, dir) = parse(name)?;
+    let range = model.config().param_range(layer, dir, kind)?;
+    check_len("tensor", range.len(), len)?;
+    Ok(range)
+}
+
 /// Copies one state-dict tensor (row-major, as `tensor.numpy().ravel()`)
-/// into the model.
+/// into the model. On error the model is unchanged (its traces stay valid).
 pub fn import_tensor(model: &mut Model, name: &str, data: &[f32]) -> Result<()> {
     check_compatible(model.config())?;
-    let (kind, layer, dir) = parse(name)?;
-    let dst = model.param_mut(layer, dir, kind)?;
-    check_len("tensor", dst.len(), data.len())?;
-    dst.copy_from_slice(data);
+    let range = destination(model, name, data.len())?;
+    model.params_mut()[range].copy_from_slice(data);
     Ok(())
 }
 
 /// Imports a whole state dict; every entry [`tensor_names`] lists must be
-/// present (extra entries are an error too).
+/// present once (extra or repeated entries are an error too). Every entry
+/// is checked before any is copied: on error the model is unchanged.
 pub fn import_state_dict<'a>(
     model: &mut Model,
     tensors: impl IntoIterator<Item = (&'a str, &'a [f32])>,
@@ -104,16 +127,27 @@ pub fn import_state_dict<'a>(
         .into_iter()
         .map(|(n, _)| n)
         .collect();
+    let mut writes = Vec::new();
     for (name, data) in tensors {
-        import_tensor(model, name, data)?;
-        missing.retain(|n| n != name);
+        let range = destination(model, name, data.len())?;
+        let Some(at) = missing.iter().position(|n| n == name) else {
+            return Err(Error::InvalidArgument(format!(
+                "the state dict has `{name}` more than once"
+            )));
+        };
+        missing.swap_remove(at);
+        writes.push((range, data));
     }
-    match missing.first() {
-        Some(n) => Err(Error::InvalidArgument(format!(
+    if let Some(n) = missing.first() {
+        return Err(Error::InvalidArgument(format!(
             "the state dict has no `{n}`"
-        ))),
-        None => Ok(()),
+        )));
     }
+    let params = model.params_mut();
+    for (range, data) in writes {
+        params[range].copy_from_slice(data);
+    }
+    Ok(())
 }
 
 /// One state-dict tensor of the model, by PyTorch name.
