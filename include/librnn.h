@@ -5,23 +5,43 @@
  * Conventions for every function:
  * - Fallible functions return an rnn_status; on failure rnn_last_error_message()
  *   describes it (thread-local, valid until the next librnn call on the thread).
- *   A bug inside librnn is reported as RNN_INTERNAL, never as a crash.
+ *   A bug inside librnn is reported as RNN_INTERNAL, never as a crash, and
+ *   librnn never prints: a caught panic's message goes to
+ *   rnn_last_error_message() only. Every function, including the destroy
+ *   functions and rnn_last_error_message(), may be called from a thread-exit
+ *   (TLS) destructor.
  * - Buffers are a pointer plus a length in elements; lengths are checked against
  *   rnn_sizes_for(). NULL is allowed only for buffers documented as optional,
  *   and then the length must be 0.
  * - Tensors are row-major float: x [T, N, I], y [T, N, D*H_out] (D*H_out is
  *   H_out for RNN_DIRECTION_BIDIRECTIONAL_SUM), states [L*D, N, H_out] and
  *   c [L*D, N, H]; RNN_LAYOUT_BATCH_FIRST swaps the first two axes of x and y.
- * - Ownership: objects from rnn_model_create and rnn_forward_training belong to
- *   the caller, who frees them with rnn_model_destroy / rnn_trace_destroy (both
- *   accept NULL). librnn keeps no pointer to caller memory after a call.
- *   Buffers a call writes must not overlap any buffer it reads (forward
- *   calls write y, h_n and c_n in place while reading x, h0 and c0).
- * - Threads: forward and backward calls may run concurrently on one model;
- *   rnn_model_set_params, rnn_model_init_random and rnn_model_set_isa need
- *   exclusive access. A model too large to allocate gives RNN_OUT_OF_MEMORY;
- *   other allocation failures abort the process (Rust's default).
- */
+ * - Ownership: objects from rnn_model_create, rnn_model_load and
+ *   rnn_forward_training belong to the caller, who frees them with
+ *   rnn_model_destroy / rnn_trace_destroy (both accept NULL). librnn keeps no
+ *   pointer to caller memory after a call.
+ * - Misuse detection (best effort): every handle argument is looked up among
+ *   the live handles of its kind before use, so a destroyed handle, a double
+ *   destroy, a trace passed as a model (or the reverse), a pointer librnn
+ *   never returned and a trace passed with another model give RNN_MISUSE
+ *   instead of touching freed memory. It cannot tell a destroyed handle from
+ *   a new one the allocator placed at the same address. Buffers a call writes
+ *   must not overlap any other buffer of the call: an overlap is RNN_MISUSE.
+ * - Threads: any calls may run concurrently, on one model or many. Weight
+ *   updates (rnn_model_set_params, rnn_model_init_random, rnn_model_set_isa,
+ *   rnn_model_set_pytorch_tensor, rnn_model_set_onnx_layer) are transactions:
+ *   they are serialised, a call running meanwhile keeps the weights it started
+ *   with, so its results are all-old or all-new, never a mix, and a failed
+ *   update changes nothing (parameters, packed weights, valid traces). A
+ *   successful update makes earlier traces stale (RNN_INVALID_ARGUMENT in
+ *   rnn_backward). rnn_model_destroy while calls run on the model frees it when
+ *   the last of them returns; later calls get RNN_MISUSE.
+ * - fork(): librnn owns its worker threads and rebuilds them in a child
+ *   process, so a child of a process that used librnn can use it (and its
+ *   models) at once. Fork while no librnn call runs in another thread, as with
+ *   any library that holds locks during a call.
+ * - Memory: a model too large to allocate gives RNN_OUT_OF_MEMORY.
+ */ */
 
 #ifndef LIBRNN_H
 #define LIBRNN_H
@@ -36,7 +56,7 @@
 
 // Version of the C ABI described by this header. It changes whenever a
 // signature or struct layout changes incompatibly.
-#define RNN_ABI_VERSION 2
+#define RNN_ABI_VERSION 3
 
 // `rnn_config.cell`: Elman RNN (activation from `rnn_config.activation`).
 #define RNN_CELL_RNN 0
@@ -111,13 +131,19 @@ typedef enum rnn_status {
   RNN_INVALID_ARGUMENT = 2,
   // A buffer length does not match the size the shapes require.
   RNN_SHAPE_MISMATCH = 3,
-  // Memory could not be allocated (reported for a model's parameters;
-  // other allocation failures abort, as Rust's allocator does by default).
+  // Memory could not be allocated: a model's parameters, a call's
+  // workspace or trace, packed weights. Nothing was changed; the model
+  // stays usable. The message says how many bytes were asked for.
   RNN_OUT_OF_MEMORY = 4,
   // The request is valid but not supported here (e.g. an ISA this CPU lacks).
   RNN_UNSUPPORTED = 5,
   // A bug in librnn (a caught panic); the message has the details.
   RNN_INTERNAL = 6,
+  // The call is a misuse of the API that librnn detected: a destroyed
+  // (or never created) handle, a double destroy, a trace passed with a
+  // model other than the one that made it, or output buffers that
+  // overlap the inputs or each other. Added in ABI version 3.
+  RNN_MISUSE = 7,
 } rnn_status;
 
 // An opaque model: configuration plus parameters.
@@ -255,11 +281,11 @@ struct rnn_config rnn_config_default(void);
 // `config` and `out` must be valid pointers (or NULL, which is reported).
 enum rnn_status rnn_model_create(const struct rnn_config *config, struct rnn_model **out);
 
-// Frees a model. NULL is accepted and ignored.
-//
-// # Safety
-// `model` is NULL or from `rnn_model_create`, and not used afterwards.
-void rnn_model_destroy(struct rnn_model *model);
+// Frees a model (NULL is accepted: RNN_OK). Calls still running on it from
+// other threads finish first on the model they started with. A handle
+// destroyed already, or not from librnn, gives RNN_MISUSE (best effort).
+// Traces of the model stay valid objects to destroy.
+enum rnn_status rnn_model_destroy(struct rnn_model *model);
 
 // Buffer sizes for calls of `seq_len` steps over `batch` sequences.
 //
@@ -282,7 +308,7 @@ enum rnn_status rnn_model_get_params(const struct rnn_model *model, float *out, 
 // rejected by `rnn_backward` afterwards.
 //
 // # Safety
-// `model` from `rnn_model_create`, not in use by another thread;
+// `model` from `rnn_model_create` (checked; may be in use by other threads);
 // `params` holds `len` floats.
 enum rnn_status rnn_model_set_params(struct rnn_model *model, const float *params, size_t len);
 
@@ -290,7 +316,7 @@ enum rnn_status rnn_model_set_params(struct rnn_model *model, const float *param
 // default), reproducibly from `seed`.
 //
 // # Safety
-// `model` from `rnn_model_create`, not in use by another thread.
+// `model` from `rnn_model_create` (checked; may be in use by other threads).
 enum rnn_status rnn_model_init_random(struct rnn_model *model, uint64_t seed);
 
 // Where one tensor lives in the parameter vector: `*offset` and `*len` in
@@ -310,7 +336,7 @@ enum rnn_status rnn_model_param_range(const struct rnn_model *model,
 // "avx512" or "neon". RNN_UNSUPPORTED if this CPU lacks it.
 //
 // # Safety
-// `model` from `rnn_model_create`, not in use by another thread; `isa` a
+// `model` from `rnn_model_create` (checked; may be in use by other threads); `isa` a
 // NUL-terminated string.
 enum rnn_status rnn_model_set_isa(struct rnn_model *model, const char *isa);
 
@@ -334,11 +360,9 @@ enum rnn_status rnn_forward_training(const struct rnn_model *model,
                                      const struct rnn_output *output,
                                      struct rnn_trace **trace);
 
-// Frees a trace. NULL is accepted and ignored.
-//
-// # Safety
-// `trace` is NULL or from `rnn_forward_training`, and not used afterwards.
-void rnn_trace_destroy(struct rnn_trace *trace);
+// Frees a trace (NULL is accepted: RNN_OK). A trace destroyed already, or
+// not from librnn, gives RNN_MISUSE (best effort).
+enum rnn_status rnn_trace_destroy(struct rnn_trace *trace);
 
 // Backpropagation through time over the call that made `trace`, with the
 // same model and unchanged parameters: writes the gradients the caller asks
@@ -395,7 +419,7 @@ enum rnn_status rnn_model_load(const char *path, struct rnn_model **out);
 // bidirectional layers.
 //
 // # Safety
-// `model` from `rnn_model_create`, not in use by another thread; `name`
+// `model` from `rnn_model_create` (checked; may be in use by other threads); `name`
 // NUL-terminated; `data` holds `len` floats.
 enum rnn_status rnn_model_set_pytorch_tensor(struct rnn_model *model,
                                              const char *name,
@@ -420,7 +444,7 @@ enum rnn_status rnn_model_get_pytorch_tensor(const struct rnn_model *model,
 // `linear_before_reset`.
 //
 // # Safety
-// `model` from `rnn_model_create`, not in use by another thread; each
+// `model` from `rnn_model_create` (checked; may be in use by other threads); each
 // non-NULL buffer holds its stated length.
 enum rnn_status rnn_model_set_onnx_layer(struct rnn_model *model,
                                          size_t layer,

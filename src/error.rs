@@ -25,6 +25,15 @@ pub enum Error {
     /// A checkpoint could not be read or written, or is corrupt, truncated,
     /// of another version or for another configuration.
     Checkpoint(String),
+    /// Memory for a call's buffers, a model's parameters or its packed
+    /// weights could not be allocated. Nothing was changed: the model stays
+    /// usable, e.g. for a call with a smaller batch.
+    OutOfMemory {
+        /// What the memory was for, e.g. `"the input projection"`.
+        what: String,
+        /// How many bytes were asked for.
+        bytes: usize,
+    },
 }
 
 impl fmt::Display for Error {
@@ -41,6 +50,9 @@ impl fmt::Display for Error {
             ),
             Error::InvalidArgument(msg) => write!(f, "invalid argument: {msg}"),
             Error::Checkpoint(msg) => write!(f, "checkpoint: {msg}"),
+            Error::OutOfMemory { what, bytes } => {
+                write!(f, "out of memory: cannot allocate {bytes} bytes for {what}")
+            }
         }
     }
 }
@@ -69,4 +81,30 @@ pub(crate) fn checked_product(what: &str, factors: &[usize]) -> Result<usize> {
         .iter()
         .try_fold(1usize, |acc, &f| acc.checked_mul(f))
         .ok_or_else(|| Error::InvalidArgument(format!("the size of `{what}` overflows usize")))
+}
+
+/// A vector of `len` copies of `value`, or [`Error::OutOfMemory`] naming
+/// `what` if the memory cannot be had (instead of aborting the process).
+pub(crate) fn try_vec<T: Clone>(len: usize, value: T, what: &str) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    try_grow(&mut v, len, what)?;
+    v.resize(len, value);
+    Ok(v)
+}
+
+/// Makes room in `v` for `len` elements in all, fallibly.
+pub(crate) fn try_grow<T>(v: &mut Vec<T>, len: usize, what: &str) -> Result<()> {
+    let extra = len.saturating_sub(v.len());
+    v.try_reserve_exact(extra).map_err(|_| Error::OutOfMemory {
+        what: what.to_string(),
+        bytes: len.saturating_mul(std::mem::size_of::<T>()),
+    })
+}
+
+/// A copy of `values`, fallibly.
+pub(crate) fn try_copy<T: Clone>(values: &[T], what: &str) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    try_grow(&mut v, values.len(), what)?;
+    v.extend_from_slice(values);
+    Ok(v)
 }

@@ -13,6 +13,7 @@ pub mod kernels;
 pub mod model;
 pub mod reference;
 pub mod rng;
+mod threads;
 pub mod train;
 
 pub use config::{

@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 
 use crate::config::{Config, ParamKind};
 use crate::engine::{self, BufferPool, Packed};
-use crate::error::{check_len, Error, Result};
+use crate::error::{check_len, try_copy, try_vec, Error, Result};
 use crate::io::{Gradients, Input, Output, OutputGrads, Shapes};
 use crate::kernels::Isa;
 use crate::rng::SplitMix64;
@@ -81,13 +81,39 @@ impl Model {
         }
     }
 
+    /// A copy of this model that is the same model for traces (same id and
+    /// parameter version, same buffer pool), for a change that either
+    /// completes and replaces this one or is dropped with nothing changed.
+    pub(crate) fn successor(&self) -> Result<Model> {
+        Ok(Model {
+            config: self.config.clone(),
+            params: try_copy(&self.params, "a copy of the parameters")?,
+            id: self.id,
+            version: self.version,
+            isa: self.isa,
+            packed: OnceLock::new(),
+            pool: self.pool.clone(),
+        })
+    }
+
+    /// Whether `trace` was made by this model (with any parameters).
+    pub(crate) fn made(&self, trace: &Trace) -> bool {
+        trace.model_id == self.id
+    }
+
     /// This model with its kernels pinned to `isa` (an error if the CPU
     /// does not support it), e.g. to compare ISAs or to benchmark one.
     pub fn with_isa(mut self, isa: Isa) -> Result<Model> {
+        self.pin_isa(isa)?;
+        Ok(self)
+    }
+
+    /// Pins this model's kernels to `isa` in place (see [`Model::with_isa`]).
+    pub(crate) fn pin_isa(&mut self, isa: Isa) -> Result<()> {
         crate::kernels::Kernels::for_isa(isa)?;
         self.isa = Some(isa);
         self.packed = OnceLock::new();
-        Ok(self)
+        Ok(())
     }
 
     /// The ISA this model's calls run on.
@@ -102,18 +128,37 @@ impl Model {
             .map_err(Clone::clone)
     }
 
-    /// A model whose parameters are all zero.
+    /// A model whose parameters are all zero. Aborts if the parameters
+    /// cannot be allocated; [`Model::try_zeros`] reports that instead.
     pub fn zeros(config: Config) -> Model {
         let n = config.num_params();
         Model::with_params(config, vec![0.0; n])
     }
 
+    /// [`Model::zeros`], with [`Error::OutOfMemory`] for parameters too
+    /// large to allocate.
+    pub fn try_zeros(config: Config) -> Result<Model> {
+        let params = try_vec(config.num_params(), 0.0, "the parameters")?;
+        Ok(Model::with_params(config, params))
+    }
+
     /// A model with every parameter drawn uniformly from
     /// `[-1/sqrt(H), 1/sqrt(H))` (PyTorch's default), reproducibly from `seed`.
+    /// Aborts if the parameters cannot be allocated; [`Model::try_random`]
+    /// reports that instead.
     pub fn random(config: Config, seed: u64) -> Model {
         let bound = 1.0 / (config.hidden_size() as f32).sqrt();
         let params = SplitMix64::new(seed).uniform_vec(config.num_params(), -bound, bound);
         Model::with_params(config, params)
+    }
+
+    /// [`Model::random`], with [`Error::OutOfMemory`] for parameters too
+    /// large to allocate.
+    pub fn try_random(config: Config, seed: u64) -> Result<Model> {
+        let mut model = Model::try_zeros(config)?;
+        let bound = 1.0 / (model.config.hidden_size() as f32).sqrt();
+        SplitMix64::new(seed).fill_uniform(&mut model.params, -bound, bound);
+        Ok(model)
     }
 
     /// A model with the given flat parameters (length [`Config::num_params`]).
@@ -153,7 +198,9 @@ impl Model {
 
     /// Runs the network over `input` and returns `y`, `h_n` and `c_n`.
     pub fn forward_inference(&self, input: &Input<'_>) -> Result<Output> {
-        engine::forward(&self.config, self.packed()?, &self.pool, input, false).map(|(out, _)| out)
+        let packed = self.packed()?;
+        crate::threads::run(|| engine::forward(&self.config, packed, &self.pool, input, false))
+            .map(|(out, _)| out)
     }
 
     /// Like [`Model::forward_inference`], writing into caller-owned buffers
@@ -216,7 +263,9 @@ impl Model {
             }
         };
         let dest = engine::Dest { y, h_n, c_n };
-        engine::forward_into(&self.config, packed, &self.pool, input, training, dest)
+        crate::threads::run(|| {
+            engine::forward_into(&self.config, packed, &self.pool, input, training, dest)
+        })
     }
 
     fn trace(&self, inner: engine::Trace) -> Trace {
@@ -230,7 +279,9 @@ impl Model {
     /// Forward pass that also keeps what [`Model::backward`] needs. Its
     /// outputs equal those of [`Model::forward_inference`].
     pub fn forward_training(&self, input: &Input<'_>) -> Result<(Output, Trace)> {
-        let (out, inner) = engine::forward(&self.config, self.packed()?, &self.pool, input, true)?;
+        let packed = self.packed()?;
+        let (out, inner) =
+            crate::threads::run(|| engine::forward(&self.config, packed, &self.pool, input, true))?;
         let inner = inner.expect("a training forward pass returns a trace");
         Ok((out, self.trace(inner)))
     }
@@ -239,18 +290,19 @@ impl Model {
     /// the loss gradients with respect to `y` (and optionally `h_n`, `c_n`),
     /// returns those with respect to `x`, `h0`, `c0` and every parameter.
     pub fn backward(&self, trace: &Trace, grads: &OutputGrads<'_>) -> Result<Gradients> {
-        if trace.model_id != self.id || trace.model_version != self.version {
+        if !self.made(trace) {
             return Err(Error::InvalidArgument(
-                "the trace was produced by another model, or before this model's parameters changed"
-                    .into(),
+                "the trace was produced by another model".into(),
             ));
         }
-        engine::backward(
-            &self.config,
-            self.packed()?,
-            &self.pool,
-            &trace.inner,
-            grads,
-        )
+        if trace.model_version != self.version {
+            return Err(Error::InvalidArgument(
+                "the trace was produced before this model's parameters changed".into(),
+            ));
+        }
+        let packed = self.packed()?;
+        crate::threads::run(|| {
+            engine::backward(&self.config, packed, &self.pool, &trace.inner, grads)
+        })
     }
 }

@@ -38,8 +38,16 @@ impl SplitMix64 {
 
     /// A vector of `len` values uniform in `[lo, hi)`.
     pub fn uniform_vec(&mut self, len: usize, lo: f32, hi: f32) -> Vec<f32> {
-        (0..len)
-            .map(|_| self.uniform(f64::from(lo), f64::from(hi)) as f32)
-            .collect()
+        let mut v = vec![0.0; len];
+        self.fill_uniform(&mut v, lo, hi);
+        v
+    }
+
+    /// Overwrites `values` with values uniform in `[lo, hi)`, the same
+    /// stream as [`SplitMix64::uniform_vec`].
+    pub fn fill_uniform(&mut self, values: &mut [f32], lo: f32, hi: f32) {
+        for v in values {
+            *v = self.uniform(f64::from(lo), f64::from(hi)) as f32;
+        }
     }
 }

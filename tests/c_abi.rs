@@ -269,6 +269,62 @@ fn c_consumer_matches_the_reference_and_checks_every_error_path() {
     }
 }
 
+/// tests/c/host.c: fork, thread-exit destructors, weights swapped while
+/// serving, misuse, failed updates, huge gradients, special files; plain,
+/// under AddressSanitizer and under valgrind as .ci/run asks.
+#[test]
+fn c_host_process_guarantees_hold() {
+    if !native("cc") {
+        return;
+    }
+    let flags = [
+        "-std=c11", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-pthread",
+    ];
+    let threads = [("RAYON_NUM_THREADS", "2")];
+    let exe = compile("cc", "host.c", "host_c", &flags).expect("cc compiles tests/c/host.c");
+    run(&exe, &[], &[], &threads);
+    // A pool of one thread hung after fork as well.
+    run(&exe, &[], &[], &[("RAYON_NUM_THREADS", "1")]);
+    if required("RNN_ASAN") {
+        let asan = [
+            &flags[..],
+            &["-fsanitize=address,undefined", "-fno-omit-frame-pointer"],
+        ]
+        .concat();
+        let exe = compile("cc", "host.c", "host_c_asan", &asan)
+            .expect("cc builds tests/c/host.c with -fsanitize=address");
+        run(
+            &exe,
+            &[],
+            &[],
+            &[
+                ("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=1"),
+                ("UBSAN_OPTIONS", "halt_on_error=1"),
+                threads[0],
+            ],
+        );
+    }
+    if required("RNN_VALGRIND") {
+        run(
+            &exe,
+            &[],
+            &[
+                "valgrind",
+                "--error-exitcode=1",
+                "--leak-check=full",
+                "--errors-for-leak-kinds=definite,indirect",
+                "--show-leak-kinds=definite,indirect",
+                // A forked child holds memory of parent threads that do not
+                // exist in it, which a leak check there reports as lost; the
+                // child's results are checked by the program itself.
+                "--child-silent-after-fork=yes",
+                "--quiet",
+            ],
+            &threads,
+        );
+    }
+}
+
 #[test]
 fn cpp_consumer_matches_the_reference() {
     if !native("c++") {

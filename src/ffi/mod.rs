@@ -15,26 +15,32 @@
 //!   objects the caller frees with `rnn_model_destroy` / `rnn_trace_destroy`
 //!   (both accept NULL). librnn never keeps a pointer to caller memory after
 //!   a call returns.
-//! - Threads: a model may run forward and backward calls from several
-//!   threads at once; changing its parameters (`rnn_model_set_params`,
-//!   `rnn_model_init_random`, `rnn_model_set_isa`) needs exclusive access.
+//! - Handles are registered and reference-counted (`handles`): misuse is
+//!   `RNN_MISUSE`, updates are transactions on a copy that running calls do
+//!   not see, and a destroy frees a model only after the calls on it.
+//! - Threads: any calls may run at once, updates included (see the header's
+//!   conventions in cbindgen.toml).
 
 mod guard;
+mod handles;
 
 use std::ffi::CStr;
 use std::os::raw::c_char;
+use std::sync::Arc;
 
 pub use guard::rnn_status;
-use guard::{guard, last_error_ptr, optional, slice, slice_mut, Failure};
+use guard::{check_disjoint, guard, last_error_ptr, optional, slice, slice_mut, span, Failure};
+use handles::{acquire, register, release};
+pub use handles::{rnn_model, rnn_trace};
 
 use crate::config::{Coded, Config, ParamKind};
 use crate::io::{Input, OutputGrads, Shapes};
 use crate::kernels::Isa;
-use crate::model::{Model, Trace};
+use crate::model::Model;
 
 /// Version of the C ABI described by this header. It changes whenever a
 /// signature or struct layout changes incompatibly.
-pub const RNN_ABI_VERSION: u32 = 2;
+pub const RNN_ABI_VERSION: u32 = 3;
 
 /// `rnn_config.cell`: Elman RNN (activation from `rnn_config.activation`).
 pub const RNN_CELL_RNN: u32 = 0;
@@ -192,16 +198,6 @@ pub struct rnn_gradients {
     pub dparams_len: usize,
 }
 
-/// An opaque model: configuration plus parameters.
-#[derive(Debug)]
-#[allow(non_camel_case_types)]
-pub struct rnn_model(Model);
-
-/// An opaque record of a training forward pass, consumed by `rnn_backward`.
-#[derive(Debug)]
-#[allow(non_camel_case_types)]
-pub struct rnn_trace(Trace);
-
 /// The library version as a NUL-terminated string, e.g. "0.1.0". The pointer
 /// is static: never free it.
 #[no_mangle]
@@ -283,22 +279,18 @@ fn to_config(c: &rnn_config) -> Result<Config, Failure> {
     )
 }
 
-/// # Safety
-/// `ptr` is NULL or a pointer from `rnn_model_create` not yet destroyed.
-unsafe fn model_ref<'a>(ptr: *const rnn_model) -> Result<&'a Model, Failure> {
-    // SAFETY: forwarded to the caller.
-    unsafe { ptr.as_ref() }
-        .map(|m| &m.0)
-        .ok_or_else(|| Failure::null("model"))
+/// The model of a live handle, as it is now (a snapshot: updates from
+/// other threads during the call do not change it).
+fn model_ref(ptr: *const rnn_model) -> Result<Arc<Model>, Failure> {
+    Ok(acquire(ptr, "model")?.snapshot())
 }
 
-/// # Safety
-/// As for `model_ref`, and no other reference to the model is live.
-unsafe fn model_mut<'a>(ptr: *mut rnn_model) -> Result<&'a mut Model, Failure> {
-    // SAFETY: forwarded to the caller.
-    unsafe { ptr.as_mut() }
-        .map(|m| &mut m.0)
-        .ok_or_else(|| Failure::null("model"))
+/// Applies `change` to the model of a live handle as one transaction.
+fn update_model(
+    ptr: *const rnn_model,
+    change: impl FnOnce(&mut Model) -> Result<(), Failure>,
+) -> Result<(), Failure> {
+    acquire(ptr, "model")?.update(change)
 }
 
 /// Creates a model for `*config` with all parameters zero and stores it in
@@ -330,23 +322,20 @@ pub unsafe extern "C" fn rnn_model_create(
             )
         })?;
         params.resize(n, 0.0);
-        let model = Box::new(rnn_model(Model::from_params(config, params)?));
+        let model = register(rnn_model::new(Model::from_params(config, params)?));
         // SAFETY: `out` is non-NULL and the caller passes a writable pointer.
-        unsafe { *out = Box::into_raw(model) };
+        unsafe { *out = model };
         Ok(())
     })
 }
 
-/// Frees a model. NULL is accepted and ignored.
-///
-/// # Safety
-/// `model` is NULL or from `rnn_model_create`, and not used afterwards.
+/// Frees a model (NULL is accepted: RNN_OK). Calls still running on it from
+/// other threads finish first on the model they started with. A handle
+/// destroyed already, or not from librnn, gives RNN_MISUSE (best effort).
+/// Traces of the model stay valid objects to destroy.
 #[no_mangle]
-pub unsafe extern "C" fn rnn_model_destroy(model: *mut rnn_model) {
-    if !model.is_null() {
-        // SAFETY: the pointer came from Box::into_raw in rnn_model_create.
-        drop(unsafe { Box::from_raw(model) });
-    }
+pub extern "C" fn rnn_model_destroy(model: *mut rnn_model) -> rnn_status {
+    guard(|| release(model, "model"))
 }
 
 /// Buffer sizes for calls of `seq_len` steps over `batch` sequences.
@@ -361,8 +350,7 @@ pub unsafe extern "C" fn rnn_sizes_for(
     out: *mut rnn_sizes,
 ) -> rnn_status {
     guard(|| {
-        // SAFETY: per the function's contract.
-        let model = unsafe { model_ref(model) }?;
+        let model = model_ref(model)?;
         // SAFETY: per the function's contract.
         let out = unsafe { out.as_mut() }.ok_or_else(|| Failure::null("out"))?;
         let s = Shapes::new(model.config(), seq_len, batch)?;
@@ -390,7 +378,8 @@ pub unsafe extern "C" fn rnn_model_get_params(
 ) -> rnn_status {
     guard(|| {
         // SAFETY: per the function's contract.
-        let (model, out) = unsafe { (model_ref(model)?, slice_mut(out, len, "out")?) };
+        let out = unsafe { slice_mut(out, len, "out")? };
+        let model = model_ref(model)?;
         crate::error::check_len("out", model.params().len(), out.len())?;
         out.copy_from_slice(model.params());
         Ok(())
@@ -402,7 +391,7 @@ pub unsafe extern "C" fn rnn_model_get_params(
 /// rejected by `rnn_backward` afterwards.
 ///
 /// # Safety
-/// `model` from `rnn_model_create`, not in use by another thread;
+/// `model` from `rnn_model_create` (checked; may be in use by other threads);
 /// `params` holds `len` floats.
 #[no_mangle]
 pub unsafe extern "C" fn rnn_model_set_params(
@@ -412,10 +401,12 @@ pub unsafe extern "C" fn rnn_model_set_params(
 ) -> rnn_status {
     guard(|| {
         // SAFETY: per the function's contract.
-        let (model, params) = unsafe { (model_mut(model)?, slice(params, len, "params")?) };
-        crate::error::check_len("params", model.params().len(), params.len())?;
-        model.params_mut().copy_from_slice(params);
-        Ok(())
+        let params = unsafe { slice(params, len, "params")? };
+        update_model(model, |model| {
+            crate::error::check_len("params", model.params().len(), params.len())?;
+            model.params_mut().copy_from_slice(params);
+            Ok(())
+        })
     })
 }
 
@@ -423,15 +414,15 @@ pub unsafe extern "C" fn rnn_model_set_params(
 /// default), reproducibly from `seed`.
 ///
 /// # Safety
-/// `model` from `rnn_model_create`, not in use by another thread.
+/// `model` from `rnn_model_create` (checked; may be in use by other threads).
 #[no_mangle]
 pub unsafe extern "C" fn rnn_model_init_random(model: *mut rnn_model, seed: u64) -> rnn_status {
     guard(|| {
-        // SAFETY: per the function's contract.
-        let model = unsafe { model_mut(model) }?;
-        let fresh = Model::random(model.config().clone(), seed);
-        model.params_mut().copy_from_slice(fresh.params());
-        Ok(())
+        update_model(model, |model| {
+            let fresh = Model::try_random(model.config().clone(), seed)?;
+            model.params_mut().copy_from_slice(fresh.params());
+            Ok(())
+        })
     })
 }
 
@@ -451,8 +442,7 @@ pub unsafe extern "C" fn rnn_model_param_range(
     len: *mut usize,
 ) -> rnn_status {
     guard(|| {
-        // SAFETY: per the function's contract.
-        let model = unsafe { model_ref(model) }?;
+        let model = model_ref(model)?;
         if offset.is_null() || len.is_null() {
             return Err(Failure::null(if offset.is_null() {
                 "offset"
@@ -477,7 +467,7 @@ pub unsafe extern "C" fn rnn_model_param_range(
 /// "avx512" or "neon". RNN_UNSUPPORTED if this CPU lacks it.
 ///
 /// # Safety
-/// `model` from `rnn_model_create`, not in use by another thread; `isa` a
+/// `model` from `rnn_model_create` (checked; may be in use by other threads); `isa` a
 /// NUL-terminated string.
 #[no_mangle]
 pub unsafe extern "C" fn rnn_model_set_isa(
@@ -485,8 +475,6 @@ pub unsafe extern "C" fn rnn_model_set_isa(
     isa: *const c_char,
 ) -> rnn_status {
     guard(|| {
-        // SAFETY: per the function's contract.
-        let model = unsafe { model_mut(model) }?;
         if isa.is_null() {
             return Err(Failure::null("isa"));
         }
@@ -499,9 +487,7 @@ pub unsafe extern "C" fn rnn_model_set_isa(
                 format!("this CPU does not support the {} kernels", isa.name()),
             ));
         }
-        let pinned = model.clone().with_isa(isa)?;
-        *model = pinned;
-        Ok(())
+        update_model(model, |model| Ok(model.pin_isa(isa)?))
     })
 }
 
@@ -556,6 +542,21 @@ unsafe fn output_slices<'a>(
             ));
         }
     }
+    check_disjoint(
+        &[
+            span(o.y, o.y_len, "output.y"),
+            span(o.h_n, o.h_n_len, "output.h_n"),
+            span(o.c_n, o.c_n_len, "output.c_n"),
+        ],
+        &[
+            span(input.x.as_ptr(), input.x.len(), "input.x"),
+            input
+                .seq_lens
+                .and_then(|l| span(l.as_ptr(), l.len(), "input.seq_lens")),
+            input.h0.and_then(|h| span(h.as_ptr(), h.len(), "input.h0")),
+            input.c0.and_then(|c| span(c.as_ptr(), c.len(), "input.c0")),
+        ],
+    )?;
     // SAFETY: per the function's contract.
     unsafe {
         Ok((
@@ -583,10 +584,11 @@ pub unsafe extern "C" fn rnn_forward_inference(
     output: *const rnn_output,
 ) -> rnn_status {
     guard(|| {
+        let model = model_ref(model)?;
         // SAFETY: per the function's contract.
-        let (model, input) = unsafe { (model_ref(model)?, to_input(input)?) };
+        let input = unsafe { to_input(input)? };
         // SAFETY: per the function's contract.
-        let (y, h_n, c_n) = unsafe { output_slices(model, &input, output)? };
+        let (y, h_n, c_n) = unsafe { output_slices(&model, &input, output)? };
         Ok(model.forward_inference_into(&input, y, h_n, c_n)?)
     })
 }
@@ -604,30 +606,26 @@ pub unsafe extern "C" fn rnn_forward_training(
     trace: *mut *mut rnn_trace,
 ) -> rnn_status {
     guard(|| {
+        let model = model_ref(model)?;
         // SAFETY: per the function's contract.
-        let (model, input) = unsafe { (model_ref(model)?, to_input(input)?) };
+        let input = unsafe { to_input(input)? };
         if trace.is_null() {
             return Err(Failure::null("trace"));
         }
         // SAFETY: per the function's contract.
-        let (y, h_n, c_n) = unsafe { output_slices(model, &input, output)? };
+        let (y, h_n, c_n) = unsafe { output_slices(&model, &input, output)? };
         let t = model.forward_training_into(&input, y, h_n, c_n)?;
         // SAFETY: per the function's contract (`trace` is writable).
-        unsafe { *trace = Box::into_raw(Box::new(rnn_trace(t))) };
+        unsafe { *trace = register(rnn_trace(t)) };
         Ok(())
     })
 }
 
-/// Frees a trace. NULL is accepted and ignored.
-///
-/// # Safety
-/// `trace` is NULL or from `rnn_forward_training`, and not used afterwards.
+/// Frees a trace (NULL is accepted: RNN_OK). A trace destroyed already, or
+/// not from librnn, gives RNN_MISUSE (best effort).
 #[no_mangle]
-pub unsafe extern "C" fn rnn_trace_destroy(trace: *mut rnn_trace) {
-    if !trace.is_null() {
-        // SAFETY: the pointer came from Box::into_raw in rnn_forward_training.
-        drop(unsafe { Box::from_raw(trace) });
-    }
+pub extern "C" fn rnn_trace_destroy(trace: *mut rnn_trace) -> rnn_status {
+    guard(|| release(trace, "trace"))
 }
 
 /// Backpropagation through time over the call that made `trace`, with the
@@ -645,10 +643,14 @@ pub unsafe extern "C" fn rnn_backward(
     grads: *const rnn_gradients,
 ) -> rnn_status {
     guard(|| {
-        // SAFETY: per the function's contract.
-        let model = unsafe { model_ref(model) }?;
-        // SAFETY: per the function's contract.
-        let trace = unsafe { trace.as_ref() }.ok_or_else(|| Failure::null("trace"))?;
+        let model = model_ref(model)?;
+        let trace = acquire(trace, "trace")?;
+        if !model.made(&trace.0) {
+            return Err(Failure::new(
+                rnn_status::RNN_MISUSE,
+                "the trace was made by another model",
+            ));
+        }
         // SAFETY: per the function's contract.
         let og = unsafe { output_grads.as_ref() }.ok_or_else(|| Failure::null("output_grads"))?;
         // SAFETY: per the function's contract.
@@ -674,16 +676,36 @@ pub unsafe extern "C" fn rnn_backward(
                 "grads.dparams",
             ),
         ];
-        let mut targets = Vec::new();
         for (ptr, len, want, what) in outs {
+            if ptr.is_null() && len == 0 {
+                continue;
+            }
+            if ptr.is_null() {
+                return Err(Failure::null(what));
+            }
+            crate::error::check_len(what, want, len)?;
+        }
+        check_disjoint(
+            &[
+                span(g.dx, g.dx_len, "grads.dx"),
+                span(g.dh0, g.dh0_len, "grads.dh0"),
+                span(g.dc0, g.dc0_len, "grads.dc0"),
+                span(g.dparams, g.dparams_len, "grads.dparams"),
+            ],
+            &[
+                span(og.dy, og.dy_len, "output_grads.dy"),
+                span(og.dh_n, og.dh_n_len, "output_grads.dh_n"),
+                span(og.dc_n, og.dc_n_len, "output_grads.dc_n"),
+            ],
+        )?;
+        let mut targets = Vec::new();
+        for (ptr, len, _, what) in outs {
             if ptr.is_null() && len == 0 {
                 targets.push(None);
                 continue;
             }
             // SAFETY: per the function's contract.
-            let buf = unsafe { slice_mut(ptr, len, what)? };
-            crate::error::check_len(what, want, buf.len())?;
-            targets.push(Some(buf));
+            targets.push(Some(unsafe { slice_mut(ptr, len, what)? }));
         }
         let mut og_rust = OutputGrads::new(dy);
         if let Some(dh) = dh_n {
@@ -791,8 +813,8 @@ pub unsafe extern "C" fn rnn_model_save(
 ) -> rnn_status {
     guard(|| {
         // SAFETY: per the function's contract.
-        let (model, path) = unsafe { (model_ref(model)?, path_arg(path)?) };
-        Ok(crate::train::save(path, model, &[])?)
+        let path = unsafe { path_arg(path)? };
+        Ok(crate::train::save(path, &*model_ref(model)?, &[])?)
     })
 }
 
@@ -817,7 +839,7 @@ pub unsafe extern "C" fn rnn_model_load(
         }
         let checkpoint = crate::train::load(path)?;
         // SAFETY: non-NULL and writable per the contract.
-        unsafe { *out = Box::into_raw(Box::new(rnn_model(checkpoint.model))) };
+        unsafe { *out = register(rnn_model::new(checkpoint.model)) };
         Ok(())
     })
 }
@@ -841,7 +863,7 @@ unsafe fn str_arg<'a>(name: *const c_char, what: &str) -> Result<&'a str, Failur
 /// bidirectional layers.
 ///
 /// # Safety
-/// `model` from `rnn_model_create`, not in use by another thread; `name`
+/// `model` from `rnn_model_create` (checked; may be in use by other threads); `name`
 /// NUL-terminated; `data` holds `len` floats.
 #[no_mangle]
 pub unsafe extern "C" fn rnn_model_set_pytorch_tensor(
@@ -852,14 +874,10 @@ pub unsafe extern "C" fn rnn_model_set_pytorch_tensor(
 ) -> rnn_status {
     guard(|| {
         // SAFETY: per the function's contract.
-        let (model, name, data) = unsafe {
-            (
-                model_mut(model)?,
-                str_arg(name, "name")?,
-                slice(data, len, "data")?,
-            )
-        };
-        Ok(crate::interop::pytorch::import_tensor(model, name, data)?)
+        let (name, data) = unsafe { (str_arg(name, "name")?, slice(data, len, "data")?) };
+        update_model(model, |model| {
+            Ok(crate::interop::pytorch::import_tensor(model, name, data)?)
+        })
     })
 }
 
@@ -877,14 +895,8 @@ pub unsafe extern "C" fn rnn_model_get_pytorch_tensor(
 ) -> rnn_status {
     guard(|| {
         // SAFETY: per the function's contract.
-        let (model, name, out) = unsafe {
-            (
-                model_ref(model)?,
-                str_arg(name, "name")?,
-                slice_mut(out, len, "out")?,
-            )
-        };
-        let tensor = crate::interop::pytorch::export_tensor(model, name)?;
+        let (name, out) = unsafe { (str_arg(name, "name")?, slice_mut(out, len, "out")?) };
+        let tensor = crate::interop::pytorch::export_tensor(&*model_ref(model)?, name)?;
         crate::error::check_len("out", tensor.len(), out.len())?;
         out.copy_from_slice(&tensor);
         Ok(())
@@ -899,7 +911,7 @@ pub unsafe extern "C" fn rnn_model_get_pytorch_tensor(
 /// `linear_before_reset`.
 ///
 /// # Safety
-/// `model` from `rnn_model_create`, not in use by another thread; each
+/// `model` from `rnn_model_create` (checked; may be in use by other threads); each
 /// non-NULL buffer holds its stated length.
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
@@ -917,18 +929,17 @@ pub unsafe extern "C" fn rnn_model_set_onnx_layer(
 ) -> rnn_status {
     guard(|| {
         // SAFETY: per the function's contract.
-        let (model, weights) = unsafe {
-            (
-                model_mut(model)?,
-                crate::interop::onnx::OnnxWeights {
-                    w: slice(w, w_len, "W")?.to_vec(),
-                    r: slice(r, r_len, "R")?.to_vec(),
-                    b: optional(b, b_len, "B")?.unwrap_or(&[]).to_vec(),
-                    p: optional(p, p_len, "P")?.unwrap_or(&[]).to_vec(),
-                },
-            )
+        let weights = unsafe {
+            crate::interop::onnx::OnnxWeights {
+                w: slice(w, w_len, "W")?.to_vec(),
+                r: slice(r, r_len, "R")?.to_vec(),
+                b: optional(b, b_len, "B")?.unwrap_or(&[]).to_vec(),
+                p: optional(p, p_len, "P")?.unwrap_or(&[]).to_vec(),
+            }
         };
-        Ok(crate::interop::onnx::import_layer(model, layer, &weights)?)
+        update_model(model, |model| {
+            Ok(crate::interop::onnx::import_layer(model, layer, &weights)?)
+        })
     })
 }
 
@@ -953,9 +964,7 @@ pub unsafe extern "C" fn rnn_model_get_onnx_layer(
     p_len: usize,
 ) -> rnn_status {
     guard(|| {
-        // SAFETY: per the function's contract.
-        let model = unsafe { model_ref(model)? };
-        let weights = crate::interop::onnx::export_layer(model, layer)?;
+        let weights = crate::interop::onnx::export_layer(&*model_ref(model)?, layer)?;
         for (ptr, len, src, what) in [
             (w, w_len, &weights.w, "W"),
             (r, r_len, &weights.r, "R"),

@@ -1,0 +1,87 @@
+//! librnn's own worker threads.
+//!
+//! Every engine call runs inside [`run`], on a rayon pool that librnn owns
+//! rather than rayon's global one, for two reasons:
+//! - `fork()`: a child process has only the thread that forked, so a pool
+//!   made before the fork has no threads there and any call waiting on it
+//!   would hang. The pool is tied to the process id that made it; a call in
+//!   a child finds a different id and builds a fresh pool. The parent's pool
+//!   is left alone (its memory leaks in the child, once; it cannot be torn
+//!   down there, as its threads and their locks do not exist).
+//! - Panics: worker threads are named `librnn-N`, so a panic on one can be
+//!   recognised as librnn's (see `ffi::guard`).
+//!
+//! A call made from inside a rayon pool (one the caller built and entered
+//! with `ThreadPool::install`, or librnn's own) runs on that pool, so a
+//! caller keeps control of the thread count. Otherwise the size is rayon's
+//! default: `RAYON_NUM_THREADS` if set, else one thread per CPU.
+
+use std::sync::atomic::{AtomicPtr, Ordering};
+
+use crate::error::{Error, Result};
+
+const WORKER_PREFIX: &str = "librnn-";
+
+/// A pool and the process it belongs to.
+struct ProcessPool {
+    pid: u32,
+    pool: rayon::ThreadPool,
+    /// The pool this one replaced after a fork (NULL if none): kept
+    /// reachable, as it can never be freed in this process.
+    #[allow(dead_code)]
+    replaced: *mut ProcessPool,
+}
+
+/// The current process's pool, or NULL before the first call. Never freed:
+/// it lives as long as the process (or, in a forked child, is replaced).
+static POOL: AtomicPtr<ProcessPool> = AtomicPtr::new(std::ptr::null_mut());
+
+fn pool() -> Result<&'static rayon::ThreadPool> {
+    let pid = std::process::id();
+    let seen = POOL.load(Ordering::Acquire);
+    // SAFETY: a non-NULL POOL always points to a leaked, never-freed Box.
+    if let Some(current) = unsafe { seen.as_ref() } {
+        if current.pid == pid {
+            return Ok(&current.pool);
+        }
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .thread_name(|i| format!("{WORKER_PREFIX}{i}"))
+        .build()
+        .map_err(|e| Error::OutOfMemory {
+            what: format!("librnn's worker threads ({e})"),
+            bytes: 0,
+        })?;
+    let fresh = Box::into_raw(Box::new(ProcessPool {
+        pid,
+        pool,
+        replaced: seen,
+    }));
+    match POOL.compare_exchange(seen, fresh, Ordering::AcqRel, Ordering::Acquire) {
+        // SAFETY: just leaked above, and never freed.
+        Ok(_) => Ok(&unsafe { &*fresh }.pool),
+        Err(winner) => {
+            // Another thread of this process made one first: use that.
+            // SAFETY: `fresh` was never shared; `winner` is a leaked Box.
+            unsafe {
+                drop(Box::from_raw(fresh));
+                Ok(&(*winner).pool)
+            }
+        }
+    }
+}
+
+/// Runs `work` on librnn's pool (or on the rayon pool the caller is in).
+pub(crate) fn run<R: Send>(work: impl FnOnce() -> Result<R> + Send) -> Result<R> {
+    if rayon::current_thread_index().is_some() {
+        return work();
+    }
+    pool()?.install(work)
+}
+
+/// Whether the current thread is one of librnn's workers.
+pub(crate) fn is_worker() -> bool {
+    std::thread::current()
+        .name()
+        .is_some_and(|n| n.starts_with(WORKER_PREFIX))
+}

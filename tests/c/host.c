@@ -1,0 +1,394 @@
+/*
+ * librnn inside a long-running host process, the way servers and pre-forking
+ * workers use it: fork after a call, calls from a thread-exit destructor,
+ * weights swapped while other threads serve, a model destroyed under running
+ * calls, misuse (destroyed handles, double destroys, overlapping buffers),
+ * failed updates that must change nothing, clipping of huge gradients, and
+ * loads of files that are not regular files. Run by tests/c_abi.rs, also
+ * under AddressSanitizer and valgrind.
+ * Exit status 0 when every check holds.
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "librnn.h"
+
+static int failures = 0;
+
+#define CHECK(cond, ...)                                    \
+    do {                                                    \
+        if (!(cond)) {                                      \
+            failures++;                                     \
+            fprintf(stderr, "%s:%d: ", __FILE__, __LINE__); \
+            fprintf(stderr, __VA_ARGS__);                   \
+            fprintf(stderr, "\n");                          \
+        }                                                   \
+    } while (0)
+
+#define EXPECT_STATUS(call, want)                                                   \
+    do {                                                                            \
+        rnn_status got_ = (call);                                                   \
+        CHECK(got_ == (want), "%s returned %d, expected %d (%s)", #call, (int)got_, \
+              (int)(want), rnn_last_error_message());                               \
+    } while (0)
+
+/* One LSTM layer, I = 3, H = 8; calls of T = 5 steps over N = 2 items. */
+enum { I = 3, H = 8, T = 5, N = 2, X_LEN = T * N * I, Y_LEN = T * N * H, S_LEN = N * H };
+
+static rnn_config lstm_config(void) {
+    rnn_config c = rnn_config_default();
+    c.cell = RNN_CELL_LSTM;
+    c.input_size = I;
+    c.hidden_size = H;
+    return c;
+}
+
+static rnn_model *new_model(uint64_t seed) {
+    rnn_config c = lstm_config();
+    rnn_model *m = NULL;
+    EXPECT_STATUS(rnn_model_create(&c, &m), RNN_OK);
+    EXPECT_STATUS(rnn_model_init_random(m, seed), RNN_OK);
+    return m;
+}
+
+static float x_data[X_LEN];
+
+static rnn_input make_input(void) {
+    rnn_input in;
+    memset(&in, 0, sizeof in);
+    in.x = x_data;
+    in.x_len = X_LEN;
+    in.seq_len = T;
+    in.batch = N;
+    return in;
+}
+
+/* The outputs of one forward, training forward and backward. */
+typedef struct {
+    float y[Y_LEN], h_n[S_LEN], c_n[S_LEN];
+    float dx[X_LEN];
+    float *dparams;
+    size_t params;
+} results;
+
+static rnn_status forward(const rnn_model *m, float *y) {
+    rnn_input in = make_input();
+    float h_n[S_LEN];
+    rnn_output out = {y, Y_LEN, h_n, S_LEN, NULL, 0};
+    return rnn_forward_inference(m, &in, &out);
+}
+
+static void compute(const rnn_model *m, results *r) {
+    rnn_sizes s;
+    EXPECT_STATUS(rnn_sizes_for(m, T, N, &s), RNN_OK);
+    r->params = s.params;
+    r->dparams = calloc(s.params, sizeof(float));
+    rnn_input in = make_input();
+    rnn_output out = {r->y, Y_LEN, r->h_n, S_LEN, r->c_n, S_LEN};
+    rnn_trace *trace = NULL;
+    EXPECT_STATUS(rnn_forward_training(m, &in, &out, &trace), RNN_OK);
+    float dy[Y_LEN];
+    for (int i = 0; i < Y_LEN; i++) dy[i] = (float)((i % 7) - 3) * 0.1f;
+    rnn_output_grads og = {dy, Y_LEN, NULL, 0, NULL, 0};
+    rnn_gradients g = {r->dx, X_LEN, NULL, 0, NULL, 0, r->dparams, s.params};
+    EXPECT_STATUS(rnn_backward(m, trace, &og, &g), RNN_OK);
+    EXPECT_STATUS(rnn_trace_destroy(trace), RNN_OK);
+}
+
+static int same_results(const results *a, const results *b) {
+    return memcmp(a->y, b->y, sizeof a->y) == 0 && memcmp(a->c_n, b->c_n, sizeof a->c_n) == 0 &&
+           memcmp(a->dx, b->dx, sizeof a->dx) == 0 && a->params == b->params &&
+           memcmp(a->dparams, b->dparams, a->params * sizeof(float)) == 0;
+}
+
+/* 2. A parent that has run calls (so librnn's threads exist) forks; the child
+ * runs forward, training and backward and must get the parent's results. */
+static void fork_child_keeps_working(void) {
+    rnn_model *m = new_model(1);
+    results parent;
+    compute(m, &parent);
+    fflush(NULL);
+    /* The child reports through a pipe rather than its exit status, which a
+     * leak checker may set: memory of the parent's threads, which do not
+     * exist in the child, is unreachable there. */
+    int verdict[2];
+    CHECK(pipe(verdict) == 0, "pipe failed");
+    pid_t pid = fork();
+    if (pid == 0) {
+        alarm(60); /* a hang becomes SIGALRM, which the parent reports */
+        results child;
+        compute(m, &child);
+        int ok = same_results(&parent, &child) && failures == 0;
+        /* Creating and destroying in the child works too. */
+        rnn_model *fresh = new_model(2);
+        ok = ok && rnn_model_destroy(fresh) == RNN_OK;
+        char byte = ok ? 'y' : 'n';
+        ssize_t written = write(verdict[1], &byte, 1);
+        _exit(written == 1 ? 0 : 3);
+    }
+    CHECK(pid > 0, "fork failed");
+    close(verdict[1]);
+    char byte = 0;
+    ssize_t got = read(verdict[0], &byte, 1);
+    close(verdict[0]);
+    int status = 0;
+    CHECK(waitpid(pid, &status, 0) == pid, "waitpid failed");
+    CHECK(!WIFSIGNALED(status), "the forked child was killed by signal %d (SIGALRM: it hung)",
+          WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+    CHECK(got == 1 && byte == 'y', "the forked child's calls failed or differ from the parent's");
+    /* The parent is unaffected. */
+    results again;
+    compute(m, &again);
+    CHECK(same_results(&parent, &again), "the parent's results changed after fork");
+    free(parent.dparams);
+    free(again.dparams);
+    EXPECT_STATUS(rnn_model_destroy(m), RNN_OK);
+}
+
+/* 3. Calls from a pthread TLS destructor, on a thread that used librnn
+ * before (its Rust thread-locals are gone by then) and on one that did not. */
+static pthread_key_t exit_key;
+static rnn_model *exit_model;
+static rnn_status exit_forward_status, exit_error_status;
+static int exit_message_ok;
+
+static void at_thread_exit(void *arg) {
+    (void)arg;
+    float y[Y_LEN];
+    exit_forward_status = forward(exit_model, y);
+    exit_error_status = rnn_model_create(NULL, NULL);
+    exit_message_ok = rnn_last_error_message() != NULL;
+}
+
+static void *thread_body(void *use_first) {
+    if (use_first) {
+        float y[Y_LEN];
+        EXPECT_STATUS(forward(exit_model, y), RNN_OK);
+        EXPECT_STATUS(rnn_model_create(NULL, NULL), RNN_NULL_POINTER);
+    }
+    pthread_setspecific(exit_key, exit_model);
+    return NULL;
+}
+
+static void calls_from_thread_exit_destructors(void) {
+    exit_model = new_model(3);
+    CHECK(pthread_key_create(&exit_key, at_thread_exit) == 0, "pthread_key_create");
+    for (long use_first = 0; use_first <= 1; use_first++) {
+        exit_forward_status = exit_error_status = RNN_INTERNAL;
+        exit_message_ok = 0;
+        pthread_t t;
+        CHECK(pthread_create(&t, NULL, thread_body, (void *)use_first) == 0, "pthread_create");
+        pthread_join(t, NULL);
+        CHECK(exit_forward_status == RNN_OK, "forward from a TLS destructor: %d", (int)exit_forward_status);
+        CHECK(exit_error_status == RNN_NULL_POINTER, "error from a TLS destructor: %d",
+              (int)exit_error_status);
+        CHECK(exit_message_ok, "rnn_last_error_message from a TLS destructor");
+    }
+    pthread_key_delete(exit_key);
+    EXPECT_STATUS(rnn_model_destroy(exit_model), RNN_OK);
+}
+
+/* 4. Weights swapped while other threads serve: every forward sees all-old or
+ * all-new weights, and a destroy under running calls frees nothing in use. */
+enum { SERVERS = 3, ROUNDS = 40 };
+static rnn_model *served;
+static float *weights[2];
+static float expected_y[2][Y_LEN];
+static volatile int stop_serving;
+static int torn_results, serve_errors;
+static pthread_mutex_t counts = PTHREAD_MUTEX_INITIALIZER;
+
+static void *serve(void *arg) {
+    (void)arg;
+    int torn = 0, errors = 0;
+    for (int i = 0; i < ROUNDS || !stop_serving; i++) {
+        float y[Y_LEN];
+        rnn_status s = forward(served, y);
+        if (s == RNN_MISUSE) break; /* destroyed: the end of service */
+        if (s != RNN_OK) {
+            errors++;
+            continue;
+        }
+        if (memcmp(y, expected_y[0], sizeof y) != 0 && memcmp(y, expected_y[1], sizeof y) != 0) torn++;
+        if (i > 100000) break;
+    }
+    pthread_mutex_lock(&counts);
+    torn_results += torn;
+    serve_errors += errors;
+    pthread_mutex_unlock(&counts);
+    return NULL;
+}
+
+static void weights_swapped_while_serving(void) {
+    served = new_model(4);
+    rnn_sizes s;
+    EXPECT_STATUS(rnn_sizes_for(served, T, N, &s), RNN_OK);
+    for (int k = 0; k < 2; k++) {
+        weights[k] = malloc(s.params * sizeof(float));
+        EXPECT_STATUS(rnn_model_init_random(served, 10 + k), RNN_OK);
+        EXPECT_STATUS(rnn_model_get_params(served, weights[k], s.params), RNN_OK);
+        EXPECT_STATUS(forward(served, expected_y[k]), RNN_OK);
+    }
+    size_t bias_at = 0, bias_len = 0;
+    EXPECT_STATUS(rnn_model_param_range(served, 0, 0, RNN_PARAM_WB, &bias_at, &bias_len), RNN_OK);
+    pthread_t t[SERVERS];
+    stop_serving = 0;
+    for (int i = 0; i < SERVERS; i++) pthread_create(&t[i], NULL, serve, NULL);
+    for (int r = 0; r < ROUNDS; r++) {
+        EXPECT_STATUS(rnn_model_set_params(served, weights[r % 2], s.params), RNN_OK);
+        /* The same values again, through another setter. */
+        EXPECT_STATUS(rnn_model_set_pytorch_tensor(served, "bias_ih_l0", weights[r % 2] + bias_at, bias_len),
+                      RNN_OK);
+    }
+    /* Destroy while the servers still run: their calls end with RNN_MISUSE. */
+    EXPECT_STATUS(rnn_model_destroy(served), RNN_OK);
+    stop_serving = 1;
+    for (int i = 0; i < SERVERS; i++) pthread_join(t[i], NULL);
+    CHECK(torn_results == 0, "%d forwards saw a mix of old and new weights", torn_results);
+    CHECK(serve_errors == 0, "%d forwards failed while weights changed", serve_errors);
+    free(weights[0]);
+    free(weights[1]);
+}
+
+/* 5. Misuse is reported, not undefined. */
+static void misuse_is_detected(void) {
+    rnn_model *m = new_model(5);
+    float y[Y_LEN];
+    EXPECT_STATUS(forward(m, y), RNN_OK);
+
+    /* Overlapping buffers: y over x, h_n over y. */
+    float buf[X_LEN + Y_LEN];
+    memcpy(buf, x_data, sizeof x_data);
+    rnn_input in = make_input();
+    in.x = buf;
+    float h_n[S_LEN];
+    rnn_output out = {buf + X_LEN - 1, Y_LEN, h_n, S_LEN, NULL, 0};
+    EXPECT_STATUS(rnn_forward_inference(m, &in, &out), RNN_MISUSE);
+    CHECK(strstr(rnn_last_error_message(), "overlaps") != NULL, "%s", rnn_last_error_message());
+    out.y = buf + X_LEN;
+    EXPECT_STATUS(rnn_forward_inference(m, &in, &out), RNN_OK);
+    out.h_n = buf + X_LEN + Y_LEN - S_LEN;
+    EXPECT_STATUS(rnn_forward_inference(m, &in, &out), RNN_MISUSE);
+
+    /* Backward: dx over dy. */
+    rnn_trace *trace = NULL;
+    float ys[Y_LEN], hs[S_LEN];
+    rnn_output out2 = {ys, Y_LEN, hs, S_LEN, NULL, 0};
+    in = make_input();
+    EXPECT_STATUS(rnn_forward_training(m, &in, &out2, &trace), RNN_OK);
+    float grads[Y_LEN];
+    memset(grads, 0, sizeof grads);
+    rnn_output_grads og = {grads, Y_LEN, NULL, 0, NULL, 0};
+    rnn_gradients g = {grads, X_LEN, NULL, 0, NULL, 0, NULL, 0};
+    EXPECT_STATUS(rnn_backward(m, trace, &og, &g), RNN_MISUSE);
+
+    /* A trace passed as a model, a model passed as a trace, a stray pointer. */
+    EXPECT_STATUS(forward((const rnn_model *)trace, y), RNN_MISUSE);
+    EXPECT_STATUS(rnn_backward(m, (const rnn_trace *)m, &og, &g), RNN_MISUSE);
+    int stray = 0;
+    EXPECT_STATUS(forward((const rnn_model *)&stray, y), RNN_MISUSE);
+
+    /* Destroyed handles and double destroys. */
+    EXPECT_STATUS(rnn_trace_destroy(trace), RNN_OK);
+    EXPECT_STATUS(rnn_trace_destroy(trace), RNN_MISUSE);
+    EXPECT_STATUS(rnn_model_destroy(m), RNN_OK);
+    EXPECT_STATUS(forward(m, y), RNN_MISUSE);
+    CHECK(strstr(rnn_last_error_message(), "destroyed") != NULL, "%s", rnn_last_error_message());
+    EXPECT_STATUS(rnn_model_destroy(m), RNN_MISUSE);
+    EXPECT_STATUS(rnn_model_destroy(NULL), RNN_OK);
+    EXPECT_STATUS(rnn_trace_destroy(NULL), RNN_OK);
+}
+
+/* 6. A failed update changes nothing: parameters, outputs, live traces. */
+static void failed_updates_change_nothing(void) {
+    rnn_model *m = new_model(6);
+    rnn_sizes s;
+    EXPECT_STATUS(rnn_sizes_for(m, T, N, &s), RNN_OK);
+    float *before = malloc(s.params * sizeof(float)), *after = malloc(s.params * sizeof(float));
+    EXPECT_STATUS(rnn_model_get_params(m, before, s.params), RNN_OK);
+    float y_before[Y_LEN], y_after[Y_LEN];
+    EXPECT_STATUS(forward(m, y_before), RNN_OK);
+    rnn_trace *trace = NULL;
+    float ys[Y_LEN], hs[S_LEN];
+    rnn_input in = make_input();
+    rnn_output out = {ys, Y_LEN, hs, S_LEN, NULL, 0};
+    EXPECT_STATUS(rnn_forward_training(m, &in, &out, &trace), RNN_OK);
+
+    float junk[4 * H * I + 1];
+    memset(junk, 0, sizeof junk);
+    EXPECT_STATUS(rnn_model_set_pytorch_tensor(m, "weight_ih_l0", junk, 4 * H * I + 1), RNN_SHAPE_MISMATCH);
+    EXPECT_STATUS(rnn_model_set_pytorch_tensor(m, "weight_ih_l+0", junk, 4 * H * I), RNN_INVALID_ARGUMENT);
+    EXPECT_STATUS(rnn_model_set_pytorch_tensor(m, "weight_ih_l00", junk, 4 * H * I), RNN_INVALID_ARGUMENT);
+    EXPECT_STATUS(rnn_model_set_params(m, before, s.params - 1), RNN_SHAPE_MISMATCH);
+    EXPECT_STATUS(rnn_model_set_onnx_layer(m, 0, junk, 4 * H * I, junk, 3, NULL, 0, NULL, 0), RNN_SHAPE_MISMATCH);
+    EXPECT_STATUS(rnn_model_set_onnx_layer(m, 5, junk, 4 * H * I, junk, 3, NULL, 0, NULL, 0),
+                  RNN_INVALID_ARGUMENT);
+    EXPECT_STATUS(rnn_model_set_isa(m, "sse9"), RNN_INVALID_ARGUMENT);
+
+    EXPECT_STATUS(rnn_model_get_params(m, after, s.params), RNN_OK);
+    CHECK(memcmp(before, after, s.params * sizeof(float)) == 0, "a failed update changed the parameters");
+    EXPECT_STATUS(forward(m, y_after), RNN_OK);
+    CHECK(memcmp(y_before, y_after, sizeof y_before) == 0, "a failed update changed the outputs");
+    float dy[Y_LEN];
+    memset(dy, 0, sizeof dy);
+    rnn_output_grads og = {dy, Y_LEN, NULL, 0, NULL, 0};
+    rnn_gradients none = {NULL, 0, NULL, 0, NULL, 0, NULL, 0};
+    EXPECT_STATUS(rnn_backward(m, trace, &og, &none), RNN_OK); /* the trace is still valid */
+    /* A successful update does invalidate it. */
+    EXPECT_STATUS(rnn_model_set_params(m, before, s.params), RNN_OK);
+    EXPECT_STATUS(rnn_backward(m, trace, &og, &none), RNN_INVALID_ARGUMENT);
+    EXPECT_STATUS(rnn_trace_destroy(trace), RNN_OK);
+    EXPECT_STATUS(rnn_model_destroy(m), RNN_OK);
+    free(before);
+    free(after);
+}
+
+/* 7. Finite gradients whose norm overflows float are clipped. */
+static void huge_gradients_are_clipped(void) {
+    float g[2] = {3e38f, 3e38f};
+    float norm = 0.0f;
+    EXPECT_STATUS(rnn_clip_grad_norm(g, 2, 1.0f, &norm), RNN_OK);
+    CHECK(g[0] > 0.7071f && g[0] < 0.7072f && g[1] == g[0], "not clipped: %g %g", g[0], g[1]);
+}
+
+/* 8. Loads refuse what is not a regular file, without blocking. */
+static void loads_are_bounded(void) {
+    rnn_model *m = NULL;
+    EXPECT_STATUS(rnn_model_load("/dev/zero", &m), RNN_INVALID_ARGUMENT);
+    EXPECT_STATUS(rnn_model_load("/", &m), RNN_INVALID_ARGUMENT);
+    char fifo[64];
+    snprintf(fifo, sizeof fifo, "/tmp/librnn-host-fifo-%d", (int)getpid());
+    unlink(fifo);
+    if (mkfifo(fifo, 0600) == 0) {
+        alarm(30); /* a blocking open would hang here */
+        EXPECT_STATUS(rnn_model_load(fifo, &m), RNN_INVALID_ARGUMENT);
+        alarm(0);
+        unlink(fifo);
+    }
+    CHECK(m == NULL, "a failed load wrote *out");
+}
+
+int main(void) {
+    for (int i = 0; i < X_LEN; i++) x_data[i] = (float)((i * 37) % 11 - 5) * 0.1f;
+    fork_child_keeps_working();
+    calls_from_thread_exit_destructors();
+    weights_swapped_while_serving();
+    misuse_is_detected();
+    failed_updates_change_nothing();
+    huge_gradients_are_clipped();
+    loads_are_bounded();
+    if (failures) {
+        fprintf(stderr, "%d check(s) failed\n", failures);
+        return 1;
+    }
+    printf("host: every check passed\n");
+    return 0;
+}
