@@ -41,7 +41,7 @@
  *   models) at once. Fork while no librnn call runs in another thread, as with
  *   any library that holds locks during a call.
  * - Memory: a model too large to allocate gives RNN_OUT_OF_MEMORY.
- */ */
+ */
 
 #ifndef LIBRNN_H
 #define LIBRNN_H
@@ -114,6 +114,8 @@
 
 // LSTM projection `[H_out, H]`.
 #define RNN_PARAM_PROJECTION 5
+
+
 
 // The largest checkpoint file [`load`] reads (1 TiB): a format maximum on
 // top of the file's own size, which bounds every read.
@@ -339,6 +341,16 @@ enum rnn_status rnn_model_param_range(const struct rnn_model *model,
 // `model` from `rnn_model_create` (checked; may be in use by other threads); `isa` a
 // NUL-terminated string.
 enum rnn_status rnn_model_set_isa(struct rnn_model *model, const char *isa);
+
+// Frees the scratch memory the model keeps for its next calls (at most 256
+// MiB while idle, however many calls ran at once) and stores the bytes
+// freed in `*released` if it is not NULL. Memory that running calls or live
+// traces use is freed when they are done. Parameters and packed weights
+// stay. Added in ABI version 3.
+//
+// # Safety
+// `model` from `rnn_model_create` (checked); `released` NULL or writable.
+enum rnn_status rnn_model_release_memory(const struct rnn_model *model, size_t *released);
 
 // Forward inference: runs `*input` through the model and writes `y`, `h_n`
 // (and `c_n` if given) into `*output`.

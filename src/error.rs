@@ -108,3 +108,10 @@ pub(crate) fn try_copy<T: Clone>(values: &[T], what: &str) -> Result<Vec<T>> {
     v.extend_from_slice(values);
     Ok(v)
 }
+
+/// An empty vector with room for `len` elements, fallibly.
+pub(crate) fn try_with_capacity<T>(len: usize, what: &str) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    try_grow(&mut v, len, what)?;
+    Ok(v)
+}

@@ -140,9 +140,9 @@ pub(crate) fn to_time_major<F: Copy + Default>(
     seq_len: usize,
     batch: usize,
     features: usize,
-) -> Vec<F> {
+) -> crate::error::Result<Vec<F>> {
     match layout {
-        Layout::TimeMajor => data.to_vec(),
+        Layout::TimeMajor => crate::error::try_copy(data, "a time-major copy"),
         Layout::BatchFirst => swap_outer_axes(data, batch, seq_len, features),
     }
 }
@@ -154,18 +154,23 @@ pub(crate) fn from_time_major<F: Copy + Default>(
     seq_len: usize,
     batch: usize,
     features: usize,
-) -> Vec<F> {
+) -> crate::error::Result<Vec<F>> {
     match layout {
-        Layout::TimeMajor => data,
+        Layout::TimeMajor => Ok(data),
         Layout::BatchFirst => swap_outer_axes(&data, seq_len, batch, features),
     }
 }
 
 /// `[A, B, F]` → `[B, A, F]`.
-fn swap_outer_axes<F: Copy + Default>(data: &[F], a: usize, b: usize, features: usize) -> Vec<F> {
-    let mut out = vec![F::default(); data.len()];
+fn swap_outer_axes<F: Copy + Default>(
+    data: &[F],
+    a: usize,
+    b: usize,
+    features: usize,
+) -> crate::error::Result<Vec<F>> {
+    let mut out = crate::error::try_vec(data.len(), F::default(), "a transposed copy")?;
     swap_outer_axes_into(data, a, b, features, &mut out);
-    out
+    Ok(out)
 }
 
 /// `[A, B, F]` `src` → `[B, A, F]` `dst` (of the same length).

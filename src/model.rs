@@ -24,9 +24,11 @@ static NEXT_MODEL_ID: AtomicU64 = AtomicU64::new(1);
 /// tensor lives. A model is immutable during forward and backward calls, so a
 /// `&Model` may be shared between threads that run calls concurrently.
 ///
-/// Memory: a model keeps the scratch buffers of its recent calls (up to 32,
-/// the largest about the size of one call's training trace) and reuses them,
-/// so repeated calls do not map fresh pages; they are freed with the model.
+/// Memory: a model keeps the scratch buffers of its recent calls and
+/// reuses them, so repeated calls do not map fresh pages: at most 32
+/// buffers and at most [`Model::MAX_IDLE_BYTES`] (256 MiB) while idle,
+/// however many calls ran at once. [`Model::release_memory`] frees them;
+/// so does dropping the model.
 #[derive(Debug)]
 pub struct Model {
     config: Config,
@@ -38,8 +40,9 @@ pub struct Model {
     /// Pinned ISA, or `None` for [`Isa::selected`].
     isa: Option<Isa>,
     /// The parameters packed for the kernels, made on first use and dropped
-    /// whenever the parameters change.
-    packed: OnceLock<Result<Packed>>,
+    /// whenever the parameters change. A failure to pack (out of memory) is
+    /// not kept: the next call tries again.
+    packed: OnceLock<Packed>,
     /// Scratch buffers reused across calls (shared with live traces, which
     /// give theirs back when dropped).
     pool: Arc<BufferPool>,
@@ -96,6 +99,22 @@ impl Model {
         })
     }
 
+    /// The most bytes of idle scratch buffers a model keeps between calls.
+    pub const MAX_IDLE_BYTES: usize = engine::MAX_IDLE_BYTES;
+
+    /// Bytes of scratch buffers this model keeps for its next calls (not
+    /// counting its parameters and packed weights).
+    pub fn idle_bytes(&self) -> usize {
+        self.pool.idle_bytes()
+    }
+
+    /// Frees the scratch buffers kept for later calls (buffers that running
+    /// calls or live traces use are freed when they are done); returns how
+    /// many bytes were freed. The next call allocates afresh.
+    pub fn release_memory(&self) -> usize {
+        self.pool.release()
+    }
+
     /// Whether `trace` was made by this model (with any parameters).
     pub(crate) fn made(&self, trace: &Trace) -> bool {
         trace.model_id == self.id
@@ -122,10 +141,12 @@ impl Model {
     }
 
     fn packed(&self) -> Result<&Packed> {
-        self.packed
-            .get_or_init(|| Packed::new(&self.config, &self.params, self.isa()?))
-            .as_ref()
-            .map_err(Clone::clone)
+        if let Some(packed) = self.packed.get() {
+            return Ok(packed);
+        }
+        // Two threads may pack at once; one result is kept, both are equal.
+        let fresh = Packed::new(&self.config, &self.params, self.isa()?)?;
+        Ok(self.packed.get_or_init(|| fresh))
     }
 
     /// A model whose parameters are all zero. Aborts if the parameters
@@ -254,11 +275,11 @@ impl Model {
         }
         let packed = self.packed()?;
         // An LSTM's final c goes somewhere even when the caller does not want it.
-        let mut c_scratch = Vec::new();
+        let mut c_scratch;
         let c_n = match c_n {
             Some(c_n) => c_n,
             None => {
-                c_scratch.resize(shapes.c, 0.0);
+                c_scratch = try_vec(shapes.c, 0.0, "c_n")?;
                 &mut c_scratch[..]
             }
         };

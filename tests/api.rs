@@ -684,3 +684,32 @@ fn nan_inputs_propagate_alike_in_engine_and_reference() {
         );
     }
 }
+
+/// Concurrent training calls leave at most `Model::MAX_IDLE_BYTES` of idle
+/// scratch behind (8 of them at this shape need more than that at once),
+/// and `release_memory` frees it.
+#[test]
+fn idle_memory_is_capped_and_can_be_released() {
+    let (seq_len, batch) = (100, 128);
+    let config = lstm(16, 256).build().unwrap();
+    let model = Model::random(config.clone(), 3);
+    let x = SplitMix64::new(4).uniform_vec(seq_len * batch * 16, -1.0, 1.0);
+    let input = Input::new(&x, seq_len, batch);
+    std::thread::scope(|s| {
+        let calls: Vec<_> = (0..8)
+            .map(|_| s.spawn(|| model.forward_training(&input).unwrap()))
+            .collect();
+        let held: Vec<_> = calls.into_iter().map(|c| c.join().unwrap()).collect();
+        // Every trace is alive here; dropping them all returns their buffers.
+        drop(held);
+    });
+    let idle = model.idle_bytes();
+    assert!(idle > 0, "some buffers are kept for the next call");
+    assert!(idle <= Model::MAX_IDLE_BYTES, "{idle} bytes idle");
+    assert_eq!(model.release_memory(), idle);
+    assert_eq!(model.idle_bytes(), 0);
+    // The model still works, with the same results.
+    let again = model.forward_inference(&input).unwrap();
+    let fresh = Model::from_params(config, model.params().to_vec()).unwrap();
+    assert_eq!(again, fresh.forward_inference(&input).unwrap());
+}

@@ -285,6 +285,14 @@ fn c_host_process_guarantees_hold() {
     run(&exe, &[], &[], &threads);
     // A pool of one thread hung after fork as well.
     run(&exe, &[], &[], &[("RAYON_NUM_THREADS", "1")]);
+    // Memory exhaustion under a 2 GiB address-space limit (not with ASan,
+    // whose shadow memory needs more address space than that).
+    run(
+        &exe,
+        &[PathBuf::from("oom")],
+        &["sh", "-c", "ulimit -v 2097152 && exec \"$0\" \"$1\""],
+        &threads,
+    );
     if required("RNN_ASAN") {
         let asan = [
             &flags[..],

@@ -182,11 +182,10 @@ fn run(u: &mut Unstructured) -> Result<()> {
         };
         // SAFETY: as above; the trace came from this model.
         let _ = ok(unsafe { rnn_backward(model, trace, &og, &grads) });
-        // SAFETY: trace from rnn_forward_training, destroyed once.
-        unsafe { rnn_trace_destroy(trace) };
+        // Destroyed once: anything but RNN_OK is a bug.
+        assert_eq!(rnn_trace_destroy(trace), rnn_status::RNN_OK);
     }
-    // SAFETY: model from rnn_model_create, destroyed once.
-    unsafe { rnn_model_destroy(model) };
+    assert_eq!(rnn_model_destroy(model), rnn_status::RNN_OK);
     Ok(())
 }
 

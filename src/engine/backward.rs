@@ -7,7 +7,7 @@ use super::pack::PackedBlock;
 use super::workspace::{zeroed, BufferPool};
 use super::{batch_blocks, row, row_mut, Packed, SharedMut};
 use crate::config::{CellKind, Config, Direction, GruVariant, ParamKind};
-use crate::error::Result;
+use crate::error::{try_copy, try_with_capacity, Result};
 use crate::gemm::{add_column_sums, par_gemm, Mat};
 use crate::io::{from_time_major, to_time_major, Gradients, OutputGrads};
 use crate::kernels::fused::{BackParams, BackRow, MatRow};
@@ -53,15 +53,19 @@ pub(crate) fn backward(
     let rows = t_len * n;
     let (hs, cs) = (config.state_size(), config.hidden_size());
     let width = config.output_size();
-    let mut dparams = zeroed(config.num_params());
-    let mut dh0 = grads.dh_n.map_or_else(|| zeroed(shapes.h), <[f32]>::to_vec);
-    let mut dc0 = grads.dc_n.map_or_else(|| zeroed(shapes.c), <[f32]>::to_vec);
-    let mut d_out = to_time_major(config.layout(), grads.dy, t_len, n, width);
+    let mut dparams = zeroed(config.num_params())?;
+    let mut dh0 = grads
+        .dh_n
+        .map_or_else(|| zeroed(shapes.h), |d| try_copy(d, "dh0"))?;
+    let mut dc0 = grads
+        .dc_n
+        .map_or_else(|| zeroed(shapes.c), |d| try_copy(d, "dc0"))?;
+    let mut d_out = to_time_major(config.layout(), grads.dy, t_len, n, width)?;
 
     for layer in (0..config.num_layers()).rev() {
         let x = &trace.layer_inputs[layer];
         let in_size = config.layer_input_size(layer);
-        let mut d_in = pool.take_zeroed(rows * in_size);
+        let mut d_in = pool.take_zeroed(rows * in_size)?;
         for dir in 0..config.num_directions() {
             let ld = layer * config.num_directions() + dir;
             let pb = &packed.blocks[ld];
@@ -70,9 +74,9 @@ pub(crate) fn backward(
             let gru = config.cell() == CellKind::Gru;
             let proj = config.proj_size() > 0;
             let mut dg = DirGrads {
-                dg: pool.take_zeroed(rows * pb.gates * hp),
-                d_rn: pool.take_zeroed(if gru { rows * hp } else { 0 }),
-                dh_proj: pool.take_zeroed(if proj { rows * ks } else { 0 }),
+                dg: pool.take_zeroed(rows * pb.gates * hp)?,
+                d_rn: pool.take_zeroed(if gru { rows * hp } else { 0 })?,
+                dh_proj: pool.take_zeroed(if proj { rows * ks } else { 0 })?,
             };
             let c_slice: &mut [f32] = if config.has_cell_state() {
                 &mut dc0[ld * n * cs..(ld + 1) * n * cs]
@@ -107,7 +111,7 @@ pub(crate) fn backward(
             let peephole_grads: Vec<Vec<f32>> = batch_blocks(n)
                 .par_iter()
                 .map(|&(b0, nb)| run.block(b0, nb))
-                .collect();
+                .collect::<Result<_>>()?;
             weight_grads(
                 config,
                 pb,
@@ -119,7 +123,7 @@ pub(crate) fn backward(
                 &dg,
                 &peephole_grads,
                 &mut dparams,
-            );
+            )?;
             // dX += dG × W (gate-major).
             let gh = pb.gates * hp;
             par_gemm(
@@ -135,7 +139,7 @@ pub(crate) fn backward(
         }
         pool.give(std::mem::replace(&mut d_out, d_in));
     }
-    let dx = from_time_major(config.layout(), d_out, t_len, n, config.input_size());
+    let dx = from_time_major(config.layout(), d_out, t_len, n, config.input_size())?;
     Ok(Gradients {
         dx,
         dh0,
@@ -158,7 +162,7 @@ fn weight_grads(
     g: &DirGrads,
     peephole_grads: &[Vec<f32>],
     dparams: &mut [f32],
-) {
+) -> Result<()> {
     let (hp, h, st, ks, gates, input) = (
         pb.hp,
         pb.hidden,
@@ -182,7 +186,7 @@ fn weight_grads(
         }
     };
 
-    let mut dw = pool.take(gh * input); // beta = 0: fully overwritten
+    let mut dw = pool.take(gh * input)?; // beta = 0: fully overwritten
     par_gemm(
         Mat::transposed(&g.dg, gh, rows, gh),
         Mat::rows(x, rows, input, input),
@@ -193,12 +197,12 @@ fn weight_grads(
     unpad(&dw, input, &mut dparams[range(ParamKind::W)]);
     pool.give(dw);
 
-    let mut dwb = zeroed(gh);
+    let mut dwb = zeroed(gh)?;
     add_column_sums(&g.dg, rows, gh, &mut dwb);
     unpad(&dwb, 1, &mut dparams[range(ParamKind::Wb)]);
 
-    let mut dr = pool.take(gh * st); // every part below is written with beta = 0
-    let mut drb = dwb.clone();
+    let mut dr = pool.take(gh * st)?; // every part below is written with beta = 0
+    let mut drb = try_copy(&dwb, "a bias gradient")?;
     let h_prev = Mat::rows(&dt.h_prev, rows, st, ks);
     if gru {
         // r and z: the gate gradients times h_prev; n: d_rn times the vector
@@ -251,7 +255,7 @@ fn weight_grads(
     }
     if config.proj_size() > 0 {
         // dP [P, H] = dh_projᵀ × m.
-        let mut dp = zeroed(st * hp);
+        let mut dp = zeroed(st * hp)?;
         par_gemm(
             Mat::transposed(&g.dh_proj, st, rows, ks),
             Mat::rows(&dt.m, rows, hp, hp),
@@ -264,18 +268,19 @@ fn weight_grads(
             dst[q * h..(q + 1) * h].copy_from_slice(&dp[q * hp..q * hp + h]);
         }
     }
+    Ok(())
 }
 
 impl DirBack<'_> {
     /// Backpropagates items `b0 .. b0 + nb` through every step; returns the
     /// block's peephole gradient `[3·Hp]` (empty without peepholes).
-    fn block(&self, b0: usize, nb: usize) -> Vec<f32> {
+    fn block(&self, b0: usize, nb: usize) -> Result<Vec<f32>> {
         let (pb, cfg, table) = (self.pb, self.config, &self.packed.kernels.table);
         let (ks, hp, st, h) = (pb.state_stride, pb.hp, pb.state, pb.hidden);
         let gh = pb.gates * hp;
         let cell = cfg.cell();
         let proj = cfg.proj_size() > 0;
-        let mut peephole_grad = zeroed(if cfg.peepholes() { 3 * hp } else { 0 });
+        let mut peephole_grad = zeroed(if cfg.peepholes() { 3 * hp } else { 0 })?;
         let params = BackParams {
             hp,
             peephole: pb.peephole.as_deref(),
@@ -290,8 +295,8 @@ impl DirBack<'_> {
             linear_before_reset: cfg.gru_variant() == GruVariant::LinearBeforeReset,
         };
         // Carried gradients of the state, per block row.
-        let mut dh = zeroed(nb * ks);
-        let mut dc = zeroed(if cell == CellKind::Lstm { nb * hp } else { 0 });
+        let mut dh = zeroed(nb * ks)?;
+        let mut dc = zeroed(if cell == CellKind::Lstm { nb * hp } else { 0 })?;
         for r in 0..nb {
             let b = b0 + r;
             // SAFETY: row b of the state gradients belongs to this block alone.
@@ -305,17 +310,17 @@ impl DirBack<'_> {
             }
         }
         // Step buffers, one compacted row per active item.
-        let mut dh_tot = zeroed(nb * ks);
-        let mut dm = zeroed(if proj { nb * hp } else { 0 });
-        let mut dg = zeroed(nb * gh);
-        let mut d_rn = zeroed(if cell == CellKind::Gru { nb * hp } else { 0 });
-        let mut dr = zeroed(d_rn.len());
-        let mut dv = zeroed(d_rn.len());
-        let mut tmp = zeroed(if cell == CellKind::Gru { nb * ks } else { 0 });
-        let mut dh_prev = zeroed(nb * ks);
-        let mut active: Vec<(usize, usize)> = Vec::with_capacity(nb);
-        let mut back_rows: Vec<BackRow> = Vec::with_capacity(nb);
-        let mut mat_rows: Vec<MatRow> = Vec::with_capacity(nb);
+        let mut dh_tot = zeroed(nb * ks)?;
+        let mut dm = zeroed(if proj { nb * hp } else { 0 })?;
+        let mut dg = zeroed(nb * gh)?;
+        let mut d_rn = zeroed(if cell == CellKind::Gru { nb * hp } else { 0 })?;
+        let mut dr = zeroed(d_rn.len())?;
+        let mut dv = zeroed(d_rn.len())?;
+        let mut tmp = zeroed(if cell == CellKind::Gru { nb * ks } else { 0 })?;
+        let mut dh_prev = zeroed(nb * ks)?;
+        let mut active: Vec<(usize, usize)> = try_with_capacity(nb, "a block's row list")?;
+        let mut back_rows: Vec<BackRow> = try_with_capacity(nb, "a block's row list")?;
+        let mut mat_rows: Vec<MatRow> = try_with_capacity(nb, "a block's row list")?;
         let max_len = self.lens[b0..b0 + nb].iter().copied().max().unwrap_or(0);
 
         for s in (0..max_len).rev() {
@@ -459,6 +464,6 @@ impl DirBack<'_> {
                 }
             }
         }
-        peephole_grad
+        Ok(peephole_grad)
     }
 }

@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use crate::config::{CellKind, Config, Direction, GruVariant, Layout};
-use crate::error::Result;
+use crate::error::{try_vec, try_with_capacity, Result};
 use crate::io::{swap_outer_axes_into, to_time_major, Input, Output, Shapes};
 use crate::kernels::fused::{MatRow, StepParams, StepRow};
 use crate::kernels::Kernels;
@@ -74,25 +74,25 @@ impl Drop for Trace {
 }
 
 impl DirTrace {
-    fn new(config: &Config, pb: &PackedBlock, rows: usize, pool: &BufferPool) -> Self {
+    fn new(config: &Config, pb: &PackedBlock, rows: usize, pool: &BufferPool) -> Result<Self> {
         let lstm = config.cell() == CellKind::Lstm;
         let gru = config.cell() == CellKind::Gru;
         let buf = |on: bool, width: usize| {
             if on {
                 pool.take_zeroed(rows * width)
             } else {
-                Vec::new()
+                Ok(Vec::new())
             }
         };
-        DirTrace {
-            gates: buf(true, pb.gates * pb.hp),
-            h_prev: buf(true, pb.state_stride),
-            c_prev: buf(lstm, pb.hp),
-            c_raw: buf(lstm, pb.hp),
-            m: buf(config.proj_size() > 0, pb.hp),
-            aux: buf(gru, pb.hp),
-            clip_mask: buf(config.gate_clip().is_some(), pb.gates * pb.hp),
-        }
+        Ok(DirTrace {
+            gates: buf(true, pb.gates * pb.hp)?,
+            h_prev: buf(true, pb.state_stride)?,
+            c_prev: buf(lstm, pb.hp)?,
+            c_raw: buf(lstm, pb.hp)?,
+            m: buf(config.proj_size() > 0, pb.hp)?,
+            aux: buf(gru, pb.hp)?,
+            clip_mask: buf(config.gate_clip().is_some(), pb.gates * pb.hp)?,
+        })
     }
 }
 
@@ -109,10 +109,10 @@ pub(crate) fn input_projection(
     x: &[f32],
     rows: usize,
     pool: &BufferPool,
-) -> Vec<f32> {
+) -> Result<Vec<f32>> {
     let gh = pb.gates * pb.hp;
     assert!(x.len() >= rows * pb.input, "x holds every row");
-    let mut xw = pool.take(rows * gh);
+    let mut xw = pool.take(rows * gh)?;
     xw.par_chunks_mut(PROJECTION_ROWS * gh)
         .enumerate()
         .for_each(|(block, out)| {
@@ -138,7 +138,7 @@ pub(crate) fn input_projection(
                 )
             };
         });
-    xw
+    Ok(xw)
 }
 
 /// Multiply-adds per step below which splitting a step across threads costs
@@ -256,9 +256,9 @@ pub(crate) fn forward(
     // Not written here: forward_into fills every element from this thread
     // before any worker touches it, so the pages are mapped once, by it.
     let (mut y, mut h_n, mut c_n) = (
-        vec![0.0; shapes.y],
-        vec![0.0; shapes.h],
-        vec![0.0; shapes.c],
+        try_vec(shapes.y, 0.0, "y")?,
+        try_vec(shapes.h, 0.0, "h_n")?,
+        try_vec(shapes.c, 0.0, "c_n")?,
     );
     let dest = Dest {
         y: &mut y,
@@ -287,7 +287,8 @@ pub(crate) fn forward_into(
         "forward_into: destination sizes were checked by the caller"
     );
     let (t_len, n) = (shapes.seq_len, shapes.batch);
-    let lens: Vec<usize> = (0..n).map(|b| shapes.item_len(input.seq_lens, b)).collect();
+    let mut lens: Vec<usize> = try_with_capacity(n, "the sequence lengths")?;
+    lens.extend((0..n).map(|b| shapes.item_len(input.seq_lens, b)));
     let (hs, cs) = (config.state_size(), config.hidden_size());
     let Dest { y: y_out, h_n, c_n } = dest;
     // Every element of the destination is written by this thread first.
@@ -309,13 +310,13 @@ pub(crate) fn forward_into(
             t_len,
             n,
             config.input_size(),
-        )),
+        )?),
     };
     // The last layer's time-major output: the caller's y, or scratch to
     // transpose into it.
     let mut last_scratch = match config.layout() {
         Layout::TimeMajor => Vec::new(),
-        Layout::BatchFirst => pool.take(t_len * n * width),
+        Layout::BatchFirst => pool.take(t_len * n * width)?,
     };
     let mut layer_inputs = Vec::new();
     let mut dir_traces = Vec::new();
@@ -330,7 +331,7 @@ pub(crate) fn forward_into(
         let mut scratch = if last {
             Vec::new()
         } else {
-            pool.take_zeroed(t_len * n * width)
+            pool.take_zeroed(t_len * n * width)?
         };
         let layer_out: &mut [f32] = match (last, config.layout()) {
             (false, _) => &mut scratch,
@@ -343,8 +344,11 @@ pub(crate) fn forward_into(
         for dir in 0..config.num_directions() {
             let ld = layer * config.num_directions() + dir;
             let pb = &packed.blocks[ld];
-            let xw = input_projection(packed.kernels, pb, &layer_in, t_len * n, pool);
-            let mut dt = training.then(|| DirTrace::new(config, pb, t_len * n, pool));
+            let xw = input_projection(packed.kernels, pb, &layer_in, t_len * n, pool)?;
+            let mut dt = match training {
+                true => Some(DirTrace::new(config, pb, t_len * n, pool)?),
+                false => None,
+            };
             let c_slice: &mut [f32] = if config.has_cell_state() {
                 &mut c_n[ld * n * cs..(ld + 1) * n * cs]
             } else {
@@ -395,7 +399,7 @@ pub(crate) fn forward_into(
             };
             batch_blocks(n)
                 .par_iter()
-                .for_each(|&(b0, nb)| run.block(b0, nb));
+                .try_for_each(|&(b0, nb)| run.block(b0, nb))?;
             pool.give(xw);
             dir_traces.extend(dt);
         }
@@ -404,7 +408,7 @@ pub(crate) fn forward_into(
         match (training, finished) {
             (true, Cow::Owned(finished)) => layer_inputs.push(finished),
             (true, Cow::Borrowed(x)) => {
-                let mut copy = pool.take(x.len());
+                let mut copy = pool.take(x.len())?;
                 copy.copy_from_slice(x);
                 layer_inputs.push(copy);
             }
@@ -427,7 +431,7 @@ pub(crate) fn forward_into(
 
 impl DirRun<'_> {
     /// Runs items `b0 .. b0 + nb` through every step of this direction.
-    fn block(&self, b0: usize, nb: usize) {
+    fn block(&self, b0: usize, nb: usize) -> Result<()> {
         let (pb, cfg) = (self.pb, self.config);
         let (ks, hp, st, h) = (pb.state_stride, pb.hp, pb.state, pb.hidden);
         let gh = pb.gates * hp;
@@ -436,12 +440,12 @@ impl DirRun<'_> {
         let proj = cfg.proj_size() > 0;
         let training = self.trace.is_some();
         let scratch = |on: bool, width: usize| zeroed(if on && !training { nb * width } else { 0 });
-        let mut gates_scratch = scratch(gru, gh);
-        let mut aux_scratch = scratch(gru && !lbr, hp);
-        let mut m_scratch = scratch(proj, hp);
-        let mut h_cur = zeroed(nb * ks);
-        let mut h_nxt = zeroed(nb * ks);
-        let mut c = zeroed(if lstm { nb * hp } else { 0 });
+        let mut gates_scratch = scratch(gru, gh)?;
+        let mut aux_scratch = scratch(gru && !lbr, hp)?;
+        let mut m_scratch = scratch(proj, hp)?;
+        let mut h_cur = zeroed(nb * ks)?;
+        let mut h_nxt = zeroed(nb * ks)?;
+        let mut c = zeroed(if lstm { nb * hp } else { 0 })?;
         for r in 0..nb {
             let b = b0 + r;
             // SAFETY: row b of the state belongs to this block alone.
@@ -475,9 +479,9 @@ impl DirRun<'_> {
             CellKind::Rnn => self.kernels.table.rnn_step,
         };
         let max_len = self.lens[b0..b0 + nb].iter().copied().max().unwrap_or(0);
-        let mut rows = Vec::with_capacity(nb);
-        let mut proj_rows = Vec::with_capacity(nb);
-        let mut active = Vec::with_capacity(nb);
+        let mut rows = try_with_capacity(nb, "a block's row list")?;
+        let mut proj_rows = try_with_capacity(nb, "a block's row list")?;
+        let mut active = try_with_capacity(nb, "a block's row list")?;
         for s in 0..max_len {
             rows.clear();
             proj_rows.clear();
@@ -587,5 +591,6 @@ impl DirRun<'_> {
                 }
             }
         }
+        Ok(())
     }
 }

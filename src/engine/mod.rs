@@ -17,7 +17,7 @@ mod workspace;
 
 pub(crate) use backward::backward;
 pub(crate) use forward::{forward, forward_into, Dest, Trace};
-pub(crate) use workspace::BufferPool;
+pub(crate) use workspace::{BufferPool, MAX_IDLE_BYTES};
 
 use crate::config::Config;
 use crate::error::Result;
@@ -38,7 +38,13 @@ impl Packed {
         let mut blocks = Vec::new();
         for layer in 0..config.num_layers() {
             for dir in 0..config.num_directions() {
-                blocks.push(PackedBlock::new(config, params, layer, dir, kernels.unit()));
+                blocks.push(PackedBlock::new(
+                    config,
+                    params,
+                    layer,
+                    dir,
+                    kernels.unit(),
+                )?);
             }
         }
         Ok(Packed { kernels, blocks })

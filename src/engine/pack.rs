@@ -6,6 +6,7 @@
 //! gate-major layouts.
 
 use crate::config::{CellKind, Config, GruVariant, ParamKind};
+use crate::error::{try_vec, Result};
 
 /// f32 storage whose first element starts a 64-byte cache line, so that the
 /// kernels' whole-vector loads of a weight panel never straddle two lines
@@ -20,17 +21,17 @@ pub(crate) struct Aligned {
 impl Aligned {
     const LINE: usize = 64;
 
-    pub fn new(values: &[f32]) -> Self {
+    pub fn new(values: &[f32]) -> Result<Self> {
         let slack = Self::LINE / std::mem::size_of::<f32>() - 1;
-        let mut buf = vec![0.0; values.len() + slack];
+        let mut buf = try_vec(values.len() + slack, 0.0, "packed weights")?;
         // An f32-aligned address is at most 15 floats before a line boundary.
         let start = buf.as_ptr().align_offset(Self::LINE).min(slack);
         buf[start..start + values.len()].copy_from_slice(values);
-        Aligned {
+        Ok(Aligned {
             buf,
             start,
             len: values.len(),
-        }
+        })
     }
 }
 
@@ -79,16 +80,21 @@ pub(crate) struct PackedBlock {
 
 /// Packs `B [k, n]` (given element-wise by `b`) as one-gate panels for
 /// `panel_matmul`: `round_up(n, unit) / unit` panels of `k × unit`.
-pub(crate) fn pack_b(k: usize, n: usize, unit: usize, b: impl Fn(usize, usize) -> f32) -> Vec<f32> {
+pub(crate) fn pack_b(
+    k: usize,
+    n: usize,
+    unit: usize,
+    b: impl Fn(usize, usize) -> f32,
+) -> Result<Vec<f32>> {
     let np = round_up(n, unit);
-    let mut out = vec![0.0; k * np];
+    let mut out = try_vec(k * np, 0.0, "packed weights")?;
     for q in 0..n {
         let (panel, u) = (q / unit, q % unit);
         for kk in 0..k {
             out[panel * k * unit + kk * unit + u] = b(kk, q);
         }
     }
-    out
+    Ok(out)
 }
 
 /// Rounds `n` up to a multiple of `unit`.
@@ -110,9 +116,9 @@ fn panels(
     gate_list: &[usize],
     unit: usize,
     hp: usize,
-) -> Vec<f32> {
+) -> Result<Vec<f32>> {
     let gu = gate_list.len() * unit;
-    let mut out = vec![0.0; hp * gate_list.len() * k];
+    let mut out = try_vec(hp * gate_list.len() * k, 0.0, "packed weights")?;
     for p in 0..hp / unit {
         for kk in 0..k {
             for (gi, &g) in gate_list.iter().enumerate() {
@@ -125,11 +131,17 @@ fn panels(
             }
         }
     }
-    out
+    Ok(out)
 }
 
 impl PackedBlock {
-    pub fn new(config: &Config, params: &[f32], layer: usize, dir: usize, unit: usize) -> Self {
+    pub fn new(
+        config: &Config,
+        params: &[f32],
+        layer: usize,
+        dir: usize,
+        unit: usize,
+    ) -> Result<Self> {
         let tensor = |kind| {
             config
                 .param_range(layer, dir, kind)
@@ -149,10 +161,10 @@ impl PackedBlock {
         let gru = config.cell() == CellKind::Gru;
         let lbr = config.gru_variant() == GruVariant::LinearBeforeReset;
 
-        let mut w_interleaved = vec![0.0; g_count * hp * input];
-        let mut w_gate_major = vec![0.0; g_count * hp * input];
-        let mut r_gate_major = vec![0.0; g_count * hp * state];
-        let mut bias_interleaved = vec![0.0; g_count * hp];
+        let mut w_interleaved = try_vec(g_count * hp * input, 0.0, "packed weights")?;
+        let mut w_gate_major = try_vec(g_count * hp * input, 0.0, "packed weights")?;
+        let mut r_gate_major = try_vec(g_count * hp * state, 0.0, "packed weights")?;
+        let mut bias_interleaved = try_vec(g_count * hp, 0.0, "packed weights")?;
         for g in 0..g_count {
             for j in 0..h {
                 let src = g * h + j;
@@ -169,35 +181,38 @@ impl PackedBlock {
         }
         let (r_panels, r_panels_n) = if gru {
             (
-                panels(r, h, state, &[0, 1], unit, hp),
-                panels(r, h, state, &[2], unit, hp),
+                panels(r, h, state, &[0, 1], unit, hp)?,
+                panels(r, h, state, &[2], unit, hp)?,
             )
         } else {
             (
-                panels(r, h, state, &(0..g_count).collect::<Vec<_>>(), unit, hp),
+                panels(r, h, state, &(0..g_count).collect::<Vec<_>>(), unit, hp)?,
                 Vec::new(),
             )
         };
-        let mut rb_n = vec![0.0; if gru { hp } else { 0 }];
+        let mut rb_n = try_vec(if gru { hp } else { 0 }, 0.0, "packed weights")?;
         if gru {
             rb_n[..h].copy_from_slice(&rb[2 * h..3 * h]);
         }
-        let peephole = config.peepholes().then(|| {
-            let p = tensor(ParamKind::Peephole);
-            let mut out = vec![0.0; 3 * hp];
-            for g in 0..3 {
-                out[g * hp..g * hp + h].copy_from_slice(&p[g * h..(g + 1) * h]);
+        let peephole = match config.peepholes() {
+            true => {
+                let p = tensor(ParamKind::Peephole);
+                let mut out = try_vec(3 * hp, 0.0, "packed weights")?;
+                for g in 0..3 {
+                    out[g * hp..g * hp + h].copy_from_slice(&p[g * h..(g + 1) * h]);
+                }
+                Some(out)
             }
-            out
-        });
+            false => None,
+        };
         let (proj_panels, proj) = if config.proj_size() > 0 {
             let p_mat = tensor(ParamKind::Projection);
-            let mut proj = vec![0.0; state * hp];
+            let mut proj = try_vec(state * hp, 0.0, "packed weights")?;
             for row in 0..state {
                 proj[row * hp..row * hp + h].copy_from_slice(&p_mat[row * h..(row + 1) * h]);
             }
             // out[q] = Σ_j P[q, j] m[j]: B = Pᵀ, K = H over j, N = P over q.
-            let panels_out = pack_b(h, state, unit, |j, q| p_mat[q * h + j]);
+            let panels_out = pack_b(h, state, unit, |j, q| p_mat[q * h + j])?;
             (panels_out, proj)
         } else {
             (Vec::new(), Vec::new())
@@ -205,24 +220,24 @@ impl PackedBlock {
         let r_gm = &r_gate_major;
         let (r_back_panels, r_back_panels_n) = if gru {
             (
-                pack_b(2 * hp, state, unit, |kk, q| r_gm[kk * state + q]),
-                pack_b(hp, state, unit, |kk, q| r_gm[(2 * hp + kk) * state + q]),
+                pack_b(2 * hp, state, unit, |kk, q| r_gm[kk * state + q])?,
+                pack_b(hp, state, unit, |kk, q| r_gm[(2 * hp + kk) * state + q])?,
             )
         } else {
             (
-                pack_b(g_count * hp, state, unit, |kk, q| r_gm[kk * state + q]),
+                pack_b(g_count * hp, state, unit, |kk, q| r_gm[kk * state + q])?,
                 Vec::new(),
             )
         };
         let proj_back_panels = if config.proj_size() > 0 {
-            pack_b(state, hp, unit, |q, j| proj[q * hp + j])
+            pack_b(state, hp, unit, |q, j| proj[q * hp + j])?
         } else {
             Vec::new()
         };
-        PackedBlock {
-            r_back_panels: Aligned::new(&r_back_panels),
-            r_back_panels_n: Aligned::new(&r_back_panels_n),
-            proj_back_panels: Aligned::new(&proj_back_panels),
+        Ok(PackedBlock {
+            r_back_panels: Aligned::new(&r_back_panels)?,
+            r_back_panels_n: Aligned::new(&r_back_panels_n)?,
+            proj_back_panels: Aligned::new(&proj_back_panels)?,
             gates: g_count,
             hidden: h,
             hp,
@@ -231,15 +246,15 @@ impl PackedBlock {
             input,
             w_panels: Aligned::new(&pack_b(input, g_count * hp, unit, |kk, col| {
                 w_interleaved[col * input + kk]
-            })),
+            })?)?,
             bias_interleaved,
-            r_panels: Aligned::new(&r_panels),
-            r_panels_n: Aligned::new(&r_panels_n),
+            r_panels: Aligned::new(&r_panels)?,
+            r_panels_n: Aligned::new(&r_panels_n)?,
             rb_n,
             peephole,
-            proj_panels: Aligned::new(&proj_panels),
+            proj_panels: Aligned::new(&proj_panels)?,
             w_gate_major,
-        }
+        })
     }
 }
 
@@ -251,7 +266,7 @@ mod tests {
     fn aligned_panels_start_a_cache_line_and_keep_their_values() {
         for len in [0, 1, 15, 16, 17, 1000, 40_000] {
             let values: Vec<f32> = (0..len).map(|v| v as f32).collect();
-            let a = Aligned::new(&values);
+            let a = Aligned::new(&values).unwrap();
             assert_eq!(&a[..], &values[..], "len {len}");
             if len > 0 {
                 assert_eq!(a.as_ptr() as usize % 64, 0, "len {len}");

@@ -12,23 +12,46 @@
 
 use std::sync::Mutex;
 
-/// How many idle buffers a pool keeps: enough for every trace and backward
-/// buffer of a few layers and directions. The memory stays with the model
-/// until it is dropped.
+use crate::error::{try_grow, try_vec, Result};
+
+/// How many idle buffers a pool keeps at most: enough for every trace and
+/// backward buffer of a few layers and directions.
 const KEEP: usize = 32;
+
+/// How many bytes of idle buffers a pool keeps at most (256 MiB): several
+/// training calls' worth at the benchmark shapes (the largest, LSTM 1024 ×
+/// 32 × 50, takes 26 MB a buffer). A buffer returned beyond that is freed,
+/// so concurrent calls on one model leave no more than this behind.
+pub(crate) const MAX_IDLE_BYTES: usize = 256 << 20;
+
+#[derive(Debug, Default)]
+struct Idle {
+    buffers: Vec<Vec<f32>>,
+    bytes: usize,
+}
 
 #[derive(Debug, Default)]
 pub(crate) struct BufferPool {
-    free: Mutex<Vec<Vec<f32>>>,
+    free: Mutex<Idle>,
+}
+
+fn bytes_of(buf: &Vec<f32>) -> usize {
+    buf.capacity() * std::mem::size_of::<f32>()
 }
 
 impl BufferPool {
+    fn idle(&self) -> std::sync::MutexGuard<'_, Idle> {
+        self.free.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// A buffer of `len` elements with unspecified (but initialised)
     /// contents: the caller overwrites what it reads.
-    pub fn take(&self, len: usize) -> Vec<f32> {
+    /// [`Error::OutOfMemory`] if it cannot be had.
+    pub fn take(&self, len: usize) -> Result<Vec<f32>> {
         let reused = {
-            let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+            let mut idle = self.idle();
             // The smallest buffer that is large enough, else the largest.
+            let free = &idle.buffers;
             let pick = free
                 .iter()
                 .enumerate()
@@ -36,26 +59,47 @@ impl BufferPool {
                 .min_by_key(|(_, b)| b.capacity())
                 .or_else(|| free.iter().enumerate().max_by_key(|(_, b)| b.capacity()))
                 .map(|(i, _)| i);
-            pick.map(|i| free.swap_remove(i))
+            pick.map(|i| {
+                let buf = idle.buffers.swap_remove(i);
+                idle.bytes -= bytes_of(&buf);
+                buf
+            })
         };
         let mut buf = reused.unwrap_or_default();
+        if let Err(e) = try_grow(&mut buf, len, "a call's scratch buffer") {
+            self.give(buf);
+            return Err(e);
+        }
         buf.resize(len, 0.0);
-        buf
+        Ok(buf)
     }
 
     /// A buffer of `len` zeros.
-    pub fn take_zeroed(&self, len: usize) -> Vec<f32> {
-        let mut buf = self.take(len);
+    pub fn take_zeroed(&self, len: usize) -> Result<Vec<f32>> {
+        let mut buf = self.take(len)?;
         buf.fill(0.0);
-        buf
+        Ok(buf)
     }
 
-    /// Returns a buffer for later calls.
+    /// Returns a buffer for later calls (or frees it, past the pool's caps).
     pub fn give(&self, buf: Vec<f32>) {
-        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-        if free.len() < KEEP {
-            free.push(buf);
+        let bytes = bytes_of(&buf);
+        let mut idle = self.idle();
+        if idle.buffers.len() < KEEP && idle.bytes + bytes <= MAX_IDLE_BYTES {
+            idle.bytes += bytes;
+            idle.buffers.push(buf);
         }
+    }
+
+    /// Bytes held by idle buffers.
+    pub fn idle_bytes(&self) -> usize {
+        self.idle().bytes
+    }
+
+    /// Frees every idle buffer; returns how many bytes that was.
+    pub fn release(&self) -> usize {
+        let freed = std::mem::take(&mut *self.idle());
+        freed.bytes
     }
 }
 
@@ -64,8 +108,7 @@ impl BufferPool {
 /// fault each page in under a shared lock, and a worker that reads one first
 /// maps the zero page and takes a copy-on-write fault plus a TLB flush of
 /// every CPU on its first store.
-pub(crate) fn zeroed(len: usize) -> Vec<f32> {
-    let mut v = Vec::with_capacity(len);
-    v.resize(len, 0.0);
-    v
+/// Fallible: [`Error::OutOfMemory`] if the memory cannot be had.
+pub(crate) fn zeroed(len: usize) -> Result<Vec<f32>> {
+    try_vec(len, 0.0, "a call's working memory")
 }

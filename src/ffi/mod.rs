@@ -491,6 +491,30 @@ pub unsafe extern "C" fn rnn_model_set_isa(
     })
 }
 
+/// Frees the scratch memory the model keeps for its next calls (at most 256
+/// MiB while idle, however many calls ran at once) and stores the bytes
+/// freed in `*released` if it is not NULL. Memory that running calls or live
+/// traces use is freed when they are done. Parameters and packed weights
+/// stay. Added in ABI version 3.
+///
+/// # Safety
+/// `model` from `rnn_model_create` (checked); `released` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn rnn_model_release_memory(
+    model: *const rnn_model,
+    released: *mut usize,
+) -> rnn_status {
+    guard(|| {
+        let handle = acquire(model, "model")?;
+        let bytes = handle.snapshot().release_memory();
+        // SAFETY: NULL or writable per the contract.
+        if let Some(out) = unsafe { released.as_mut() } {
+            *out = bytes;
+        }
+        Ok(())
+    })
+}
+
 /// The inputs as Rust types, borrowed from C memory.
 ///
 /// # Safety

@@ -162,7 +162,7 @@ fn run_forward(
         .c0
         .map_or_else(|| vec![0.0; shapes.c], <[f64]>::to_vec);
 
-    let mut layer_in = to_time_major(config.layout(), input.x, t_len, n, config.input_size());
+    let mut layer_in = to_time_major(config.layout(), input.x, t_len, n, config.input_size())?;
     let mut trace = Trace {
         config: config.clone(),
         shapes,
@@ -215,7 +215,7 @@ fn run_forward(
             .layer_inputs
             .push(std::mem::replace(&mut layer_in, layer_out));
     }
-    let y = from_time_major(config.layout(), layer_in, t_len, n, width);
+    let y = from_time_major(config.layout(), layer_in, t_len, n, width)?;
     let c_n = lstm.then_some(c_n);
     Ok((Output { y, h_n, c_n }, trace))
 }
@@ -250,7 +250,7 @@ pub fn backward(
         .dc_n
         .map_or_else(|| vec![0.0; shapes.c], <[f64]>::to_vec);
     // Gradient with respect to the current layer's time-major output.
-    let mut d_out = to_time_major(config.layout(), grads.dy, t_len, n, width);
+    let mut d_out = to_time_major(config.layout(), grads.dy, t_len, n, width)?;
     for layer in (0..config.num_layers()).rev() {
         let in_size = config.layer_input_size(layer);
         let layer_in = &trace.layer_inputs[layer];
@@ -299,7 +299,7 @@ pub fn backward(
         }
         d_out = d_in;
     }
-    let dx = from_time_major(config.layout(), d_out, t_len, n, config.input_size());
+    let dx = from_time_major(config.layout(), d_out, t_len, n, config.input_size())?;
     let dc0 = lstm.then_some(dc0);
     Ok(Gradients {
         dx,

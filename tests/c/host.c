@@ -40,8 +40,10 @@ static int failures = 0;
               (int)(want), rnn_last_error_message());                               \
     } while (0)
 
-/* One LSTM layer, I = 3, H = 8; calls of T = 5 steps over N = 2 items. */
-enum { I = 3, H = 8, T = 5, N = 2, X_LEN = T * N * I, Y_LEN = T * N * H, S_LEN = N * H };
+/* One LSTM layer, I = 3, H = 8; calls of T = 10 steps over N = 16 items:
+ * enough rows that the calls use the worker threads (batch blocks, input
+ * projection blocks), which a forked child does not have. */
+enum { I = 3, H = 8, T = 10, N = 16, X_LEN = T * N * I, Y_LEN = T * N * H, S_LEN = N * H };
 
 static rnn_config lstm_config(void) {
     rnn_config c = rnn_config_default();
@@ -376,8 +378,93 @@ static void loads_are_bounded(void) {
     CHECK(m == NULL, "a failed load wrote *out");
 }
 
-int main(void) {
+/* 9. Idle scratch memory can be given back. */
+static void idle_memory_is_released(void) {
+    rnn_model *m = new_model(7);
+    results r;
+    compute(m, &r);
+    free(r.dparams);
+    size_t released = 0;
+    EXPECT_STATUS(rnn_model_release_memory(m, &released), RNN_OK);
+    CHECK(released > 0, "a call left no scratch to release");
+    EXPECT_STATUS(rnn_model_release_memory(m, &released), RNN_OK);
+    CHECK(released == 0, "released twice: %zu", released);
+    EXPECT_STATUS(rnn_model_release_memory(m, NULL), RNN_OK);
+    EXPECT_STATUS(rnn_model_destroy(m), RNN_OK);
+    EXPECT_STATUS(rnn_model_release_memory(m, NULL), RNN_MISUSE);
+}
+
+/* 1. Memory exhaustion is a status, and the model stays usable. Run under
+ * `ulimit -v` (tests/c_abi.rs), so that every large request fails. */
+static void out_of_memory_is_a_status(void) {
+    rnn_config c = rnn_config_default();
+    c.cell = RNN_CELL_LSTM;
+    c.input_size = 1;
+    c.hidden_size = 8192;
+    c.proj_size = 1;
+    rnn_model *m = NULL;
+    EXPECT_STATUS(rnn_model_create(&c, &m), RNN_OK);
+    /* 12 MB of caller buffers; without c_n the final cell state alone is
+     * 32 GB of scratch. */
+    size_t n = 1000000;
+    float *x = calloc(n, sizeof(float)), *y = calloc(n, sizeof(float)), *h = calloc(n, sizeof(float));
+    rnn_input in;
+    memset(&in, 0, sizeof in);
+    in.x = x;
+    in.x_len = n;
+    in.seq_len = 1;
+    in.batch = n;
+    rnn_output out = {y, n, h, n, NULL, 0};
+    EXPECT_STATUS(rnn_forward_inference(m, &in, &out), RNN_OUT_OF_MEMORY);
+    CHECK(strstr(rnn_last_error_message(), "bytes") != NULL, "%s", rnn_last_error_message());
+    /* Training over T = N = 1000: the input projection alone is 131 GB. */
+    in.seq_len = 1000;
+    in.batch = 1000;
+    out.h_n_len = 1000;
+    rnn_trace *trace = NULL;
+    EXPECT_STATUS(rnn_forward_training(m, &in, &out, &trace), RNN_OUT_OF_MEMORY);
+    CHECK(trace == NULL, "a failed training call wrote *trace");
+    /* The same model still serves a small batch. */
+    in.seq_len = 1;
+    in.batch = 4;
+    in.x_len = 4;
+    out.y_len = 4;
+    out.h_n_len = 4;
+    EXPECT_STATUS(rnn_forward_inference(m, &in, &out), RNN_OK);
+    EXPECT_STATUS(rnn_model_destroy(m), RNN_OK);
+
+    /* An 800 MB LSTM is created, and packing its weights for the first call
+     * fails under the limit: a status, not an abort. */
+    c.input_size = 5000;
+    c.hidden_size = 5000;
+    c.proj_size = 0;
+    EXPECT_STATUS(rnn_model_create(&c, &m), RNN_OK);
+    in.x_len = 4 * 5000;
+    out.y_len = 4 * 5000;
+    out.h_n_len = 4 * 5000;
+    float *big = calloc(3 * 4 * 5000, sizeof(float));
+    in.x = big;
+    out.y = big + 4 * 5000;
+    out.h_n = big + 8 * 5000;
+    EXPECT_STATUS(rnn_forward_inference(m, &in, &out), RNN_OUT_OF_MEMORY);
+    EXPECT_STATUS(rnn_model_destroy(m), RNN_OK);
+    free(big);
+    free(x);
+    free(y);
+    free(h);
+}
+
+int main(int argc, char **argv) {
     for (int i = 0; i < X_LEN; i++) x_data[i] = (float)((i * 37) % 11 - 5) * 0.1f;
+    if (argc > 1 && strcmp(argv[1], "oom") == 0) {
+        out_of_memory_is_a_status();
+        if (failures) {
+            fprintf(stderr, "%d check(s) failed\n", failures);
+            return 1;
+        }
+        printf("host oom: every check passed\n");
+        return 0;
+    }
     fork_child_keeps_working();
     calls_from_thread_exit_destructors();
     weights_swapped_while_serving();
@@ -385,6 +472,7 @@ int main(void) {
     failed_updates_change_nothing();
     huge_gradients_are_clipped();
     loads_are_bounded();
+    idle_memory_is_released();
     if (failures) {
         fprintf(stderr, "%d check(s) failed\n", failures);
         return 1;
