@@ -86,8 +86,7 @@ pub(crate) fn checked_product(what: &str, factors: &[usize]) -> Result<usize> {
 /// A vector of `len` copies of `value`, or [`Error::OutOfMemory`] naming
 /// `what` if the memory cannot be had (instead of aborting the process).
 pub(crate) fn try_vec<T: Clone>(len: usize, value: T, what: &str) -> Result<Vec<T>> {
-    let mut v = Vec::new();
-    try_grow(&mut v, len, what)?;
+    let mut v = try_with_capacity(len, what)?;
     v.resize(len, value);
     Ok(v)
 }
@@ -103,8 +102,7 @@ pub(crate) fn try_grow<T>(v: &mut Vec<T>, len: usize, what: &str) -> Result<()> 
 
 /// A copy of `values`, fallibly.
 pub(crate) fn try_copy<T: Clone>(values: &[T], what: &str) -> Result<Vec<T>> {
-    let mut v = Vec::new();
-    try_grow(&mut v, values.len(), what)?;
+    let mut v = try_with_capacity(values.len(), what)?;
     v.extend_from_slice(values);
     Ok(v)
 }
@@ -114,4 +112,28 @@ pub(crate) fn try_with_capacity<T>(len: usize, what: &str) -> Result<Vec<T>> {
     let mut v = Vec::new();
     try_grow(&mut v, len, what)?;
     Ok(v)
+}
+
+/// `len` zeros, fallibly, in memory this thread has not written: fresh
+/// pages come zeroed from the kernel (`calloc`), so a buffer that is then
+/// filled once is written once, and its pages are mapped by whoever writes
+/// them first.
+pub(crate) fn try_zeros_untouched(len: usize, what: &str) -> Result<Vec<f32>> {
+    let oom = || Error::OutOfMemory {
+        what: what.to_string(),
+        bytes: len.saturating_mul(std::mem::size_of::<f32>()),
+    };
+    if len == 0 {
+        return Ok(Vec::new());
+    }
+    let layout = std::alloc::Layout::array::<f32>(len).map_err(|_| oom())?;
+    // SAFETY: `layout` has a non-zero size (len > 0, f32 is 4 bytes).
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<f32>();
+    if ptr.is_null() {
+        return Err(oom());
+    }
+    // SAFETY: `ptr` comes from the global allocator with the layout of
+    // `len` f32s, which is what a Vec of capacity `len` frees with; all
+    // `len` elements are initialised, as zero bits are 0.0.
+    Ok(unsafe { Vec::from_raw_parts(ptr, len, len) })
 }

@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 
 use crate::config::{Config, ParamKind};
 use crate::engine::{self, BufferPool, Packed};
-use crate::error::{check_len, try_copy, try_vec, Error, Result};
+use crate::error::{check_len, try_copy, try_vec, try_zeros_untouched, Error, Result};
 use crate::io::{Gradients, Input, Output, OutputGrads, Shapes};
 use crate::kernels::Isa;
 use crate::rng::SplitMix64;
@@ -168,18 +168,24 @@ impl Model {
     /// Aborts if the parameters cannot be allocated; [`Model::try_random`]
     /// reports that instead.
     pub fn random(config: Config, seed: u64) -> Model {
-        let bound = 1.0 / (config.hidden_size() as f32).sqrt();
-        let params = SplitMix64::new(seed).uniform_vec(config.num_params(), -bound, bound);
-        Model::with_params(config, params)
+        let mut model = Model::zeros(config);
+        model.fill_random(seed);
+        model
     }
 
     /// [`Model::random`], with [`Error::OutOfMemory`] for parameters too
     /// large to allocate.
     pub fn try_random(config: Config, seed: u64) -> Result<Model> {
         let mut model = Model::try_zeros(config)?;
-        let bound = 1.0 / (model.config.hidden_size() as f32).sqrt();
-        SplitMix64::new(seed).fill_uniform(&mut model.params, -bound, bound);
+        model.fill_random(seed);
         Ok(model)
+    }
+
+    /// Redraws every parameter as [`Model::random`] does (invalidates
+    /// earlier traces).
+    pub(crate) fn fill_random(&mut self, seed: u64) {
+        let bound = 1.0 / (self.config.hidden_size() as f32).sqrt();
+        SplitMix64::new(seed).fill_uniform(self.params_mut(), -bound, bound);
     }
 
     /// A model with the given flat parameters (length [`Config::num_params`]).
@@ -279,7 +285,8 @@ impl Model {
         let c_n = match c_n {
             Some(c_n) => c_n,
             None => {
-                c_scratch = try_vec(shapes.c, 0.0, "c_n")?;
+                // forward_into writes every element first.
+                c_scratch = try_zeros_untouched(shapes.c, "c_n")?;
                 &mut c_scratch[..]
             }
         };

@@ -220,69 +220,74 @@ fn required(var: &str) -> bool {
     std::env::var(var).is_ok_and(|v| v == "1")
 }
 
-#[test]
-fn c_consumer_matches_the_reference_and_checks_every_error_path() {
-    if !native("cc") {
-        return;
-    }
-    let cases = case_files();
-    let flags = ["-std=c11", "-O1", "-g", "-Wall", "-Wextra", "-Werror"];
-    let exe =
-        compile("cc", "consumer.c", "consumer_c", &flags).expect("cc compiles tests/c/consumer.c");
-    run(&exe, &cases, &[], &[]);
-
+/// Compiles tests/c/`source` as `name` and runs it with `args` on two
+/// threads; then, when .ci/run asks (`RNN_ASAN=1`, `RNN_VALGRIND=1`), again
+/// built with AddressSanitizer and UBSan, and under valgrind (no errors, no
+/// leaks). Returns the plain build.
+fn check_c_program(source: &str, name: &str, args: &[PathBuf]) -> PathBuf {
+    let flags = [
+        "-std=c11", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-pthread",
+    ];
+    let threads = ("RAYON_NUM_THREADS", "2");
+    let exe = compile("cc", source, name, &flags)
+        .unwrap_or_else(|| panic!("cc compiles tests/c/{source}"));
+    run(&exe, args, &[], &[threads]);
     if required("RNN_ASAN") {
         let asan = [
             &flags[..],
             &["-fsanitize=address,undefined", "-fno-omit-frame-pointer"],
         ]
         .concat();
-        let exe = compile("cc", "consumer.c", "consumer_c_asan", &asan)
-            .expect("cc builds with -fsanitize=address");
+        let asan_exe = compile("cc", source, &format!("{name}_asan"), &asan)
+            .unwrap_or_else(|| panic!("cc builds tests/c/{source} with -fsanitize=address"));
+        // allocator_may_return_null: an absurd model size must come back
+        // as RNN_OUT_OF_MEMORY, which needs the failed allocation to return.
+        let options = "detect_leaks=1:abort_on_error=1:allocator_may_return_null=1";
         run(
-            &exe,
-            &cases,
+            &asan_exe,
+            args,
             &[],
             &[
-                (
-                    "ASAN_OPTIONS",
-                    "detect_leaks=1:abort_on_error=1:allocator_may_return_null=1",
-                ),
+                ("ASAN_OPTIONS", options),
                 ("UBSAN_OPTIONS", "halt_on_error=1"),
+                threads,
             ],
         );
     }
     if required("RNN_VALGRIND") {
-        run(
-            &exe,
-            &cases,
-            &[
-                "valgrind",
-                "--error-exitcode=1",
-                "--leak-check=full",
-                "--errors-for-leak-kinds=definite,indirect",
-                "--show-leak-kinds=definite,indirect",
-                "--quiet",
-            ],
-            &[("RAYON_NUM_THREADS", "2")],
-        );
+        let valgrind = [
+            "valgrind",
+            "--error-exitcode=1",
+            "--leak-check=full",
+            "--errors-for-leak-kinds=definite,indirect",
+            "--show-leak-kinds=definite,indirect",
+            // A forked child holds memory of parent threads that do not
+            // exist in it, which a leak check there reports as lost; the
+            // programs check a child's results themselves.
+            "--child-silent-after-fork=yes",
+            "--quiet",
+        ];
+        run(&exe, args, &valgrind, &[threads]);
+    }
+    exe
+}
+
+#[test]
+fn c_consumer_matches_the_reference_and_checks_every_error_path() {
+    if native("cc") {
+        check_c_program("consumer.c", "consumer_c", &case_files());
     }
 }
 
 /// tests/c/host.c: fork, thread-exit destructors, weights swapped while
-/// serving, misuse, failed updates, huge gradients, special files; plain,
-/// under AddressSanitizer and under valgrind as .ci/run asks.
+/// serving, misuse, failed updates, huge gradients, special files, idle
+/// memory; then fork on one thread and memory exhaustion under a limit.
 #[test]
 fn c_host_process_guarantees_hold() {
     if !native("cc") {
         return;
     }
-    let flags = [
-        "-std=c11", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-pthread",
-    ];
-    let threads = [("RAYON_NUM_THREADS", "2")];
-    let exe = compile("cc", "host.c", "host_c", &flags).expect("cc compiles tests/c/host.c");
-    run(&exe, &[], &[], &threads);
+    let exe = check_c_program("host.c", "host_c", &[]);
     // A pool of one thread hung after fork as well.
     run(&exe, &[], &[], &[("RAYON_NUM_THREADS", "1")]);
     // Memory exhaustion under a 2 GiB address-space limit (not with ASan,
@@ -291,46 +296,8 @@ fn c_host_process_guarantees_hold() {
         &exe,
         &[PathBuf::from("oom")],
         &["sh", "-c", "ulimit -v 2097152 && exec \"$0\" \"$1\""],
-        &threads,
+        &[("RAYON_NUM_THREADS", "2")],
     );
-    if required("RNN_ASAN") {
-        let asan = [
-            &flags[..],
-            &["-fsanitize=address,undefined", "-fno-omit-frame-pointer"],
-        ]
-        .concat();
-        let exe = compile("cc", "host.c", "host_c_asan", &asan)
-            .expect("cc builds tests/c/host.c with -fsanitize=address");
-        run(
-            &exe,
-            &[],
-            &[],
-            &[
-                ("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=1"),
-                ("UBSAN_OPTIONS", "halt_on_error=1"),
-                threads[0],
-            ],
-        );
-    }
-    if required("RNN_VALGRIND") {
-        run(
-            &exe,
-            &[],
-            &[
-                "valgrind",
-                "--error-exitcode=1",
-                "--leak-check=full",
-                "--errors-for-leak-kinds=definite,indirect",
-                "--show-leak-kinds=definite,indirect",
-                // A forked child holds memory of parent threads that do not
-                // exist in it, which a leak check there reports as lost; the
-                // child's results are checked by the program itself.
-                "--child-silent-after-fork=yes",
-                "--quiet",
-            ],
-            &threads,
-        );
-    }
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use crate::config::{CellKind, Config, Direction, GruVariant, Layout};
-use crate::error::{try_vec, try_with_capacity, Result};
+use crate::error::{try_with_capacity, try_zeros_untouched, Result};
 use crate::io::{swap_outer_axes_into, to_time_major, Input, Output, Shapes};
 use crate::kernels::fused::{MatRow, StepParams, StepRow};
 use crate::kernels::Kernels;
@@ -256,9 +256,9 @@ pub(crate) fn forward(
     // Not written here: forward_into fills every element from this thread
     // before any worker touches it, so the pages are mapped once, by it.
     let (mut y, mut h_n, mut c_n) = (
-        try_vec(shapes.y, 0.0, "y")?,
-        try_vec(shapes.h, 0.0, "h_n")?,
-        try_vec(shapes.c, 0.0, "c_n")?,
+        try_zeros_untouched(shapes.y, "y")?,
+        try_zeros_untouched(shapes.h, "h_n")?,
+        try_zeros_untouched(shapes.c, "c_n")?,
     );
     let dest = Dest {
         y: &mut y,

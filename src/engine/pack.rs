@@ -8,6 +8,9 @@
 use crate::config::{CellKind, Config, GruVariant, ParamKind};
 use crate::error::{try_vec, Result};
 
+/// What the allocations here are for, in out-of-memory errors.
+const PACKED: &str = "packed weights";
+
 /// f32 storage whose first element starts a 64-byte cache line, so that the
 /// kernels' whole-vector loads of a weight panel never straddle two lines
 /// (a `Vec<f32>` of this size is typically 16 bytes past a line).
@@ -23,7 +26,7 @@ impl Aligned {
 
     pub fn new(values: &[f32]) -> Result<Self> {
         let slack = Self::LINE / std::mem::size_of::<f32>() - 1;
-        let mut buf = try_vec(values.len() + slack, 0.0, "packed weights")?;
+        let mut buf = try_vec(values.len() + slack, 0.0, PACKED)?;
         // An f32-aligned address is at most 15 floats before a line boundary.
         let start = buf.as_ptr().align_offset(Self::LINE).min(slack);
         buf[start..start + values.len()].copy_from_slice(values);
@@ -87,7 +90,7 @@ pub(crate) fn pack_b(
     b: impl Fn(usize, usize) -> f32,
 ) -> Result<Vec<f32>> {
     let np = round_up(n, unit);
-    let mut out = try_vec(k * np, 0.0, "packed weights")?;
+    let mut out = try_vec(k * np, 0.0, PACKED)?;
     for q in 0..n {
         let (panel, u) = (q / unit, q % unit);
         for kk in 0..k {
@@ -118,7 +121,7 @@ fn panels(
     hp: usize,
 ) -> Result<Vec<f32>> {
     let gu = gate_list.len() * unit;
-    let mut out = try_vec(hp * gate_list.len() * k, 0.0, "packed weights")?;
+    let mut out = try_vec(hp * gate_list.len() * k, 0.0, PACKED)?;
     for p in 0..hp / unit {
         for kk in 0..k {
             for (gi, &g) in gate_list.iter().enumerate() {
@@ -161,10 +164,10 @@ impl PackedBlock {
         let gru = config.cell() == CellKind::Gru;
         let lbr = config.gru_variant() == GruVariant::LinearBeforeReset;
 
-        let mut w_interleaved = try_vec(g_count * hp * input, 0.0, "packed weights")?;
-        let mut w_gate_major = try_vec(g_count * hp * input, 0.0, "packed weights")?;
-        let mut r_gate_major = try_vec(g_count * hp * state, 0.0, "packed weights")?;
-        let mut bias_interleaved = try_vec(g_count * hp, 0.0, "packed weights")?;
+        let mut w_interleaved = try_vec(g_count * hp * input, 0.0, PACKED)?;
+        let mut w_gate_major = try_vec(g_count * hp * input, 0.0, PACKED)?;
+        let mut r_gate_major = try_vec(g_count * hp * state, 0.0, PACKED)?;
+        let mut bias_interleaved = try_vec(g_count * hp, 0.0, PACKED)?;
         for g in 0..g_count {
             for j in 0..h {
                 let src = g * h + j;
@@ -190,14 +193,14 @@ impl PackedBlock {
                 Vec::new(),
             )
         };
-        let mut rb_n = try_vec(if gru { hp } else { 0 }, 0.0, "packed weights")?;
+        let mut rb_n = try_vec(if gru { hp } else { 0 }, 0.0, PACKED)?;
         if gru {
             rb_n[..h].copy_from_slice(&rb[2 * h..3 * h]);
         }
         let peephole = match config.peepholes() {
             true => {
                 let p = tensor(ParamKind::Peephole);
-                let mut out = try_vec(3 * hp, 0.0, "packed weights")?;
+                let mut out = try_vec(3 * hp, 0.0, PACKED)?;
                 for g in 0..3 {
                     out[g * hp..g * hp + h].copy_from_slice(&p[g * h..(g + 1) * h]);
                 }
@@ -207,7 +210,7 @@ impl PackedBlock {
         };
         let (proj_panels, proj) = if config.proj_size() > 0 {
             let p_mat = tensor(ParamKind::Projection);
-            let mut proj = try_vec(state * hp, 0.0, "packed weights")?;
+            let mut proj = try_vec(state * hp, 0.0, PACKED)?;
             for row in 0..state {
                 proj[row * hp..row * hp + h].copy_from_slice(&p_mat[row * h..(row + 1) * h]);
             }

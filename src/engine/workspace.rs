@@ -25,33 +25,30 @@ const KEEP: usize = 32;
 pub(crate) const MAX_IDLE_BYTES: usize = 256 << 20;
 
 #[derive(Debug, Default)]
-struct Idle {
-    buffers: Vec<Vec<f32>>,
-    bytes: usize,
-}
-
-#[derive(Debug, Default)]
 pub(crate) struct BufferPool {
-    free: Mutex<Idle>,
+    free: Mutex<Vec<Vec<f32>>>,
 }
 
-fn bytes_of(buf: &Vec<f32>) -> usize {
-    buf.capacity() * std::mem::size_of::<f32>()
+/// Bytes held by `buffers` (at most `KEEP` of them: cheap to sum).
+fn bytes_of(buffers: &[Vec<f32>]) -> usize {
+    buffers
+        .iter()
+        .map(|b| b.capacity() * std::mem::size_of::<f32>())
+        .sum()
 }
 
 impl BufferPool {
-    fn idle(&self) -> std::sync::MutexGuard<'_, Idle> {
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Vec<f32>>> {
         self.free.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A buffer of `len` elements with unspecified (but initialised)
-    /// contents: the caller overwrites what it reads.
-    /// [`Error::OutOfMemory`] if it cannot be had.
+    /// contents: the caller overwrites what it reads. An out-of-memory
+    /// error if it cannot be had.
     pub fn take(&self, len: usize) -> Result<Vec<f32>> {
         let reused = {
-            let mut idle = self.idle();
+            let mut free = self.idle();
             // The smallest buffer that is large enough, else the largest.
-            let free = &idle.buffers;
             let pick = free
                 .iter()
                 .enumerate()
@@ -59,11 +56,7 @@ impl BufferPool {
                 .min_by_key(|(_, b)| b.capacity())
                 .or_else(|| free.iter().enumerate().max_by_key(|(_, b)| b.capacity()))
                 .map(|(i, _)| i);
-            pick.map(|i| {
-                let buf = idle.buffers.swap_remove(i);
-                idle.bytes -= bytes_of(&buf);
-                buf
-            })
+            pick.map(|i| free.swap_remove(i))
         };
         let mut buf = reused.unwrap_or_default();
         if let Err(e) = try_grow(&mut buf, len, "a call's scratch buffer") {
@@ -83,23 +76,23 @@ impl BufferPool {
 
     /// Returns a buffer for later calls (or frees it, past the pool's caps).
     pub fn give(&self, buf: Vec<f32>) {
-        let bytes = bytes_of(&buf);
-        let mut idle = self.idle();
-        if idle.buffers.len() < KEEP && idle.bytes + bytes <= MAX_IDLE_BYTES {
-            idle.bytes += bytes;
-            idle.buffers.push(buf);
+        let mut free = self.idle();
+        if free.len() < KEEP
+            && bytes_of(&free) + bytes_of(std::slice::from_ref(&buf)) <= MAX_IDLE_BYTES
+        {
+            free.push(buf);
         }
     }
 
     /// Bytes held by idle buffers.
     pub fn idle_bytes(&self) -> usize {
-        self.idle().bytes
+        bytes_of(&self.idle())
     }
 
     /// Frees every idle buffer; returns how many bytes that was.
     pub fn release(&self) -> usize {
         let freed = std::mem::take(&mut *self.idle());
-        freed.bytes
+        bytes_of(&freed)
     }
 }
 

@@ -128,20 +128,10 @@ fn quiet_panics_in_calls() {
 /// Runs `body`, catching panics, and records the outcome for
 /// `rnn_last_error_message`.
 pub(crate) fn guard(body: impl FnOnce() -> Result<(), Failure>) -> rnn_status {
-    let outer = catch_unwind(AssertUnwindSafe(|| {
-        quiet_panics_in_calls();
-        let was = IN_CALL.try_with(|c| c.replace(true)).unwrap_or(false);
-        let status = guarded(body);
-        let _ = IN_CALL.try_with(|c| c.set(was));
-        status
-    }));
-    // Only reachable through a bug in the bookkeeping above.
-    outer.unwrap_or(rnn_status::RNN_INTERNAL)
-}
-
-fn guarded(body: impl FnOnce() -> Result<(), Failure>) -> rnn_status {
+    quiet_panics_in_calls();
+    let was_in_call = IN_CALL.try_with(|c| c.replace(true)).unwrap_or(false);
     set_last_error("");
-    match catch_unwind(AssertUnwindSafe(body)) {
+    let status = match catch_unwind(AssertUnwindSafe(body)) {
         Ok(Ok(())) => rnn_status::RNN_OK,
         Ok(Err(failure)) => {
             set_last_error(&failure.message);
@@ -156,7 +146,9 @@ fn guarded(body: impl FnOnce() -> Result<(), Failure>) -> rnn_status {
             set_last_error(&format!("internal error (please report): {what}"));
             rnn_status::RNN_INTERNAL
         }
-    }
+    };
+    let _ = IN_CALL.try_with(|c| c.set(was_in_call));
+    status
 }
 
 /// Pointer to this thread's last error message ("" after a successful call).

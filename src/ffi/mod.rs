@@ -312,17 +312,8 @@ pub unsafe extern "C" fn rnn_model_create(
         }
         let config = to_config(config)?;
         // A configuration can be valid yet far too large for this machine:
-        // report that instead of letting the allocator abort the process.
-        let n = config.num_params();
-        let mut params = Vec::new();
-        params.try_reserve_exact(n).map_err(|_| {
-            Failure::new(
-                rnn_status::RNN_OUT_OF_MEMORY,
-                format!("cannot allocate {n} parameters"),
-            )
-        })?;
-        params.resize(n, 0.0);
-        let model = register(rnn_model::new(Model::from_params(config, params)?));
+        // RNN_OUT_OF_MEMORY instead of an abort.
+        let model = register(rnn_model::new(Model::try_zeros(config)?));
         // SAFETY: `out` is non-NULL and the caller passes a writable pointer.
         unsafe { *out = model };
         Ok(())
@@ -402,8 +393,11 @@ pub unsafe extern "C" fn rnn_model_set_params(
     guard(|| {
         // SAFETY: per the function's contract.
         let params = unsafe { slice(params, len, "params")? };
+        // Checked before the update copies the model (updates never change
+        // the configuration, so the count holds).
+        let expected = model_ref(model)?.config().num_params();
+        crate::error::check_len("params", expected, params.len())?;
         update_model(model, |model| {
-            crate::error::check_len("params", model.params().len(), params.len())?;
             model.params_mut().copy_from_slice(params);
             Ok(())
         })
@@ -419,8 +413,7 @@ pub unsafe extern "C" fn rnn_model_set_params(
 pub unsafe extern "C" fn rnn_model_init_random(model: *mut rnn_model, seed: u64) -> rnn_status {
     guard(|| {
         update_model(model, |model| {
-            let fresh = Model::try_random(model.config().clone(), seed)?;
-            model.params_mut().copy_from_slice(fresh.params());
+            model.fill_random(seed);
             Ok(())
         })
     })
@@ -505,8 +498,7 @@ pub unsafe extern "C" fn rnn_model_release_memory(
     released: *mut usize,
 ) -> rnn_status {
     guard(|| {
-        let handle = acquire(model, "model")?;
-        let bytes = handle.snapshot().release_memory();
+        let bytes = model_ref(model)?.release_memory();
         // SAFETY: NULL or writable per the contract.
         if let Some(out) = unsafe { released.as_mut() } {
             *out = bytes;

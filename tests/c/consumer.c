@@ -12,26 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "librnn.h"
-
-static int failures = 0;
-
-#define CHECK(cond, ...)                                      \
-    do {                                                      \
-        if (!(cond)) {                                        \
-            failures++;                                       \
-            fprintf(stderr, "%s:%d: ", __FILE__, __LINE__);   \
-            fprintf(stderr, __VA_ARGS__);                     \
-            fprintf(stderr, "\n");                            \
-        }                                                     \
-    } while (0)
-
-#define EXPECT_STATUS(call, want)                                                   \
-    do {                                                                            \
-        rnn_status got_ = (call);                                                   \
-        CHECK(got_ == (want), "%s returned %d, expected %d (%s)", #call, (int)got_, \
-              (int)(want), rnn_last_error_message());                               \
-    } while (0)
+#include "check.h"
 
 typedef struct {
     float *data;
@@ -492,10 +473,8 @@ int main(int argc, char **argv) {
         free_case(&c);
     }
     error_paths();
-    if (failures) {
-        fprintf(stderr, "%d check(s) failed\n", failures);
-        return 1;
-    }
-    printf("C consumer: %d case file(s) and the error paths passed (librnn %s)\n", argc - 1, rnn_version());
-    return 0;
+    char passed[128];
+    snprintf(passed, sizeof passed, "C consumer: %d case file(s) and the error paths passed (librnn %s)", argc - 1,
+             rnn_version());
+    return finish(passed);
 }

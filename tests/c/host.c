@@ -19,26 +19,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "librnn.h"
-
-static int failures = 0;
-
-#define CHECK(cond, ...)                                    \
-    do {                                                    \
-        if (!(cond)) {                                      \
-            failures++;                                     \
-            fprintf(stderr, "%s:%d: ", __FILE__, __LINE__); \
-            fprintf(stderr, __VA_ARGS__);                   \
-            fprintf(stderr, "\n");                          \
-        }                                                   \
-    } while (0)
-
-#define EXPECT_STATUS(call, want)                                                   \
-    do {                                                                            \
-        rnn_status got_ = (call);                                                   \
-        CHECK(got_ == (want), "%s returned %d, expected %d (%s)", #call, (int)got_, \
-              (int)(want), rnn_last_error_message());                               \
-    } while (0)
+#include "check.h"
 
 /* One LSTM layer, I = 3, H = 8; calls of T = 10 steps over N = 16 items:
  * enough rows that the calls use the worker threads (batch blocks, input
@@ -458,12 +439,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < X_LEN; i++) x_data[i] = (float)((i * 37) % 11 - 5) * 0.1f;
     if (argc > 1 && strcmp(argv[1], "oom") == 0) {
         out_of_memory_is_a_status();
-        if (failures) {
-            fprintf(stderr, "%d check(s) failed\n", failures);
-            return 1;
-        }
-        printf("host oom: every check passed\n");
-        return 0;
+        return finish("host oom: every check passed");
     }
     fork_child_keeps_working();
     calls_from_thread_exit_destructors();
@@ -473,10 +449,5 @@ int main(int argc, char **argv) {
     huge_gradients_are_clipped();
     loads_are_bounded();
     idle_memory_is_released();
-    if (failures) {
-        fprintf(stderr, "%d check(s) failed\n", failures);
-        return 1;
-    }
-    printf("host: every check passed\n");
-    return 0;
+    return finish("host: every check passed");
 }
