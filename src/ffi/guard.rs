@@ -302,6 +302,45 @@ mod tests {
         assert_eq!(last_message(), "");
     }
 
+    /// Runs in a child process (see the next test): a panic inside a call
+    /// and one outside any call, with the test harness's capture off.
+    #[test]
+    fn panic_printing_child() {
+        if std::env::var_os("LIBRNN_PANIC_CHILD").is_none() {
+            return;
+        }
+        assert_eq!(
+            guard(|| panic!("panic inside a librnn call")),
+            rnn_status::RNN_INTERNAL
+        );
+        let outside = std::panic::catch_unwind(|| panic!("panic outside librnn"));
+        assert!(outside.is_err());
+    }
+
+    /// librnn never prints a caught panic, and leaves other panics to the
+    /// hook that was there before.
+    #[test]
+    fn a_panic_in_a_call_is_not_printed_but_others_are() {
+        let run = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "ffi::guard::tests::panic_printing_child", "--nocapture"])
+            .env("LIBRNN_PANIC_CHILD", "1")
+            .output();
+        let out = match run {
+            Ok(out) => out,
+            // A cross-built test binary run under qemu-user cannot exec
+            // itself without binfmt support; the native run covers this.
+            Err(e) if e.raw_os_error() == Some(libc::ENOEXEC) => {
+                println!("skipped: cannot re-run this test binary ({e})");
+                return;
+            }
+            Err(e) => panic!("cannot re-run this test binary: {e}"),
+        };
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(!stderr.contains("panic inside a librnn call"), "{stderr}");
+        assert!(stderr.contains("panic outside librnn"), "{stderr}");
+    }
+
     #[test]
     fn long_messages_are_cut_at_a_character_boundary() {
         let long = "é".repeat(MESSAGE_CAPACITY);
