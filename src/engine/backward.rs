@@ -198,7 +198,7 @@ fn weight_grads(
     pool.give(dw);
 
     let mut dwb = zeroed(gh)?;
-    add_column_sums(&g.dg, rows, gh, &mut dwb);
+    add_column_sums(&g.dg, rows, gh, &mut dwb)?;
     unpad(&dwb, 1, &mut dparams[range(ParamKind::Wb)]);
 
     let mut dr = pool.take(gh * st)?; // every part below is written with beta = 0
@@ -229,7 +229,7 @@ fn weight_grads(
             st,
         );
         drb[rz..].fill(0.0);
-        add_column_sums(&g.d_rn, rows, hp, &mut drb[rz..]);
+        add_column_sums(&g.d_rn, rows, hp, &mut drb[rz..])?;
     } else {
         par_gemm(
             Mat::transposed(&g.dg, gh, rows, gh),

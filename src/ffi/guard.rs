@@ -322,7 +322,11 @@ mod tests {
     #[test]
     fn a_panic_in_a_call_is_not_printed_but_others_are() {
         let run = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "ffi::guard::tests::panic_printing_child", "--nocapture"])
+            .args([
+                "--exact",
+                "ffi::guard::tests::panic_printing_child",
+                "--nocapture",
+            ])
             .env("LIBRNN_PANIC_CHILD", "1")
             .output();
         let out = match run {

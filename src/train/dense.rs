@@ -80,7 +80,7 @@ impl Dense {
             dw,
             self.inputs,
         );
-        crate::gemm::add_column_sums(dy, rows, self.outputs, db);
+        crate::gemm::add_column_sums(dy, rows, self.outputs, db)?;
         Ok((dx, dparams))
     }
 
