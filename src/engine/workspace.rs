@@ -48,13 +48,20 @@ impl BufferPool {
     pub fn take(&self, len: usize) -> Result<Vec<f32>> {
         let reused = {
             let mut free = self.idle();
-            // The smallest buffer that is large enough, else the largest.
+            // The smallest buffer that is large enough but not more than
+            // twice that (a trace keeps what it takes: a small tensor must
+            // not hold on to a large buffer), else the largest, grown.
             let pick = free
                 .iter()
                 .enumerate()
-                .filter(|(_, b)| b.capacity() >= len)
+                .filter(|(_, b)| b.capacity() >= len && b.capacity() / 2 <= len)
                 .min_by_key(|(_, b)| b.capacity())
-                .or_else(|| free.iter().enumerate().max_by_key(|(_, b)| b.capacity()))
+                .or_else(|| {
+                    free.iter()
+                        .enumerate()
+                        .filter(|(_, b)| b.capacity() < len)
+                        .max_by_key(|(_, b)| b.capacity())
+                })
                 .map(|(i, _)| i);
             pick.map(|i| free.swap_remove(i))
         };
