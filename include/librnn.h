@@ -202,6 +202,23 @@ typedef struct rnn_sizes {
   size_t params;
 } rnn_sizes;
 
+// The most memory, in bytes, calls of `seq_len` steps over `batch`
+// sequences allocate besides the caller's buffers (`rnn::CallMemory`), so
+// a caller can check before calling. Memory the model keeps from earlier
+// calls is reused first. Added in ABI version 3.
+typedef struct rnn_memory {
+  // Packing the weights: the first call, and the first after an update.
+  size_t packing;
+  // `rnn_forward_inference` while it runs.
+  size_t inference;
+  // `rnn_forward_training` while it runs, besides its trace.
+  size_t training_forward;
+  // What a trace holds until `rnn_trace_destroy`.
+  size_t trace;
+  // `rnn_backward` while it runs.
+  size_t backward;
+} rnn_memory;
+
 // The inputs of a forward call. `seq_lens` (`batch` entries, each <=
 // `seq_len`), `h0` and `c0` are optional: NULL with length 0 means all
 // steps and zero initial states.
@@ -297,6 +314,16 @@ enum rnn_status rnn_sizes_for(const struct rnn_model *model,
                               size_t seq_len,
                               size_t batch,
                               struct rnn_sizes *out);
+
+// Fills `*out` with the memory calls of `seq_len` steps over `batch`
+// sequences allocate (see `rnn_memory`). Added in ABI version 3.
+//
+// # Safety
+// `model` from `rnn_model_create` (checked); `out` writable.
+enum rnn_status rnn_call_memory(const struct rnn_model *model,
+                                size_t seq_len,
+                                size_t batch,
+                                struct rnn_memory *out);
 
 // Copies the model's flat parameter vector into `out` (`len` must equal
 // `rnn_sizes.params`).

@@ -190,6 +190,27 @@ pub(crate) fn swap_outer_axes_into<F: Copy>(
     }
 }
 
+/// Bytes a call allocates besides the caller's buffers, at most, for one
+/// shape ([`crate::Model::call_memory`]). The `_into` calls allocate
+/// exactly this; the owned ones also allocate the `y`, `h_n` and `c_n` they
+/// return. Memory the model's pool already holds from earlier calls is
+/// reused first, so a call may allocate less.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CallMemory {
+    /// Packing the weights for the kernels: done by the first call, and by
+    /// the first call after the parameters or the ISA change.
+    pub packing: usize,
+    /// A forward inference call, while it runs.
+    pub inference: usize,
+    /// A forward training call while it runs, besides its trace.
+    pub training_forward: usize,
+    /// What a training call's trace holds until it is dropped.
+    pub trace: usize,
+    /// A backward call while it runs, its results (dx, dh0, dc0, dparams)
+    /// included.
+    pub backward: usize,
+}
+
 /// Results of a forward pass.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Output<F = f32> {

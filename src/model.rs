@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 use crate::config::{Config, ParamKind};
 use crate::engine::{self, BufferPool, Packed};
 use crate::error::{check_len, try_copy, try_vec, try_zeros_untouched, Error, Result};
-use crate::io::{Gradients, Input, Output, OutputGrads, Shapes};
+use crate::io::{CallMemory, Gradients, Input, Output, OutputGrads, Shapes};
 use crate::kernels::Isa;
 use crate::rng::SplitMix64;
 
@@ -113,6 +113,20 @@ impl Model {
     /// many bytes were freed. The next call allocates afresh.
     pub fn release_memory(&self) -> usize {
         self.pool.release()
+    }
+
+    /// The most memory calls of `seq_len` steps over `batch` sequences
+    /// allocate besides the caller's buffers, so a caller can check before
+    /// calling (e.g. to pick a batch size or a TBPTT chunk).
+    pub fn call_memory(&self, seq_len: usize, batch: usize) -> Result<CallMemory> {
+        let shapes = Shapes::new(&self.config, seq_len, batch)?;
+        let unit = crate::kernels::Kernels::for_isa(self.isa()?)?.unit();
+        Ok(engine::call_memory(
+            &self.config,
+            &shapes,
+            unit,
+            crate::threads::num_threads(),
+        ))
     }
 
     /// Whether `trace` was made by this model (with any parameters).

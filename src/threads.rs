@@ -79,6 +79,14 @@ pub(crate) fn run<R: Send>(work: impl FnOnce() -> Result<R> + Send) -> Result<R>
     pool()?.install(work)
 }
 
+/// How many threads a call made now would use.
+pub(crate) fn num_threads() -> usize {
+    if rayon::current_thread_index().is_some() {
+        return rayon::current_num_threads();
+    }
+    pool().map_or(1, rayon::ThreadPool::current_num_threads)
+}
+
 /// Whether the current thread is one of librnn's workers.
 pub(crate) fn is_worker() -> bool {
     std::thread::current()

@@ -99,7 +99,7 @@ impl DirTrace {
 /// Rows of the input projection per task: enough to amortise streaming the
 /// packed weights through the cache once per block, few enough that a
 /// block's inputs stay in L2 and that blocks spread over the threads.
-const PROJECTION_ROWS: usize = 48;
+pub(crate) const PROJECTION_ROWS: usize = 48;
 
 /// `[TN, G·Hp]` interleaved: `x W^T + bias` for every step at once, with the
 /// same register-tiled kernel as the recurrence, over row blocks in parallel.

@@ -12,11 +12,13 @@
 
 mod backward;
 mod forward;
+mod memory;
 pub(crate) mod pack;
 mod workspace;
 
 pub(crate) use backward::backward;
 pub(crate) use forward::{forward, forward_into, Dest, Trace};
+pub(crate) use memory::call_memory;
 pub(crate) use workspace::{BufferPool, MAX_IDLE_BYTES};
 
 use crate::config::Config;

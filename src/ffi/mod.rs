@@ -356,6 +356,54 @@ pub unsafe extern "C" fn rnn_sizes_for(
     })
 }
 
+/// The most memory, in bytes, calls of `seq_len` steps over `batch`
+/// sequences allocate besides the caller's buffers (`rnn::CallMemory`), so
+/// a caller can check before calling. Memory the model keeps from earlier
+/// calls is reused first. Added in ABI version 3.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+#[allow(non_camel_case_types)]
+pub struct rnn_memory {
+    /// Packing the weights: the first call, and the first after an update.
+    pub packing: usize,
+    /// `rnn_forward_inference` while it runs.
+    pub inference: usize,
+    /// `rnn_forward_training` while it runs, besides its trace.
+    pub training_forward: usize,
+    /// What a trace holds until `rnn_trace_destroy`.
+    pub trace: usize,
+    /// `rnn_backward` while it runs.
+    pub backward: usize,
+}
+
+/// Fills `*out` with the memory calls of `seq_len` steps over `batch`
+/// sequences allocate (see `rnn_memory`). Added in ABI version 3.
+///
+/// # Safety
+/// `model` from `rnn_model_create` (checked); `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn rnn_call_memory(
+    model: *const rnn_model,
+    seq_len: usize,
+    batch: usize,
+    out: *mut rnn_memory,
+) -> rnn_status {
+    guard(|| {
+        let model = model_ref(model)?;
+        // SAFETY: per the function's contract.
+        let out = unsafe { out.as_mut() }.ok_or_else(|| Failure::null("out"))?;
+        let m = model.call_memory(seq_len, batch)?;
+        *out = rnn_memory {
+            packing: m.packing,
+            inference: m.inference,
+            training_forward: m.training_forward,
+            trace: m.trace,
+            backward: m.backward,
+        };
+        Ok(())
+    })
+}
+
 /// Copies the model's flat parameter vector into `out` (`len` must equal
 /// `rnn_sizes.params`).
 ///

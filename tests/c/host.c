@@ -386,8 +386,12 @@ static void out_of_memory_is_a_status(void) {
     rnn_model *m = NULL;
     EXPECT_STATUS(rnn_model_create(&c, &m), RNN_OK);
     /* 12 MB of caller buffers; without c_n the final cell state alone is
-     * 32 GB of scratch. */
+     * 32 GB of scratch, which the query says before the call. */
     size_t n = 1000000;
+    rnn_memory need;
+    EXPECT_STATUS(rnn_call_memory(m, 1, n, &need), RNN_OK);
+    CHECK(need.inference > (size_t)32000000000ull, "inference needs %zu bytes", need.inference);
+    EXPECT_STATUS(rnn_call_memory(m, 1, n, NULL), RNN_NULL_POINTER);
     float *x = calloc(n, sizeof(float)), *y = calloc(n, sizeof(float)), *h = calloc(n, sizeof(float));
     rnn_input in;
     memset(&in, 0, sizeof in);

@@ -1,0 +1,167 @@
+//! How much memory a call allocates besides the caller's buffers, from the
+//! shapes alone, so a caller can check before calling
+//! ([`crate::Model::call_memory`], `rnn_call_memory`).
+//!
+//! Each figure is an upper bound that follows the allocations of
+//! `forward.rs`, `backward.rs` and `pack.rs` (tests/call_memory.rs checks
+//! it against a counting allocator): buffers that a call reuses from its
+//! model's pool are counted once, the way the pool hands them back.
+
+use super::forward::PROJECTION_ROWS;
+use super::pack::round_up;
+use crate::config::{CellKind, Config, GruVariant, Layout};
+use crate::io::{CallMemory, Shapes};
+use crate::kernels::fused::{BackRow, MatRow, StepRow};
+
+/// matrixmultiply's packing buffers for one product on one thread: KC × (MC
+/// + NC) f32 with its defaults (256 × (64 + 1024)), rounded up.
+const GEMM_PACKING: u128 = 2 << 20; // bytes
+
+const F32: u128 = std::mem::size_of::<f32>() as u128;
+
+/// Small bookkeeping of any call (the batch block list, rayon's jobs, ...).
+const BOOKKEEPING: u128 = 16 << 10; // bytes
+
+/// Sizes of one layer's (and direction's) buffers, in f32 elements.
+struct Geometry {
+    /// Gate rows, padded: G · Hp.
+    gh: u128,
+    hp: u128,
+    /// The state (H or P), and its padded stride.
+    st: u128,
+    ks: u128,
+}
+
+fn geometry(config: &Config, unit: usize) -> Geometry {
+    let hp = round_up(config.hidden_size(), unit) as u128;
+    let st = config.state_size();
+    Geometry {
+        gh: config.gates() as u128 * hp,
+        hp,
+        st: st as u128,
+        ks: round_up(st, unit) as u128,
+    }
+}
+
+fn bytes(elements: u128) -> usize {
+    usize::try_from(elements.saturating_mul(F32)).unwrap_or(usize::MAX)
+}
+
+pub(crate) fn call_memory(
+    config: &Config,
+    shapes: &Shapes,
+    unit: usize,
+    threads: usize,
+) -> CallMemory {
+    let g = geometry(config, unit);
+    let (t, n) = (shapes.seq_len as u128, shapes.batch as u128);
+    let rows = t * n;
+    let (i, width) = (config.input_size() as u128, config.output_size() as u128);
+    let layers = config.num_layers() as u128;
+    let layer_dirs = (layers * config.num_directions() as u128).max(1);
+    let (lstm, gru) = (
+        config.cell() == CellKind::Lstm,
+        config.cell() == CellKind::Gru,
+    );
+    let lbr = config.gru_variant() == GruVariant::LinearBeforeReset;
+    let proj = config.proj_size() > 0;
+    let batch_first = config.layout() == Layout::BatchFirst;
+    let on = |flag: bool, v: u128| if flag { v } else { 0 };
+    let gemm = GEMM_PACKING * threads.max(1) as u128;
+    // Fixed small allocations, plus each thread's row list of one input
+    // projection block, in f32 elements.
+    let small = (BOOKKEEPING
+        + threads.max(1) as u128 * (PROJECTION_ROWS * std::mem::size_of::<MatRow>()) as u128)
+        / F32;
+    let widest_input = i.max(width);
+
+    // Every call: the lengths, a time-major copy of a batch-first x, the
+    // last layer's time-major output before it is transposed into y, the
+    // final c when the caller does not ask for it, and one input
+    // projection (given back to the pool after each direction, reused by
+    // the next).
+    let lens = n * std::mem::size_of::<usize>() as u128 / F32;
+    let x_copy = on(batch_first, rows * i);
+    let y_scratch = on(batch_first, rows * width);
+    let c_scratch = on(lstm, shapes.c as u128);
+    let xw = rows * g.gh;
+    // Per batch row, each block's step state and row lists.
+    let row_lists =
+        (std::mem::size_of::<StepRow>() + 2 * std::mem::size_of::<MatRow>()) as u128 / F32 + 1;
+    let step_state = |training: bool| {
+        n * (2 * g.ks
+            + on(lstm, g.hp)
+            + on(
+                !training,
+                on(gru, g.gh) + on(gru && !lbr, g.hp) + on(proj, g.hp),
+            )
+            + row_lists)
+    };
+
+    // Inference keeps at most two layer outputs at once (the pool hands the
+    // older back for the next layer).
+    let layer_buffers = layers.saturating_sub(1).min(2) * rows * width;
+    let inference =
+        small + lens + x_copy + y_scratch + c_scratch + layer_buffers + xw + step_state(false);
+
+    // Training keeps every layer's input and each direction's step values
+    // in the trace; the rest is the same transient work.
+    let per_direction_trace = rows
+        * (g.gh
+            + g.ks
+            + on(lstm, 2 * g.hp)
+            + on(proj, g.hp)
+            + on(gru, g.hp)
+            + on(config.gate_clip().is_some(), g.gh));
+    let trace =
+        small + lens + rows * i + (layers - 1) * rows * width + layer_dirs * per_direction_trace;
+    let training = small + y_scratch + c_scratch + xw + step_state(true);
+
+    // Backward: its results (dx, dh0, dc0, dparams), the output gradient
+    // and a layer's input gradient, one direction's gate gradients, each
+    // block's carried and step gradients, one weight gradient at a time.
+    let results = rows * i
+        + on(batch_first, rows * i)
+        + 2 * shapes.h as u128
+        + 2 * shapes.c as u128
+        + config.num_params() as u128;
+    let layer_grads = rows * (width + widest_input);
+    let gate_grads = rows * (g.gh + on(gru, g.hp) + on(proj, g.ks));
+    let back_rows = (std::mem::size_of::<BackRow>()
+        + std::mem::size_of::<MatRow>()
+        + 2 * std::mem::size_of::<usize>()) as u128
+        / F32
+        + 1;
+    let back_state = n
+        * (3 * g.ks
+            + on(lstm, g.hp)
+            + on(proj, g.hp)
+            + g.gh
+            + on(gru, 3 * g.hp + g.ks)
+            + back_rows)
+        + on(config.peepholes(), n * 3 * g.hp);
+    // dW and dR (and dP) padded, the bias rows and their f64 column sums.
+    let weight_grads = g.gh * (widest_input + g.st) + 4 * g.gh + on(proj, g.st * g.hp);
+    let backward = small + results + layer_grads + gate_grads + back_state + weight_grads;
+
+    // Packing, once per model and ISA (and after each update): per block,
+    // W in three layouts, R in three, the projection in three, biases and
+    // peepholes; each panel set is copied once more into aligned storage.
+    let packed_block = |layer: usize| {
+        let input = config.layer_input_size(layer) as u128;
+        let (w, r) = (g.gh * input, g.gh * g.ks);
+        let p = on(proj, 3 * g.ks * g.hp);
+        3 * w + 3 * r + p + 6 * g.gh + 6 * g.hp + 16 * 8
+    };
+    let widest_block = packed_block(0).max(packed_block(config.num_layers() - 1));
+    let packing = layer_dirs * widest_block + widest_block;
+
+    CallMemory {
+        packing: bytes(packing),
+        inference: bytes(inference),
+        training_forward: bytes(training),
+        trace: bytes(trace),
+        // Only backward runs matrixmultiply products.
+        backward: bytes(backward).saturating_add(usize::try_from(gemm).unwrap_or(usize::MAX)),
+    }
+}
