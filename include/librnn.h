@@ -40,7 +40,18 @@
  *   process, so a child of a process that used librnn can use it (and its
  *   models) at once. Fork while no librnn call runs in another thread, as with
  *   any library that holds locks during a call.
- * - Memory: a model too large to allocate gives RNN_OUT_OF_MEMORY.
+ * - Memory: every allocation librnn makes can fail without harm: a model too
+ *   large, a call's workspace or trace, packing the weights all give
+ *   RNN_OUT_OF_MEMORY with the size in the message, and the model stays
+ *   usable. rnn_call_memory() tells beforehand how much a call of a given
+ *   shape allocates. A model keeps at most 256 MiB of idle scratch between
+ *   calls; rnn_model_release_memory() frees it.
+ * - Files: saves are atomic (a temporary in the same directory, flushed and
+ *   renamed over the target); loads read only regular files, never more than
+ *   the file's size, and never block on a FIFO or a device.
+ * - Gradient clipping by norm is computed in double precision: any finite
+ *   gradients are clipped correctly; NaN or infinite ones are left as they
+ *   are, and the norm reported is then NaN or infinity.
  */
 
 #ifndef LIBRNN_H

@@ -326,6 +326,59 @@ fn every_case_matches_its_framework_on_every_isa() {
     }
 }
 
+/// A failed import changes nothing: every entry is checked before any is
+/// copied, so a bad last tensor leaves the earlier ones (and the model's
+/// traces) as they were. Names must be spelled as PyTorch spells them.
+#[test]
+fn failed_state_dict_imports_change_nothing() {
+    let config = Config::builder(CellKind::Lstm, 3, 4)
+        .num_layers(2)
+        .direction(rnn::Direction::BidirectionalConcat)
+        .build()
+        .unwrap();
+    let mut model = Model::random(config.clone(), 1);
+    let before = model.params().to_vec();
+    let x = vec![0.5; 2 * 3];
+    let (_, trace) = model.forward_training(&rnn::Input::new(&x, 2, 1)).unwrap();
+    let names = pytorch::tensor_names(&config).unwrap();
+    let values: Vec<Vec<f32>> = names
+        .iter()
+        .map(|(_, shape)| vec![0.25; shape.iter().product()])
+        .collect();
+    let mut entries: Vec<(&str, &[f32])> = names
+        .iter()
+        .zip(&values)
+        .map(|((n, _), v)| (n.as_str(), v.as_slice()))
+        .collect();
+    let short = [0.0f32; 3];
+    *entries.last_mut().unwrap() = (names.last().unwrap().0.as_str(), &short);
+    assert!(pytorch::import_state_dict(&mut model, entries.iter().copied()).is_err());
+    assert_eq!(model.params(), &before[..], "no tensor was copied");
+    let dy = vec![1.0; 2 * 8];
+    assert!(
+        model.backward(&trace, &rnn::OutputGrads::new(&dy)).is_ok(),
+        "the trace is still valid"
+    );
+    // Repeated names are refused too.
+    let mut repeated = entries.clone();
+    *repeated.last_mut().unwrap() = entries[0];
+    assert!(pytorch::import_state_dict(&mut model, repeated.iter().copied()).is_err());
+    assert_eq!(model.params(), &before[..]);
+
+    for bad in [
+        "weight_ih_l+0",
+        "weight_ih_l00",
+        "weight_ih_l",
+        "weight_ih_l0_reverse_",
+    ] {
+        assert!(
+            pytorch::import_tensor(&mut model, bad, &values[0]).is_err(),
+            "{bad} is not a PyTorch name"
+        );
+    }
+    assert_eq!(model.params(), &before[..]);
+}
+
 #[test]
 fn incompatible_configurations_are_refused() {
     let peep = Config::builder(CellKind::Lstm, 2, 3)
@@ -341,6 +394,17 @@ fn incompatible_configurations_are_refused() {
         pytorch::tensor_names(&gru_onnx_default).is_err(),
         "PyTorch's GRU is linear-before-reset"
     );
+    // PyTorch refuses proj_size >= hidden_size; librnn itself allows it.
+    for p in [3, 4] {
+        let wide = Config::builder(CellKind::Lstm, 2, 3)
+            .proj_size(p)
+            .build()
+            .expect("librnn allows any projection size");
+        assert!(
+            pytorch::tensor_names(&wide).is_err(),
+            "PyTorch needs proj_size < hidden_size"
+        );
+    }
     let proj = Config::builder(CellKind::Lstm, 2, 3)
         .proj_size(2)
         .build()
