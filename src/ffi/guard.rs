@@ -334,7 +334,11 @@ mod tests {
             return;
         }
         let out = std::process::Command::new(&exe)
-            .args(["--exact", "ffi::guard::tests::panic_printing_child", "--nocapture"])
+            .args([
+                "--exact",
+                "ffi::guard::tests::panic_printing_child",
+                "--nocapture",
+            ])
             .env("LIBRNN_PANIC_CHILD", "1")
             .output()
             .unwrap();
