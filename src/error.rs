@@ -34,6 +34,10 @@ pub enum Error {
         /// How many bytes were asked for.
         bytes: usize,
     },
+    /// A bug inside librnn (a panic on one of the threads running the call)
+    /// was caught and the call abandoned; the message says where. The model
+    /// is unchanged and stays usable.
+    Internal(String),
 }
 
 impl fmt::Display for Error {
@@ -53,6 +57,7 @@ impl fmt::Display for Error {
             Error::OutOfMemory { what, bytes } => {
                 write!(f, "out of memory: cannot allocate {bytes} bytes for {what}")
             }
+            Error::Internal(msg) => write!(f, "internal error: {msg}"),
         }
     }
 }

@@ -16,7 +16,8 @@
 //! caller keeps control of the thread count. Otherwise the size is rayon's
 //! default: `RAYON_NUM_THREADS` if set, else one thread per CPU.
 
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use std::sync::OnceLock;
 
 use crate::error::{Error, Result};
 
@@ -71,12 +72,45 @@ fn pool() -> Result<&'static rayon::ThreadPool> {
     }
 }
 
+/// Engine calls in progress in this process, on any pool.
+static ACTIVE_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts a call in [`ACTIVE_CALLS`] while it lives.
+struct Active;
+
+impl Active {
+    fn enter() -> Active {
+        ACTIVE_CALLS.fetch_add(1, Ordering::Relaxed);
+        Active
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        ACTIVE_CALLS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Runs `work` on librnn's pool (or on the rayon pool the caller is in).
 pub(crate) fn run<R: Send>(work: impl FnOnce() -> Result<R> + Send) -> Result<R> {
+    let _active = Active::enter();
     if rayon::current_thread_index().is_some() {
         return work();
     }
     pool()?.install(work)
+}
+
+/// How many engine calls are running now, this one included (at least 1).
+pub(crate) fn active_calls() -> usize {
+    ACTIVE_CALLS.load(Ordering::Relaxed).max(1)
+}
+
+/// The CPUs this process may run on (its affinity mask and cgroup quota,
+/// as `std::thread::available_parallelism` reads them), read once: a pool
+/// with more threads than this cannot run them all at the same time.
+pub(crate) fn cores() -> usize {
+    static CORES: OnceLock<usize> = OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// How many threads a call made now would use.

@@ -233,11 +233,10 @@ fn the_selected_isa_is_supported() {
     println!("selected ISA: {isa:?}; supported: {:?}", Isa::supported());
 }
 
-/// A batch too small for one block per thread has each step's panels split
-/// between the threads left over (two on two threads for one block; four
-/// for one block or two for each of two blocks on four threads); that path
-/// must equal the reference too. Sizes are large enough to pass the split
-/// threshold (2^19 multiply-adds per step).
+/// On several threads a layer runs as a thread team: the two directions at
+/// once, each step's panels split between members, batch blocks for the
+/// members left over; every such split must equal the reference too. Sizes
+/// are large enough for every step to split.
 #[test]
 fn steps_split_across_threads_match_the_reference() {
     for (threads, batches) in [(2, &[1, 2][..]), (4, &[1, 4, 8][..])] {

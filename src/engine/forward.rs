@@ -3,8 +3,8 @@
 use rayon::prelude::*;
 
 use super::pack::PackedBlock;
-use super::workspace::{zeroed, BufferPool};
-use super::{batch_blocks, Packed, SharedMut};
+use super::workspace::BufferPool;
+use super::{team, Packed, SharedMut};
 use std::borrow::Cow;
 use std::sync::Arc;
 
@@ -141,74 +141,68 @@ pub(crate) fn input_projection(
     Ok(xw)
 }
 
-/// Multiply-adds per step below which splitting a step across threads costs
-/// more in synchronisation than it saves.
-const SPLIT_MIN_MACS: usize = 1 << 19;
+/// A direction's recurrent state through one layer, `[N, ·]` by item,
+/// shared by the team members that step it (each writes its own rows and
+/// units of it).
+struct DirState {
+    /// The state before and after a step, by turns `[N, state_stride]`.
+    h: [Vec<f32>; 2],
+    /// LSTM cell state `[N, Hp]`.
+    c: Vec<f32>,
+    /// Inference scratch: GRU gates `[N, G·Hp]`, reset-before-matmul GRU
+    /// `r ⊙ h` `[N, Hp]`, LSTM projection input `[N, Hp]`.
+    gates: Vec<f32>,
+    aux: Vec<f32>,
+    m: Vec<f32>,
+}
 
-/// Step rows shared by the parts of a split step.
-struct SharedRows<'a>(&'a [StepRow]);
+impl DirState {
+    fn new(
+        config: &Config,
+        pb: &PackedBlock,
+        n: usize,
+        training: bool,
+        pool: &BufferPool,
+    ) -> Result<Self> {
+        let gru = config.cell() == CellKind::Gru;
+        let lbr = config.gru_variant() == GruVariant::LinearBeforeReset;
+        let scratch =
+            |on: bool, width: usize| pool.take_zeroed(if on && !training { n * width } else { 0 });
+        Ok(DirState {
+            h: [
+                pool.take_zeroed(n * pb.state_stride)?,
+                pool.take_zeroed(n * pb.state_stride)?,
+            ],
+            c: pool.take_zeroed(if config.cell() == CellKind::Lstm {
+                n * pb.hp
+            } else {
+                0
+            })?,
+            gates: scratch(gru, pb.gates * pb.hp)?,
+            aux: scratch(gru && !lbr, pb.hp)?,
+            m: scratch(config.proj_size() > 0, pb.hp)?,
+        })
+    }
 
-// SAFETY: the parts of a split step write disjoint units (panel ranges) of
-// each row's outputs and only read the rows' inputs; GRU's second phase, which
-// reads every unit of the first phase's output, starts after every part of
-// the first phase has finished.
-unsafe impl Sync for SharedRows<'_> {}
-
-impl SharedRows<'_> {
-    // A method, so closures capture the Sync wrapper rather than its field.
-    fn rows(&self) -> &[StepRow] {
-        self.0
+    fn give_back(self, pool: &BufferPool) {
+        let [h0, h1] = self.h;
+        for buf in [h0, h1, self.c, self.gates, self.aux, self.m] {
+            if !buf.is_empty() {
+                pool.give(buf);
+            }
+        }
     }
 }
 
-/// Into how many panel ranges each step of a batch block is split: the
-/// threads a batch too small for one block per thread leaves over, so that
-/// they share the block's weight stream instead of idling, but no more than
-/// keeps each part at least half of `SPLIT_MIN_MACS` (1 = no split).
-fn split_parts(threads: usize, blocks: usize, macs_per_block_step: usize, panels: usize) -> usize {
-    let spare = threads / blocks.max(1);
-    if spare < 2 || macs_per_block_step < SPLIT_MIN_MACS {
-        return 1;
-    }
-    spare
-        .min(panels)
-        .min(macs_per_block_step / (SPLIT_MIN_MACS / 2))
-        .max(1)
-}
-
-/// One step with its panels split into `parts` rayon tasks.
-fn run_split(
-    step: unsafe fn(&StepParams, &[StepRow]),
-    params: &StepParams,
-    rows: &[StepRow],
-    gru: bool,
-    parts: usize,
-) {
-    let (first, end) = params.panels;
-    let bound = |p: usize| first + (end - first) * p / parts;
-    let shared = SharedRows(rows);
-    let phases: &[(bool, bool)] = if gru {
-        &[(true, false), (false, true)]
+fn shared_or_null(v: &mut [f32]) -> SharedMut {
+    if v.is_empty() {
+        SharedMut::null()
     } else {
-        &[(true, true)]
-    };
-    for &gru_phases in phases {
-        let shared = &shared;
-        (0..parts).into_par_iter().for_each(|p| {
-            let part = StepParams {
-                panels: (bound(p), bound(p + 1)),
-                gru_phases,
-                ..*params
-            };
-            // SAFETY: `Kernels` exists only for a supported ISA; the row
-            // pointers are valid for the whole step and the parts are
-            // disjoint (SharedRows).
-            unsafe { step(&part, shared.rows()) };
-        });
+        SharedMut::new(v)
     }
 }
 
-/// Everything one direction's batch blocks share.
+/// Everything the members stepping one direction share.
 struct DirRun<'a> {
     config: &'a Config,
     pb: &'a PackedBlock,
@@ -217,21 +211,21 @@ struct DirRun<'a> {
     lens: &'a [usize],
     reversed: bool,
     xw: &'a [f32],
-    /// Layer output `[TN, width]`, this direction's slice at `slot`.
+    /// Output `[TN, width]`, this direction's slice at `slot`: the layer
+    /// output, or (the second of two summed directions, which runs at the
+    /// same time as the first) a buffer of its own, added afterwards.
     y: SharedMut,
     width: usize,
     slot: usize,
-    /// Split each step's panels into this many parts on as many threads (a
-    /// batch too small for one block per thread); 1 = no split.
-    split_parts: usize,
-    /// Add into `y` (the second of two summed directions) instead of storing:
-    /// storing first matters, as reading a fresh zeroed buffer maps the
-    /// shared zero page and every later store then takes a copy-on-write
-    /// fault and a TLB flush of every CPU.
-    accumulate: bool,
     /// This direction's `[N, H_out]` / `[N, H]` state: initial in, final out.
     h_state: SharedMut,
     c_state: SharedMut,
+    /// [`DirState`]'s buffers.
+    h: [SharedMut; 2],
+    c: SharedMut,
+    gates_scratch: SharedMut,
+    aux_scratch: SharedMut,
+    m_scratch: SharedMut,
     /// The [`DirTrace`] buffers, in field order (null where unused).
     trace: Option<[SharedMut; 7]>,
 }
@@ -320,7 +314,6 @@ pub(crate) fn forward_into(
     };
     let mut layer_inputs = Vec::new();
     let mut dir_traces = Vec::new();
-    let blocks = batch_blocks(n);
 
     for layer in 0..config.num_layers() {
         let last = layer + 1 == config.num_layers();
@@ -341,43 +334,79 @@ pub(crate) fn forward_into(
         if last {
             layer_out.fill(0.0);
         }
-        for dir in 0..config.num_directions() {
-            let ld = layer * config.num_directions() + dir;
-            let pb = &packed.blocks[ld];
-            let xw = input_projection(packed.kernels, pb, &layer_in, t_len * n, pool)?;
-            let mut dt = match training {
+        let dirs = config.num_directions();
+        let summed = config.direction() == Direction::BidirectionalSum;
+        let mut xws = try_with_capacity(dirs, "the input projections")?;
+        let mut traces = try_with_capacity(dirs, "the layer's traces")?;
+        let mut states = try_with_capacity(dirs, "the layer's states")?;
+        for dir in 0..dirs {
+            let pb = &packed.blocks[layer * dirs + dir];
+            xws.push(input_projection(
+                packed.kernels,
+                pb,
+                &layer_in,
+                t_len * n,
+                pool,
+            )?);
+            traces.push(match training {
                 true => Some(DirTrace::new(config, pb, t_len * n, pool)?),
                 false => None,
+            });
+            states.push(DirState::new(config, pb, n, training, pool)?);
+        }
+        // The second of two summed directions runs beside the first, into
+        // a buffer of its own (zero where no step writes).
+        let mut second = match summed {
+            true => pool.take_zeroed(t_len * n * hs)?,
+            false => Vec::new(),
+        };
+        let mut runs = try_with_capacity(dirs, "the layer's directions")?;
+        for (dir, ((xw, dt), state)) in xws.iter().zip(&mut traces).zip(&mut states).enumerate() {
+            let ld = layer * dirs + dir;
+            let pb = &packed.blocks[ld];
+            let (h_state, c_state) = (
+                &mut h_n[ld * n * hs..(ld + 1) * n * hs],
+                if config.has_cell_state() {
+                    &mut c_n[ld * n * cs..(ld + 1) * n * cs]
+                } else {
+                    &mut [][..]
+                },
+            );
+            // The state each item starts from, in the padded rows the kernels read.
+            for b in 0..n {
+                let ks = pb.state_stride;
+                state.h[0][b * ks..b * ks + hs].copy_from_slice(&h_state[b * hs..(b + 1) * hs]);
+                if config.has_cell_state() {
+                    state.c[b * pb.hp..b * pb.hp + cs]
+                        .copy_from_slice(&c_state[b * cs..(b + 1) * cs]);
+                }
+            }
+            let (y, y_width, slot) = match (summed && dir == 1, config.direction()) {
+                (true, _) => (SharedMut::new(&mut second), hs, 0),
+                (false, Direction::BidirectionalConcat) => {
+                    (SharedMut::new(layer_out), width, dir * hs)
+                }
+                (false, _) => (SharedMut::new(layer_out), width, 0),
             };
-            let c_slice: &mut [f32] = if config.has_cell_state() {
-                &mut c_n[ld * n * cs..(ld + 1) * n * cs]
-            } else {
-                &mut []
-            };
-            let run = DirRun {
+            let [h_a, h_b] = &mut state.h;
+            runs.push(DirRun {
                 config,
                 pb,
                 kernels: packed.kernels,
                 batch: n,
                 lens: &lens,
                 reversed: config.direction().is_reversed(dir),
-                xw: &xw,
-                y: SharedMut::new(layer_out),
-                width,
-                slot: if config.direction() == Direction::BidirectionalConcat {
-                    dir * hs
-                } else {
-                    0
-                },
-                accumulate: config.direction() == Direction::BidirectionalSum && dir == 1,
-                split_parts: split_parts(
-                    rayon::current_num_threads(),
-                    blocks.len(),
-                    blocks.iter().map(|b| b.1).max().unwrap_or(0) * pb.gates * pb.hp * pb.state,
-                    pb.hp / packed.kernels.unit(),
-                ),
-                h_state: SharedMut::new(&mut h_n[ld * n * hs..(ld + 1) * n * hs]),
-                c_state: SharedMut::new(c_slice),
+                xw,
+                y,
+                width: y_width,
+                slot,
+                h_state: SharedMut::new(h_state),
+                c_state: SharedMut::new(c_state),
+                h: [SharedMut::new(h_a), SharedMut::new(h_b)],
+                c: shared_or_null(&mut state.c),
+                gates_scratch: shared_or_null(&mut state.gates),
+                aux_scratch: shared_or_null(&mut state.aux),
+                m_scratch: shared_or_null(&mut state.m),
                 trace: dt.as_mut().map(|t| {
                     [
                         &mut t.gates,
@@ -388,19 +417,39 @@ pub(crate) fn forward_into(
                         &mut t.aux,
                         &mut t.clip_mask,
                     ]
-                    .map(|v| {
-                        if v.is_empty() {
-                            SharedMut::null()
-                        } else {
-                            SharedMut::new(v)
-                        }
-                    })
+                    .map(|v| shared_or_null(v))
                 }),
-            };
-            batch_blocks(n)
-                .par_iter()
-                .try_for_each(|&(b0, nb)| run.block(b0, nb))?;
+            });
+        }
+        let pb = &packed.blocks[layer * dirs];
+        let unit = packed.kernels.unit();
+        let shape = team::Shape {
+            directions: dirs,
+            batch: n,
+            panels: (pb.hp / unit).min(pb.state_stride / unit),
+            macs_per_row: pb.gates * pb.hp * pb.state
+                + pb.hidden * pb.state_stride * usize::from(config.proj_size() > 0),
+        };
+        let wanted = team::useful_members(shape, team::capacity());
+        team::run(wanted, &|member| {
+            for share in &team::plan(shape, member.size)[member.index] {
+                runs[share.dir].share(share, member)?;
+            }
+            Ok(())
+        })?;
+        drop(runs);
+        if summed {
+            for (y, s) in layer_out
+                .chunks_exact_mut(width)
+                .zip(second.chunks_exact(hs))
+            {
+                y.iter_mut().zip(s).for_each(|(y, s)| *y += s);
+            }
+            pool.give(second);
+        }
+        for ((xw, dt), state) in xws.into_iter().zip(traces).zip(states) {
             pool.give(xw);
+            state.give_back(pool);
             dir_traces.extend(dt);
         }
         // Training keeps each layer's input; inference recycles it.
@@ -430,8 +479,11 @@ pub(crate) fn forward_into(
 }
 
 impl DirRun<'_> {
-    /// Runs items `b0 .. b0 + nb` through every step of this direction.
-    fn block(&self, b0: usize, nb: usize) -> Result<()> {
+    /// Runs one member's share of this direction through every step: items
+    /// `rows`, the units of its panels, meeting the other parts of its block
+    /// at their barrier after each step (and mid-step where the cell reads
+    /// every unit of an intermediate).
+    fn share(&self, share: &team::Share, member: &team::Member) -> Result<()> {
         let (pb, cfg) = (self.pb, self.config);
         let (ks, hp, st, h) = (pb.state_stride, pb.hp, pb.state, pb.hidden);
         let gh = pb.gates * hp;
@@ -439,25 +491,20 @@ impl DirRun<'_> {
         let lbr = cfg.gru_variant() == GruVariant::LinearBeforeReset;
         let proj = cfg.proj_size() > 0;
         let training = self.trace.is_some();
-        let scratch = |on: bool, width: usize| zeroed(if on && !training { nb * width } else { 0 });
-        let mut gates_scratch = scratch(gru, gh)?;
-        let mut aux_scratch = scratch(gru && !lbr, hp)?;
-        let mut m_scratch = scratch(proj, hp)?;
-        let mut h_cur = zeroed(nb * ks)?;
-        let mut h_nxt = zeroed(nb * ks)?;
-        let mut c = zeroed(if lstm { nb * hp } else { 0 })?;
-        for r in 0..nb {
-            let b = b0 + r;
-            // SAFETY: row b of the state belongs to this block alone.
-            unsafe {
-                let src = std::slice::from_raw_parts(self.h_state.at(b * st), st);
-                h_cur[r * ks..r * ks + st].copy_from_slice(src);
-                if lstm {
-                    c[r * hp..r * hp + h]
-                        .copy_from_slice(std::slice::from_raw_parts(self.c_state.at(b * h), h));
-                }
-            }
-        }
+        let (b0, nb) = share.rows;
+        let unit = self.kernels.unit();
+        // This share's hidden-unit panels, and its columns of the state
+        // (the same units, or with a projection its share of the outputs).
+        let panels = share.panels(hp / unit);
+        let state_panels = if proj {
+            share.panels(ks / unit)
+        } else {
+            panels
+        };
+        let cols = (state_panels.0 * unit, state_panels.1 * unit);
+        let out_cols = (cols.0.min(st), cols.1.min(st));
+        let units = ((panels.0 * unit).min(h), (panels.1 * unit).min(h));
+        let sync = || member.barrier(share.group, share.parts);
         let params = StepParams {
             k: st,
             hp,
@@ -470,8 +517,14 @@ impl DirRun<'_> {
             input_forget: cfg.input_forget(),
             relu: cfg.activation() == crate::config::Activation::Relu,
             linear_before_reset: lbr,
-            panels: (0, hp / self.kernels.unit()),
+            panels,
             gru_phases: (true, true),
+        };
+        // Reset-before-matmul GRU's n gate reads r ⊙ h of every unit.
+        let phases: &[(bool, bool)] = if gru && !lbr && share.parts > 1 {
+            &[(true, false), (false, true)]
+        } else {
+            &[(true, true)]
         };
         let step = match cfg.cell() {
             CellKind::Lstm => self.kernels.table.lstm_step,
@@ -482,37 +535,47 @@ impl DirRun<'_> {
         let mut rows = try_with_capacity(nb, "a block's row list")?;
         let mut proj_rows = try_with_capacity(nb, "a block's row list")?;
         let mut active = try_with_capacity(nb, "a block's row list")?;
+        let mut cur = 0;
         for s in 0..max_len {
+            let (h_cur, h_nxt) = (self.h[cur], self.h[1 - cur]);
             rows.clear();
             proj_rows.clear();
             active.clear();
-            for r in 0..nb {
-                let (b, len) = (b0 + r, self.lens[b0 + r]);
-                if s >= len {
-                    let (cur, nxt) = (&h_cur[r * ks..(r + 1) * ks], r * ks);
-                    h_nxt[nxt..nxt + ks].copy_from_slice(cur);
-                    continue;
-                }
-                let t = if self.reversed { len - 1 - s } else { s };
-                let row_t = t * self.batch + b;
-                active.push((r, row_t));
-                // SAFETY (all pointers below): rows r of the block buffers and
-                // rows row_t of the shared buffers (item b's rows) are touched by
-                // this block only; every row holds the padded widths the kernels
-                // read and write.
+            for b in b0..b0 + nb {
+                let len = self.lens[b];
+                // SAFETY (all pointers below): row b of the direction's state
+                // and rows row_t of the shared buffers (item b's) are touched
+                // by this block's members only, each in its own units and
+                // columns, with the barriers ordering the steps; every row
+                // holds the padded widths the kernels read and write.
                 unsafe {
-                    let h_prev = h_cur.as_ptr().add(r * ks);
+                    if s >= len {
+                        std::ptr::copy_nonoverlapping(
+                            h_cur.at(b * ks + cols.0),
+                            h_nxt.at(b * ks + cols.0),
+                            cols.1 - cols.0,
+                        );
+                        continue;
+                    }
+                    let t = if self.reversed { len - 1 - s } else { s };
+                    let row_t = t * self.batch + b;
+                    active.push(row_t);
+                    let h_prev = h_cur.at(b * ks);
                     let trace_row = |i: usize, width: usize| match &self.trace {
                         Some(bufs) if !bufs[i].is_null() => bufs[i].at(row_t * width),
                         _ => std::ptr::null_mut(),
                     };
                     if training {
-                        std::ptr::copy_nonoverlapping(h_prev, trace_row(1, ks), ks);
+                        std::ptr::copy_nonoverlapping(
+                            h_prev.add(cols.0),
+                            trace_row(1, ks).add(cols.0),
+                            cols.1 - cols.0,
+                        );
                     }
                     let gates = if training {
                         trace_row(0, gh)
                     } else if gru {
-                        gates_scratch.as_mut_ptr().add(r * gh)
+                        self.gates_scratch.at(b * gh)
                     } else {
                         std::ptr::null_mut()
                     };
@@ -521,27 +584,30 @@ impl DirRun<'_> {
                     } else if training {
                         trace_row(5, hp)
                     } else if gru && !lbr {
-                        aux_scratch.as_mut_ptr().add(r * hp)
+                        self.aux_scratch.at(b * hp)
                     } else {
                         std::ptr::null_mut()
                     };
-                    let out = h_nxt.as_mut_ptr().add(r * ks);
+                    let out = h_nxt.at(b * ks);
                     let h_next = if !proj {
                         out
                     } else if training {
                         trace_row(4, hp)
                     } else {
-                        m_scratch.as_mut_ptr().add(r * hp)
+                        self.m_scratch.at(b * hp)
                     };
                     if proj {
-                        proj_rows.push(MatRow { a: h_next, out });
+                        proj_rows.push(MatRow {
+                            a: h_next,
+                            out: out.add(cols.0),
+                        });
                     }
                     rows.push(StepRow {
                         h_prev,
                         xw: self.xw.as_ptr().add(row_t * gh),
                         h_next,
                         c: if lstm {
-                            c.as_mut_ptr().add(r * hp)
+                            self.c.at(b * hp)
                         } else {
                             std::ptr::null_mut()
                         },
@@ -552,42 +618,67 @@ impl DirRun<'_> {
                     });
                 }
             }
-            if self.split_parts > 1 {
-                run_split(step, &params, &rows, gru, self.split_parts);
-            } else {
-                // SAFETY: `Kernels` exists only for a supported ISA; every
-                // row's pointers are valid as set up above.
-                unsafe { step(&params, &rows) };
-            }
-            // SAFETY: as above.
-            unsafe {
-                if proj {
-                    (self.kernels.table.panel_matmul)(h, ks, &pb.proj_panels, None, &proj_rows);
+            for (i, &gru_phases) in phases.iter().enumerate() {
+                if i > 0 {
+                    sync()?;
                 }
-            }
-            for &(r, row_t) in &active {
-                // SAFETY: row row_t of y belongs to item b of this block.
-                let y = unsafe {
-                    std::slice::from_raw_parts_mut(self.y.at(row_t * self.width + self.slot), st)
+                let part = StepParams {
+                    gru_phases,
+                    ..params
                 };
-                let h = &h_nxt[r * ks..r * ks + st];
-                if self.accumulate {
-                    y.iter_mut().zip(h).for_each(|(y, v)| *y += v);
-                } else {
-                    y.copy_from_slice(h);
-                }
+                // SAFETY: `Kernels` exists only for a supported ISA; every
+                // row's pointers are valid as set up above, and this share
+                // writes only its own panels' units.
+                unsafe { step(&part, &rows) };
             }
-            std::mem::swap(&mut h_cur, &mut h_nxt);
+            if proj {
+                // Every output reads all of m: wait for the other parts.
+                sync()?;
+                let k_unit = h * unit;
+                // SAFETY: as above; the projection's panels cols.0/unit ..
+                // cols.1/unit are k_unit floats each, and each row writes
+                // those columns of its own padded state row.
+                unsafe {
+                    (self.kernels.table.panel_matmul)(
+                        h,
+                        cols.1 - cols.0,
+                        &pb.proj_panels[state_panels.0 * k_unit..state_panels.1 * k_unit],
+                        None,
+                        &proj_rows,
+                    )
+                };
+            }
+            for &row_t in &active {
+                let b = row_t % self.batch;
+                let len = out_cols.1 - out_cols.0;
+                // SAFETY: row row_t of y belongs to item b, these columns to
+                // this share.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        h_nxt.at(b * ks + out_cols.0),
+                        self.y.at(row_t * self.width + self.slot + out_cols.0),
+                        len,
+                    )
+                };
+            }
+            sync()?;
+            cur = 1 - cur;
         }
-        for r in 0..nb {
-            let b = b0 + r;
-            // SAFETY: row b of the state belongs to this block alone.
+        for b in b0..b0 + nb {
+            // SAFETY: row b of the state belongs to this block, these
+            // columns and units to this share.
             unsafe {
-                std::slice::from_raw_parts_mut(self.h_state.at(b * st), st)
-                    .copy_from_slice(&h_cur[r * ks..r * ks + st]);
+                std::ptr::copy_nonoverlapping(
+                    self.h[cur].at(b * ks + out_cols.0),
+                    self.h_state.at(b * st + out_cols.0),
+                    out_cols.1 - out_cols.0,
+                );
                 if lstm {
-                    std::slice::from_raw_parts_mut(self.c_state.at(b * h), h)
-                        .copy_from_slice(&c[r * hp..r * hp + h]);
+                    std::ptr::copy_nonoverlapping(
+                        self.c.at(b * hp + units.0),
+                        self.c_state.at(b * h + units.0),
+                        units.1 - units.0,
+                    );
                 }
             }
         }

@@ -9,7 +9,7 @@
 
 use super::forward::PROJECTION_ROWS;
 use super::pack::round_up;
-use crate::config::{CellKind, Config, GruVariant, Layout};
+use crate::config::{CellKind, Config, Direction, GruVariant, Layout};
 use crate::io::{CallMemory, Shapes};
 use crate::kernels::fused::{BackRow, MatRow, StepRow};
 
@@ -21,6 +21,10 @@ const F32: u128 = std::mem::size_of::<f32>() as u128;
 
 /// Small bookkeeping of any call (the batch block list, rayon's jobs, ...).
 const BOOKKEEPING: u128 = 16 << 10; // bytes
+
+/// A thread team's own memory per member: its barrier (two 128-byte
+/// lines), its share list and the team's per-layer vectors, rounded up.
+const TEAM_BYTES_PER_MEMBER: u128 = 1 << 10;
 
 /// Sizes of one layer's (and direction's) buffers, in f32 elements.
 struct Geometry {
@@ -84,18 +88,30 @@ pub(crate) fn call_memory(
     let x_copy = on(batch_first, rows * i);
     let y_scratch = on(batch_first, rows * width);
     let c_scratch = on(lstm, shapes.c as u128);
-    let xw = rows * g.gh;
-    // Per batch row, each block's step state and row lists.
+    // A layer's directions run at the same time: each has its input
+    // projection and its step state; a second summed direction writes a
+    // buffer of its own. Each team member has its row lists, the team a
+    // barrier per member.
+    let dirs = config.num_directions() as u128;
+    let xw = dirs * rows * g.gh;
+    let summed = on(
+        config.direction() == Direction::BidirectionalSum,
+        rows * g.st,
+    );
     let row_lists =
         (std::mem::size_of::<StepRow>() + 2 * std::mem::size_of::<MatRow>()) as u128 / F32 + 1;
+    let members = threads.max(1) as u128;
+    let team = members * (n * row_lists + TEAM_BYTES_PER_MEMBER / F32);
     let step_state = |training: bool| {
-        n * (2 * g.ks
-            + on(lstm, g.hp)
-            + on(
-                !training,
-                on(gru, g.gh) + on(gru && !lbr, g.hp) + on(proj, g.hp),
-            )
-            + row_lists)
+        dirs * n
+            * (2 * g.ks
+                + on(lstm, g.hp)
+                + on(
+                    !training,
+                    on(gru, g.gh) + on(gru && !lbr, g.hp) + on(proj, g.hp),
+                ))
+            + summed
+            + team
     };
 
     // Inference keeps at most two layer outputs at once (the pool hands the

@@ -14,6 +14,7 @@ mod backward;
 mod forward;
 mod memory;
 pub(crate) mod pack;
+pub(crate) mod team;
 mod workspace;
 
 pub(crate) use backward::backward;

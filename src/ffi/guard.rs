@@ -67,6 +67,7 @@ impl From<Error> for Failure {
                 rnn_status::RNN_INVALID_ARGUMENT
             }
             Error::OutOfMemory { .. } => rnn_status::RNN_OUT_OF_MEMORY,
+            Error::Internal(_) => rnn_status::RNN_INTERNAL,
         };
         Failure::new(status, e.to_string())
     }

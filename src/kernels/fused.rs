@@ -132,10 +132,12 @@ pub(crate) struct BackParams<'a> {
 
 /// `MR` rows of `a` (each `k` floats) times `NP` packed panels of `V`
 /// vectors per `k` row (`panel_stride` floats apart): the `MR × NP × V`
-/// accumulators. With `KU = 2`, even and odd `k` go to separate
-/// accumulators, so a single row still has enough independent FMA chains.
+/// accumulators. Every accumulator is one FMA chain over `k` in order, so an
+/// output's bits do not depend on the tile it was computed in: any split of
+/// rows into blocks or of panels into thread shares gives the same result
+/// (the engine's determinism rests on this).
 #[inline(always)]
-unsafe fn tile<S: Simd, const MR: usize, const V: usize, const NP: usize, const KU: usize>(
+unsafe fn tile<S: Simd, const MR: usize, const V: usize, const NP: usize>(
     k: usize,
     a: [*const f32; MR],
     panel: *const f32,
@@ -143,52 +145,26 @@ unsafe fn tile<S: Simd, const MR: usize, const V: usize, const NP: usize, const 
 ) -> [[[S::V; V]; NP]; MR] {
     // SAFETY: forwarded from this unsafe fn's contract (valid, padded rows and panels; see the module docs).
     unsafe {
-        let mut acc = [[[[S::zero(); V]; NP]; MR]; KU];
+        let mut acc = [[[S::zero(); V]; NP]; MR];
         let step = V * S::LANES;
-        let mut kk = 0;
-        while kk + KU <= k {
-            for ku in 0..KU {
-                let mut b = [[S::zero(); V]; NP];
-                for q in 0..NP {
-                    let bp = panel.add(q * panel_stride + (kk + ku) * step);
-                    for v in 0..V {
-                        b[q][v] = S::load(bp.add(v * S::LANES));
-                    }
-                }
-                for r in 0..MR {
-                    let av = S::splat(*a[r].add(kk + ku));
-                    for q in 0..NP {
-                        for v in 0..V {
-                            acc[ku][r][q][v] = S::fma(av, b[q][v], acc[ku][r][q][v]);
-                        }
-                    }
-                }
-            }
-            kk += KU;
-        }
-        while kk < k {
+        for kk in 0..k {
+            let mut b = [[S::zero(); V]; NP];
             for q in 0..NP {
                 let bp = panel.add(q * panel_stride + kk * step);
-                for r in 0..MR {
-                    let av = S::splat(*a[r].add(kk));
-                    for v in 0..V {
-                        acc[0][r][q][v] =
-                            S::fma(av, S::load(bp.add(v * S::LANES)), acc[0][r][q][v]);
-                    }
+                for v in 0..V {
+                    b[q][v] = S::load(bp.add(v * S::LANES));
                 }
             }
-            kk += 1;
-        }
-        for ku in 1..KU {
             for r in 0..MR {
+                let av = S::splat(*a[r].add(kk));
                 for q in 0..NP {
                     for v in 0..V {
-                        acc[0][r][q][v] = S::add(acc[0][r][q][v], acc[ku][r][q][v]);
+                        acc[r][q][v] = S::fma(av, b[q][v], acc[r][q][v]);
                     }
                 }
             }
         }
-        acc[0]
+        acc
     }
 }
 
@@ -208,7 +184,6 @@ unsafe fn group<
     const MR: usize,
     const V: usize,
     const NP: usize,
-    const KU: usize,
 >(
     k: usize,
     packed: *const f32,
@@ -223,7 +198,7 @@ unsafe fn group<
         for r in 0..MR {
             a[r] = epi.a(&rows[r]);
         }
-        let acc = tile::<S, MR, V, NP, KU>(k, a, packed.add(panel * panel_stride), panel_stride);
+        let acc = tile::<S, MR, V, NP>(k, a, packed.add(panel * panel_stride), panel_stride);
         for r in 0..MR {
             for q in 0..NP {
                 epi.apply(&rows[r], panel + q, &acc[r][q]);
@@ -235,6 +210,8 @@ unsafe fn group<
 /// Runs every row against the panels `first..end` (each `panel_stride`
 /// floats, from `packed`) in register tiles of `MR` rows × `NP` panels, then
 /// the leftover rows in tiles of 4, 2 and 1 and the leftover panels singly.
+/// A single row (batch 1) takes `NP1` panels per tile instead, so that it
+/// still has about eight independent FMA chains.
 #[inline(always)]
 unsafe fn for_rows<
     S: Simd,
@@ -243,6 +220,7 @@ unsafe fn for_rows<
     const MR: usize,
     const V: usize,
     const NP: usize,
+    const NP1: usize,
 >(
     k: usize,
     packed: *const f32,
@@ -253,47 +231,50 @@ unsafe fn for_rows<
 ) {
     // SAFETY: forwarded from this unsafe fn's contract (valid, padded rows and panels; see the module docs).
     unsafe {
+        if let [row] = rows {
+            let row = std::slice::from_ref(row);
+            let wide = first + (end - first) / NP1 * NP1;
+            for panel in (first..wide).step_by(NP1) {
+                group::<S, R, E, 1, V, NP1>(k, packed, panel, panel_stride, row, epi);
+            }
+            let mid = wide + (end - wide) / NP * NP;
+            for panel in (wide..mid).step_by(NP) {
+                group::<S, R, E, 1, V, NP>(k, packed, panel, panel_stride, row, epi);
+            }
+            for panel in mid..end {
+                group::<S, R, E, 1, V, 1>(k, packed, panel, panel_stride, row, epi);
+            }
+            return;
+        }
         let full = first + (end - first) / NP * NP;
         for panel in (first..full).step_by(NP) {
             let mut rest = rows;
             while rest.len() >= MR {
-                group::<S, R, E, MR, V, NP, 1>(k, packed, panel, panel_stride, &rest[..MR], epi);
+                group::<S, R, E, MR, V, NP>(k, packed, panel, panel_stride, &rest[..MR], epi);
                 rest = &rest[MR..];
             }
             while rest.len() >= 4 {
-                group::<S, R, E, 4, V, NP, 1>(k, packed, panel, panel_stride, &rest[..4], epi);
+                group::<S, R, E, 4, V, NP>(k, packed, panel, panel_stride, &rest[..4], epi);
                 rest = &rest[4..];
             }
             while rest.len() >= 2 {
-                group::<S, R, E, 2, V, NP, 1>(k, packed, panel, panel_stride, &rest[..2], epi);
+                group::<S, R, E, 2, V, NP>(k, packed, panel, panel_stride, &rest[..2], epi);
                 rest = &rest[2..];
             }
             if let [row] = rest {
-                group::<S, R, E, 1, V, NP, 2>(
-                    k,
-                    packed,
-                    panel,
-                    panel_stride,
-                    std::slice::from_ref(row),
-                    epi,
-                );
+                let row = std::slice::from_ref(row);
+                group::<S, R, E, 1, V, NP>(k, packed, panel, panel_stride, row, epi);
             }
         }
         for panel in full..end {
             let mut rest = rows;
             while rest.len() >= 4 {
-                group::<S, R, E, 4, V, 1, 1>(k, packed, panel, panel_stride, &rest[..4], epi);
+                group::<S, R, E, 4, V, 1>(k, packed, panel, panel_stride, &rest[..4], epi);
                 rest = &rest[4..];
             }
             for row in rest {
-                group::<S, R, E, 1, V, 1, 2>(
-                    k,
-                    packed,
-                    panel,
-                    panel_stride,
-                    std::slice::from_ref(row),
-                    epi,
-                );
+                let row = std::slice::from_ref(row);
+                group::<S, R, E, 1, V, 1>(k, packed, panel, panel_stride, row, epi);
             }
         }
     }
@@ -427,17 +408,18 @@ impl<S: Simd, const V: usize> Epilogue<S, StepRow, V> for LstmEpilogue<'_> {
 
 /// Instantiates `for_rows` with the epilogue `$epi` for `$gates` gates of
 /// `S::W` vectors per panel (W is 1, 2 or 8 across the ISAs), with as many
-/// panels per tile as give about four vectors per row.
+/// panels per tile as give about four vectors per row (eight for a single
+/// row).
 macro_rules! run_panels {
     ($S:ty, $mr:ident, $gates:literal, $k:expr, $packed:expr, $panels:expr, $rows:expr, $epi:expr) => {{
         let stride = $k * $gates * unit::<$S>();
         match <$S as Simd>::W * $gates {
-            1 => for_rows::<$S, _, _, $mr, 1, 4>($k, $packed, $panels, stride, $rows, $epi),
-            2 => for_rows::<$S, _, _, $mr, 2, 2>($k, $packed, $panels, stride, $rows, $epi),
-            4 => for_rows::<$S, _, _, $mr, 4, 1>($k, $packed, $panels, stride, $rows, $epi),
-            8 => for_rows::<$S, _, _, $mr, 8, 1>($k, $packed, $panels, stride, $rows, $epi),
-            16 => for_rows::<$S, _, _, $mr, 16, 1>($k, $packed, $panels, stride, $rows, $epi),
-            32 => for_rows::<$S, _, _, $mr, 32, 1>($k, $packed, $panels, stride, $rows, $epi),
+            1 => for_rows::<$S, _, _, $mr, 1, 4, 8>($k, $packed, $panels, stride, $rows, $epi),
+            2 => for_rows::<$S, _, _, $mr, 2, 2, 4>($k, $packed, $panels, stride, $rows, $epi),
+            4 => for_rows::<$S, _, _, $mr, 4, 1, 2>($k, $packed, $panels, stride, $rows, $epi),
+            8 => for_rows::<$S, _, _, $mr, 8, 1, 1>($k, $packed, $panels, stride, $rows, $epi),
+            16 => for_rows::<$S, _, _, $mr, 16, 1, 1>($k, $packed, $panels, stride, $rows, $epi),
+            32 => for_rows::<$S, _, _, $mr, 32, 1, 1>($k, $packed, $panels, stride, $rows, $epi),
             v => unreachable!("no kernel instance for {v} vectors per panel"),
         }
     }};

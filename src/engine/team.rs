@@ -1,0 +1,533 @@
+//! The thread team: one parallel region over every time step of a layer.
+//!
+//! A recurrence is a chain of small steps (5–50 µs each at batch 1–8), too
+//! short for a fork and a join per step. Instead a *team* of threads is
+//! formed once per layer: every member owns a fixed share of the work —
+//! a direction, a block of batch rows and a contiguous range of hidden-unit
+//! panels (all gates of those units, and the matching slice of the packed
+//! weights, which then stays in that core's cache from step to step) — and
+//! the members of one block exchange the new state through shared buffers,
+//! meeting at a spin [`Barrier`] once per step (twice where a cell reads
+//! every unit of an intermediate: reset-before-matmul GRU, LSTM projection).
+//!
+//! Forming a team never waits on a thread that is busy elsewhere: the
+//! caller offers `wanted − 1` places as rayon jobs and waits a short while
+//! ([`CHECK_IN`]) for idle workers to take them; then the roster is sealed,
+//! late jobs do nothing, and the work is split over the members that came
+//! (one, the caller, at worst). A member never blocks on anything but its
+//! team's barriers, and every member of a barrier is running, so a team
+//! cannot deadlock. The team is sized by the cores the call can have:
+//! [`capacity`] divides `min(pool threads, usable CPUs)` by the engine
+//! calls running at once, so an oversubscribed pool (`RAYON_NUM_THREADS`
+//! above the CPU count) or concurrent calls do not spin against each other.
+//!
+//! Results do not depend on the split: every output element is computed by
+//! the same single FMA chain whichever member computes it (see
+//! `kernels::fused::tile`), so the bits are the same for any team size.
+//!
+//! A panic or an error in one member poisons the team: the others leave
+//! their barriers, and the call returns the first error (a panic as
+//! [`Error::Internal`]) on the calling thread.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::error::{try_with_capacity, Error, Result};
+
+/// How long the caller waits for idle workers to join its team.
+const CHECK_IN: Duration = Duration::from_micros(100);
+
+/// How long a waiting member spins before it starts yielding its core: long
+/// enough to cover the imbalance of a step between cores that are all
+/// running, short enough that a member whose peer was descheduled (more
+/// threads than cores, another process) gives the core back quickly.
+const SPIN: Duration = Duration::from_micros(20);
+
+/// One cache line pair per counter, so members spinning on one line do not
+/// slow the writes to another (adjacent-line prefetch pairs lines).
+#[repr(align(128))]
+#[derive(Debug, Default)]
+struct Padded<T>(T);
+
+/// A reusable barrier: generation counting (the sense reversal of a
+/// centralised barrier), bounded spinning, then yielding.
+#[derive(Debug, Default)]
+pub(crate) struct Barrier {
+    arrived: Padded<AtomicUsize>,
+    generation: Padded<AtomicUsize>,
+}
+
+/// A member left a barrier because the team was poisoned.
+#[derive(Debug)]
+struct Poisoned;
+
+impl Barrier {
+    /// Waits until `parties` members (this one included) have arrived.
+    fn wait(&self, parties: usize, poison: &AtomicBool) -> std::result::Result<(), Poisoned> {
+        if parties <= 1 {
+            return Ok(());
+        }
+        // Read before arriving: the last arrival can only advance the
+        // generation after this member's arrival, so after this load.
+        let generation = self.generation.0.load(Ordering::Acquire);
+        if self.arrived.0.fetch_add(1, Ordering::AcqRel) + 1 == parties {
+            self.arrived.0.store(0, Ordering::Relaxed);
+            self.generation
+                .0
+                .store(generation.wrapping_add(1), Ordering::Release);
+            return Ok(());
+        }
+        wait_until(
+            || self.generation.0.load(Ordering::Acquire) != generation,
+            poison,
+        )
+    }
+}
+
+/// Spins (then yields) until `done`, or until the team is poisoned.
+fn wait_until(done: impl Fn() -> bool, poison: &AtomicBool) -> std::result::Result<(), Poisoned> {
+    let mut start = None;
+    let mut spins = 0u32;
+    loop {
+        if done() {
+            return Ok(());
+        }
+        if poison.load(Ordering::Relaxed) {
+            return Err(Poisoned);
+        }
+        spins = spins.wrapping_add(1);
+        if !spins.is_multiple_of(64) {
+            std::hint::spin_loop();
+            continue;
+        }
+        let since = *start.get_or_insert_with(Instant::now);
+        if since.elapsed() < SPIN {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// The roster's "sealed" bit; the bits below count the members that joined
+/// besides the caller.
+const SEALED: usize = 1 << (usize::BITS - 1);
+
+/// What the members of one team share.
+struct TeamState {
+    roster: AtomicUsize,
+    poison: AtomicBool,
+    /// One per group of members that step together (at most one per member).
+    barriers: Vec<Barrier>,
+    /// The first error or panic of any member.
+    error: Mutex<Option<Error>>,
+}
+
+impl TeamState {
+    fn new(places: usize) -> Result<TeamState> {
+        let mut barriers = try_with_capacity(places, "the thread team")?;
+        barriers.resize_with(places, Barrier::default);
+        Ok(TeamState {
+            roster: AtomicUsize::new(0),
+            poison: AtomicBool::new(false),
+            barriers,
+            error: Mutex::new(None),
+        })
+    }
+
+    /// Records `e` unless an earlier error is there, then poisons the team.
+    fn fail(&self, e: Error) {
+        if let Ok(mut slot) = self.error.lock() {
+            slot.get_or_insert(e);
+        }
+        self.poison.store(true, Ordering::Release);
+    }
+
+    fn run_member(&self, index: usize, size: usize, work: &(dyn Fn(&Member) -> Result<()> + Sync)) {
+        let member = Member {
+            index,
+            size,
+            state: self,
+        };
+        match catch_unwind(AssertUnwindSafe(|| work(&member))) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => self.fail(e),
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic without a message".to_string());
+                self.fail(Error::Internal(format!(
+                    "a thread of the call panicked: {what}"
+                )));
+            }
+        }
+    }
+}
+
+/// One member of a running team.
+pub(crate) struct Member<'a> {
+    /// 0 (the caller) .. size.
+    pub index: usize,
+    /// How many members the team has.
+    pub size: usize,
+    state: &'a TeamState,
+}
+
+impl Member<'_> {
+    /// Waits for the `parties` members of `group` (an index below `size`,
+    /// the same for all of them) to arrive; an error if the team was
+    /// poisoned meanwhile (another member failed: the call is abandoned).
+    pub fn barrier(&self, group: usize, parties: usize) -> Result<()> {
+        self.state.barriers[group]
+            .wait(parties, &self.state.poison)
+            .map_err(|Poisoned| Error::Internal("the call's thread team was abandoned".into()))
+    }
+}
+
+/// The team size a call can have now: the pool's threads, at most one per
+/// usable CPU, shared between the engine calls running at the same time.
+pub(crate) fn capacity() -> usize {
+    let threads = rayon::current_num_threads().min(crate::threads::cores());
+    (threads / crate::threads::active_calls()).max(1)
+}
+
+/// Runs `work` once on each member of a team of at most `wanted` threads
+/// (fewer if fewer can be had; `Member::size` says how many). Call from
+/// inside the pool (`threads::run`); `work` must not call rayon itself.
+pub(crate) fn run(wanted: usize, work: &(dyn Fn(&Member) -> Result<()> + Sync)) -> Result<()> {
+    let wanted = wanted.min(capacity()).max(1);
+    let state = TeamState::new(wanted)?;
+    if wanted == 1 {
+        state.run_member(0, 1, work);
+    } else {
+        rayon::scope(|scope| {
+            let state = &state;
+            for _ in 1..wanted {
+                scope.spawn(move |_| join(state, work));
+            }
+            let size = 1 + seal(state, wanted - 1);
+            state.run_member(0, size, work);
+        });
+    }
+    match state.error.into_inner() {
+        Ok(None) => Ok(()),
+        Ok(Some(e)) => Err(e),
+        Err(_) => Err(Error::Internal("the thread team's error slot".into())),
+    }
+}
+
+/// The caller: waits up to [`CHECK_IN`] for `places` members, then seals
+/// the roster; returns how many joined.
+fn seal(state: &TeamState, places: usize) -> usize {
+    let deadline = Instant::now() + CHECK_IN;
+    let mut spins = 0u32;
+    while state.roster.load(Ordering::Acquire) < places && Instant::now() < deadline {
+        spins = spins.wrapping_add(1);
+        if spins.is_multiple_of(16) {
+            // Lets a worker that shares this core take its place.
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+    let joined = state.roster.fetch_or(SEALED, Ordering::AcqRel);
+    joined & !SEALED
+}
+
+/// A worker offered a place: takes it unless the roster is sealed, waits
+/// for the seal, then works.
+fn join(state: &TeamState, work: &(dyn Fn(&Member) -> Result<()> + Sync)) {
+    let mut seen = state.roster.load(Ordering::Acquire);
+    let index = loop {
+        if seen & SEALED != 0 {
+            return;
+        }
+        match state.roster.compare_exchange_weak(
+            seen,
+            seen + 1,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => break seen + 1,
+            Err(now) => seen = now,
+        }
+    };
+    // The caller seals within CHECK_IN; nothing can poison the team before.
+    let never = AtomicBool::new(false);
+    let sealed = || state.roster.load(Ordering::Acquire) & SEALED != 0;
+    if wait_until(sealed, &never).is_ok() {
+        let size = 1 + (state.roster.load(Ordering::Acquire) & !SEALED);
+        state.run_member(index, size, work);
+    }
+}
+
+/// Minimum multiply-adds of one member's share of a step: below this the
+/// barrier and the imbalance between cores cost more than the split saves
+/// (about 1.5 µs of work on one core; measured in BENCHMARKS.md).
+pub(crate) const MIN_PART_MACS: usize = 1 << 15;
+
+/// Rows of a batch block below which more blocks are not worth a member:
+/// the register tiles take up to four rows at once.
+const MIN_BLOCK_ROWS: usize = 4;
+
+/// What a layer's recurrence looks like to the split rule.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Shape {
+    pub directions: usize,
+    pub batch: usize,
+    /// Panels a step can be split into (the smallest count over the
+    /// dimensions the cell splits: hidden units, and the projection's
+    /// outputs).
+    pub panels: usize,
+    /// Multiply-adds of one batch row's step.
+    pub macs_per_row: usize,
+}
+
+/// One member's share of a layer: direction `dir`, batch rows `rows.0 ..
+/// rows.0 + rows.1`, panel part `part` of `parts`, stepping with the other
+/// parts of its block at barrier `group`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Share {
+    pub dir: usize,
+    pub rows: (usize, usize),
+    pub part: usize,
+    pub parts: usize,
+    pub group: usize,
+}
+
+impl Share {
+    /// This share's part of `count` panels: `first..end`.
+    pub fn panels(&self, count: usize) -> (usize, usize) {
+        (
+            count * self.part / self.parts,
+            count * (self.part + 1) / self.parts,
+        )
+    }
+}
+
+/// The split rule: what each of `members` runs, in order (empty for a
+/// member left without work).
+///
+/// - Directions first: they are independent, so each gets its own members
+///   (`members / directions`, the first ones one more); with fewer members
+///   than directions, members take whole directions one after another.
+/// - Within a direction, hidden-unit panels next: `parts` members share
+///   every step of the whole batch, each streaming only its slice of the
+///   weights, as long as each part keeps [`MIN_PART_MACS`] and a panel.
+/// - Members still spare split the batch into blocks of at least
+///   [`MIN_BLOCK_ROWS`] rows, which step without any barrier.
+pub(crate) fn plan(shape: Shape, members: usize) -> Vec<Vec<Share>> {
+    let mut out = vec![Vec::new(); members.max(1)];
+    let whole = |dir| Share {
+        dir,
+        rows: (0, shape.batch),
+        part: 0,
+        parts: 1,
+        group: 0,
+    };
+    if members <= shape.directions {
+        let n = out.len();
+        for dir in 0..shape.directions {
+            out[dir % n].push(whole(dir));
+        }
+        return out;
+    }
+    let mut base = 0;
+    for dir in 0..shape.directions {
+        let mine = members / shape.directions + usize::from(dir < members % shape.directions);
+        let work = shape.batch.saturating_mul(shape.macs_per_row);
+        let parts = mine.min(shape.panels).min(work / MIN_PART_MACS).max(1);
+        let blocks = (mine / parts)
+            .min(shape.batch.div_ceil(MIN_BLOCK_ROWS))
+            .max(1);
+        let per = shape.batch.div_ceil(blocks).max(1);
+        for (block, b0) in (0..shape.batch).step_by(per).enumerate() {
+            let group = base + block * parts;
+            for part in 0..parts {
+                out[group + part].push(Share {
+                    dir,
+                    rows: (b0, per.min(shape.batch - b0)),
+                    part,
+                    parts,
+                    group,
+                });
+            }
+        }
+        if shape.batch == 0 {
+            out[base].push(whole(dir));
+        }
+        base += mine;
+    }
+    out
+}
+
+/// How many members [`plan`] gives work to, for up to `members`.
+pub(crate) fn useful_members(shape: Shape, members: usize) -> usize {
+    plan(shape, members)
+        .iter()
+        .filter(|shares| !shares.is_empty())
+        .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU64;
+
+    fn shape(directions: usize, batch: usize, panels: usize, macs_per_row: usize) -> Shape {
+        Shape {
+            directions,
+            batch,
+            panels,
+            macs_per_row,
+        }
+    }
+
+    /// Every (direction, row, panel) is covered exactly once, and a member
+    /// with a split share has no other share.
+    fn check_cover(s: Shape, members: usize) {
+        let plan = plan(s, members);
+        assert_eq!(plan.len(), members.max(1));
+        let panels = s.panels.max(1);
+        let mut seen = vec![0u32; s.directions * s.batch * panels];
+        for shares in &plan {
+            if shares.iter().any(|sh| sh.parts > 1) {
+                assert_eq!(shares.len(), 1, "{s:?} on {members}: {plan:?}");
+            }
+            for sh in shares {
+                let (p0, p1) = sh.panels(panels);
+                for b in sh.rows.0..sh.rows.0 + sh.rows.1 {
+                    for p in p0..p1 {
+                        seen[(sh.dir * s.batch + b) * panels + p] += 1;
+                    }
+                }
+                assert!(sh.group < members.max(1));
+            }
+        }
+        assert!(seen.iter().all(|&n| n == 1), "{s:?} on {members}: {plan:?}");
+    }
+
+    #[test]
+    fn every_plan_covers_the_work_once() {
+        for directions in 1..=2 {
+            for batch in [0, 1, 2, 3, 5, 8, 17, 64] {
+                for panels in [1, 2, 3, 32, 128] {
+                    for macs in [10, 1 << 14, 1 << 20] {
+                        for members in 1..=17 {
+                            check_cover(shape(directions, batch, panels, macs), members);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_rule_prefers_panels_then_directions_then_blocks() {
+        // LSTM H = 256, batch 1, two threads: the panels of one step split.
+        let lstm = shape(1, 1, 32, 4 * 256 * 256);
+        assert_eq!(useful_members(lstm, 2), 2);
+        assert_eq!(plan(lstm, 2)[1][0].parts, 2);
+        // Bidirectional on two threads: one direction each, no split.
+        let bi = shape(2, 1, 32, 4 * 256 * 256);
+        assert_eq!(
+            plan(bi, 2)[0],
+            vec![Share {
+                dir: 0,
+                rows: (0, 1),
+                part: 0,
+                parts: 1,
+                group: 0
+            }]
+        );
+        assert_eq!(plan(bi, 2)[1][0].dir, 1);
+        // A step too small to split: one member.
+        assert_eq!(useful_members(shape(1, 1, 4, 1000), 8), 1);
+        // Few panels, a large batch: blocks take the spare members.
+        let wide = shape(1, 64, 1, 1 << 16);
+        assert_eq!(useful_members(wide, 4), 4);
+        assert!(plan(wide, 4).iter().all(|s| s[0].parts == 1));
+    }
+
+    #[test]
+    fn a_team_runs_every_member_and_its_barriers_order_the_steps() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(4)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let steps = 200;
+            let counter = AtomicU64::new(0);
+            run(4, &|m: &Member| {
+                for s in 0..steps {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    m.barrier(0, m.size)?;
+                    // Every member has counted step s before anyone reads.
+                    let seen = counter.load(Ordering::SeqCst);
+                    assert!(seen >= (s + 1) * m.size as u64, "step {s}: {seen}");
+                    m.barrier(0, m.size)?;
+                }
+                Ok(())
+            })
+            .unwrap();
+            assert!(counter.load(Ordering::SeqCst) >= steps);
+        });
+    }
+
+    #[test]
+    fn a_panicking_member_fails_the_call_without_a_hang() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            for _ in 0..20 {
+                let result = run(3, &|m: &Member| {
+                    if m.index + 1 == m.size {
+                        panic!("injected failure");
+                    }
+                    loop {
+                        m.barrier(0, m.size + 1)?; // never completes
+                    }
+                });
+                match result {
+                    Err(Error::Internal(msg)) => assert!(msg.contains("injected failure"), "{msg}"),
+                    other => panic!("expected an internal error, got {other:?}"),
+                }
+            }
+        });
+    }
+
+    #[test]
+    fn a_team_on_a_busy_pool_runs_with_the_members_it_can_have() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let release = AtomicBool::new(false);
+        let release = &release;
+        pool.install(|| {
+            rayon::scope(|s| {
+                // The other worker is busy until the team has run.
+                s.spawn(move |_| {
+                    while !release.load(Ordering::Acquire) {
+                        std::thread::yield_now();
+                    }
+                });
+                std::thread::sleep(Duration::from_millis(20));
+                let sizes = Mutex::new(Vec::new());
+                run(2, &|m: &Member| {
+                    sizes.lock().unwrap().push(m.size);
+                    m.barrier(0, m.size)
+                })
+                .unwrap();
+                release.store(true, Ordering::Release);
+                assert_eq!(*sizes.lock().unwrap(), vec![1]);
+            });
+        });
+    }
+}
