@@ -1,13 +1,11 @@
 //! Backward pass of the fast engine: BPTT over a training trace.
 
-use rayon::prelude::*;
-
 use super::forward::{DirTrace, Trace};
 use super::pack::PackedBlock;
 use super::workspace::{zeroed, BufferPool};
-use super::{batch_blocks, row, row_mut, Packed, SharedMut};
+use super::{row, team, Packed, SharedMut};
 use crate::config::{CellKind, Config, Direction, GruVariant, ParamKind};
-use crate::error::{try_copy, try_with_capacity, Result};
+use crate::error::{try_copy, try_vec, try_with_capacity, Result};
 use crate::gemm::{add_column_sums, par_gemm, Mat};
 use crate::io::{from_time_major, to_time_major, Gradients, OutputGrads};
 use crate::kernels::fused::{BackParams, BackRow, MatRow};
@@ -22,6 +20,60 @@ struct DirGrads {
     dh_proj: Vec<f32>,
 }
 
+/// A direction's carried gradients and step buffers, `[N, ·]` by item,
+/// shared by the team members that step it (each writes its own rows and
+/// units).
+struct BackState {
+    /// Gradient of the state carried to the previous step `[N, state_stride]`
+    /// (GRU: built up within a step).
+    dh: Vec<f32>,
+    /// LSTM: gradient of c `[N, Hp]`.
+    dc: Vec<f32>,
+    /// The step's total output gradient `[N, state_stride]`.
+    dh_tot: Vec<f32>,
+    /// LSTM with projection: gradient of `o ⊙ tanh c` `[N, Hp]`.
+    dm: Vec<f32>,
+    /// GRU: gradient of r `[N, Hp]`, `d_rn × Rn` `[N, Hp]`, and
+    /// `[dr, dz] × R_rz` `[N, state_stride]`.
+    dr: Vec<f32>,
+    dv: Vec<f32>,
+    tmp: Vec<f32>,
+}
+
+impl BackState {
+    fn new(config: &Config, pb: &PackedBlock, n: usize, pool: &BufferPool) -> Result<Self> {
+        let (ks, hp) = (pb.state_stride, pb.hp);
+        let gru = config.cell() == CellKind::Gru;
+        let buf = |on: bool, width: usize| pool.take_zeroed(if on { n * width } else { 0 });
+        Ok(BackState {
+            dh: buf(true, ks)?,
+            dc: buf(config.cell() == CellKind::Lstm, hp)?,
+            dh_tot: buf(true, ks)?,
+            dm: buf(config.proj_size() > 0, hp)?,
+            dr: buf(gru, hp)?,
+            dv: buf(gru, hp)?,
+            tmp: buf(gru, ks)?,
+        })
+    }
+
+    fn give_back(self, pool: &BufferPool) {
+        for buf in [self.dh, self.dc, self.dh_tot, self.dm, self.dr, self.dv, self.tmp] {
+            if !buf.is_empty() {
+                pool.give(buf);
+            }
+        }
+    }
+}
+
+fn shared_or_null(v: &mut [f32]) -> SharedMut {
+    if v.is_empty() {
+        SharedMut::null()
+    } else {
+        SharedMut::new(v)
+    }
+}
+
+/// Everything the members stepping one direction back share.
 struct DirBack<'a> {
     config: &'a Config,
     pb: &'a PackedBlock,
@@ -37,7 +89,10 @@ struct DirBack<'a> {
     /// `[N, H_out]` / `[N, H]`: dh_n / dc_n in, dh0 / dc0 out.
     dh_state: SharedMut,
     dc_state: SharedMut,
+    /// [`DirGrads`]' buffers: dg, d_rn, dh_proj (null where unused).
     out: [SharedMut; 3],
+    /// [`BackState`]'s buffers, in field order (null where unused).
+    state: [SharedMut; 7],
 }
 
 pub(crate) fn backward(
@@ -66,28 +121,44 @@ pub(crate) fn backward(
         let x = &trace.layer_inputs[layer];
         let in_size = config.layer_input_size(layer);
         let mut d_in = pool.take_zeroed(rows * in_size)?;
-        for dir in 0..config.num_directions() {
-            let ld = layer * config.num_directions() + dir;
-            let pb = &packed.blocks[ld];
-            let dt = &trace.dirs[ld];
+        let dirs = config.num_directions();
+        let gru = config.cell() == CellKind::Gru;
+        let proj = config.proj_size() > 0;
+        let mut grads = try_with_capacity(dirs, "the layer's gate gradients")?;
+        let mut states = try_with_capacity(dirs, "the layer's carried gradients")?;
+        for dir in 0..dirs {
+            let pb = &packed.blocks[layer * dirs + dir];
             let (hp, ks) = (pb.hp, pb.state_stride);
-            let gru = config.cell() == CellKind::Gru;
-            let proj = config.proj_size() > 0;
-            let mut dg = DirGrads {
+            grads.push(DirGrads {
                 dg: pool.take_zeroed(rows * pb.gates * hp)?,
                 d_rn: pool.take_zeroed(if gru { rows * hp } else { 0 })?,
                 dh_proj: pool.take_zeroed(if proj { rows * ks } else { 0 })?,
-            };
-            let c_slice: &mut [f32] = if config.has_cell_state() {
+            });
+            states.push(BackState::new(config, pb, n, pool)?);
+        }
+        let mut runs = try_with_capacity(dirs, "the layer's directions")?;
+        for (dir, (dg, state)) in grads.iter_mut().zip(&mut states).enumerate() {
+            let ld = layer * dirs + dir;
+            let pb = &packed.blocks[ld];
+            let (hp, ks) = (pb.hp, pb.state_stride);
+            let dh_state = &mut dh0[ld * n * hs..(ld + 1) * n * hs];
+            let dc_state: &mut [f32] = if config.has_cell_state() {
                 &mut dc0[ld * n * cs..(ld + 1) * n * cs]
             } else {
                 &mut []
             };
-            let run = DirBack {
+            // The gradients carried into the last step, in padded rows.
+            for b in 0..n {
+                state.dh[b * ks..b * ks + hs].copy_from_slice(&dh_state[b * hs..(b + 1) * hs]);
+                if config.has_cell_state() {
+                    state.dc[b * hp..b * hp + cs].copy_from_slice(&dc_state[b * cs..(b + 1) * cs]);
+                }
+            }
+            runs.push(DirBack {
                 config,
                 pb,
                 packed,
-                trace: dt,
+                trace: &trace.dirs[ld],
                 batch: n,
                 lens: &trace.lens,
                 reversed: config.direction().is_reversed(dir),
@@ -98,20 +169,42 @@ pub(crate) fn backward(
                 } else {
                     0
                 },
-                dh_state: SharedMut::new(&mut dh0[ld * n * hs..(ld + 1) * n * hs]),
-                dc_state: SharedMut::new(c_slice),
-                out: [&mut dg.dg, &mut dg.d_rn, &mut dg.dh_proj].map(|v| {
-                    if v.is_empty() {
-                        SharedMut::null()
-                    } else {
-                        SharedMut::new(v)
-                    }
-                }),
-            };
-            let peephole_grads: Vec<Vec<f32>> = batch_blocks(n)
-                .par_iter()
-                .map(|&(b0, nb)| run.block(b0, nb))
-                .collect::<Result<_>>()?;
+                dh_state: SharedMut::new(dh_state),
+                dc_state: SharedMut::new(dc_state),
+                out: [&mut dg.dg, &mut dg.d_rn, &mut dg.dh_proj].map(|v| shared_or_null(v)),
+                state: [
+                    &mut state.dh,
+                    &mut state.dc,
+                    &mut state.dh_tot,
+                    &mut state.dm,
+                    &mut state.dr,
+                    &mut state.dv,
+                    &mut state.tmp,
+                ]
+                .map(|v| shared_or_null(v)),
+            });
+        }
+        let pb = &packed.blocks[layer * dirs];
+        let unit = packed.kernels.unit();
+        let shape = team::Shape {
+            directions: dirs,
+            batch: n,
+            panels: (pb.hp / unit).min(pb.state_stride / unit),
+            macs_per_row: pb.gates * pb.hp * pb.state
+                + pb.hidden * pb.state_stride * usize::from(proj),
+        };
+        let wanted = team::useful_members(shape, team::capacity());
+        team::run(wanted, &|member| {
+            for share in &team::plan(shape, member.size)[member.index] {
+                runs[share.dir].share(share, member)?;
+            }
+            Ok(())
+        })?;
+        drop(runs);
+        for (dir, (dg, state)) in grads.into_iter().zip(states).enumerate() {
+            let ld = layer * dirs + dir;
+            let pb = &packed.blocks[ld];
+            state.give_back(pool);
             weight_grads(
                 config,
                 pb,
@@ -119,13 +212,12 @@ pub(crate) fn backward(
                 layer,
                 dir,
                 x,
-                dt,
+                &trace.dirs[ld],
                 &dg,
-                &peephole_grads,
                 &mut dparams,
             )?;
             // dX += dG × W (gate-major).
-            let gh = pb.gates * hp;
+            let gh = pb.gates * pb.hp;
             par_gemm(
                 Mat::rows(&dg.dg, rows, gh, gh),
                 Mat::rows(&pb.w_gate_major, gh, in_size, in_size),
@@ -160,7 +252,6 @@ fn weight_grads(
     x: &[f32],
     dt: &DirTrace,
     g: &DirGrads,
-    peephole_grads: &[Vec<f32>],
     dparams: &mut [f32],
 ) -> Result<()> {
     let (hp, h, st, ks, gates, input) = (
@@ -244,14 +335,7 @@ fn weight_grads(
     unpad(&drb, 1, &mut dparams[range(ParamKind::Rb)]);
 
     if config.peepholes() {
-        let dst = &mut dparams[range(ParamKind::Peephole)];
-        for part in peephole_grads {
-            for gi in 0..3 {
-                for j in 0..h {
-                    dst[gi * h + j] += part[gi * hp + j];
-                }
-            }
-        }
+        peephole_grads(config, pb, dt, g, &mut dparams[range(ParamKind::Peephole)])?;
     }
     if config.proj_size() > 0 {
         // dP [P, H] = dh_projᵀ × m.
@@ -271,53 +355,84 @@ fn weight_grads(
     Ok(())
 }
 
+/// The peephole gradients `[p_i, p_f, p_o]`: `Σ di ⊙ c_prev`, `Σ df ⊙
+/// c_prev` and `Σ do ⊙ c` over every step and item, in f64 and in row order,
+/// so they do not depend on how the steps were split over threads.
+fn peephole_grads(
+    config: &Config,
+    pb: &PackedBlock,
+    dt: &DirTrace,
+    g: &DirGrads,
+    dst: &mut [f32],
+) -> Result<()> {
+    let (hp, h, gh) = (pb.hp, pb.hidden, pb.gates * pb.hp);
+    let rows = g.dg.len() / gh;
+    let mut acc = try_vec(3 * h, 0f64, "the peephole gradients")?;
+    for r in 0..rows {
+        let dg = &g.dg[r * gh..(r + 1) * gh];
+        let c_prev = &dt.c_prev[r * hp..r * hp + h];
+        let c_raw = &dt.c_raw[r * hp..r * hp + h];
+        for j in 0..h {
+            let c = match config.cell_clip() {
+                Some(clip) => c_raw[j].clamp(-clip, clip),
+                None => c_raw[j],
+            };
+            acc[j] += f64::from(dg[j]) * f64::from(c_prev[j]);
+            acc[h + j] += f64::from(dg[hp + j]) * f64::from(c_prev[j]);
+            acc[2 * h + j] += f64::from(dg[3 * hp + j]) * f64::from(c);
+        }
+    }
+    for (d, a) in dst.iter_mut().zip(acc) {
+        *d = a as f32;
+    }
+    Ok(())
+}
+
 impl DirBack<'_> {
-    /// Backpropagates items `b0 .. b0 + nb` through every step; returns the
-    /// block's peephole gradient `[3·Hp]` (empty without peepholes).
-    fn block(&self, b0: usize, nb: usize) -> Result<Vec<f32>> {
+    /// Backpropagates one member's share of this direction through every
+    /// step, in reverse: items `rows`, the units of its panels, meeting the
+    /// other parts of its block at their barrier where a product reads every
+    /// unit of the step's gradients.
+    fn share(&self, share: &team::Share, member: &team::Member) -> Result<()> {
         let (pb, cfg, table) = (self.pb, self.config, &self.packed.kernels.table);
         let (ks, hp, st, h) = (pb.state_stride, pb.hp, pb.state, pb.hidden);
         let gh = pb.gates * hp;
         let cell = cfg.cell();
         let proj = cfg.proj_size() > 0;
-        let mut peephole_grad = zeroed(if cfg.peepholes() { 3 * hp } else { 0 })?;
+        let (b0, nb) = share.rows;
+        let unit = self.packed.kernels.unit();
+        let panels = share.panels(hp / unit);
+        let state_panels = if proj { share.panels(ks / unit) } else { panels };
+        let cols = (state_panels.0 * unit, state_panels.1 * unit);
+        let out_cols = (cols.0.min(st), cols.1.min(st));
+        let units = ((panels.0 * unit).min(h), (panels.1 * unit).min(h));
+        let sync = || member.barrier(share.group, share.parts);
         let params = BackParams {
             hp,
             peephole: pb.peephole.as_deref(),
-            peephole_grad: if peephole_grad.is_empty() {
-                std::ptr::null_mut()
-            } else {
-                peephole_grad.as_mut_ptr()
-            },
             clip: cfg.cell_clip(),
             input_forget: cfg.input_forget(),
             relu: cfg.activation() == crate::config::Activation::Relu,
             linear_before_reset: cfg.gru_variant() == GruVariant::LinearBeforeReset,
+            panels,
         };
-        // Carried gradients of the state, per block row.
-        let mut dh = zeroed(nb * ks)?;
-        let mut dc = zeroed(if cell == CellKind::Lstm { nb * hp } else { 0 })?;
-        for r in 0..nb {
-            let b = b0 + r;
-            // SAFETY: row b of the state gradients belongs to this block alone.
+        let [dh, dc, dh_tot, dm, dr, dv, tmp] = self.state;
+        // A product over this share's output columns `first..end` panels of
+        // `packed` (k floats per unit column): `out[row] = a[row] × B`.
+        let product = |k: usize, packed: &[f32], (first, end): (usize, usize), rows: &[MatRow]| {
+            // SAFETY: `Kernels` exists only for a supported ISA; `rows` hold
+            // whole padded rows (offset to this share's first column), and
+            // the panel slice is bounds-checked.
             unsafe {
-                dh[r * ks..r * ks + st]
-                    .copy_from_slice(std::slice::from_raw_parts(self.dh_state.at(b * st), st));
-                if cell == CellKind::Lstm {
-                    dc[r * hp..r * hp + h]
-                        .copy_from_slice(std::slice::from_raw_parts(self.dc_state.at(b * h), h));
-                }
+                (table.panel_matmul)(
+                    k,
+                    (end - first) * unit,
+                    &packed[first * k * unit..end * k * unit],
+                    None,
+                    rows,
+                )
             }
-        }
-        // Step buffers, one compacted row per active item.
-        let mut dh_tot = zeroed(nb * ks)?;
-        let mut dm = zeroed(if proj { nb * hp } else { 0 })?;
-        let mut dg = zeroed(nb * gh)?;
-        let mut d_rn = zeroed(if cell == CellKind::Gru { nb * hp } else { 0 })?;
-        let mut dr = zeroed(d_rn.len())?;
-        let mut dv = zeroed(d_rn.len())?;
-        let mut tmp = zeroed(if cell == CellKind::Gru { nb * ks } else { 0 })?;
-        let mut dh_prev = zeroed(nb * ks)?;
+        };
         let mut active: Vec<(usize, usize)> = try_with_capacity(nb, "a block's row list")?;
         let mut back_rows: Vec<BackRow> = try_with_capacity(nb, "a block's row list")?;
         let mut mat_rows: Vec<MatRow> = try_with_capacity(nb, "a block's row list")?;
@@ -325,50 +440,58 @@ impl DirBack<'_> {
 
         for s in (0..max_len).rev() {
             active.clear();
-            for r in 0..nb {
-                let len = self.lens[b0 + r];
+            for b in b0..b0 + nb {
+                let len = self.lens[b];
                 if s < len {
                     let t = if self.reversed { len - 1 - s } else { s };
-                    active.push((r, t * self.batch + b0 + r));
+                    active.push((b, t * self.batch + b));
                 }
             }
-            // Compacted row a: dh_tot = carried dh + this step's output gradient.
-            for (a, &(r, row_t)) in active.iter().enumerate() {
-                let dst = &mut dh_tot[a * ks..(a + 1) * ks];
-                dst.copy_from_slice(&dh[r * ks..(r + 1) * ks]);
-                let dy = &self.d_out[row_t * self.width + self.slot..][..st];
-                for (d, v) in dst.iter_mut().zip(dy) {
-                    *d += v;
-                }
-                if proj {
-                    // SAFETY: row row_t belongs to item b of this block.
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(dst.as_ptr(), self.out[2].at(row_t * ks), ks)
-                    };
-                }
-            }
-            let na = active.len();
-            let rows_of = |buf: &mut Vec<f32>, width: usize, a: usize| {
-                buf.as_mut_ptr().wrapping_add(a * width)
-            };
-            // SAFETY (kernel calls below): `Kernels` exists only for a supported
-            // ISA; every pointer addresses a whole padded row of a live buffer:
-            // compacted rows a < na of the step buffers, rows r of the carries,
-            // rows row_t of the trace.
+            // SAFETY (this block): rows b of the shared state and rows row_t
+            // of the outputs belong to this block; this share touches only
+            // its own columns of them here.
             unsafe {
-                if proj {
-                    // dm = dh_tot × P (the projection's input gradient).
-                    mat_rows.clear();
-                    mat_rows.extend((0..na).map(|a| MatRow {
-                        a: dh_tot.as_ptr().add(a * ks),
-                        out: rows_of(&mut dm, hp, a),
-                    }));
-                    (table.panel_matmul)(st, hp, &pb.proj_back_panels, None, &mat_rows);
+                for &(b, row_t) in &active {
+                    // dh_tot = carried dh + this step's output gradient.
+                    let dst = dh_tot.at(b * ks);
+                    let carried = dh.at(b * ks);
+                    for c in cols.0..cols.1 {
+                        let dy = if c < st {
+                            self.d_out[row_t * self.width + self.slot + c]
+                        } else {
+                            0.0
+                        };
+                        *dst.add(c) = *carried.add(c) + dy;
+                    }
+                    if proj {
+                        std::ptr::copy_nonoverlapping(
+                            dst.add(cols.0),
+                            self.out[2].at(row_t * ks + cols.0),
+                            cols.1 - cols.0,
+                        );
+                    }
                 }
-                back_rows.clear();
-                let tr = self.trace;
-                for (a, &(r, row_t)) in active.iter().enumerate() {
-                    back_rows.push(BackRow {
+            }
+            if proj {
+                // dm = dh_tot × P reads every column of dh_tot.
+                sync()?;
+                mat_rows.clear();
+                // SAFETY: rows b of dh_tot and dm are whole padded rows.
+                mat_rows.extend(active.iter().map(|&(b, _)| unsafe {
+                    MatRow {
+                        a: dh_tot.at(b * ks),
+                        out: dm.at(b * hp + panels.0 * unit),
+                    }
+                }));
+                product(st, &pb.proj_back_panels, panels, &mat_rows);
+            }
+            back_rows.clear();
+            let tr = self.trace;
+            for &(b, row_t) in &active {
+                // SAFETY: every pointer addresses a whole padded row: rows b
+                // of the shared state, rows row_t of the trace and outputs.
+                back_rows.push(unsafe {
+                    BackRow {
                         gates: row(&tr.gates, gh, row_t),
                         h_prev: row(&tr.h_prev, ks, row_t),
                         c_prev: row(&tr.c_prev, hp, row_t),
@@ -382,23 +505,40 @@ impl DirBack<'_> {
                             row_t,
                         ),
                         dh: if proj {
-                            row(&dm, hp, a)
+                            dm.at(b * hp)
                         } else {
-                            row(&dh_tot, ks, a)
+                            dh_tot.at(b * ks)
                         },
-                        dc: row_mut(&mut dc, hp, r),
-                        dg: row_mut(&mut dg, gh, a),
-                        d_rn: row_mut(&mut d_rn, hp, a),
-                        dh_prev: row_mut(&mut dh_prev, ks, a),
-                        dr: row_mut(&mut dr, hp, a),
-                        dv: row(&dv, hp, a),
+                        dc: if dc.is_null() {
+                            std::ptr::null_mut()
+                        } else {
+                            dc.at(b * hp)
+                        },
+                        dg: self.out[0].at(row_t * gh),
+                        d_rn: if self.out[1].is_null() {
+                            std::ptr::null_mut()
+                        } else {
+                            self.out[1].at(row_t * hp)
+                        },
+                        dh_prev: dh.at(b * ks),
+                        dr: if dr.is_null() {
+                            std::ptr::null_mut()
+                        } else {
+                            dr.at(b * hp)
+                        },
+                        dv: if dv.is_null() {
+                            std::ptr::null()
+                        } else {
+                            dv.at(b * hp)
+                        },
                         clip_mask: row(&tr.clip_mask, gh, row_t),
-                    });
-                }
-                let dg_rows = |a: usize| MatRow {
-                    a: dg.as_ptr().add(a * gh),
-                    out: dh_prev.as_mut_ptr().add(a * ks),
-                };
+                    }
+                });
+            }
+            // SAFETY (kernel calls below): `Kernels` exists only for a
+            // supported ISA; the rows are as above, and each call writes only
+            // this share's units or columns.
+            unsafe {
                 match cell {
                     CellKind::Lstm | CellKind::Rnn => {
                         let elementwise = if cell == CellKind::Lstm {
@@ -407,63 +547,64 @@ impl DirBack<'_> {
                             table.rnn_backward
                         };
                         elementwise(&params, &back_rows);
+                        // dh_prev = dG × R reads every unit of dG.
+                        sync()?;
                         mat_rows.clear();
-                        mat_rows.extend((0..na).map(dg_rows));
-                        (table.panel_matmul)(gh, ks, &pb.r_back_panels, None, &mat_rows);
+                        mat_rows.extend(active.iter().map(|&(b, row_t)| MatRow {
+                            a: self.out[0].at(row_t * gh),
+                            out: dh.at(b * ks + cols.0),
+                        }));
+                        product(gh, &pb.r_back_panels, state_panels, &mat_rows);
                     }
                     CellKind::Gru => {
                         (table.gru_backward_a)(&params, &back_rows);
+                        // dv = d_rn × Rn reads every unit of d_rn.
+                        sync()?;
                         mat_rows.clear();
-                        mat_rows.extend((0..na).map(|a| MatRow {
-                            a: d_rn.as_ptr().add(a * hp),
-                            out: dv.as_mut_ptr().add(a * hp),
+                        mat_rows.extend(active.iter().map(|&(b, row_t)| MatRow {
+                            a: self.out[1].at(row_t * hp),
+                            out: dv.at(b * hp + cols.0),
                         }));
-                        (table.panel_matmul)(hp, ks, &pb.r_back_panels_n, None, &mat_rows);
+                        product(hp, &pb.r_back_panels_n, state_panels, &mat_rows);
                         (table.gru_backward_b)(&params, &back_rows);
-                        // dh_prev += [dr, dz] × R_rz.
+                        // dh_prev += [dr, dz] × R_rz reads every unit of dr, dz.
+                        sync()?;
                         mat_rows.clear();
-                        mat_rows.extend((0..na).map(|a| MatRow {
-                            a: dg.as_ptr().add(a * gh),
-                            out: tmp.as_mut_ptr().add(a * ks),
+                        mat_rows.extend(active.iter().map(|&(b, row_t)| MatRow {
+                            a: self.out[0].at(row_t * gh),
+                            out: tmp.at(b * ks + cols.0),
                         }));
-                        (table.panel_matmul)(2 * hp, ks, &pb.r_back_panels, None, &mat_rows);
-                        for (d, t) in dh_prev[..na * ks].iter_mut().zip(&tmp[..na * ks]) {
-                            *d += t;
+                        product(2 * hp, &pb.r_back_panels, state_panels, &mat_rows);
+                        for &(b, _) in &active {
+                            for c in cols.0..cols.1 {
+                                *dh.at(b * ks + c) += *tmp.at(b * ks + c);
+                            }
                         }
                     }
                 }
             }
-            for (a, &(r, row_t)) in active.iter().enumerate() {
-                dh[r * ks..(r + 1) * ks].copy_from_slice(&dh_prev[a * ks..(a + 1) * ks]);
-                // SAFETY: rows row_t of the direction's gradients belong to item b.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        dg.as_ptr().add(a * gh),
-                        self.out[0].at(row_t * gh),
-                        gh,
-                    );
-                    if cell == CellKind::Gru {
-                        std::ptr::copy_nonoverlapping(
-                            d_rn.as_ptr().add(a * hp),
-                            self.out[1].at(row_t * hp),
-                            hp,
-                        );
-                    }
-                }
-            }
+            // No barrier ends a step: what the next step writes before its
+            // first barrier (its rows of dG and d_rn, this share's columns of
+            // dh_tot and dh) is nothing another part still reads.
         }
-        for r in 0..nb {
-            let b = b0 + r;
-            // SAFETY: row b of the state gradients belongs to this block alone.
+        for b in b0..b0 + nb {
+            // SAFETY: row b of the state gradients belongs to this block,
+            // these columns and units to this share.
             unsafe {
-                std::slice::from_raw_parts_mut(self.dh_state.at(b * st), st)
-                    .copy_from_slice(&dh[r * ks..r * ks + st]);
+                std::ptr::copy_nonoverlapping(
+                    dh.at(b * ks + out_cols.0),
+                    self.dh_state.at(b * st + out_cols.0),
+                    out_cols.1 - out_cols.0,
+                );
                 if cell == CellKind::Lstm {
-                    std::slice::from_raw_parts_mut(self.dc_state.at(b * h), h)
-                        .copy_from_slice(&dc[r * hp..r * hp + h]);
+                    std::ptr::copy_nonoverlapping(
+                        dc.at(b * hp + units.0),
+                        self.dc_state.at(b * h + units.0),
+                        units.1 - units.0,
+                    );
                 }
             }
         }
-        Ok(peephole_grad)
+        Ok(())
     }
 }

@@ -141,21 +141,19 @@ pub(crate) fn call_memory(
         + 2 * shapes.h as u128
         + 2 * shapes.c as u128
         + config.num_params() as u128;
+    // A layer's directions step back at the same time: each has its gate
+    // gradients and its carried and step gradients; each team member its
+    // row lists.
     let layer_grads = rows * (width + widest_input);
-    let gate_grads = rows * (g.gh + on(gru, g.hp) + on(proj, g.ks));
+    let gate_grads = dirs * rows * (g.gh + on(gru, g.hp) + on(proj, g.ks));
     let back_rows = (std::mem::size_of::<BackRow>()
         + std::mem::size_of::<MatRow>()
         + 2 * std::mem::size_of::<usize>()) as u128
         / F32
         + 1;
-    let back_state = n
-        * (3 * g.ks
-            + on(lstm, g.hp)
-            + on(proj, g.hp)
-            + g.gh
-            + on(gru, 3 * g.hp + g.ks)
-            + back_rows)
-        + on(config.peepholes(), n * 3 * g.hp);
+    let back_state = dirs * n * (2 * g.ks + on(lstm, g.hp) + on(proj, g.hp) + on(gru, 2 * g.hp + g.ks))
+        + members * (n * back_rows + TEAM_BYTES_PER_MEMBER / F32)
+        + on(config.peepholes(), 2 * 3 * g.hp);
     // dW and dR (and dP) padded, the bias rows and their f64 column sums.
     let weight_grads = g.gh * (widest_input + g.st) + 4 * g.gh + on(proj, g.st * g.hp);
     let backward = small + results + layer_grads + gate_grads + back_state + weight_grads;

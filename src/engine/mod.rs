@@ -85,18 +85,6 @@ impl SharedMut {
     }
 }
 
-/// How many batch blocks to run in parallel for `batch` items.
-pub(crate) fn batch_blocks(batch: usize) -> Vec<(usize, usize)> {
-    const MIN_ROWS: usize = 4;
-    let threads = rayon::current_num_threads().max(1);
-    let blocks = threads.min(batch.div_ceil(MIN_ROWS)).max(1);
-    let per = batch.div_ceil(blocks).max(1);
-    (0..batch)
-        .step_by(per)
-        .map(|b0| (b0, per.min(batch - b0)))
-        .collect()
-}
-
 /// Pointer to row `index` of a buffer of `width`-wide rows, or NULL for an
 /// empty buffer (one the cell or mode does not use). Bounds-checked, and
 /// `Vec::as_ptr` keeps earlier row pointers into the same buffer valid.
@@ -112,16 +100,4 @@ pub(crate) fn row(buf: &Vec<f32>, width: usize, index: usize) -> *const f32 {
         "row {index} is outside its buffer"
     );
     buf.as_ptr().wrapping_add(index * width)
-}
-
-/// [`row`] for a buffer the kernel writes.
-pub(crate) fn row_mut(buf: &mut Vec<f32>, width: usize, index: usize) -> *mut f32 {
-    if buf.is_empty() {
-        return std::ptr::null_mut();
-    }
-    assert!(
-        (index + 1) * width <= buf.len(),
-        "row {index} is outside its buffer"
-    );
-    buf.as_mut_ptr().wrapping_add(index * width)
 }

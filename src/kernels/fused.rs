@@ -115,14 +115,14 @@ pub(crate) struct BackRow {
 pub(crate) struct BackParams<'a> {
     pub hp: usize,
     pub peephole: Option<&'a [f32]>,
-    /// LSTM peephole gradient accumulator `[3·Hp]`, or null.
-    pub peephole_grad: *mut f32,
     /// LSTM cell clip.
     pub clip: Option<f32>,
     /// LSTM: f = 1 − i.
     pub input_forget: bool,
     pub relu: bool,
     pub linear_before_reset: bool,
+    /// The panels (units `first·U .. end·U`) this call computes.
+    pub panels: (usize, usize),
 }
 
 // No closure in this file touches a vector: a closure cannot be marked
@@ -676,7 +676,8 @@ pub(crate) unsafe fn panel_matmul<S: Simd, const MR: usize>(
 
 /// LSTM backward of one step, element-wise: from the gradient of
 /// `m = o ⊙ tanh c` (`dh`) and of c, the gradients of the four gate
-/// pre-activations (gate-major), of `c_prev` and of the peepholes.
+/// pre-activations (gate-major) and of `c_prev` (the peephole gradients,
+/// sums over every step, are formed afterwards from these).
 #[inline(always)]
 pub(crate) unsafe fn lstm_backward<S: Simd>(p: &BackParams, rows: &[BackRow]) {
     let (u, hp) = (unit::<S>(), p.hp);
@@ -685,7 +686,7 @@ pub(crate) unsafe fn lstm_backward<S: Simd>(p: &BackParams, rows: &[BackRow]) {
             .map_or(std::ptr::null(), |ph| ph[g * hp + j..].as_ptr())
     };
     for row in rows {
-        for panel in 0..hp / u {
+        for panel in p.panels.0..p.panels.1 {
             for w in 0..S::W {
                 let (col, j) = (panel * 4 * u + w * S::LANES, panel * u + w * S::LANES);
                 // SAFETY: every pointer addresses a whole padded row (BackRow docs).
@@ -748,14 +749,6 @@ pub(crate) unsafe fn lstm_backward<S: Simd>(p: &BackParams, rows: &[BackRow]) {
                     S::store(row.dg.add(hp + j), df_pre);
                     S::store(row.dg.add(2 * hp + j), dg_pre);
                     S::store(row.dg.add(3 * hp + j), do_pre);
-                    if !p.peephole_grad.is_null() {
-                        let acc = p.peephole_grad.add(j);
-                        S::store(acc, S::fma(di_pre, c_prev, S::load(acc)));
-                        let acc = p.peephole_grad.add(hp + j);
-                        S::store(acc, S::fma(df_pre, c_prev, S::load(acc)));
-                        let acc = p.peephole_grad.add(2 * hp + j);
-                        S::store(acc, S::fma(do_pre, c, S::load(acc)));
-                    }
                 }
             }
         }
@@ -769,7 +762,7 @@ pub(crate) unsafe fn lstm_backward<S: Simd>(p: &BackParams, rows: &[BackRow]) {
 pub(crate) unsafe fn gru_backward_a<S: Simd>(p: &BackParams, rows: &[BackRow]) {
     let (u, hp) = (unit::<S>(), p.hp);
     for row in rows {
-        for panel in 0..hp / u {
+        for panel in p.panels.0..p.panels.1 {
             for w in 0..S::W {
                 let (col, j) = (panel * 3 * u + w * S::LANES, panel * u + w * S::LANES);
                 // SAFETY: every pointer addresses a whole padded row (BackRow docs).
@@ -809,9 +802,9 @@ pub(crate) unsafe fn gru_backward_a<S: Simd>(p: &BackParams, rows: &[BackRow]) {
 /// writes the gradient of the r pre-activation.
 #[inline(always)]
 pub(crate) unsafe fn gru_backward_b<S: Simd>(p: &BackParams, rows: &[BackRow]) {
-    let (u, hp) = (unit::<S>(), p.hp);
+    let u = unit::<S>();
     for row in rows {
-        for panel in 0..hp / u {
+        for panel in p.panels.0..p.panels.1 {
             for w in 0..S::W {
                 let (col, j) = (panel * 3 * u + w * S::LANES, panel * u + w * S::LANES);
                 // SAFETY: every pointer addresses a whole padded row (BackRow docs).
@@ -842,7 +835,7 @@ pub(crate) unsafe fn gru_backward_b<S: Simd>(p: &BackParams, rows: &[BackRow]) {
 #[inline(always)]
 pub(crate) unsafe fn rnn_backward<S: Simd>(p: &BackParams, rows: &[BackRow]) {
     for row in rows {
-        for j in (0..p.hp).step_by(S::LANES) {
+        for j in (p.panels.0 * unit::<S>()..p.panels.1 * unit::<S>()).step_by(S::LANES) {
             // SAFETY: every pointer addresses a whole padded row (BackRow docs).
             unsafe {
                 let h = S::load(row.gates.add(j));
