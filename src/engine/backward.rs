@@ -57,7 +57,15 @@ impl BackState {
     }
 
     fn give_back(self, pool: &BufferPool) {
-        for buf in [self.dh, self.dc, self.dh_tot, self.dm, self.dr, self.dv, self.tmp] {
+        for buf in [
+            self.dh,
+            self.dc,
+            self.dh_tot,
+            self.dm,
+            self.dr,
+            self.dv,
+            self.tmp,
+        ] {
             if !buf.is_empty() {
                 pool.give(buf);
             }
@@ -402,7 +410,11 @@ impl DirBack<'_> {
         let (b0, nb) = share.rows;
         let unit = self.packed.kernels.unit();
         let panels = share.panels(hp / unit);
-        let state_panels = if proj { share.panels(ks / unit) } else { panels };
+        let state_panels = if proj {
+            share.panels(ks / unit)
+        } else {
+            panels
+        };
         let cols = (state_panels.0 * unit, state_panels.1 * unit);
         let out_cols = (cols.0.min(st), cols.1.min(st));
         let units = ((panels.0 * unit).min(h), (panels.1 * unit).min(h));

@@ -151,9 +151,10 @@ pub(crate) fn call_memory(
         + 2 * std::mem::size_of::<usize>()) as u128
         / F32
         + 1;
-    let back_state = dirs * n * (2 * g.ks + on(lstm, g.hp) + on(proj, g.hp) + on(gru, 2 * g.hp + g.ks))
-        + members * (n * back_rows + TEAM_BYTES_PER_MEMBER / F32)
-        + on(config.peepholes(), 2 * 3 * g.hp);
+    let back_state =
+        dirs * n * (2 * g.ks + on(lstm, g.hp) + on(proj, g.hp) + on(gru, 2 * g.hp + g.ks))
+            + members * (n * back_rows + TEAM_BYTES_PER_MEMBER / F32)
+            + on(config.peepholes(), 2 * 3 * g.hp);
     // dW and dR (and dP) padded, the bias rows and their f64 column sums.
     let weight_grads = g.gh * (widest_input + g.st) + 4 * g.gh + on(proj, g.st * g.hp);
     let backward = small + results + layer_grads + gate_grads + back_state + weight_grads;

@@ -191,6 +191,10 @@ impl Member<'_> {
 /// The team size a call can have now: the pool's threads, at most one per
 /// usable CPU, shared between the engine calls running at the same time.
 pub(crate) fn capacity() -> usize {
+    #[cfg(test)]
+    if let n @ 1.. = tests::FORCED_CAPACITY.load(Ordering::Relaxed) {
+        return n.min(rayon::current_num_threads());
+    }
     let threads = rayon::current_num_threads().min(crate::threads::cores());
     (threads / crate::threads::active_calls()).max(1)
 }
@@ -374,9 +378,15 @@ pub(crate) fn useful_members(shape: Shape, members: usize) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::sync::atomic::AtomicU64;
+
+    /// Team size to use instead of [`capacity`]'s (0: none), so that teams
+    /// larger than this machine's core count can be tested. Global, but a
+    /// test that sets it only changes how other tests' calls split, which
+    /// must not change their results.
+    pub(crate) static FORCED_CAPACITY: AtomicUsize = AtomicUsize::new(0);
 
     fn shape(directions: usize, batch: usize, panels: usize, macs_per_row: usize) -> Shape {
         Shape {
@@ -476,6 +486,74 @@ mod tests {
             .unwrap();
             assert!(counter.load(Ordering::SeqCst) >= steps);
         });
+    }
+
+    /// Teams of up to 16 members (more than this machine's cores) give the
+    /// same bits as one thread, for every cell variant, both directions at
+    /// once and split steps.
+    #[test]
+    fn teams_larger_than_the_machine_give_the_same_bits() {
+        use crate::{CellKind, Config, Direction, GruVariant, Input, Model, OutputGrads};
+        let configs = [
+            Config::builder(CellKind::Lstm, 5, 70).peepholes(true),
+            Config::builder(CellKind::Lstm, 5, 70)
+                .proj_size(33)
+                .cell_clip(Some(0.3)),
+            Config::builder(CellKind::Gru, 5, 70),
+            Config::builder(CellKind::Gru, 5, 70).gru_variant(GruVariant::LinearBeforeReset),
+            Config::builder(CellKind::Rnn, 5, 150).gate_clip(Some(0.5)),
+        ];
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(16)
+            .build()
+            .unwrap();
+        for builder in configs {
+            for direction in [Direction::Forward, Direction::BidirectionalSum] {
+                let config = builder
+                    .clone()
+                    .direction(direction)
+                    .num_layers(2)
+                    .build()
+                    .unwrap();
+                let model = Model::random(config.clone(), 3);
+                let (t, n) = (4, 5);
+                let shapes = crate::Shapes::new(&config, t, n).unwrap();
+                let mut rng = crate::rng::SplitMix64::new(8);
+                let x = rng.uniform_vec(shapes.x, -1.0, 1.0);
+                let lens = [4, 1, 0, 3, 4];
+                let input = Input::new(&x, t, n).with_seq_lens(&lens);
+                let dy = rng.uniform_vec(shapes.y, -1.0, 1.0);
+                let go = || {
+                    let y = model.forward_inference(&input).unwrap();
+                    let (_, trace) = model.forward_training(&input).unwrap();
+                    let g = model.backward(&trace, &OutputGrads::new(&dy)).unwrap();
+                    (y, g)
+                };
+                let mut first = None;
+                for members in [1, 2, 3, 4, 5, 7, 16] {
+                    FORCED_CAPACITY.store(members, Ordering::Relaxed);
+                    let got = pool.install(go);
+                    FORCED_CAPACITY.store(0, Ordering::Relaxed);
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    let all = |(y, g): &(crate::Output, crate::Gradients)| {
+                        [
+                            bits(&y.y),
+                            bits(&y.h_n),
+                            bits(&g.dx),
+                            bits(&g.dh0),
+                            bits(&g.dparams),
+                        ]
+                    };
+                    let now = all(&got);
+                    match &first {
+                        None => first = Some(now),
+                        Some(one) => {
+                            assert!(*one == now, "{config:?}: {members} members differ from one")
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]

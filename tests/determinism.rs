@@ -1,0 +1,302 @@
+//! Same bits for any thread count, and no hang or mixed results when calls
+//! arrive at once from many threads.
+//!
+//! * Outputs, final states and every gradient are bitwise identical on
+//!   pools of 1, 2, 3, 4 and 16 threads and on librnn's own pool (proptest
+//!   over cells, options, directions, layers and shapes, sized so that
+//!   steps split across the team and directions run at the same time).
+//! * Eight threads sharing one model, each looping inference and training
+//!   calls on small batches, get exactly the single-threaded results, on a
+//!   2-thread pool and on librnn's pool.
+//! * Calls made from inside `rayon::scope` on the caller's own pool, while
+//!   its other workers are busy, finish with the same results.
+
+mod common;
+
+use common::{cell_variants, num_variants, random_batch, Batch, DIRECTIONS};
+use proptest::prelude::*;
+use proptest::test_runner::{Config as ProptestConfig, RngSeed};
+use rnn::rng::SplitMix64;
+use rnn::{Config, Gradients, Input, Model, Output, OutputGrads};
+
+/// Everything a training step returns, to compare bit for bit.
+#[derive(Debug, PartialEq)]
+struct Results {
+    inference: Output,
+    training: Output,
+    grads: Gradients,
+}
+
+#[derive(Clone, Debug)]
+struct Case {
+    variant: usize,
+    direction: usize,
+    layers: usize,
+    input: usize,
+    hidden: usize,
+    seq_len: usize,
+    batch: usize,
+    seed: u64,
+}
+
+impl Case {
+    fn config(&self) -> Config {
+        cell_variants(self.input, self.hidden)[self.variant]
+            .1
+            .clone()
+            .direction(DIRECTIONS[self.direction])
+            .num_layers(self.layers)
+            .build()
+            .unwrap()
+    }
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// Compares two results bit for bit (NaN included), naming the first field
+/// that differs.
+fn same_bits(a: &Results, b: &Results) -> Result<(), String> {
+    let fields: [(&str, &[f32], &[f32]); 9] = [
+        ("y", &a.inference.y, &b.inference.y),
+        ("h_n", &a.inference.h_n, &b.inference.h_n),
+        (
+            "c_n",
+            a.inference.c_n.as_deref().unwrap_or(&[]),
+            b.inference.c_n.as_deref().unwrap_or(&[]),
+        ),
+        ("training y", &a.training.y, &b.training.y),
+        ("training h_n", &a.training.h_n, &b.training.h_n),
+        ("dx", &a.grads.dx, &b.grads.dx),
+        ("dh0", &a.grads.dh0, &b.grads.dh0),
+        (
+            "dc0",
+            a.grads.dc0.as_deref().unwrap_or(&[]),
+            b.grads.dc0.as_deref().unwrap_or(&[]),
+        ),
+        ("dparams", &a.grads.dparams, &b.grads.dparams),
+    ];
+    for (name, x, y) in fields {
+        if bits(x) != bits(y) {
+            let at = bits(x).iter().zip(bits(y)).position(|(p, q)| *p != q);
+            return Err(format!("{name} differs (first at {at:?})"));
+        }
+    }
+    Ok(())
+}
+
+fn run(model: &Model, b: &Batch, seq_len: usize, batch: usize, dy_seed: u64) -> Results {
+    let mut input = Input::new(&b.x, seq_len, batch)
+        .with_seq_lens(&b.seq_lens)
+        .with_h0(&b.h0);
+    if model.config().has_cell_state() {
+        input = input.with_c0(&b.c0);
+    }
+    let inference = model.forward_inference(&input).unwrap();
+    let (training, trace) = model.forward_training(&input).unwrap();
+    let mut rng = SplitMix64::new(dy_seed);
+    let dy = rng.uniform_vec(training.y.len(), -1.0, 1.0);
+    let dh_n = rng.uniform_vec(training.h_n.len(), -1.0, 1.0);
+    let dc_n = rng.uniform_vec(training.c_n.as_ref().map_or(0, Vec::len), -1.0, 1.0);
+    let mut grads = OutputGrads::new(&dy).with_dh_n(&dh_n);
+    if model.config().has_cell_state() {
+        grads = grads.with_dc_n(&dc_n);
+    }
+    let grads = model.backward(&trace, &grads).unwrap();
+    Results {
+        inference,
+        training,
+        grads,
+    }
+}
+
+fn pool(threads: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+}
+
+fn check_case(case: &Case, pools: &[(usize, rayon::ThreadPool)]) -> Result<(), String> {
+    let config = case.config();
+    let model = Model::random(config.clone(), case.seed);
+    let b = random_batch(
+        &mut SplitMix64::new(case.seed ^ 0xd37e),
+        &config,
+        case.seq_len,
+        case.batch,
+    );
+    let go = || run(&model, &b, case.seq_len, case.batch, case.seed);
+    let one = pools[0].1.install(go);
+    for (threads, pool) in &pools[1..] {
+        same_bits(&one, &pool.install(go)).map_err(|e| format!("{threads} threads: {e}"))?;
+    }
+    same_bits(&one, &go()).map_err(|e| format!("librnn's pool: {e}"))
+}
+
+fn cases() -> impl Strategy<Value = Case> {
+    (
+        0..num_variants(),
+        0..DIRECTIONS.len(),
+        1..=2usize,
+        1..=9usize,
+        // Hidden sizes whose steps split in two to four (and across ISAs'
+        // panel widths, odd ones that fill no vector).
+        prop_oneof![24..=40usize, 60..=130usize],
+        1..=5usize,
+        1..=9usize,
+        any::<u64>(),
+    )
+        .prop_map(
+            |(variant, direction, layers, input, hidden, seq_len, batch, seed)| Case {
+                variant,
+                direction,
+                layers,
+                input,
+                hidden,
+                seq_len,
+                batch,
+                seed,
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 24,
+        rng_seed: RngSeed::Fixed(0x7465_616d),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn results_are_bitwise_identical_for_any_thread_count(case in cases()) {
+        let pools: Vec<_> = [1, 2, 3, 4, 16].into_iter().map(|t| (t, pool(t))).collect();
+        prop_assert!(check_case(&case, &pools).is_ok(), "{:?}: {:?}", case, check_case(&case, &pools));
+    }
+}
+
+/// Every cell variant once, at a size every step of which splits.
+#[test]
+fn every_variant_is_bitwise_identical_on_two_threads() {
+    let pools = vec![(1, pool(1)), (2, pool(2))];
+    for variant in 0..num_variants() {
+        for direction in 0..DIRECTIONS.len() {
+            let case = Case {
+                variant,
+                direction,
+                layers: 2,
+                input: 5,
+                hidden: 100,
+                seq_len: 4,
+                batch: 3,
+                seed: 11 + variant as u64,
+            };
+            if let Err(e) = check_case(&case, &pools) {
+                panic!("{}: {case:?}: {e}", cell_variants(1, 1)[variant].0);
+            }
+        }
+    }
+}
+
+/// Eight threads share one model and loop calls on small batches; every
+/// result equals the one computed alone, on `pool` (or librnn's own pool).
+fn many_callers(pool: Option<&rayon::ThreadPool>) {
+    let case = Case {
+        variant: 2, // lstm
+        direction: 2,
+        layers: 2,
+        input: 7,
+        hidden: 96,
+        seq_len: 6,
+        batch: 2,
+        seed: 5,
+    };
+    let config = case.config();
+    let model = Model::random(config.clone(), case.seed);
+    let batches: Vec<Batch> = (0..4)
+        .map(|k| {
+            random_batch(
+                &mut SplitMix64::new(k),
+                &config,
+                case.seq_len,
+                1 + k as usize,
+            )
+        })
+        .collect();
+    let call = |k: usize| {
+        let go = || run(&model, &batches[k], case.seq_len, 1 + k, k as u64);
+        match pool {
+            Some(p) => p.install(go),
+            None => go(),
+        }
+    };
+    let expected: Vec<Results> = (0..batches.len()).map(call).collect();
+    std::thread::scope(|s| {
+        for t in 0..8 {
+            let (call, expected) = (&call, &expected);
+            s.spawn(move || {
+                for round in 0..12 {
+                    let k = (t + round) % expected.len();
+                    if let Err(e) = same_bits(&expected[k], &call(k)) {
+                        panic!("thread {t}, round {round}, batch {k}: {e}");
+                    }
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn eight_threads_sharing_a_model_on_a_two_thread_pool_get_exact_results() {
+    many_callers(Some(&pool(2)));
+}
+
+#[test]
+fn eight_threads_sharing_a_model_on_librnns_pool_get_exact_results() {
+    many_callers(None);
+}
+
+/// Calls from inside `rayon::scope` on the caller's pool, some while the
+/// pool's other workers are busy (a team must not wait for them), some
+/// nested in a parallel iterator.
+#[test]
+fn calls_nested_in_the_callers_rayon_work_finish_with_exact_results() {
+    use rayon::prelude::*;
+    let case = Case {
+        variant: 7, // gru_reset_before
+        direction: 1,
+        layers: 1,
+        input: 4,
+        hidden: 128,
+        seq_len: 5,
+        batch: 1,
+        seed: 9,
+    };
+    let config = case.config();
+    let model = Model::random(config.clone(), case.seed);
+    let b = random_batch(&mut SplitMix64::new(3), &config, case.seq_len, case.batch);
+    let go = || run(&model, &b, case.seq_len, case.batch, 1);
+    let expected = pool(1).install(go);
+    let p = pool(2);
+    p.install(|| {
+        let busy = std::sync::atomic::AtomicBool::new(true);
+        rayon::scope(|s| {
+            s.spawn(|_| {
+                // Keeps a worker busy for a while.
+                while busy.load(std::sync::atomic::Ordering::Acquire) {
+                    std::thread::yield_now();
+                }
+            });
+            for _ in 0..5 {
+                same_bits(&expected, &go()).unwrap();
+            }
+            busy.store(false, std::sync::atomic::Ordering::Release);
+        });
+        let all: Vec<Results> = (0..6).into_par_iter().map(|_| go()).collect();
+        for r in &all {
+            same_bits(&expected, r).unwrap();
+        }
+    });
+}
