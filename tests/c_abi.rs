@@ -288,8 +288,10 @@ fn c_host_process_guarantees_hold() {
         return;
     }
     let exe = check_c_program("host.c", "host_c", &[]);
-    // A pool of one thread hung after fork as well.
+    // A pool of one thread hung after fork as well; eight pool threads on
+    // this machine's cores oversubscribe them (teams must not stall).
     run(&exe, &[], &[], &[("RAYON_NUM_THREADS", "1")]);
+    run(&exe, &[], &[], &[("RAYON_NUM_THREADS", "8")]);
     // Memory exhaustion under a 2 GiB address-space limit (not with ASan,
     // whose shadow memory needs more address space than that).
     run(

@@ -3,9 +3,9 @@
  * workers use it: fork after a call, calls from a thread-exit destructor,
  * weights swapped while other threads serve, a model destroyed under running
  * calls, misuse (destroyed handles, double destroys, overlapping buffers),
- * failed updates that must change nothing, clipping of huge gradients, and
- * loads of files that are not regular files. Run by tests/c_abi.rs, also
- * under AddressSanitizer and valgrind.
+ * failed updates that must change nothing, clipping of huge gradients,
+ * loads of files that are not regular files, and eight threads sharing a
+ * model. Run by tests/c_abi.rs, also under AddressSanitizer and valgrind.
  * Exit status 0 when every check holds.
  */
 #define _GNU_SOURCE
@@ -439,6 +439,89 @@ static void out_of_memory_is_a_status(void) {
     free(h);
 }
 
+/* 10. Eight threads share one model, each looping inference, training and
+ * backward calls on small batches (where a call's steps are split over a
+ * thread team): every result is bit for bit the one computed alone, on any
+ * pool size (run with RAYON_NUM_THREADS = 1, 2 and 8). */
+enum { SH_I = 3, SH_H = 96, SH_T = 6, SH_NMAX = 2, SH_THREADS = 8, SH_ROUNDS = 6 };
+enum { SH_X = SH_T * SH_NMAX * SH_I, SH_Y = SH_T * SH_NMAX * SH_H, SH_S = SH_NMAX * SH_H };
+typedef struct {
+    float y[SH_Y], h_n[SH_S], train_y[SH_Y], dx[SH_X], *dparams;
+} shared_results;
+static rnn_model *shared_model;
+static float shared_x[SH_X];
+static shared_results shared_expected[SH_NMAX];
+static size_t shared_params;
+static int shared_mismatches;
+
+static void shared_call(size_t n, shared_results *r) {
+    rnn_input in;
+    memset(&in, 0, sizeof in);
+    in.x = shared_x;
+    in.x_len = SH_T * n * SH_I;
+    in.seq_len = SH_T;
+    in.batch = n;
+    memset(r, 0, sizeof *r);
+    rnn_output out = {r->y, SH_T * n * SH_H, r->h_n, n * SH_H, NULL, 0};
+    EXPECT_STATUS(rnn_forward_inference(shared_model, &in, &out), RNN_OK);
+    float h_n[SH_S];
+    rnn_output train = {r->train_y, SH_T * n * SH_H, h_n, n * SH_H, NULL, 0};
+    rnn_trace *trace = NULL;
+    EXPECT_STATUS(rnn_forward_training(shared_model, &in, &train, &trace), RNN_OK);
+    float dy[SH_Y];
+    for (size_t i = 0; i < SH_T * n * SH_H; i++) dy[i] = (float)((i % 5) - 2) * 0.25f;
+    r->dparams = calloc(shared_params, sizeof(float));
+    rnn_output_grads og = {dy, SH_T * n * SH_H, NULL, 0, NULL, 0};
+    rnn_gradients g = {r->dx, SH_T * n * SH_I, NULL, 0, NULL, 0, r->dparams, shared_params};
+    EXPECT_STATUS(rnn_backward(shared_model, trace, &og, &g), RNN_OK);
+    EXPECT_STATUS(rnn_trace_destroy(trace), RNN_OK);
+}
+
+static int shared_same(const shared_results *a, const shared_results *b) {
+    return memcmp(a->y, b->y, sizeof a->y) == 0 && memcmp(a->h_n, b->h_n, sizeof a->h_n) == 0 &&
+           memcmp(a->train_y, b->train_y, sizeof a->train_y) == 0 &&
+           memcmp(a->dx, b->dx, sizeof a->dx) == 0 &&
+           memcmp(a->dparams, b->dparams, shared_params * sizeof(float)) == 0;
+}
+
+static void *shared_caller(void *arg) {
+    size_t t = (size_t)arg;
+    int bad = 0;
+    for (size_t round = 0; round < SH_ROUNDS; round++) {
+        size_t n = 1 + (t + round) % SH_NMAX;
+        shared_results r;
+        shared_call(n, &r);
+        if (!shared_same(&r, &shared_expected[n - 1])) bad++;
+        free(r.dparams);
+    }
+    pthread_mutex_lock(&counts);
+    shared_mismatches += bad;
+    pthread_mutex_unlock(&counts);
+    return NULL;
+}
+
+static void eight_threads_share_a_model(void) {
+    rnn_config c = rnn_config_default();
+    c.cell = RNN_CELL_GRU;
+    c.input_size = SH_I;
+    c.hidden_size = SH_H;
+    EXPECT_STATUS(rnn_model_create(&c, &shared_model), RNN_OK);
+    EXPECT_STATUS(rnn_model_init_random(shared_model, 21), RNN_OK);
+    rnn_sizes s;
+    EXPECT_STATUS(rnn_sizes_for(shared_model, SH_T, SH_NMAX, &s), RNN_OK);
+    shared_params = s.params;
+    for (int i = 0; i < SH_X; i++) shared_x[i] = (float)((i * 13) % 9 - 4) * 0.2f;
+    for (size_t n = 1; n <= SH_NMAX; n++) shared_call(n, &shared_expected[n - 1]);
+    pthread_t t[SH_THREADS];
+    for (size_t i = 0; i < SH_THREADS; i++)
+        CHECK(pthread_create(&t[i], NULL, shared_caller, (void *)i) == 0, "pthread_create");
+    for (size_t i = 0; i < SH_THREADS; i++) pthread_join(t[i], NULL);
+    CHECK(shared_mismatches == 0, "%d calls from shared threads differ from the same calls alone",
+          shared_mismatches);
+    for (size_t n = 0; n < SH_NMAX; n++) free(shared_expected[n].dparams);
+    EXPECT_STATUS(rnn_model_destroy(shared_model), RNN_OK);
+}
+
 int main(int argc, char **argv) {
     for (int i = 0; i < X_LEN; i++) x_data[i] = (float)((i * 37) % 11 - 5) * 0.1f;
     if (argc > 1 && strcmp(argv[1], "oom") == 0) {
@@ -453,5 +536,6 @@ int main(int argc, char **argv) {
     huge_gradients_are_clipped();
     loads_are_bounded();
     idle_memory_is_released();
+    eight_threads_share_a_model();
     return finish("host: every check passed");
 }
