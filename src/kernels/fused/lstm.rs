@@ -1,0 +1,171 @@
+//! LSTM: the fused step (`h_prev × R` with the gate epilogue and the cell
+//! update in registers) and the element-wise backward.
+
+#![allow(clippy::needless_range_loop)]
+
+use super::*;
+
+struct LstmEpilogue<'a> {
+    p: &'a StepParams<'a>,
+}
+
+impl<S: Simd, const V: usize> Epilogue<S, StepRow, V> for LstmEpilogue<'_> {
+    #[inline(always)]
+    fn a(&self, row: &StepRow) -> *const f32 {
+        row.h_prev
+    }
+    #[inline(always)]
+    unsafe fn apply(&self, row: &StepRow, panel: usize, acc: &[S::V; V]) {
+        let (p, u, wn) = (self.p, unit::<S>(), S::W);
+        for w in 0..wn {
+            let col = panel * 4 * u + w * S::LANES;
+            let j = panel * u + w * S::LANES;
+            // SAFETY: the row pointers address whole padded rows (StepRow docs).
+            unsafe {
+                let pre_i = S::add(acc[w], S::load(row.xw.add(col)));
+                let pre_f = S::add(acc[wn + w], S::load(row.xw.add(col + u)));
+                let pre_g = S::add(acc[2 * wn + w], S::load(row.xw.add(col + 2 * u)));
+                let pre_o = S::add(acc[3 * wn + w], S::load(row.xw.add(col + 3 * u)));
+                let c_prev = S::load(row.c.add(j));
+                let (gc, mask) = (p.gate_clip, row.clip_mask);
+                let i = sigmoid::<S>(clip_gate::<S>(
+                    gc,
+                    peephole::<S>(p, 0, j, c_prev, pre_i),
+                    mask,
+                    col,
+                ));
+                let f = if p.input_forget {
+                    S::sub(S::splat(1.0), i)
+                } else {
+                    sigmoid::<S>(clip_gate::<S>(
+                        gc,
+                        peephole::<S>(p, 1, j, c_prev, pre_f),
+                        mask,
+                        col + u,
+                    ))
+                };
+                let g = tanh::<S>(clip_gate::<S>(gc, pre_g, mask, col + 2 * u));
+                let c_raw = S::fma(f, c_prev, S::mul(i, g));
+                let c = match p.clip {
+                    Some(clip) => S::clamp(c_raw, S::splat(-clip), S::splat(clip)),
+                    None => c_raw,
+                };
+                let o = sigmoid::<S>(clip_gate::<S>(
+                    gc,
+                    peephole::<S>(p, 2, j, c, pre_o),
+                    mask,
+                    col + 3 * u,
+                ));
+                S::store(row.c.add(j), c);
+                S::store(row.h_next.add(j), S::mul(o, tanh::<S>(c)));
+                if !row.gates.is_null() {
+                    S::store(row.gates.add(col), i);
+                    S::store(row.gates.add(col + u), f);
+                    S::store(row.gates.add(col + 2 * u), g);
+                    S::store(row.gates.add(col + 3 * u), o);
+                    S::store(row.c_prev.add(j), c_prev);
+                    S::store(row.aux.add(j), c_raw);
+                }
+            }
+        }
+    }
+}
+
+/// LSTM step (gates i, f, g, o).
+#[inline(always)]
+pub(crate) unsafe fn lstm_step<S: Simd, const MR: usize>(p: &StepParams, rows: &[StepRow]) {
+    // SAFETY: r_packed holds Hp/U panels of k × 4U floats.
+    unsafe {
+        run_panels!(
+            S,
+            MR,
+            4,
+            p.k,
+            p.r_packed.as_ptr(),
+            p.panels,
+            rows,
+            &LstmEpilogue { p }
+        )
+    }
+}
+
+/// LSTM backward of one step, element-wise: from the gradient of
+/// `m = o ⊙ tanh c` (`dh`) and of c, the gradients of the four gate
+/// pre-activations (gate-major) and of `c_prev` (the peephole gradients,
+/// sums over every step, are formed afterwards from these).
+#[inline(always)]
+pub(crate) unsafe fn lstm_backward<S: Simd>(p: &BackParams, rows: &[BackRow]) {
+    let (u, hp) = (unit::<S>(), p.hp);
+    let peep = |g: usize, j: usize| -> *const f32 {
+        p.peephole
+            .map_or(std::ptr::null(), |ph| ph[g * hp + j..].as_ptr())
+    };
+    for row in rows {
+        for panel in p.panels.0..p.panels.1 {
+            for w in 0..S::W {
+                let (col, j) = (panel * 4 * u + w * S::LANES, panel * u + w * S::LANES);
+                // SAFETY: every pointer addresses a whole padded row (BackRow docs).
+                unsafe {
+                    let one = S::splat(1.0);
+                    let i = S::load(row.gates.add(col));
+                    let f = S::load(row.gates.add(col + u));
+                    let g = S::load(row.gates.add(col + 2 * u));
+                    let o = S::load(row.gates.add(col + 3 * u));
+                    let c_prev = S::load(row.c_prev.add(j));
+                    let c_raw = S::load(row.aux.add(j));
+                    let c = match p.clip {
+                        Some(clip) => S::clamp(c_raw, S::splat(-clip), S::splat(clip)),
+                        None => c_raw,
+                    };
+                    let (p_i, p_f, p_o) = if p.peephole.is_some() {
+                        (
+                            S::load(peep(0, j)),
+                            S::load(peep(1, j)),
+                            S::load(peep(2, j)),
+                        )
+                    } else {
+                        (S::zero(), S::zero(), S::zero())
+                    };
+                    let dm = S::load(row.dh.add(j));
+                    let tc = tanh::<S>(c);
+                    let mask = row.clip_mask;
+                    let do_pre = unclip_gate::<S>(
+                        mask,
+                        col + 3 * u,
+                        S::mul(S::mul(dm, tc), S::mul(o, S::sub(one, o))),
+                    );
+                    let mut dc = S::load(row.dc.add(j));
+                    dc = S::fma(S::mul(dm, o), S::sub(one, S::mul(tc, tc)), dc);
+                    dc = S::fma(do_pre, p_o, dc);
+                    if let Some(clip) = p.clip {
+                        // A clamped lane does not depend on c_raw.
+                        dc = S::select_lt(S::splat(clip), S::abs(c_raw), S::zero(), dc);
+                    }
+                    // Gradients of the gate values, then of their pre-activations.
+                    let (mut d_i, mut d_f) = (S::mul(dc, g), S::mul(dc, c_prev));
+                    if p.input_forget {
+                        // f = 1 − i
+                        (d_i, d_f) = (S::sub(d_i, d_f), S::zero());
+                    }
+                    let di_pre =
+                        unclip_gate::<S>(mask, col, S::mul(d_i, S::mul(i, S::sub(one, i))));
+                    let df_pre =
+                        unclip_gate::<S>(mask, col + u, S::mul(d_f, S::mul(f, S::sub(one, f))));
+                    let dg_pre = unclip_gate::<S>(
+                        mask,
+                        col + 2 * u,
+                        S::mul(S::mul(dc, i), S::sub(one, S::mul(g, g))),
+                    );
+                    S::store(
+                        row.dc.add(j),
+                        S::fma(df_pre, p_f, S::fma(di_pre, p_i, S::mul(dc, f))),
+                    );
+                    S::store(row.dg.add(j), di_pre);
+                    S::store(row.dg.add(hp + j), df_pre);
+                    S::store(row.dg.add(2 * hp + j), dg_pre);
+                    S::store(row.dg.add(3 * hp + j), do_pre);
+                }
+            }
+        }
+    }
+}

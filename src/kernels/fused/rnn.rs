@@ -1,0 +1,78 @@
+//! Vanilla RNN (tanh, relu): the fused step and the element-wise backward.
+
+#![allow(clippy::needless_range_loop)]
+
+use super::*;
+
+struct RnnEpilogue<'a> {
+    p: &'a StepParams<'a>,
+}
+
+impl<S: Simd, const V: usize> Epilogue<S, StepRow, V> for RnnEpilogue<'_> {
+    #[inline(always)]
+    fn a(&self, row: &StepRow) -> *const f32 {
+        row.h_prev
+    }
+    #[inline(always)]
+    unsafe fn apply(&self, row: &StepRow, panel: usize, acc: &[S::V; V]) {
+        for w in 0..S::W {
+            let j = panel * unit::<S>() + w * S::LANES;
+            // SAFETY: the row pointers address whole padded rows (StepRow docs).
+            unsafe {
+                let a = clip_gate::<S>(
+                    self.p.gate_clip,
+                    S::add(acc[w], S::load(row.xw.add(j))),
+                    row.clip_mask,
+                    j,
+                );
+                let h = if self.p.relu {
+                    S::clamp(a, S::zero(), S::splat(f32::INFINITY))
+                } else {
+                    tanh::<S>(a)
+                };
+                S::store(row.h_next.add(j), h);
+                if !row.gates.is_null() {
+                    S::store(row.gates.add(j), h);
+                }
+            }
+        }
+    }
+}
+
+/// Vanilla RNN step: `h = act(h_prev R + xw)`.
+#[inline(always)]
+pub(crate) unsafe fn rnn_step<S: Simd, const MR: usize>(p: &StepParams, rows: &[StepRow]) {
+    // SAFETY: r_packed holds Hp/U panels of k × U floats.
+    unsafe {
+        run_panels!(
+            S,
+            MR,
+            1,
+            p.k,
+            p.r_packed.as_ptr(),
+            p.panels,
+            rows,
+            &RnnEpilogue { p }
+        )
+    }
+}
+
+/// Vanilla RNN backward: `dg = dh ⊙ act'(h)`, from the stored output h.
+#[inline(always)]
+pub(crate) unsafe fn rnn_backward<S: Simd>(p: &BackParams, rows: &[BackRow]) {
+    for row in rows {
+        for j in (p.panels.0 * unit::<S>()..p.panels.1 * unit::<S>()).step_by(S::LANES) {
+            // SAFETY: every pointer addresses a whole padded row (BackRow docs).
+            unsafe {
+                let h = S::load(row.gates.add(j));
+                let dh = S::load(row.dh.add(j));
+                let d = if p.relu {
+                    S::select_lt(S::zero(), h, dh, S::zero())
+                } else {
+                    S::mul(dh, S::sub(S::splat(1.0), S::mul(h, h)))
+                };
+                S::store(row.dg.add(j), unclip_gate::<S>(row.clip_mask, j, d));
+            }
+        }
+    }
+}
