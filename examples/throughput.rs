@@ -2,8 +2,9 @@
 //! for comparing ISAs and thread counts without criterion's long runs.
 //!
 //! Usage: `cargo run --release --example throughput -- CELL H N T [inference]`
-//! with CELL = rnn | lstm | gru; input size = H unless `INPUT` is set; the
-//! ISA follows `RNN_ISA` and the threads `RAYON_NUM_THREADS`.
+//! with CELL = rnn | lstm | gru; input size = H unless `INPUT` is set,
+//! `LAYERS` layers (default 1), bidirectional (concatenated) with `BIDIR=1`;
+//! the ISA follows `RNN_ISA` and the threads `RAYON_NUM_THREADS`.
 //! Prints GFLOP/s of inference and, unless `inference` is given, of
 //! training (forward with trace + backward, counted as 3× the forward FLOPs).
 
@@ -27,7 +28,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(h);
-    let config = Config::builder(cell, input_size, h).build()?;
+    let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<usize>().ok());
+    let direction = match env("BIDIR") {
+        Some(1) => rnn::Direction::BidirectionalConcat,
+        _ => rnn::Direction::Forward,
+    };
+    let config = Config::builder(cell, input_size, h)
+        .num_layers(env("LAYERS").unwrap_or(1))
+        .direction(direction)
+        .build()?;
     let flops = config.forward_flops(t, n) as f64;
     let model = Model::random(config, 1);
     let x = SplitMix64::new(2).uniform_vec(t * n * input_size, -1.0, 1.0);
@@ -40,7 +49,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let inference = start.elapsed().as_secs_f64() / reps as f64;
     print!(
-        "{cell:?} H{h} N{n} T{t} on {}: inference {:.2} ms, {:.1} GFLOP/s",
+        "{cell:?} H{h} N{n} T{t} {direction:?} on {}: inference {:.2} ms, {:.1} GFLOP/s",
         model.isa()?.name(),
         inference * 1e3,
         flops / inference / 1e9

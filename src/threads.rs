@@ -47,6 +47,7 @@ fn pool() -> Result<&'static rayon::ThreadPool> {
         }
     }
     let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(own_pool_size())
         .thread_name(|i| format!("{WORKER_PREFIX}{i}"))
         .build()
         .map_err(|e| Error::OutOfMemory {
@@ -89,6 +90,21 @@ impl Drop for Active {
     fn drop(&mut self) {
         ACTIVE_CALLS.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// Threads of librnn's own pool: `RAYON_NUM_THREADS` if set (and valid),
+/// else one per usable CPU, but never more than the usable CPUs. Every
+/// thread of a call computes without blocking, so a thread beyond the CPUs
+/// can only take time from another: with `RAYON_NUM_THREADS=8` on two CPUs,
+/// the six idle workers woken at each call's start and team formation
+/// slowed calls by up to 2× (150 context switches per call).
+fn own_pool_size() -> usize {
+    let asked = std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(usize::MAX);
+    asked.min(cores())
 }
 
 /// Runs `work` on librnn's pool (or on the rayon pool the caller is in).

@@ -101,44 +101,70 @@ impl DirTrace {
 /// block's inputs stay in L2 and that blocks spread over the threads.
 pub(crate) const PROJECTION_ROWS: usize = 48;
 
-/// `[TN, G·Hp]` interleaved: `x W^T + bias` for every step at once, with the
-/// same register-tiled kernel as the recurrence, over row blocks in parallel.
-pub(crate) fn input_projection(
+/// `x W^T + bias` for the given rows of `x` and the hidden-unit panels
+/// `first..end` into the same rows of `xw` (`[TN, G·Hp]` interleaved, so a
+/// panel's gates are contiguous), with the same register-tiled kernel as the
+/// recurrence, `PROJECTION_ROWS` rows at a time.
+///
+/// # Safety
+/// `xw` points to a buffer of `TN · G·Hp` floats that outlives the call,
+/// of which no other thread touches these rows' columns of these panels.
+unsafe fn project(
     kernels: Kernels,
     pb: &PackedBlock,
     x: &[f32],
-    rows: usize,
-    pool: &BufferPool,
-) -> Result<Vec<f32>> {
+    xw: SharedMut,
+    rows: impl Iterator<Item = usize>,
+    (first, end): (usize, usize),
+) -> Result<()> {
+    let (g, u, input) = (pb.gates, kernels.unit(), pb.input);
+    let gh = g * pb.hp;
+    let mut mat_rows: Vec<MatRow> = try_with_capacity(PROJECTION_ROWS, "a projection block's row list")?;
+    let mut rows = rows.peekable();
+    while rows.peek().is_some() {
+        mat_rows.clear();
+        for r in rows.by_ref().take(PROJECTION_ROWS) {
+            mat_rows.push(MatRow {
+                a: x[r * input..(r + 1) * input].as_ptr(),
+                // SAFETY: row r of xw is inside it (the caller's contract).
+                out: unsafe { xw.at(r * gh + first * g * u) },
+            });
+        }
+        // SAFETY: `Kernels` exists only for a supported ISA; each row reads
+        // `input` floats of x (sliced above) and writes these panels'
+        // columns of its xw row; the weight and bias slices are
+        // bounds-checked.
+        unsafe {
+            (kernels.table.panel_matmul)(
+                input,
+                (end - first) * g * u,
+                &pb.w_panels[first * g * input * u..end * g * input * u],
+                Some(&pb.bias_interleaved[first * g * u..]),
+                &mat_rows,
+            )
+        };
+    }
+    Ok(())
+}
+
+/// [`project`] for every row and panel, in row blocks over the pool's
+/// threads: for a layer whose recurrence runs on one thread of several.
+fn project_in_parallel(kernels: Kernels, pb: &PackedBlock, x: &[f32], xw: &mut [f32]) -> Result<()> {
     let gh = pb.gates * pb.hp;
+    let rows = xw.len() / gh;
     assert!(x.len() >= rows * pb.input, "x holds every row");
-    let mut xw = pool.take(rows * gh)?;
-    xw.par_chunks_mut(PROJECTION_ROWS * gh)
-        .enumerate()
-        .for_each(|(block, out)| {
-            let first = block * PROJECTION_ROWS;
-            let mat_rows: Vec<MatRow> = out
-                .chunks_exact_mut(gh)
-                .enumerate()
-                .map(|(r, out)| MatRow {
-                    a: x[(first + r) * pb.input..].as_ptr(),
-                    out: out.as_mut_ptr(),
-                })
-                .collect();
-            // SAFETY: `Kernels` exists only for a supported ISA; each row
-            // reads `input` floats of x (checked above) and writes one whole
-            // gh-float row of this block's part of xw.
-            unsafe {
-                (kernels.table.panel_matmul)(
-                    pb.input,
-                    gh,
-                    &pb.w_panels,
-                    Some(&pb.bias_interleaved),
-                    &mat_rows,
-                )
-            };
-        });
-    Ok(xw)
+    // Blocks of at most PROJECTION_ROWS rows, as many as a multiple of the
+    // threads, so that none idles at the end.
+    let threads = rayon::current_num_threads().max(1);
+    let blocks = rows.div_ceil(PROJECTION_ROWS).div_ceil(threads) * threads;
+    let per = rows.div_ceil(blocks.max(1)).max(1);
+    let out = SharedMut::new(xw);
+    (0..rows.div_ceil(per)).into_par_iter().try_for_each(|block| {
+        let first = block * per;
+        let panels = (0, pb.hp / kernels.unit());
+        // SAFETY: blocks write disjoint rows of xw, which outlives the loop.
+        unsafe { project(kernels, pb, x, out, first..rows.min(first + per), panels) }
+    })
 }
 
 /// A direction's recurrent state through one layer, `[N, ·]` by item,
@@ -210,7 +236,13 @@ struct DirRun<'a> {
     batch: usize,
     lens: &'a [usize],
     reversed: bool,
-    xw: &'a [f32],
+    /// The layer's input `[TN, I]` and its projection `[TN, G·Hp]`, which
+    /// each member computes for its own rows and panels when
+    /// `project_in_team` (else it is computed before the team starts).
+    x: &'a [f32],
+    xw: SharedMut,
+    project_in_team: bool,
+    seq_len: usize,
     /// Output `[TN, width]`, this direction's slice at `slot`: the layer
     /// output, or (the second of two summed directions, which runs at the
     /// same time as the first) a buffer of its own, added afterwards.
@@ -341,13 +373,7 @@ pub(crate) fn forward_into(
         let mut states = try_with_capacity(dirs, "the layer's states")?;
         for dir in 0..dirs {
             let pb = &packed.blocks[layer * dirs + dir];
-            xws.push(input_projection(
-                packed.kernels,
-                pb,
-                &layer_in,
-                t_len * n,
-                pool,
-            )?);
+            xws.push(pool.take(t_len * n * pb.gates * pb.hp)?);
             traces.push(match training {
                 true => Some(DirTrace::new(config, pb, t_len * n, pool)?),
                 false => None,
@@ -360,8 +386,27 @@ pub(crate) fn forward_into(
             true => pool.take_zeroed(t_len * n * hs)?,
             false => Vec::new(),
         };
+        let pb = &packed.blocks[layer * dirs];
+        let unit = packed.kernels.unit();
+        let shape = team::Shape {
+            directions: dirs,
+            batch: n,
+            panels: (pb.hp / unit).min(pb.state_stride / unit),
+            macs_per_row: pb.gates * pb.hp * pb.state
+                + pb.hidden * pb.state_stride * usize::from(config.proj_size() > 0),
+        };
+        let wanted = team::useful_members(shape, team::capacity());
+        // A team of one leaves the pool's other threads idle: they take the
+        // input projection (every step at once) first. A larger team
+        // projects inside itself, each member its own rows and panels.
+        let project_in_team = wanted > 1 || rayon::current_num_threads() == 1;
+        if !project_in_team {
+            for (dir, xw) in xws.iter_mut().enumerate() {
+                project_in_parallel(packed.kernels, &packed.blocks[layer * dirs + dir], &layer_in, xw)?;
+            }
+        }
         let mut runs = try_with_capacity(dirs, "the layer's directions")?;
-        for (dir, ((xw, dt), state)) in xws.iter().zip(&mut traces).zip(&mut states).enumerate() {
+        for (dir, ((xw, dt), state)) in xws.iter_mut().zip(&mut traces).zip(&mut states).enumerate() {
             let ld = layer * dirs + dir;
             let pb = &packed.blocks[ld];
             let (h_state, c_state) = (
@@ -396,7 +441,10 @@ pub(crate) fn forward_into(
                 batch: n,
                 lens: &lens,
                 reversed: config.direction().is_reversed(dir),
-                xw,
+                x: &layer_in,
+                xw: SharedMut::new(xw),
+                project_in_team,
+                seq_len: t_len,
                 y,
                 width: y_width,
                 slot,
@@ -421,16 +469,6 @@ pub(crate) fn forward_into(
                 }),
             });
         }
-        let pb = &packed.blocks[layer * dirs];
-        let unit = packed.kernels.unit();
-        let shape = team::Shape {
-            directions: dirs,
-            batch: n,
-            panels: (pb.hp / unit).min(pb.state_stride / unit),
-            macs_per_row: pb.gates * pb.hp * pb.state
-                + pb.hidden * pb.state_stride * usize::from(config.proj_size() > 0),
-        };
-        let wanted = team::useful_members(shape, team::capacity());
         team::run(wanted, &|member| {
             for share in &team::plan(shape, member.size)[member.index] {
                 runs[share.dir].share(share, member)?;
@@ -535,6 +573,12 @@ impl DirRun<'_> {
         let mut rows = try_with_capacity(nb, "a block's row list")?;
         let mut proj_rows = try_with_capacity(nb, "a block's row list")?;
         let mut active = try_with_capacity(nb, "a block's row list")?;
+        if self.project_in_team {
+            let rows = (0..self.seq_len).flat_map(|t| (b0..b0 + nb).map(move |b| t * self.batch + b));
+            // SAFETY: these rows (items b0..b0 + nb at every step) and
+            // panels of xw are this share's alone.
+            unsafe { project(self.kernels, pb, self.x, self.xw, rows, panels)? };
+        }
         let mut cur = 0;
         for s in 0..max_len {
             let (h_cur, h_nxt) = (self.h[cur], self.h[1 - cur]);
@@ -604,7 +648,7 @@ impl DirRun<'_> {
                     }
                     rows.push(StepRow {
                         h_prev,
-                        xw: self.xw.as_ptr().add(row_t * gh),
+                        xw: self.xw.at(row_t * gh),
                         h_next,
                         c: if lstm {
                             self.c.at(b * hp)
