@@ -119,7 +119,8 @@ unsafe fn project(
 ) -> Result<()> {
     let (g, u, input) = (pb.gates, kernels.unit(), pb.input);
     let gh = g * pb.hp;
-    let mut mat_rows: Vec<MatRow> = try_with_capacity(PROJECTION_ROWS, "a projection block's row list")?;
+    let mut mat_rows: Vec<MatRow> =
+        try_with_capacity(PROJECTION_ROWS, "a projection block's row list")?;
     let mut rows = rows.peekable();
     while rows.peek().is_some() {
         mat_rows.clear();
@@ -149,7 +150,12 @@ unsafe fn project(
 
 /// [`project`] for every row and panel, in row blocks over the pool's
 /// threads: for a layer whose recurrence runs on one thread of several.
-fn project_in_parallel(kernels: Kernels, pb: &PackedBlock, x: &[f32], xw: &mut [f32]) -> Result<()> {
+fn project_in_parallel(
+    kernels: Kernels,
+    pb: &PackedBlock,
+    x: &[f32],
+    xw: &mut [f32],
+) -> Result<()> {
     let gh = pb.gates * pb.hp;
     let rows = xw.len() / gh;
     assert!(x.len() >= rows * pb.input, "x holds every row");
@@ -159,13 +165,20 @@ fn project_in_parallel(kernels: Kernels, pb: &PackedBlock, x: &[f32], xw: &mut [
     let blocks = rows.div_ceil(PROJECTION_ROWS).div_ceil(threads) * threads;
     let per = rows.div_ceil(blocks.max(1)).max(1);
     let out = SharedMut::new(xw);
-    (0..rows.div_ceil(per)).into_par_iter().try_for_each(|block| {
-        let first = block * per;
-        let panels = (0, pb.hp / kernels.unit());
-        // SAFETY: blocks write disjoint rows of xw, which outlives the loop.
-        unsafe { project(kernels, pb, x, out, first..rows.min(first + per), panels) }
-    })
+    (0..rows.div_ceil(per))
+        .into_par_iter()
+        .try_for_each(|block| {
+            let first = block * per;
+            let panels = (0, pb.hp / kernels.unit());
+            // SAFETY: blocks write disjoint rows of xw, which outlives the loop.
+            unsafe { project(kernels, pb, x, out, first..rows.min(first + per), panels) }
+        })
 }
+
+/// Chunks each part of a split step owns: enough that a member can take
+/// over a quarter of a slowed member's share, few enough that claiming them
+/// costs nothing measurable.
+const CHUNKS_PER_PART: usize = 4;
 
 /// A direction's recurrent state through one layer, `[N, ·]` by item,
 /// shared by the team members that step it (each writes its own rows and
@@ -402,11 +415,17 @@ pub(crate) fn forward_into(
         let project_in_team = wanted > 1 || rayon::current_num_threads() == 1;
         if !project_in_team {
             for (dir, xw) in xws.iter_mut().enumerate() {
-                project_in_parallel(packed.kernels, &packed.blocks[layer * dirs + dir], &layer_in, xw)?;
+                project_in_parallel(
+                    packed.kernels,
+                    &packed.blocks[layer * dirs + dir],
+                    &layer_in,
+                    xw,
+                )?;
             }
         }
         let mut runs = try_with_capacity(dirs, "the layer's directions")?;
-        for (dir, ((xw, dt), state)) in xws.iter_mut().zip(&mut traces).zip(&mut states).enumerate() {
+        for (dir, ((xw, dt), state)) in xws.iter_mut().zip(&mut traces).zip(&mut states).enumerate()
+        {
             let ld = layer * dirs + dir;
             let pb = &packed.blocks[ld];
             let (h_state, c_state) = (
@@ -573,11 +592,27 @@ impl DirRun<'_> {
         let mut rows = try_with_capacity(nb, "a block's row list")?;
         let mut proj_rows = try_with_capacity(nb, "a block's row list")?;
         let mut active = try_with_capacity(nb, "a block's row list")?;
+        let mut chunk_rows = try_with_capacity(nb, "a block's row list")?;
+        // Chunks of a step's panels that the parts share out: a few per
+        // part, each a multiple of a whole register tile.
+        let chunk_panels = |gates: usize, panels: usize| {
+            let tile = self.kernels.tile_panels(gates);
+            let tile = if nb == 1 { tile } else { tile.div_ceil(2) };
+            panels
+                .div_ceil(share.parts * CHUNKS_PER_PART)
+                .max(tile)
+                .div_ceil(tile)
+                * tile
+        };
+        let mut epoch = 0;
         if self.project_in_team {
-            let rows = (0..self.seq_len).flat_map(|t| (b0..b0 + nb).map(move |b| t * self.batch + b));
+            let rows =
+                (0..self.seq_len).flat_map(|t| (b0..b0 + nb).map(move |b| t * self.batch + b));
             // SAFETY: these rows (items b0..b0 + nb at every step) and
             // panels of xw are this share's alone.
             unsafe { project(self.kernels, pb, self.x, self.xw, rows, panels)? };
+            // A step's chunks may be taken by another part (share_out).
+            sync()?;
         }
         let mut cur = 0;
         for s in 0..max_len {
@@ -641,10 +676,7 @@ impl DirRun<'_> {
                         self.m_scratch.at(b * hp)
                     };
                     if proj {
-                        proj_rows.push(MatRow {
-                            a: h_next,
-                            out: out.add(cols.0),
-                        });
+                        proj_rows.push(MatRow { a: h_next, out });
                     }
                     rows.push(StepRow {
                         h_prev,
@@ -666,37 +698,60 @@ impl DirRun<'_> {
                 if i > 0 {
                     sync()?;
                 }
-                let part = StepParams {
-                    gru_phases,
-                    ..params
+                let gates = match (cfg.cell(), gru_phases) {
+                    (CellKind::Gru, (true, false)) => 2,
+                    (CellKind::Gru, _) => 1,
+                    _ => pb.gates,
                 };
-                // SAFETY: `Kernels` exists only for a supported ISA; every
-                // row's pointers are valid as set up above, and this share
-                // writes only its own panels' units.
-                unsafe { step(&part, &rows) };
+                epoch += 1;
+                let chunk = chunk_panels(gates, hp / unit);
+                member.share_out(share, epoch, hp / unit, chunk, |panels| {
+                    let part = StepParams {
+                        gru_phases,
+                        panels,
+                        ..params
+                    };
+                    // SAFETY: `Kernels` exists only for a supported ISA;
+                    // every row's pointers are valid as set up above, and
+                    // this chunk's units are computed by this member alone.
+                    unsafe { step(&part, &rows) };
+                });
             }
             if proj {
                 // Every output reads all of m: wait for the other parts.
                 sync()?;
                 let k_unit = h * unit;
-                // SAFETY: as above; the projection's panels cols.0/unit ..
-                // cols.1/unit are k_unit floats each, and each row writes
-                // those columns of its own padded state row.
-                unsafe {
-                    (self.kernels.table.panel_matmul)(
-                        h,
-                        cols.1 - cols.0,
-                        &pb.proj_panels[state_panels.0 * k_unit..state_panels.1 * k_unit],
-                        None,
-                        &proj_rows,
-                    )
-                };
+                epoch += 1;
+                let chunk = chunk_panels(1, ks / unit);
+                member.share_out(share, epoch, ks / unit, chunk, |(first, end)| {
+                    chunk_rows.clear();
+                    chunk_rows.extend(proj_rows.iter().map(|r: &MatRow| MatRow {
+                        a: r.a,
+                        out: r.out.wrapping_add(first * unit),
+                    }));
+                    // SAFETY: as above; the projection's panels first..end
+                    // are k_unit floats each, and each row writes those
+                    // columns of its own padded state row.
+                    unsafe {
+                        (self.kernels.table.panel_matmul)(
+                            h,
+                            (end - first) * unit,
+                            &pb.proj_panels[first * k_unit..end * k_unit],
+                            None,
+                            &chunk_rows,
+                        )
+                    };
+                });
             }
+            // Every part's chunks of h_nxt are done; this share copies its
+            // columns out.
+            sync()?;
             for &row_t in &active {
                 let b = row_t % self.batch;
                 let len = out_cols.1 - out_cols.0;
                 // SAFETY: row row_t of y belongs to item b, these columns to
-                // this share.
+                // this share; h_nxt is not written again before the next
+                // step's barrier.
                 unsafe {
                     std::ptr::copy_nonoverlapping(
                         h_nxt.at(b * ks + out_cols.0),
@@ -705,7 +760,6 @@ impl DirRun<'_> {
                     )
                 };
             }
-            sync()?;
             cur = 1 - cur;
         }
         for b in b0..b0 + nb {

@@ -31,7 +31,7 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::error::{try_with_capacity, Error, Result};
@@ -39,10 +39,10 @@ use crate::error::{try_with_capacity, Error, Result};
 /// How long the caller waits for idle workers to join its team.
 const CHECK_IN: Duration = Duration::from_micros(100);
 
-/// How long a waiting member spins before it starts yielding its core: long
-/// enough to cover the imbalance of a step between cores that are all
-/// running, short enough that a member whose peer was descheduled (more
-/// threads than cores, another process) gives the core back quickly.
+/// How long a waiting member spins before it sleeps: long enough to cover
+/// the imbalance of a step between cores that are all running, short enough
+/// that a member whose peer was descheduled (more threads than cores,
+/// another process) gives its core up quickly.
 const SPIN: Duration = Duration::from_micros(20);
 
 /// One cache line pair per counter, so members spinning on one line do not
@@ -52,16 +52,28 @@ const SPIN: Duration = Duration::from_micros(20);
 struct Padded<T>(T);
 
 /// A reusable barrier: generation counting (the sense reversal of a
-/// centralised barrier), bounded spinning, then yielding.
+/// centralised barrier), bounded spinning, then blocking.
+///
+/// A waiter spins for [`SPIN`], then sleeps on a condition variable: a
+/// sleeping member leaves its core idle, so the OS moves a member that was
+/// descheduled (another process on its core) there at once, where a
+/// spinning or yielding one would keep the core busy and the team stalled.
 #[derive(Debug, Default)]
 pub(crate) struct Barrier {
     arrived: Padded<AtomicUsize>,
     generation: Padded<AtomicUsize>,
+    /// Waiters asleep (or about to be) on `wake`.
+    sleepers: AtomicUsize,
+    lock: Mutex<()>,
+    wake: Condvar,
 }
 
 /// A member left a barrier because the team was poisoned.
 #[derive(Debug)]
 struct Poisoned;
+
+/// How long a sleeping waiter sleeps before it looks at the poison flag.
+const NAP: Duration = Duration::from_millis(1);
 
 impl Barrier {
     /// Waits until `parties` members (this one included) have arrived.
@@ -74,25 +86,53 @@ impl Barrier {
         let generation = self.generation.0.load(Ordering::Acquire);
         if self.arrived.0.fetch_add(1, Ordering::AcqRel) + 1 == parties {
             self.arrived.0.store(0, Ordering::Relaxed);
+            // SeqCst with the sleepers load, against a waiter's SeqCst
+            // increment and load (either it sees the new generation or this
+            // sees it asleep and wakes it under the lock).
             self.generation
                 .0
-                .store(generation.wrapping_add(1), Ordering::Release);
+                .store(generation.wrapping_add(1), Ordering::SeqCst);
+            if self.sleepers.load(Ordering::SeqCst) > 0 {
+                let _held = self.lock.lock();
+                self.wake.notify_all();
+            }
             return Ok(());
         }
-        wait_until(
-            || self.generation.0.load(Ordering::Acquire) != generation,
-            poison,
-        )
+        let passed = || self.generation.0.load(Ordering::SeqCst) != generation;
+        if spin_until(&passed, poison)? {
+            return Ok(());
+        }
+        loop {
+            self.sleepers.fetch_add(1, Ordering::SeqCst);
+            let held = self.lock.lock().map_err(|_| Poisoned);
+            let done = passed();
+            if !done && !poison.load(Ordering::Relaxed) {
+                if let Ok(held) = held {
+                    let _ = self.wake.wait_timeout(held, NAP);
+                }
+            }
+            self.sleepers.fetch_sub(1, Ordering::SeqCst);
+            if passed() {
+                return Ok(());
+            }
+            if poison.load(Ordering::Relaxed) {
+                return Err(Poisoned);
+            }
+        }
     }
 }
 
-/// Spins (then yields) until `done`, or until the team is poisoned.
-fn wait_until(done: impl Fn() -> bool, poison: &AtomicBool) -> std::result::Result<(), Poisoned> {
+/// Spins for up to [`SPIN`] until `done` (true) or the team is poisoned;
+/// false if the time ran out first.
+fn spin_until(
+    done: &impl Fn() -> bool,
+    poison: &AtomicBool,
+) -> std::result::Result<bool, Poisoned> {
     let mut start = None;
     let mut spins = 0u32;
     loop {
         if done() {
-            return Ok(());
+            return Ok(true);
         }
         if poison.load(Ordering::Relaxed) {
             return Err(Poisoned);
@@ -102,13 +142,18 @@ fn wait_until(done: impl Fn() -> bool, poison: &AtomicBool) -> std::result::Resu
             std::hint::spin_loop();
             continue;
         }
-        let since = *start.get_or_insert_with(Instant::now);
-        if since.elapsed() < SPIN {
-            std::hint::spin_loop();
-        } else {
-            std::thread::yield_now();
+        if start.get_or_insert_with(Instant::now).elapsed() >= SPIN {
+            return Ok(false);
         }
     }
+}
+
+/// Spins, then yields, until `done` (for the short wait for a seal).
+fn wait_until(done: impl Fn() -> bool, poison: &AtomicBool) -> std::result::Result<(), Poisoned> {
+    while !spin_until(&done, poison)? {
+        std::thread::yield_now();
+    }
+    Ok(())
 }
 
 /// The roster's "sealed" bit; the bits below count the members that joined
@@ -121,6 +166,9 @@ struct TeamState {
     poison: AtomicBool,
     /// One per group of members that step together (at most one per member).
     barriers: Vec<Barrier>,
+    /// Per member: its claims on its own chunks of the current phase (see
+    /// [`Member::share_out`]), tagged with the phase's epoch.
+    claims: Vec<Padded<AtomicUsize>>,
     /// The first error or panic of any member.
     error: Mutex<Option<Error>>,
 }
@@ -129,10 +177,13 @@ impl TeamState {
     fn new(places: usize) -> Result<TeamState> {
         let mut barriers = try_with_capacity(places, "the thread team")?;
         barriers.resize_with(places, Barrier::default);
+        let mut claims = try_with_capacity(places, "the thread team")?;
+        claims.resize_with(places, Padded::default);
         Ok(TeamState {
             roster: AtomicUsize::new(0),
             poison: AtomicBool::new(false),
             barriers,
+            claims,
             error: Mutex::new(None),
         })
     }
@@ -185,6 +236,61 @@ impl Member<'_> {
         self.state.barriers[group]
             .wait(parties, &self.state.poison)
             .map_err(|Poisoned| Error::Internal("the call's thread team was abandoned".into()))
+    }
+}
+
+/// Bits of a claim counter below its epoch: the claims of one phase.
+const CLAIM_BITS: u32 = usize::BITS / 2;
+
+impl Member<'_> {
+    /// Runs `work(first, end)` on chunks (of `chunk` items) of `count` items
+    /// that the `parts` of `share`'s group divide between them for one
+    /// phase of a step: each part owns a contiguous run of chunks and takes
+    /// those first (so in the usual, balanced case every member keeps
+    /// computing the same units, with their weights in its cache), then
+    /// takes what the others have not yet claimed, so that a member
+    /// descheduled by the OS (another process on its core) or slowed
+    /// otherwise does not hold the whole team back.
+    ///
+    /// `epoch` numbers the calls: every part calls with the same epochs in
+    /// the same order, starting at 1, with a barrier between two calls (so
+    /// a chunk is never claimed twice: a stale counter carries an older
+    /// epoch). Whichever member computes a chunk, its bits are the same.
+    pub fn share_out(
+        &self,
+        share: &Share,
+        epoch: usize,
+        count: usize,
+        chunk: usize,
+        mut work: impl FnMut((usize, usize)),
+    ) {
+        let chunk = chunk.max(1);
+        if share.parts == 1 {
+            if count > 0 {
+                work((0, count));
+            }
+            return;
+        }
+        let chunks = count.div_ceil(chunk);
+        let parts = share.parts;
+        let tag = epoch << CLAIM_BITS;
+        let counter = |p: usize| &self.state.claims[share.group + p].0;
+        counter(share.part).store(tag, Ordering::Release);
+        for k in 0..parts {
+            let p = (share.part + k) % parts;
+            let (first, end) = (chunks * p / parts, chunks * (p + 1) / parts);
+            loop {
+                let claim = counter(p).fetch_add(1, Ordering::AcqRel);
+                if claim >> CLAIM_BITS != epoch {
+                    break; // Its owner has not started this phase yet.
+                }
+                let c = first + (claim & ((1 << CLAIM_BITS) - 1));
+                if c >= end {
+                    break;
+                }
+                work((c * chunk, ((c + 1) * chunk).min(count)));
+            }
+        }
     }
 }
 
@@ -548,7 +654,13 @@ pub(crate) mod tests {
                     match &first {
                         None => first = Some(now),
                         Some(one) => {
-                            assert!(*one == now, "{config:?}: {members} members differ from one")
+                            for (field, (a, b)) in one.iter().zip(&now).enumerate() {
+                                let at = a.iter().zip(b).position(|(p, q)| p != q);
+                                assert!(
+                                    at.is_none(),
+                                    "{config:?}: {members} members differ from one in output {field} at {at:?}"
+                                );
+                            }
                         }
                     }
                 }

@@ -108,6 +108,8 @@ pub(crate) type PanelMatmul = unsafe fn(usize, usize, &[f32], Option<&[f32]>, &[
 #[derive(Clone, Copy)]
 pub(crate) struct Table {
     pub unit: usize,
+    /// Vectors per gate in a panel (`Simd::W`).
+    pub vectors_per_gate: usize,
     pub fma_chains: unsafe fn(usize) -> f32,
     pub tanh_in_place: unsafe fn(&mut [f32]),
     pub sigmoid_in_place: unsafe fn(&mut [f32]),
@@ -159,6 +161,13 @@ impl Kernels {
     /// Hidden units per weight panel; hidden sizes are padded to a multiple.
     pub fn unit(&self) -> usize {
         self.table.unit
+    }
+
+    /// Panels that fill a single row's widest register tile, for panels of
+    /// `gates` gates (see `fused::run_panels`): a share of a step should be
+    /// a multiple of this, or its last tile runs with fewer FMA chains.
+    pub fn tile_panels(&self, gates: usize) -> usize {
+        8usize.div_ceil(self.table.vectors_per_gate * gates).max(1)
     }
 
     pub fn tanh_in_place(&self, x: &mut [f32]) {

@@ -533,6 +533,7 @@ macro_rules! instantiate_kernels {
 
             pub(crate) const TABLE: crate::kernels::dispatch::Table = crate::kernels::dispatch::Table {
                 unit: crate::kernels::unit::<$S>(),
+                vectors_per_gate: <$S as Simd>::W,
                 fma_chains,
                 tanh_in_place,
                 sigmoid_in_place,
