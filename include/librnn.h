@@ -36,6 +36,15 @@
  *   successful update makes earlier traces stale (RNN_INVALID_ARGUMENT in
  *   rnn_backward). rnn_model_destroy while calls run on the model frees it when
  *   the last of them returns; later calls get RNN_MISUSE.
+ * - Determinism: outputs, final states and every gradient are bitwise
+ *   identical for any number of threads (RAYON_NUM_THREADS, a pool of one
+ *   included) and however a call's work is split between them, on a given ISA:
+ *   every sum is taken in a fixed order. (Different ISAs round differently.)
+ * - Worker threads: librnn's own pool has RAYON_NUM_THREADS threads, else one
+ *   per CPU the process may use, and never more than those CPUs. A call splits
+ *   each layer's time steps over a team of them (directions at once, each step's
+ *   hidden units shared out); a team never waits for a thread busy elsewhere
+ *   (concurrent calls share the CPUs), and a waiting member sleeps after 20 us.
  * - fork(): librnn owns its worker threads and rebuilds them in a child
  *   process, so a child of a process that used librnn can use it (and its
  *   models) at once. Fork while no librnn call runs in another thread, as with

@@ -200,6 +200,7 @@ pub(crate) fn backward(
             panels: (pb.hp / unit).min(pb.state_stride / unit),
             macs_per_row: pb.gates * pb.hp * pb.state
                 + pb.hidden * pb.state_stride * usize::from(proj),
+            barriers: back_barriers(config),
         };
         let wanted = team::useful_members(shape, team::capacity());
         team::run(wanted, &|member| {
@@ -361,6 +362,12 @@ fn weight_grads(
         }
     }
     Ok(())
+}
+
+/// Barriers a split backward step takes: before the `dG × R` product, and
+/// before the projection's product (LSTM) or GRU's `d_rn × Rn`.
+fn back_barriers(config: &Config) -> usize {
+    1 + usize::from(config.proj_size() > 0 || config.cell() == CellKind::Gru)
 }
 
 /// The peephole gradients `[p_i, p_f, p_o]`: `Σ di ⊙ c_prev`, `Σ df ⊙

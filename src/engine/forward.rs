@@ -175,6 +175,20 @@ fn project_in_parallel(
         })
 }
 
+/// Multiply-adds of a layer's input projection below which forking it over
+/// the pool costs more than it saves (about 20 µs of one core's work; LSTM
+/// H = 32 over 200 steps, 0.8M, ran 1.25× slower forked on two threads).
+const PARALLEL_PROJECTION_MACS: usize = 1 << 21;
+
+/// Barriers a split forward step takes: one after the step, one more
+/// before reset-before-matmul GRU's n gate (it reads `r ⊙ h` of every unit)
+/// and before the LSTM projection (it reads every unit of `o ⊙ tanh c`).
+fn team_barriers(config: &Config) -> usize {
+    let gru_reset_before =
+        config.cell() == CellKind::Gru && config.gru_variant() == GruVariant::ResetBeforeMatmul;
+    1 + usize::from(gru_reset_before) + usize::from(config.proj_size() > 0)
+}
+
 /// Chunks each part of a split step owns: enough that a member can take
 /// over a quarter of a slowed member's share, few enough that claiming them
 /// costs nothing measurable.
@@ -407,12 +421,16 @@ pub(crate) fn forward_into(
             panels: (pb.hp / unit).min(pb.state_stride / unit),
             macs_per_row: pb.gates * pb.hp * pb.state
                 + pb.hidden * pb.state_stride * usize::from(config.proj_size() > 0),
+            barriers: team_barriers(config),
         };
         let wanted = team::useful_members(shape, team::capacity());
         // A team of one leaves the pool's other threads idle: they take the
         // input projection (every step at once) first. A larger team
         // projects inside itself, each member its own rows and panels.
-        let project_in_team = wanted > 1 || rayon::current_num_threads() == 1;
+        let projection_macs = t_len * n * pb.input * pb.gates * pb.hp;
+        let project_in_team = wanted > 1
+            || rayon::current_num_threads() == 1
+            || projection_macs < PARALLEL_PROJECTION_MACS;
         if !project_in_team {
             for (dir, xw) in xws.iter_mut().enumerate() {
                 project_in_parallel(

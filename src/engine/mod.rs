@@ -1,14 +1,17 @@
 //! The fast engine: forward and backward over layers, directions and time,
-//! on the packed weights and the SIMD kernels, with rayon over batch blocks.
+//! on the packed weights and the SIMD kernels.
 //!
-//! Per layer and direction, the input projection of every time step is one
-//! product over weights packed once per model, with the same register-tiled
-//! kernel as the recurrence, in row blocks over the threads; the recurrence
-//! then runs per batch block, each block on
-//! its own thread through all time steps (no barrier per step), calling the
-//! fused step kernel of its cell. Backward walks the steps in reverse with
-//! the element-wise backward kernels and per-step `dG × R` products, then
-//! forms dW, dR and dX as GEMMs over all steps at once (`gemm`).
+//! Each layer runs as one thread team ([`team`]): every member owns a share
+//! (a direction, a block of batch rows, a range of hidden-unit panels) and
+//! keeps it through every time step, meeting the other parts of its block
+//! at a barrier per step. Forward, a member first computes the input
+//! projection of every step for its rows and panels (one product over
+//! weights packed once per model, with the same register-tiled kernel as
+//! the recurrence), then runs the recurrence, calling its cell's fused step
+//! kernel on its panels. Backward walks the steps in reverse on the same
+//! team with the element-wise backward kernels and the per-step `dG × R`
+//! products split the same way, then forms dW, dR and dX as GEMMs over all
+//! steps at once (`gemm`).
 
 mod backward;
 mod forward;

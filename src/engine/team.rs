@@ -375,10 +375,12 @@ fn join(state: &TeamState, work: &(dyn Fn(&Member) -> Result<()> + Sync)) {
     }
 }
 
-/// Minimum multiply-adds of one member's share of a step: below this the
-/// barrier and the imbalance between cores cost more than the split saves
-/// (about 1.5 µs of work on one core; measured in BENCHMARKS.md).
-pub(crate) const MIN_PART_MACS: usize = 1 << 15;
+/// Minimum multiply-adds of one member's share of a step, per barrier the
+/// step takes: below this the barriers and the imbalance between cores cost
+/// more than the split saves (about 0.1 µs of work on one core; measured
+/// in BENCHMARKS.md: LSTM and RNN steps of 16k multiply-adds already run
+/// 1.1–1.3× faster split in two, GRU's two-barrier steps of 12k slower).
+pub(crate) const MIN_PART_MACS: usize = 1 << 13;
 
 /// Rows of a batch block below which more blocks are not worth a member:
 /// the register tiles take up to four rows at once.
@@ -395,6 +397,9 @@ pub(crate) struct Shape {
     pub panels: usize,
     /// Multiply-adds of one batch row's step.
     pub macs_per_row: usize,
+    /// Barriers a split step takes (1, or 2 where a cell reads every unit
+    /// of an intermediate).
+    pub barriers: usize,
 }
 
 /// One member's share of a layer: direction `dir`, batch rows `rows.0 ..
@@ -427,7 +432,8 @@ impl Share {
 ///   than directions, members take whole directions one after another.
 /// - Within a direction, hidden-unit panels next: `parts` members share
 ///   every step of the whole batch, each streaming only its slice of the
-///   weights, as long as each part keeps [`MIN_PART_MACS`] and a panel.
+///   weights, as long as each part keeps [`MIN_PART_MACS`] per barrier and
+///   a panel.
 /// - Members still spare split the batch into blocks of at least
 ///   [`MIN_BLOCK_ROWS`] rows, which step without any barrier.
 pub(crate) fn plan(shape: Shape, members: usize) -> Vec<Vec<Share>> {
@@ -450,7 +456,8 @@ pub(crate) fn plan(shape: Shape, members: usize) -> Vec<Vec<Share>> {
     for dir in 0..shape.directions {
         let mine = members / shape.directions + usize::from(dir < members % shape.directions);
         let work = shape.batch.saturating_mul(shape.macs_per_row);
-        let parts = mine.min(shape.panels).min(work / MIN_PART_MACS).max(1);
+        let min_part = MIN_PART_MACS * shape.barriers.max(1);
+        let parts = mine.min(shape.panels).min(work / min_part).max(1);
         let blocks = (mine / parts)
             .min(shape.batch.div_ceil(MIN_BLOCK_ROWS))
             .max(1);
@@ -500,6 +507,7 @@ pub(crate) mod tests {
             batch,
             panels,
             macs_per_row,
+            barriers: 1,
         }
     }
 
