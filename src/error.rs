@@ -64,6 +64,16 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// The message of a caught panic's payload (a `&str` or a `String`, as
+/// `panic!` makes), or `unknown` for any other payload.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send), unknown: &str) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| unknown.to_string())
+}
+
 /// Shorthand used throughout the crate.
 pub type Result<T> = std::result::Result<T, Error>;
 

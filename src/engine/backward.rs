@@ -57,7 +57,7 @@ impl BackState {
     }
 
     fn give_back(self, pool: &BufferPool) {
-        for buf in [
+        pool.give_each([
             self.dh,
             self.dc,
             self.dh_tot,
@@ -65,19 +65,7 @@ impl BackState {
             self.dr,
             self.dv,
             self.tmp,
-        ] {
-            if !buf.is_empty() {
-                pool.give(buf);
-            }
-        }
-    }
-}
-
-fn shared_or_null(v: &mut [f32]) -> SharedMut {
-    if v.is_empty() {
-        SharedMut::null()
-    } else {
-        SharedMut::new(v)
+        ]);
     }
 }
 
@@ -179,7 +167,7 @@ pub(crate) fn backward(
                 },
                 dh_state: SharedMut::new(dh_state),
                 dc_state: SharedMut::new(dc_state),
-                out: [&mut dg.dg, &mut dg.d_rn, &mut dg.dh_proj].map(|v| shared_or_null(v)),
+                out: [&mut dg.dg, &mut dg.d_rn, &mut dg.dh_proj].map(|v| SharedMut::new_or_null(v)),
                 state: [
                     &mut state.dh,
                     &mut state.dc,
@@ -189,7 +177,7 @@ pub(crate) fn backward(
                     &mut state.dv,
                     &mut state.tmp,
                 ]
-                .map(|v| shared_or_null(v)),
+                .map(|v| SharedMut::new_or_null(v)),
             });
         }
         let pb = &packed.blocks[layer * dirs];

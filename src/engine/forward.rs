@@ -62,14 +62,11 @@ impl Drop for Trace {
                 d.clip_mask,
             ]
         });
-        for buf in std::mem::take(&mut self.layer_inputs)
-            .into_iter()
-            .chain(buffers)
-        {
-            if !buf.is_empty() {
-                self.pool.give(buf);
-            }
-        }
+        self.pool.give_each(
+            std::mem::take(&mut self.layer_inputs)
+                .into_iter()
+                .chain(buffers),
+        );
     }
 }
 
@@ -239,19 +236,7 @@ impl DirState {
 
     fn give_back(self, pool: &BufferPool) {
         let [h0, h1] = self.h;
-        for buf in [h0, h1, self.c, self.gates, self.aux, self.m] {
-            if !buf.is_empty() {
-                pool.give(buf);
-            }
-        }
-    }
-}
-
-fn shared_or_null(v: &mut [f32]) -> SharedMut {
-    if v.is_empty() {
-        SharedMut::null()
-    } else {
-        SharedMut::new(v)
+        pool.give_each([h0, h1, self.c, self.gates, self.aux, self.m]);
     }
 }
 
@@ -488,10 +473,10 @@ pub(crate) fn forward_into(
                 h_state: SharedMut::new(h_state),
                 c_state: SharedMut::new(c_state),
                 h: [SharedMut::new(h_a), SharedMut::new(h_b)],
-                c: shared_or_null(&mut state.c),
-                gates_scratch: shared_or_null(&mut state.gates),
-                aux_scratch: shared_or_null(&mut state.aux),
-                m_scratch: shared_or_null(&mut state.m),
+                c: SharedMut::new_or_null(&mut state.c),
+                gates_scratch: SharedMut::new_or_null(&mut state.gates),
+                aux_scratch: SharedMut::new_or_null(&mut state.aux),
+                m_scratch: SharedMut::new_or_null(&mut state.m),
                 trace: dt.as_mut().map(|t| {
                     [
                         &mut t.gates,
@@ -502,7 +487,7 @@ pub(crate) fn forward_into(
                         &mut t.aux,
                         &mut t.clip_mask,
                     ]
-                    .map(|v| shared_or_null(v))
+                    .map(|v| SharedMut::new_or_null(v))
                 }),
             });
         }

@@ -74,6 +74,15 @@ impl SharedMut {
     pub fn null() -> Self {
         SharedMut(std::ptr::null_mut())
     }
+    /// [`new`](Self::new), or null for an empty buffer (one the cell or
+    /// mode does not use).
+    pub fn new_or_null(buf: &mut [f32]) -> Self {
+        if buf.is_empty() {
+            Self::null()
+        } else {
+            Self::new(buf)
+        }
+    }
     pub fn is_null(&self) -> bool {
         self.0.is_null()
     }

@@ -21,6 +21,12 @@
 //! calls running at once, so an oversubscribed pool (`RAYON_NUM_THREADS`
 //! above the CPU count) or concurrent calls do not spin against each other.
 //!
+//! A team whose members stall on each other — a quarter of its barrier
+//! waits slept and outlasted the waiter's own work, as when another process
+//! takes turns on a member's core — runs no faster than one thread, so for
+//! the next 200 ms calls run on one thread ([`capacity`]), then try a team
+//! again.
+//!
 //! Results do not depend on the split: every output element is computed by
 //! the same single FMA chain whichever member computes it (see
 //! `kernels::fused::tile`), so the bits are the same for any team size.
@@ -29,12 +35,13 @@
 //! their barriers, and the call returns the first error (a panic as
 //! [`Error::Internal`]) on the calling thread.
 
+use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::error::{try_with_capacity, Error, Result};
+use crate::error::{panic_message, try_with_capacity, Error, Result};
 
 /// How long the caller waits for idle workers to join its team.
 const CHECK_IN: Duration = Duration::from_micros(100);
@@ -76,10 +83,11 @@ struct Poisoned;
 const NAP: Duration = Duration::from_millis(1);
 
 impl Barrier {
-    /// Waits until `parties` members (this one included) have arrived.
-    fn wait(&self, parties: usize, poison: &AtomicBool) -> std::result::Result<(), Poisoned> {
+    /// Waits until `parties` members (this one included) have arrived;
+    /// true if this member had to sleep.
+    fn wait(&self, parties: usize, poison: &AtomicBool) -> std::result::Result<bool, Poisoned> {
         if parties <= 1 {
-            return Ok(());
+            return Ok(false);
         }
         // Read before arriving: the last arrival can only advance the
         // generation after this member's arrival, so after this load.
@@ -96,11 +104,11 @@ impl Barrier {
                 let _held = self.lock.lock();
                 self.wake.notify_all();
             }
-            return Ok(());
+            return Ok(false);
         }
         let passed = || self.generation.0.load(Ordering::SeqCst) != generation;
         if spin_until(&passed, poison)? {
-            return Ok(());
+            return Ok(false);
         }
         loop {
             self.sleepers.fetch_add(1, Ordering::SeqCst);
@@ -113,7 +121,7 @@ impl Barrier {
             }
             self.sleepers.fetch_sub(1, Ordering::SeqCst);
             if passed() {
-                return Ok(());
+                return Ok(true);
             }
             if poison.load(Ordering::Relaxed) {
                 return Err(Poisoned);
@@ -171,6 +179,10 @@ struct TeamState {
     claims: Vec<Padded<AtomicUsize>>,
     /// The first error or panic of any member.
     error: Mutex<Option<Error>>,
+    /// Barrier waits of all members, and those that were stalls (see
+    /// [`Member::barrier`]).
+    waits: AtomicUsize,
+    stalls: AtomicUsize,
 }
 
 impl TeamState {
@@ -185,6 +197,8 @@ impl TeamState {
             barriers,
             claims,
             error: Mutex::new(None),
+            waits: AtomicUsize::new(0),
+            stalls: AtomicUsize::new(0),
         })
     }
 
@@ -201,16 +215,19 @@ impl TeamState {
             index,
             size,
             state: self,
+            since: Cell::new(Instant::now()),
+            waits: Cell::new(0),
+            stalls: Cell::new(0),
         };
-        match catch_unwind(AssertUnwindSafe(|| work(&member))) {
+        let outcome = catch_unwind(AssertUnwindSafe(|| work(&member)));
+        self.waits.fetch_add(member.waits.get(), Ordering::Relaxed);
+        self.stalls
+            .fetch_add(member.stalls.get(), Ordering::Relaxed);
+        match outcome {
             Ok(Ok(())) => {}
             Ok(Err(e)) => self.fail(e),
             Err(panic) => {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "a panic without a message".to_string());
+                let what = panic_message(&*panic, "a panic without a message");
                 self.fail(Error::Internal(format!(
                     "a thread of the call panicked: {what}"
                 )));
@@ -226,6 +243,13 @@ pub(crate) struct Member<'a> {
     /// How many members the team has.
     pub size: usize,
     state: &'a TeamState,
+    /// When this member last left a barrier (or started).
+    since: Cell<Instant>,
+    /// Its barrier waits, and the stalls among them: waits that outlasted
+    /// the spin and this member's own work since its previous barrier, so a
+    /// peer took more than twice as long for the same share.
+    waits: Cell<usize>,
+    stalls: Cell<usize>,
 }
 
 impl Member<'_> {
@@ -233,9 +257,20 @@ impl Member<'_> {
     /// the same for all of them) to arrive; an error if the team was
     /// poisoned meanwhile (another member failed: the call is abandoned).
     pub fn barrier(&self, group: usize, parties: usize) -> Result<()> {
-        self.state.barriers[group]
+        if parties <= 1 {
+            return Ok(());
+        }
+        let arrived = Instant::now();
+        let slept = self.state.barriers[group]
             .wait(parties, &self.state.poison)
-            .map_err(|Poisoned| Error::Internal("the call's thread team was abandoned".into()))
+            .map_err(|Poisoned| Error::Internal("the call's thread team was abandoned".into()))?;
+        let left = Instant::now();
+        self.waits.set(self.waits.get() + 1);
+        if slept && left - arrived > arrived - self.since.get() {
+            self.stalls.set(self.stalls.get() + 1);
+        }
+        self.since.set(left);
+        Ok(())
     }
 }
 
@@ -294,12 +329,51 @@ impl Member<'_> {
     }
 }
 
+/// How long calls run on one thread after a team stalled.
+const SOLO: Duration = Duration::from_millis(200);
+
+/// Until when (nanoseconds after [`epoch`]) calls run on one thread: a
+/// team whose members stalled on each other (another process on their
+/// cores) runs no faster than one thread, only less predictably.
+static SOLO_UNTIL: AtomicU64 = AtomicU64::new(0);
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn nanos_now() -> u64 {
+    u64::try_from(epoch().elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Whether a recent team stalled (see [`SOLO_UNTIL`]).
+fn contended() -> bool {
+    let until = SOLO_UNTIL.load(Ordering::Relaxed);
+    until != 0 && nanos_now() < until
+}
+
+/// After a team: if a quarter or more of its barrier waits (of at least 16)
+/// were stalls, run calls on one thread for [`SOLO`], then try a team again.
+fn note_stalls(state: &TeamState) {
+    let (waits, stalls) = (
+        state.waits.load(Ordering::Relaxed),
+        state.stalls.load(Ordering::Relaxed),
+    );
+    if waits >= 16 && stalls * 4 >= waits {
+        let until = nanos_now().saturating_add(u64::try_from(SOLO.as_nanos()).unwrap_or(u64::MAX));
+        SOLO_UNTIL.store(until, Ordering::Relaxed);
+    }
+}
+
 /// The team size a call can have now: the pool's threads, at most one per
 /// usable CPU, shared between the engine calls running at the same time.
 pub(crate) fn capacity() -> usize {
     #[cfg(test)]
     if let n @ 1.. = tests::FORCED_CAPACITY.load(Ordering::Relaxed) {
         return n.min(rayon::current_num_threads());
+    }
+    if contended() {
+        return 1;
     }
     let threads = rayon::current_num_threads().min(crate::threads::cores());
     (threads / crate::threads::active_calls()).max(1)
@@ -323,6 +397,7 @@ pub(crate) fn run(wanted: usize, work: &(dyn Fn(&Member) -> Result<()> + Sync)) 
             state.run_member(0, size, work);
         });
     }
+    note_stalls(&state);
     match state.error.into_inner() {
         Ok(None) => Ok(()),
         Ok(Some(e)) => Err(e),
@@ -674,6 +749,34 @@ pub(crate) mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_team_whose_members_stall_makes_the_next_calls_solo() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let formed = AtomicUsize::new(0);
+            run(2, &|m: &Member| {
+                formed.store(m.size, Ordering::Relaxed);
+                for _ in 0..20 {
+                    if m.index == 0 && m.size == 2 {
+                        // Member 0 keeps being descheduled.
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    m.barrier(0, m.size)?;
+                }
+                Ok(())
+            })
+            .unwrap();
+            if formed.load(Ordering::Relaxed) == 2 {
+                assert!(contended());
+                assert_eq!(capacity(), 1);
+            }
+            SOLO_UNTIL.store(0, Ordering::Relaxed);
+        });
     }
 
     #[test]

@@ -91,6 +91,16 @@ impl BufferPool {
         }
     }
 
+    /// [`give`](Self::give) for each buffer that holds memory (a buffer a
+    /// cell or mode does not use is empty).
+    pub fn give_each(&self, bufs: impl IntoIterator<Item = Vec<f32>>) {
+        for buf in bufs {
+            if buf.capacity() > 0 {
+                self.give(buf);
+            }
+        }
+    }
+
     /// Bytes held by idle buffers.
     pub fn idle_bytes(&self) -> usize {
         bytes_of(&self.idle())

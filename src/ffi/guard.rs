@@ -139,11 +139,7 @@ pub(crate) fn guard(body: impl FnOnce() -> Result<(), Failure>) -> rnn_status {
             failure.status
         }
         Err(payload) => {
-            let what = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
+            let what = crate::error::panic_message(&*payload, "unknown panic");
             set_last_error(&format!("internal error (please report): {what}"));
             rnn_status::RNN_INTERNAL
         }
