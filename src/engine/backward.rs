@@ -461,15 +461,15 @@ impl DirBack<'_> {
                 for &(b, row_t) in &active {
                     // dh_tot = carried dh + this step's output gradient.
                     let dst = dh_tot.at(b * ks);
-                    let carried = dh.at(b * ks);
-                    for c in cols.0..cols.1 {
-                        let dy = if c < st {
-                            self.d_out[row_t * self.width + self.slot + c]
-                        } else {
-                            0.0
-                        };
-                        *dst.add(c) = *carried.add(c) + dy;
+                    let width = cols.1 - cols.0;
+                    let total = std::slice::from_raw_parts_mut(dst.add(cols.0), width);
+                    let carried = std::slice::from_raw_parts(dh.at(b * ks + cols.0), width);
+                    let dy = &self.d_out[row_t * self.width + self.slot..][out_cols.0..out_cols.1];
+                    let (with_dy, padding) = total.split_at_mut(dy.len());
+                    for ((t, &c), &d) in with_dy.iter_mut().zip(carried).zip(dy) {
+                        *t = c + d;
                     }
+                    padding.copy_from_slice(&carried[dy.len()..]);
                     if proj {
                         std::ptr::copy_nonoverlapping(
                             dst.add(cols.0),
