@@ -200,6 +200,28 @@ fn every_variant_is_bitwise_identical_on_two_threads() {
     }
 }
 
+/// Batches large enough to run as one block per thread (16 rows each and
+/// more), beside the ones whose steps split.
+#[test]
+fn large_batches_in_blocks_are_bitwise_identical() {
+    let pools = vec![(1, pool(1)), (2, pool(2)), (3, pool(3))];
+    for (variant, direction) in [(2, 0), (3, 2), (7, 3), (0, 1), (8, 0), (4, 0)] {
+        let case = Case {
+            variant,
+            direction,
+            layers: 2,
+            input: 3,
+            hidden: 40,
+            seq_len: 3,
+            batch: 50,
+            seed: 21,
+        };
+        if let Err(e) = check_case(&case, &pools) {
+            panic!("{}: {case:?}: {e}", cell_variants(1, 1)[variant].0);
+        }
+    }
+}
+
 /// Eight threads share one model and loop calls on small batches; every
 /// result equals the one computed alone, on `pool` (or librnn's own pool).
 fn many_callers(pool: Option<&rayon::ThreadPool>) {
