@@ -10,7 +10,7 @@ use crate::gemm::{add_column_sums, par_gemm, Mat};
 use crate::io::{from_time_major, to_time_major, Gradients, OutputGrads};
 use crate::kernels::fused::{BackParams, BackRow, MatRow};
 
-/// Per-direction results the batch blocks write, one row per (time, item).
+/// Per-direction results the team members write, one row per (time, item).
 struct DirGrads {
     /// Gate pre-activation gradients, gate-major `[TN, G·Hp]`.
     dg: Vec<f32>,

@@ -362,7 +362,7 @@ pub(crate) fn forward_into(
     for layer in 0..config.num_layers() {
         let last = layer + 1 == config.num_layers();
         // Scratch whose pages are already mapped, zero-filled by this thread:
-        // the batch blocks write it from several threads, and page faults
+        // the team members write it from several threads, and page faults
         // there serialise on the page-table lock. (Steps past an item's
         // length are never written and must read zero.)
         let mut scratch = if last {

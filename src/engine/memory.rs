@@ -19,7 +19,7 @@ const GEMM_PACKING: u128 = 2 << 20; // bytes
 
 const F32: u128 = std::mem::size_of::<f32>() as u128;
 
-/// Small bookkeeping of any call (the batch block list, rayon's jobs, ...).
+/// Small bookkeeping of any call (the team's share lists, rayon's jobs, ...).
 const BOOKKEEPING: u128 = 16 << 10; // bytes
 
 /// A thread team's own memory per member: its barrier (two 128-byte

@@ -57,13 +57,14 @@ impl Packed {
     }
 }
 
-/// A raw pointer that batch blocks running on different threads share to
-/// write *disjoint* rows of one buffer.
+/// A raw pointer that team members running on different threads share to
+/// write *disjoint* parts (rows, or columns of rows) of one buffer.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct SharedMut(*mut f32);
 
-// SAFETY: the pointer is only dereferenced through `SharedMut::row`, whose
-// callers guarantee that no two threads touch the same row.
+// SAFETY: the pointer is only dereferenced through `SharedMut::at`, whose
+// callers guarantee that no two threads touch the same elements without a
+// barrier between them.
 unsafe impl Send for SharedMut {}
 unsafe impl Sync for SharedMut {}
 
