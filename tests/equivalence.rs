@@ -235,8 +235,9 @@ fn the_selected_isa_is_supported() {
 
 /// On several threads a layer runs as a thread team: the two directions at
 /// once, each step's panels split between members, batch blocks for the
-/// members left over; every such split must equal the reference too. Sizes
-/// are large enough for every step to split.
+/// members left over; every such split must equal the reference too, on
+/// every ISA. Sizes are large enough for every step (and the LSTM
+/// projection) to split.
 #[test]
 fn steps_split_across_threads_match_the_reference() {
     for (threads, batches) in [(2, &[1, 2][..]), (4, &[1, 4, 8][..])] {
@@ -249,6 +250,7 @@ fn steps_split_across_threads_match_the_reference() {
                 ("lstm", 384),
                 ("lstm_peephole", 384),
                 ("lstm_onnx_all", 384),
+                ("lstm_all", 384),
                 ("gru_reset_before", 512),
                 ("gru_linear_before_reset_gate_clip", 512),
                 ("rnn_tanh", 768),
@@ -262,7 +264,8 @@ fn steps_split_across_threads_match_the_reference() {
                         layers: 1,
                         input: 5,
                         hidden,
-                        proj: 0,
+                        // The projection's outputs split too.
+                        proj: if name == "lstm_all" { 200 } else { 0 },
                         seq_len: 3,
                         batch,
                         seed: 3,

@@ -3,7 +3,7 @@
 use super::forward::{DirTrace, Trace};
 use super::pack::PackedBlock;
 use super::workspace::{zeroed, BufferPool};
-use super::{row, team, Packed, SharedMut};
+use super::{copy_columns, layer_shape, pad_rows, row, team, Packed, SharedMut, Span};
 use crate::config::{CellKind, Config, Direction, GruVariant, ParamKind};
 use crate::error::{try_copy, try_vec, try_with_capacity, Result};
 use crate::gemm::{add_column_sums, par_gemm, Mat};
@@ -144,12 +144,8 @@ pub(crate) fn backward(
                 &mut []
             };
             // The gradients carried into the last step, in padded rows.
-            for b in 0..n {
-                state.dh[b * ks..b * ks + hs].copy_from_slice(&dh_state[b * hs..(b + 1) * hs]);
-                if config.has_cell_state() {
-                    state.dc[b * hp..b * hp + cs].copy_from_slice(&dc_state[b * cs..(b + 1) * cs]);
-                }
-            }
+            pad_rows(dh_state, hs, &mut state.dh, ks);
+            pad_rows(dc_state, cs, &mut state.dc, hp);
             runs.push(DirBack {
                 config,
                 pb,
@@ -182,20 +178,10 @@ pub(crate) fn backward(
         }
         let pb = &packed.blocks[layer * dirs];
         let unit = packed.kernels.unit();
-        let shape = team::Shape {
-            directions: dirs,
-            batch: n,
-            panels: (pb.hp / unit).min(pb.state_stride / unit),
-            macs_per_row: pb.gates * pb.hp * pb.state
-                + pb.hidden * pb.state_stride * usize::from(proj),
-            barriers: back_barriers(config),
-        };
+        let shape = layer_shape(config, pb, n, unit, back_barriers(config));
         let wanted = team::useful_members(shape, team::capacity());
-        team::run(wanted, &|member| {
-            for share in &team::plan(shape, member.size)[member.index] {
-                runs[share.dir].share(share, member)?;
-            }
-            Ok(())
+        team::run_shares(shape, wanted, &|share, member| {
+            runs[share.dir].share(share, member)
         })?;
         drop(runs);
         for (dir, (dg, state)) in grads.into_iter().zip(states).enumerate() {
@@ -404,15 +390,13 @@ impl DirBack<'_> {
         let proj = cfg.proj_size() > 0;
         let (b0, nb) = share.rows;
         let unit = self.packed.kernels.unit();
-        let panels = share.panels(hp / unit);
-        let state_panels = if proj {
-            share.panels(ks / unit)
-        } else {
-            panels
-        };
-        let cols = (state_panels.0 * unit, state_panels.1 * unit);
-        let out_cols = (cols.0.min(st), cols.1.min(st));
-        let units = ((panels.0 * unit).min(h), (panels.1 * unit).min(h));
+        let Span {
+            panels,
+            state_panels,
+            cols,
+            out_cols,
+            units,
+        } = Span::of(share, pb, unit);
         let sync = || member.barrier(share.group, share.parts);
         let params = BackParams {
             hp,
@@ -594,22 +578,13 @@ impl DirBack<'_> {
             // first barrier (its rows of dG and d_rn, this share's columns of
             // dh_tot and dh) is nothing another part still reads.
         }
-        for b in b0..b0 + nb {
-            // SAFETY: row b of the state gradients belongs to this block,
-            // these columns and units to this share.
-            unsafe {
-                std::ptr::copy_nonoverlapping(
-                    dh.at(b * ks + out_cols.0),
-                    self.dh_state.at(b * st + out_cols.0),
-                    out_cols.1 - out_cols.0,
-                );
-                if cell == CellKind::Lstm {
-                    std::ptr::copy_nonoverlapping(
-                        dc.at(b * hp + units.0),
-                        self.dc_state.at(b * h + units.0),
-                        units.1 - units.0,
-                    );
-                }
+        let rows = b0..b0 + nb;
+        // SAFETY: rows b0.. of the state gradients belong to this block,
+        // these columns and units to this share.
+        unsafe {
+            copy_columns(dh, ks, self.dh_state, st, rows.clone(), out_cols);
+            if cell == CellKind::Lstm {
+                copy_columns(dc, hp, self.dc_state, h, rows, units);
             }
         }
         Ok(())

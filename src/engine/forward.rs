@@ -4,7 +4,7 @@ use rayon::prelude::*;
 
 use super::pack::PackedBlock;
 use super::workspace::BufferPool;
-use super::{team, Packed, SharedMut};
+use super::{copy_columns, layer_shape, pad_rows, team, Packed, SharedMut, Span};
 use std::borrow::Cow;
 use std::sync::Arc;
 
@@ -400,14 +400,7 @@ pub(crate) fn forward_into(
         };
         let pb = &packed.blocks[layer * dirs];
         let unit = packed.kernels.unit();
-        let shape = team::Shape {
-            directions: dirs,
-            batch: n,
-            panels: (pb.hp / unit).min(pb.state_stride / unit),
-            macs_per_row: pb.gates * pb.hp * pb.state
-                + pb.hidden * pb.state_stride * usize::from(config.proj_size() > 0),
-            barriers: team_barriers(config),
-        };
+        let shape = layer_shape(config, pb, n, unit, team_barriers(config));
         let wanted = team::useful_members(shape, team::capacity());
         // A team of one leaves the pool's other threads idle: they take the
         // input projection (every step at once) first. A larger team
@@ -440,14 +433,8 @@ pub(crate) fn forward_into(
                 },
             );
             // The state each item starts from, in the padded rows the kernels read.
-            for b in 0..n {
-                let ks = pb.state_stride;
-                state.h[0][b * ks..b * ks + hs].copy_from_slice(&h_state[b * hs..(b + 1) * hs]);
-                if config.has_cell_state() {
-                    state.c[b * pb.hp..b * pb.hp + cs]
-                        .copy_from_slice(&c_state[b * cs..(b + 1) * cs]);
-                }
-            }
+            pad_rows(h_state, hs, &mut state.h[0], pb.state_stride);
+            pad_rows(c_state, cs, &mut state.c, pb.hp);
             let (y, y_width, slot) = match (summed && dir == 1, config.direction()) {
                 (true, _) => (SharedMut::new(&mut second), hs, 0),
                 (false, Direction::BidirectionalConcat) => {
@@ -491,11 +478,8 @@ pub(crate) fn forward_into(
                 }),
             });
         }
-        team::run(wanted, &|member| {
-            for share in &team::plan(shape, member.size)[member.index] {
-                runs[share.dir].share(share, member)?;
-            }
-            Ok(())
+        team::run_shares(shape, wanted, &|share, member| {
+            runs[share.dir].share(share, member)
         })?;
         drop(runs);
         if summed {
@@ -553,17 +537,13 @@ impl DirRun<'_> {
         let training = self.trace.is_some();
         let (b0, nb) = share.rows;
         let unit = self.kernels.unit();
-        // This share's hidden-unit panels, and its columns of the state
-        // (the same units, or with a projection its share of the outputs).
-        let panels = share.panels(hp / unit);
-        let state_panels = if proj {
-            share.panels(ks / unit)
-        } else {
-            panels
-        };
-        let cols = (state_panels.0 * unit, state_panels.1 * unit);
-        let out_cols = (cols.0.min(st), cols.1.min(st));
-        let units = ((panels.0 * unit).min(h), (panels.1 * unit).min(h));
+        let Span {
+            panels,
+            cols,
+            out_cols,
+            units,
+            ..
+        } = Span::of(share, pb, unit);
         let sync = || member.barrier(share.group, share.parts);
         let params = StepParams {
             k: st,
@@ -765,22 +745,13 @@ impl DirRun<'_> {
             }
             cur = 1 - cur;
         }
-        for b in b0..b0 + nb {
-            // SAFETY: row b of the state belongs to this block, these
-            // columns and units to this share.
-            unsafe {
-                std::ptr::copy_nonoverlapping(
-                    self.h[cur].at(b * ks + out_cols.0),
-                    self.h_state.at(b * st + out_cols.0),
-                    out_cols.1 - out_cols.0,
-                );
-                if lstm {
-                    std::ptr::copy_nonoverlapping(
-                        self.c.at(b * hp + units.0),
-                        self.c_state.at(b * h + units.0),
-                        units.1 - units.0,
-                    );
-                }
+        let rows = b0..b0 + nb;
+        // SAFETY: rows b0.. of the state belong to this block, these columns
+        // and units to this share; the last barrier ended every step.
+        unsafe {
+            copy_columns(self.h[cur], ks, self.h_state, st, rows.clone(), out_cols);
+            if lstm {
+                copy_columns(self.c, hp, self.c_state, h, rows, units);
             }
         }
         Ok(())

@@ -98,6 +98,99 @@ impl SharedMut {
     }
 }
 
+/// The recurrence of one layer as the team's split rule sees it (the
+/// directions of a layer have the same sizes), for a step that takes
+/// `barriers` barriers when split.
+pub(crate) fn layer_shape(
+    config: &Config,
+    pb: &PackedBlock,
+    batch: usize,
+    unit: usize,
+    barriers: usize,
+) -> team::Shape {
+    let projection = pb.hidden * pb.state_stride * usize::from(config.proj_size() > 0);
+    team::Shape {
+        directions: config.num_directions(),
+        batch,
+        panels: (pb.hp / unit).min(pb.state_stride / unit),
+        macs_per_row: pb.gates * pb.hp * pb.state + projection,
+        barriers,
+    }
+}
+
+/// What one team share covers of a direction's padded rows.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Span {
+    /// Its hidden-unit panels.
+    pub panels: (usize, usize),
+    /// Its panels of the (padded) state: the same units, or with a
+    /// projection its share of the projected outputs.
+    pub state_panels: (usize, usize),
+    /// Those state panels as columns, padded, and within the state.
+    pub cols: (usize, usize),
+    pub out_cols: (usize, usize),
+    /// Its hidden units within the hidden size.
+    pub units: (usize, usize),
+}
+
+impl Span {
+    pub fn of(share: &team::Share, pb: &PackedBlock, unit: usize) -> Span {
+        let panels = share.panels(pb.hp / unit);
+        // Without a projection the state is the hidden units (same panels).
+        let state_panels = share.panels(pb.state_stride / unit);
+        let cols = (state_panels.0 * unit, state_panels.1 * unit);
+        Span {
+            panels,
+            state_panels,
+            cols,
+            out_cols: (cols.0.min(pb.state), cols.1.min(pb.state)),
+            units: (
+                (panels.0 * unit).min(pb.hidden),
+                (panels.1 * unit).min(pb.hidden),
+            ),
+        }
+    }
+}
+
+/// Copies columns `first..end` of rows `rows` from a buffer of `from_stride`
+/// floats a row to one of `to_stride` (padded state rows to the caller's
+/// unpadded ones).
+///
+/// # Safety
+/// Both buffers hold those rows and columns, outlive the call, and no other
+/// thread accesses these elements meanwhile.
+pub(crate) unsafe fn copy_columns(
+    from: SharedMut,
+    from_stride: usize,
+    to: SharedMut,
+    to_stride: usize,
+    rows: std::ops::Range<usize>,
+    (first, end): (usize, usize),
+) {
+    for r in rows {
+        // SAFETY: forwarded to the caller.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                from.at(r * from_stride + first),
+                to.at(r * to_stride + first),
+                end - first,
+            )
+        };
+    }
+}
+
+/// Copies `rows` rows of `width` floats from `src` into the first `width`
+/// floats of each `stride`-float row of `dst` (into the padded rows the
+/// kernels read).
+pub(crate) fn pad_rows(src: &[f32], width: usize, dst: &mut [f32], stride: usize) {
+    if width == 0 {
+        return;
+    }
+    for (s, d) in src.chunks_exact(width).zip(dst.chunks_mut(stride)) {
+        d[..width].copy_from_slice(s);
+    }
+}
+
 /// Pointer to row `index` of a buffer of `width`-wide rows, or NULL for an
 /// empty buffer (one the cell or mode does not use). Bounds-checked, and
 /// `Vec::as_ptr` keeps earlier row pointers into the same buffer valid.

@@ -405,6 +405,21 @@ pub(crate) fn run(wanted: usize, work: &(dyn Fn(&Member) -> Result<()> + Sync)) 
     }
 }
 
+/// Runs a layer of `shape` on a team of at most `wanted` members: each
+/// member runs `work` on each of its shares of [`plan`], in order.
+pub(crate) fn run_shares(
+    shape: Shape,
+    wanted: usize,
+    work: &(dyn Fn(&Share, &Member) -> Result<()> + Sync),
+) -> Result<()> {
+    run(wanted, &|member| {
+        for share in &plan(shape, member.size)[member.index] {
+            work(share, member)?;
+        }
+        Ok(())
+    })
+}
+
 /// The caller: waits up to [`CHECK_IN`] for `places` members, then seals
 /// the roster; returns how many joined.
 fn seal(state: &TeamState, places: usize) -> usize {
