@@ -1,14 +1,15 @@
 //! Backward pass of the fast engine: BPTT over a training trace.
 
 use super::forward::{DirTrace, Trace};
-use super::pack::PackedBlock;
+use super::pack::{round_up, PackedBlock};
+use super::products::{pack_rows, rows_times_panels, transpose_gate_columns};
 use super::workspace::{zeroed, BufferPool};
 use super::{copy_columns, layer_shape, pad_rows, row, team, Packed, SharedMut, Span};
 use crate::config::{CellKind, Config, Direction, GruVariant, ParamKind};
 use crate::error::{try_copy, try_vec, try_with_capacity, Result};
-use crate::gemm::{add_column_sums, par_gemm, Mat};
 use crate::io::{from_time_major, to_time_major, Gradients, OutputGrads};
 use crate::kernels::fused::{BackParams, BackRow, MatRow};
+use crate::kernels::Kernels;
 
 /// Per-direction results the team members write, one row per (time, item).
 struct DirGrads {
@@ -116,7 +117,7 @@ pub(crate) fn backward(
     for layer in (0..config.num_layers()).rev() {
         let x = &trace.layer_inputs[layer];
         let in_size = config.layer_input_size(layer);
-        let mut d_in = pool.take_zeroed(rows * in_size)?;
+        let mut d_in = pool.take(rows * in_size)?; // the first direction writes it all
         let dirs = config.num_directions();
         let gru = config.cell() == CellKind::Gru;
         let proj = config.proj_size() > 0;
@@ -191,6 +192,7 @@ pub(crate) fn backward(
             weight_grads(
                 config,
                 pb,
+                packed.kernels,
                 pool,
                 layer,
                 dir,
@@ -199,15 +201,18 @@ pub(crate) fn backward(
                 &dg,
                 &mut dparams,
             )?;
-            // dX += dG × W (gate-major).
+            // dX (+)= dG × W (gate-major), written by the first direction.
             let gh = pb.gates * pb.hp;
-            par_gemm(
-                Mat::rows(&dg.dg, rows, gh, gh),
-                Mat::rows(&pb.w_gate_major, gh, in_size, in_size),
-                1.0,
+            rows_times_panels(
+                packed.kernels,
+                (rows, gh, in_size),
+                &dg.dg,
+                gh,
+                &pb.w_back_panels,
                 &mut d_in,
                 in_size,
-            );
+                dir > 0,
+            )?;
             for buf in [dg.dg, dg.d_rn, dg.dh_proj] {
                 pool.give(buf);
             }
@@ -224,11 +229,14 @@ pub(crate) fn backward(
 }
 
 /// dW, dR, the biases, peepholes and projection of one layer and direction,
-/// as GEMMs over all steps, unpadded into `dparams`.
+/// each as one product over all steps written straight into `dparams`
+/// (`products.rs`): the transposed gate gradients (their f64 column sums
+/// are the bias gradients) times the step inputs, packed once.
 #[allow(clippy::too_many_arguments)]
 fn weight_grads(
     config: &Config,
     pb: &PackedBlock,
+    kernels: Kernels,
     pool: &BufferPool,
     layer: usize,
     dir: usize,
@@ -248,92 +256,76 @@ fn weight_grads(
     let gh = gates * hp;
     let rows = g.dg.len() / gh; // gh > 0: every cell has gates and Hp >= U
     let gru = config.cell() == CellKind::Gru;
+    let unit = kernels.unit();
     let range = |kind| config.param_range(layer, dir, kind).expect("tensor exists");
-
-    // Gate-major padded [G·Hp, cols] → [G·H, cols] rows of dparams.
-    let unpad = |padded: &[f32], cols: usize, dst: &mut [f32]| {
-        for gi in 0..gates {
-            for j in 0..h {
-                let (src, out) = ((gi * hp + j) * cols, (gi * h + j) * cols);
-                dst[out..out + cols].copy_from_slice(&padded[src..src + cols]);
-            }
-        }
+    // `src`'s rows (`cols` of them, `stride` apart) packed as a right operand.
+    let packed = |src: &[f32], cols: usize, stride: usize| -> Result<Vec<f32>> {
+        let mut buf = pool.take(round_up(cols, unit) * rows)?; // fully written
+        pack_rows(src, rows, cols, stride, unit, &mut buf);
+        Ok(buf)
     };
 
-    let mut dw = pool.take(gh * input)?; // beta = 0: fully overwritten
-    par_gemm(
-        Mat::transposed(&g.dg, gh, rows, gh),
-        Mat::rows(x, rows, input, input),
-        0.0,
-        &mut dw,
-        input,
-    );
-    unpad(&dw, input, &mut dparams[range(ParamKind::W)]);
-    pool.give(dw);
-
-    let mut dwb = zeroed(gh)?;
-    add_column_sums(&g.dg, rows, gh, &mut dwb)?;
-    unpad(&dwb, 1, &mut dparams[range(ParamKind::Wb)]);
-
-    let mut dr = pool.take(gh * st)?; // every part below is written with beta = 0
-    let mut drb = try_copy(&dwb, "a bias gradient")?;
-    let h_prev = Mat::rows(&dt.h_prev, rows, st, ks);
-    if gru {
-        // r and z: the gate gradients times h_prev; n: d_rn times the vector
-        // Rn multiplied (r ⊙ h, or h for linear-before-reset).
-        let rz = 2 * hp;
-        let dg_rz = Mat {
-            data: &g.dg,
-            rows: rz,
-            cols: rows,
-            row_stride: 1,
-            col_stride: gh,
-        };
-        par_gemm(dg_rz, h_prev, 0.0, &mut dr[..rz * st], st);
-        let v = if config.gru_variant() == GruVariant::LinearBeforeReset {
-            h_prev
-        } else {
-            Mat::rows(&dt.aux, rows, st, hp)
-        };
-        par_gemm(
-            Mat::transposed(&g.d_rn, hp, rows, hp),
-            v,
-            0.0,
-            &mut dr[rz * st..],
-            st,
-        );
-        drb[rz..].fill(0.0);
-        add_column_sums(&g.d_rn, rows, hp, &mut drb[rz..])?;
-    } else {
-        par_gemm(
-            Mat::transposed(&g.dg, gh, rows, gh),
-            h_prev,
-            0.0,
-            &mut dr,
-            st,
-        );
+    // dGᵀ without padding, `[G·H, rows]`: row i is dparams' row i of W and R.
+    let mut dgt = pool.take(gates * h * rows)?; // fully written
+    let mut sums = try_vec(gates * h, 0f64, "the bias gradients")?;
+    transpose_gate_columns(&g.dg, rows, gh, (gates, h, hp), &mut dgt, &mut sums);
+    let wb = &mut dparams[range(ParamKind::Wb)];
+    for (d, &s) in wb.iter_mut().zip(&sums) {
+        *d = s as f32;
     }
-    unpad(&dr, st, &mut dparams[range(ParamKind::R)]);
-    pool.give(dr);
-    unpad(&drb, 1, &mut dparams[range(ParamKind::Rb)]);
+
+    let xp = packed(x, input, input)?;
+    let dw = &mut dparams[range(ParamKind::W)];
+    rows_times_panels(kernels, (gates * h, rows, input), &dgt, rows, &xp, dw, input, false)?;
+    pool.give(xp);
+
+    let hpk = packed(&dt.h_prev, st, ks)?;
+    let r_range = range(ParamKind::R);
+    if gru {
+        // r and z: their gate gradients times h_prev; n: d_rn times the
+        // vector Rn multiplied (r ⊙ h, or h for linear-before-reset).
+        let dr = &mut dparams[r_range.clone()];
+        rows_times_panels(kernels, (2 * h, rows, st), &dgt, rows, &hpk, dr, st, false)?;
+        let mut drnt = pool.take(h * rows)?; // fully written
+        let mut rn_sums = try_vec(h, 0f64, "the bias gradients")?;
+        transpose_gate_columns(&g.d_rn, rows, hp, (1, h, hp), &mut drnt, &mut rn_sums);
+        let dr_n = &mut dparams[r_range.start + 2 * h * st..r_range.end];
+        if config.gru_variant() == GruVariant::LinearBeforeReset {
+            rows_times_panels(kernels, (h, rows, st), &drnt, rows, &hpk, dr_n, st, false)?;
+        } else {
+            let vp = packed(&dt.aux, st, hp)?;
+            rows_times_panels(kernels, (h, rows, st), &drnt, rows, &vp, dr_n, st, false)?;
+            pool.give(vp);
+        }
+        pool.give(drnt);
+        let rb = &mut dparams[range(ParamKind::Rb)];
+        for (d, &s) in rb.iter_mut().zip(sums[..2 * h].iter().chain(&rn_sums)) {
+            *d = s as f32;
+        }
+    } else {
+        let dr = &mut dparams[r_range];
+        rows_times_panels(kernels, (gates * h, rows, st), &dgt, rows, &hpk, dr, st, false)?;
+        let rb = &mut dparams[range(ParamKind::Rb)];
+        for (d, &s) in rb.iter_mut().zip(&sums) {
+            *d = s as f32;
+        }
+    }
+    pool.give(hpk);
+    pool.give(dgt);
 
     if config.peepholes() {
         peephole_grads(config, pb, dt, g, &mut dparams[range(ParamKind::Peephole)])?;
     }
     if config.proj_size() > 0 {
         // dP [P, H] = dh_projᵀ × m.
-        let mut dp = zeroed(st * hp)?;
-        par_gemm(
-            Mat::transposed(&g.dh_proj, st, rows, ks),
-            Mat::rows(&dt.m, rows, hp, hp),
-            0.0,
-            &mut dp,
-            hp,
-        );
-        let dst = &mut dparams[range(ParamKind::Projection)];
-        for q in 0..st {
-            dst[q * h..(q + 1) * h].copy_from_slice(&dp[q * hp..q * hp + h]);
-        }
+        let mut dpt = pool.take(st * rows)?; // fully written
+        let mut unused = try_vec(st, 0f64, "the projection gradient")?;
+        transpose_gate_columns(&g.dh_proj, rows, ks, (1, st, ks), &mut dpt, &mut unused);
+        let mp = packed(&dt.m, h, hp)?;
+        let dp = &mut dparams[range(ParamKind::Projection)];
+        rows_times_panels(kernels, (st, rows, h), &dpt, rows, &mp, dp, h, false)?;
+        pool.give(mp);
+        pool.give(dpt);
     }
     Ok(())
 }

@@ -13,10 +13,6 @@ use crate::config::{CellKind, Config, Direction, GruVariant, Layout};
 use crate::io::{CallMemory, Shapes};
 use crate::kernels::fused::{BackRow, MatRow, StepRow};
 
-/// matrixmultiply's packing buffers for one product on one thread: KC × (MC
-/// + NC) f32 with its defaults (256 × (64 + 1024)), rounded up.
-const GEMM_PACKING: u128 = 2 << 20; // bytes
-
 const F32: u128 = std::mem::size_of::<f32>() as u128;
 
 /// Small bookkeeping of any call (the team's share lists, rayon's jobs, ...).
@@ -71,7 +67,6 @@ pub(crate) fn call_memory(
     let proj = config.proj_size() > 0;
     let batch_first = config.layout() == Layout::BatchFirst;
     let on = |flag: bool, v: u128| if flag { v } else { 0 };
-    let gemm = GEMM_PACKING * threads.max(1) as u128;
     // Fixed small allocations, plus each thread's row list of one input
     // projection block, in f32 elements.
     let small = (BOOKKEEPING
@@ -155,18 +150,29 @@ pub(crate) fn call_memory(
         dirs * n * (2 * g.ks + on(lstm, g.hp) + on(proj, g.hp) + on(gru, 2 * g.hp + g.ks))
             + members * (n * back_rows + TEAM_BYTES_PER_MEMBER / F32)
             + on(config.peepholes(), 2 * 3 * g.hp);
-    // dW and dR (and dP) padded, the bias rows and their f64 column sums.
-    let weight_grads = g.gh * (widest_input + g.st) + 4 * g.gh + on(proj, g.st * g.hp);
+    // The products over all steps (products.rs), one direction at a time:
+    // the transposed gate gradients (GRU: and d_rn; projection: dh_proj),
+    // each right operand packed, the f64 bias sums and the row lists.
+    let packed_operands = round_up(widest_input as usize, unit) as u128
+        + g.ks
+        + on(gru && !lbr, g.hp)
+        + on(proj, g.hp);
+    let row_list = (std::mem::size_of::<MatRow>() as u128 / F32) * rows.max(g.gh);
+    let weight_grads = rows * (g.gh + on(gru, g.hp) + on(proj, g.ks) + packed_operands)
+        + 4 * g.gh
+        + row_list;
     let backward = small + results + layer_grads + gate_grads + back_state + weight_grads;
 
     // Packing, once per model and ISA (and after each update): per block,
-    // W in three layouts, R in three, the projection in three, biases and
-    // peepholes; each panel set is copied once more into aligned storage.
+    // W interleaved and gate-major, each packed into panels (a temporary
+    // and its aligned copy); R gate-major and in two panel sets (each a
+    // temporary and its aligned copy); the projection likewise; biases and
+    // peepholes.
     let packed_block = |layer: usize| {
         let input = config.layer_input_size(layer) as u128;
         let (w, r) = (g.gh * input, g.gh * g.ks);
-        let p = on(proj, 3 * g.ks * g.hp);
-        3 * w + 3 * r + p + 6 * g.gh + 6 * g.hp + 16 * 8
+        let p = on(proj, 5 * g.ks * g.hp);
+        6 * w + 5 * r + p + 6 * g.gh + 6 * g.hp + 16 * 8
     };
     let widest_block = packed_block(0).max(packed_block(config.num_layers() - 1));
     let packing = layer_dirs * widest_block + widest_block;
@@ -176,7 +182,6 @@ pub(crate) fn call_memory(
         inference: bytes(inference),
         training_forward: bytes(training),
         trace: bytes(trace),
-        // Only backward runs matrixmultiply products.
-        backward: bytes(backward).saturating_add(usize::try_from(gemm).unwrap_or(usize::MAX)),
+        backward: bytes(backward),
     }
 }

@@ -71,8 +71,9 @@ pub(crate) struct PackedBlock {
     pub peephole: Option<Vec<f32>>,
     /// LSTM projection as one-gate panels over K = H.
     pub proj_panels: Aligned,
-    /// Backward: `W` gate-major `[G·Hp, I]` for dX.
-    pub w_gate_major: Vec<f32>,
+    /// Backward: `W` gate-major `[G·Hp, I]` as one-gate panels (K = G·Hp,
+    /// N = I), for dX = dG × W.
+    pub w_back_panels: Aligned,
     /// Backward per-step products as one-gate panels: `dG × R` (K = G·Hp, or
     /// 2·Hp for GRU's r and z), GRU `d_rn × Rn` (K = Hp), and the projection
     /// `dh × P` (K = H_out, N = Hp).
@@ -256,7 +257,9 @@ impl PackedBlock {
             rb_n,
             peephole,
             proj_panels: Aligned::new(&proj_panels)?,
-            w_gate_major,
+            w_back_panels: Aligned::new(&pack_b(g_count * hp, input, unit, |kk, q| {
+                w_gate_major[kk * input + q]
+            })?)?,
         })
     }
 }

@@ -1,7 +1,8 @@
-//! Large matrix products through `matrixmultiply::sgemm`, bounds-checked and
-//! split over rayon: the backward pass's dX, dW and dR over all steps.
-
-use rayon::prelude::*;
+//! Matrix products through `matrixmultiply::sgemm`, bounds-checked: the
+//! training helpers' dense layers (`train::dense`), whose shapes (a few
+//! hundred outputs, a vocabulary) the engine's panel kernels are not laid
+//! out for. The engine's own products over all steps are in
+//! `engine::products`.
 
 use crate::error::{try_vec, Result};
 
@@ -108,61 +109,6 @@ pub(crate) fn gemm(a: Mat, b: Mat, beta: f32, c: &mut [f32], c_stride: usize) {
     }
 }
 
-/// [`gemm`] split over rayon's threads, one part per thread. Each part packs
-/// its own copy of the operand it shares with the others, so the split is
-/// along whichever dimension makes that shared operand the smaller one:
-/// rows of `a` and `c` (sharing `b`) or columns of `b` and `c` (sharing `a`).
-pub(crate) fn par_gemm(a: Mat, b: Mat, beta: f32, c: &mut [f32], c_stride: usize) {
-    const MIN_PART: usize = 64;
-    let (m, k, n) = (a.rows, a.cols, b.cols);
-    let threads = rayon::current_num_threads().max(1);
-    let split_rows = m * k >= k * n;
-    let along = if split_rows { m } else { n };
-    let parts = threads.min(along / MIN_PART);
-    if parts < 2 || k == 0 || !check_product(&a, &b, c.len(), c_stride) {
-        return gemm(a, b, beta, c, c_stride);
-    }
-    let per = along.div_ceil(parts);
-    let c_ptr = SendPtr(c.as_mut_ptr());
-    (0..parts).into_par_iter().for_each(|part| {
-        let first = part * per;
-        let len = per.min(along - first);
-        let (a_part, b_part, c_offset) = if split_rows {
-            let rows = Mat {
-                rows: len,
-                data: &a.data[first * a.row_stride..],
-                ..a
-            };
-            (rows, b, first * c_stride)
-        } else {
-            let cols = Mat {
-                cols: len,
-                data: &b.data[first * b.col_stride..],
-                ..b
-            };
-            (a, cols, first)
-        };
-        // SAFETY: the whole product was checked above and each part is a
-        // sub-view of it; parts write disjoint rows (or columns) of `c`,
-        // which is borrowed mutably for the call.
-        unsafe { sgemm_raw(a_part, b_part, beta, c_ptr.at(c_offset), c_stride) };
-    });
-}
-
-/// The output pointer, shared by the parts of a split product.
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-
-// SAFETY: each part of `par_gemm` writes a disjoint block of the output.
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-
-impl SendPtr {
-    fn at(self, offset: usize) -> *mut f32 {
-        self.0.wrapping_add(offset)
-    }
-}
-
 /// Column sums of a row-major `rows × cols` matrix added into `out`.
 ///
 /// The sums run over every step of a sequence (the bias gradients sum T·N
@@ -223,13 +169,9 @@ mod tests {
         out
     }
 
-    /// Both split directions, transposed views, beta 0 and 1, ragged parts.
+    /// Transposed views, beta 0 and 1, empty dimensions.
     #[test]
-    fn par_gemm_equals_a_naive_product() {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .unwrap();
+    fn gemm_equals_a_naive_product() {
         let mut rng = SplitMix64::new(1);
         for (m, k, n) in [
             (300, 7, 5),
@@ -260,7 +202,7 @@ mod tests {
                         }
                     }
                     let mut got = c0.clone();
-                    pool.install(|| par_gemm(a, b, beta, &mut got, c_stride));
+                    gemm(a, b, beta, &mut got, c_stride);
                     for (g, w) in got.iter().zip(&want) {
                         assert!((g - w).abs() < 1e-4, "{m}x{k}x{n}: {g} vs {w}");
                     }

@@ -117,6 +117,9 @@ pub(crate) struct Table {
     pub gru_step: unsafe fn(&StepParams, &[StepRow]),
     pub rnn_step: unsafe fn(&StepParams, &[StepRow]),
     pub panel_matmul: PanelMatmul,
+    /// `blocked_matmul(k, n, packed, rows, accumulate)`, see
+    /// `fused::blocked_matmul`: the backward's products over all steps.
+    pub blocked_matmul: unsafe fn(usize, usize, &[f32], &[MatRow], bool),
     pub lstm_backward: unsafe fn(&BackParams, &[BackRow]),
     pub gru_backward_a: unsafe fn(&BackParams, &[BackRow]),
     pub gru_backward_b: unsafe fn(&BackParams, &[BackRow]),

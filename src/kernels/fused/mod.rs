@@ -364,10 +364,12 @@ macro_rules! run_panels {
 
 mod gru;
 mod lstm;
+mod product;
 mod rnn;
 
 pub(crate) use gru::{gru_backward_a, gru_backward_b, gru_step};
 pub(crate) use lstm::{lstm_backward, lstm_step};
+pub(crate) use product::blocked_matmul;
 pub(crate) use rnn::{rnn_backward, rnn_step};
 
 /// Stores a plain product, plus a bias row when `bias` is not null.
@@ -497,6 +499,11 @@ macro_rules! instantiate_kernels {
                 unsafe { fused::panel_matmul::<$S, { fused::tile_rows::<$S>(1) }>(k, n_padded, packed, bias, rows) }
             }
             $(#[$attr])?
+            pub(crate) unsafe fn blocked_matmul(k: usize, n: usize, packed: &[f32], rows: &[MatRow], accumulate: bool) {
+                // SAFETY: only reachable through Kernels::for_isa, which checked the CPU; pointer validity is the caller's contract.
+                unsafe { fused::blocked_matmul::<$S, { fused::tile_rows::<$S>(1) }>(k, n, packed, rows, accumulate) }
+            }
+            $(#[$attr])?
             pub(crate) unsafe fn lstm_backward(p: &BackParams, rows: &[BackRow]) {
                 // SAFETY: only reachable through Kernels::for_isa, which checked the CPU; pointer validity is the caller's contract.
                 unsafe { fused::lstm_backward::<$S>(p, rows) }
@@ -541,6 +548,7 @@ macro_rules! instantiate_kernels {
                 gru_step,
                 rnn_step,
                 panel_matmul,
+                blocked_matmul,
                 lstm_backward,
                 gru_backward_a,
                 gru_backward_b,

@@ -1,0 +1,271 @@
+//! The backward pass's products over all time steps at once (dW, dR, dP
+//! and dX), on the kernels' own blocked product (`fused::blocked_matmul`):
+//! the right operand packed once per call as one-gate panels, the left
+//! operand's rows `k` floats each (a transposed gradient for the weight
+//! gradients), and output rows written straight into their destination
+//! (`dparams` or dX), unpadded.
+//!
+//! Bits do not depend on the threads: rows are split over the pool, and
+//! each output is computed by one kernel call with the same `k` blocking.
+//! Sums over rows (the bias gradients) run in f64, in row order.
+
+use rayon::prelude::*;
+
+use super::SharedMut;
+use crate::error::{try_with_capacity, Result};
+use crate::kernels::fused::MatRow;
+use crate::kernels::Kernels;
+
+/// Multiply-adds below which a product runs on the calling thread: forking
+/// costs more than a quarter of it (about 40 µs of one core's work).
+const PARALLEL_MACS: usize = 1 << 22;
+
+/// Output rows per task when a product is split: a few register-tile
+/// chunks, so the pool balances without a task per row.
+const ROWS_PER_TASK: usize = 64;
+
+/// `out[i·out_stride ..][..n] = a[i·a_stride ..][..k] × B` (`accumulate`:
+/// `+=`) for `m` rows, `B [k, n]` packed as `ceil(n / U)` panels of `k × U`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn rows_times_panels(
+    kernels: Kernels,
+    (m, k, n): (usize, usize, usize),
+    a: &[f32],
+    a_stride: usize,
+    packed: &[f32],
+    out: &mut [f32],
+    out_stride: usize,
+    accumulate: bool,
+) -> Result<()> {
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let u = kernels.unit();
+    assert!(a_stride >= k && out_stride >= n, "row strides");
+    assert!(a.len() >= (m - 1) * a_stride + k, "left operand holds m rows");
+    assert!(out.len() >= (m - 1) * out_stride + n, "output holds m rows");
+    assert!(packed.len() >= n.div_ceil(u) * u * k, "packed panels");
+    let out = SharedMut::new(out);
+    let run = |first: usize, end: usize| -> Result<()> {
+        let mut rows: Vec<MatRow> = try_with_capacity(end - first, "a product's row list")?;
+        // SAFETY: rows first..end of `a` and `out` are inside the buffers
+        // (checked above); each task owns its output rows.
+        rows.extend((first..end).map(|i| unsafe {
+            MatRow {
+                a: a.as_ptr().add(i * a_stride),
+                out: out.at(i * out_stride),
+            }
+        }));
+        // SAFETY: `Kernels` exists only for a supported ISA; the rows and
+        // panels are as `blocked_matmul` needs (checked above).
+        unsafe { (kernels.table.blocked_matmul)(k, n, packed, &rows, accumulate) };
+        Ok(())
+    };
+    let threads = rayon::current_num_threads().max(1);
+    if threads == 1 || m * k * n < PARALLEL_MACS || m <= ROWS_PER_TASK {
+        return run(0, m);
+    }
+    let per = ROWS_PER_TASK.max(m.div_ceil(4 * threads));
+    (0..m.div_ceil(per))
+        .into_par_iter()
+        .try_for_each(|task| run(task * per, m.min((task + 1) * per)))
+}
+
+/// Packs `rows` rows of `cols` floats (`stride` apart) of `src` as the right
+/// operand of [`rows_times_panels`] (`k = rows`, `n = cols`): panel `p`,
+/// then row, then `unit` columns, zero past `cols`. `out` holds
+/// `ceil(cols / unit) · unit · rows` floats.
+pub(crate) fn pack_rows(
+    src: &[f32],
+    rows: usize,
+    cols: usize,
+    stride: usize,
+    unit: usize,
+    out: &mut [f32],
+) {
+    let panel_len = rows * unit;
+    let panels = cols.div_ceil(unit);
+    assert!(out.len() >= panels * panel_len, "packed buffer too short");
+    if rows == 0 {
+        return;
+    }
+    assert!(src.len() >= (rows - 1) * stride + cols, "source rows");
+    let pack_panel = |(p, panel): (usize, &mut [f32])| {
+        let (c0, width) = (p * unit, unit.min(cols - p * unit));
+        for (r, dst) in panel.chunks_exact_mut(unit).enumerate() {
+            let from = r * stride + c0;
+            dst[..width].copy_from_slice(&src[from..from + width]);
+            dst[width..].fill(0.0);
+        }
+    };
+    if rayon::current_num_threads() > 1 && panels * panel_len >= 1 << 16 {
+        out[..panels * panel_len]
+            .par_chunks_mut(panel_len)
+            .enumerate()
+            .for_each(pack_panel);
+    } else {
+        out[..panels * panel_len]
+            .chunks_mut(panel_len)
+            .enumerate()
+            .for_each(pack_panel);
+    }
+}
+
+/// Rows per block of the transpose: their cache lines stay in L1 while
+/// every column is read from them.
+const TRANSPOSE_ROWS: usize = 64;
+
+/// The transpose of a gradient's gate columns, without their padding:
+/// `out[(g·h + j)·rows + r] = src[r·stride + g·hp + j]` for `gates` gates of
+/// `h` units (`hp` apart) over `rows` rows, and each such column's sum over
+/// the rows in f64, in row order, into `sums` (the bias gradients).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn transpose_gate_columns(
+    src: &[f32],
+    rows: usize,
+    stride: usize,
+    (gates, h, hp): (usize, usize, usize),
+    out: &mut [f32],
+    sums: &mut [f64],
+) {
+    let cols = gates * h;
+    assert!(out.len() >= cols * rows && sums.len() >= cols, "output sizes");
+    if rows == 0 || cols == 0 {
+        sums[..cols].fill(0.0);
+        return;
+    }
+    assert!(
+        (gates - 1) * hp + h <= stride && src.len() >= (rows - 1) * stride + (gates - 1) * hp + h,
+        "source rows"
+    );
+    // Columns split over the pool in groups; each column is one task's,
+    // summed over every row in order, so the split changes no bit.
+    let group = 16usize;
+    let work = |(grp, (dst, sum)): (usize, (&mut [f32], &mut [f64]))| {
+        let first = grp * group;
+        sum.fill(0.0);
+        for r0 in (0..rows).step_by(TRANSPOSE_ROWS) {
+            let r1 = rows.min(r0 + TRANSPOSE_ROWS);
+            for (c, (col_out, s)) in dst.chunks_exact_mut(rows).zip(sum.iter_mut()).enumerate() {
+                let i = first + c;
+                let src_col = (i / h) * hp + i % h;
+                for r in r0..r1 {
+                    let v = src[r * stride + src_col];
+                    col_out[r] = v;
+                    *s += f64::from(v);
+                }
+            }
+        }
+    };
+    let (out, sums) = (&mut out[..cols * rows], &mut sums[..cols]);
+    if rayon::current_num_threads() > 1 && cols * rows >= 1 << 16 {
+        out.par_chunks_mut(group * rows)
+            .zip(sums.par_chunks_mut(group))
+            .enumerate()
+            .for_each(work);
+    } else {
+        out.chunks_mut(group * rows)
+            .zip(sums.chunks_mut(group))
+            .enumerate()
+            .for_each(work);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::Isa;
+    use crate::rng::SplitMix64;
+
+    /// Every ISA, ragged sizes (k across several blocks, n not a multiple
+    /// of a vector), store and accumulate, one and two threads: equal to an
+    /// f64 product within f32 rounding, and the same bits on both pools.
+    #[test]
+    fn rows_times_panels_equals_a_naive_product_on_every_isa() {
+        let mut rng = SplitMix64::new(7);
+        for isa in Isa::supported() {
+            let kernels = Kernels::for_isa(isa).unwrap();
+            let u = kernels.unit();
+            for (m, k, n) in [(1, 1, 1), (5, 3, 17), (130, 600, 37), (70, 257, 64), (9, 0, 5)] {
+                let (a_stride, out_stride) = (k + 3, n + 2);
+                let a = rng.uniform_vec(m * a_stride, -1.0, 1.0);
+                let b = rng.uniform_vec(k * n, -1.0, 1.0);
+                let mut packed = vec![f32::NAN; n.div_ceil(u) * u * k];
+                pack_rows(&b, k, n, n, u, &mut packed);
+                for accumulate in [false, true] {
+                    let start = rng.uniform_vec(m * out_stride, -1.0, 1.0);
+                    let mut results = Vec::new();
+                    for threads in [1, 2] {
+                        let pool = rayon::ThreadPoolBuilder::new()
+                            .num_threads(threads)
+                            .build()
+                            .unwrap();
+                        let mut out = start.clone();
+                        if !accumulate {
+                            for row in out.chunks_mut(out_stride) {
+                                row[..n].fill(f32::NAN); // never read
+                            }
+                        }
+                        pool.install(|| {
+                            rows_times_panels(
+                                kernels,
+                                (m, k, n),
+                                &a,
+                                a_stride,
+                                &packed,
+                                &mut out,
+                                out_stride,
+                                accumulate,
+                            )
+                        })
+                        .unwrap();
+                        for i in 0..m {
+                            for j in 0..out_stride {
+                                let got = out[i * out_stride + j];
+                                if j >= n {
+                                    assert_eq!(got.to_bits(), start[i * out_stride + j].to_bits());
+                                    continue;
+                                }
+                                let dot: f64 = (0..k)
+                                    .map(|p| f64::from(a[i * a_stride + p]) * f64::from(b[p * n + j]))
+                                    .sum();
+                                let want = dot
+                                    + if accumulate {
+                                        f64::from(start[i * out_stride + j])
+                                    } else {
+                                        0.0
+                                    };
+                                let tol = 1e-5 * (k as f64 + 1.0);
+                                assert!(
+                                    (f64::from(got) - want).abs() < tol,
+                                    "{isa:?} {m}x{k}x{n}: {got} vs {want}"
+                                );
+                            }
+                        }
+                        results.push(out);
+                    }
+                    let bits = |v: &Vec<f32>| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&results[0]), bits(&results[1]), "{isa:?} {m}x{k}x{n}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn transposed_gate_columns_and_their_sums() {
+        let (rows, gates, h, hp) = (130, 3, 5, 8);
+        let stride = gates * hp + 1;
+        let src: Vec<f32> = (0..rows * stride).map(|v| v as f32 * 0.5).collect();
+        let mut out = vec![f32::NAN; gates * h * rows];
+        let mut sums = vec![f64::NAN; gates * h];
+        transpose_gate_columns(&src, rows, stride, (gates, h, hp), &mut out, &mut sums);
+        for g in 0..gates {
+            for j in 0..h {
+                let i = g * h + j;
+                let col: Vec<f32> = (0..rows).map(|r| src[r * stride + g * hp + j]).collect();
+                assert_eq!(&out[i * rows..(i + 1) * rows], &col[..]);
+                assert_eq!(sums[i], col.iter().map(|&v| f64::from(v)).sum::<f64>());
+            }
+        }
+    }
+}
