@@ -161,6 +161,36 @@ pub(crate) fn from_time_major<F: Copy + Default>(
     }
 }
 
+/// [`to_time_major`] into `dst` (of the same length).
+pub(crate) fn to_time_major_into<F: Copy>(
+    layout: Layout,
+    data: &[F],
+    seq_len: usize,
+    batch: usize,
+    features: usize,
+    dst: &mut [F],
+) {
+    match layout {
+        Layout::TimeMajor => dst.copy_from_slice(data),
+        Layout::BatchFirst => swap_outer_axes_into(data, batch, seq_len, features, dst),
+    }
+}
+
+/// [`from_time_major`] into `dst` (of the same length).
+pub(crate) fn from_time_major_into<F: Copy>(
+    layout: Layout,
+    data: &[F],
+    seq_len: usize,
+    batch: usize,
+    features: usize,
+    dst: &mut [F],
+) {
+    match layout {
+        Layout::TimeMajor => dst.copy_from_slice(data),
+        Layout::BatchFirst => swap_outer_axes_into(data, seq_len, batch, features, dst),
+    }
+}
+
 /// `[A, B, F]` → `[B, A, F]`.
 fn swap_outer_axes<F: Copy + Default>(
     data: &[F],
@@ -188,6 +218,19 @@ pub(crate) fn swap_outer_axes_into<F: Copy>(
             dst[to..to + features].copy_from_slice(&src[from..from + features]);
         }
     }
+}
+
+/// Caller-owned buffers that [`crate::Model::backward_into`] writes the
+/// gradients into, each with the length of its [`Gradients`] field; `None`
+/// for a gradient the caller does not want (it is not computed into any
+/// buffer of the caller's). Every element of a given buffer is overwritten.
+#[derive(Debug, Default)]
+pub struct GradientBuffers<'a> {
+    pub dx: Option<&'a mut [f32]>,
+    pub dh0: Option<&'a mut [f32]>,
+    /// LSTM only.
+    pub dc0: Option<&'a mut [f32]>,
+    pub dparams: Option<&'a mut [f32]>,
 }
 
 /// Bytes a call allocates besides the caller's buffers, at most, for one

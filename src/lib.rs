@@ -20,6 +20,6 @@ pub use config::{
     Activation, CellKind, Coded, Config, ConfigBuilder, Direction, GruVariant, Layout, ParamKind,
 };
 pub use error::{Error, Result};
-pub use io::{CallMemory, Gradients, Input, Output, OutputGrads, Shapes};
+pub use io::{CallMemory, GradientBuffers, Gradients, Input, Output, OutputGrads, Shapes};
 pub use kernels::Isa;
 pub use model::{Model, Trace};

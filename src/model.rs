@@ -332,6 +332,53 @@ impl Model {
     /// the loss gradients with respect to `y` (and optionally `h_n`, `c_n`),
     /// returns those with respect to `x`, `h0`, `c0` and every parameter.
     pub fn backward(&self, trace: &Trace, grads: &OutputGrads<'_>) -> Result<Gradients> {
+        self.check_trace(trace)?;
+        let packed = self.packed()?;
+        crate::threads::run(|| {
+            engine::backward(&self.config, packed, &self.pool, &trace.inner, grads)
+        })
+    }
+
+    /// [`Model::backward`] into caller-owned buffers (`None` for a gradient
+    /// not wanted), so a training loop allocates nothing per step: each
+    /// buffer has the length of its [`Gradients`] field (checked before any
+    /// work) and is overwritten entirely; none may overlap another or the
+    /// output gradients (Rust's borrows ensure it).
+    pub fn backward_into(
+        &self,
+        trace: &Trace,
+        grads: &OutputGrads<'_>,
+        out: crate::io::GradientBuffers<'_>,
+    ) -> Result<()> {
+        self.check_trace(trace)?;
+        let s = *trace.shapes();
+        let check = |what: &'static str, want: usize, buf: &Option<&mut [f32]>| match buf {
+            Some(b) => check_len(what, want, b.len()),
+            None => Ok(()),
+        };
+        check("dx", s.x, &out.dx)?;
+        check("dh0", s.h, &out.dh0)?;
+        check("dparams", self.config.num_params(), &out.dparams)?;
+        if out.dc0.is_some() && !self.config.has_cell_state() {
+            return Err(Error::InvalidArgument(format!(
+                "dc0 given, but a {:?} has no cell state",
+                self.config.cell()
+            )));
+        }
+        check("dc0", s.c, &out.dc0)?;
+        let packed = self.packed()?;
+        let dest = engine::GradDest {
+            dx: out.dx,
+            dh0: out.dh0,
+            dc0: out.dc0,
+            dparams: out.dparams,
+        };
+        crate::threads::run(|| {
+            engine::backward_into(&self.config, packed, &self.pool, &trace.inner, grads, dest)
+        })
+    }
+
+    fn check_trace(&self, trace: &Trace) -> Result<()> {
         if !self.made(trace) {
             return Err(Error::InvalidArgument(
                 "the trace was produced by another model".into(),
@@ -342,9 +389,6 @@ impl Model {
                 "the trace was produced before this model's parameters changed".into(),
             ));
         }
-        let packed = self.packed()?;
-        crate::threads::run(|| {
-            engine::backward(&self.config, packed, &self.pool, &trace.inner, grads)
-        })
+        Ok(())
     }
 }

@@ -716,3 +716,90 @@ fn idle_memory_is_capped_and_can_be_released() {
     let fresh = Model::from_params(config, model.params().to_vec()).unwrap();
     assert_eq!(again, fresh.forward_inference(&input).unwrap());
 }
+
+/// `backward_into` writes exactly what `backward` returns, bit for bit, into
+/// buffers it never reads (filled with NaN), for every cell variant, both
+/// layouts and bidirectional layers; a gradient left out (`None`) changes no
+/// other; wrong lengths are rejected before any work.
+#[test]
+fn backward_into_equals_backward_and_overwrites_every_element() {
+    let mut rng = SplitMix64::new(41);
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for (name, builder) in cell_variants(5, 19) {
+        for (bidir, batch_first) in [(false, false), (true, true)] {
+            let mut builder = builder.clone().num_layers(2);
+            if bidir {
+                builder = builder.direction(Direction::BidirectionalConcat);
+            }
+            if batch_first {
+                builder = builder.layout(rnn::Layout::BatchFirst);
+            }
+            let config = builder.build().unwrap();
+            let model = Model::random(config.clone(), 3);
+            let (t, n) = (6, 3);
+            let b = random_batch(&mut rng, &config, t, n);
+            let mut input = Input::new(&b.x, t, n)
+                .with_seq_lens(&b.seq_lens)
+                .with_h0(&b.h0);
+            if config.has_cell_state() {
+                input = input.with_c0(&b.c0);
+            }
+            let (out, trace) = model.forward_training(&input).unwrap();
+            let dy = rng.uniform_vec(out.y.len(), -1.0, 1.0);
+            let og = OutputGrads::new(&dy);
+            let want = model.backward(&trace, &og).unwrap();
+            let s = *trace.shapes();
+            let mut dx = vec![f32::NAN; s.x];
+            let mut dh0 = vec![f32::NAN; s.h];
+            let mut dc0 = vec![f32::NAN; s.c];
+            let mut dp = vec![f32::NAN; config.num_params()];
+            let lstm = config.has_cell_state();
+            model
+                .backward_into(
+                    &trace,
+                    &og,
+                    rnn::GradientBuffers {
+                        dx: Some(&mut dx),
+                        dh0: Some(&mut dh0),
+                        dc0: lstm.then_some(&mut dc0[..]),
+                        dparams: Some(&mut dp),
+                    },
+                )
+                .unwrap();
+            assert_eq!(bits(&dx), bits(&want.dx), "{name} dx");
+            assert_eq!(bits(&dh0), bits(&want.dh0), "{name} dh0");
+            assert_eq!(bits(&dp), bits(&want.dparams), "{name} dparams");
+            if let Some(want_dc0) = &want.dc0 {
+                assert_eq!(bits(&dc0), bits(want_dc0), "{name} dc0");
+            }
+            // Only dparams: the same bits.
+            let mut only = vec![f32::NAN; config.num_params()];
+            model
+                .backward_into(
+                    &trace,
+                    &og,
+                    rnn::GradientBuffers {
+                        dparams: Some(&mut only),
+                        ..Default::default()
+                    },
+                )
+                .unwrap();
+            assert_eq!(bits(&only), bits(&want.dparams), "{name} dparams alone");
+            let mut short = vec![0.0; s.x - 1];
+            let err = model
+                .backward_into(
+                    &trace,
+                    &og,
+                    rnn::GradientBuffers {
+                        dx: Some(&mut short),
+                        ..Default::default()
+                    },
+                )
+                .unwrap_err();
+            assert!(
+                matches!(err, Error::InvalidArgument(_) | Error::ShapeMismatch { .. }),
+                "{err:?}"
+            );
+        }
+    }
+}

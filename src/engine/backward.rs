@@ -3,11 +3,11 @@
 use super::forward::{DirTrace, Trace};
 use super::pack::{round_up, PackedBlock};
 use super::products::{pack_rows, rows_times_panels, transpose_gate_columns};
-use super::workspace::{zeroed, BufferPool};
+use super::workspace::BufferPool;
 use super::{copy_columns, layer_shape, pad_rows, row, team, Packed, SharedMut, Span};
 use crate::config::{CellKind, Config, Direction, GruVariant, ParamKind};
-use crate::error::{try_copy, try_vec, try_with_capacity, Result};
-use crate::io::{from_time_major, to_time_major, Gradients, OutputGrads};
+use crate::error::{try_vec, try_with_capacity, try_zeros_untouched, Result};
+use crate::io::{from_time_major_into, to_time_major_into, Gradients, OutputGrads};
 use crate::kernels::fused::{BackParams, BackRow, MatRow};
 use crate::kernels::Kernels;
 
@@ -92,6 +92,16 @@ struct DirBack<'a> {
     state: [SharedMut; 7],
 }
 
+/// Where [`backward_into`] writes each gradient: a caller's buffer of the
+/// right length, or `None` for one the caller does not want.
+pub(crate) struct GradDest<'a> {
+    pub dx: Option<&'a mut [f32]>,
+    pub dh0: Option<&'a mut [f32]>,
+    pub dc0: Option<&'a mut [f32]>,
+    pub dparams: Option<&'a mut [f32]>,
+}
+
+/// [`backward_into`] into new vectors.
 pub(crate) fn backward(
     config: &Config,
     packed: &Packed,
@@ -100,19 +110,58 @@ pub(crate) fn backward(
     grads: &OutputGrads<'_>,
 ) -> Result<Gradients> {
     let shapes = trace.shapes;
+    // Every element of each is written.
+    let mut dx = try_zeros_untouched(shapes.x, "dx")?;
+    let mut dh0 = try_zeros_untouched(shapes.h, "dh0")?;
+    let mut dc0 = try_zeros_untouched(shapes.c, "dc0")?;
+    let mut dparams = try_zeros_untouched(config.num_params(), "dparams")?;
+    let dest = GradDest {
+        dx: Some(&mut dx),
+        dh0: Some(&mut dh0),
+        dc0: config.has_cell_state().then_some(&mut dc0[..]),
+        dparams: Some(&mut dparams),
+    };
+    backward_into(config, packed, pool, trace, grads, dest)?;
+    Ok(Gradients {
+        dx,
+        dh0,
+        dc0: config.has_cell_state().then_some(dc0),
+        dparams,
+    })
+}
+
+/// Backpropagation through time over `trace`, writing each gradient the
+/// caller asks for straight into its buffer (`dest`: lengths checked by the
+/// caller); every element of a given buffer is overwritten, none is read.
+pub(crate) fn backward_into(
+    config: &Config,
+    packed: &Packed,
+    pool: &BufferPool,
+    trace: &Trace,
+    grads: &OutputGrads<'_>,
+    dest: GradDest<'_>,
+) -> Result<()> {
+    let shapes = trace.shapes;
     grads.check(config, &shapes)?;
     let (t_len, n) = (shapes.seq_len, shapes.batch);
     let rows = t_len * n;
     let (hs, cs) = (config.state_size(), config.hidden_size());
     let width = config.output_size();
-    let mut dparams = zeroed(config.num_params())?;
-    let mut dh0 = grads
-        .dh_n
-        .map_or_else(|| zeroed(shapes.h), |d| try_copy(d, "dh0"))?;
-    let mut dc0 = grads
-        .dc_n
-        .map_or_else(|| zeroed(shapes.c), |d| try_copy(d, "dc0"))?;
-    let mut d_out = to_time_major(config.layout(), grads.dy, t_len, n, width)?;
+    // What the caller does not want still needs somewhere to go.
+    let mut dparams_dest = Scratch::of(dest.dparams, config.num_params(), pool)?;
+    let mut dh0_dest = Scratch::of(dest.dh0, shapes.h, pool)?;
+    let mut dc0_dest = Scratch::of(dest.dc0, shapes.c, pool)?;
+    let (dparams, dh0, dc0) = (dparams_dest.get(), dh0_dest.get(), dc0_dest.get());
+    match grads.dh_n {
+        Some(d) => dh0.copy_from_slice(d),
+        None => dh0.fill(0.0),
+    }
+    match grads.dc_n {
+        Some(d) => dc0.copy_from_slice(d),
+        None => dc0.fill(0.0),
+    }
+    let mut d_out = pool.take(rows * width)?;
+    to_time_major_into(config.layout(), grads.dy, t_len, n, width, &mut d_out);
 
     for layer in (0..config.num_layers()).rev() {
         let x = &trace.layer_inputs[layer];
@@ -199,7 +248,7 @@ pub(crate) fn backward(
                 x,
                 &trace.dirs[ld],
                 &dg,
-                &mut dparams,
+                dparams,
             )?;
             // dX (+)= dG × W (gate-major), written by the first direction.
             let gh = pb.gates * pb.hp;
@@ -219,13 +268,38 @@ pub(crate) fn backward(
         }
         pool.give(std::mem::replace(&mut d_out, d_in));
     }
-    let dx = from_time_major(config.layout(), d_out, t_len, n, config.input_size())?;
-    Ok(Gradients {
-        dx,
-        dh0,
-        dc0: config.has_cell_state().then_some(dc0),
-        dparams,
-    })
+    if let Some(dx) = dest.dx {
+        from_time_major_into(config.layout(), &d_out, t_len, n, config.input_size(), dx);
+    }
+    pool.give(d_out);
+    for buf in [dparams_dest, dh0_dest, dc0_dest] {
+        if let Scratch::Pool(v) = buf {
+            pool.give(v);
+        }
+    }
+    Ok(())
+}
+
+/// A gradient buffer: the caller's, or one from the pool for a gradient
+/// the caller does not want.
+enum Scratch<'a> {
+    Caller(&'a mut [f32]),
+    Pool(Vec<f32>),
+}
+
+impl<'a> Scratch<'a> {
+    fn of(buf: Option<&'a mut [f32]>, len: usize, pool: &BufferPool) -> Result<Self> {
+        Ok(match buf {
+            Some(b) => Scratch::Caller(b),
+            None => Scratch::Pool(pool.take(len)?),
+        })
+    }
+    fn get(&mut self) -> &mut [f32] {
+        match self {
+            Scratch::Caller(b) => b,
+            Scratch::Pool(v) => v,
+        }
+    }
 }
 
 /// dW, dR, the biases, peepholes and projection of one layer and direction,
@@ -276,7 +350,16 @@ fn weight_grads(
 
     let xp = packed(x, input, input)?;
     let dw = &mut dparams[range(ParamKind::W)];
-    rows_times_panels(kernels, (gates * h, rows, input), &dgt, rows, &xp, dw, input, false)?;
+    rows_times_panels(
+        kernels,
+        (gates * h, rows, input),
+        &dgt,
+        rows,
+        &xp,
+        dw,
+        input,
+        false,
+    )?;
     pool.give(xp);
 
     let hpk = packed(&dt.h_prev, st, ks)?;
@@ -304,7 +387,16 @@ fn weight_grads(
         }
     } else {
         let dr = &mut dparams[r_range];
-        rows_times_panels(kernels, (gates * h, rows, st), &dgt, rows, &hpk, dr, st, false)?;
+        rows_times_panels(
+            kernels,
+            (gates * h, rows, st),
+            &dgt,
+            rows,
+            &hpk,
+            dr,
+            st,
+            false,
+        )?;
         let rb = &mut dparams[range(ParamKind::Rb)];
         for (d, &s) in rb.iter_mut().zip(&sums) {
             *d = s as f32;

@@ -158,9 +158,8 @@ pub(crate) fn call_memory(
         + on(gru && !lbr, g.hp)
         + on(proj, g.hp);
     let row_list = (std::mem::size_of::<MatRow>() as u128 / F32) * rows.max(g.gh);
-    let weight_grads = rows * (g.gh + on(gru, g.hp) + on(proj, g.ks) + packed_operands)
-        + 4 * g.gh
-        + row_list;
+    let weight_grads =
+        rows * (g.gh + on(gru, g.hp) + on(proj, g.ks) + packed_operands) + 4 * g.gh + row_list;
     let backward = small + results + layer_grads + gate_grads + back_state + weight_grads;
 
     // Packing, once per model and ISA (and after each update): per block,

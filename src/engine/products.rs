@@ -42,7 +42,10 @@ pub(crate) fn rows_times_panels(
     }
     let u = kernels.unit();
     assert!(a_stride >= k && out_stride >= n, "row strides");
-    assert!(a.len() >= (m - 1) * a_stride + k, "left operand holds m rows");
+    assert!(
+        a.len() >= (m - 1) * a_stride + k,
+        "left operand holds m rows"
+    );
     assert!(out.len() >= (m - 1) * out_stride + n, "output holds m rows");
     assert!(packed.len() >= n.div_ceil(u) * u * k, "packed panels");
     let out = SharedMut::new(out);
@@ -129,7 +132,10 @@ pub(crate) fn transpose_gate_columns(
     sums: &mut [f64],
 ) {
     let cols = gates * h;
-    assert!(out.len() >= cols * rows && sums.len() >= cols, "output sizes");
+    assert!(
+        out.len() >= cols * rows && sums.len() >= cols,
+        "output sizes"
+    );
     if rows == 0 || cols == 0 {
         sums[..cols].fill(0.0);
         return;
@@ -186,7 +192,13 @@ mod tests {
         for isa in Isa::supported() {
             let kernels = Kernels::for_isa(isa).unwrap();
             let u = kernels.unit();
-            for (m, k, n) in [(1, 1, 1), (5, 3, 17), (130, 600, 37), (70, 257, 64), (9, 0, 5)] {
+            for (m, k, n) in [
+                (1, 1, 1),
+                (5, 3, 17),
+                (130, 600, 37),
+                (70, 257, 64),
+                (9, 0, 5),
+            ] {
                 let (a_stride, out_stride) = (k + 3, n + 2);
                 let a = rng.uniform_vec(m * a_stride, -1.0, 1.0);
                 let b = rng.uniform_vec(k * n, -1.0, 1.0);
@@ -227,7 +239,9 @@ mod tests {
                                     continue;
                                 }
                                 let dot: f64 = (0..k)
-                                    .map(|p| f64::from(a[i * a_stride + p]) * f64::from(b[p * n + j]))
+                                    .map(|p| {
+                                        f64::from(a[i * a_stride + p]) * f64::from(b[p * n + j])
+                                    })
                                     .sum();
                                 let want = dot
                                     + if accumulate {
@@ -266,6 +280,63 @@ mod tests {
                 assert_eq!(&out[i * rows..(i + 1) * rows], &col[..]);
                 assert_eq!(sums[i], col.iter().map(|&v| f64::from(v)).sum::<f64>());
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+    use crate::gemm::{gemm, Mat};
+    use crate::kernels::Isa;
+
+    #[test]
+    #[ignore]
+    fn time_products() {
+        let kernels = Kernels::for_isa(Isa::best()).unwrap();
+        let u = kernels.unit();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        for (m, k, n) in [
+            (2048, 3200, 512),
+            (3200, 2048, 512),
+            (4096, 50, 1024),
+            (4096, 400, 1024),
+            (400, 4096, 1024),
+        ] {
+            let a = vec![0.5f32; m * k];
+            let b = vec![0.25f32; k * n];
+            let mut packed = vec![0f32; n.div_ceil(u) * u * k];
+            let mut out = vec![0f32; m * n];
+            let reps = 5;
+            pool.install(|| {
+                let t = std::time::Instant::now();
+                for _ in 0..reps {
+                    pack_rows(&b, k, n, n, u, &mut packed);
+                    rows_times_panels(kernels, (m, k, n), &a, k, &packed, &mut out, n, false)
+                        .unwrap();
+                }
+                let ours = t.elapsed().as_secs_f64() / reps as f64;
+                let t = std::time::Instant::now();
+                for _ in 0..reps {
+                    gemm(
+                        Mat::rows(&a, m, k, k),
+                        Mat::rows(&b, k, n, n),
+                        0.0,
+                        &mut out,
+                        n,
+                    );
+                }
+                let mm = t.elapsed().as_secs_f64() / reps as f64;
+                let f = 2.0 * (m * k * n) as f64 / 1e9;
+                println!(
+                    "{m}x{k}x{n}: ours {:.1} GFLOP/s, matrixmultiply {:.1}",
+                    f / ours,
+                    f / mm
+                );
+            });
         }
     }
 }

@@ -12,7 +12,7 @@
 
 use std::sync::Mutex;
 
-use crate::error::{try_grow, try_vec, Result};
+use crate::error::{try_grow, Result};
 
 /// How many idle buffers a pool keeps at most: enough for every trace and
 /// backward buffer of a few layers and directions.
@@ -111,14 +111,4 @@ impl BufferPool {
         let freed = std::mem::take(&mut *self.idle());
         bytes_of(&freed)
     }
-}
-
-/// `len` zeros written by this thread, rather than `vec![0.0; len]`, which
-/// gets untouched pages from the kernel: worker threads that then write them
-/// fault each page in under a shared lock, and a worker that reads one first
-/// maps the zero page and takes a copy-on-write fault plus a TLB flush of
-/// every CPU on its first store.
-/// Fallible: [`Error::OutOfMemory`] if the memory cannot be had.
-pub(crate) fn zeroed(len: usize) -> Result<Vec<f32>> {
-    try_vec(len, 0.0, "a call's working memory")
 }

@@ -762,14 +762,13 @@ pub unsafe extern "C" fn rnn_backward(
                 span(og.dc_n, og.dc_n_len, "output_grads.dc_n"),
             ],
         )?;
-        let mut targets = Vec::new();
-        for (ptr, len, _, what) in outs {
+        let mut targets = [None, None, None, None];
+        for (target, (ptr, len, _, what)) in targets.iter_mut().zip(outs) {
             if ptr.is_null() && len == 0 {
-                targets.push(None);
                 continue;
             }
             // SAFETY: per the function's contract.
-            targets.push(Some(unsafe { slice_mut(ptr, len, what)? }));
+            *target = Some(unsafe { slice_mut(ptr, len, what)? });
         }
         let mut og_rust = OutputGrads::new(dy);
         if let Some(dh) = dh_n {
@@ -778,18 +777,19 @@ pub unsafe extern "C" fn rnn_backward(
         if let Some(dc) = dc_n {
             og_rust = og_rust.with_dc_n(dc);
         }
-        let result = model.backward(&trace.0, &og_rust)?;
-        let sources = [
-            Some(result.dx),
-            Some(result.dh0),
-            result.dc0,
-            Some(result.dparams),
-        ];
-        for (target, source) in targets.into_iter().zip(sources) {
-            if let (Some(t), Some(src)) = (target, source) {
-                t.copy_from_slice(&src);
-            }
-        }
+        // Straight into the caller's buffers: no copy of the gradients.
+        let [dx, dh0, dc0, dparams] = targets;
+        let dc0 = dc0.filter(|_| model.config().has_cell_state());
+        model.backward_into(
+            &trace.0,
+            &og_rust,
+            crate::GradientBuffers {
+                dx,
+                dh0,
+                dc0,
+                dparams,
+            },
+        )?;
         Ok(())
     })
 }
