@@ -160,13 +160,21 @@ pub(crate) fn backward_into(
         Some(d) => dc0.copy_from_slice(d),
         None => dc0.fill(0.0),
     }
+    let want_dx = dest.dx.is_some();
     let mut d_out = pool.take(rows * width)?;
     to_time_major_into(config.layout(), grads.dy, t_len, n, width, &mut d_out);
 
     for layer in (0..config.num_layers()).rev() {
         let x = &trace.layer_inputs[layer];
         let in_size = config.layer_input_size(layer);
-        let mut d_in = pool.take(rows * in_size)?; // the first direction writes it all
+        // The first layer's input gradient is dX: not computed when the
+        // caller does not want it (a sixth of a one-layer training call).
+        let d_in_len = if layer > 0 || want_dx {
+            rows * in_size
+        } else {
+            0
+        };
+        let mut d_in = pool.take(d_in_len)?; // the first direction writes it all
         let dirs = config.num_directions();
         let gru = config.cell() == CellKind::Gru;
         let proj = config.proj_size() > 0;
@@ -254,7 +262,7 @@ pub(crate) fn backward_into(
             let gh = pb.gates * pb.hp;
             rows_times_panels(
                 packed.kernels,
-                (rows, gh, in_size),
+                (d_in_len / in_size.max(1), gh, in_size),
                 &dg.dg,
                 gh,
                 &pb.w_back_panels,

@@ -6,7 +6,7 @@ use std::ops::Range;
 
 use crate::config::Layout;
 use crate::error::{check_len, checked_product, Error, Result};
-use crate::io::{Input, Output, OutputGrads};
+use crate::io::{GradientBuffers, Input, Output, OutputGrads};
 use crate::model::Model;
 
 /// The recurrent state carried between calls (`h [L·D, N, H_out]`, LSTM `c`).
@@ -67,6 +67,7 @@ pub fn truncated_bptt(
     check_len("x", checked_product("x", &[seq_len, step])?, x.len())?;
     let mut state = initial.cloned();
     let mut dparams = vec![0.0; config.num_params()];
+    let mut chunk_dparams: Option<Vec<f32>> = None;
     let mut total = 0.0;
     for start in (0..seq_len).step_by(k) {
         let steps = start..(start + k).min(seq_len);
@@ -81,9 +82,20 @@ pub fn truncated_bptt(
         let (output, trace) = model.forward_training(&input)?;
         let (chunk_loss, dy) = loss(steps, &output)?;
         total += chunk_loss;
-        let grads = model.backward(&trace, &OutputGrads::new(&dy))?;
-        for (acc, g) in dparams.iter_mut().zip(&grads.dparams) {
-            *acc += g;
+        // Only the parameter gradients: dx is not computed at all, and the
+        // first chunk writes straight into the sum.
+        let only = |dparams| GradientBuffers {
+            dparams: Some(dparams),
+            ..Default::default()
+        };
+        if start == 0 {
+            model.backward_into(&trace, &OutputGrads::new(&dy), only(&mut dparams))?;
+        } else {
+            let chunk_grads = chunk_dparams.get_or_insert_with(|| vec![0.0; dparams.len()]);
+            model.backward_into(&trace, &OutputGrads::new(&dy), only(chunk_grads))?;
+            for (acc, g) in dparams.iter_mut().zip(chunk_grads.iter()) {
+                *acc += g;
+            }
         }
         state = Some(State::from_output(&output));
     }
