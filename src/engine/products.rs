@@ -265,6 +265,28 @@ mod tests {
         }
     }
 
+    /// The scalar path on small shapes, cheap enough for Miri
+    /// (`cargo +nightly miri test --lib products::tests::small`).
+    #[test]
+    fn small_scalar_products() {
+        let kernels = Kernels::for_isa(Isa::Scalar).unwrap();
+        let u = kernels.unit();
+        for (m, k, n) in [(3usize, 5usize, 9usize), (7, 2, 1), (2, 0, 3)] {
+            let a: Vec<f32> = (0..m * k).map(|v| v as f32 * 0.25).collect();
+            let b: Vec<f32> = (0..k * n).map(|v| 1.0 - v as f32 * 0.125).collect();
+            let mut packed = vec![f32::NAN; n.div_ceil(u) * u * k];
+            pack_rows(&b, k, n, n, u, &mut packed);
+            let mut out = vec![f32::NAN; m * n];
+            rows_times_panels(kernels, (m, k, n), &a, k, &packed, &mut out, n, false).unwrap();
+            for i in 0..m {
+                for j in 0..n {
+                    let want: f32 = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+                    assert!((out[i * n + j] - want).abs() < 1e-4, "{m}x{k}x{n}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn transposed_gate_columns_and_their_sums() {
         let (rows, gates, h, hp) = (130, 3, 5, 8);
