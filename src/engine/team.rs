@@ -604,6 +604,17 @@ pub(crate) mod tests {
     /// must not change their results.
     pub(crate) static FORCED_CAPACITY: AtomicUsize = AtomicUsize::new(0);
 
+    /// Held by the tests that set [`FORCED_CAPACITY`] or read back what
+    /// [`capacity`] decided, so one's forced size cannot answer the other's
+    /// check (the stall test failed once in CI that way: capacity 2, forced).
+    static GLOBALS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn hold_globals() -> std::sync::MutexGuard<'static, ()> {
+        GLOBALS
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     fn shape(directions: usize, batch: usize, panels: usize, macs_per_row: usize) -> Shape {
         Shape {
             directions,
@@ -720,6 +731,7 @@ pub(crate) mod tests {
     /// once and split steps.
     #[test]
     fn teams_larger_than_the_machine_give_the_same_bits() {
+        let _globals = hold_globals();
         use crate::{CellKind, Config, Direction, GruVariant, Input, Model, OutputGrads};
         let configs = [
             Config::builder(CellKind::Lstm, 5, 70).peepholes(true),
@@ -791,6 +803,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_team_whose_members_stall_makes_the_next_calls_solo() {
+        let _globals = hold_globals();
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(2)
             .build()
