@@ -176,7 +176,8 @@ pub(crate) fn to_time_major_into<F: Copy>(
     }
 }
 
-/// [`from_time_major`] into `dst` (of the same length).
+/// [`from_time_major`] into `dst` (of the same length): the same swap of
+/// the outer axes as [`to_time_major_into`], from `[T, N, F]`.
 pub(crate) fn from_time_major_into<F: Copy>(
     layout: Layout,
     data: &[F],
@@ -185,10 +186,7 @@ pub(crate) fn from_time_major_into<F: Copy>(
     features: usize,
     dst: &mut [F],
 ) {
-    match layout {
-        Layout::TimeMajor => dst.copy_from_slice(data),
-        Layout::BatchFirst => swap_outer_axes_into(data, seq_len, batch, features, dst),
-    }
+    to_time_major_into(layout, data, batch, seq_len, features, dst);
 }
 
 /// `[A, B, F]` → `[B, A, F]`.
