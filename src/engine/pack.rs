@@ -23,18 +23,28 @@ pub(crate) struct Aligned {
 
 impl Aligned {
     const LINE: usize = 64;
+    /// Floats of slack that let `len` floats start on a line anywhere in a
+    /// buffer: an f32-aligned address is at most 15 floats before one.
+    pub const SLACK: usize = Self::LINE / std::mem::size_of::<f32>() - 1;
 
     pub fn new(values: &[f32]) -> Result<Self> {
-        let slack = Self::LINE / std::mem::size_of::<f32>() - 1;
-        let mut buf = try_vec(values.len() + slack, 0.0, PACKED)?;
-        // An f32-aligned address is at most 15 floats before a line boundary.
-        let start = buf.as_ptr().align_offset(Self::LINE).min(slack);
-        buf[start..start + values.len()].copy_from_slice(values);
-        Ok(Aligned {
-            buf,
-            start,
-            len: values.len(),
-        })
+        let buf = try_vec(values.len() + Self::SLACK, 0.0, PACKED)?;
+        let mut aligned = Self::within(buf, values.len());
+        aligned.copy_from_slice(values);
+        Ok(aligned)
+    }
+
+    /// The first `len` floats from the first cache line of `buf`, which
+    /// holds at least `len + SLACK` (a scratch buffer from the model's pool;
+    /// [`into_buffer`](Self::into_buffer) gives it back).
+    pub fn within(buf: Vec<f32>, len: usize) -> Self {
+        assert!(buf.len() >= len + Self::SLACK, "buffer too short to align");
+        let start = buf.as_ptr().align_offset(Self::LINE).min(Self::SLACK);
+        Aligned { buf, start, len }
+    }
+
+    pub fn into_buffer(self) -> Vec<f32> {
+        self.buf
     }
 }
 
@@ -42,6 +52,12 @@ impl std::ops::Deref for Aligned {
     type Target = [f32];
     fn deref(&self) -> &[f32] {
         &self.buf[self.start..self.start + self.len]
+    }
+}
+
+impl std::ops::DerefMut for Aligned {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        &mut self.buf[self.start..self.start + self.len]
     }
 }
 
@@ -277,6 +293,23 @@ mod tests {
             if len > 0 {
                 assert_eq!(a.as_ptr() as usize % 64, 0, "len {len}");
             }
+        }
+    }
+
+    /// Scratch buffers of many sizes (so many start addresses) each yield
+    /// `len` writable floats on a line, and are given back whole.
+    #[test]
+    fn scratch_within_a_buffer_starts_a_cache_line() {
+        let len = 100;
+        for skip in 0..16 {
+            let buf = vec![0f32; skip + len + Aligned::SLACK];
+            let mut a = Aligned::within(buf, len);
+            assert_eq!(a.len(), len);
+            assert_eq!(a.as_ptr() as usize % 64, 0, "skip {skip}");
+            a.fill(1.0);
+            let back = a.into_buffer();
+            assert_eq!(back.len(), skip + len + Aligned::SLACK);
+            assert_eq!(back.iter().filter(|&&v| v == 1.0).count(), len);
         }
     }
 }

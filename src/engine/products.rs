@@ -309,6 +309,7 @@ mod tests {
 #[cfg(test)]
 mod timing {
     use super::*;
+    use crate::engine::pack::Aligned;
     use crate::gemm::{gemm, Mat};
     use crate::kernels::Isa;
 
@@ -330,7 +331,9 @@ mod timing {
         ] {
             let a = vec![0.5f32; m * k];
             let b = vec![0.25f32; k * n];
-            let mut packed = vec![0f32; n.div_ceil(u) * u * k];
+            let len = n.div_ceil(u) * u * k;
+            // Starting a cache line, as the engine packs it.
+            let mut packed = Aligned::within(vec![0f32; len + Aligned::SLACK], len);
             let mut out = vec![0f32; m * n];
             let reps = 5;
             pool.install(|| {
