@@ -13,8 +13,9 @@ use crate::kernels::Kernels;
 
 /// Per-direction results the team members write, one row per (time, item).
 struct DirGrads {
-    /// Gate pre-activation gradients, gate-major `[TN, G·Hp]`.
-    dg: Vec<f32>,
+    /// Gate pre-activation gradients, gate-major `[TN, G·Hp]`, starting a
+    /// cache line (whole lines for the transpose).
+    dg: Aligned,
     /// GRU: gradient of `Rn v + Rbn` `[TN, Hp]`.
     d_rn: Vec<f32>,
     /// LSTM with projection: gradient of the projected h `[TN, state_stride]`.
@@ -164,6 +165,7 @@ pub(crate) fn backward_into(
     let mut d_out = pool.take(rows * width)?;
     to_time_major_into(config.layout(), grads.dy, t_len, n, width, &mut d_out);
 
+    let rows_buf = |len: usize| pool.take_zeroed(len);
     for layer in (0..config.num_layers()).rev() {
         let x = &trace.layer_inputs[layer];
         let in_size = config.layer_input_size(layer);
@@ -184,9 +186,12 @@ pub(crate) fn backward_into(
             let pb = &packed.blocks[layer * dirs + dir];
             let (hp, ks) = (pb.hp, pb.state_stride);
             grads.push(DirGrads {
-                dg: pool.take_zeroed(rows * pb.gates * hp)?,
-                d_rn: pool.take_zeroed(if gru { rows * hp } else { 0 })?,
-                dh_proj: pool.take_zeroed(if proj { rows * ks } else { 0 })?,
+                dg: Aligned::within(
+                    rows_buf(rows * pb.gates * hp + Aligned::SLACK)?,
+                    rows * pb.gates * hp,
+                ),
+                d_rn: rows_buf(if gru { rows * hp } else { 0 })?,
+                dh_proj: rows_buf(if proj { rows * ks } else { 0 })?,
             });
             states.push(BackState::new(config, pb, n, pool)?);
         }
@@ -221,7 +226,7 @@ pub(crate) fn backward_into(
                 },
                 dh_state: SharedMut::new(dh_state),
                 dc_state: SharedMut::new(dc_state),
-                out: [&mut dg.dg, &mut dg.d_rn, &mut dg.dh_proj].map(|v| SharedMut::new_or_null(v)),
+                out: [&mut dg.dg[..], &mut dg.d_rn, &mut dg.dh_proj].map(SharedMut::new_or_null),
                 state: [
                     &mut state.dh,
                     &mut state.dc,
@@ -270,7 +275,7 @@ pub(crate) fn backward_into(
                 in_size,
                 dir > 0,
             )?;
-            for buf in [dg.dg, dg.d_rn, dg.dh_proj] {
+            for buf in [dg.dg.into_buffer(), dg.d_rn, dg.dh_proj] {
                 pool.give(buf);
             }
         }
@@ -351,7 +356,10 @@ fn weight_grads(
     };
 
     // dGᵀ without padding, `[G·H, rows]`: row i is dparams' row i of W and R.
-    let mut dgt = pool.take(gates * h * rows)?; // fully written
+    let mut dgt = Aligned::within(
+        pool.take(gates * h * rows + Aligned::SLACK)?,
+        gates * h * rows,
+    ); // fully written
     let mut sums = try_vec(gates * h, 0f64, "the bias gradients")?;
     transpose_gate_columns(&g.dg, rows, gh, (gates, h, hp), &mut dgt, &mut sums);
     let wb = &mut dparams[range(ParamKind::Wb)];
@@ -414,7 +422,7 @@ fn weight_grads(
         }
     }
     pool.give(hpk.into_buffer());
-    pool.give(dgt);
+    pool.give(dgt.into_buffer());
 
     if config.peepholes() {
         peephole_grads(config, pb, dt, g, &mut dparams[range(ParamKind::Peephole)])?;
