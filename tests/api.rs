@@ -606,7 +606,9 @@ fn input_forget_leaves_the_forget_gate_parameters_unused() {
 
 /// Calls reuse the model's scratch buffers (and a dropped trace's): a call
 /// after calls with other shapes and with NaN inputs must give exactly what
-/// a fresh model gives.
+/// a fresh model gives, with ragged lengths (whose rows past an item's end
+/// must read as zeros) and with every item at full length (whose buffers
+/// are not cleared first: every element must be written).
 #[test]
 fn recycled_buffers_do_not_leak_between_calls() {
     for (name, builder) in cell_variants(3, 5) {
@@ -617,32 +619,37 @@ fn recycled_buffers_do_not_leak_between_calls() {
             .unwrap();
         let model = Model::random(config.clone(), 4);
         let mut rng = SplitMix64::new(6);
-        let call = |model: &Model, rng: &mut SplitMix64, t: usize, n: usize, poison: bool| {
-            let mut b = random_batch(rng, &config, t, n);
-            if poison {
-                b.x.iter_mut().step_by(3).for_each(|v| *v = f32::NAN);
-            }
-            let mut input = Input::new(&b.x, t, n)
-                .with_seq_lens(&b.seq_lens)
-                .with_h0(&b.h0);
-            if config.has_cell_state() {
-                input = input.with_c0(&b.c0);
-            }
-            let inference = model.forward_inference(&input).unwrap();
-            let (out, trace) = model.forward_training(&input).unwrap();
-            let dy = vec![0.5; out.y.len()];
-            let grads = model.backward(&trace, &OutputGrads::new(&dy)).unwrap();
-            (inference, out, grads.dx, grads.dparams)
-        };
-        let want = call(&model.clone(), &mut SplitMix64::new(1), 4, 3, false);
-        call(&model, &mut rng, 7, 5, true);
-        call(&model, &mut rng, 2, 1, false);
-        call(&model, &mut rng, 9, 2, true);
-        let got = call(&model, &mut SplitMix64::new(1), 4, 3, false);
-        assert!(
-            want == got,
-            "{name}: a call after others differs from a fresh model's"
-        );
+        let call =
+            |model: &Model, rng: &mut SplitMix64, t: usize, n: usize, poison: bool, full: bool| {
+                let mut b = random_batch(rng, &config, t, n);
+                if poison {
+                    b.x.iter_mut().step_by(3).for_each(|v| *v = f32::NAN);
+                }
+                let mut input = Input::new(&b.x, t, n).with_h0(&b.h0);
+                if !full {
+                    input = input.with_seq_lens(&b.seq_lens);
+                }
+                if config.has_cell_state() {
+                    input = input.with_c0(&b.c0);
+                }
+                let inference = model.forward_inference(&input).unwrap();
+                let (out, trace) = model.forward_training(&input).unwrap();
+                let dy = vec![0.5; out.y.len()];
+                let grads = model.backward(&trace, &OutputGrads::new(&dy)).unwrap();
+                (inference, out, grads.dx, grads.dparams)
+            };
+        for full in [false, true] {
+            let want = call(&model.clone(), &mut SplitMix64::new(1), 4, 3, false, full);
+            call(&model, &mut rng, 7, 5, true, full);
+            call(&model, &mut rng, 2, 1, false, !full);
+            call(&model, &mut rng, 9, 2, true, full);
+            call(&model, &mut rng, 4, 3, true, !full);
+            let got = call(&model, &mut SplitMix64::new(1), 4, 3, false, full);
+            assert!(
+                want == got,
+                "{name} (full lengths: {full}): a call after others differs from a fresh model's"
+            );
+        }
     }
 }
 

@@ -165,7 +165,17 @@ pub(crate) fn backward_into(
     let mut d_out = pool.take(rows * width)?;
     to_time_major_into(config.layout(), grads.dy, t_len, n, width, &mut d_out);
 
-    let rows_buf = |len: usize| pool.take_zeroed(len);
+    // Per-row gradient buffers: the rows of steps past an item's length are
+    // never written but the products over all steps read them, so they must
+    // be zeros; without such rows every element is written.
+    let ragged = trace.lens.iter().any(|&len| len < t_len);
+    let rows_buf = |len: usize| {
+        if ragged {
+            pool.take_zeroed(len)
+        } else {
+            pool.take(len)
+        }
+    };
     for layer in (0..config.num_layers()).rev() {
         let x = &trace.layer_inputs[layer];
         let in_size = config.layer_input_size(layer);

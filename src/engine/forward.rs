@@ -71,15 +71,25 @@ impl Drop for Trace {
 }
 
 impl DirTrace {
-    fn new(config: &Config, pb: &PackedBlock, rows: usize, pool: &BufferPool) -> Result<Self> {
+    /// The trace of a layer and direction over `rows` (time, item) rows;
+    /// `ragged`: some item is shorter than the sequence.
+    fn new(
+        config: &Config,
+        pb: &PackedBlock,
+        rows: usize,
+        ragged: bool,
+        pool: &BufferPool,
+    ) -> Result<Self> {
         let lstm = config.cell() == CellKind::Lstm;
         let gru = config.cell() == CellKind::Gru;
-        let buf = |on: bool, width: usize| {
-            if on {
-                pool.take_zeroed(rows * width)
-            } else {
-                Ok(Vec::new())
-            }
+        // The rows of steps past an item's length are never written, but
+        // backward's products over all steps read them (times zero
+        // gradients): they must hold zeros, not what an earlier call left
+        // (NaN × 0 is NaN). Without such rows, every element is written.
+        let buf = |on: bool, width: usize| match (on, ragged) {
+            (false, _) => Ok(Vec::new()),
+            (true, true) => pool.take_zeroed(rows * width),
+            (true, false) => pool.take(rows * width),
         };
         Ok(DirTrace {
             gates: buf(true, pb.gates * pb.hp)?,
@@ -327,6 +337,7 @@ pub(crate) fn forward_into(
     let (t_len, n) = (shapes.seq_len, shapes.batch);
     let mut lens: Vec<usize> = try_with_capacity(n, "the sequence lengths")?;
     lens.extend((0..n).map(|b| shapes.item_len(input.seq_lens, b)));
+    let ragged = lens.iter().any(|&len| len < t_len);
     let (hs, cs) = (config.state_size(), config.hidden_size());
     let Dest { y: y_out, h_n, c_n } = dest;
     // Every element of the destination is written by this thread first.
@@ -387,7 +398,7 @@ pub(crate) fn forward_into(
             let pb = &packed.blocks[layer * dirs + dir];
             xws.push(pool.take(t_len * n * pb.gates * pb.hp)?);
             traces.push(match training {
-                true => Some(DirTrace::new(config, pb, t_len * n, pool)?),
+                true => Some(DirTrace::new(config, pb, t_len * n, ragged, pool)?),
                 false => None,
             });
             states.push(DirState::new(config, pb, n, training, pool)?);

@@ -35,6 +35,10 @@ impl<S: Simd, const V: usize> Epilogue<S, StepRow, V> for LstmEpilogue<'_> {
                     col,
                 ));
                 let f = if p.input_forget {
+                    if gc.is_some() && !mask.is_null() {
+                        // f's pre-activation is unused: it passes no gradient.
+                        S::store(mask.add(col + u), S::zero());
+                    }
                     S::sub(S::splat(1.0), i)
                 } else {
                     sigmoid::<S>(clip_gate::<S>(
@@ -149,8 +153,11 @@ pub(crate) unsafe fn lstm_backward<S: Simd>(p: &BackParams, rows: &[BackRow]) {
                     }
                     let di_pre =
                         unclip_gate::<S>(mask, col, S::mul(d_i, S::mul(i, S::sub(one, i))));
-                    let df_pre =
-                        unclip_gate::<S>(mask, col + u, S::mul(d_f, S::mul(f, S::sub(one, f))));
+                    let df_pre = if p.input_forget {
+                        S::zero()
+                    } else {
+                        unclip_gate::<S>(mask, col + u, S::mul(d_f, S::mul(f, S::sub(one, f))))
+                    };
                     let dg_pre = unclip_gate::<S>(
                         mask,
                         col + 2 * u,
