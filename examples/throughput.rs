@@ -4,7 +4,9 @@
 //! Usage: `cargo run --release --example throughput -- CELL H N T [inference]`
 //! with CELL = rnn | lstm | gru; input size = H unless `INPUT` is set,
 //! `LAYERS` layers (default 1), bidirectional (concatenated) with `BIDIR=1`;
-//! the ISA follows `RNN_ISA` and the threads `RAYON_NUM_THREADS`.
+//! the ISA follows `RNN_ISA` and the threads `RAYON_NUM_THREADS`;
+//! `PRECISION=bf16` runs inference on bf16 weights (training is then
+//! skipped: it runs in f32).
 //! Prints GFLOP/s of inference and, unless `inference` is given, of
 //! training (forward with trace + backward, counted as 3× the forward FLOPs).
 
@@ -42,7 +44,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .direction(direction)
         .build()?;
     let flops = config.forward_flops(t, n) as f64;
-    let model = Model::random(config, 1);
+    let precision = match std::env::var("PRECISION") {
+        Ok(name) => rnn::Precision::from_name(&name)?,
+        Err(_) => rnn::Precision::F32,
+    };
+    let model = Model::random(config, 1).with_precision(precision);
     let x = SplitMix64::new(2).uniform_vec(t * n * input_size, -1.0, 1.0);
     let input = Input::new(&x, t, n);
     model.forward_inference(&input)?; // packs the weights, warms up
@@ -53,12 +59,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let inference = start.elapsed().as_secs_f64() / reps as f64;
     print!(
-        "{cell:?} H{h} N{n} T{t} {direction:?} on {}: inference {:.2} ms, {:.1} GFLOP/s",
+        "{cell:?} H{h} N{n} T{t} {direction:?} on {} in {}: inference {:.2} ms, {:.1} GFLOP/s",
         model.isa()?.name(),
+        precision.name(),
         inference * 1e3,
         flops / inference / 1e9
     );
-    if args.get(5).map(String::as_str) != Some("inference") {
+    if args.get(5).map(String::as_str) != Some("inference") && precision == rnn::Precision::F32 {
         let dy = vec![1.0; model.forward_inference(&input)?.y.len()];
         let train_step = || -> Result<(), rnn::Error> {
             let (_, trace) = model.forward_training(&input)?;

@@ -294,6 +294,8 @@ typedef struct rnn_gradients {
 
 
 
+
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus

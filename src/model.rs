@@ -14,6 +14,7 @@ use crate::engine::{self, BufferPool, Packed};
 use crate::error::{check_len, try_copy, try_vec, try_zeros_untouched, Error, Result};
 use crate::io::{CallMemory, Gradients, Input, Output, OutputGrads, Shapes};
 use crate::kernels::Isa;
+use crate::precision::Precision;
 use crate::rng::SplitMix64;
 
 static NEXT_MODEL_ID: AtomicU64 = AtomicU64::new(1);
@@ -39,6 +40,8 @@ pub struct Model {
     version: u64,
     /// Pinned ISA, or `None` for [`Isa::selected`].
     isa: Option<Isa>,
+    /// The format inference packs the weights in (training needs f32).
+    precision: Precision,
     /// The parameters packed for the kernels, made on first use and dropped
     /// whenever the parameters change. A failure to pack (out of memory) is
     /// not kept: the next call tries again.
@@ -52,6 +55,7 @@ impl Clone for Model {
     fn clone(&self) -> Self {
         let mut m = Model::with_params(self.config.clone(), self.params.clone());
         m.isa = self.isa;
+        m.precision = self.precision;
         m
     }
 }
@@ -79,6 +83,7 @@ impl Model {
             id: NEXT_MODEL_ID.fetch_add(1, Ordering::Relaxed),
             version: 0,
             isa: None,
+            precision: Precision::F32,
             packed: OnceLock::new(),
             pool: Arc::default(),
         }
@@ -94,6 +99,7 @@ impl Model {
             id: self.id,
             version: self.version,
             isa: self.isa,
+            precision: self.precision,
             packed: OnceLock::new(),
             pool: self.pool.clone(),
         })
@@ -154,13 +160,57 @@ impl Model {
         self.isa.map_or_else(Isa::selected, Ok)
     }
 
+    /// This model with its inference in `precision` (see [`Precision`]):
+    /// the weights are packed in that format at the next call. The f32
+    /// parameters stay as they are (reading or changing them works as
+    /// before); training calls need [`Precision::F32`] and return
+    /// [`Error::InvalidArgument`] otherwise.
+    pub fn with_precision(mut self, precision: Precision) -> Model {
+        self.set_precision(precision);
+        self
+    }
+
+    /// Sets the inference precision in place (see [`Model::with_precision`]).
+    pub fn set_precision(&mut self, precision: Precision) {
+        if precision != self.precision {
+            self.precision = precision;
+            self.packed = OnceLock::new();
+        }
+    }
+
+    /// The precision this model's inference runs in.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Bytes of weights packed for the kernels in this model's precision
+    /// and ISA (packing them first if no call has yet): the memory a model
+    /// holds besides its f32 parameters and its scratch buffers. An f32
+    /// model packs the backward's panels too; a bf16 model only the
+    /// forward's, at half the bytes each.
+    pub fn packed_bytes(&self) -> Result<usize> {
+        Ok(self.packed()?.bytes())
+    }
+
     fn packed(&self) -> Result<&Packed> {
         if let Some(packed) = self.packed.get() {
             return Ok(packed);
         }
         // Two threads may pack at once; one result is kept, both are equal.
-        let fresh = Packed::new(&self.config, &self.params, self.isa()?)?;
+        let fresh = Packed::new(&self.config, &self.params, self.isa()?, self.precision)?;
         Ok(self.packed.get_or_init(|| fresh))
+    }
+
+    /// Training calls run in f32: a clear error for any other precision.
+    fn check_training(&self) -> Result<()> {
+        match self.precision {
+            Precision::F32 => Ok(()),
+            p => Err(Error::InvalidArgument(format!(
+                "training runs in f32, and this model's inference precision is {}: \
+                 set Precision::F32 for training calls",
+                p.name()
+            ))),
+        }
     }
 
     /// A model whose parameters are all zero. Aborts if the parameters
@@ -281,6 +331,9 @@ impl Model {
         c_n: Option<&mut [f32]>,
         training: bool,
     ) -> Result<Option<engine::Trace>> {
+        if training {
+            self.check_training()?;
+        }
         let shapes = Shapes::of_input(&self.config, input)?;
         check_len("y", shapes.y, y.len())?;
         check_len("h_n", shapes.h, h_n.len())?;
@@ -321,6 +374,7 @@ impl Model {
     /// Forward pass that also keeps what [`Model::backward`] needs. Its
     /// outputs equal those of [`Model::forward_inference`].
     pub fn forward_training(&self, input: &Input<'_>) -> Result<(Output, Trace)> {
+        self.check_training()?;
         let packed = self.packed()?;
         let (out, inner) =
             crate::threads::run(|| engine::forward(&self.config, packed, &self.pool, input, true))?;
@@ -379,6 +433,7 @@ impl Model {
     }
 
     fn check_trace(&self, trace: &Trace) -> Result<()> {
+        self.check_training()?;
         if !self.made(trace) {
             return Err(Error::InvalidArgument(
                 "the trace was produced by another model".into(),

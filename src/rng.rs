@@ -36,6 +36,13 @@ impl SplitMix64 {
         (self.next_f64() * n as f64) as usize % n.max(1)
     }
 
+    /// A standard normal value, N(0, 1) (Box–Muller; one draw of the pair).
+    pub fn normal(&mut self) -> f32 {
+        let u1 = 1.0 - self.next_f64(); // in (0, 1]: ln is finite
+        let u2 = self.next_f64();
+        ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+    }
+
     /// A vector of `len` values uniform in `[lo, hi)`.
     pub fn uniform_vec(&mut self, len: usize, lo: f32, hi: f32) -> Vec<f32> {
         let mut v = vec![0.0; len];

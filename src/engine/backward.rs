@@ -528,7 +528,7 @@ impl DirBack<'_> {
             // whole padded rows (offset to this share's first column), and
             // the panel slice is bounds-checked.
             unsafe {
-                (table.panel_matmul)(
+                (table.f32.panel_matmul)(
                     k,
                     (end - first) * unit,
                     &packed[first * k * unit..end * k * unit],

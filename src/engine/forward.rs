@@ -142,11 +142,12 @@ unsafe fn project(
         // `input` floats of x (sliced above) and writes these panels'
         // columns of its xw row; the weight and bias slices are
         // bounds-checked.
+        let panel = g * pb.words(input) * u;
         unsafe {
-            (kernels.table.panel_matmul)(
+            (kernels.steps(pb.precision).panel_matmul)(
                 input,
                 (end - first) * g * u,
-                &pb.w_panels[first * g * input * u..end * g * input * u],
+                &pb.w_panels[first * panel..end * panel],
                 Some(&pb.bias_interleaved[first * g * u..]),
                 &mat_rows,
             )
@@ -577,10 +578,11 @@ impl DirRun<'_> {
         } else {
             &[(true, true)]
         };
+        let steps = self.kernels.steps(pb.precision);
         let step = match cfg.cell() {
-            CellKind::Lstm => self.kernels.table.lstm_step,
-            CellKind::Gru => self.kernels.table.gru_step,
-            CellKind::Rnn => self.kernels.table.rnn_step,
+            CellKind::Lstm => steps.lstm_step,
+            CellKind::Gru => steps.gru_step,
+            CellKind::Rnn => steps.rnn_step,
         };
         let max_len = self.lens[b0..b0 + nb].iter().copied().max().unwrap_or(0);
         let mut rows = try_with_capacity(nb, "a block's row list")?;
@@ -714,7 +716,7 @@ impl DirRun<'_> {
             if proj {
                 // Every output reads all of m: wait for the other parts.
                 sync()?;
-                let k_unit = h * unit;
+                let k_unit = pb.words(h) * unit;
                 epoch += 1;
                 let chunk = chunk_panels(1, ks / unit);
                 member.share_out(share, epoch, ks / unit, chunk, |(first, end)| {
@@ -724,10 +726,10 @@ impl DirRun<'_> {
                         out: r.out.wrapping_add(first * unit),
                     }));
                     // SAFETY: as above; the projection's panels first..end
-                    // are k_unit floats each, and each row writes those
+                    // are k_unit words each, and each row writes those
                     // columns of its own padded state row.
                     unsafe {
-                        (self.kernels.table.panel_matmul)(
+                        (steps.panel_matmul)(
                             h,
                             (end - first) * unit,
                             &pb.proj_panels[first * k_unit..end * k_unit],

@@ -29,9 +29,10 @@ pub(crate) use workspace::{BufferPool, MAX_IDLE_BYTES};
 use crate::config::Config;
 use crate::error::Result;
 use crate::kernels::{Isa, Kernels};
+use crate::precision::Precision;
 use pack::PackedBlock;
 
-/// A model's weights packed for one ISA.
+/// A model's weights packed for one ISA, in one precision.
 #[derive(Debug)]
 pub(crate) struct Packed {
     pub kernels: Kernels,
@@ -40,7 +41,7 @@ pub(crate) struct Packed {
 }
 
 impl Packed {
-    pub fn new(config: &Config, params: &[f32], isa: Isa) -> Result<Packed> {
+    pub fn new(config: &Config, params: &[f32], isa: Isa, precision: Precision) -> Result<Packed> {
         let kernels = Kernels::for_isa(isa)?;
         let mut blocks = Vec::new();
         for layer in 0..config.num_layers() {
@@ -51,10 +52,16 @@ impl Packed {
                     layer,
                     dir,
                     kernels.unit(),
+                    precision,
                 )?);
             }
         }
         Ok(Packed { kernels, blocks })
+    }
+
+    /// Bytes of packed weights (every block's panels, biases, peepholes).
+    pub fn bytes(&self) -> usize {
+        self.blocks.iter().map(PackedBlock::bytes).sum()
     }
 }
 

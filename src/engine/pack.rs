@@ -7,6 +7,7 @@
 
 use crate::config::{CellKind, Config, GruVariant, ParamKind};
 use crate::error::{try_vec, Result};
+use crate::precision::{to_bf16_bits, Precision};
 
 /// What the allocations here are for, in out-of-memory errors.
 const PACKED: &str = "packed weights";
@@ -64,6 +65,11 @@ impl std::ops::DerefMut for Aligned {
 /// One layer and direction, packed.
 #[derive(Debug)]
 pub(crate) struct PackedBlock {
+    /// The format of the forward panels (`w_panels`, `r_panels`,
+    /// `r_panels_n`, `proj_panels`): their words hold `values_per_word`
+    /// weights each (see `kernels::fused::format`). A reduced-precision
+    /// block has no backward panels (training runs in f32).
+    pub precision: Precision,
     pub gates: usize,
     pub hidden: usize,
     /// Hidden size padded to a multiple of the panel width.
@@ -117,6 +123,37 @@ pub(crate) fn pack_b(
     Ok(out)
 }
 
+/// f32 panels of `k` rows of `width` values each, as words of `precision`
+/// (see `kernels::fused::format`): for bf16, row pair `(2i, 2i + 1)` of
+/// each panel becomes one row of words, the even row's value in the low
+/// half, a missing last odd row zero.
+fn to_words(panels: &[f32], k: usize, width: usize, precision: Precision) -> Result<Vec<f32>> {
+    match precision {
+        Precision::F32 => Ok(panels.to_vec()),
+        Precision::Bf16 => {
+            let (per, word_rows) = (k * width, k.div_ceil(2));
+            let count = panels.len().checked_div(per).unwrap_or(0);
+            let mut out = try_vec(count * word_rows * width, 0.0, PACKED)?;
+            for (src, dst) in panels
+                .chunks_exact(per.max(1))
+                .zip(out.chunks_exact_mut((word_rows * width).max(1)))
+            {
+                for (i, words) in dst.chunks_exact_mut(width).enumerate() {
+                    for (c, word) in words.iter_mut().enumerate() {
+                        let low = u32::from(to_bf16_bits(src[2 * i * width + c]));
+                        let high = match 2 * i + 1 < k {
+                            true => u32::from(to_bf16_bits(src[(2 * i + 1) * width + c])),
+                            false => 0,
+                        };
+                        *word = f32::from_bits(low | high << 16);
+                    }
+                }
+            }
+            Ok(out)
+        }
+    }
+}
+
 /// Rounds `n` up to a multiple of `unit`.
 pub(crate) fn round_up(n: usize, unit: usize) -> usize {
     n.div_ceil(unit) * unit
@@ -155,12 +192,37 @@ fn panels(
 }
 
 impl PackedBlock {
+    /// Rows of words a panel of `k` rows takes in this block's format.
+    pub fn words(&self, k: usize) -> usize {
+        k.div_ceil(self.precision.values_per_word())
+    }
+
+    /// Bytes of packed weights and biases this block holds.
+    pub fn bytes(&self) -> usize {
+        let panels = [
+            &self.w_panels,
+            &self.r_panels,
+            &self.r_panels_n,
+            &self.proj_panels,
+            &self.w_back_panels,
+            &self.r_back_panels,
+            &self.r_back_panels_n,
+            &self.proj_back_panels,
+        ];
+        let floats = panels.iter().map(|p| p.len()).sum::<usize>()
+            + self.bias_interleaved.len()
+            + self.rb_n.len()
+            + self.peephole.as_ref().map_or(0, Vec::len);
+        floats * std::mem::size_of::<f32>()
+    }
+
     pub fn new(
         config: &Config,
         params: &[f32],
         layer: usize,
         dir: usize,
         unit: usize,
+        precision: Precision,
     ) -> Result<Self> {
         let tensor = |kind| {
             config
@@ -199,15 +261,19 @@ impl PackedBlock {
                 bias_interleaved[il] = wb[src] + rb_part;
             }
         }
+        let words = |panels: Vec<f32>, k: usize, width: usize| -> Result<Aligned> {
+            Aligned::new(&to_words(&panels, k, width, precision)?)
+        };
         let (r_panels, r_panels_n) = if gru {
             (
-                panels(r, h, state, &[0, 1], unit, hp)?,
-                panels(r, h, state, &[2], unit, hp)?,
+                words(panels(r, h, state, &[0, 1], unit, hp)?, state, 2 * unit)?,
+                words(panels(r, h, state, &[2], unit, hp)?, state, unit)?,
             )
         } else {
+            let all: Vec<usize> = (0..g_count).collect();
             (
-                panels(r, h, state, &(0..g_count).collect::<Vec<_>>(), unit, hp)?,
-                Vec::new(),
+                words(panels(r, h, state, &all, unit, hp)?, state, g_count * unit)?,
+                Aligned::default(),
             )
         };
         let mut rb_n = try_vec(if gru { hp } else { 0 }, 0.0, PACKED)?;
@@ -237,6 +303,37 @@ impl PackedBlock {
         } else {
             (Vec::new(), Vec::new())
         };
+        let w_panels = words(
+            pack_b(input, g_count * hp, unit, |kk, col| {
+                w_interleaved[col * input + kk]
+            })?,
+            input,
+            unit,
+        )?;
+        let proj_panels = words(proj_panels, h, unit)?;
+        if precision != Precision::F32 {
+            // Inference only: no backward panels.
+            return Ok(PackedBlock {
+                precision,
+                r_back_panels: Aligned::default(),
+                r_back_panels_n: Aligned::default(),
+                proj_back_panels: Aligned::default(),
+                gates: g_count,
+                hidden: h,
+                hp,
+                state,
+                state_stride,
+                input,
+                w_panels,
+                bias_interleaved,
+                r_panels,
+                r_panels_n,
+                rb_n,
+                peephole,
+                proj_panels,
+                w_back_panels: Aligned::default(),
+            });
+        }
         let r_gm = &r_gate_major;
         let (r_back_panels, r_back_panels_n) = if gru {
             (
@@ -255,6 +352,7 @@ impl PackedBlock {
             Vec::new()
         };
         Ok(PackedBlock {
+            precision,
             r_back_panels: Aligned::new(&r_back_panels)?,
             r_back_panels_n: Aligned::new(&r_back_panels_n)?,
             proj_back_panels: Aligned::new(&proj_back_panels)?,
@@ -264,15 +362,13 @@ impl PackedBlock {
             state,
             state_stride,
             input,
-            w_panels: Aligned::new(&pack_b(input, g_count * hp, unit, |kk, col| {
-                w_interleaved[col * input + kk]
-            })?)?,
+            w_panels,
             bias_interleaved,
-            r_panels: Aligned::new(&r_panels)?,
-            r_panels_n: Aligned::new(&r_panels_n)?,
+            r_panels,
+            r_panels_n,
             rb_n,
             peephole,
-            proj_panels: Aligned::new(&proj_panels)?,
+            proj_panels,
             w_back_panels: Aligned::new(&pack_b(g_count * hp, input, unit, |kk, q| {
                 w_gate_major[kk * input + q]
             })?)?,

@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 
 use super::fused::{BackParams, BackRow, MatRow, StepParams, StepRow};
 use crate::error::{Error, Result};
+use crate::precision::Precision;
 
 /// An instruction set with a kernel implementation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -103,6 +104,17 @@ impl Isa {
 /// `panel_matmul(k, n_padded, packed, bias, rows)`, see `fused::panel_matmul`.
 pub(crate) type PanelMatmul = unsafe fn(usize, usize, &[f32], Option<&[f32]>, &[MatRow]);
 
+/// The kernels that multiply packed weights, for one weight format: the
+/// fused step of each cell and the plain panel product (the input
+/// projection, the LSTM projection; f32 also backward's per-step products).
+#[derive(Clone, Copy)]
+pub(crate) struct StepKernels {
+    pub lstm_step: unsafe fn(&StepParams, &[StepRow]),
+    pub gru_step: unsafe fn(&StepParams, &[StepRow]),
+    pub rnn_step: unsafe fn(&StepParams, &[StepRow]),
+    pub panel_matmul: PanelMatmul,
+}
+
 /// The kernels of one ISA, as function pointers. Only [`Kernels::for_isa`]
 /// hands them out, after checking the CPU supports the ISA.
 #[derive(Clone, Copy)]
@@ -113,10 +125,9 @@ pub(crate) struct Table {
     pub fma_chains: unsafe fn(usize) -> f32,
     pub tanh_in_place: unsafe fn(&mut [f32]),
     pub sigmoid_in_place: unsafe fn(&mut [f32]),
-    pub lstm_step: unsafe fn(&StepParams, &[StepRow]),
-    pub gru_step: unsafe fn(&StepParams, &[StepRow]),
-    pub rnn_step: unsafe fn(&StepParams, &[StepRow]),
-    pub panel_matmul: PanelMatmul,
+    /// Per weight format ([`Kernels::steps`]).
+    pub f32: StepKernels,
+    pub bf16: StepKernels,
     /// `blocked_matmul(k, n, packed, rows, accumulate)`, see
     /// `fused::blocked_matmul`: the backward's products over all steps.
     pub blocked_matmul: unsafe fn(usize, usize, &[f32], &[MatRow], bool),
@@ -159,6 +170,14 @@ impl Kernels {
             _ => unreachable!("is_supported is false for ISAs of other architectures"),
         };
         Ok(Kernels { isa, table })
+    }
+
+    /// The kernels over weights packed in `precision`.
+    pub fn steps(&self, precision: Precision) -> &StepKernels {
+        match precision {
+            Precision::F32 => &self.table.f32,
+            Precision::Bf16 => &self.table.bf16,
+        }
     }
 
     /// Hidden units per weight panel; hidden sizes are padded to a multiple.

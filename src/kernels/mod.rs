@@ -63,6 +63,10 @@ pub(crate) unsafe trait Simd: Copy + 'static {
     unsafe fn select_lt(a: Self::V, b: Self::V, x: Self::V, y: Self::V) -> Self::V;
     /// Lane-wise `if v.is_nan() { if_nan } else { other }`.
     unsafe fn select_nan(v: Self::V, if_nan: Self::V, other: Self::V) -> Self::V;
+    /// Loads `LANES` 32-bit words, each holding two bf16 values, and widens
+    /// them to f32 (exactly: a bf16 is the upper half of an f32): the values
+    /// in the low halves, then those in the high halves.
+    unsafe fn widen_bf16_pairs(p: *const f32) -> (Self::V, Self::V);
 }
 
 /// Hidden units per panel for ISA `S`: hidden sizes are padded to a multiple.

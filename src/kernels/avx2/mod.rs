@@ -83,6 +83,16 @@ unsafe impl Simd for Avx2 {
     unsafe fn select_nan(v: __m256, if_nan: __m256, other: __m256) -> __m256 {
         unsafe { _mm256_blendv_ps(other, if_nan, _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v)) }
     }
+    #[inline(always)]
+    unsafe fn widen_bf16_pairs(p: *const f32) -> (__m256, __m256) {
+        // SAFETY: the caller guarantees 8 readable words at `p`.
+        unsafe {
+            let words = _mm256_loadu_si256(p.cast());
+            let low = _mm256_slli_epi32::<16>(words);
+            let high = _mm256_and_si256(words, _mm256_set1_epi32(0xFFFF_0000u32 as i32));
+            (_mm256_castsi256_ps(low), _mm256_castsi256_ps(high))
+        }
+    }
 }
 
 super::fused::instantiate_kernels!(Avx2, #[target_feature(enable = "avx2,fma")]);

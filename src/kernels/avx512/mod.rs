@@ -86,6 +86,16 @@ unsafe impl Simd for Avx512 {
     unsafe fn select_nan(v: __m512, if_nan: __m512, other: __m512) -> __m512 {
         unsafe { _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v), other, if_nan) }
     }
+    #[inline(always)]
+    unsafe fn widen_bf16_pairs(p: *const f32) -> (__m512, __m512) {
+        // SAFETY: the caller guarantees 16 readable words at `p`.
+        unsafe {
+            let words = _mm512_loadu_si512(p.cast());
+            let low = _mm512_slli_epi32::<16>(words);
+            let high = _mm512_and_si512(words, _mm512_set1_epi32(0xFFFF_0000u32 as i32));
+            (_mm512_castsi512_ps(low), _mm512_castsi512_ps(high))
+        }
+    }
 }
 
 super::fused::instantiate_kernels!(Avx512, #[target_feature(enable = "avx512f")]);

@@ -90,7 +90,7 @@ impl<S: Simd, const V: usize> Epilogue<S, StepRow, V> for GruNEpilogue<'_> {
 /// Phase 2 reads r ⊙ h of every unit, so when the panels are split across
 /// threads each phase runs on its own (`StepParams::gru_phases`).
 #[inline(always)]
-pub(crate) unsafe fn gru_step<S: Simd, const MR2: usize, const MR1: usize>(
+pub(crate) unsafe fn gru_step<S: Simd, F: Format<S>, const MR2: usize, const MR1: usize>(
     p: &StepParams,
     rows: &[StepRow],
 ) {
@@ -99,6 +99,7 @@ pub(crate) unsafe fn gru_step<S: Simd, const MR2: usize, const MR1: usize>(
         if p.gru_phases.0 {
             run_panels!(
                 S,
+                F,
                 MR2,
                 2,
                 p.k,
@@ -111,6 +112,7 @@ pub(crate) unsafe fn gru_step<S: Simd, const MR2: usize, const MR1: usize>(
         if p.gru_phases.1 {
             run_panels!(
                 S,
+                F,
                 MR1,
                 1,
                 p.k,

@@ -77,11 +77,15 @@ impl<S: Simd, const V: usize> Epilogue<S, StepRow, V> for LstmEpilogue<'_> {
 
 /// LSTM step (gates i, f, g, o).
 #[inline(always)]
-pub(crate) unsafe fn lstm_step<S: Simd, const MR: usize>(p: &StepParams, rows: &[StepRow]) {
+pub(crate) unsafe fn lstm_step<S: Simd, F: Format<S>, const MR: usize>(
+    p: &StepParams,
+    rows: &[StepRow],
+) {
     // SAFETY: r_packed holds Hp/U panels of k × 4U floats.
     unsafe {
         run_panels!(
             S,
+            F,
             MR,
             4,
             p.k,

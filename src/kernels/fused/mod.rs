@@ -134,13 +134,14 @@ pub(crate) struct BackParams<'a> {
 // operation. Epilogues are trait impls instead.
 
 /// `MR` rows of `a` (each `k` floats) times `NP` packed panels of `V`
-/// vectors per `k` row (`panel_stride` floats apart): the `MR × NP × V`
-/// accumulators. Every accumulator is one FMA chain over `k` in order, so an
-/// output's bits do not depend on the tile it was computed in: any split of
-/// rows into blocks or of panels into thread shares gives the same result
-/// (the engine's determinism rests on this).
+/// vectors per `k` row (`panel_stride` words apart, in format `F`: see
+/// `format.rs`): the `MR × NP × V` accumulators. Every accumulator is one
+/// FMA chain over `k` in order, so an output's bits do not depend on the
+/// tile it was computed in: any split of rows into blocks or of panels into
+/// thread shares gives the same result (the engine's determinism rests on
+/// this).
 #[inline(always)]
-unsafe fn tile<S: Simd, const MR: usize, const V: usize, const NP: usize>(
+unsafe fn tile<S: Simd, F: Format<S>, const MR: usize, const V: usize, const NP: usize>(
     k: usize,
     a: [*const f32; MR],
     panel: *const f32,
@@ -150,19 +151,25 @@ unsafe fn tile<S: Simd, const MR: usize, const V: usize, const NP: usize>(
     unsafe {
         let mut acc = [[[S::zero(); V]; NP]; MR];
         let step = V * S::LANES;
-        for kk in 0..k {
-            let mut b = [[S::zero(); V]; NP];
+        let (groups, tail) = (k / F::K, k % F::K);
+        let mut b = [[F::empty(); V]; NP];
+        for g in 0..groups + usize::from(tail > 0) {
             for q in 0..NP {
-                let bp = panel.add(q * panel_stride + kk * step);
+                let bp = panel.add(q * panel_stride + g * step);
                 for v in 0..V {
-                    b[q][v] = S::load(bp.add(v * S::LANES));
+                    b[q][v] = F::load(bp.add(v * S::LANES));
                 }
             }
             for r in 0..MR {
-                let av = S::splat(*a[r].add(kk));
+                let row = a[r].add(g * F::K);
+                let av = if g < groups {
+                    F::splat(row)
+                } else {
+                    F::splat_tail(row, tail)
+                };
                 for q in 0..NP {
                     for v in 0..V {
-                        acc[r][q][v] = S::fma(av, b[q][v], acc[r][q][v]);
+                        acc[r][q][v] = F::madd(acc[r][q][v], av, b[q][v]);
                     }
                 }
             }
@@ -182,6 +189,7 @@ trait Epilogue<S: Simd, R, const V: usize> {
 #[inline(always)]
 unsafe fn group<
     S: Simd,
+    F: Format<S>,
     R,
     E: Epilogue<S, R, V>,
     const MR: usize,
@@ -201,7 +209,7 @@ unsafe fn group<
         for r in 0..MR {
             a[r] = epi.a(&rows[r]);
         }
-        let acc = tile::<S, MR, V, NP>(k, a, packed.add(panel * panel_stride), panel_stride);
+        let acc = tile::<S, F, MR, V, NP>(k, a, packed.add(panel * panel_stride), panel_stride);
         for r in 0..MR {
             for q in 0..NP {
                 epi.apply(&rows[r], panel + q, &acc[r][q]);
@@ -218,6 +226,7 @@ unsafe fn group<
 #[inline(always)]
 unsafe fn for_rows<
     S: Simd,
+    F: Format<S>,
     R,
     E: Epilogue<S, R, V>,
     const MR: usize,
@@ -238,14 +247,14 @@ unsafe fn for_rows<
             let row = std::slice::from_ref(row);
             let wide = first + (end - first) / NP1 * NP1;
             for panel in (first..wide).step_by(NP1) {
-                group::<S, R, E, 1, V, NP1>(k, packed, panel, panel_stride, row, epi);
+                group::<S, F, R, E, 1, V, NP1>(k, packed, panel, panel_stride, row, epi);
             }
             let mid = wide + (end - wide) / NP * NP;
             for panel in (wide..mid).step_by(NP) {
-                group::<S, R, E, 1, V, NP>(k, packed, panel, panel_stride, row, epi);
+                group::<S, F, R, E, 1, V, NP>(k, packed, panel, panel_stride, row, epi);
             }
             for panel in mid..end {
-                group::<S, R, E, 1, V, 1>(k, packed, panel, panel_stride, row, epi);
+                group::<S, F, R, E, 1, V, 1>(k, packed, panel, panel_stride, row, epi);
             }
             return;
         }
@@ -253,42 +262,43 @@ unsafe fn for_rows<
         for panel in (first..full).step_by(NP) {
             let mut rest = rows;
             while rest.len() >= MR {
-                group::<S, R, E, MR, V, NP>(k, packed, panel, panel_stride, &rest[..MR], epi);
+                group::<S, F, R, E, MR, V, NP>(k, packed, panel, panel_stride, &rest[..MR], epi);
                 rest = &rest[MR..];
             }
             while rest.len() >= 4 {
-                group::<S, R, E, 4, V, NP>(k, packed, panel, panel_stride, &rest[..4], epi);
+                group::<S, F, R, E, 4, V, NP>(k, packed, panel, panel_stride, &rest[..4], epi);
                 rest = &rest[4..];
             }
             while rest.len() >= 2 {
-                group::<S, R, E, 2, V, NP>(k, packed, panel, panel_stride, &rest[..2], epi);
+                group::<S, F, R, E, 2, V, NP>(k, packed, panel, panel_stride, &rest[..2], epi);
                 rest = &rest[2..];
             }
             if let [row] = rest {
                 let row = std::slice::from_ref(row);
-                group::<S, R, E, 1, V, NP>(k, packed, panel, panel_stride, row, epi);
+                group::<S, F, R, E, 1, V, NP>(k, packed, panel, panel_stride, row, epi);
             }
         }
         for panel in full..end {
             let mut rest = rows;
             while rest.len() >= 4 {
-                group::<S, R, E, 4, V, 1>(k, packed, panel, panel_stride, &rest[..4], epi);
+                group::<S, F, R, E, 4, V, 1>(k, packed, panel, panel_stride, &rest[..4], epi);
                 rest = &rest[4..];
             }
             for row in rest {
                 let row = std::slice::from_ref(row);
-                group::<S, R, E, 1, V, 1>(k, packed, panel, panel_stride, row, epi);
+                group::<S, F, R, E, 1, V, 1>(k, packed, panel, panel_stride, row, epi);
             }
         }
     }
 }
 
 /// Rows per register tile, so that the tile's MR × `vectors` accumulators,
-/// the `vectors` panel loads they share and one broadcast all fit the
-/// register file (one register more spills accumulators to the stack inside
-/// the k loop, which on AVX2 halved the throughput).
-const fn rows_per_tile<S: Simd>(vectors: usize) -> usize {
-    let free = S::REGISTERS.saturating_sub(vectors + 1);
+/// the panel vectors they share (`vectors × k_per_word` once widened) and
+/// a row's broadcasts (`k_per_word`) all fit the register file (one
+/// register more spills accumulators to the stack inside the k loop, which
+/// on AVX2 halved the throughput).
+const fn rows_per_tile<S: Simd>(vectors: usize, k_per_word: usize) -> usize {
+    let free = S::REGISTERS.saturating_sub(vectors * k_per_word + k_per_word);
     let r = free / vectors;
     if r == 0 {
         1
@@ -297,11 +307,12 @@ const fn rows_per_tile<S: Simd>(vectors: usize) -> usize {
     }
 }
 
-/// Rows per register tile for a kernel of `gates` gates per panel, given
-/// that tiles of fewer than four vectors per row take several panels.
-pub(crate) const fn tile_rows<S: Simd>(gates: usize) -> usize {
+/// Rows per register tile for a kernel of `gates` gates per panel over
+/// weights of `k_per_word` values per word, given that tiles of fewer than
+/// four vectors per row take several panels.
+pub(crate) const fn tile_rows<S: Simd>(gates: usize, k_per_word: usize) -> usize {
     let vectors = S::W * gates;
-    rows_per_tile::<S>(if vectors < 4 { 4 } else { vectors })
+    rows_per_tile::<S>(if vectors < 4 { 4 } else { vectors }, k_per_word)
 }
 
 /// `p ⊙ c + x` for peephole gate `g`, or `x` without peepholes.
@@ -348,24 +359,31 @@ unsafe fn unclip_gate<S: Simd>(mask: *const f32, col: usize, d: S::V) -> S::V {
 /// panels per tile as give about four vectors per row (eight for a single
 /// row).
 macro_rules! run_panels {
-    ($S:ty, $mr:ident, $gates:literal, $k:expr, $packed:expr, $panels:expr, $rows:expr, $epi:expr) => {{
-        let stride = $k * $gates * unit::<$S>();
+    ($S:ty, $F:ty, $mr:ident, $gates:literal, $k:expr, $packed:expr, $panels:expr, $rows:expr, $epi:expr) => {{
+        let stride = ($k).div_ceil(<$F as Format<$S>>::K) * $gates * unit::<$S>();
         match <$S as Simd>::W * $gates {
-            1 => for_rows::<$S, _, _, $mr, 1, 4, 8>($k, $packed, $panels, stride, $rows, $epi),
-            2 => for_rows::<$S, _, _, $mr, 2, 2, 4>($k, $packed, $panels, stride, $rows, $epi),
-            4 => for_rows::<$S, _, _, $mr, 4, 1, 2>($k, $packed, $panels, stride, $rows, $epi),
-            8 => for_rows::<$S, _, _, $mr, 8, 1, 1>($k, $packed, $panels, stride, $rows, $epi),
-            16 => for_rows::<$S, _, _, $mr, 16, 1, 1>($k, $packed, $panels, stride, $rows, $epi),
-            32 => for_rows::<$S, _, _, $mr, 32, 1, 1>($k, $packed, $panels, stride, $rows, $epi),
+            1 => for_rows::<$S, $F, _, _, $mr, 1, 4, 8>($k, $packed, $panels, stride, $rows, $epi),
+            2 => for_rows::<$S, $F, _, _, $mr, 2, 2, 4>($k, $packed, $panels, stride, $rows, $epi),
+            4 => for_rows::<$S, $F, _, _, $mr, 4, 1, 2>($k, $packed, $panels, stride, $rows, $epi),
+            8 => for_rows::<$S, $F, _, _, $mr, 8, 1, 1>($k, $packed, $panels, stride, $rows, $epi),
+            16 => {
+                for_rows::<$S, $F, _, _, $mr, 16, 1, 1>($k, $packed, $panels, stride, $rows, $epi)
+            }
+            32 => {
+                for_rows::<$S, $F, _, _, $mr, 32, 1, 1>($k, $packed, $panels, stride, $rows, $epi)
+            }
             v => unreachable!("no kernel instance for {v} vectors per panel"),
         }
     }};
 }
 
+mod format;
 mod gru;
 mod lstm;
 mod product;
 mod rnn;
+
+pub(crate) use format::{Bf16, Format, F32};
 
 pub(crate) use gru::{gru_backward_a, gru_backward_b, gru_step};
 pub(crate) use lstm::{lstm_backward, lstm_step};
@@ -400,10 +418,11 @@ impl<S: Simd, const V: usize> Epilogue<S, MatRow, V> for StoreEpilogue {
 }
 
 /// `out = a × B (+ bias)` for rows of `a` (`k` floats each) and `B` packed
-/// as one-gate panels (`n_padded / U` panels of `k × U`); `bias`, when
-/// given, holds `n_padded` floats added to every row.
+/// in format `F` as one-gate panels (`n_padded / U` panels of
+/// `ceil(k / F::K) × U` words); `bias`, when given, holds `n_padded`
+/// floats added to every row.
 #[inline(always)]
-pub(crate) unsafe fn panel_matmul<S: Simd, const MR: usize>(
+pub(crate) unsafe fn panel_matmul<S: Simd, F: Format<S>, const MR: usize>(
     k: usize,
     n_padded: usize,
     packed: &[f32],
@@ -417,10 +436,11 @@ pub(crate) unsafe fn panel_matmul<S: Simd, const MR: usize>(
         }
         None => std::ptr::null(),
     };
-    // SAFETY: `packed` holds n_padded/U panels of k × U floats; bias was checked.
+    // SAFETY: `packed` holds n_padded/U panels of ceil(k / K) × U words; bias was checked.
     unsafe {
         run_panels!(
             S,
+            F,
             MR,
             1,
             k,
@@ -478,30 +498,43 @@ macro_rules! instantiate_kernels {
                 // SAFETY: only reachable through Kernels::for_isa, which checked the CPU; pointer validity is the caller's contract.
                 unsafe { math::map_in_place::<$S>(x, math::sigmoid::<$S>) }
             }
-            $(#[$attr])?
-            pub(crate) unsafe fn lstm_step(p: &StepParams, rows: &[StepRow]) {
-                // SAFETY: only reachable through Kernels::for_isa, which checked the CPU; pointer validity is the caller's contract.
-                unsafe { fused::lstm_step::<$S, { fused::tile_rows::<$S>(4) }>(p, rows) }
+            /// The step kernels of one weight format.
+            macro_rules! step_kernels {
+                ($module:ident, $F:ty) => {
+                    pub(crate) mod $module {
+                        use super::*;
+                        const K: usize = <$F as fused::Format<$S>>::K;
+                        $(#[$attr])?
+                        pub(crate) unsafe fn lstm_step(p: &StepParams, rows: &[StepRow]) {
+                            // SAFETY: only reachable through Kernels::for_isa, which checked the CPU; pointer validity is the caller's contract.
+                            unsafe { fused::lstm_step::<$S, $F, { fused::tile_rows::<$S>(4, K) }>(p, rows) }
+                        }
+                        $(#[$attr])?
+                        pub(crate) unsafe fn gru_step(p: &StepParams, rows: &[StepRow]) {
+                            // SAFETY: only reachable through Kernels::for_isa, which checked the CPU; pointer validity is the caller's contract.
+                            unsafe { fused::gru_step::<$S, $F, { fused::tile_rows::<$S>(2, K) }, { fused::tile_rows::<$S>(1, K) }>(p, rows) }
+                        }
+                        $(#[$attr])?
+                        pub(crate) unsafe fn rnn_step(p: &StepParams, rows: &[StepRow]) {
+                            // SAFETY: only reachable through Kernels::for_isa, which checked the CPU; pointer validity is the caller's contract.
+                            unsafe { fused::rnn_step::<$S, $F, { fused::tile_rows::<$S>(1, K) }>(p, rows) }
+                        }
+                        $(#[$attr])?
+                        pub(crate) unsafe fn panel_matmul(k: usize, n_padded: usize, packed: &[f32], bias: Option<&[f32]>, rows: &[MatRow]) {
+                            // SAFETY: only reachable through Kernels::for_isa, which checked the CPU; pointer validity is the caller's contract.
+                            unsafe { fused::panel_matmul::<$S, $F, { fused::tile_rows::<$S>(1, K) }>(k, n_padded, packed, bias, rows) }
+                        }
+                        pub(crate) const STEPS: crate::kernels::dispatch::StepKernels =
+                            crate::kernels::dispatch::StepKernels { lstm_step, gru_step, rnn_step, panel_matmul };
+                    }
+                };
             }
-            $(#[$attr])?
-            pub(crate) unsafe fn gru_step(p: &StepParams, rows: &[StepRow]) {
-                // SAFETY: only reachable through Kernels::for_isa, which checked the CPU; pointer validity is the caller's contract.
-                unsafe { fused::gru_step::<$S, { fused::tile_rows::<$S>(2) }, { fused::tile_rows::<$S>(1) }>(p, rows) }
-            }
-            $(#[$attr])?
-            pub(crate) unsafe fn rnn_step(p: &StepParams, rows: &[StepRow]) {
-                // SAFETY: only reachable through Kernels::for_isa, which checked the CPU; pointer validity is the caller's contract.
-                unsafe { fused::rnn_step::<$S, { fused::tile_rows::<$S>(1) }>(p, rows) }
-            }
-            $(#[$attr])?
-            pub(crate) unsafe fn panel_matmul(k: usize, n_padded: usize, packed: &[f32], bias: Option<&[f32]>, rows: &[MatRow]) {
-                // SAFETY: only reachable through Kernels::for_isa, which checked the CPU; pointer validity is the caller's contract.
-                unsafe { fused::panel_matmul::<$S, { fused::tile_rows::<$S>(1) }>(k, n_padded, packed, bias, rows) }
-            }
+            step_kernels!(f32_steps, fused::F32);
+            step_kernels!(bf16_steps, fused::Bf16);
             $(#[$attr])?
             pub(crate) unsafe fn blocked_matmul(k: usize, n: usize, packed: &[f32], rows: &[MatRow], accumulate: bool) {
                 // SAFETY: only reachable through Kernels::for_isa, which checked the CPU; pointer validity is the caller's contract.
-                unsafe { fused::blocked_matmul::<$S, { fused::tile_rows::<$S>(1) }>(k, n, packed, rows, accumulate) }
+                unsafe { fused::blocked_matmul::<$S, { fused::tile_rows::<$S>(1, 1) }>(k, n, packed, rows, accumulate) }
             }
             $(#[$attr])?
             pub(crate) unsafe fn lstm_backward(p: &BackParams, rows: &[BackRow]) {
@@ -544,10 +577,8 @@ macro_rules! instantiate_kernels {
                 fma_chains,
                 tanh_in_place,
                 sigmoid_in_place,
-                lstm_step,
-                gru_step,
-                rnn_step,
-                panel_matmul,
+                f32: f32_steps::STEPS,
+                bf16: bf16_steps::STEPS,
                 blocked_matmul,
                 lstm_backward,
                 gru_backward_a,

@@ -9,7 +9,7 @@
 //! order into the output; `KC` is a constant, so the result does not depend
 //! on how the rows are split over threads.
 
-use super::{for_rows, Epilogue, MatRow};
+use super::{for_rows, Epilogue, MatRow, F32};
 use crate::kernels::{unit, Simd};
 
 /// Rows of `k` per block, and output columns per block: a block of the
@@ -116,10 +116,18 @@ pub(crate) unsafe fn blocked_matmul<S: Simd, const MR: usize>(
                 unsafe {
                     let base = packed.as_ptr().add(k0 * u);
                     match S::W {
-                        1 => for_rows::<S, _, _, MR, 1, 4, 8>(kc, base, cols, stride, rows, &epi),
-                        2 => for_rows::<S, _, _, MR, 2, 2, 4>(kc, base, cols, stride, rows, &epi),
-                        4 => for_rows::<S, _, _, MR, 4, 1, 2>(kc, base, cols, stride, rows, &epi),
-                        8 => for_rows::<S, _, _, MR, 8, 1, 1>(kc, base, cols, stride, rows, &epi),
+                        1 => for_rows::<S, F32, _, _, MR, 1, 4, 8>(
+                            kc, base, cols, stride, rows, &epi,
+                        ),
+                        2 => for_rows::<S, F32, _, _, MR, 2, 2, 4>(
+                            kc, base, cols, stride, rows, &epi,
+                        ),
+                        4 => for_rows::<S, F32, _, _, MR, 4, 1, 2>(
+                            kc, base, cols, stride, rows, &epi,
+                        ),
+                        8 => for_rows::<S, F32, _, _, MR, 8, 1, 1>(
+                            kc, base, cols, stride, rows, &epi,
+                        ),
                         w => unreachable!("no product instance for {w} vectors per panel"),
                     }
                 }

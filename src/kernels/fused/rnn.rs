@@ -41,11 +41,15 @@ impl<S: Simd, const V: usize> Epilogue<S, StepRow, V> for RnnEpilogue<'_> {
 
 /// Vanilla RNN step: `h = act(h_prev R + xw)`.
 #[inline(always)]
-pub(crate) unsafe fn rnn_step<S: Simd, const MR: usize>(p: &StepParams, rows: &[StepRow]) {
+pub(crate) unsafe fn rnn_step<S: Simd, F: Format<S>, const MR: usize>(
+    p: &StepParams,
+    rows: &[StepRow],
+) {
     // SAFETY: r_packed holds Hp/U panels of k × U floats.
     unsafe {
         run_panels!(
             S,
+            F,
             MR,
             1,
             p.k,

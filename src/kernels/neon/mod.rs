@@ -87,6 +87,16 @@ unsafe impl Simd for Neon {
         // v == v is false exactly for NaN lanes.
         unsafe { vbslq_f32(vceqq_f32(v, v), other, if_nan) }
     }
+    #[inline(always)]
+    unsafe fn widen_bf16_pairs(p: *const f32) -> (float32x4_t, float32x4_t) {
+        // SAFETY: the caller guarantees 4 readable words at `p`.
+        unsafe {
+            let words = vld1q_u32(p.cast());
+            let low = vshlq_n_u32::<16>(words);
+            let high = vandq_u32(words, vdupq_n_u32(0xFFFF_0000));
+            (vreinterpretq_f32_u32(low), vreinterpretq_f32_u32(high))
+        }
+    }
 }
 
 super::fused::instantiate_kernels!(Neon, #[target_feature(enable = "neon")]);

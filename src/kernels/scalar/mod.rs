@@ -91,6 +91,15 @@ unsafe impl Simd for Scalar {
             other
         }
     }
+    #[inline(always)]
+    unsafe fn widen_bf16_pairs(p: *const f32) -> (f32, f32) {
+        // SAFETY: the caller guarantees one readable word at `p`.
+        let word = unsafe { *p.cast::<u32>() };
+        (
+            f32::from_bits(word << 16),
+            f32::from_bits(word & 0xFFFF_0000),
+        )
+    }
 }
 
 super::fused::instantiate_kernels!(Scalar);

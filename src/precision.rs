@@ -1,0 +1,118 @@
+//! The precision a model's inference runs in: the format its weights are
+//! packed in for the kernels.
+//!
+//! Reduced precision applies to the weights only (`W`, `R` and the LSTM
+//! projection): they are rounded once, when the model packs them; the rows
+//! they multiply (inputs and states), the accumulation, the biases, the
+//! peepholes, the gate non-linearities, the cell state and the outputs stay
+//! f32. Training always runs in f32 on the f32 parameters, which a model
+//! keeps whatever its precision.
+
+use crate::error::{Error, Result};
+
+/// How a model's weights are stored and multiplied in inference.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Precision {
+    /// f32 weights (the default; training needs it).
+    #[default]
+    F32,
+    /// bfloat16 weights (8 bits of mantissa, f32's range), rounded to
+    /// nearest even from the f32 parameters: half the weight memory and
+    /// bandwidth. Products are exact f32 multiply-adds of the rounded
+    /// weights, so a bf16 model gives, bit for bit, what an f32 model with
+    /// [`round_to_bf16`]-rounded weights gives on the same ISA.
+    Bf16,
+}
+
+impl Precision {
+    pub const ALL: [Precision; 2] = [Precision::F32, Precision::Bf16];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Result<Precision> {
+        Precision::ALL
+            .into_iter()
+            .find(|p| p.name().eq_ignore_ascii_case(name.trim()))
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!("unknown precision {name:?}: expected f32 or bf16"))
+            })
+    }
+
+    /// Weight values per 32-bit word of a packed panel: a panel of `k` rows
+    /// holds `k.div_ceil(values_per_word)` rows of words.
+    pub(crate) fn values_per_word(self) -> usize {
+        match self {
+            Precision::F32 => 1,
+            Precision::Bf16 => 2,
+        }
+    }
+}
+
+/// `x` as a bfloat16 (its upper 16 bits after rounding to nearest, ties to
+/// even); a NaN stays a (quiet) NaN, infinities stay infinite, and finite
+/// values too large for bf16 round to infinity as f32 → bf16 conversions do.
+pub fn to_bf16_bits(x: f32) -> u16 {
+    let bits = x.to_bits();
+    if x.is_nan() {
+        return ((bits >> 16) | 0x0040) as u16;
+    }
+    let round = 0x7FFF + ((bits >> 16) & 1);
+    ((bits + round) >> 16) as u16
+}
+
+/// `x` rounded to the nearest bfloat16, as an f32 (exact: a bf16 is the
+/// upper half of an f32).
+pub fn round_to_bf16(x: f32) -> f32 {
+    f32::from_bits(u32::from(to_bf16_bits(x)) << 16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bf16_rounds_to_nearest_even_and_keeps_specials() {
+        // 1 + 2^-8 is halfway between 1 and 1 + 2^-7: ties to even (1).
+        assert_eq!(round_to_bf16(1.0 + 2f32.powi(-8)), 1.0);
+        // 1 + 3·2^-8 is halfway between 1 + 2^-7 and 1 + 2^-6: to even.
+        assert_eq!(
+            round_to_bf16(1.0 + 3.0 * 2f32.powi(-8)),
+            1.0 + 2f32.powi(-6)
+        );
+        assert_eq!(
+            round_to_bf16(1.0 + 2f32.powi(-8) + 2f32.powi(-20)),
+            1.0 + 2f32.powi(-7)
+        );
+        assert_eq!(round_to_bf16(-2.5), -2.5);
+        assert_eq!(round_to_bf16(0.0).to_bits(), 0);
+        assert_eq!(round_to_bf16(-0.0).to_bits(), (-0.0f32).to_bits());
+        assert!(round_to_bf16(f32::NAN).is_nan());
+        assert!(
+            round_to_bf16(f32::from_bits(0x7F80_0001)).is_nan(),
+            "a NaN with only low payload bits"
+        );
+        assert_eq!(round_to_bf16(f32::INFINITY), f32::INFINITY);
+        assert_eq!(round_to_bf16(f32::MAX), f32::INFINITY);
+        assert_eq!(round_to_bf16(f32::MIN_POSITIVE), f32::MIN_POSITIVE);
+        // Relative error at most 2^-8 (half an ulp of 8 significant bits).
+        let mut x = 1e-30f32;
+        while x < 1e30 {
+            let r = round_to_bf16(x);
+            assert!(((r - x) / x).abs() <= 2f32.powi(-8), "{x} -> {r}");
+            x *= 1.37;
+        }
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for p in Precision::ALL {
+            assert_eq!(Precision::from_name(p.name()).unwrap(), p);
+        }
+        assert!(Precision::from_name("int4").is_err());
+    }
+}
