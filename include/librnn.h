@@ -78,7 +78,7 @@
 
 // Version of the C ABI described by this header. It changes whenever a
 // signature or struct layout changes incompatibly.
-#define RNN_ABI_VERSION 3
+#define RNN_ABI_VERSION 4
 
 // `rnn_config.cell`: Elman RNN (activation from `rnn_config.activation`).
 #define RNN_CELL_RNN 0
@@ -118,6 +118,15 @@
 
 // `rnn_config.layout`: `x` and `y` are `[N, T, features]`.
 #define RNN_LAYOUT_BATCH_FIRST 1
+
+// `rnn_model_set_precision`: f32 weights (the default; training needs it).
+// Added in ABI version 4.
+#define RNN_PRECISION_F32 0
+
+// `rnn_model_set_precision`: bfloat16 weights, rounded to nearest even from
+// the f32 parameters (inputs, states, accumulation and outputs stay f32).
+// Added in ABI version 4.
+#define RNN_PRECISION_BF16 1
 
 // `rnn_model_param_range` kinds: input weights `W [G·H, I_l]`.
 #define RNN_PARAM_W 0
@@ -402,6 +411,37 @@ enum rnn_status rnn_model_set_isa(struct rnn_model *model, const char *isa);
 // # Safety
 // `model` from `rnn_model_create` (checked); `released` NULL or writable.
 enum rnn_status rnn_model_release_memory(const struct rnn_model *model, size_t *released);
+
+// Sets the precision the model's inference runs in: RNN_PRECISION_F32 (the
+// default) or RNN_PRECISION_BF16 (weights rounded to bfloat16 when they are
+// packed, at the next call: half the weight bytes, faster at small batch;
+// a bf16 model gives exactly what an f32 model with bf16-rounded W, R and
+// projection gives). The f32 parameters are kept: the getters and setters
+// see them unchanged. Training calls (`rnn_forward_training`,
+// `rnn_backward`) need RNN_PRECISION_F32 and return RNN_INVALID_ARGUMENT
+// otherwise. Added in ABI version 4.
+//
+// # Safety
+// `model` from `rnn_model_create` (checked; may be in use by other threads).
+enum rnn_status rnn_model_set_precision(struct rnn_model *model, uint32_t precision);
+
+// Stores the model's inference precision (an RNN_PRECISION_* value) in
+// `*precision`. Added in ABI version 4.
+//
+// # Safety
+// `model` from `rnn_model_create` (checked); `precision` writable.
+enum rnn_status rnn_model_get_precision(const struct rnn_model *model, uint32_t *precision);
+
+// Stores in `*bytes` the bytes of weights the model holds packed for its
+// kernels in its precision and ISA, packing them first if no call has yet
+// (RNN_OUT_OF_MEMORY if that fails): besides the f32 parameters and the
+// scratch memory of `rnn_model_release_memory`. An f32 model packs the
+// backward's panels too; a bf16 model only the forward's, at half the
+// bytes each. Added in ABI version 4.
+//
+// # Safety
+// `model` from `rnn_model_create` (checked); `bytes` writable.
+enum rnn_status rnn_model_packed_bytes(const struct rnn_model *model, size_t *bytes);
 
 // Forward inference: runs `*input` through the model and writes `y`, `h_n`
 // (and `c_n` if given) into `*output`.

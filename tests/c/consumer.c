@@ -190,6 +190,32 @@ static void run_case(const test_case *c) {
     EXPECT_STATUS(rnn_clip_grad_norm(dparams, s.params, 0.0f, NULL), RNN_INVALID_ARGUMENT);
     EXPECT_STATUS(rnn_clip_grad_value(NULL, 3, 1.0f), RNN_NULL_POINTER);
 
+    /* bf16 inference: within bf16's accuracy of the f32 reference, half the
+     * packed bytes, training refused until the model is f32 again. */
+    size_t f32_bytes = 0, bf16_bytes = 0;
+    uint32_t precision = 99;
+    EXPECT_STATUS(rnn_model_get_precision(model, &precision), RNN_OK);
+    CHECK(precision == RNN_PRECISION_F32, "default precision %u", precision);
+    EXPECT_STATUS(rnn_model_packed_bytes(model, &f32_bytes), RNN_OK);
+    EXPECT_STATUS(rnn_model_set_precision(model, RNN_PRECISION_BF16), RNN_OK);
+    EXPECT_STATUS(rnn_model_get_precision(model, &precision), RNN_OK);
+    CHECK(precision == RNN_PRECISION_BF16, "precision %u", precision);
+    EXPECT_STATUS(rnn_forward_inference(model, &in, &out), RNN_OK);
+    compare("bf16 inference y", y, &c->y, 3e-2f);
+    EXPECT_STATUS(rnn_model_packed_bytes(model, &bf16_bytes), RNN_OK);
+    CHECK(bf16_bytes > 0 && 2 * bf16_bytes < f32_bytes, "packed bytes: bf16 %zu, f32 %zu", bf16_bytes,
+          f32_bytes);
+    rnn_trace *refused = NULL;
+    EXPECT_STATUS(rnn_forward_training(model, &in, &out, &refused), RNN_INVALID_ARGUMENT);
+    CHECK(refused == NULL && strstr(rnn_last_error_message(), "bf16") != NULL, "message: %s",
+          rnn_last_error_message());
+    EXPECT_STATUS(rnn_backward(model, trace, &og, &g), RNN_INVALID_ARGUMENT);
+    EXPECT_STATUS(rnn_model_set_precision(model, 7), RNN_INVALID_ARGUMENT);
+    EXPECT_STATUS(rnn_model_get_precision(model, NULL), RNN_NULL_POINTER);
+    EXPECT_STATUS(rnn_model_packed_bytes(model, NULL), RNN_NULL_POINTER);
+    EXPECT_STATUS(rnn_model_set_precision(model, RNN_PRECISION_F32), RNN_OK);
+    EXPECT_STATUS(rnn_backward(model, trace, &og, &g), RNN_OK);
+
     /* A trace is tied to the parameters that made it. */
     EXPECT_STATUS(rnn_model_init_random(model, 7), RNN_OK);
     EXPECT_STATUS(rnn_backward(model, trace, &og, &g), RNN_INVALID_ARGUMENT);
