@@ -5,11 +5,15 @@
 //! Genesis), with truncated BPTT over a batch of streams through the text,
 //! gradient clipping and Adam. Shows a progress bar with the loss and
 //! characters per second, prints generated samples as it goes, writes the
-//! loss curve as an SVG and a checkpoint that `--generate` loads.
+//! loss curve as an SVG and a checkpoint that `--generate` loads. The last
+//! 10 % of the text is held out of training; `--evaluate` reports the
+//! checkpoint's cross-entropy on it in f32 and in bf16 (`rnn::Precision`).
 //!
 //! ```text
 //! cargo run --release --example char_rnn                       # train (about 100 s)
 //! cargo run --release --example char_rnn -- --generate        # sample from the checkpoint
+//! cargo run --release --example char_rnn -- --generate --precision bf16
+//! cargo run --release --example char_rnn -- --evaluate        # held-out loss, f32 vs bf16
 //! cargo run --release --example char_rnn -- --help
 //! ```
 
@@ -20,12 +24,13 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use rnn::rng::SplitMix64;
 use rnn::train::{self, Adam, Dense, State};
-use rnn::{CellKind, Config, Input, Model};
+use rnn::{CellKind, Config, Input, Model, Precision};
 
 const HELP: &str = "char_rnn: train a character-level RNN, or generate text with it.
 
 options:
-  --text FILE         training text (default data/genesis.txt)
+  --text FILE         text (default data/genesis.txt); its last 10 % is held
+                      out of training
   --cell lstm|gru|rnn (default lstm)
   --hidden N          hidden size (default 256)
   --layers N          stacked layers (default 1)
@@ -39,6 +44,10 @@ options:
                       output layer and Adam state (the cell and sizes come
                       from the checkpoint)
   --generate          load DIR/checkpoint.bin and print generated text
+  --evaluate          load DIR/checkpoint.bin and print its cross-entropy on
+                      the held-out text in f32 and in bf16
+  --precision P       f32 or bf16: the network's inference precision for
+                      --generate (default f32; training is always f32)
   --length N          characters to generate (default 600)
   --prime TEXT        text to start generation from (default \"And God said\")
   --temperature X     sampling temperature (default 0.7)
@@ -58,6 +67,8 @@ struct Options {
     out: PathBuf,
     resume: bool,
     generate: bool,
+    evaluate: bool,
+    precision: Precision,
     length: usize,
     prime: String,
     temperature: f32,
@@ -78,6 +89,8 @@ fn parse_options() -> Result<Options, String> {
         out: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/char_rnn"),
         resume: false,
         generate: false,
+        evaluate: false,
+        precision: Precision::F32,
         length: 600,
         prime: "And God said".into(),
         temperature: 0.7,
@@ -111,6 +124,11 @@ fn parse_options() -> Result<Options, String> {
             "--out" => o.out = value()?.into(),
             "--resume" => o.resume = true,
             "--generate" => o.generate = true,
+            "--evaluate" => o.evaluate = true,
+            "--precision" => {
+                o.precision =
+                    Precision::from_name(&value()?).map_err(|e| format!("--precision: {e}"))?
+            }
             "--length" => o.length = num(value()?)? as usize,
             "--prime" => o.prime = value()?,
             "--temperature" => o.temperature = num(value()?)? as f32,
@@ -124,10 +142,12 @@ fn parse_options() -> Result<Options, String> {
     Ok(o)
 }
 
-/// The characters of the text, as a sorted vocabulary and indices into it.
+/// The characters of the text, as a sorted vocabulary and indices into it:
+/// `ids` for training, `held_out` (the last 10 %) for evaluation only.
 struct Corpus {
     vocab: Vec<char>,
     ids: Vec<usize>,
+    held_out: Vec<usize>,
 }
 
 impl Corpus {
@@ -142,7 +162,13 @@ impl Corpus {
         if ids.len() < 2 {
             return Err("the text needs at least two characters".into());
         }
-        Ok(Corpus { vocab, ids })
+        let mut ids = ids;
+        let held_out = ids.split_off(ids.len() - ids.len() / 10);
+        Ok(Corpus {
+            vocab,
+            ids,
+            held_out,
+        })
     }
 }
 
@@ -433,12 +459,61 @@ fn load_net(o: &Options) -> Result<(CharModel, train::Checkpoint), Box<dyn std::
 }
 
 fn generate(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
-    let (net, _) = load_net(o)?;
+    let (mut net, _) = load_net(o)?;
+    net.rnn.set_precision(o.precision);
     let mut rng = SplitMix64::new(o.seed);
     println!(
         "{}",
         net.sample(&o.prime, o.length, o.temperature, &mut rng)
     );
+    Ok(())
+}
+
+/// Mean cross-entropy (nats/char) of predicting each held-out character
+/// from those before it, over 16 streams through the held-out text, each
+/// starting from a zero state.
+fn held_out_loss(net: &CharModel, ids: &[usize]) -> Result<f32, Box<dyn std::error::Error>> {
+    let streams = 16.min(ids.len().saturating_sub(1)).max(1);
+    let t = (ids.len() - 1) / streams;
+    if t == 0 {
+        return Err("the held-out text is too short to evaluate".into());
+    }
+    let (mut inputs, mut targets) = (vec![0; t * streams], vec![0; t * streams]);
+    for b in 0..streams {
+        for step in 0..t {
+            inputs[step * streams + b] = ids[b * t + step];
+            targets[step * streams + b] = ids[b * t + step + 1];
+        }
+    }
+    let x = net.one_hot(&inputs);
+    let out = net.rnn.forward_inference(&Input::new(&x, t, streams))?;
+    let logits = net.dense.forward(&out.y)?;
+    let (loss, _) = train::softmax_cross_entropy(&logits, net.vocab.len(), &targets)?;
+    Ok(loss)
+}
+
+fn evaluate(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
+    let corpus = Corpus::load(&o.text)?;
+    let (mut net, _) = load_net(o)?;
+    if net.vocab != corpus.vocab {
+        return Err("--evaluate: the checkpoint's vocabulary is not the text's".into());
+    }
+    net.rnn.set_precision(Precision::F32);
+    let f32_loss = held_out_loss(&net, &corpus.held_out)?;
+    println!(
+        "held-out cross-entropy ({} characters) on {}: f32 {f32_loss:.4} nats/char",
+        corpus.held_out.len(),
+        net.rnn.isa()?.name()
+    );
+    for precision in Precision::ALL.into_iter().filter(|&p| p != Precision::F32) {
+        net.rnn.set_precision(precision);
+        let loss = held_out_loss(&net, &corpus.held_out)?;
+        println!(
+            "{:>4}: {loss:.4} nats/char ({:+.3} % against f32)",
+            precision.name(),
+            100.0 * (loss - f32_loss) / f32_loss
+        );
+    }
     Ok(())
 }
 
@@ -450,7 +525,9 @@ fn main() {
             std::process::exit(if msg == HELP { 0 } else { 2 });
         }
     };
-    let result = if options.generate {
+    let result = if options.evaluate {
+        evaluate(&options)
+    } else if options.generate {
         generate(&options)
     } else {
         train(&options)
