@@ -1,7 +1,7 @@
 //! Choosing the instruction set once at run time.
 //!
 //! The best ISA the CPU supports is used unless the environment variable
-//! `RNN_ISA` (`scalar`, `avx2`, `avx512`, `avx512bf16`, `neon`) names another; a model can
+//! `RNN_ISA` (`scalar`, `avx2`, `avx512`, `neon`) names another; a model can
 //! also be pinned to one with `Model::with_isa`. An ISA the CPU lacks is
 //! never run: asking for it is an error.
 
@@ -20,32 +20,18 @@ pub enum Isa {
     Avx2,
     /// x86-64 AVX-512F, 16 lanes.
     Avx512,
-    /// AVX-512F with the BF16 extension: the AVX-512 kernels, with bf16
-    /// models multiplied by `vdpbf16ps` (rows rounded to bf16 too). Only
-    /// when asked for (`RNN_ISA`, `Model::with_isa`), never by
-    /// [`Isa::best`]: on the Sapphire Rapids core it was measured on,
-    /// `vdpbf16ps` retires a third as often as an FMA, so this path ran at
-    /// half the speed of AVX-512's widening one.
-    Avx512Bf16,
     /// AArch64 NEON, 4 lanes.
     Neon,
 }
 
 impl Isa {
-    pub const ALL: [Isa; 5] = [
-        Isa::Scalar,
-        Isa::Avx2,
-        Isa::Avx512,
-        Isa::Avx512Bf16,
-        Isa::Neon,
-    ];
+    pub const ALL: [Isa; 4] = [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon];
 
     pub fn name(self) -> &'static str {
         match self {
             Isa::Scalar => "scalar",
             Isa::Avx2 => "avx2",
             Isa::Avx512 => "avx512",
-            Isa::Avx512Bf16 => "avx512bf16",
             Isa::Neon => "neon",
         }
     }
@@ -56,7 +42,7 @@ impl Isa {
             .find(|isa| isa.name().eq_ignore_ascii_case(name.trim()))
             .ok_or_else(|| {
                 Error::InvalidArgument(format!(
-                    "unknown ISA {name:?}: expected scalar, avx2, avx512, avx512bf16 or neon"
+                    "unknown ISA {name:?}: expected scalar, avx2, avx512 or neon"
                 ))
             })
     }
@@ -69,10 +55,6 @@ impl Isa {
             Isa::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => is_x86_feature_detected!("avx512f"),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512Bf16 => {
-                is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16")
-            }
             #[cfg(target_arch = "aarch64")]
             Isa::Neon => std::arch::is_aarch64_feature_detected!("neon"),
             #[allow(unreachable_patterns)]
@@ -182,8 +164,6 @@ impl Kernels {
             Isa::Avx2 => super::avx2::entry::TABLE,
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => super::avx512::entry::TABLE,
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512Bf16 => super::avx512bf16::entry::TABLE,
             #[cfg(target_arch = "aarch64")]
             Isa::Neon => super::neon::entry::TABLE,
             #[allow(unreachable_patterns)]
@@ -241,10 +221,10 @@ pub fn measure_fma_peak(isa: Isa, seconds: f64) -> Result<f64> {
     let lanes = match isa {
         Isa::Scalar => 1.0,
         Isa::Avx2 => 8.0,
-        Isa::Avx512 | Isa::Avx512Bf16 => 16.0,
+        Isa::Avx512 => 16.0,
         Isa::Neon => 4.0,
     };
-    let chains = if matches!(isa, Isa::Avx512 | Isa::Avx512Bf16 | Isa::Neon) {
+    let chains = if matches!(isa, Isa::Avx512 | Isa::Neon) {
         24.0
     } else {
         12.0

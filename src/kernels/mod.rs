@@ -21,8 +21,6 @@ mod scalar;
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
-#[cfg(target_arch = "x86_64")]
-mod avx512bf16;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 

@@ -20,14 +20,6 @@ use crate::kernels::Simd;
 pub(crate) unsafe trait Format<S: Simd>: Copy + 'static {
     /// k values per word.
     const K: usize;
-    /// Registers a loaded panel vector, and a row's broadcast, take in a
-    /// tile (2 where the words are widened into two f32 vectors): sizes
-    /// the tile's rows so that nothing spills.
-    const REGISTERS: usize;
-    /// Whether the tile broadcasts from rows converted by [`Format::stage`]
-    /// a block of k at a time (a format that multiplies the rows in another
-    /// type), rather than from the f32 rows in place.
-    const STAGED: bool = false;
     /// A group's panel vector, loaded (and widened).
     type Slot: Copy;
     /// A row's group of `K` values, broadcast.
@@ -42,18 +34,6 @@ pub(crate) unsafe trait Format<S: Simd>: Copy + 'static {
     unsafe fn splat_tail(a: *const f32, valid: usize) -> Self::Row;
     /// `acc` plus the group's products, one FMA per k value, in k order.
     unsafe fn madd(acc: S::V, a: Self::Row, b: Self::Slot) -> S::V;
-    /// Staged formats: converts `count` floats at `src` into words at `dst`
-    /// (`count.div_ceil(K)` of them, the last padded with zeros); reads
-    /// nothing past `count`.
-    #[inline(always)]
-    unsafe fn stage(_src: *const f32, _count: usize, _dst: *mut u32) {
-        unreachable!("only staged formats convert their rows")
-    }
-    /// Staged formats: broadcasts the group in one staged word.
-    #[inline(always)]
-    unsafe fn splat_staged(_word: *const u32) -> Self::Row {
-        unreachable!("only staged formats convert their rows")
-    }
 }
 
 /// f32 weights: one value per word.
@@ -63,7 +43,6 @@ pub(crate) struct F32;
 // SAFETY: reads one vector at a slot and one float at a row.
 unsafe impl<S: Simd> Format<S> for F32 {
     const K: usize = 1;
-    const REGISTERS: usize = 1;
     type Slot = S::V;
     type Row = S::V;
     #[inline(always)]
@@ -102,7 +81,6 @@ pub(crate) struct Bf16;
 // at a row.
 unsafe impl<S: Simd> Format<S> for Bf16 {
     const K: usize = 2;
-    const REGISTERS: usize = 2;
     type Slot = (S::V, S::V);
     type Row = (S::V, S::V);
     #[inline(always)]

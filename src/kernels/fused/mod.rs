@@ -133,10 +133,6 @@ pub(crate) struct BackParams<'a> {
 // its target feature, so SIMD work inside a closure would become a call per
 // operation. Epilogues are trait impls instead.
 
-/// Words per row that a tile of a staged format converts at a time: a
-/// block of MR rows (at most 4.5 KiB) stays in L1 with the panels.
-const STAGE_WORDS: usize = 128;
-
 /// `MR` rows of `a` (each `k` floats) times `NP` packed panels of `V`
 /// vectors per `k` row (`panel_stride` words apart, in format `F`: see
 /// `format.rs`): the `MR × NP × V` accumulators. Every accumulator is one
@@ -157,35 +153,6 @@ unsafe fn tile<S: Simd, F: Format<S>, const MR: usize, const V: usize, const NP:
         let step = V * S::LANES;
         let (groups, tail) = (k / F::K, k % F::K);
         let mut b = [[F::empty(); V]; NP];
-        if F::STAGED {
-            // The rows converted a block of words at a time, on the stack.
-            let mut staged = [[0u32; STAGE_WORDS]; MR];
-            let words = k.div_ceil(F::K);
-            for g0 in (0..words).step_by(STAGE_WORDS) {
-                let block = STAGE_WORDS.min(words - g0);
-                let floats = (k - g0 * F::K).min(block * F::K);
-                for r in 0..MR {
-                    F::stage(a[r].add(g0 * F::K), floats, staged[r].as_mut_ptr());
-                }
-                for g in 0..block {
-                    for q in 0..NP {
-                        let bp = panel.add(q * panel_stride + (g0 + g) * step);
-                        for v in 0..V {
-                            b[q][v] = F::load(bp.add(v * S::LANES));
-                        }
-                    }
-                    for r in 0..MR {
-                        let av = F::splat_staged(staged[r].as_ptr().add(g));
-                        for q in 0..NP {
-                            for v in 0..V {
-                                acc[r][q][v] = F::madd(acc[r][q][v], av, b[q][v]);
-                            }
-                        }
-                    }
-                }
-            }
-            return acc;
-        }
         for g in 0..groups + usize::from(tail > 0) {
             for q in 0..NP {
                 let bp = panel.add(q * panel_stride + g * step);
@@ -326,12 +293,12 @@ unsafe fn for_rows<
 }
 
 /// Rows per register tile, so that the tile's MR × `vectors` accumulators,
-/// the panel vectors they share (`vectors × per_load` registers, see
-/// `Format::REGISTERS`) and a row's broadcast (`per_load`) all fit the
-/// register file (one register more spills accumulators to the stack
-/// inside the k loop, which on AVX2 halved the throughput).
-const fn rows_per_tile<S: Simd>(vectors: usize, per_load: usize) -> usize {
-    let free = S::REGISTERS.saturating_sub(vectors * per_load + per_load);
+/// the panel vectors they share (`vectors × k_per_word` once widened) and
+/// a row's broadcasts (`k_per_word`) all fit the register file (one
+/// register more spills accumulators to the stack inside the k loop, which
+/// on AVX2 halved the throughput).
+const fn rows_per_tile<S: Simd>(vectors: usize, k_per_word: usize) -> usize {
+    let free = S::REGISTERS.saturating_sub(vectors * k_per_word + k_per_word);
     let r = free / vectors;
     if r == 0 {
         1
@@ -341,11 +308,11 @@ const fn rows_per_tile<S: Simd>(vectors: usize, per_load: usize) -> usize {
 }
 
 /// Rows per register tile for a kernel of `gates` gates per panel over
-/// weights whose loaded vectors take `per_load` registers, given that
-/// tiles of fewer than four vectors per row take several panels.
-pub(crate) const fn tile_rows<S: Simd>(gates: usize, per_load: usize) -> usize {
+/// weights of `k_per_word` values per word, given that tiles of fewer than
+/// four vectors per row take several panels.
+pub(crate) const fn tile_rows<S: Simd>(gates: usize, k_per_word: usize) -> usize {
     let vectors = S::W * gates;
-    rows_per_tile::<S>(if vectors < 4 { 4 } else { vectors }, per_load)
+    rows_per_tile::<S>(if vectors < 4 { 4 } else { vectors }, k_per_word)
 }
 
 /// `p ⊙ c + x` for peephole gate `g`, or `x` without peepholes.
@@ -515,9 +482,6 @@ pub(crate) unsafe fn fma_chains<S: Simd, const ACC: usize>(iters: usize) -> f32 
 /// table: `instantiate_kernels!(Type, #[target_feature(...)])`.
 macro_rules! instantiate_kernels {
     ($S:ty $(, #[$attr:meta])?) => {
-        super::fused::instantiate_kernels!($S, bf16 = fused::Bf16 $(, #[$attr])?);
-    };
-    ($S:ty, bf16 = $Bf16:ty $(, #[$attr:meta])?) => {
         pub(crate) mod entry {
             #![allow(clippy::missing_safety_doc)]
             use super::*;
@@ -539,7 +503,7 @@ macro_rules! instantiate_kernels {
                 ($module:ident, $F:ty) => {
                     pub(crate) mod $module {
                         use super::*;
-                        const K: usize = <$F as fused::Format<$S>>::REGISTERS;
+                        const K: usize = <$F as fused::Format<$S>>::K;
                         $(#[$attr])?
                         pub(crate) unsafe fn lstm_step(p: &StepParams, rows: &[StepRow]) {
                             // SAFETY: only reachable through Kernels::for_isa, which checked the CPU; pointer validity is the caller's contract.
@@ -566,7 +530,7 @@ macro_rules! instantiate_kernels {
                 };
             }
             step_kernels!(f32_steps, fused::F32);
-            step_kernels!(bf16_steps, $Bf16);
+            step_kernels!(bf16_steps, fused::Bf16);
             $(#[$attr])?
             pub(crate) unsafe fn blocked_matmul(k: usize, n: usize, packed: &[f32], rows: &[MatRow], accumulate: bool) {
                 // SAFETY: only reachable through Kernels::for_isa, which checked the CPU; pointer validity is the caller's contract.
