@@ -311,51 +311,41 @@ impl PackedBlock {
             unit,
         )?;
         let proj_panels = words(proj_panels, h, unit)?;
-        if precision != Precision::F32 {
-            // Inference only: no backward panels.
-            return Ok(PackedBlock {
-                precision,
-                r_back_panels: Aligned::default(),
-                r_back_panels_n: Aligned::default(),
-                proj_back_panels: Aligned::default(),
-                gates: g_count,
-                hidden: h,
-                hp,
-                state,
-                state_stride,
-                input,
-                w_panels,
-                bias_interleaved,
-                r_panels,
-                r_panels_n,
-                rb_n,
-                peephole,
-                proj_panels,
-                w_back_panels: Aligned::default(),
-            });
-        }
-        let r_gm = &r_gate_major;
-        let (r_back_panels, r_back_panels_n) = if gru {
-            (
-                pack_b(2 * hp, state, unit, |kk, q| r_gm[kk * state + q])?,
-                pack_b(hp, state, unit, |kk, q| r_gm[(2 * hp + kk) * state + q])?,
-            )
-        } else {
-            (
-                pack_b(g_count * hp, state, unit, |kk, q| r_gm[kk * state + q])?,
-                Vec::new(),
-            )
-        };
-        let proj_back_panels = if config.proj_size() > 0 {
-            pack_b(state, hp, unit, |q, j| proj[q * hp + j])?
-        } else {
-            Vec::new()
-        };
+        // The backward's panels; training runs in f32, so a reduced-precision
+        // block has none.
+        let (w_back_panels, r_back_panels, r_back_panels_n, proj_back_panels) =
+            if precision == Precision::F32 {
+                let r_gm = &r_gate_major;
+                let (r_back, r_back_n) = if gru {
+                    (
+                        pack_b(2 * hp, state, unit, |kk, q| r_gm[kk * state + q])?,
+                        pack_b(hp, state, unit, |kk, q| r_gm[(2 * hp + kk) * state + q])?,
+                    )
+                } else {
+                    (
+                        pack_b(g_count * hp, state, unit, |kk, q| r_gm[kk * state + q])?,
+                        Vec::new(),
+                    )
+                };
+                let proj_back = if config.proj_size() > 0 {
+                    pack_b(state, hp, unit, |q, j| proj[q * hp + j])?
+                } else {
+                    Vec::new()
+                };
+                let w_back = pack_b(g_count * hp, input, unit, |kk, q| {
+                    w_gate_major[kk * input + q]
+                })?;
+                (
+                    Aligned::new(&w_back)?,
+                    Aligned::new(&r_back)?,
+                    Aligned::new(&r_back_n)?,
+                    Aligned::new(&proj_back)?,
+                )
+            } else {
+                Default::default()
+            };
         Ok(PackedBlock {
             precision,
-            r_back_panels: Aligned::new(&r_back_panels)?,
-            r_back_panels_n: Aligned::new(&r_back_panels_n)?,
-            proj_back_panels: Aligned::new(&proj_back_panels)?,
             gates: g_count,
             hidden: h,
             hp,
@@ -369,9 +359,10 @@ impl PackedBlock {
             rb_n,
             peephole,
             proj_panels,
-            w_back_panels: Aligned::new(&pack_b(g_count * hp, input, unit, |kk, q| {
-                w_gate_major[kk * input + q]
-            })?)?,
+            w_back_panels,
+            r_back_panels,
+            r_back_panels_n,
+            proj_back_panels,
         })
     }
 }
