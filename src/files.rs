@@ -219,6 +219,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "Miri does not support O_NONBLOCK in open")]
     fn only_regular_files_within_the_bound_are_read() {
         let dir = scratch_dir("read");
         let path = dir.join("data");

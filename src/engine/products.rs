@@ -230,6 +230,10 @@ mod tests {
     /// of a vector), store and accumulate, one and two threads: equal to an
     /// f64 product within f32 rounding, and the same bits on both pools.
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "too slow under Miri; small_scalar_products covers the scalar product"
+    )]
     fn rows_times_panels_equals_a_naive_product_on_every_isa() {
         let mut rng = SplitMix64::new(7);
         for isa in Isa::supported() {

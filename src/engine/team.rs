@@ -650,6 +650,7 @@ pub(crate) mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "too slow under Miri (every plan of many shapes)")]
     fn every_plan_covers_the_work_once() {
         for directions in 1..=2 {
             for batch in [0, 1, 2, 3, 5, 8, 17, 64] {
@@ -730,6 +731,10 @@ pub(crate) mod tests {
     /// same bits as one thread, for every cell variant, both directions at
     /// once and split steps.
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "too slow under Miri (16-member teams over whole layers)"
+    )]
     fn teams_larger_than_the_machine_give_the_same_bits() {
         let _globals = hold_globals();
         use crate::{CellKind, Config, Direction, GruVariant, Input, Model, OutputGrads};

@@ -317,6 +317,7 @@ mod tests {
     /// librnn never prints a caught panic, and leaves other panics to the
     /// hook that was there before.
     #[test]
+    #[cfg_attr(miri, ignore = "Miri cannot spawn the child process")]
     fn a_panic_in_a_call_is_not_printed_but_others_are() {
         let exe = std::env::current_exe().unwrap();
         // A cross-built test binary run under qemu-user may not be able to

@@ -135,6 +135,10 @@ mod tests {
     use crate::rng::SplitMix64;
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "too slow under Miri (matrixmultiply over thousands of rows)"
+    )]
     fn column_sums_over_many_rows_keep_f32_accuracy() {
         let (rows, cols) = (300_000, 3);
         let m: Vec<f32> = (0..rows * cols)
@@ -171,6 +175,7 @@ mod tests {
 
     /// Transposed views, beta 0 and 1, empty dimensions.
     #[test]
+    #[cfg_attr(miri, ignore = "too slow under Miri (matrixmultiply on many shapes)")]
     fn gemm_equals_a_naive_product() {
         let mut rng = SplitMix64::new(1);
         for (m, k, n) in [
