@@ -146,11 +146,10 @@
 // LSTM projection `[H_out, H]`.
 #define RNN_PARAM_PROJECTION 5
 
-
-
-// The largest checkpoint file [`load`] reads (1 TiB): a format maximum on
-// top of the file's own size, which bounds every read.
+// The largest file [`load`] reads (1 TiB), on top of the file's own size.
 #define MAX_FILE_BYTES (1 << 40)
+
+
 
 
 
@@ -514,6 +513,34 @@ enum rnn_status rnn_model_save(const struct rnn_model *model, const char *path);
 // # Safety
 // `path` NUL-terminated; `out` writable.
 enum rnn_status rnn_model_load(const char *path, struct rnn_model **out);
+
+// Saves the model's configuration and parameters as a safetensors file:
+// tensors under PyTorch's state-dict names ("weight_ih_l0", ...; LSTM
+// peepholes as "weight_peephole_l0"), the configuration in the header's
+// metadata (`librnn.*` keys), written atomically as `rnn_model_save` writes.
+// For a configuration PyTorch can express, `safetensors.torch.load_file`
+// and `load_state_dict` take the file as it is. Added in ABI version 4.
+//
+// # Safety
+// `model` from `rnn_model_create`; `path` NUL-terminated.
+enum rnn_status rnn_model_save_safetensors(const struct rnn_model *model, const char *path);
+
+// Loads a safetensors file into a new model in `*out`: one written by
+// `rnn_model_save_safetensors` (its configuration is in the file; `config`
+// may be NULL, or must equal it), or a PyTorch state dict saved with
+// `safetensors.torch.save_file(module.state_dict(), path)` (then `config`
+// must describe the module; GRU needs RNN_GRU_LINEAR_BEFORE_RESET for
+// PyTorch's semantics). Tensors may be float32, float64, bfloat16 or
+// float16. A missing, misshapen or unknown tensor, or a file that is not
+// safetensors, gives RNN_INVALID_ARGUMENT with the tensor named in the
+// message; no configuration for a file without one gives it too. No more
+// than the file's size is read. Added in ABI version 4.
+//
+// # Safety
+// `path` NUL-terminated; `config` NULL or valid; `out` writable.
+enum rnn_status rnn_model_load_safetensors(const char *path,
+                                           const struct rnn_config *config,
+                                           struct rnn_model **out);
 
 // Sets one tensor given by its PyTorch state-dict name ("weight_ih_l0",
 // "weight_hh_l1_reverse", "bias_ih_l0", "weight_hr_l0", ...), row-major as

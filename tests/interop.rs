@@ -138,7 +138,20 @@ fn pytorch_case(name: &str, kv: &HashMap<String, String>, t: &Tensors, isa: Isa)
         dict.iter().map(|(n, v)| (n.as_str(), v.as_slice())),
     )
     .unwrap();
-    let model = model.with_isa(isa).unwrap();
+    // The same module's state dict as PyTorch's `safetensors.torch.save_file`
+    // wrote it: the model every check below runs.
+    let path = data_dir().join(format!("{name}.safetensors"));
+    let loaded = rnn::interop::safetensors::load(&path, Some(&config)).unwrap();
+    assert_eq!(
+        loaded.model.params(),
+        model.params(),
+        "{name}: the safetensors file and the state dict disagree"
+    );
+    assert!(
+        loaded.extras.is_empty(),
+        "{name}: a state dict has no extras"
+    );
+    let model = loaded.model.with_isa(isa).unwrap();
     let (seq_len, batch) = (num(kv, "seq_len"), num(kv, "batch"));
     let lens: Option<Vec<usize>> = t
         .get("lengths")

@@ -995,6 +995,68 @@ pub unsafe extern "C" fn rnn_model_load(
     })
 }
 
+/// Saves the model's configuration and parameters as a safetensors file:
+/// tensors under PyTorch's state-dict names ("weight_ih_l0", ...; LSTM
+/// peepholes as "weight_peephole_l0"), the configuration in the header's
+/// metadata (`librnn.*` keys), written atomically as `rnn_model_save` writes.
+/// For a configuration PyTorch can express, `safetensors.torch.load_file`
+/// and `load_state_dict` take the file as it is. Added in ABI version 4.
+///
+/// # Safety
+/// `model` from `rnn_model_create`; `path` NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn rnn_model_save_safetensors(
+    model: *const rnn_model,
+    path: *const c_char,
+) -> rnn_status {
+    guard(|| {
+        // SAFETY: per the function's contract.
+        let path = unsafe { path_arg(path)? };
+        Ok(crate::interop::safetensors::save(
+            path,
+            &*model_ref(model)?,
+            &[],
+        )?)
+    })
+}
+
+/// Loads a safetensors file into a new model in `*out`: one written by
+/// `rnn_model_save_safetensors` (its configuration is in the file; `config`
+/// may be NULL, or must equal it), or a PyTorch state dict saved with
+/// `safetensors.torch.save_file(module.state_dict(), path)` (then `config`
+/// must describe the module; GRU needs RNN_GRU_LINEAR_BEFORE_RESET for
+/// PyTorch's semantics). Tensors may be float32, float64, bfloat16 or
+/// float16. A missing, misshapen or unknown tensor, or a file that is not
+/// safetensors, gives RNN_INVALID_ARGUMENT with the tensor named in the
+/// message; no configuration for a file without one gives it too. No more
+/// than the file's size is read. Added in ABI version 4.
+///
+/// # Safety
+/// `path` NUL-terminated; `config` NULL or valid; `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn rnn_model_load_safetensors(
+    path: *const c_char,
+    config: *const rnn_config,
+    out: *mut *mut rnn_model,
+) -> rnn_status {
+    guard(|| {
+        // SAFETY: per the function's contract.
+        let path = unsafe { path_arg(path)? };
+        if out.is_null() {
+            return Err(Failure::null("out"));
+        }
+        // SAFETY: NULL or valid per the contract.
+        let config = match unsafe { config.as_ref() } {
+            Some(c) => Some(to_config(c)?),
+            None => None,
+        };
+        let loaded = crate::interop::safetensors::load(path, config.as_ref())?;
+        // SAFETY: non-NULL and writable per the contract.
+        unsafe { *out = register(rnn_model::new(loaded.model)) };
+        Ok(())
+    })
+}
+
 /// # Safety
 /// `name` is NULL or NUL-terminated.
 unsafe fn str_arg<'a>(name: *const c_char, what: &str) -> Result<&'a str, Failure> {

@@ -167,6 +167,30 @@ static void run_case(const test_case *c) {
         free(y2);
         rnn_model_destroy(loaded);
     }
+    /* The same through a safetensors file: the configuration travels in it. */
+    char st_path[4200];
+    snprintf(st_path, sizeof st_path, "%s.safetensors", c->path);
+    EXPECT_STATUS(rnn_model_save_safetensors(model, st_path), RNN_OK);
+    loaded = NULL;
+    EXPECT_STATUS(rnn_model_load_safetensors(st_path, NULL, &loaded), RNN_OK);
+    if (loaded) {
+        float *y3 = calloc(s.y + 1, sizeof(float));
+        rnn_output out3 = {y3, s.y, h_n, s.h, NULL, 0};
+        EXPECT_STATUS(rnn_forward_inference(loaded, &in, &out3), RNN_OK);
+        compare("y after safetensors save/load", y3, &c->y, 1e-4f);
+        free(y3);
+        rnn_model_destroy(loaded);
+    }
+    rnn_config other = c->config;
+    other.hidden_size += 1;
+    loaded = NULL;
+    EXPECT_STATUS(rnn_model_load_safetensors(st_path, &other, &loaded), RNN_INVALID_ARGUMENT);
+    CHECK(loaded == NULL && strstr(rnn_last_error_message(), "not the one given") != NULL,
+          "safetensors with another configuration: %s", rnn_last_error_message());
+    EXPECT_STATUS(rnn_model_load_safetensors(st_path, &c->config, NULL), RNN_NULL_POINTER);
+    remove(st_path);
+    EXPECT_STATUS(rnn_model_load_safetensors(st_path, NULL, &loaded), RNN_INVALID_ARGUMENT);
+
     FILE *f = fopen(path, "r+b");
     if (f) {
         fseek(f, 40, SEEK_SET);

@@ -2,13 +2,15 @@
 """Test vectors for librnn's PyTorch and ONNX interop, produced by the real
 frameworks (not by librnn). Run on demand, not in CI:
 
-    python3 -m venv /tmp/venv && /tmp/venv/bin/pip install torch onnx onnxruntime numpy
+    python3 -m venv /tmp/venv && /tmp/venv/bin/pip install torch onnx onnxruntime numpy safetensors
     (versions used for the committed files: torch 2.15.0, onnx 1.23.2,
-    onnxruntime 1.32.0, numpy 2.4.6)
+    onnxruntime 1.32.0, numpy 2.4.6, safetensors 0.8.0)
     /tmp/venv/bin/python tests/interop/make_vectors.py
 
 Writes tests/data/<case>.bin (named float32 tensors) and tests/data/manifest.txt
-(one case per line: name, framework, then key=value configuration).
+(one case per line: name, framework, then key=value configuration); for the
+PyTorch cases also tests/data/<case>.safetensors, the module's state dict as
+`safetensors.torch.save_file` writes it.
 File format, little-endian: b"RNNV", u32 tensor count, then per tensor:
 u32 name length, name (UTF-8), u32 rank, u64 dims, float32 data.
 """
@@ -86,6 +88,9 @@ def torch_cases(manifest):
         if lengths:
             tensors["lengths"] = torch.tensor(lengths, dtype=torch.float32)
         write(name, {k: v.detach().numpy() for k, v in tensors.items()})
+        from safetensors.torch import save_file
+
+        save_file(m.state_dict(), os.path.join(OUT, name + ".safetensors"))
         manifest.append(
             f"{name} pytorch cell={cell} input={I} hidden={H} layers={L} bidirectional={int(bi)} "
             f"proj={proj} batch_first={int(bf)} activation={nl or 'tanh'} seq_len={T} batch={N}"
