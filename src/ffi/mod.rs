@@ -982,17 +982,8 @@ pub unsafe extern "C" fn rnn_model_load(
     path: *const c_char,
     out: *mut *mut rnn_model,
 ) -> rnn_status {
-    guard(|| {
-        // SAFETY: per the function's contract.
-        let path = unsafe { path_arg(path)? };
-        if out.is_null() {
-            return Err(Failure::null("out"));
-        }
-        let checkpoint = crate::train::load(path)?;
-        // SAFETY: non-NULL and writable per the contract.
-        unsafe { *out = register(rnn_model::new(checkpoint.model)) };
-        Ok(())
-    })
+    // SAFETY: per the function's contract.
+    guard(|| unsafe { load_into(path, out, |path| Ok(crate::train::load(path)?.model)) })
 }
 
 /// Saves the model's configuration and parameters as a safetensors file:
@@ -1040,21 +1031,39 @@ pub unsafe extern "C" fn rnn_model_load_safetensors(
     out: *mut *mut rnn_model,
 ) -> rnn_status {
     guard(|| {
-        // SAFETY: per the function's contract.
-        let path = unsafe { path_arg(path)? };
-        if out.is_null() {
-            return Err(Failure::null("out"));
-        }
         // SAFETY: NULL or valid per the contract.
         let config = match unsafe { config.as_ref() } {
             Some(c) => Some(to_config(c)?),
             None => None,
         };
-        let loaded = crate::interop::safetensors::load(path, config.as_ref())?;
-        // SAFETY: non-NULL and writable per the contract.
-        unsafe { *out = register(rnn_model::new(loaded.model)) };
-        Ok(())
+        // SAFETY: per the function's contract.
+        unsafe {
+            load_into(path, out, |path| {
+                Ok(crate::interop::safetensors::load(path, config.as_ref())?.model)
+            })
+        }
     })
+}
+
+/// Loads a model from the file at the C string `path` with `load` and
+/// stores a new handle to it in `*out` (untouched on failure).
+///
+/// # Safety
+/// `path` NULL or NUL-terminated; `out` NULL or writable.
+unsafe fn load_into(
+    path: *const c_char,
+    out: *mut *mut rnn_model,
+    load: impl FnOnce(std::path::PathBuf) -> Result<Model, Failure>,
+) -> Result<(), Failure> {
+    // SAFETY: per the function's contract.
+    let path = unsafe { path_arg(path)? };
+    if out.is_null() {
+        return Err(Failure::null("out"));
+    }
+    let model = load(path)?;
+    // SAFETY: non-NULL and writable per the contract.
+    unsafe { *out = register(rnn_model::new(model)) };
+    Ok(())
 }
 
 /// # Safety
