@@ -72,11 +72,11 @@ pub fn round_to_bf16(x: f32) -> f32 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// 2^e, exactly (Miri perturbs `powi`, as it may be inexact elsewhere).
-    fn pow2(e: i32) -> f32 {
+    pub(crate) fn pow2(e: i32) -> f32 {
         f32::from_bits(((127 + e) as u32) << 23)
     }
 

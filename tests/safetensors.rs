@@ -7,7 +7,7 @@ mod common;
 
 use common::cell_variants;
 use rnn::interop::safetensors::{from_bytes, load, save, to_bytes};
-use rnn::{CellKind, Config, Direction, Input, Model};
+use rnn::{CellKind, Config, Input, Model};
 
 fn dir() -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("librnn-safetensors-{}", std::process::id()));
@@ -18,12 +18,7 @@ fn dir() -> std::path::PathBuf {
 #[test]
 fn every_variant_round_trips_with_its_configuration_and_extras() {
     for (name, builder) in cell_variants(3, 5) {
-        for direction in [
-            Direction::Forward,
-            Direction::Reverse,
-            Direction::BidirectionalConcat,
-            Direction::BidirectionalSum,
-        ] {
+        for direction in common::DIRECTIONS {
             let config = builder
                 .clone()
                 .num_layers(2)

@@ -127,9 +127,9 @@ pub(crate) fn pack_b(
 /// (see `kernels::fused::format`): for bf16, row pair `(2i, 2i + 1)` of
 /// each panel becomes one row of words, the even row's value in the low
 /// half, a missing last odd row zero.
-fn to_words(panels: &[f32], k: usize, width: usize, precision: Precision) -> Result<Vec<f32>> {
+fn to_words(panels: Vec<f32>, k: usize, width: usize, precision: Precision) -> Result<Vec<f32>> {
     match precision {
-        Precision::F32 => Ok(panels.to_vec()),
+        Precision::F32 => Ok(panels),
         Precision::Bf16 => {
             let (per, word_rows) = (k * width, k.div_ceil(2));
             let count = panels.len().checked_div(per).unwrap_or(0);
@@ -262,7 +262,7 @@ impl PackedBlock {
             }
         }
         let words = |panels: Vec<f32>, k: usize, width: usize| -> Result<Aligned> {
-            Aligned::new(&to_words(&panels, k, width, precision)?)
+            Aligned::new(&to_words(panels, k, width, precision)?)
         };
         let (r_panels, r_panels_n) = if gru {
             (

@@ -46,24 +46,53 @@ pub fn check_compatible(config: &Config) -> Result<()> {
 /// Every state-dict entry for `config`: name and shape, in PyTorch's order.
 pub fn tensor_names(config: &Config) -> Result<Vec<(String, Vec<usize>)>> {
     check_compatible(config)?;
-    let mut names = Vec::new();
+    Ok(named_tensors(config)
+        .into_iter()
+        .map(|t| (t.name, t.shape))
+        .collect())
+}
+
+/// One parameter tensor under its state-dict name.
+pub(crate) struct Named {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub kind: ParamKind,
+    pub layer: usize,
+    pub dir: usize,
+}
+
+/// Every parameter tensor of `config` under PyTorch's naming scheme, in
+/// PyTorch's order, for any configuration (no compatibility check): LSTM
+/// peepholes, which PyTorch has not, are `weight_peephole_l{k}` `[3, H]`
+/// (for the safetensors files librnn writes).
+pub(crate) fn named_tensors(config: &Config) -> Vec<Named> {
+    let mut out = Vec::new();
     for layer in 0..config.num_layers() {
         for dir in 0..config.num_directions() {
             let suffix = if dir == 1 { "_reverse" } else { "" };
-            for (base, kind) in KINDS {
+            for &(base, kind) in KINDS.iter().chain([&PEEPHOLES]) {
                 if let Some((rows, cols)) = config.param_shape(layer, kind) {
-                    let shape = if cols == 1 && matches!(kind, ParamKind::Wb | ParamKind::Rb) {
-                        vec![rows]
-                    } else {
-                        vec![rows, cols]
+                    let shape = match kind {
+                        ParamKind::Wb | ParamKind::Rb => vec![rows * cols],
+                        ParamKind::Peephole => vec![3, rows * cols / 3],
+                        _ => vec![rows, cols],
                     };
-                    names.push((format!("{base}_l{layer}{suffix}"), shape));
+                    out.push(Named {
+                        name: format!("{base}_l{layer}{suffix}"),
+                        shape,
+                        kind,
+                        layer,
+                        dir,
+                    });
                 }
             }
         }
     }
-    Ok(names)
+    out
 }
+
+/// librnn's name for LSTM peepholes in PyTorch's scheme.
+const PEEPHOLES: (&str, ParamKind) = ("weight_peephole", ParamKind::Peephole);
 
 const KINDS: [(&str, ParamKind); 5] = [
     ("weight_ih", ParamKind::W),

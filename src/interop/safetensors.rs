@@ -36,10 +36,9 @@ use std::path::Path;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
-use crate::config::{
-    Activation, CellKind, Coded, Config, Direction, GruVariant, Layout, ParamKind,
-};
+use crate::config::{Activation, CellKind, Coded, Config, Direction, GruVariant, Layout};
 use crate::error::{Error, Result};
+use crate::interop::pytorch::{named_tensors, Named};
 use crate::model::Model;
 use crate::train::Checkpoint;
 
@@ -51,36 +50,6 @@ pub const EXTRA_PREFIX: &str = "librnn.extra.";
 
 /// Version of the `librnn.*` metadata this librnn writes.
 const FORMAT: &str = "1";
-
-const NAMES: [(&str, ParamKind); 6] = [
-    ("weight_ih", ParamKind::W),
-    ("weight_hh", ParamKind::R),
-    ("bias_ih", ParamKind::Wb),
-    ("bias_hh", ParamKind::Rb),
-    ("weight_hr", ParamKind::Projection),
-    ("weight_peephole", ParamKind::Peephole),
-];
-
-/// Every parameter tensor of `config`: name, shape, kind, layer, direction.
-fn tensors(config: &Config) -> Vec<(String, Vec<usize>, ParamKind, usize, usize)> {
-    let mut out = Vec::new();
-    for layer in 0..config.num_layers() {
-        for dir in 0..config.num_directions() {
-            let suffix = if dir == 1 { "_reverse" } else { "" };
-            for (base, kind) in NAMES {
-                if let Some((rows, cols)) = config.param_shape(layer, kind) {
-                    let shape = match kind {
-                        ParamKind::Wb | ParamKind::Rb => vec![rows * cols],
-                        ParamKind::Peephole => vec![3, rows * cols / 3],
-                        _ => vec![rows, cols],
-                    };
-                    out.push((format!("{base}_l{layer}{suffix}"), shape, kind, layer, dir));
-                }
-            }
-        }
-    }
-    out
-}
 
 /// A value's name as stored in the metadata (its `Debug` name).
 fn coded_name<T: Coded + std::fmt::Debug>(value: T) -> String {
@@ -196,8 +165,12 @@ fn le_bytes(values: &[f32]) -> Vec<u8> {
 pub fn to_bytes(model: &Model, extras: &[(&str, &[f32])]) -> Result<Vec<u8>> {
     let config = model.config();
     let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    for (name, shape, kind, layer, dir) in tensors(config) {
-        owned.push((name, shape, le_bytes(model.param(layer, dir, kind)?)));
+    for t in named_tensors(config) {
+        owned.push((
+            t.name,
+            t.shape,
+            le_bytes(model.param(t.layer, t.dir, t.kind)?),
+        ));
     }
     for (name, values) in extras {
         let full = format!("{EXTRA_PREFIX}{name}");
@@ -309,8 +282,15 @@ pub fn from_bytes(bytes: &[u8], config: Option<&Config>) -> Result<Checkpoint> {
         }
     };
     let mut params = crate::error::try_vec(config.num_params(), 0.0, "the parameters")?;
-    let expected = tensors(&config);
-    for (name, shape, kind, layer, dir) in &expected {
+    let expected = named_tensors(&config);
+    for Named {
+        name,
+        shape,
+        kind,
+        layer,
+        dir,
+    } in &expected
+    {
         let view = file.tensor(name).map_err(|_| {
             bad(format!(
                 "tensor `{name}` ({shape:?}) is missing; the file has {:?}",
@@ -328,7 +308,7 @@ pub fn from_bytes(bytes: &[u8], config: Option<&Config>) -> Result<Checkpoint> {
     }
     let mut extras = Vec::new();
     for name in sorted(file.names()) {
-        if expected.iter().any(|(n, ..)| n == name) {
+        if expected.iter().any(|t| t.name == name) {
             continue;
         }
         let Some(extra) = name.strip_prefix(EXTRA_PREFIX) else {
@@ -358,11 +338,7 @@ fn sorted(mut names: Vec<&str>) -> Vec<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// 2^e, exactly (Miri perturbs `powi`, as it may be inexact elsewhere).
-    fn pow2(e: i32) -> f32 {
-        f32::from_bits(((127 + e) as u32) << 23)
-    }
+    use crate::precision::tests::pow2;
 
     #[test]
     fn half_precision_values_convert_exactly() {

@@ -108,6 +108,19 @@ static void compare(const char *what, const float *got, const array *want, float
     }
 }
 
+/* A model loaded back from a file gives the case's y; destroys it. */
+static void check_reloaded(const char *what, rnn_model *loaded, const rnn_input *in, const rnn_sizes *s,
+                           const test_case *c) {
+    if (!loaded) return;
+    float *y = calloc(s->y + 1, sizeof(float)), *h_n = calloc(s->h + 1, sizeof(float));
+    rnn_output out = {y, s->y, h_n, s->h, NULL, 0};
+    EXPECT_STATUS(rnn_forward_inference(loaded, in, &out), RNN_OK);
+    compare(what, y, &c->y, 1e-4f);
+    free(y);
+    free(h_n);
+    rnn_model_destroy(loaded);
+}
+
 static void run_case(const test_case *c) {
     rnn_model *model = NULL;
     EXPECT_STATUS(rnn_model_create(&c->config, &model), RNN_OK);
@@ -159,28 +172,14 @@ static void run_case(const test_case *c) {
     EXPECT_STATUS(rnn_model_save(model, path), RNN_OK);
     rnn_model *loaded = NULL;
     EXPECT_STATUS(rnn_model_load(path, &loaded), RNN_OK);
-    if (loaded) {
-        float *y2 = calloc(s.y + 1, sizeof(float));
-        rnn_output out2 = {y2, s.y, h_n, s.h, NULL, 0};
-        EXPECT_STATUS(rnn_forward_inference(loaded, &in, &out2), RNN_OK);
-        compare("y after save/load", y2, &c->y, 1e-4f);
-        free(y2);
-        rnn_model_destroy(loaded);
-    }
+    check_reloaded("y after save/load", loaded, &in, &s, c);
     /* The same through a safetensors file: the configuration travels in it. */
     char st_path[4200];
     snprintf(st_path, sizeof st_path, "%s.safetensors", c->path);
     EXPECT_STATUS(rnn_model_save_safetensors(model, st_path), RNN_OK);
     loaded = NULL;
     EXPECT_STATUS(rnn_model_load_safetensors(st_path, NULL, &loaded), RNN_OK);
-    if (loaded) {
-        float *y3 = calloc(s.y + 1, sizeof(float));
-        rnn_output out3 = {y3, s.y, h_n, s.h, NULL, 0};
-        EXPECT_STATUS(rnn_forward_inference(loaded, &in, &out3), RNN_OK);
-        compare("y after safetensors save/load", y3, &c->y, 1e-4f);
-        free(y3);
-        rnn_model_destroy(loaded);
-    }
+    check_reloaded("y after safetensors save/load", loaded, &in, &s, c);
     rnn_config other = c->config;
     other.hidden_size += 1;
     loaded = NULL;
