@@ -78,7 +78,7 @@
 
 // Version of the C ABI described by this header. It changes whenever a
 // signature or struct layout changes incompatibly.
-#define RNN_ABI_VERSION 4
+#define RNN_ABI_VERSION 5
 
 // `rnn_config.cell`: Elman RNN (activation from `rnn_config.activation`).
 #define RNN_CELL_RNN 0
@@ -127,6 +127,12 @@
 // the f32 parameters (inputs, states, accumulation and outputs stay f32).
 // Added in ABI version 4.
 #define RNN_PRECISION_BF16 1
+
+// `rnn_model_set_precision`: int8 weights, one scale per output row;
+// inputs and states quantised per row as they are multiplied (int32 sums,
+// scaled back to f32 before the biases and gate functions). Added in ABI
+// version 5.
+#define RNN_PRECISION_INT8 2
 
 // `rnn_model_param_range` kinds: input weights `W [G·H, I_l]`.
 #define RNN_PARAM_W 0
@@ -412,13 +418,16 @@ enum rnn_status rnn_model_set_isa(struct rnn_model *model, const char *isa);
 enum rnn_status rnn_model_release_memory(const struct rnn_model *model, size_t *released);
 
 // Sets the precision the model's inference runs in: RNN_PRECISION_F32 (the
-// default) or RNN_PRECISION_BF16 (weights rounded to bfloat16 when they are
+// default), RNN_PRECISION_BF16 (weights rounded to bfloat16 when they are
 // packed, at the next call: half the weight bytes, faster at small batch;
 // a bf16 model gives exactly what an f32 model with bf16-rounded W, R and
-// projection gives). The f32 parameters are kept: the getters and setters
-// see them unchanged. Training calls (`rnn_forward_training`,
-// `rnn_backward`) need RNN_PRECISION_F32 and return RNN_INVALID_ARGUMENT
-// otherwise. Added in ABI version 4.
+// projection gives) or RNN_PRECISION_INT8 (ABI 5: int8 weights with a
+// scale per output row, a quarter of the weight bytes; each input and
+// state row quantised as it is multiplied; the same bits on every ISA).
+// The f32 parameters are kept: the getters and setters see them
+// unchanged. Training calls (`rnn_forward_training`, `rnn_backward`) need
+// RNN_PRECISION_F32 and return RNN_INVALID_ARGUMENT otherwise. Added in
+// ABI version 4.
 //
 // # Safety
 // `model` from `rnn_model_create` (checked; may be in use by other threads).
@@ -436,7 +445,8 @@ enum rnn_status rnn_model_get_precision(const struct rnn_model *model, uint32_t 
 // (RNN_OUT_OF_MEMORY if that fails): besides the f32 parameters and the
 // scratch memory of `rnn_model_release_memory`. An f32 model packs the
 // backward's panels too; a bf16 model only the forward's, at half the
-// bytes each. Added in ABI version 4.
+// bytes each, an int8 model at a quarter (plus a correction and a scale
+// per output row). Added in ABI version 4.
 //
 // # Safety
 // `model` from `rnn_model_create` (checked); `bytes` writable.

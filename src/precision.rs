@@ -1,9 +1,10 @@
 //! The precision a model's inference runs in: the format its weights are
 //! packed in for the kernels.
 //!
-//! Reduced precision applies to the weights only (`W`, `R` and the LSTM
-//! projection): they are rounded once, when the model packs them; the rows
-//! they multiply (inputs and states), the accumulation, the biases, the
+//! Reduced precision applies to the weight products (`W`, `R` and the LSTM
+//! projection): the weights are rounded once, when the model packs them.
+//! bf16 multiplies f32 rows by them; int8 also quantises each row it
+//! multiplies (inputs and states, once per step). The biases, the
 //! peepholes, the gate non-linearities, the cell state and the outputs stay
 //! f32. Training always runs in f32 on the f32 parameters, which a model
 //! keeps whatever its precision.
@@ -22,15 +23,26 @@ pub enum Precision {
     /// weights, so a bf16 model gives, bit for bit, what an f32 model with
     /// [`round_to_bf16`]-rounded weights gives on the same ISA.
     Bf16,
+    /// int8 weights, quantised symmetrically per output (one f32 scale per
+    /// row of `W`, `R` and the projection: `max |w| / 127`), a quarter of
+    /// the f32 weight memory. Every row a product multiplies (an input, a
+    /// state, GRU's `r ⊙ h`, the LSTM's `o ⊙ tanh c` before its projection)
+    /// is quantised when it is produced, symmetrically per row
+    /// (`max |x| / 127`, to nearest), and stored as `u8` with zero point
+    /// 128 so that VNNI's `u8 × i8` product applies. The integer sums are
+    /// exact and are scaled back to f32 before the bias and the gate
+    /// non-linearities, so the products are the same bits on every ISA.
+    Int8,
 }
 
 impl Precision {
-    pub const ALL: [Precision; 2] = [Precision::F32, Precision::Bf16];
+    pub const ALL: [Precision; 3] = [Precision::F32, Precision::Bf16, Precision::Int8];
 
     pub fn name(self) -> &'static str {
         match self {
             Precision::F32 => "f32",
             Precision::Bf16 => "bf16",
+            Precision::Int8 => "int8",
         }
     }
 
@@ -39,16 +51,20 @@ impl Precision {
             .into_iter()
             .find(|p| p.name().eq_ignore_ascii_case(name.trim()))
             .ok_or_else(|| {
-                Error::InvalidArgument(format!("unknown precision {name:?}: expected f32 or bf16"))
+                Error::InvalidArgument(format!(
+                    "unknown precision {name:?}: expected f32, bf16 or int8"
+                ))
             })
     }
 
-    /// Weight values per 32-bit word of a packed panel: a panel of `k` rows
-    /// holds `k.div_ceil(values_per_word)` rows of words.
-    pub(crate) fn values_per_word(self) -> usize {
+    /// Rows of 32-bit words a packed panel of `k` weight rows takes: the
+    /// weights (one, two or four per word), and for int8 two more rows, the
+    /// zero-point corrections and the scales (see `kernels::fused::format`).
+    pub(crate) fn panel_rows(self, k: usize) -> usize {
         match self {
-            Precision::F32 => 1,
-            Precision::Bf16 => 2,
+            Precision::F32 => k,
+            Precision::Bf16 => k.div_ceil(2),
+            Precision::Int8 => k.div_ceil(4) + 2,
         }
     }
 }
@@ -113,5 +129,6 @@ pub(crate) mod tests {
             assert_eq!(Precision::from_name(p.name()).unwrap(), p);
         }
         assert!(Precision::from_name("int4").is_err());
+        assert_eq!(Precision::from_name(" INT8").unwrap(), Precision::Int8);
     }
 }

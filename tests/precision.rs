@@ -1,7 +1,10 @@
 //! Reduced-precision inference (`Precision`): a bf16 model equals, bit for
 //! bit, an f32 model whose weights were rounded to bf16, on every ISA and
-//! cell variant; its outputs stay within the stated accuracy of the f32
-//! model's; training calls are refused; packed weights take half the bytes.
+//! cell variant; an int8 model runs every cell variant on every ISA; the
+//! outputs of both stay within the stated accuracy of the f32 model's;
+//! training calls are refused; packed weights take a half (bf16) and a
+//! quarter (int8) of the bytes. (That int8 products are the same bits on
+//! every ISA is tested where the kernels are: `kernels::dispatch`.)
 
 mod common;
 
@@ -83,71 +86,182 @@ fn bf16_equals_f32_with_rounded_weights_bit_for_bit_on_every_isa() {
     }
 }
 
-/// The accuracy statement: weights uniform in ±1/√H (the
-/// default), inputs N(0, 1), DESIGN.md's hidden sizes; max |y − y_f32|.
-#[test]
-fn bf16_outputs_are_within_1e_2_of_f32() {
+/// Max |y − y_f32| of `precision` over DESIGN.md's hidden sizes, weights
+/// uniform in ±1/√H (the default) and inputs N(0, 1), on `isa`.
+fn max_error_from_f32(precision: Precision, isa: Isa) -> f32 {
     let mut worst = 0f32;
     for cell in [rnn::CellKind::Rnn, rnn::CellKind::Lstm, rnn::CellKind::Gru] {
         for (h, n, t) in [(256, 1, 100), (512, 4, 50), (1024, 1, 50)] {
             let config = Config::builder(cell, h, h).build().unwrap();
-            let model = Model::random(config, 5);
+            let model = Model::random(config, 5).with_isa(isa).unwrap();
             let mut rng = SplitMix64::new(9);
             let x: Vec<f32> = (0..t * n * h).map(|_| rng.normal()).collect();
             let input = Input::new(&x, t, n);
             let want = model.forward_inference(&input).unwrap();
             let got = model
                 .clone()
-                .with_precision(Precision::Bf16)
+                .with_precision(precision)
                 .forward_inference(&input)
                 .unwrap();
-            let err = got
-                .y
-                .iter()
-                .zip(&want.y)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
-            println!("{cell:?} H{h} N{n} T{t}: max |y_bf16 - y_f32| = {err:.2e}");
-            assert!(err.is_finite() && err <= 1e-2, "{cell:?} H{h}: {err}");
+            let err = max_difference(&got.y, &want.y);
+            println!(
+                "{} {cell:?} H{h} N{n} T{t} on {}: max |y - y_f32| = {err:.2e}",
+                precision.name(),
+                isa.name()
+            );
             worst = worst.max(err);
         }
     }
-    println!("worst: {worst:.2e}");
+    println!("{} on {}, worst: {worst:.2e}", precision.name(), isa.name());
+    worst
+}
+
+/// Max |a − b| (NaN if either holds one, or the lengths differ).
+fn max_difference(a: &[f32], b: &[f32]) -> f32 {
+    if a.len() != b.len() {
+        return f32::NAN;
+    }
+    a.iter()
+        .zip(b)
+        .map(|(p, q)| (p - q).abs())
+        .fold(0f32, |m, d| if d > m || d.is_nan() { d } else { m })
+}
+
+/// The accuracy statement for bf16: within 1e-2 of f32.
+#[test]
+fn bf16_outputs_are_within_1e_2_of_f32() {
+    let err = max_error_from_f32(Precision::Bf16, Isa::best());
+    assert!(err.is_finite() && err <= 1e-2, "{err}");
+}
+
+/// The accuracy statement for int8: within 3e-2 of f32, on the
+/// best ISA and on the portable one (its products are the same bits on
+/// every ISA; what differs is the f32 arithmetic around them).
+#[test]
+fn int8_outputs_are_within_3e_2_of_f32() {
+    for isa in [Isa::best(), Isa::Scalar] {
+        let err = max_error_from_f32(Precision::Int8, isa);
+        assert!(err.is_finite() && err <= 3e-2, "{}: {err}", isa.name());
+    }
+}
+
+/// Every cell variant and option the f32 path has (lengths, directions,
+/// projection, clips, both GRU variants, 2 layers) runs in int8 on every
+/// ISA, close to f32, and the ISAs agree with the portable path.
+#[test]
+fn int8_runs_every_cell_variant_on_every_isa() {
+    let mut rng = SplitMix64::new(12);
+    for (input, hidden) in [(3, 5), (8, 17), (1, 2), (40, 33)] {
+        for (name, builder) in cell_variants(input, hidden) {
+            for direction in [Direction::Forward, Direction::BidirectionalSum] {
+                let config: Config = builder
+                    .clone()
+                    .num_layers(2)
+                    .direction(direction)
+                    .build()
+                    .unwrap();
+                let model = Model::random(config.clone(), 4);
+                let b = random_batch(&mut rng, &config, 6, 3);
+                let mut x = Input::new(&b.x, 6, 3)
+                    .with_seq_lens(&b.seq_lens)
+                    .with_h0(&b.h0);
+                if config.has_cell_state() {
+                    x = x.with_c0(&b.c0);
+                }
+                let f32_out = model.forward_inference(&x).unwrap();
+                let int8 = |isa: Isa| {
+                    model
+                        .clone()
+                        .with_isa(isa)
+                        .unwrap()
+                        .with_precision(Precision::Int8)
+                        .forward_inference(&x)
+                        .unwrap()
+                };
+                let portable = int8(Isa::Scalar);
+                let what = format!("{name} {direction:?} I={input} H={hidden}");
+                let err = max_difference(&portable.y, &f32_out.y)
+                    .max(max_difference(&portable.h_n, &f32_out.h_n));
+                assert!(err <= 5e-2, "{what}: int8 is {err} from f32");
+                for isa in Isa::supported() {
+                    let got = int8(isa);
+                    let apart = max_difference(&got.y, &portable.y)
+                        .max(max_difference(&got.h_n, &portable.h_n));
+                    assert!(
+                        apart <= 2e-2,
+                        "{what}: int8 on {} is {apart} from scalar",
+                        isa.name()
+                    );
+                    if let (Some(a), Some(b)) = (&got.c_n, &portable.c_n) {
+                        let apart = max_difference(a, b);
+                        assert!(apart <= 2e-2, "{what}: c_n on {}: {apart}", isa.name());
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[test]
-fn training_calls_on_a_bf16_model_are_refused() {
+fn training_calls_on_a_reduced_precision_model_are_refused() {
+    for precision in [Precision::Bf16, Precision::Int8] {
+        training_is_refused_in(precision);
+    }
+}
+
+fn training_is_refused_in(reduced: Precision) {
     let config = Config::builder(rnn::CellKind::Lstm, 3, 4).build().unwrap();
     let f32_model = Model::random(config, 1);
     let x = vec![0.5f32; 2 * 3];
     let input = Input::new(&x, 2, 1);
     let (out, trace) = f32_model.forward_training(&input).unwrap();
-    let bf16 = f32_model.clone().with_precision(Precision::Bf16);
-    let err = bf16.forward_training(&input).unwrap_err();
+    let reduced_model = f32_model.clone().with_precision(reduced);
+    let err = reduced_model.forward_training(&input).unwrap_err();
     assert!(matches!(err, rnn::Error::InvalidArgument(_)), "{err}");
-    assert!(err.to_string().contains("bf16"), "{err}");
+    assert!(err.to_string().contains(reduced.name()), "{err}");
     let mut y = vec![0.0; out.y.len()];
     let mut h = vec![0.0; out.h_n.len()];
     assert!(matches!(
-        bf16.forward_training_into(&input, &mut y, &mut h, None),
+        reduced_model.forward_training_into(&input, &mut y, &mut h, None),
         Err(rnn::Error::InvalidArgument(_))
     ));
-    // A trace of the f32 model, given to its bf16 self: refused too.
+    // A trace of the f32 model, given to its reduced self: refused too.
     let mut same = f32_model.clone();
-    same.set_precision(Precision::Bf16);
+    same.set_precision(reduced);
     let dy = vec![1.0; out.y.len()];
     assert!(matches!(
         f32_model
             .clone()
-            .with_precision(Precision::Bf16)
+            .with_precision(reduced)
             .backward(&trace, &OutputGrads::new(&dy)),
         Err(rnn::Error::InvalidArgument(_))
     ));
     // Back in f32, training works again.
     same.set_precision(Precision::F32);
     assert!(same.forward_training(&input).is_ok());
-    // Inference is fine in bf16.
-    assert!(bf16.forward_inference(&input).is_ok());
+    // Inference is fine in the reduced precision.
+    assert!(reduced_model.forward_inference(&input).is_ok());
+}
+
+#[test]
+fn int8_packs_a_quarter_of_the_forward_weight_bytes() {
+    for cell in [rnn::CellKind::Rnn, rnn::CellKind::Lstm, rnn::CellKind::Gru] {
+        let config = Config::builder(cell, 256, 256).build().unwrap();
+        let model = Model::random(config, 2);
+        let f32_bytes = model.packed_bytes().unwrap();
+        let int8 = model.clone().with_precision(Precision::Int8);
+        let int8_bytes = int8.packed_bytes().unwrap();
+        // f32 packs forward and backward panels (4 bytes a weight, twice);
+        // int8 the forward ones at 1 byte a weight, plus 8 bytes per output
+        // row and panel (correction and scale) and the f32 biases.
+        let weights = model.params().len();
+        println!("{cell:?}: {weights} parameters, f32 packs {f32_bytes} bytes, int8 {int8_bytes}");
+        assert!(
+            int8_bytes * 8 <= f32_bytes + 160 * 1024,
+            "{int8_bytes} vs {f32_bytes}"
+        );
+        assert!(int8_bytes >= weights, "{int8_bytes} for {weights} weights");
+    }
 }
 
 #[test]

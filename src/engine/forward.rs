@@ -8,11 +8,13 @@ use super::{copy_columns, layer_shape, pad_rows, team, Packed, SharedMut, Span};
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use super::quantize::{quantize_row, row_words};
 use crate::config::{CellKind, Config, Direction, GruVariant, Layout};
-use crate::error::{try_with_capacity, try_zeros_untouched, Result};
+use crate::error::{try_vec, try_with_capacity, try_zeros_untouched, Result};
 use crate::io::{swap_outer_axes_into, to_time_major, Input, Output, Shapes};
 use crate::kernels::fused::{MatRow, StepParams, StepRow};
 use crate::kernels::Kernels;
+use crate::precision::Precision;
 
 /// What backward needs from one layer and direction; every buffer has one
 /// row per (time, item), row index `t·N + b`, padded like the kernels' rows.
@@ -128,12 +130,15 @@ unsafe fn project(
     let gh = g * pb.hp;
     let mut mat_rows: Vec<MatRow> =
         try_with_capacity(PROJECTION_ROWS, "a projection block's row list")?;
+    // int8 multiplies each x row quantised, once per block of rows.
+    let mut quantized = QuantizedRows::new(pb.precision, PROJECTION_ROWS, input)?;
     let mut rows = rows.peekable();
     while rows.peek().is_some() {
         mat_rows.clear();
-        for r in rows.by_ref().take(PROJECTION_ROWS) {
+        for (i, r) in rows.by_ref().take(PROJECTION_ROWS).enumerate() {
+            let x_row = &x[r * input..(r + 1) * input];
             mat_rows.push(MatRow {
-                a: x[r * input..(r + 1) * input].as_ptr(),
+                a: quantized.row(i, x_row).unwrap_or(x_row.as_ptr()),
                 // SAFETY: row r of xw is inside it (the caller's contract).
                 out: unsafe { xw.at(r * gh + first * g * u) },
             });
@@ -154,6 +159,77 @@ unsafe fn project(
         };
     }
     Ok(())
+}
+
+/// Quantised copies of a block's rows, for int8 weights (see
+/// `engine::quantize`); empty in other precisions. Every pointer it hands
+/// out derives from one base pointer, so writing one row never invalidates
+/// another's pointer.
+struct QuantizedRows {
+    _buf: Vec<f32>,
+    base: *mut f32,
+    rows: usize,
+    /// Words per row.
+    words: usize,
+}
+
+impl QuantizedRows {
+    /// Room for `rows` rows of `k` values when `precision` is int8.
+    fn new(precision: Precision, rows: usize, k: usize) -> Result<Self> {
+        let words = row_words(k);
+        let rows = if precision == Precision::Int8 {
+            rows
+        } else {
+            0
+        };
+        let mut buf = try_vec(rows * words, 0.0, "quantised rows")?;
+        Ok(QuantizedRows {
+            base: buf.as_mut_ptr(),
+            _buf: buf,
+            rows,
+            words,
+        })
+    }
+
+    /// Where row `i` is (null when rows are not quantised).
+    fn slot(&self, i: usize) -> *const f32 {
+        match self.rows {
+            0 => std::ptr::null(),
+            _ => {
+                assert!(i < self.rows, "quantised row {i} of {}", self.rows);
+                // SAFETY: row i is inside the buffer.
+                unsafe { self.base.add(i * self.words) }
+            }
+        }
+    }
+
+    /// Quantises `values` as row `i` and returns where it is; `None` when
+    /// rows are not quantised.
+    fn row(&mut self, i: usize, values: &[f32]) -> Option<*const f32> {
+        let slot = self.slot(i);
+        if slot.is_null() {
+            return None;
+        }
+        // SAFETY: row i is inside the buffer (`slot` checked), and `&mut
+        // self` means no pointer to it is being read now.
+        let row = unsafe { std::slice::from_raw_parts_mut(slot.cast_mut(), self.words) };
+        quantize_row(values, row);
+        Some(slot)
+    }
+
+    /// [`row`](Self::row) from `k` floats at `values`; null when rows are
+    /// not quantised.
+    ///
+    /// # Safety
+    /// `values` points to `k` readable floats that no thread writes meanwhile.
+    unsafe fn row_at(&mut self, i: usize, values: *const f32, k: usize) -> *const f32 {
+        if self.rows == 0 {
+            return std::ptr::null();
+        }
+        // SAFETY: the caller's contract.
+        let values = unsafe { std::slice::from_raw_parts(values, k) };
+        self.row(i, values).unwrap_or(std::ptr::null())
+    }
 }
 
 /// [`project`] for every row and panel, in row blocks over the pool's
@@ -572,8 +648,15 @@ impl DirRun<'_> {
             panels,
             gru_phases: (true, true),
         };
-        // Reset-before-matmul GRU's n gate reads r ⊙ h of every unit.
-        let phases: &[(bool, bool)] = if gru && !lbr && share.parts > 1 {
+        // int8: each member quantises the rows its products read, once per
+        // step: h₋₁, r ⊙ h between GRU's phases, and m before the projection.
+        let int8 = pb.precision == Precision::Int8;
+        let mut h_q = QuantizedRows::new(pb.precision, nb, st)?;
+        let mut aux_q = QuantizedRows::new(pb.precision, if gru && !lbr { nb } else { 0 }, st)?;
+        let mut m_q = QuantizedRows::new(pb.precision, if proj { nb } else { 0 }, h)?;
+        // Reset-before-matmul GRU's n gate reads r ⊙ h of every unit (and
+        // with int8, its quantised copy, made between the phases).
+        let phases: &[(bool, bool)] = if gru && !lbr && (share.parts > 1 || int8) {
             &[(true, false), (false, true)]
         } else {
             &[(true, true)]
@@ -636,6 +719,7 @@ impl DirRun<'_> {
                     let row_t = t * self.batch + b;
                     active.push(row_t);
                     let h_prev = h_cur.at(b * ks);
+                    let h_prev_q = h_q.row_at(b - b0, h_prev, st);
                     let trace_row = |i: usize, width: usize| match &self.trace {
                         Some(bufs) if !bufs[i].is_null() => bufs[i].at(row_t * width),
                         _ => std::ptr::null_mut(),
@@ -676,6 +760,7 @@ impl DirRun<'_> {
                     }
                     rows.push(StepRow {
                         h_prev,
+                        h_prev_q,
                         xw: self.xw.at(row_t * gh),
                         h_next,
                         c: if lstm {
@@ -687,12 +772,21 @@ impl DirRun<'_> {
                         c_prev: trace_row(2, hp),
                         aux,
                         clip_mask: trace_row(6, gh),
+                        aux_q: aux_q.slot(b - b0),
                     });
                 }
             }
             for (i, &gru_phases) in phases.iter().enumerate() {
                 if i > 0 {
-                    sync()?;
+                    if share.parts > 1 {
+                        sync()?;
+                    }
+                    for (row, &row_t) in rows.iter().zip(&active) {
+                        // SAFETY: the phase (and its barrier) wrote every
+                        // unit of this row's r ⊙ h, which nothing writes
+                        // until the next step.
+                        unsafe { aux_q.row_at(row_t % self.batch - b0, row.aux, st) };
+                    }
                 }
                 let gates = match (cfg.cell(), gru_phases) {
                     (CellKind::Gru, (true, false)) => 2,
@@ -716,14 +810,21 @@ impl DirRun<'_> {
             if proj {
                 // Every output reads all of m: wait for the other parts.
                 sync()?;
+                for (i, r) in proj_rows.iter().enumerate() {
+                    // SAFETY: every part wrote its units of this row's m
+                    // before the barrier; nothing writes it until the next step.
+                    unsafe { m_q.row_at(i, r.a, h) };
+                }
                 let k_unit = pb.words(h) * unit;
                 epoch += 1;
                 let chunk = chunk_panels(1, ks / unit);
                 member.share_out(share, epoch, ks / unit, chunk, |(first, end)| {
                     chunk_rows.clear();
-                    chunk_rows.extend(proj_rows.iter().map(|r: &MatRow| MatRow {
-                        a: r.a,
-                        out: r.out.wrapping_add(first * unit),
+                    chunk_rows.extend(proj_rows.iter().enumerate().map(|(i, r): (_, &MatRow)| {
+                        MatRow {
+                            a: if int8 { m_q.slot(i) } else { r.a },
+                            out: r.out.wrapping_add(first * unit),
+                        }
                     }));
                     // SAFETY: as above; the projection's panels first..end
                     // are k_unit words each, and each row writes those

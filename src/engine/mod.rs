@@ -18,6 +18,7 @@ mod forward;
 mod memory;
 pub(crate) mod pack;
 mod products;
+mod quantize;
 pub(crate) mod team;
 mod workspace;
 

@@ -66,8 +66,9 @@ impl std::ops::DerefMut for Aligned {
 #[derive(Debug)]
 pub(crate) struct PackedBlock {
     /// The format of the forward panels (`w_panels`, `r_panels`,
-    /// `r_panels_n`, `proj_panels`): their words hold `values_per_word`
-    /// weights each (see `kernels::fused::format`). A reduced-precision
+    /// `r_panels_n`, `proj_panels`): a panel of `k` rows is
+    /// `precision.panel_rows(k)` rows of words (see
+    /// `kernels::fused::format`). A reduced-precision
     /// block has no backward panels (training runs in f32).
     pub precision: Precision,
     pub gates: usize,
@@ -126,10 +127,11 @@ pub(crate) fn pack_b(
 /// f32 panels of `k` rows of `width` values each, as words of `precision`
 /// (see `kernels::fused::format`): for bf16, row pair `(2i, 2i + 1)` of
 /// each panel becomes one row of words, the even row's value in the low
-/// half, a missing last odd row zero.
+/// half, a missing last odd row zero; for int8, see `quantize::pack_panels`.
 fn to_words(panels: Vec<f32>, k: usize, width: usize, precision: Precision) -> Result<Vec<f32>> {
     match precision {
         Precision::F32 => Ok(panels),
+        Precision::Int8 => super::quantize::pack_panels(&panels, k, width),
         Precision::Bf16 => {
             let (per, word_rows) = (k * width, k.div_ceil(2));
             let count = panels.len().checked_div(per).unwrap_or(0);
@@ -194,7 +196,7 @@ fn panels(
 impl PackedBlock {
     /// Rows of words a panel of `k` rows takes in this block's format.
     pub fn words(&self, k: usize) -> usize {
-        k.div_ceil(self.precision.values_per_word())
+        self.precision.panel_rows(k)
     }
 
     /// Bytes of packed weights and biases this block holds.

@@ -41,7 +41,7 @@ use crate::precision::Precision;
 
 /// Version of the C ABI described by this header. It changes whenever a
 /// signature or struct layout changes incompatibly.
-pub const RNN_ABI_VERSION: u32 = 4;
+pub const RNN_ABI_VERSION: u32 = 5;
 
 /// `rnn_config.cell`: Elman RNN (activation from `rnn_config.activation`).
 pub const RNN_CELL_RNN: u32 = 0;
@@ -76,6 +76,11 @@ pub const RNN_PRECISION_F32: u32 = 0;
 /// the f32 parameters (inputs, states, accumulation and outputs stay f32).
 /// Added in ABI version 4.
 pub const RNN_PRECISION_BF16: u32 = 1;
+/// `rnn_model_set_precision`: int8 weights, one scale per output row;
+/// inputs and states quantised per row as they are multiplied (int32 sums,
+/// scaled back to f32 before the biases and gate functions). Added in ABI
+/// version 5.
+pub const RNN_PRECISION_INT8: u32 = 2;
 /// `rnn_model_param_range` kinds: input weights `W [G·H, I_l]`.
 pub const RNN_PARAM_W: u32 = 0;
 /// Recurrent weights `R [G·H, H_out]`.
@@ -564,13 +569,16 @@ pub unsafe extern "C" fn rnn_model_release_memory(
 }
 
 /// Sets the precision the model's inference runs in: RNN_PRECISION_F32 (the
-/// default) or RNN_PRECISION_BF16 (weights rounded to bfloat16 when they are
+/// default), RNN_PRECISION_BF16 (weights rounded to bfloat16 when they are
 /// packed, at the next call: half the weight bytes, faster at small batch;
 /// a bf16 model gives exactly what an f32 model with bf16-rounded W, R and
-/// projection gives). The f32 parameters are kept: the getters and setters
-/// see them unchanged. Training calls (`rnn_forward_training`,
-/// `rnn_backward`) need RNN_PRECISION_F32 and return RNN_INVALID_ARGUMENT
-/// otherwise. Added in ABI version 4.
+/// projection gives) or RNN_PRECISION_INT8 (ABI 5: int8 weights with a
+/// scale per output row, a quarter of the weight bytes; each input and
+/// state row quantised as it is multiplied; the same bits on every ISA).
+/// The f32 parameters are kept: the getters and setters see them
+/// unchanged. Training calls (`rnn_forward_training`, `rnn_backward`) need
+/// RNN_PRECISION_F32 and return RNN_INVALID_ARGUMENT otherwise. Added in
+/// ABI version 4.
 ///
 /// # Safety
 /// `model` from `rnn_model_create` (checked; may be in use by other threads).
@@ -583,10 +591,14 @@ pub unsafe extern "C" fn rnn_model_set_precision(
         let precision = match precision {
             RNN_PRECISION_F32 => Precision::F32,
             RNN_PRECISION_BF16 => Precision::Bf16,
+            RNN_PRECISION_INT8 => Precision::Int8,
             other => {
                 return Err(Failure::new(
                     rnn_status::RNN_INVALID_ARGUMENT,
-                    format!("precision {other}: expected RNN_PRECISION_F32 or RNN_PRECISION_BF16"),
+                    format!(
+                        "precision {other}: expected RNN_PRECISION_F32, RNN_PRECISION_BF16 \
+                         or RNN_PRECISION_INT8"
+                    ),
                 ))
             }
         };
@@ -611,6 +623,7 @@ pub unsafe extern "C" fn rnn_model_get_precision(
         let value = match model_ref(model)?.precision() {
             Precision::F32 => RNN_PRECISION_F32,
             Precision::Bf16 => RNN_PRECISION_BF16,
+            Precision::Int8 => RNN_PRECISION_INT8,
         };
         // SAFETY: writable per the contract (NULL is reported).
         let out = unsafe { precision.as_mut() }.ok_or_else(|| Failure::null("precision"))?;
@@ -624,7 +637,8 @@ pub unsafe extern "C" fn rnn_model_get_precision(
 /// (RNN_OUT_OF_MEMORY if that fails): besides the f32 parameters and the
 /// scratch memory of `rnn_model_release_memory`. An f32 model packs the
 /// backward's panels too; a bf16 model only the forward's, at half the
-/// bytes each. Added in ABI version 4.
+/// bytes each, an int8 model at a quarter (plus a correction and a scale
+/// per output row). Added in ABI version 4.
 ///
 /// # Safety
 /// `model` from `rnn_model_create` (checked); `bytes` writable.

@@ -18,7 +18,8 @@ pub enum Isa {
     Scalar,
     /// x86-64 AVX2 with FMA, 8 lanes.
     Avx2,
-    /// x86-64 AVX-512F, 16 lanes.
+    /// x86-64 AVX-512F and BW (every AVX-512 CPU but the Xeon Phi), 16
+    /// lanes; int8 products use VNNI where the CPU has it.
     Avx512,
     /// AArch64 NEON, 4 lanes.
     Neon,
@@ -54,7 +55,9 @@ impl Isa {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => is_x86_feature_detected!("avx512f"),
+            Isa::Avx512 => {
+                is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw")
+            }
             #[cfg(target_arch = "aarch64")]
             Isa::Neon => std::arch::is_aarch64_feature_detected!("neon"),
             #[allow(unreachable_patterns)]
@@ -128,6 +131,7 @@ pub(crate) struct Table {
     /// Per weight format ([`Kernels::steps`]).
     pub f32: StepKernels,
     pub bf16: StepKernels,
+    pub int8: StepKernels,
     /// `blocked_matmul(k, n, packed, rows, accumulate)`, see
     /// `fused::blocked_matmul`: the backward's products over all steps.
     pub blocked_matmul: unsafe fn(usize, usize, &[f32], &[MatRow], bool),
@@ -163,7 +167,7 @@ impl Kernels {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => super::avx2::entry::TABLE,
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => super::avx512::entry::TABLE,
+            Isa::Avx512 => super::avx512::table(),
             #[cfg(target_arch = "aarch64")]
             Isa::Neon => super::neon::entry::TABLE,
             #[allow(unreachable_patterns)]
@@ -177,6 +181,7 @@ impl Kernels {
         match precision {
             Precision::F32 => &self.table.f32,
             Precision::Bf16 => &self.table.bf16,
+            Precision::Int8 => &self.table.int8,
         }
     }
 

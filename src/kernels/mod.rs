@@ -24,6 +24,8 @@ mod avx512;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 
+#[cfg(all(test, target_arch = "x86_64"))]
+pub(crate) use avx512::{bw_int8_steps as avx512_bw_int8_steps, vnni_steps as avx512_vnni_steps};
 pub use dispatch::Isa;
 pub(crate) use dispatch::Kernels;
 
@@ -67,6 +69,32 @@ pub(crate) unsafe trait Simd: Copy + 'static {
     /// them to f32 (exactly: a bf16 is the upper half of an f32): the values
     /// in the low halves, then those in the high halves.
     unsafe fn widen_bf16_pairs(p: *const f32) -> (Self::V, Self::V);
+}
+
+/// The integer dot product of an ISA, for int8 weights against quantised
+/// rows (`kernels::fused::format::Int8`): accumulators are `S::V` vectors
+/// whose lanes hold `i32` sums (as raw bits).
+///
+/// # Safety
+/// As [`Simd`]: only run on a CPU with the ISA (and the dot product's own
+/// features); `load` needs `S::LANES` readable words, `splat` and `to_f32`
+/// one word and `S::LANES` words.
+pub(crate) unsafe trait Int8Dot<S: Simd>: Copy + 'static {
+    /// Registers a loaded slot (and a broadcast row) takes.
+    const REGS: usize;
+    type Slot: Copy;
+    type Row: Copy;
+    unsafe fn empty() -> Self::Slot;
+    /// Loads `S::LANES` words, each four `i8` weights of one column (the
+    /// smallest k in the low byte).
+    unsafe fn load(p: *const f32) -> Self::Slot;
+    /// Broadcasts the word at `p`: four `u8` values of a quantised row.
+    unsafe fn splat(p: *const f32) -> Self::Row;
+    /// Per lane, `acc + Σ_{i<4} a_i · w_i` in wrapping `i32` arithmetic
+    /// (exact: see `engine::quantize` for the bounds).
+    unsafe fn madd(acc: S::V, a: Self::Row, b: Self::Slot) -> S::V;
+    /// Per lane, `acc − corr` in `i32`, converted to f32 (to nearest).
+    unsafe fn to_f32(acc: S::V, corr: *const f32) -> S::V;
 }
 
 /// Hidden units per panel for ISA `S`: hidden sizes are padded to a multiple.

@@ -1,13 +1,15 @@
-//! AVX-512F: 16 lanes of f32 in a `__m512`.
+//! AVX-512F and BW: 16 lanes of f32 in a `__m512`; int8 products with
+//! BW's exact 16-bit multiply-add, or VNNI's `vpdpbusd` where the CPU has it.
 
-use super::Simd;
+use super::dispatch::{StepKernels, Table};
+use super::{Int8Dot, Simd};
 use std::arch::x86_64::*;
 
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Avx512;
 
 // SAFETY: every method is only reached through `Kernels::for_isa(Isa::Avx512)`,
-// which checks `is_x86_feature_detected!("avx512f")` first; load/store need
+// which checks `is_x86_feature_detected!("avx512f")` and `("avx512bw")` first; load/store need
 // 16 valid floats, which the kernels guarantee by padding.
 unsafe impl Simd for Avx512 {
     type V = __m512;
@@ -98,4 +100,122 @@ unsafe impl Simd for Avx512 {
     }
 }
 
-super::fused::instantiate_kernels!(Avx512, #[target_feature(enable = "avx512f")]);
+/// int8 products with AVX-512BW: the `u8` row values and `i8` weights of
+/// each word split into their even and odd bytes as 16-bit lanes, and
+/// `vpmaddwd` sums each pair of products into 32 bits. Every product is at
+/// most 255 · 128 in magnitude, so no step saturates: the sums are exact.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Dot;
+
+// SAFETY: reached only through the AVX-512 table (F and BW checked);
+// reads 16 words at a slot, one at a row, 16 at a correction row.
+unsafe impl Int8Dot<Avx512> for Dot {
+    const REGS: usize = 2;
+    type Slot = (__m512i, __m512i);
+    type Row = (__m512i, __m512i);
+    #[inline(always)]
+    unsafe fn empty() -> (__m512i, __m512i) {
+        unsafe { (_mm512_setzero_si512(), _mm512_setzero_si512()) }
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> (__m512i, __m512i) {
+        // SAFETY: the caller guarantees 16 readable words at `p`.
+        unsafe {
+            let w = _mm512_loadu_si512(p.cast());
+            // Bytes 0 and 2 of each word, sign-extended; then bytes 1 and 3.
+            let even = _mm512_srai_epi16::<8>(_mm512_slli_epi16::<8>(w));
+            (even, _mm512_srai_epi16::<8>(w))
+        }
+    }
+    #[inline(always)]
+    unsafe fn splat(p: *const f32) -> (__m512i, __m512i) {
+        // SAFETY: the caller guarantees one readable word at `p`.
+        unsafe {
+            let a = _mm512_set1_epi32(p.cast::<i32>().read_unaligned());
+            let even = _mm512_and_si512(a, _mm512_set1_epi32(0x00FF_00FF));
+            (even, _mm512_srli_epi16::<8>(a))
+        }
+    }
+    #[inline(always)]
+    unsafe fn madd(acc: __m512, a: (__m512i, __m512i), b: (__m512i, __m512i)) -> __m512 {
+        unsafe {
+            let pairs = _mm512_add_epi32(_mm512_madd_epi16(a.0, b.0), _mm512_madd_epi16(a.1, b.1));
+            _mm512_castsi512_ps(_mm512_add_epi32(_mm512_castps_si512(acc), pairs))
+        }
+    }
+    #[inline(always)]
+    unsafe fn to_f32(acc: __m512, corr: *const f32) -> __m512 {
+        // SAFETY: the caller guarantees 16 readable words at `corr`.
+        unsafe {
+            let c = _mm512_loadu_si512(corr.cast());
+            _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_castps_si512(acc), c))
+        }
+    }
+}
+
+/// int8 products with AVX-512 VNNI: `vpdpbusd` multiplies the four `u8`
+/// row values by the four `i8` weights of each word and adds them to the
+/// 32-bit lane, exactly (the same sums as [`Dot`], in one instruction).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct VnniDot;
+
+// SAFETY: reached only through the VNNI step table, which `table` hands
+// out after checking `avx512vnni`; reads as `Dot`.
+unsafe impl Int8Dot<Avx512> for VnniDot {
+    const REGS: usize = 1;
+    type Slot = __m512i;
+    type Row = __m512i;
+    #[inline(always)]
+    unsafe fn empty() -> __m512i {
+        unsafe { _mm512_setzero_si512() }
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> __m512i {
+        // SAFETY: the caller guarantees 16 readable words at `p`.
+        unsafe { _mm512_loadu_si512(p.cast()) }
+    }
+    #[inline(always)]
+    unsafe fn splat(p: *const f32) -> __m512i {
+        // SAFETY: the caller guarantees one readable word at `p`.
+        unsafe { _mm512_set1_epi32(p.cast::<i32>().read_unaligned()) }
+    }
+    #[inline(always)]
+    unsafe fn madd(acc: __m512, a: __m512i, b: __m512i) -> __m512 {
+        unsafe { _mm512_castsi512_ps(_mm512_dpbusd_epi32(_mm512_castps_si512(acc), a, b)) }
+    }
+    #[inline(always)]
+    unsafe fn to_f32(acc: __m512, corr: *const f32) -> __m512 {
+        // SAFETY: forwarded from the caller.
+        unsafe { Dot::to_f32(acc, corr) }
+    }
+}
+
+super::fused::instantiate_kernels!(Avx512, #[target_feature(enable = "avx512f,avx512bw")]);
+
+super::fused::step_kernels!(
+    Avx512,
+    vnni_steps,
+    fused::Int8<VnniDot>,
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+);
+
+/// The int8 step kernels with VNNI, when this CPU has it.
+pub(crate) fn vnni_steps() -> Option<StepKernels> {
+    is_x86_feature_detected!("avx512vnni").then_some(vnni_steps::STEPS)
+}
+
+/// The int8 step kernels without VNNI (what a CPU without it runs).
+#[cfg(test)]
+pub(crate) fn bw_int8_steps() -> StepKernels {
+    entry::TABLE.int8
+}
+
+/// The AVX-512 kernel table, its int8 products on VNNI where the CPU has it
+/// (the same bits as without: the sums are exact).
+pub(crate) fn table() -> Table {
+    let mut table = entry::TABLE;
+    if let Some(steps) = vnni_steps() {
+        table.int8 = steps;
+    }
+    table
+}

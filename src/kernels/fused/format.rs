@@ -9,8 +9,17 @@
 //! the row's `K` values ([`Format::splat`]) and multiply-adds
 //! ([`Format::madd`]). Words are stored in `f32` buffers (as raw bits for
 //! the reduced formats); only the packing and these loads look inside.
+//!
+//! int8 ([`Int8`]) multiplies quantised rows: its left operands are not f32
+//! values but rows of `u8` quads with a scale (`engine::quantize`), its
+//! accumulators hold exact `i32` sums, and each panel carries two more rows
+//! of words after its `k.div_ceil(4)` rows: the zero-point corrections and
+//! the column scales, which [`Format::finish`] applies to turn the sums into
+//! f32 products before the epilogue sees them.
 
-use crate::kernels::Simd;
+use std::marker::PhantomData;
+
+use crate::kernels::{Int8Dot, Simd};
 
 /// How a tile loads and multiplies one group of `K` k values.
 ///
@@ -20,6 +29,17 @@ use crate::kernels::Simd;
 pub(crate) unsafe trait Format<S: Simd>: Copy + 'static {
     /// k values per word.
     const K: usize;
+    /// Floats a row advances per group of `K` k values: `K` for f32 rows,
+    /// one word for a quantised row.
+    const ROW_STEP: usize = Self::K;
+    /// Registers a loaded panel vector (and a broadcast row group) takes,
+    /// to size register tiles.
+    const REGS: usize;
+    /// Rows of words a panel holds after its `k.div_ceil(K)` rows.
+    const EXTRA_ROWS: usize = 0;
+    /// Whether the left operands are quantised rows (the epilogues then
+    /// hand the tile the rows' quantised copies).
+    const QUANTIZED: bool = false;
     /// A group's panel vector, loaded (and widened).
     type Slot: Copy;
     /// A row's group of `K` values, broadcast.
@@ -34,6 +54,17 @@ pub(crate) unsafe trait Format<S: Simd>: Copy + 'static {
     unsafe fn splat_tail(a: *const f32, valid: usize) -> Self::Row;
     /// `acc` plus the group's products, one FMA per k value, in k order.
     unsafe fn madd(acc: S::V, a: Self::Row, b: Self::Slot) -> S::V;
+    /// Turns one panel's accumulators of a row (`V` vectors) into its f32
+    /// products: `panel` is the panel's first word, `words` its rows of
+    /// k words, `a` the row. Nothing to do where the sums are products.
+    #[inline(always)]
+    unsafe fn finish<const V: usize>(
+        _acc: &mut [S::V; V],
+        _panel: *const f32,
+        _words: usize,
+        _a: *const f32,
+    ) {
+    }
 }
 
 /// f32 weights: one value per word.
@@ -43,6 +74,7 @@ pub(crate) struct F32;
 // SAFETY: reads one vector at a slot and one float at a row.
 unsafe impl<S: Simd> Format<S> for F32 {
     const K: usize = 1;
+    const REGS: usize = 1;
     type Slot = S::V;
     type Row = S::V;
     #[inline(always)]
@@ -81,6 +113,7 @@ pub(crate) struct Bf16;
 // at a row.
 unsafe impl<S: Simd> Format<S> for Bf16 {
     const K: usize = 2;
+    const REGS: usize = 2;
     type Slot = (S::V, S::V);
     type Row = (S::V, S::V);
     #[inline(always)]
@@ -107,5 +140,72 @@ unsafe impl<S: Simd> Format<S> for Bf16 {
     unsafe fn madd(acc: S::V, a: (S::V, S::V), b: (S::V, S::V)) -> S::V {
         // SAFETY: the ISA is the caller's contract.
         unsafe { S::fma(a.1, b.1, S::fma(a.0, b.0, acc)) }
+    }
+}
+
+/// int8 weights, four per word, against quantised rows, with the integer
+/// dot product `D` of the ISA: each output is
+/// `(Σ u_k·w_k − 128·Σ w_k) · scale_col · scale_row` (see
+/// [`crate::Precision::Int8`]). The sums are exact integers, so every ISA
+/// and dot product gives the same bits.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Int8<D>(PhantomData<D>);
+
+// SAFETY: reads one vector of words at a slot and one word at a row (a
+// quantised row is whole words, so a ragged last group reads its word too);
+// `finish` reads the panel's two extra rows and the row's scale word, which
+// the packing and the quantisation put there.
+unsafe impl<S: Simd, D: Int8Dot<S>> Format<S> for Int8<D> {
+    const K: usize = 4;
+    const REGS: usize = D::REGS;
+    const ROW_STEP: usize = 1;
+    const EXTRA_ROWS: usize = 2;
+    const QUANTIZED: bool = true;
+    type Slot = D::Slot;
+    type Row = D::Row;
+    #[inline(always)]
+    unsafe fn empty() -> D::Slot {
+        // SAFETY: the ISA is the caller's contract.
+        unsafe { D::empty() }
+    }
+    #[inline(always)]
+    unsafe fn load(words: *const f32) -> D::Slot {
+        // SAFETY: forwarded from the caller.
+        unsafe { D::load(words) }
+    }
+    #[inline(always)]
+    unsafe fn splat(a: *const f32) -> D::Row {
+        // SAFETY: forwarded from the caller.
+        unsafe { D::splat(a) }
+    }
+    #[inline(always)]
+    unsafe fn splat_tail(a: *const f32, _valid: usize) -> D::Row {
+        // SAFETY: a quantised row pads its last word (the weights there are
+        // zero), so the whole word is readable.
+        unsafe { D::splat(a) }
+    }
+    #[inline(always)]
+    unsafe fn madd(acc: S::V, a: D::Row, b: D::Slot) -> S::V {
+        // SAFETY: the ISA is the caller's contract.
+        unsafe { D::madd(acc, a, b) }
+    }
+    #[inline(always)]
+    unsafe fn finish<const V: usize>(
+        acc: &mut [S::V; V],
+        panel: *const f32,
+        words: usize,
+        a: *const f32,
+    ) {
+        let step = V * S::LANES;
+        // SAFETY: a panel holds `words + 2` rows of `V` vectors, a quantised
+        // row `words` words and then its scale.
+        unsafe {
+            let row_scale = S::splat(*a.add(words));
+            for v in 0..V {
+                let corrections = panel.add(words * step + v * S::LANES);
+                let scales = S::load(panel.add((words + 1) * step + v * S::LANES));
+                acc[v] = S::mul(S::mul(D::to_f32(acc[v], corrections), scales), row_scale);
+            }
+        }
     }
 }

@@ -11,8 +11,12 @@ struct GruRzEpilogue<'a> {
 
 impl<S: Simd, const V: usize> Epilogue<S, StepRow, V> for GruRzEpilogue<'_> {
     #[inline(always)]
-    fn a(&self, row: &StepRow) -> *const f32 {
-        row.h_prev
+    fn a(&self, row: &StepRow, quantized: bool) -> *const f32 {
+        if quantized {
+            row.h_prev_q
+        } else {
+            row.h_prev
+        }
     }
     #[inline(always)]
     unsafe fn apply(&self, row: &StepRow, panel: usize, acc: &[S::V; V]) {
@@ -43,11 +47,12 @@ struct GruNEpilogue<'a> {
 
 impl<S: Simd, const V: usize> Epilogue<S, StepRow, V> for GruNEpilogue<'_> {
     #[inline(always)]
-    fn a(&self, row: &StepRow) -> *const f32 {
-        if self.p.linear_before_reset {
-            row.h_prev
-        } else {
-            row.aux
+    fn a(&self, row: &StepRow, quantized: bool) -> *const f32 {
+        match (self.p.linear_before_reset, quantized) {
+            (true, false) => row.h_prev,
+            (true, true) => row.h_prev_q,
+            (false, false) => row.aux,
+            (false, true) => row.aux_q,
         }
     }
     #[inline(always)]

@@ -11,8 +11,12 @@ struct LstmEpilogue<'a> {
 
 impl<S: Simd, const V: usize> Epilogue<S, StepRow, V> for LstmEpilogue<'_> {
     #[inline(always)]
-    fn a(&self, row: &StepRow) -> *const f32 {
-        row.h_prev
+    fn a(&self, row: &StepRow, quantized: bool) -> *const f32 {
+        if quantized {
+            row.h_prev_q
+        } else {
+            row.h_prev
+        }
     }
     #[inline(always)]
     unsafe fn apply(&self, row: &StepRow, panel: usize, acc: &[S::V; V]) {

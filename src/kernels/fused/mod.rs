@@ -31,6 +31,9 @@ pub(crate) struct StepRow {
     /// Recurrent input, `K` floats (padded to a whole vector past the
     /// hidden size).
     pub h_prev: *const f32,
+    /// int8: `h_prev` quantised (`engine::quantize`), the tile's left
+    /// operand; null otherwise.
+    pub h_prev_q: *const f32,
     /// Input projection plus bias, `G·Hp` interleaved.
     pub xw: *const f32,
     /// New hidden state (LSTM with projection: the unprojected `o ⊙ tanh c`), `Hp`.
@@ -48,6 +51,9 @@ pub(crate) struct StepRow {
     /// Training with a gate clip: per gate value, interleaved like `gates`,
     /// 1 where the pre-activation passed the clip and 0 where it was clamped.
     pub clip_mask: *mut f32,
+    /// int8, reset-before-matmul GRU: `aux` (`r ⊙ h`) quantised, the n
+    /// gate's left operand; null otherwise.
+    pub aux_q: *const f32,
 }
 
 /// What every row of a step shares.
@@ -83,6 +89,7 @@ pub(crate) struct StepParams<'a> {
 /// A row of a plain product `out = a × B_packed`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct MatRow {
+    /// The left operand: `k` floats, or for int8 weights a quantised row.
     pub a: *const f32,
     pub out: *mut f32,
 }
@@ -161,7 +168,7 @@ unsafe fn tile<S: Simd, F: Format<S>, const MR: usize, const V: usize, const NP:
                 }
             }
             for r in 0..MR {
-                let row = a[r].add(g * F::K);
+                let row = a[r].add(g * F::ROW_STEP);
                 let av = if g < groups {
                     F::splat(row)
                 } else {
@@ -180,8 +187,9 @@ unsafe fn tile<S: Simd, F: Format<S>, const MR: usize, const V: usize, const NP:
 
 /// What to do with a row's accumulators for one panel.
 trait Epilogue<S: Simd, R, const V: usize> {
-    /// The row's left operand (`k` floats).
-    fn a(&self, row: &R) -> *const f32;
+    /// The row's left operand (`k` floats), or its quantised copy when
+    /// the weights are int8 (`quantized`).
+    fn a(&self, row: &R, quantized: bool) -> *const f32;
     unsafe fn apply(&self, row: &R, panel: usize, acc: &[S::V; V]);
 }
 
@@ -207,11 +215,14 @@ unsafe fn group<
     unsafe {
         let mut a = [std::ptr::null(); MR];
         for r in 0..MR {
-            a[r] = epi.a(&rows[r]);
+            a[r] = epi.a(&rows[r], F::QUANTIZED);
         }
-        let acc = tile::<S, F, MR, V, NP>(k, a, packed.add(panel * panel_stride), panel_stride);
+        let first = packed.add(panel * panel_stride);
+        let mut acc = tile::<S, F, MR, V, NP>(k, a, first, panel_stride);
+        let words = k.div_ceil(F::K);
         for r in 0..MR {
             for q in 0..NP {
+                F::finish(&mut acc[r][q], first.add(q * panel_stride), words, a[r]);
                 epi.apply(&rows[r], panel + q, &acc[r][q]);
             }
         }
@@ -360,7 +371,9 @@ unsafe fn unclip_gate<S: Simd>(mask: *const f32, col: usize, d: S::V) -> S::V {
 /// row).
 macro_rules! run_panels {
     ($S:ty, $F:ty, $mr:ident, $gates:literal, $k:expr, $packed:expr, $panels:expr, $rows:expr, $epi:expr) => {{
-        let stride = ($k).div_ceil(<$F as Format<$S>>::K) * $gates * unit::<$S>();
+        let stride = (($k).div_ceil(<$F as Format<$S>>::K) + <$F as Format<$S>>::EXTRA_ROWS)
+            * $gates
+            * unit::<$S>();
         match <$S as Simd>::W * $gates {
             1 => for_rows::<$S, $F, _, _, $mr, 1, 4, 8>($k, $packed, $panels, stride, $rows, $epi),
             2 => for_rows::<$S, $F, _, _, $mr, 2, 2, 4>($k, $packed, $panels, stride, $rows, $epi),
@@ -383,7 +396,7 @@ mod lstm;
 mod product;
 mod rnn;
 
-pub(crate) use format::{Bf16, Format, F32};
+pub(crate) use format::{Bf16, Format, Int8, F32};
 
 pub(crate) use gru::{gru_backward_a, gru_backward_b, gru_step};
 pub(crate) use lstm::{lstm_backward, lstm_step};
@@ -397,7 +410,7 @@ struct StoreEpilogue {
 
 impl<S: Simd, const V: usize> Epilogue<S, MatRow, V> for StoreEpilogue {
     #[inline(always)]
-    fn a(&self, row: &MatRow) -> *const f32 {
+    fn a(&self, row: &MatRow, _quantized: bool) -> *const f32 {
         row.a
     }
     #[inline(always)]
@@ -417,10 +430,10 @@ impl<S: Simd, const V: usize> Epilogue<S, MatRow, V> for StoreEpilogue {
     }
 }
 
-/// `out = a × B (+ bias)` for rows of `a` (`k` floats each) and `B` packed
-/// in format `F` as one-gate panels (`n_padded / U` panels of
-/// `ceil(k / F::K) × U` words); `bias`, when given, holds `n_padded`
-/// floats added to every row.
+/// `out = a × B (+ bias)` for rows of `a` (`k` floats each, or quantised
+/// rows for int8) and `B` packed in format `F` as one-gate panels
+/// (`n_padded / U` panels of `ceil(k / F::K) + F::EXTRA_ROWS` rows of `U`
+/// words); `bias`, when given, holds `n_padded` floats added to every row.
 #[inline(always)]
 pub(crate) unsafe fn panel_matmul<S: Simd, F: Format<S>, const MR: usize>(
     k: usize,
@@ -436,7 +449,7 @@ pub(crate) unsafe fn panel_matmul<S: Simd, F: Format<S>, const MR: usize>(
         }
         None => std::ptr::null(),
     };
-    // SAFETY: `packed` holds n_padded/U panels of ceil(k / K) × U words; bias was checked.
+    // SAFETY: `packed` holds n_padded/U panels of (ceil(k / K) + EXTRA_ROWS) × U words; bias was checked.
     unsafe {
         run_panels!(
             S,
@@ -477,6 +490,45 @@ pub(crate) unsafe fn fma_chains<S: Simd, const ACC: usize>(iters: usize) -> f32 
     }
 }
 
+/// Instantiates the step kernels of ISA `$S` over weights in format `$F` in
+/// a module `$module` whose functions carry `$attr` (the ISA's target
+/// features), with their [`StepKernels`](crate::kernels::dispatch::StepKernels)
+/// table as `$module::STEPS`.
+macro_rules! step_kernels {
+    ($S:ty, $module:ident, $F:ty $(, #[$attr:meta])?) => {
+        pub(crate) mod $module {
+            #![allow(clippy::missing_safety_doc)]
+            use super::*;
+            use crate::kernels::fused::{self, MatRow, StepParams, StepRow};
+            /// Registers per panel vector and per row group, to size tiles.
+            const R: usize = <$F as fused::Format<$S>>::REGS;
+            $(#[$attr])?
+            pub(crate) unsafe fn lstm_step(p: &StepParams, rows: &[StepRow]) {
+                // SAFETY: only reachable through Kernels::for_isa, which checked the CPU; pointer validity is the caller's contract.
+                unsafe { fused::lstm_step::<$S, $F, { fused::tile_rows::<$S>(4, R) }>(p, rows) }
+            }
+            $(#[$attr])?
+            pub(crate) unsafe fn gru_step(p: &StepParams, rows: &[StepRow]) {
+                // SAFETY: only reachable through Kernels::for_isa, which checked the CPU; pointer validity is the caller's contract.
+                unsafe { fused::gru_step::<$S, $F, { fused::tile_rows::<$S>(2, R) }, { fused::tile_rows::<$S>(1, R) }>(p, rows) }
+            }
+            $(#[$attr])?
+            pub(crate) unsafe fn rnn_step(p: &StepParams, rows: &[StepRow]) {
+                // SAFETY: only reachable through Kernels::for_isa, which checked the CPU; pointer validity is the caller's contract.
+                unsafe { fused::rnn_step::<$S, $F, { fused::tile_rows::<$S>(1, R) }>(p, rows) }
+            }
+            $(#[$attr])?
+            pub(crate) unsafe fn panel_matmul(k: usize, n_padded: usize, packed: &[f32], bias: Option<&[f32]>, rows: &[MatRow]) {
+                // SAFETY: only reachable through Kernels::for_isa, which checked the CPU; pointer validity is the caller's contract.
+                unsafe { fused::panel_matmul::<$S, $F, { fused::tile_rows::<$S>(1, R) }>(k, n_padded, packed, bias, rows) }
+            }
+            pub(crate) const STEPS: crate::kernels::dispatch::StepKernels =
+                crate::kernels::dispatch::StepKernels { lstm_step, gru_step, rnn_step, panel_matmul };
+        }
+    };
+}
+pub(crate) use step_kernels;
+
 /// Instantiates every generic kernel for one ISA inside functions compiled
 /// with its target features, and collects them into a [`super::Kernels`]
 /// table: `instantiate_kernels!(Type, #[target_feature(...)])`.
@@ -485,7 +537,7 @@ macro_rules! instantiate_kernels {
         pub(crate) mod entry {
             #![allow(clippy::missing_safety_doc)]
             use super::*;
-            use crate::kernels::fused::{self, BackParams, BackRow, MatRow, StepParams, StepRow};
+            use crate::kernels::fused::{self, BackParams, BackRow, MatRow};
             use crate::kernels::math;
 
             $(#[$attr])?
@@ -498,39 +550,9 @@ macro_rules! instantiate_kernels {
                 // SAFETY: only reachable through Kernels::for_isa, which checked the CPU; pointer validity is the caller's contract.
                 unsafe { math::map_in_place::<$S>(x, math::sigmoid::<$S>) }
             }
-            /// The step kernels of one weight format.
-            macro_rules! step_kernels {
-                ($module:ident, $F:ty) => {
-                    pub(crate) mod $module {
-                        use super::*;
-                        const K: usize = <$F as fused::Format<$S>>::K;
-                        $(#[$attr])?
-                        pub(crate) unsafe fn lstm_step(p: &StepParams, rows: &[StepRow]) {
-                            // SAFETY: only reachable through Kernels::for_isa, which checked the CPU; pointer validity is the caller's contract.
-                            unsafe { fused::lstm_step::<$S, $F, { fused::tile_rows::<$S>(4, K) }>(p, rows) }
-                        }
-                        $(#[$attr])?
-                        pub(crate) unsafe fn gru_step(p: &StepParams, rows: &[StepRow]) {
-                            // SAFETY: only reachable through Kernels::for_isa, which checked the CPU; pointer validity is the caller's contract.
-                            unsafe { fused::gru_step::<$S, $F, { fused::tile_rows::<$S>(2, K) }, { fused::tile_rows::<$S>(1, K) }>(p, rows) }
-                        }
-                        $(#[$attr])?
-                        pub(crate) unsafe fn rnn_step(p: &StepParams, rows: &[StepRow]) {
-                            // SAFETY: only reachable through Kernels::for_isa, which checked the CPU; pointer validity is the caller's contract.
-                            unsafe { fused::rnn_step::<$S, $F, { fused::tile_rows::<$S>(1, K) }>(p, rows) }
-                        }
-                        $(#[$attr])?
-                        pub(crate) unsafe fn panel_matmul(k: usize, n_padded: usize, packed: &[f32], bias: Option<&[f32]>, rows: &[MatRow]) {
-                            // SAFETY: only reachable through Kernels::for_isa, which checked the CPU; pointer validity is the caller's contract.
-                            unsafe { fused::panel_matmul::<$S, $F, { fused::tile_rows::<$S>(1, K) }>(k, n_padded, packed, bias, rows) }
-                        }
-                        pub(crate) const STEPS: crate::kernels::dispatch::StepKernels =
-                            crate::kernels::dispatch::StepKernels { lstm_step, gru_step, rnn_step, panel_matmul };
-                    }
-                };
-            }
-            step_kernels!(f32_steps, fused::F32);
-            step_kernels!(bf16_steps, fused::Bf16);
+            crate::kernels::fused::step_kernels!($S, f32_steps, fused::F32 $(, #[$attr])?);
+            crate::kernels::fused::step_kernels!($S, bf16_steps, fused::Bf16 $(, #[$attr])?);
+            crate::kernels::fused::step_kernels!($S, int8_steps, fused::Int8<Dot> $(, #[$attr])?);
             $(#[$attr])?
             pub(crate) unsafe fn blocked_matmul(k: usize, n: usize, packed: &[f32], rows: &[MatRow], accumulate: bool) {
                 // SAFETY: only reachable through Kernels::for_isa, which checked the CPU; pointer validity is the caller's contract.
@@ -579,6 +601,7 @@ macro_rules! instantiate_kernels {
                 sigmoid_in_place,
                 f32: f32_steps::STEPS,
                 bf16: bf16_steps::STEPS,
+                int8: int8_steps::STEPS,
                 blocked_matmul,
                 lstm_backward,
                 gru_backward_a,

@@ -33,7 +33,7 @@ struct BlockEpilogue {
 
 impl<S: Simd, const V: usize> Epilogue<S, MatRow, V> for BlockEpilogue {
     #[inline(always)]
-    fn a(&self, row: &MatRow) -> *const f32 {
+    fn a(&self, row: &MatRow, _quantized: bool) -> *const f32 {
         row.a.wrapping_add(self.k0)
     }
     #[inline(always)]

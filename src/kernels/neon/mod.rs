@@ -1,7 +1,7 @@
 //! NEON (AArch64 Advanced SIMD): 4 lanes of f32 in a `float32x4_t`, two
 //! vectors per gate so a panel covers 8 hidden units.
 
-use super::Simd;
+use super::{Int8Dot, Simd};
 use std::arch::aarch64::*;
 
 #[derive(Clone, Copy, Debug)]
@@ -95,6 +95,59 @@ unsafe impl Simd for Neon {
             let low = vshlq_n_u32::<16>(words);
             let high = vandq_u32(words, vdupq_n_u32(0xFFFF_0000));
             (vreinterpretq_f32_u32(low), vreinterpretq_f32_u32(high))
+        }
+    }
+}
+
+/// int8 products: weights widened to 16 bits, a row's four `u8` values
+/// (widened, twice over in a vector) multiplied by two columns' weights at
+/// once (each product at most 255 · 127: no 16-bit overflow), then pairwise
+/// widening adds fold each column's four products into its 32-bit lane.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Dot;
+
+// SAFETY: NEON is the AArch64 baseline; reads 4 words at a slot, one at a
+// row, 4 at a correction row.
+unsafe impl Int8Dot<Neon> for Dot {
+    const REGS: usize = 2;
+    type Slot = (int16x8_t, int16x8_t);
+    type Row = int16x8_t;
+    #[inline(always)]
+    unsafe fn empty() -> (int16x8_t, int16x8_t) {
+        unsafe { (vdupq_n_s16(0), vdupq_n_s16(0)) }
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> (int16x8_t, int16x8_t) {
+        // SAFETY: the caller guarantees 4 readable words at `p`.
+        unsafe {
+            let w = vld1q_s8(p.cast());
+            (vmovl_s8(vget_low_s8(w)), vmovl_high_s8(w))
+        }
+    }
+    #[inline(always)]
+    unsafe fn splat(p: *const f32) -> int16x8_t {
+        // SAFETY: the caller guarantees one readable word at `p`.
+        unsafe {
+            let a = vreinterpretq_u8_u32(vdupq_n_u32(p.cast::<u32>().read_unaligned()));
+            vreinterpretq_s16_u16(vmovl_u8(vget_low_u8(a)))
+        }
+    }
+    #[inline(always)]
+    unsafe fn madd(acc: float32x4_t, a: int16x8_t, b: (int16x8_t, int16x8_t)) -> float32x4_t {
+        unsafe {
+            // Columns 0 and 1: [c0 k0+k1, c0 k2+k3, c1 k0+k1, c1 k2+k3]; 2 and 3 alike.
+            let low = vpaddlq_s16(vmulq_s16(a, b.0));
+            let high = vpaddlq_s16(vmulq_s16(a, b.1));
+            let sums = vpaddq_s32(low, high);
+            vreinterpretq_f32_s32(vaddq_s32(vreinterpretq_s32_f32(acc), sums))
+        }
+    }
+    #[inline(always)]
+    unsafe fn to_f32(acc: float32x4_t, corr: *const f32) -> float32x4_t {
+        // SAFETY: the caller guarantees 4 readable words at `corr`.
+        unsafe {
+            let c = vld1q_s32(corr.cast());
+            vcvtq_f32_s32(vsubq_s32(vreinterpretq_s32_f32(acc), c))
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The portable fallback: one lane, plain f32 arithmetic. It runs the same
 //! generic kernel bodies as the SIMD paths, so it is also the path Miri runs.
 
-use super::Simd;
+use super::{Int8Dot, Simd};
 
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Scalar;
@@ -99,6 +99,53 @@ unsafe impl Simd for Scalar {
             f32::from_bits(word << 16),
             f32::from_bits(word & 0xFFFF_0000),
         )
+    }
+}
+
+/// int8 products one column at a time: the four `u8` × `i8` products of a
+/// word, summed in `i32` (the oracle the SIMD dot products equal).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Dot;
+
+/// The four bytes of a word, smallest k first.
+fn bytes(word: f32) -> [u8; 4] {
+    word.to_bits().to_le_bytes()
+}
+
+// SAFETY: reads one word at each pointer.
+unsafe impl Int8Dot<Scalar> for Dot {
+    const REGS: usize = 1;
+    type Slot = f32;
+    type Row = f32;
+    #[inline(always)]
+    unsafe fn empty() -> f32 {
+        0.0
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> f32 {
+        // SAFETY: the caller guarantees one readable word at `p`.
+        unsafe { p.read() }
+    }
+    #[inline(always)]
+    unsafe fn splat(p: *const f32) -> f32 {
+        // SAFETY: the caller guarantees one readable word at `p`.
+        unsafe { p.read() }
+    }
+    #[inline(always)]
+    unsafe fn madd(acc: f32, a: f32, b: f32) -> f32 {
+        let sum = bytes(a)
+            .into_iter()
+            .zip(bytes(b))
+            .fold(acc.to_bits() as i32, |s, (a, w)| {
+                s.wrapping_add(i32::from(a) * i32::from(w as i8))
+            });
+        f32::from_bits(sum as u32)
+    }
+    #[inline(always)]
+    unsafe fn to_f32(acc: f32, corr: *const f32) -> f32 {
+        // SAFETY: the caller guarantees one readable word at `corr`.
+        let corr = unsafe { corr.read() }.to_bits() as i32;
+        (acc.to_bits() as i32).wrapping_sub(corr) as f32
     }
 }
 

@@ -1,0 +1,289 @@
+//! int8 quantisation ([`Precision::Int8`](crate::Precision::Int8)): weight
+//! panels as words of four `i8` with a correction and a scale per column,
+//! and rows as words of four `u8` with a scale per row.
+//!
+//! A weight column `w` (one output: a gate of a hidden unit, or a
+//! projection output) is quantised symmetrically: `s_w = max |w| / 127`,
+//! `q_w = round(w / s_w)` in `[-127, 127]`. A row `x` the same way, per row,
+//! `q_x` in `[-127, 127]`, stored as `u = q_x + 128` in `[1, 255]` (VNNI
+//! multiplies `u8` by `i8`). The kernels sum `Σ u·q_w` exactly in `i32` and
+//! subtract the column's correction `128 · Σ q_w`, leaving `Σ q_x·q_w`,
+//! which they scale by `s_w · s_x`. Rows rather than tensors get a scale of
+//! their own so that one large input or state does not coarsen the others.
+//!
+//! Exactness: `|Σ q_x·q_w| ≤ 127² · k`, which fits `i32` for
+//! `k ≤ MAX_K`; the partial sums may wrap, but wrapping `i32` arithmetic is
+//! exact modulo 2³², so the final difference is exact. A row or column with
+//! a non-finite value gets a NaN scale, so its products are NaN as they
+//! would be in f32; an all-zero one gets scale 0 (products exactly 0).
+
+use crate::error::{try_vec, Error, Result};
+
+/// `u8` value of a quantised zero.
+const ZERO_POINT: i32 = 128;
+
+/// The largest `k` (layer input or state size) whose int8 sums are exact.
+pub(crate) const MAX_K: usize = (i32::MAX as usize) / (127 * 127);
+
+/// Values per word.
+const PER_WORD: usize = 4;
+
+/// Words a quantised row of `k` values takes: the values, four per word
+/// (the last word padded), then the row's scale.
+pub(crate) fn row_words(k: usize) -> usize {
+    k.div_ceil(PER_WORD) + 1
+}
+
+/// `max |v|` over `values`, and whether they are all finite.
+fn magnitude(values: impl Iterator<Item = f32> + Clone) -> (f32, bool) {
+    let max = values
+        .clone()
+        .fold(0.0f32, |m, v| if v.abs() > m { v.abs() } else { m });
+    (max, values.into_iter().all(f32::is_finite))
+}
+
+/// The scale of a row or column of largest magnitude `max`, and the factor
+/// that maps its values to `[-127, 127]`.
+fn scales(max: f32, finite: bool) -> (f32, f32) {
+    match (finite, max > 0.0) {
+        (false, _) => (f32::NAN, 0.0),
+        (true, false) => (0.0, 0.0),
+        (true, true) => (max / 127.0, 127.0 / max),
+    }
+}
+
+/// `v · inv` to the nearest integer, in `[-127, 127]`.
+fn level(v: f32, inv: f32) -> i32 {
+    ((v * inv).round_ties_even() as i32).clamp(-127, 127)
+}
+
+/// Quantises the row `x` into `out` (at least [`row_words`]`(x.len())`
+/// words): `u8` values four to a word, smallest index in the low byte, the
+/// last word padded with zeros (as 128), then the scale.
+pub(crate) fn quantize_row(x: &[f32], out: &mut [f32]) {
+    let words = x.len().div_ceil(PER_WORD);
+    assert!(
+        out.len() > words,
+        "a quantised row holds its values and scale"
+    );
+    let (max, finite) = magnitude(x.iter().copied());
+    let (scale, inv) = scales(max, finite);
+    for (word, values) in out[..words].iter_mut().zip(x.chunks(PER_WORD)) {
+        let mut bytes = [ZERO_POINT as u8; PER_WORD];
+        for (b, &v) in bytes.iter_mut().zip(values) {
+            *b = (level(v, inv) + ZERO_POINT) as u8;
+        }
+        *word = f32::from_bits(u32::from_le_bytes(bytes));
+    }
+    out[words] = scale;
+}
+
+/// f32 panels of `k` rows of `width` columns each, as int8 panels of
+/// `k.div_ceil(4) + 2` rows of words: per column, four weights per word
+/// (row `4i + j` in byte `j` of row `i`, missing rows zero), then the
+/// column's correction `128 · Σ q_w` (as `i32` bits), then its scale.
+pub(crate) fn pack_panels(panels: &[f32], k: usize, width: usize) -> Result<Vec<f32>> {
+    if k > MAX_K {
+        return Err(Error::InvalidArgument(format!(
+            "int8 products of {k} values could overflow 32-bit sums: \
+             int8 supports layer inputs and states of at most {MAX_K} values"
+        )));
+    }
+    let per = k * width;
+    let rows = k.div_ceil(PER_WORD) + 2;
+    let count = panels.len().checked_div(per).unwrap_or(0);
+    let mut out = try_vec(count * rows * width, 0.0, "packed weights")?;
+    for (src, dst) in panels
+        .chunks_exact(per.max(1))
+        .zip(out.chunks_exact_mut((rows * width).max(1)))
+    {
+        for c in 0..width {
+            let column = (0..k).map(|kk| src[kk * width + c]);
+            let (max, finite) = magnitude(column.clone());
+            let (scale, inv) = scales(max, finite);
+            let mut sum = 0i32;
+            let mut bytes = [0u8; PER_WORD];
+            for (kk, w) in column.enumerate() {
+                let q = level(w, inv);
+                sum += q;
+                bytes[kk % PER_WORD] = q as i8 as u8;
+                if kk % PER_WORD == PER_WORD - 1 || kk + 1 == k {
+                    dst[kk / PER_WORD * width + c] = f32::from_bits(u32::from_le_bytes(bytes));
+                    bytes = [0; PER_WORD];
+                }
+            }
+            // Modulo 2³², as the kernels' sums (see the module docs).
+            dst[(rows - 2) * width + c] = f32::from_bits(ZERO_POINT.wrapping_mul(sum) as u32);
+            dst[(rows - 1) * width + c] = scale;
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::pack::{pack_b, round_up};
+    use crate::kernels::dispatch::StepKernels;
+    use crate::kernels::fused::MatRow;
+    use crate::kernels::{Isa, Kernels};
+    use crate::precision::Precision;
+    use crate::rng::SplitMix64;
+
+    /// The int8 step tables this CPU can run, by name: each ISA's, and on
+    /// AVX-512 also the one without VNNI when VNNI is what `Kernels` uses.
+    fn int8_tables() -> Vec<(String, Kernels, StepKernels)> {
+        let mut tables = Vec::new();
+        for isa in Isa::supported() {
+            let kernels = Kernels::for_isa(isa).unwrap();
+            tables.push((
+                isa.name().to_string(),
+                kernels,
+                *kernels.steps(Precision::Int8),
+            ));
+            #[cfg(target_arch = "x86_64")]
+            if isa == Isa::Avx512 && crate::kernels::avx512_vnni_steps().is_some() {
+                tables.push((
+                    "avx512 without vnni".into(),
+                    kernels,
+                    crate::kernels::avx512_bw_int8_steps(),
+                ));
+            }
+        }
+        tables
+    }
+
+    /// The int8 product the kernels must give, bit for bit: exact integer
+    /// sums scaled by the column's, then the row's scale, plus the bias.
+    fn expected(x: &[f32], w: &[f32], k: usize, n: usize, bias: &[f32]) -> Vec<f32> {
+        let quantise = |values: Vec<f32>| {
+            let (max, finite) = magnitude(values.iter().copied());
+            let (scale, inv) = scales(max, finite);
+            (
+                values.iter().map(|&v| level(v, inv)).collect::<Vec<i32>>(),
+                scale,
+            )
+        };
+        let rows = x.len() / k;
+        let mut out = vec![0.0; rows * n];
+        for i in 0..rows {
+            let (qx, sx) = quantise(x[i * k..(i + 1) * k].to_vec());
+            for j in 0..n {
+                let (qw, sw) = quantise((0..k).map(|kk| w[kk * n + j]).collect());
+                let sum: i32 = qx.iter().zip(&qw).map(|(a, b)| a * b).sum();
+                out[i * n + j] = sum as f32 * sw * sx + bias[j];
+            }
+        }
+        out
+    }
+
+    /// The int8 panel product equals the integer oracle bit for bit on every
+    /// ISA and dot product, for odd k (a part-filled last word), odd column
+    /// counts, every row-tile size, zero and NaN rows.
+    #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "runs every ISA's kernels; the scalar one runs in the model tests"
+    )]
+    fn int8_products_are_the_same_bits_on_every_isa() {
+        let mut rng = SplitMix64::new(8);
+        for (name, kernels, steps) in int8_tables() {
+            let unit = kernels.unit();
+            for (k, n, rows) in [
+                (1, 3, 1),
+                (3, 17, 2),
+                (4, 16, 5),
+                (5, 40, 9),
+                (17, 7, 3),
+                (130, 70, 13),
+            ] {
+                let np = round_up(n, unit);
+                let w: Vec<f32> = (0..k * n).map(|_| rng.normal()).collect();
+                let mut x: Vec<f32> = (0..rows * k).map(|_| rng.normal() * 3.0).collect();
+                if rows > 2 {
+                    x[k..2 * k].fill(0.0);
+                }
+                let bias: Vec<f32> = (0..np)
+                    .map(|j| if j < n { rng.normal() } else { 0.0 })
+                    .collect();
+                let panels =
+                    pack_panels(&pack_b(k, n, unit, |kk, j| w[kk * n + j]).unwrap(), k, unit)
+                        .unwrap();
+                let mut q = vec![0.0; rows * row_words(k)];
+                for (row, words) in x.chunks(k).zip(q.chunks_mut(row_words(k))) {
+                    quantize_row(row, words);
+                }
+                let mut out = vec![0.0; rows * np];
+                let mat_rows: Vec<MatRow> = (0..rows)
+                    .map(|i| MatRow {
+                        a: q[i * row_words(k)..].as_ptr(),
+                        out: out[i * np..].as_mut_ptr(),
+                    })
+                    .collect();
+                // SAFETY: the kernels' ISA is supported (Kernels::for_isa); panels
+                // hold np/unit int8 panels over k; each row is quantised over k
+                // and writes np floats of its own row of `out`.
+                unsafe { (steps.panel_matmul)(k, np, &panels, Some(&bias), &mat_rows) };
+                let want = expected(&x, &w, k, n, &bias);
+                for i in 0..rows {
+                    for j in 0..n {
+                        let (got, want) = (out[i * np + j], want[i * n + j]);
+                        assert_eq!(
+                            got.to_bits(),
+                            want.to_bits(),
+                            "{name} k={k} n={n} row {i} col {j}: {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn bytes(word: f32) -> [u8; 4] {
+        word.to_bits().to_le_bytes()
+    }
+
+    #[test]
+    fn rows_map_their_largest_magnitude_to_127_and_pad_with_zero() {
+        let x = [1.0, -2.0, 0.5, 0.0, 2.0];
+        let mut out = vec![0.0; row_words(x.len())];
+        quantize_row(&x, &mut out);
+        // 127/2 per unit: 63.5 → 64 (ties to even), −127, 31.75 → 32, 0, 127.
+        assert_eq!(bytes(out[0]), [128 + 64, 1, 128 + 32, 128]);
+        assert_eq!(bytes(out[1]), [255, 128, 128, 128]);
+        assert_eq!(out[2], 2.0 / 127.0);
+    }
+
+    #[test]
+    fn zero_and_non_finite_rows_get_zero_and_nan_scales() {
+        let mut out = vec![1.0; row_words(3)];
+        quantize_row(&[0.0; 3], &mut out);
+        assert_eq!((bytes(out[0]), out[1]), ([128; 4], 0.0));
+        for bad in [f32::NAN, f32::INFINITY] {
+            quantize_row(&[1.0, bad, 0.0], &mut out);
+            assert!(out[1].is_nan(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn panels_hold_weights_corrections_and_scales_per_column() {
+        // One panel, k = 5 rows, 2 columns.
+        let k = 5;
+        let col0 = [1.0, -1.0, 0.5, 0.25, 1.0];
+        let col1 = [0.0; 5];
+        let panels: Vec<f32> = (0..k).flat_map(|kk| [col0[kk], col1[kk]]).collect();
+        let out = pack_panels(&panels, k, 2).unwrap();
+        assert_eq!(out.len(), (2 + 2) * 2);
+        // 127 per unit: 127, −127, 63.5 → 64, 31.75 → 32; then 127 (sum 64 + 32 + 127).
+        assert_eq!(bytes(out[0]), [127, (-127i8) as u8, 64, 32]);
+        assert_eq!(bytes(out[2]), [127, 0, 0, 0]);
+        assert_eq!(out[4].to_bits() as i32, 128 * (64 + 32 + 127));
+        assert_eq!(out[6], 1.0 / 127.0);
+        assert_eq!(
+            (out[1].to_bits(), out[3].to_bits(), out[5].to_bits()),
+            (0, 0, 0)
+        );
+        assert_eq!(out[7], 0.0);
+        assert!(pack_panels(&panels, MAX_K + 1, 0).is_err());
+    }
+}
