@@ -9,13 +9,13 @@
 //! 10 % of the text is held out of training: its cross-entropy is measured
 //! every few seconds (progress bar, summary, plot), and the checkpoint kept
 //! is the one where it was best; `--evaluate` reports the checkpoint's
-//! held-out cross-entropy in f32 and in bf16 (`rnn::Precision`).
+//! held-out cross-entropy in f32, bf16 and int8 (`rnn::Precision`).
 //!
 //! ```text
 //! cargo run --release --example char_rnn                       # train (about 100 s)
 //! cargo run --release --example char_rnn -- --generate        # sample from the checkpoint
-//! cargo run --release --example char_rnn -- --generate --precision bf16
-//! cargo run --release --example char_rnn -- --evaluate        # held-out loss, f32 vs bf16
+//! cargo run --release --example char_rnn -- --generate --precision int8
+//! cargo run --release --example char_rnn -- --evaluate        # held-out loss, f32 vs bf16 vs int8
 //! cargo run --release --example char_rnn -- --help
 //! ```
 
@@ -48,8 +48,8 @@ options:
                       from the checkpoint)
   --generate          load DIR/checkpoint.bin and print generated text
   --evaluate          load DIR/checkpoint.bin and print its cross-entropy on
-                      the held-out text in f32 and in bf16
-  --precision P       f32 or bf16: the network's inference precision for
+                      the held-out text in f32, bf16 and int8
+  --precision P       f32, bf16 or int8: the network's inference precision for
                       --generate (default f32; training is always f32)
   --length N          characters to generate (default 600)
   --prime TEXT        text to start generation from (default \"And God said\")

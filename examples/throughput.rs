@@ -5,8 +5,8 @@
 //! with CELL = rnn | lstm | gru; input size = H unless `INPUT` is set,
 //! `LAYERS` layers (default 1), bidirectional (concatenated) with `BIDIR=1`;
 //! the ISA follows `RNN_ISA` and the threads `RAYON_NUM_THREADS`;
-//! `PRECISION=bf16` runs inference on bf16 weights (training is then
-//! skipped: it runs in f32).
+//! `PRECISION=bf16` or `int8` runs inference on reduced-precision weights
+//! (training is then skipped: it runs in f32).
 //! Prints GFLOP/s of inference and, unless `inference` is given, of
 //! training (forward with trace + backward, counted as 3× the forward FLOPs).
 

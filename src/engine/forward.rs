@@ -8,11 +8,11 @@ use super::{copy_columns, layer_shape, pad_rows, team, Packed, SharedMut, Span};
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use super::quantize::{quantize_row, row_words};
 use crate::config::{CellKind, Config, Direction, GruVariant, Layout};
 use crate::error::{try_vec, try_with_capacity, try_zeros_untouched, Result};
 use crate::io::{swap_outer_axes_into, to_time_major, Input, Output, Shapes};
 use crate::kernels::fused::{MatRow, StepParams, StepRow};
+use crate::kernels::quantize::row_words;
 use crate::kernels::Kernels;
 use crate::precision::Precision;
 
@@ -131,7 +131,7 @@ unsafe fn project(
     let mut mat_rows: Vec<MatRow> =
         try_with_capacity(PROJECTION_ROWS, "a projection block's row list")?;
     // int8 multiplies each x row quantised, once per block of rows.
-    let mut quantized = QuantizedRows::new(pb.precision, PROJECTION_ROWS, input)?;
+    let mut quantized = QuantizedRows::new(kernels, pb, PROJECTION_ROWS, input)?;
     let mut rows = rows.peekable();
     while rows.peek().is_some() {
         mat_rows.clear();
@@ -166,6 +166,7 @@ unsafe fn project(
 /// out derives from one base pointer, so writing one row never invalidates
 /// another's pointer.
 struct QuantizedRows {
+    kernels: Kernels,
     _buf: Vec<f32>,
     base: *mut f32,
     rows: usize,
@@ -174,16 +175,17 @@ struct QuantizedRows {
 }
 
 impl QuantizedRows {
-    /// Room for `rows` rows of `k` values when `precision` is int8.
-    fn new(precision: Precision, rows: usize, k: usize) -> Result<Self> {
+    /// Room for `rows` rows of `k` values when `pb`'s precision is int8.
+    fn new(kernels: Kernels, pb: &PackedBlock, rows: usize, k: usize) -> Result<Self> {
         let words = row_words(k);
-        let rows = if precision == Precision::Int8 {
+        let rows = if pb.precision == Precision::Int8 {
             rows
         } else {
             0
         };
         let mut buf = try_vec(rows * words, 0.0, "quantised rows")?;
         Ok(QuantizedRows {
+            kernels,
             base: buf.as_mut_ptr(),
             _buf: buf,
             rows,
@@ -213,7 +215,7 @@ impl QuantizedRows {
         // SAFETY: row i is inside the buffer (`slot` checked), and `&mut
         // self` means no pointer to it is being read now.
         let row = unsafe { std::slice::from_raw_parts_mut(slot.cast_mut(), self.words) };
-        quantize_row(values, row);
+        self.kernels.quantize_row(values, row);
         Some(slot)
     }
 
@@ -651,9 +653,9 @@ impl DirRun<'_> {
         // int8: each member quantises the rows its products read, once per
         // step: h₋₁, r ⊙ h between GRU's phases, and m before the projection.
         let int8 = pb.precision == Precision::Int8;
-        let mut h_q = QuantizedRows::new(pb.precision, nb, st)?;
-        let mut aux_q = QuantizedRows::new(pb.precision, if gru && !lbr { nb } else { 0 }, st)?;
-        let mut m_q = QuantizedRows::new(pb.precision, if proj { nb } else { 0 }, h)?;
+        let mut h_q = QuantizedRows::new(self.kernels, pb, nb, st)?;
+        let mut aux_q = QuantizedRows::new(self.kernels, pb, if gru && !lbr { nb } else { 0 }, st)?;
+        let mut m_q = QuantizedRows::new(self.kernels, pb, if proj { nb } else { 0 }, h)?;
         // Reset-before-matmul GRU's n gate reads r ⊙ h of every unit (and
         // with int8, its quantised copy, made between the phases).
         let phases: &[(bool, bool)] = if gru && !lbr && (share.parts > 1 || int8) {

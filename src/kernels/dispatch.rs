@@ -128,6 +128,8 @@ pub(crate) struct Table {
     pub fma_chains: unsafe fn(usize) -> f32,
     pub tanh_in_place: unsafe fn(&mut [f32]),
     pub sigmoid_in_place: unsafe fn(&mut [f32]),
+    /// `kernels::quantize::quantize_row`, vectorised for the ISA.
+    pub quantize_row: unsafe fn(&[f32], &mut [f32]),
     /// Per weight format ([`Kernels::steps`]).
     pub f32: StepKernels,
     pub bf16: StepKernels,
@@ -205,6 +207,13 @@ impl Kernels {
     pub fn sigmoid_in_place(&self, x: &mut [f32]) {
         // SAFETY: as above.
         unsafe { (self.table.sigmoid_in_place)(x) }
+    }
+
+    /// Quantises the row `x` for int8 products into `out` (see
+    /// `kernels::quantize::quantize_row`; the same bytes on every ISA).
+    pub fn quantize_row(&self, x: &[f32], out: &mut [f32]) {
+        // SAFETY: as above; the function only indexes its slices.
+        unsafe { (self.table.quantize_row)(x, out) }
     }
 }
 

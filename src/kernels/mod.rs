@@ -14,6 +14,7 @@
 pub mod dispatch;
 pub(crate) mod fused;
 pub mod math;
+pub(crate) mod quantize;
 
 mod scalar;
 
