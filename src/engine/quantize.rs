@@ -77,8 +77,9 @@ mod tests {
     use crate::precision::Precision;
     use crate::rng::SplitMix64;
 
-    /// The int8 step tables this CPU can run, by name: each ISA's, and on
-    /// AVX-512 also the one without VNNI when VNNI is what `Kernels` uses.
+    /// The int8 step tables this CPU can run, by name: each ISA's, and also
+    /// the one without VNNI (AVX-512) or `sdot` (NEON) where `Kernels` uses
+    /// those.
     fn int8_tables() -> Vec<(String, Kernels, StepKernels)> {
         let mut tables = Vec::new();
         for isa in Isa::supported() {
@@ -94,6 +95,14 @@ mod tests {
                     "avx512 without vnni".into(),
                     kernels,
                     crate::kernels::avx512_bw_int8_steps(),
+                ));
+            }
+            #[cfg(target_arch = "aarch64")]
+            if isa == Isa::Neon && crate::kernels::neon_sdot_steps().is_some() {
+                tables.push((
+                    "neon without sdot".into(),
+                    kernels,
+                    crate::kernels::neon_widening_int8_steps(),
                 ));
             }
         }
@@ -132,6 +141,7 @@ mod tests {
     fn int8_products_are_the_same_bits_on_every_isa() {
         let mut rng = SplitMix64::new(8);
         for (name, kernels, steps) in int8_tables() {
+            println!("int8 products on {name}");
             let unit = kernels.unit();
             // Miri (about 100× slower) takes the small half.
             let shapes = [

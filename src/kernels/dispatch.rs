@@ -171,7 +171,7 @@ impl Kernels {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => super::avx512::table(),
             #[cfg(target_arch = "aarch64")]
-            Isa::Neon => super::neon::entry::TABLE,
+            Isa::Neon => super::neon::table(),
             #[allow(unreachable_patterns)]
             _ => unreachable!("is_supported is false for ISAs of other architectures"),
         };

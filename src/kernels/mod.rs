@@ -29,6 +29,10 @@ mod neon;
 pub(crate) use avx512::{bw_int8_steps as avx512_bw_int8_steps, vnni_steps as avx512_vnni_steps};
 pub use dispatch::Isa;
 pub(crate) use dispatch::Kernels;
+#[cfg(all(test, target_arch = "aarch64"))]
+pub(crate) use neon::{
+    sdot_steps as neon_sdot_steps, widening_int8_steps as neon_widening_int8_steps,
+};
 
 /// A vector of `LANES` f32 values and the operations the kernels need.
 ///

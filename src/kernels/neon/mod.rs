@@ -1,8 +1,11 @@
 //! NEON (AArch64 Advanced SIMD): 4 lanes of f32 in a `float32x4_t`, two
-//! vectors per gate so a panel covers 8 hidden units.
+//! vectors per gate so a panel covers 8 hidden units; int8 products with
+//! the dot-product extension's `sdot` where the CPU has it.
 
+use super::dispatch::{StepKernels, Table};
 use super::{Int8Dot, Simd};
 use std::arch::aarch64::*;
+use std::arch::asm;
 
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Neon;
@@ -152,4 +155,87 @@ unsafe impl Int8Dot<Neon> for Dot {
     }
 }
 
+/// int8 products with the dot-product extension (Armv8.2 `dotprod`): `sdot`
+/// sums four `i8` × `i8` products into each 32-bit lane. The row's `u8`
+/// values become its signed levels again (`u ^ 0x80 = u − 128`), so the
+/// sums are `Σ q_x·q_w` already: `to_f32` leaves out the correction.
+/// (Rust's `vdotq_s32` is not stable yet: one instruction of inline asm.)
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SdotDot;
+
+// SAFETY: reached only through the sdot step table, which `table` hands
+// out after checking `dotprod`; reads 4 words at a slot, one at a row.
+unsafe impl Int8Dot<Neon> for SdotDot {
+    const REGS: usize = 1;
+    type Slot = int8x16_t;
+    type Row = int8x16_t;
+    #[inline(always)]
+    unsafe fn empty() -> int8x16_t {
+        unsafe { vdupq_n_s8(0) }
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> int8x16_t {
+        // SAFETY: the caller guarantees 4 readable words at `p`.
+        unsafe { vld1q_s8(p.cast()) }
+    }
+    #[inline(always)]
+    unsafe fn splat(p: *const f32) -> int8x16_t {
+        // SAFETY: the caller guarantees one readable word at `p`.
+        unsafe {
+            let word = p.cast::<u32>().read_unaligned() ^ 0x8080_8080;
+            vreinterpretq_s8_u32(vdupq_n_u32(word))
+        }
+    }
+    #[inline(always)]
+    unsafe fn madd(acc: float32x4_t, a: int8x16_t, b: int8x16_t) -> float32x4_t {
+        let mut sums = unsafe { vreinterpretq_s32_f32(acc) };
+        // SAFETY: `sdot` only reads and writes these registers; the CPU
+        // has the extension (the table is only used where it does).
+        unsafe {
+            asm!(
+                ".arch_extension dotprod",
+                "sdot {sums:v}.4s, {a:v}.16b, {b:v}.16b",
+                sums = inout(vreg) sums,
+                a = in(vreg) a,
+                b = in(vreg) b,
+                options(pure, nomem, nostack, preserves_flags),
+            );
+            vreinterpretq_f32_s32(sums)
+        }
+    }
+    #[inline(always)]
+    unsafe fn to_f32(acc: float32x4_t, _corr: *const f32) -> float32x4_t {
+        // The sums are of the signed levels: no correction to take away.
+        unsafe { vcvtq_f32_s32(vreinterpretq_s32_f32(acc)) }
+    }
+}
+
 super::fused::instantiate_kernels!(Neon, #[target_feature(enable = "neon")]);
+
+super::fused::step_kernels!(
+    Neon,
+    sdot_steps,
+    fused::Int8<SdotDot>,
+    #[target_feature(enable = "neon,dotprod")]
+);
+
+/// The int8 step kernels with `sdot`, when this CPU has it.
+pub(crate) fn sdot_steps() -> Option<StepKernels> {
+    std::arch::is_aarch64_feature_detected!("dotprod").then_some(sdot_steps::STEPS)
+}
+
+/// The int8 step kernels without `sdot` (what a CPU without it runs).
+#[cfg(test)]
+pub(crate) fn widening_int8_steps() -> StepKernels {
+    entry::TABLE.int8
+}
+
+/// The NEON kernel table, its int8 products on `sdot` where the CPU has it
+/// (the same bits as without: the sums are exact).
+pub(crate) fn table() -> Table {
+    let mut table = entry::TABLE;
+    if let Some(steps) = sdot_steps() {
+        table.int8 = steps;
+    }
+    table
+}
