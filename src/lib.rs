@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_debug_implementations)]
 
+pub mod attention;
 pub mod config;
 mod engine;
 pub mod error;

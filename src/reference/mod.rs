@@ -16,6 +16,7 @@
 //! layer inputs and per-step incoming states, then applies the chain rule in
 //! exactly the reverse order of the forward pass.
 
+pub mod attention;
 mod block;
 mod gru;
 mod lstm;
