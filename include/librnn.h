@@ -152,6 +152,16 @@
 // LSTM projection `[H_out, H]`.
 #define RNN_PARAM_PROJECTION 5
 
+// `rnn_attention_create`: Luong's dot score `s · h` (encoder size = decoder size).
+#define RNN_SCORE_DOT 0
+
+// `rnn_attention_create`: Luong's general score `s · (W_a h)`, `W_a [D, E]`.
+#define RNN_SCORE_GENERAL 1
+
+// `rnn_attention_create`: Bahdanau's additive score `v · tanh(W_e h + W_d s)`,
+// `W_e [A, E]`, `W_d [A, D]`, `v [A]`.
+#define RNN_SCORE_ADDITIVE 2
+
 // The largest file [`load`] reads (1 TiB), on top of the file's own size.
 #define MAX_FILE_BYTES (1 << 40)
 
@@ -183,6 +193,22 @@ typedef enum rnn_status {
   // overlap the inputs or each other. Added in ABI version 3.
   RNN_MISUSE = 7,
 } rnn_status;
+
+// How a decoder state is scored against an encoder output.
+typedef struct Score Score;
+
+// An opaque attention layer: score function, sizes, parameters.
+typedef struct rnn_attention rnn_attention;
+
+// Opaque gradients accumulated over `rnn_attention_backward` calls.
+typedef struct rnn_attention_grads rnn_attention_grads;
+
+// An opaque encoder side of a batch, for any number of decoder steps.
+typedef struct rnn_attention_memory rnn_attention_memory;
+
+// An opaque record of `rnn_attention_forward_training`, for
+// `rnn_attention_backward`.
+typedef struct rnn_attention_trace rnn_attention_trace;
 
 // An opaque model: configuration plus parameters.
 typedef struct rnn_model rnn_model;
@@ -305,6 +331,8 @@ typedef struct rnn_gradients {
   float *dparams;
   size_t dparams_len;
 } rnn_gradients;
+
+
 
 
 
@@ -613,6 +641,157 @@ enum rnn_status rnn_model_get_onnx_layer(const struct rnn_model *model,
                                          size_t b_len,
                                          float *p,
                                          size_t p_len);
+
+// Creates an attention layer (RNN_SCORE_*) for encoder outputs of
+// `encoder_size` (E) features and decoder states of `decoder_size` (D),
+// with `attention_size` (A, additive only; pass 0 otherwise) hidden
+// units, its parameters uniform in ±1/sqrt(fan-in) from `seed` (the
+// rnn_attention_* functions were added in ABI version 5). Stores it
+// in `*out`; free it with `rnn_attention_destroy`. RNN_INVALID_ARGUMENT for
+// a zero size, an unknown score, or a dot score with E != D.
+//
+// # Safety
+// `out` writable.
+enum rnn_status rnn_attention_create(uint32_t score,
+                                     size_t encoder_size,
+                                     size_t decoder_size,
+                                     size_t attention_size,
+                                     uint64_t seed,
+                                     struct rnn_attention **out);
+
+// Frees an attention layer (NULL: RNN_OK). Memories made from it stay
+// valid objects to destroy.
+enum rnn_status rnn_attention_destroy(struct rnn_attention *layer);
+
+// Stores the number of parameters in `*count`: D·E (general),
+// A·(E + D + 1) (additive: W_e, W_d, v in that order), 0 (dot).
+//
+// # Safety
+// `layer` from `rnn_attention_create`; `count` writable.
+enum rnn_status rnn_attention_param_count(const struct rnn_attention *layer, size_t *count);
+
+// Copies the parameters into `out` (`len` = the count).
+//
+// # Safety
+// `layer` from `rnn_attention_create`; `out` holds `len` floats.
+enum rnn_status rnn_attention_get_params(const struct rnn_attention *layer, float *out, size_t len);
+
+// Replaces the parameters (`len` = the count). Memories made before no
+// longer match the layer: calls with them return RNN_INVALID_ARGUMENT.
+//
+// # Safety
+// `layer` from `rnn_attention_create`; `params` holds `len` floats.
+enum rnn_status rnn_attention_set_params(struct rnn_attention *layer,
+                                         const float *params,
+                                         size_t len);
+
+// The encoder side of a batch: `encoder_outputs [T, N, E]` (`len` =
+// T·N·E, time-major: e.g. a model's `y`), each item's length in
+// `seq_lens` (N entries, each <= T; NULL with length 0: all T). Computes
+// the score's encoder-side products once for every decoder step. Stores
+// it in `*out`; free it with `rnn_attention_memory_destroy`.
+//
+// # Safety
+// `layer` from `rnn_attention_create`; the buffers hold their lengths;
+// `out` writable.
+enum rnn_status rnn_attention_memory_create(const struct rnn_attention *layer,
+                                            const float *encoder_outputs,
+                                            size_t len,
+                                            size_t seq_len,
+                                            size_t batch,
+                                            const size_t *seq_lens,
+                                            size_t seq_lens_len,
+                                            struct rnn_attention_memory **out);
+
+// Frees a memory (NULL: RNN_OK).
+enum rnn_status rnn_attention_memory_destroy(struct rnn_attention_memory *memory);
+
+// Attends `queries [M, N, D]` (`queries_len` = M·N·D: M decoder steps,
+// one or all) over `memory`: writes the contexts `[M, N, E]` and, if
+// `weights` is not NULL, the attention weights `[M, N, T]` (exactly 0 past
+// each item's length; an item of length 0 gets a zero context).
+//
+// # Safety
+// Handles from their create functions; buffers hold their lengths and do
+// not overlap.
+enum rnn_status rnn_attention_forward(const struct rnn_attention *layer,
+                                      const struct rnn_attention_memory *memory,
+                                      const float *queries,
+                                      size_t queries_len,
+                                      float *context,
+                                      size_t context_len,
+                                      float *weights,
+                                      size_t weights_len);
+
+// Like `rnn_attention_forward`, and stores in `*trace` what
+// `rnn_attention_backward` needs; free it with
+// `rnn_attention_trace_destroy`.
+//
+// # Safety
+// As for `rnn_attention_forward`; `trace` writable.
+enum rnn_status rnn_attention_forward_training(const struct rnn_attention *layer,
+                                               const struct rnn_attention_memory *memory,
+                                               const float *queries,
+                                               size_t queries_len,
+                                               float *context,
+                                               size_t context_len,
+                                               float *weights,
+                                               size_t weights_len,
+                                               struct rnn_attention_trace **trace);
+
+// Frees a trace (NULL: RNN_OK).
+enum rnn_status rnn_attention_trace_destroy(struct rnn_attention_trace *trace);
+
+// Zero gradients for the decoder steps over `memory`, to accumulate with
+// `rnn_attention_backward` and read with `rnn_attention_grads_finish`.
+// Free them with `rnn_attention_grads_destroy`.
+//
+// # Safety
+// Handles from their create functions; `out` writable.
+enum rnn_status rnn_attention_grads_create(const struct rnn_attention *layer,
+                                           const struct rnn_attention_memory *memory,
+                                           struct rnn_attention_grads **out);
+
+// Frees gradients (NULL: RNN_OK).
+enum rnn_status rnn_attention_grads_destroy(struct rnn_attention_grads *grads);
+
+// The backward of the forward that made `trace`: given `d_context [M, N,
+// E]` and optionally `d_weights [M, N, T]` (NULL with length 0: the
+// weights feed no loss), writes the gradient of the queries `[M, N, D]` to
+// `d_queries` and adds the encoder outputs' and the parameters' to
+// `grads`. Call it once per forward (e.g. once per decoder step), then
+// `rnn_attention_grads_finish`.
+//
+// # Safety
+// Handles from their create functions, `trace` and `grads` made with
+// `memory`; buffers hold their lengths and do not overlap.
+enum rnn_status rnn_attention_backward(const struct rnn_attention *layer,
+                                       const struct rnn_attention_memory *memory,
+                                       const struct rnn_attention_trace *trace,
+                                       const float *d_context,
+                                       size_t d_context_len,
+                                       const float *d_weights,
+                                       size_t d_weights_len,
+                                       struct rnn_attention_grads *grads,
+                                       float *d_queries,
+                                       size_t d_queries_len);
+
+// Ends a backward: writes the gradient of the encoder outputs `[T, N, E]`
+// (through the contexts and the scores) and of the parameters (laid out
+// like them), summed over every `rnn_attention_backward` call. The record
+// is then spent: a later backward or finish with it is
+// RNN_INVALID_ARGUMENT.
+//
+// # Safety
+// Handles from their create functions, `grads` made with `memory`;
+// buffers hold their lengths and do not overlap.
+enum rnn_status rnn_attention_grads_finish(const struct rnn_attention *layer,
+                                           const struct rnn_attention_memory *memory,
+                                           struct rnn_attention_grads *grads,
+                                           float *d_encoder_outputs,
+                                           size_t d_encoder_outputs_len,
+                                           float *d_params,
+                                           size_t d_params_len);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -115,6 +115,10 @@ impl Memory {
     pub fn lens(&self) -> &[usize] {
         &self.lens
     }
+    /// Floats of the encoder outputs (and of their gradient), `T·N·E`.
+    pub(crate) fn values_len(&self) -> usize {
+        self.values.len()
+    }
 }
 
 impl Attention {

@@ -81,6 +81,15 @@ fn misuse(what: &str, registry: &Registry, how: &str) -> Failure {
 }
 
 impl Registry {
+    /// An empty registry of handles of `kind`, made by `created_by`.
+    pub(crate) const fn new(kind: &'static str, created_by: &'static str) -> Registry {
+        Registry {
+            live: Mutex::new(BTreeSet::new()),
+            kind,
+            created_by,
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<usize>> {
         self.live.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -21,6 +21,7 @@
 //! - Threads: any calls may run at once, updates included (see the header's
 //!   conventions in cbindgen.toml).
 
+mod attention;
 mod guard;
 mod handles;
 
@@ -28,6 +29,7 @@ use std::ffi::CStr;
 use std::os::raw::c_char;
 use std::sync::Arc;
 
+pub use attention::*;
 pub use guard::rnn_status;
 use guard::{check_disjoint, guard, last_error_ptr, optional, slice, slice_mut, span, Failure};
 use handles::{acquire, register, release};

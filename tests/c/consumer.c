@@ -270,6 +270,122 @@ static void run_case(const test_case *c) {
     rnn_model_destroy(model);
 }
 
+
+/* Attention through the C ABI (issue 13): masking and a zero-length item,
+   a training forward and backward, the gradients against central
+   differences of the forward, and the misuse answers. */
+static double attention_loss(rnn_attention *layer, const float *enc, const size_t *lens, const float *queries,
+                             const float *dc) {
+    enum { T = 3, N = 2, E = 3, D = 4 };
+    rnn_attention_memory *memory = NULL;
+    float context[N * E];
+    double loss = 0.0;
+    EXPECT_STATUS(rnn_attention_memory_create(layer, enc, T * N * E, T, N, lens, N, &memory), RNN_OK);
+    EXPECT_STATUS(rnn_attention_forward(layer, memory, queries, N * D, context, N * E, NULL, 0), RNN_OK);
+    for (int i = 0; i < N * E; i++) loss += (double)dc[i] * context[i];
+    rnn_attention_memory_destroy(memory);
+    return loss;
+}
+
+static void attention_checks(void) {
+    enum { T = 3, N = 2, E = 3, D = 4 };
+    float enc[T * N * E], queries[N * D], dc[N * E];
+    for (int i = 0; i < T * N * E; i++) enc[i] = (float)sin(0.7 * i + 0.3);
+    for (int i = 0; i < N * D; i++) queries[i] = (float)cos(1.3 * i);
+    for (int i = 0; i < N * E; i++) dc[i] = (float)sin(2.1 * i + 1.0);
+    size_t lens[N] = {3, 0};
+
+    rnn_attention *bad = NULL;
+    EXPECT_STATUS(rnn_attention_create(RNN_SCORE_DOT, E, D, 0, 1, &bad), RNN_INVALID_ARGUMENT);
+    CHECK(bad == NULL, "no layer on failure");
+    EXPECT_STATUS(rnn_attention_create(9, E, D, 0, 1, &bad), RNN_INVALID_ARGUMENT);
+
+    for (uint32_t score = RNN_SCORE_GENERAL; score <= RNN_SCORE_ADDITIVE; score++) {
+        rnn_attention *layer = NULL;
+        EXPECT_STATUS(rnn_attention_create(score, E, D, 5, 7, &layer), RNN_OK);
+        size_t count = 0;
+        EXPECT_STATUS(rnn_attention_param_count(layer, &count), RNN_OK);
+        CHECK(count == (score == RNN_SCORE_GENERAL ? (size_t)(D * E) : (size_t)(5 * (E + D + 1))),
+              "param count %zu", count);
+        float *params = malloc(count * sizeof *params), *d_params = malloc(count * sizeof *d_params);
+        EXPECT_STATUS(rnn_attention_get_params(layer, params, count), RNN_OK);
+
+        rnn_attention_memory *memory = NULL;
+        EXPECT_STATUS(rnn_attention_memory_create(layer, enc, T * N * E, T, N, lens, N, &memory), RNN_OK);
+        float context[N * E], weights[N * T], d_queries[N * D], d_enc[T * N * E];
+        rnn_attention_trace *trace = NULL;
+        EXPECT_STATUS(rnn_attention_forward_training(layer, memory, queries, N * D, context, N * E, weights,
+                                                     N * T, &trace),
+                      RNN_OK);
+        double sum = weights[0] + weights[1] + weights[2];
+        CHECK(fabs(sum - 1.0) < 1e-5, "item 0's weights sum to %g", sum);
+        for (int t = 0; t < T; t++) CHECK(weights[T + t] == 0.0f, "item 1 (length 0) has a weight");
+        for (int j = 0; j < E; j++) CHECK(context[E + j] == 0.0f, "item 1 (length 0) has a context");
+
+        rnn_attention_grads *grads = NULL;
+        EXPECT_STATUS(rnn_attention_grads_create(layer, memory, &grads), RNN_OK);
+        EXPECT_STATUS(rnn_attention_backward(layer, memory, trace, dc, N * E, NULL, 0, grads, d_queries, N * D),
+                      RNN_OK);
+        EXPECT_STATUS(rnn_attention_grads_finish(layer, memory, grads, d_enc, T * N * E, d_params, count),
+                      RNN_OK);
+        EXPECT_STATUS(rnn_attention_grads_finish(layer, memory, grads, d_enc, T * N * E, d_params, count),
+                      RNN_INVALID_ARGUMENT);
+        EXPECT_STATUS(rnn_attention_backward(layer, memory, trace, dc, N * E, NULL, 0, grads, d_queries, 3),
+                      RNN_SHAPE_MISMATCH);
+
+        /* Central differences of the loss sum(dc * context). */
+        const float eps = 1e-2f;
+        for (int i = 0; i < N * D; i++) {
+            float q[N * D];
+            memcpy(q, queries, sizeof q);
+            q[i] = queries[i] + eps;
+            double up = attention_loss(layer, enc, lens, q, dc);
+            q[i] = queries[i] - eps;
+            double down = attention_loss(layer, enc, lens, q, dc);
+            double num = (up - down) / (2.0 * eps);
+            CHECK(fabs(num - d_queries[i]) < 2e-3, "score %u d_queries[%d]: %g vs %g", score, i, num,
+                  d_queries[i]);
+        }
+        for (int i = 0; i < T * N * E; i++) {
+            float e2[T * N * E];
+            memcpy(e2, enc, sizeof e2);
+            e2[i] = enc[i] + eps;
+            double up = attention_loss(layer, e2, lens, queries, dc);
+            e2[i] = enc[i] - eps;
+            double down = attention_loss(layer, e2, lens, queries, dc);
+            double num = (up - down) / (2.0 * eps);
+            CHECK(fabs(num - d_enc[i]) < 2e-3, "score %u d_enc[%d]: %g vs %g", score, i, num, d_enc[i]);
+        }
+        for (size_t i = 0; i < count; i++) {
+            float saved = params[i];
+            params[i] = saved + eps;
+            EXPECT_STATUS(rnn_attention_set_params(layer, params, count), RNN_OK);
+            double up = attention_loss(layer, enc, lens, queries, dc);
+            params[i] = saved - eps;
+            EXPECT_STATUS(rnn_attention_set_params(layer, params, count), RNN_OK);
+            double down = attention_loss(layer, enc, lens, queries, dc);
+            params[i] = saved;
+            double num = (up - down) / (2.0 * eps);
+            CHECK(fabs(num - d_params[i]) < 2e-3, "score %u d_params[%zu]: %g vs %g", score, i, num,
+                  d_params[i]);
+        }
+        EXPECT_STATUS(rnn_attention_set_params(layer, params, count), RNN_OK);
+        /* The memory was made with the old parameters. */
+        EXPECT_STATUS(rnn_attention_forward(layer, memory, queries, N * D, context, N * E, NULL, 0),
+                      RNN_INVALID_ARGUMENT);
+        EXPECT_STATUS(rnn_attention_set_params(layer, params, 2), RNN_SHAPE_MISMATCH);
+
+        EXPECT_STATUS(rnn_attention_grads_destroy(grads), RNN_OK);
+        EXPECT_STATUS(rnn_attention_trace_destroy(trace), RNN_OK);
+        EXPECT_STATUS(rnn_attention_memory_destroy(memory), RNN_OK);
+        EXPECT_STATUS(rnn_attention_memory_destroy(memory), RNN_MISUSE);
+        EXPECT_STATUS(rnn_attention_destroy(layer), RNN_OK);
+        EXPECT_STATUS(rnn_attention_param_count(layer, &count), RNN_MISUSE);
+        free(params);
+        free(d_params);
+    }
+}
+
 static void error_paths(void) {
     rnn_config cfg = rnn_config_default();
     cfg.cell = RNN_CELL_LSTM;
@@ -536,6 +652,7 @@ int main(int argc, char **argv) {
         free_case(&c);
     }
     error_paths();
+    attention_checks();
     char passed[128];
     snprintf(passed, sizeof passed, "C consumer: %d case file(s) and the error paths passed (librnn %s)", argc - 1,
              rnn_version());
