@@ -1,6 +1,7 @@
 //! Attention (`rnn::attention`) against its f64 oracle
 //! (`rnn::reference::attention`): forward and backward on random shapes of
-//! every score, with masked and zero-length items; the oracle's gradients
+//! every score and on every ISA (NEON under qemu in CI), with masked and
+//! zero-length items; the oracle's gradients
 //! against finite differences; backward accumulated over step-by-step
 //! calls; the errors.
 
@@ -9,6 +10,7 @@ use proptest::test_runner::{Config as ProptestConfig, RngSeed};
 use rnn::attention::{Attention, Score};
 use rnn::reference::attention::{attention_backward, attention_forward, Encoded};
 use rnn::rng::SplitMix64;
+use rnn::Isa;
 
 #[derive(Clone, Debug)]
 struct Case {
@@ -20,6 +22,8 @@ struct Case {
     batch: usize,
     steps: usize,
     seed: u64,
+    /// Index into `Isa::supported()`.
+    isa: usize,
 }
 
 /// Random tensors of a case: encoder outputs, lengths (some zero, some
@@ -36,7 +40,11 @@ struct Data {
 impl Case {
     fn data(&self) -> Data {
         let mut rng = SplitMix64::new(self.seed);
-        let layer = Attention::new(self.score, self.enc, self.dec, self.attn, self.seed).unwrap();
+        let isa = Isa::supported()[self.isa % Isa::supported().len()];
+        let layer = Attention::new(self.score, self.enc, self.dec, self.attn, self.seed)
+            .unwrap()
+            .with_isa(isa)
+            .unwrap();
         let (t, n, m) = (self.seq_len, self.batch, self.steps);
         let normal =
             |rng: &mut SplitMix64, len: usize| (0..len).map(|_| rng.normal()).collect::<Vec<f32>>();
@@ -60,28 +68,26 @@ impl Case {
 
 fn cases() -> impl Strategy<Value = Case> {
     (
-        0..3usize,
-        1..20usize,
-        1..20usize,
-        1..12usize,
-        0..9usize,
-        1..5usize,
-        1..4usize,
-        any::<u64>(),
+        (0..3usize, 1..40usize, 1..20usize, 1..12usize),
+        (0..19usize, 1..5usize, 1..4usize, any::<u64>()),
+        0..Isa::supported().len(),
     )
-        .prop_map(|(score, enc, dec, attn, seq_len, batch, steps, seed)| {
-            let score = Score::ALL[score];
-            Case {
-                score,
-                enc,
-                dec: if score == Score::Dot { enc } else { dec },
-                attn,
-                seq_len,
-                batch,
-                steps,
-                seed,
-            }
-        })
+        .prop_map(
+            |((score, enc, dec, attn), (seq_len, batch, steps, seed), isa)| {
+                let score = Score::ALL[score];
+                Case {
+                    score,
+                    enc,
+                    dec: if score == Score::Dot { enc } else { dec },
+                    attn,
+                    seq_len,
+                    batch,
+                    steps,
+                    seed,
+                    isa,
+                }
+            },
+        )
 }
 
 /// `|a − b| ≤ tol · (1 + |b|)` everywhere.
@@ -177,7 +183,7 @@ fn check(case: &Case, with_d_weights: bool) -> Result<(), String> {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 96,
+        cases: 256,
         rng_seed: RngSeed::Fixed(0x6174_746e),
         failure_persistence: None,
         ..ProptestConfig::default()
@@ -186,7 +192,8 @@ proptest! {
     #[test]
     fn attention_equals_the_f64_reference(case in cases(), with_d_weights in any::<bool>()) {
         let result = check(&case, with_d_weights);
-        prop_assert!(result.is_ok(), "{:?}: {:?}", case, result);
+        let isa = Isa::supported()[case.isa].name();
+        prop_assert!(result.is_ok(), "{:?} on {}: {:?}", case, isa, result);
     }
 }
 
@@ -205,6 +212,7 @@ fn reference_gradients_match_finite_differences() {
             batch: 3,
             steps: 2,
             seed: 17,
+            isa: 0,
         };
         let data = case.data();
         let (t, n) = (case.seq_len, case.batch);
@@ -281,6 +289,7 @@ fn backward_accumulates_over_step_by_step_calls() {
             batch: 4,
             steps: 3,
             seed: 5,
+            isa: Isa::supported().len() - 1,
         };
         let data = case.data();
         let (t, n, e, d) = (case.seq_len, case.batch, case.enc, case.dec);

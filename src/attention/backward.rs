@@ -6,7 +6,6 @@ use super::forward::{additive_hidden, dot};
 use super::{Attended, Attention, AttentionParam, Memory, Score};
 use crate::error::{check_len, try_vec, Error, Result};
 use crate::gemm::{gemm, Mat};
-use crate::kernels::{Isa, Kernels};
 
 /// Gradients gathered over the decoder steps of one [`Memory`]: start it
 /// with [`Attention::start_backward`], feed it every step's gradients with
@@ -92,7 +91,7 @@ impl Attention {
         let mut d_q = try_vec(m * n * k, 0.0, "attention query gradients")?;
         let projected = self.project_queries(queries, m * n)?;
         let kernels = match self.score {
-            Score::Additive => Some(Kernels::for_isa(Isa::selected()?)?),
+            Score::Additive => Some(memory.kernels),
             _ => None,
         };
         let mut hidden = try_vec(if kernels.is_some() { t * k } else { 0 }, 0.0, "scratch")?;

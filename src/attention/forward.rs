@@ -2,9 +2,12 @@
 //! decoder steps over one [`Memory`].
 
 use super::{Attention, Memory, Score};
+use crate::engine::pack::round_up;
 use crate::error::{check_len, try_vec, Result};
 use crate::gemm::{gemm, Mat};
-use crate::kernels::{Isa, Kernels};
+use crate::kernels::fused::MatRow;
+use crate::kernels::Kernels;
+use crate::precision::Precision;
 
 /// What attention gives for `M` decoder steps of `N` items.
 #[derive(Clone, Debug, PartialEq)]
@@ -40,29 +43,6 @@ pub(super) fn additive_hidden(
     kernels.tanh_in_place(&mut out[..len * a]);
 }
 
-/// Softmax in place over `scores`, with the largest taken away first so
-/// that no exponential overflows.
-fn softmax(scores: &mut [f32]) {
-    let max =
-        scores.iter().copied().fold(
-            f32::NEG_INFINITY,
-            |m, s| {
-                if s > m || s.is_nan() {
-                    s
-                } else {
-                    m
-                }
-            },
-        );
-    let mut sum = 0.0;
-    for s in scores.iter_mut() {
-        *s = (*s - max).exp();
-        sum += *s;
-    }
-    let inv = 1.0 / sum;
-    scores.iter_mut().for_each(|s| *s *= inv);
-}
-
 impl Attention {
     /// Attends `queries [M, N, D]` (decoder states of `M` steps, e.g. one)
     /// over `memory`: the contexts and weights of every step.
@@ -78,51 +58,66 @@ impl Attention {
         let mut weights = try_vec(m * n * t, 0.0, "attention weights")?;
         let mut context = try_vec(m * n * e, 0.0, "attention contexts")?;
         let projected = self.project_queries(queries, m * n)?;
-        let kernels = match self.score {
-            Score::Additive => Some(Kernels::for_isa(Isa::selected()?)?),
-            _ => None,
-        };
-        let mut hidden = try_vec(
-            if kernels.is_some() { t * k } else { 0 },
-            0.0,
-            "attention scratch",
-        )?;
+        let kernels = memory.kernels;
+        let unit = kernels.unit();
+        let (tp, ep) = (round_up(t, unit), round_up(e, unit));
+        let product = kernels.steps(Precision::F32).panel_matmul;
+        // The products write whole panels: rows of `tp` scores or `ep`
+        // context values, copied out.
+        let mut out = try_vec(m * tp.max(ep), 0.0, "attention scratch")?;
+        let additive = self.score == Score::Additive;
+        let mut hidden = try_vec(if additive { t * k } else { 0 }, 0.0, "attention scratch")?;
+        let mut rows = Vec::with_capacity(m);
         for b in 0..n {
             let len = memory.lens[b];
             if len == 0 {
                 continue;
             }
             // Scores of every step of item b, [M, len], into its weight rows.
-            match &kernels {
-                None => gemm(
-                    Mat::rows(&queries[b * d..], m, k, n * d),
-                    Mat::transposed(&memory.keys[b * k..], k, len, n * k),
-                    0.0,
-                    &mut weights[b * t..],
-                    n * t,
-                ),
-                Some(kernels) => {
-                    let v = &self.params[self.param_range(super::AttentionParam::V)?];
-                    for step in 0..m {
-                        let q = &projected[(step * n + b) * k..][..k];
-                        additive_hidden(kernels, memory, b, len, q, &mut hidden);
-                        let row = &mut weights[(step * n + b) * t..][..len];
-                        for (score, z) in row.iter_mut().zip(hidden.chunks_exact(k)) {
-                            *score = dot(z, v);
-                        }
+            if additive {
+                let v = &self.params[self.param_range(super::AttentionParam::V)?];
+                for step in 0..m {
+                    let q = &projected[(step * n + b) * k..][..k];
+                    additive_hidden(&kernels, memory, b, len, q, &mut hidden);
+                    let row = &mut weights[(step * n + b) * t..][..len];
+                    for (score, z) in row.iter_mut().zip(hidden.chunks_exact(k)) {
+                        *score = dot(z, v);
                     }
+                }
+            } else {
+                let base = out.as_mut_ptr();
+                rows.clear();
+                rows.extend((0..m).map(|step| MatRow {
+                    a: queries[(step * n + b) * d..][..k].as_ptr(),
+                    // In bounds: `out` holds m rows of tp.
+                    out: base.wrapping_add(step * tp),
+                }));
+                let keys = &memory.packed_keys[b * k * tp..][..k * tp];
+                // SAFETY: the ISA is the CPU's (Kernels); each row reads k
+                // floats of a query and writes tp floats of `out`; `keys`
+                // holds tp/unit panels of k rows.
+                unsafe { product(k, tp, keys, None, &rows) };
+                for step in 0..m {
+                    weights[(step * n + b) * t..][..len].copy_from_slice(&out[step * tp..][..len]);
                 }
             }
             for step in 0..m {
-                softmax(&mut weights[(step * n + b) * t..][..len]);
+                kernels.softmax_in_place(&mut weights[(step * n + b) * t..][..len]);
             }
-            gemm(
-                Mat::rows(&weights[b * t..], m, len, n * t),
-                Mat::rows(&memory.values[b * e..], len, e, n * e),
-                0.0,
-                &mut context[b * e..],
-                n * e,
-            );
+            let base = out.as_mut_ptr();
+            rows.clear();
+            rows.extend((0..m).map(|step| MatRow {
+                a: weights[(step * n + b) * t..][..t].as_ptr(),
+                // In bounds: `out` holds m rows of ep.
+                out: base.wrapping_add(step * ep),
+            }));
+            let values = &memory.packed_values[b * t * ep..][..t * ep];
+            // SAFETY: as above: each row reads the t weights of its step
+            // (zero past the length) and writes ep floats of `out`.
+            unsafe { product(t, ep, values, None, &rows) };
+            for step in 0..m {
+                context[(step * n + b) * e..][..e].copy_from_slice(&out[step * ep..][..e]);
+            }
         }
         Ok(Attended {
             steps: m,

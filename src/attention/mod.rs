@@ -27,13 +27,23 @@
 //! and maps the keys' gradient back to the encoder outputs and weights once,
 //! in [`Attention::finish_backward`].
 //!
+//! The forward runs on librnn's own kernels, dispatched like a model's
+//! ([`Attention::with_isa`] pins an ISA; `RNN_ISA` and the CPU choose
+//! otherwise): the score and context products are the register-tiled panel
+//! products of the recurrent layers, over keys and encoder outputs packed
+//! once per memory; the softmax and the additive score's tanh are the SIMD
+//! `exp` and `tanh`. The projections of whole batches (`W_a h`, `W_e h`,
+//! `W_d s`) and the backward's products run through `matrixmultiply`.
+//!
 //! The f64 oracle is [`crate::reference::attention`].
 
 mod backward;
 mod forward;
 
+use crate::engine::pack::{pack_b, round_up};
 use crate::error::{check_len, Error, Result};
 use crate::gemm::{gemm, Mat};
+use crate::kernels::{Isa, Kernels};
 use crate::rng::SplitMix64;
 
 pub use backward::{AttentionGradients, Backward};
@@ -73,6 +83,8 @@ pub struct Attention {
     /// `W_a` (general) or `W_e`, `W_d`, `v` (additive), row-major, one
     /// after the other; empty for dot.
     params: Vec<f32>,
+    /// The ISA of its kernels; `None`: `RNN_ISA` or the best the CPU has.
+    isa: Option<Isa>,
 }
 
 /// A parameter tensor of an attention layer.
@@ -89,9 +101,16 @@ pub enum AttentionParam {
 }
 
 /// The encoder side of a batch, ready for any number of decoder steps:
-/// the encoder outputs, their keys and the lengths.
+/// the encoder outputs, their keys and the lengths, packed for the kernels
+/// of the layer's ISA.
 #[derive(Clone, Debug)]
 pub struct Memory {
+    pub(crate) kernels: Kernels,
+    /// Per item, `keysᵀ [K, T]` as panels of the kernels (dot and general;
+    /// empty for additive, whose score is not a product).
+    pub(crate) packed_keys: Vec<f32>,
+    /// Per item, the encoder outputs `[T, E]` as panels.
+    pub(crate) packed_values: Vec<f32>,
     pub(crate) seq_len: usize,
     pub(crate) batch: usize,
     pub(crate) lens: Vec<usize>,
@@ -186,7 +205,23 @@ impl Attention {
             decoder_size,
             attention_size,
             params: vec![0.0; len],
+            isa: None,
         })
+    }
+
+    /// This layer with its kernels on `isa` (an error if the CPU lacks it).
+    pub fn with_isa(mut self, isa: Isa) -> Result<Attention> {
+        Kernels::for_isa(isa)?;
+        self.isa = Some(isa);
+        Ok(self)
+    }
+
+    /// The ISA its kernels run on.
+    pub fn isa(&self) -> Result<Isa> {
+        match self.isa {
+            Some(isa) => Ok(isa),
+            None => Isa::selected(),
+        }
     }
 
     /// A layer with the given parameters (`params().len()` of them, in
@@ -312,7 +347,25 @@ impl Attention {
                 keys
             }
         };
+        let kernels = Kernels::for_isa(self.isa()?)?;
+        let unit = kernels.unit();
+        let k = self.key_size();
+        let mut packed_keys = Vec::new();
+        let mut packed_values = Vec::new();
+        for b in 0..batch {
+            let row = |t: usize| t * batch + b;
+            if self.score != Score::Additive {
+                packed_keys.extend(pack_b(k, seq_len, unit, |kk, t| keys[row(t) * k + kk])?);
+            }
+            packed_values.extend(pack_b(seq_len, e, unit, |t, j| {
+                encoder_outputs[row(t) * e + j]
+            })?);
+        }
+        debug_assert_eq!(packed_values.len(), batch * seq_len * round_up(e, unit));
         Ok(Memory {
+            kernels,
+            packed_keys,
+            packed_values,
             seq_len,
             batch,
             lens,

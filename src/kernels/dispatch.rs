@@ -130,6 +130,8 @@ pub(crate) struct Table {
     pub sigmoid_in_place: unsafe fn(&mut [f32]),
     /// `kernels::quantize::quantize_row`, vectorised for the ISA.
     pub quantize_row: unsafe fn(&[f32], &mut [f32]),
+    /// `math::softmax_in_place` (attention's weights).
+    pub softmax_in_place: unsafe fn(&mut [f32]),
     /// Per weight format ([`Kernels::steps`]).
     pub f32: StepKernels,
     pub bf16: StepKernels,
@@ -207,6 +209,12 @@ impl Kernels {
     pub fn sigmoid_in_place(&self, x: &mut [f32]) {
         // SAFETY: as above.
         unsafe { (self.table.sigmoid_in_place)(x) }
+    }
+
+    /// Softmax of `row` in place, stable (see `math::softmax_in_place`).
+    pub fn softmax_in_place(&self, row: &mut [f32]) {
+        // SAFETY: `for_isa` checked the CPU supports this table's ISA.
+        unsafe { (self.table.softmax_in_place)(row) }
     }
 
     /// Quantises the row `x` for int8 products into `out` (see

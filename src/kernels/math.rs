@@ -102,3 +102,33 @@ pub(crate) unsafe fn map_in_place<S: Simd>(data: &mut [f32], f: unsafe fn(S::V) 
         tail.copy_from_slice(&buf[..tail.len()]);
     }
 }
+
+/// Softmax of `row` in place, numerically stable: the largest value is
+/// taken away first (so every exponent is at most 0 and none overflows),
+/// then [`exp`] (exponents below −87 give about 1.6e-38 rather than 0),
+/// then division by the sum. A NaN anywhere makes the row NaN. An empty row
+/// is left alone.
+#[inline(always)]
+pub(crate) unsafe fn softmax_in_place<S: Simd>(row: &mut [f32]) {
+    if row.is_empty() {
+        return;
+    }
+    let max = row.iter().fold(
+        f32::NEG_INFINITY,
+        |m, &x| if x > m || x.is_nan() { x } else { m },
+    );
+    row.iter_mut().for_each(|x| *x -= max);
+    // SAFETY: the caller runs on a CPU with this ISA.
+    unsafe { map_in_place::<S>(row, exp::<S>) };
+    // Eight partial sums, so that the loop vectorises.
+    let mut lanes = [0f32; 8];
+    let mut chunks = row.chunks_exact(8);
+    for c in &mut chunks {
+        for i in 0..8 {
+            lanes[i] += c[i];
+        }
+    }
+    let sum = lanes.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>();
+    let inv = 1.0 / sum;
+    row.iter_mut().for_each(|x| *x *= inv);
+}

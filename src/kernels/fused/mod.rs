@@ -546,6 +546,11 @@ macro_rules! instantiate_kernels {
                 unsafe { math::map_in_place::<$S>(x, math::tanh::<$S>) }
             }
             $(#[$attr])?
+            pub(crate) unsafe fn softmax_in_place(x: &mut [f32]) {
+                // SAFETY: only reachable through Kernels::for_isa, which checked the CPU.
+                unsafe { math::softmax_in_place::<$S>(x) }
+            }
+            $(#[$attr])?
             pub(crate) unsafe fn quantize_row(x: &[f32], out: &mut [f32]) {
                 // The portable loop, vectorised with this ISA's features.
                 crate::kernels::quantize::quantize_row(x, out)
@@ -605,6 +610,7 @@ macro_rules! instantiate_kernels {
                 tanh_in_place,
                 sigmoid_in_place,
                 quantize_row,
+                softmax_in_place,
                 f32: f32_steps::STEPS,
                 bf16: bf16_steps::STEPS,
                 int8: int8_steps::STEPS,
