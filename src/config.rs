@@ -32,7 +32,9 @@ impl CellKind {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Activation {
     #[default]
+    /// `tanh` (the default).
     Tanh,
+    /// `max(0, x)`.
     Relu,
 }
 
@@ -101,11 +103,17 @@ pub enum Layout {
 /// `Projection [H_out, H]` if `proj_size > 0`. All matrices are row-major.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ParamKind {
+    /// Input weights `W [G·H, I_l]`.
     W,
+    /// Recurrent weights `R [G·H, H_out]`.
     R,
+    /// Input bias `Wb [G·H]`.
     Wb,
+    /// Recurrent bias `Rb [G·H]`.
     Rb,
+    /// LSTM peepholes `[3·H]`: `p_i`, `p_f`, `p_o`.
     Peephole,
+    /// LSTM projection `[H_out, H]`.
     Projection,
 }
 
@@ -116,6 +124,7 @@ pub trait Coded: Copy + PartialEq + Sized + 'static {
     /// Every value, in code order.
     const ALL: &'static [Self];
 
+    /// The value's code: its position in `ALL`.
     fn code(self) -> u32 {
         Self::ALL
             .iter()
@@ -123,6 +132,7 @@ pub trait Coded: Copy + PartialEq + Sized + 'static {
             .expect("ALL lists every value") as u32
     }
 
+    /// The value of `code`, if there is one.
     fn from_code(code: u32) -> Option<Self> {
         Self::ALL.get(code as usize).copied()
     }
@@ -167,6 +177,24 @@ impl Coded for Layout {
 }
 
 /// A validated network configuration. Build one with [`Config::builder`].
+///
+/// ```
+/// use rnn::{CellKind, Config, Direction, GruVariant, ParamKind};
+///
+/// // Two stacked bidirectional GRU layers, PyTorch's variant.
+/// let config = Config::builder(CellKind::Gru, 40, 128)
+///     .num_layers(2)
+///     .direction(Direction::BidirectionalConcat)
+///     .gru_variant(GruVariant::LinearBeforeReset)
+///     .build()?;
+/// assert_eq!(config.output_size(), 256);
+/// // Where layer 1's reverse-direction recurrent weights live.
+/// let r = config.param_range(1, 1, ParamKind::R)?;
+/// assert_eq!(r.len(), 3 * 128 * 128);
+/// // Invalid combinations are errors, not panics.
+/// assert!(Config::builder(CellKind::Gru, 40, 128).peepholes(true).build().is_err());
+/// # Ok::<(), rnn::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     cell: CellKind,
@@ -216,12 +244,15 @@ impl Config {
         }
     }
 
+    /// The cell type.
     pub fn cell(&self) -> CellKind {
         self.cell
     }
+    /// The vanilla RNN's non-linearity.
     pub fn activation(&self) -> Activation {
         self.activation
     }
+    /// I: the features of each input step.
     pub fn input_size(&self) -> usize {
         self.input_size
     }
@@ -233,15 +264,19 @@ impl Config {
     pub fn proj_size(&self) -> usize {
         self.proj_size
     }
+    /// Stacked layers.
     pub fn num_layers(&self) -> usize {
         self.num_layers
     }
+    /// Forward, reverse or both (concatenated or summed).
     pub fn direction(&self) -> Direction {
         self.direction
     }
+    /// Where the GRU applies its reset gate.
     pub fn gru_variant(&self) -> GruVariant {
         self.gru_variant
     }
+    /// LSTM cell clip (see [`ConfigBuilder::cell_clip`]).
     pub fn cell_clip(&self) -> Option<f32> {
         self.cell_clip
     }
@@ -254,9 +289,11 @@ impl Config {
     pub fn input_forget(&self) -> bool {
         self.input_forget
     }
+    /// LSTM peephole connections.
     pub fn peepholes(&self) -> bool {
         self.peepholes
     }
+    /// Time-major (`[T, N, ·]`) or batch-first (`[N, T, ·]`) inputs and outputs.
     pub fn layout(&self) -> Layout {
         self.layout
     }
@@ -437,14 +474,17 @@ impl ConfigBuilder {
         self.config.proj_size = proj_size;
         self
     }
+    /// Stacked layers (default 1): layer `l + 1` reads layer `l`'s output.
     pub fn num_layers(mut self, num_layers: usize) -> Self {
         self.config.num_layers = num_layers;
         self
     }
+    /// Forward (default), reverse, or bidirectional.
     pub fn direction(mut self, direction: Direction) -> Self {
         self.config.direction = direction;
         self
     }
+    /// GRU variant (default: ONNX's reset before the matmul).
     pub fn gru_variant(mut self, variant: GruVariant) -> Self {
         self.config.gru_variant = variant;
         self
@@ -476,6 +516,7 @@ impl ConfigBuilder {
         self.config.peepholes = on;
         self
     }
+    /// Layout of `x`, `y` and their gradients (default time-major).
     pub fn layout(mut self, layout: Layout) -> Self {
         self.config.layout = layout;
         self

@@ -38,29 +38,37 @@ impl<'a, F> Input<'a, F> {
         self.seq_lens = Some(seq_lens);
         self
     }
+    /// The initial hidden state `[L·D, N, H_out]` (default zeros).
     pub fn with_h0(mut self, h0: &'a [F]) -> Self {
         self.h0 = Some(h0);
         self
     }
+    /// The initial LSTM cell state `[L·D, N, H]` (default zeros).
     pub fn with_c0(mut self, c0: &'a [F]) -> Self {
         self.c0 = Some(c0);
         self
     }
+    /// The input sequence.
     pub fn x(&self) -> &'a [F] {
         self.x
     }
+    /// T: steps.
     pub fn seq_len(&self) -> usize {
         self.seq_len
     }
+    /// N: items.
     pub fn batch(&self) -> usize {
         self.batch
     }
+    /// Each item's length, if given.
     pub fn seq_lens(&self) -> Option<&'a [usize]> {
         self.seq_lens
     }
+    /// The initial hidden state, if given.
     pub fn h0(&self) -> Option<&'a [F]> {
         self.h0
     }
+    /// The initial cell state, if given.
     pub fn c0(&self) -> Option<&'a [F]> {
         self.c0
     }
@@ -70,7 +78,9 @@ impl<'a, F> Input<'a, F> {
 /// items, overflow-checked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Shapes {
+    /// T: steps.
     pub seq_len: usize,
+    /// N: items.
     pub batch: usize,
     /// `x` and `dx`.
     pub x: usize,
@@ -83,6 +93,8 @@ pub struct Shapes {
 }
 
 impl Shapes {
+    /// The sizes for `config` at `seq_len` steps of `batch` items
+    /// (`Error::InvalidArgument` if a size overflows).
     pub fn new(config: &Config, seq_len: usize, batch: usize) -> Result<Shapes> {
         let ld = config.num_layers() * config.num_directions();
         Ok(Shapes {
@@ -224,10 +236,13 @@ pub(crate) fn swap_outer_axes_into<F: Copy>(
 /// buffer of the caller's). Every element of a given buffer is overwritten.
 #[derive(Debug, Default)]
 pub struct GradientBuffers<'a> {
+    /// Same shape as `x`.
     pub dx: Option<&'a mut [f32]>,
+    /// Same shape as `h0`.
     pub dh0: Option<&'a mut [f32]>,
     /// LSTM only.
     pub dc0: Option<&'a mut [f32]>,
+    /// The model's flat parameter layout.
     pub dparams: Option<&'a mut [f32]>,
 }
 
@@ -278,6 +293,7 @@ pub struct OutputGrads<'a, F = f32> {
 }
 
 impl<'a, F> OutputGrads<'a, F> {
+    /// Gradients of the outputs `y` (same shape), and none of the final states.
     pub fn new(dy: &'a [F]) -> Self {
         OutputGrads {
             dy,
@@ -285,10 +301,12 @@ impl<'a, F> OutputGrads<'a, F> {
             dc_n: None,
         }
     }
+    /// Also the gradient of the final hidden state `h_n`.
     pub fn with_dh_n(mut self, dh_n: &'a [F]) -> Self {
         self.dh_n = Some(dh_n);
         self
     }
+    /// Also the gradient of the final LSTM cell state `c_n`.
     pub fn with_dc_n(mut self, dc_n: &'a [F]) -> Self {
         self.dc_n = Some(dc_n);
         self

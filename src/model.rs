@@ -30,6 +30,25 @@ static NEXT_MODEL_ID: AtomicU64 = AtomicU64::new(1);
 /// buffers and at most [`Model::MAX_IDLE_BYTES`] (256 MiB) while idle,
 /// however many calls ran at once. [`Model::release_memory`] frees them;
 /// so does dropping the model.
+///
+/// ```
+/// use rnn::{CellKind, Config, Input, Model, OutputGrads};
+///
+/// // An LSTM over 3 input features with 8 hidden units, random weights.
+/// let config = Config::builder(CellKind::Lstm, 3, 8).build()?;
+/// let model = Model::random(config, 42);
+/// // 5 steps of a batch of 2, time-major [T, N, I].
+/// let x = vec![0.5f32; 5 * 2 * 3];
+/// let out = model.forward_inference(&Input::new(&x, 5, 2))?;
+/// assert_eq!((out.y.len(), out.h_n.len()), (5 * 2 * 8, 2 * 8));
+///
+/// // Training: forward with a trace, then every gradient.
+/// let (out, trace) = model.forward_training(&Input::new(&x, 5, 2))?;
+/// let dy = vec![1.0f32; out.y.len()];
+/// let grads = model.backward(&trace, &OutputGrads::new(&dy))?;
+/// assert_eq!(grads.dparams.len(), model.params().len());
+/// # Ok::<(), rnn::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct Model {
     config: Config,
@@ -258,6 +277,7 @@ impl Model {
         Ok(Model::with_params(config, params))
     }
 
+    /// The model's configuration.
     pub fn config(&self) -> &Config {
         &self.config
     }

@@ -12,6 +12,21 @@
 use crate::error::{Error, Result};
 
 /// How a model's weights are stored and multiplied in inference.
+///
+/// ```
+/// use rnn::{CellKind, Config, Input, Model, Precision};
+///
+/// let model = Model::random(Config::builder(CellKind::Gru, 16, 64).build()?, 7);
+/// let x = vec![0.25f32; 10 * 16];
+/// let exact = model.forward_inference(&Input::new(&x, 10, 1))?;
+/// let int8 = model.clone().with_precision(Precision::Int8);
+/// let fast = int8.forward_inference(&Input::new(&x, 10, 1))?;
+/// let worst = exact.y.iter().zip(&fast.y).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+/// assert!(worst < 0.05);
+/// // Training needs f32.
+/// assert!(int8.forward_training(&Input::new(&x, 10, 1)).is_err());
+/// # Ok::<(), rnn::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Precision {
     /// f32 weights (the default; training needs it).
@@ -36,8 +51,10 @@ pub enum Precision {
 }
 
 impl Precision {
+    /// Every precision, in the C ABI's code order (`RNN_PRECISION_*`).
     pub const ALL: [Precision; 3] = [Precision::F32, Precision::Bf16, Precision::Int8];
 
+    /// The name `--precision` takes: `f32`, `bf16` or `int8`.
     pub fn name(self) -> &'static str {
         match self {
             Precision::F32 => "f32",
@@ -46,6 +63,7 @@ impl Precision {
         }
     }
 
+    /// The precision called `name` (any case).
     pub fn from_name(name: &str) -> Result<Precision> {
         Precision::ALL
             .into_iter()

@@ -62,8 +62,10 @@ pub enum Score {
 }
 
 impl Score {
+    /// Every score, in the C ABI's code order (`RNN_SCORE_*`).
     pub const ALL: [Score; 3] = [Score::Dot, Score::General, Score::Additive];
 
+    /// The score's name: `dot`, `general` or `additive`.
     pub fn name(self) -> &'static str {
         match self {
             Score::Dot => "dot",
@@ -74,6 +76,27 @@ impl Score {
 }
 
 /// An attention layer: its score function, sizes and parameters.
+///
+/// ```
+/// use rnn::attention::{Attention, Score};
+///
+/// // Encoder outputs [T = 4, N = 2, E = 6], decoder states of D = 5.
+/// let layer = Attention::new(Score::Additive, 6, 5, 8, 1)?;
+/// let encoded = vec![0.1f32; 4 * 2 * 6];
+/// // The second item is 2 steps long: its positions 2 and 3 get weight 0.
+/// let memory = layer.memory(&encoded, 4, 2, Some(&[4, 2]))?;
+/// let states = vec![0.3f32; 2 * 5]; // one decoder step [1, N, D]
+/// let out = layer.attend(&memory, &states)?;
+/// assert_eq!(out.context.len(), 2 * 6);
+/// assert_eq!(&out.weights[4..], &[0.5, 0.5, 0.0, 0.0]); // weights [M, N, T]
+///
+/// // Training: the gradients of every decoder step, then finish once.
+/// let mut grads = layer.start_backward(&memory)?;
+/// let d_states = layer.backward(&memory, &states, &out, &[1.0; 12], None, &mut grads)?;
+/// let grads = layer.finish_backward(&memory, grads)?;
+/// assert_eq!((d_states.len(), grads.d_params.len()), (10, layer.params().len()));
+/// # Ok::<(), rnn::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct Attention {
     score: Score,
@@ -239,6 +262,7 @@ impl Attention {
         Ok(layer)
     }
 
+    /// The score function.
     pub fn score(&self) -> Score {
         self.score
     }
@@ -258,6 +282,9 @@ impl Attention {
     pub fn params(&self) -> &[f32] {
         &self.params
     }
+    /// All parameters, flat, to change in place (an optimiser's step). A
+    /// [`Memory`] made before keeps the keys of the old parameters: make a
+    /// new one.
     pub fn params_mut(&mut self) -> &mut [f32] {
         &mut self.params
     }

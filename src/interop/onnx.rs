@@ -48,6 +48,7 @@ pub struct OnnxWeights {
 /// The attributes of one ONNX RNN, LSTM or GRU node.
 #[derive(Clone, Debug, PartialEq)]
 pub struct OnnxAttributes {
+    /// `hidden_size`: H.
     pub hidden_size: usize,
     /// `"forward"`, `"reverse"` or `"bidirectional"`.
     pub direction: String,

@@ -26,8 +26,10 @@ pub enum Isa {
 }
 
 impl Isa {
+    /// Every ISA librnn has kernels for (on any architecture).
     pub const ALL: [Isa; 4] = [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon];
 
+    /// The name `RNN_ISA` takes: `scalar`, `avx2`, `avx512` or `neon`.
     pub fn name(self) -> &'static str {
         match self {
             Isa::Scalar => "scalar",
@@ -37,6 +39,7 @@ impl Isa {
         }
     }
 
+    /// The ISA called `name` (any case).
     pub fn from_name(name: &str) -> Result<Isa> {
         Isa::ALL
             .into_iter()

@@ -1,4 +1,4 @@
-//! Vectorised exp, logistic and tanh, generic over [`Simd`].
+//! Vectorised exp, logistic and tanh, generic over `Simd`.
 //!
 //! Accuracy (measured by `tests/kernels.rs` over a sweep of every 1021st f32
 //! bit pattern, against f64): logistic and tanh are within [`MAX_ULP`] units
@@ -11,7 +11,7 @@
 
 use super::Simd;
 
-/// Bound on the error of [`tanh`] and [`sigmoid`], in ulp (see module docs).
+/// Bound on the error of `tanh` and `sigmoid`, in ulp (see module docs).
 pub const MAX_ULP: u32 = 2;
 
 const LOG2E: f32 = std::f32::consts::LOG2_E;

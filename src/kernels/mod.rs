@@ -1,10 +1,15 @@
 //! SIMD kernels: one folder per instruction set, one generic body per kernel.
 //!
-//! Every kernel is written once, generically over the [`Simd`] trait (a
+//! Public API here: [`Isa`] (also at the crate root), the vectorised
+//! [`dispatch::tanh_in_place`] and [`dispatch::sigmoid_in_place`] with their
+//! error bound [`math::MAX_ULP`], and [`dispatch::measure_fma_peak`]; the
+//! kernels themselves are internal.
+//!
+//! Every kernel is written once, generically over the `Simd` trait (a
 //! vector of f32 lanes with the dozen operations the kernels use), in
-//! [`math`] (tanh, logistic) and [`fused`] (the recurrent step with its gate
+//! [`math`] (tanh, logistic) and `fused` (the recurrent step with its gate
 //! epilogue, and the element-wise backward of each cell). Each ISA folder
-//! implements [`Simd`] with its intrinsics and instantiates the generic
+//! implements `Simd` with its intrinsics and instantiates the generic
 //! bodies inside `#[target_feature]` functions, so the generic code is
 //! compiled for that ISA. [`dispatch`] picks the ISA once at run time.
 //!
@@ -81,7 +86,7 @@ pub(crate) unsafe trait Simd: Copy + 'static {
 /// whose lanes hold `i32` sums (as raw bits).
 ///
 /// # Safety
-/// As [`Simd`]: only run on a CPU with the ISA (and the dot product's own
+/// As `Simd`: only run on a CPU with the ISA (and the dot product's own
 /// features); `load` needs `S::LANES` readable words, `splat` and `to_f32`
 /// one word and `S::LANES` words.
 pub(crate) unsafe trait Int8Dot<S: Simd>: Copy + 'static {

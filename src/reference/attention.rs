@@ -12,7 +12,9 @@ use crate::error::{check_len, Error, Result};
 /// Contexts `[M, N, E]` and weights `[M, N, T]`, in f64.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AttentionOutput {
+    /// `[M, N, E]`.
     pub context: Vec<f64>,
+    /// `[M, N, T]`.
     pub weights: Vec<f64>,
 }
 
@@ -20,8 +22,11 @@ pub struct AttentionOutput {
 /// `[T, N, E]` and the parameters, in f64.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AttentionGrads {
+    /// `[M, N, D]`.
     pub d_queries: Vec<f64>,
+    /// `[T, N, E]`.
     pub d_encoder_outputs: Vec<f64>,
+    /// Laid out like [`Attention::params`].
     pub d_params: Vec<f64>,
 }
 
@@ -30,7 +35,9 @@ pub struct AttentionGrads {
 pub struct Encoded<'a> {
     /// `[T, N, E]`.
     pub outputs: &'a [f32],
+    /// T.
     pub seq_len: usize,
+    /// N.
     pub batch: usize,
     /// Per item; `None`: all `T`.
     pub seq_lens: Option<&'a [usize]>,

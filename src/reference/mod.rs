@@ -2,7 +2,7 @@
 //!
 //! Everything here is plain loops over one item and one step at a time, in
 //! f64, written to be obviously correct rather than fast. The cell equations
-//! live one file per cell ([`rnn`], [`lstm`], [`gru`]); this file walks layers,
+//! live one file per cell (`rnn`, `lstm`, `gru`); this file walks layers,
 //! directions, items and steps, and handles sequence lengths, initial states
 //! and the two layouts exactly as DESIGN.md specifies:
 //!

@@ -35,7 +35,9 @@ const OLDEST_VERSION: u32 = 1;
 /// A model plus named extra tensors (an output layer, optimiser state, ...).
 #[derive(Clone, Debug)]
 pub struct Checkpoint {
+    /// The network.
     pub model: Model,
+    /// The extra tensors, by name, in the order saved.
     pub extras: Vec<(String, Vec<f32>)>,
 }
 

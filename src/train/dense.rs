@@ -9,8 +9,11 @@ use crate::rng::SplitMix64;
 /// model's parameters.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Dense {
+    /// Features of each input row.
     pub inputs: usize,
+    /// Outputs of each row.
     pub outputs: usize,
+    /// `W [outputs, inputs]` then `b [outputs]`.
     pub params: Vec<f32>,
 }
 

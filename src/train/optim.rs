@@ -31,12 +31,15 @@ fn count_from_f32s(values: &[f32], what: &str) -> Result<u32> {
 /// SGD with (optional) momentum: `v = μ v + g; p -= lr v`.
 #[derive(Clone, Debug)]
 pub struct Sgd {
+    /// Step size.
     pub learning_rate: f32,
+    /// μ (0: plain SGD).
     pub momentum: f32,
     velocity: Vec<f32>,
 }
 
 impl Sgd {
+    /// SGD with step `learning_rate` and momentum `momentum`.
     pub fn new(learning_rate: f32, momentum: f32) -> Self {
         Sgd {
             learning_rate,
@@ -75,9 +78,13 @@ impl Sgd {
 /// Adam (Kingma & Ba), with bias correction.
 #[derive(Clone, Debug)]
 pub struct Adam {
+    /// Step size (default 0.001).
     pub learning_rate: f32,
+    /// Decay of the first moment (default 0.9).
     pub beta1: f32,
+    /// Decay of the second moment (default 0.999).
     pub beta2: f32,
+    /// Added to the second moment's root (default 1e-8).
     pub epsilon: f32,
     m: Vec<f32>,
     v: Vec<f32>,

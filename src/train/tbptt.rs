@@ -12,7 +12,9 @@ use crate::model::Model;
 /// The recurrent state carried between calls (`h [L·D, N, H_out]`, LSTM `c`).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct State {
+    /// Hidden state `[L·D, N, H_out]`.
     pub h: Vec<f32>,
+    /// LSTM cell state `[L·D, N, H]`.
     pub c: Option<Vec<f32>>,
 }
 
