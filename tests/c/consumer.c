@@ -271,9 +271,10 @@ static void run_case(const test_case *c) {
 }
 
 
-/* Attention through the C ABI (issue 13): masking and a zero-length item,
-   a training forward and backward, the gradients against central
-   differences of the forward, and the misuse answers. */
+/* Attention through the C ABI (issue 13): the forward against a naive
+   reference in double, masking and a zero-length item, a training forward
+   and backward, the gradients against central differences of the forward,
+   and the misuse answers. */
 static double attention_loss(rnn_attention *layer, const float *enc, const size_t *lens, const float *queries,
                              const float *dc) {
     enum { T = 3, N = 2, E = 3, D = 4 };
@@ -285,6 +286,41 @@ static double attention_loss(rnn_attention *layer, const float *enc, const size_
     for (int i = 0; i < N * E; i++) loss += (double)dc[i] * context[i];
     rnn_attention_memory_destroy(memory);
     return loss;
+}
+
+/* The forward written out naively in double, from the parameters (the
+   C side's reference): general s . (W_a h), additive v . tanh(W_e h + W_d s). */
+static void attention_reference(uint32_t score, const float *params, const float *enc, const size_t *lens,
+                                const float *queries, double *context, double *weights) {
+    enum { T = 3, N = 2, E = 3, D = 4, A = 5 };
+    for (int b = 0; b < N; b++) {
+        double scores[T], max = -1e300, sum = 0.0;
+        const float *s = queries + b * D;
+        for (size_t t = 0; t < lens[b]; t++) {
+            const float *h = enc + (t * N + b) * E;
+            double e = 0.0;
+            if (score == RNN_SCORE_GENERAL) {
+                for (int i = 0; i < D; i++)
+                    for (int j = 0; j < E; j++) e += (double)s[i] * params[i * E + j] * h[j];
+            } else {
+                const float *we = params, *wd = params + A * E, *v = params + A * (E + D);
+                for (int r = 0; r < A; r++) {
+                    double z = 0.0;
+                    for (int j = 0; j < E; j++) z += (double)we[r * E + j] * h[j];
+                    for (int i = 0; i < D; i++) z += (double)wd[r * D + i] * s[i];
+                    e += v[r] * tanh(z);
+                }
+            }
+            scores[t] = e;
+            if (e > max) max = e;
+        }
+        for (size_t t = 0; t < lens[b]; t++) sum += exp(scores[t] - max);
+        for (int t = 0; t < T; t++) weights[b * T + t] = (size_t)t < lens[b] ? exp(scores[t] - max) / sum : 0.0;
+        for (int j = 0; j < E; j++) {
+            context[b * E + j] = 0.0;
+            for (size_t t = 0; t < lens[b]; t++) context[b * E + j] += weights[b * T + t] * enc[(t * N + b) * E + j];
+        }
+    }
 }
 
 static void attention_checks(void) {
@@ -319,6 +355,14 @@ static void attention_checks(void) {
                       RNN_OK);
         double sum = weights[0] + weights[1] + weights[2];
         CHECK(fabs(sum - 1.0) < 1e-5, "item 0's weights sum to %g", sum);
+        double want_context[N * E], want_weights[N * T];
+        attention_reference(score, params, enc, lens, queries, want_context, want_weights);
+        for (int i = 0; i < N * E; i++)
+            CHECK(fabs(context[i] - want_context[i]) < 1e-5, "score %u context[%d]: %g vs %g", score, i,
+                  context[i], want_context[i]);
+        for (int i = 0; i < N * T; i++)
+            CHECK(fabs(weights[i] - want_weights[i]) < 1e-5, "score %u weights[%d]: %g vs %g", score, i,
+                  weights[i], want_weights[i]);
         for (int t = 0; t < T; t++) CHECK(weights[T + t] == 0.0f, "item 1 (length 0) has a weight");
         for (int j = 0; j < E; j++) CHECK(context[E + j] == 0.0f, "item 1 (length 0) has a context");
 
