@@ -134,7 +134,11 @@ pub fn softmax_cross_entropy(
             continue;
         }
         softmax_in_place(row);
-        loss -= f64::from(row[t].max(1e-30)).ln();
+        // Clamped away from 0 so that a certain miss costs 69 nats, not
+        // infinity; a NaN (from NaN logits) stays NaN, and so does the
+        // loss (`f32::max` would return the other operand).
+        let p = row[t];
+        loss -= f64::from(if p.is_nan() { p } else { p.max(1e-30) }).ln();
         row[t] -= 1.0;
         row.iter_mut().for_each(|g| *g /= counted);
     }
