@@ -76,6 +76,9 @@ struct Options {
     prime: String,
     temperature: f32,
     seed: u64,
+    /// Whether `--cell`, `--hidden` or `--layers` was given (so `--resume`
+    /// can refuse a checkpoint that disagrees, rather than ignore them).
+    network_given: bool,
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -98,18 +101,25 @@ fn parse_options() -> Result<Options, String> {
         prime: "And God said".into(),
         temperature: 0.7,
         seed: 1,
+        network_given: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
-        let num = |v: String| {
-            v.parse::<f64>()
-                .map_err(|_| format!("{flag}: {v} is not a number"))
+        // A finite number, or a count (a whole number, not negative).
+        let num = |v: String| match v.parse::<f64>() {
+            Ok(x) if x.is_finite() => Ok(x),
+            _ => Err(format!("{flag}: {v} is not a finite number")),
+        };
+        let count = |v: String| {
+            v.parse::<usize>()
+                .map_err(|_| format!("{flag}: {v} is not a whole number of at least 0"))
         };
         match flag.as_str() {
             "--help" | "-h" => return Err(HELP.into()),
             "--text" => o.text = value()?.into(),
             "--cell" => {
+                o.network_given = true;
                 o.cell = match value()?.as_str() {
                     "lstm" => CellKind::Lstm,
                     "gru" => CellKind::Gru,
@@ -117,12 +127,18 @@ fn parse_options() -> Result<Options, String> {
                     other => return Err(format!("--cell: unknown cell {other}")),
                 }
             }
-            "--hidden" => o.hidden = num(value()?)? as usize,
-            "--layers" => o.layers = num(value()?)? as usize,
-            "--seq-len" => o.seq_len = num(value()?)? as usize,
-            "--batch" => o.batch = num(value()?)? as usize,
+            "--hidden" => {
+                o.network_given = true;
+                o.hidden = count(value()?)?
+            }
+            "--layers" => {
+                o.network_given = true;
+                o.layers = count(value()?)?
+            }
+            "--seq-len" => o.seq_len = count(value()?)?,
+            "--batch" => o.batch = count(value()?)?,
             "--seconds" => o.seconds = num(value()?)?,
-            "--steps" => o.steps = Some(num(value()?)? as usize),
+            "--steps" => o.steps = Some(count(value()?)?),
             "--lr" => o.lr = num(value()?)? as f32,
             "--out" => o.out = value()?.into(),
             "--resume" => o.resume = true,
@@ -132,15 +148,33 @@ fn parse_options() -> Result<Options, String> {
                 o.precision =
                     Precision::from_name(&value()?).map_err(|e| format!("--precision: {e}"))?
             }
-            "--length" => o.length = num(value()?)? as usize,
+            "--length" => o.length = count(value()?)?,
             "--prime" => o.prime = value()?,
             "--temperature" => o.temperature = num(value()?)? as f32,
-            "--seed" => o.seed = num(value()?)? as u64,
+            "--seed" => o.seed = count(value()?)? as u64,
             other => return Err(format!("unknown option {other}\n\n{HELP}")),
         }
     }
-    if o.seq_len == 0 || o.batch == 0 || o.hidden == 0 {
-        return Err("--seq-len, --batch and --hidden must be at least 1".into());
+    if o.seq_len == 0 || o.batch == 0 || o.hidden == 0 || o.layers == 0 {
+        return Err("--seq-len, --batch, --hidden and --layers must be at least 1".into());
+    }
+    if o.seconds <= 0.0 || o.seconds > 1e9 {
+        return Err(format!(
+            "--seconds: {} is not a time budget (more than 0, in seconds)",
+            o.seconds
+        ));
+    }
+    if !(o.lr > 0.0 && o.lr.is_finite()) {
+        return Err(format!(
+            "--lr: {} is not a learning rate (more than 0)",
+            o.lr
+        ));
+    }
+    if !(o.temperature > 0.0 && o.temperature.is_finite()) {
+        return Err(format!(
+            "--temperature: {} must be more than 0",
+            o.temperature
+        ));
     }
     Ok(o)
 }
@@ -162,11 +196,15 @@ impl Corpus {
             .chars()
             .map(|c| vocab.binary_search(&c).unwrap())
             .collect::<Vec<_>>();
-        if ids.len() < 2 {
-            return Err("the text needs at least two characters".into());
-        }
         let mut ids = ids;
         let held_out = ids.split_off(ids.len() - ids.len() / 10);
+        if held_out.len() < 2 {
+            return Err(format!(
+                "{}: {} characters is too short: its last 10 % is held out and must have at least 2",
+                path.display(),
+                ids.len() + held_out.len()
+            ));
+        }
         Ok(Corpus {
             vocab,
             ids,
@@ -262,6 +300,23 @@ fn train(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
     let corpus = Corpus::load(&o.text)?;
     let v = corpus.vocab.len();
     let (mut adam_rnn, mut adam_dense) = (Adam::new(o.lr), Adam::new(o.lr));
+    let wanted = Config::builder(o.cell, v, o.hidden)
+        .num_layers(o.layers)
+        .build()?;
+    let describe = |c: &Config| {
+        let cell = match c.cell() {
+            CellKind::Lstm => "an LSTM",
+            CellKind::Gru => "a GRU",
+            CellKind::Rnn => "an RNN",
+        };
+        format!(
+            "{cell} with hidden size {} and {} layer(s)",
+            c.hidden_size(),
+            c.num_layers()
+        )
+    };
+    // The history of earlier runs (after --resume), for the plot.
+    let (mut losses, mut validation): (Curve, Curve) = (Vec::new(), Vec::new());
     let mut net = if o.resume {
         let (net, ck) = load_net(o)?;
         if net.vocab != corpus.vocab {
@@ -272,20 +327,55 @@ fn train(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
             )
             .into());
         }
+        let have = net.rnn.config();
+        let same = have.cell() == wanted.cell()
+            && have.hidden_size() == wanted.hidden_size()
+            && have.num_layers() == wanted.num_layers();
+        if o.network_given && !same {
+            return Err(format!(
+                "--resume: the checkpoint holds {}, not {} as asked \
+                 (drop --cell/--hidden/--layers to continue it, or pass another --out)",
+                describe(have),
+                describe(&wanted)
+            )
+            .into());
+        }
         adam_rnn.restore(&ck, ADAM_RNN)?;
         adam_dense.restore(&ck, ADAM_DENSE)?;
+        losses = history(&ck, LOSS_HISTORY);
+        validation = history(&ck, VALIDATION_HISTORY);
         println!("resuming after step {}", adam_rnn.steps());
         net
     } else {
-        let config = Config::builder(o.cell, v, o.hidden)
-            .num_layers(o.layers)
-            .build()?;
+        // Never overwrite another network's checkpoint without a word.
+        if let Ok(ck) = train::load(checkpoint_path(o)) {
+            if ck.model.config() != &wanted {
+                return Err(format!(
+                    "{} holds {}; training {} would overwrite it: \
+                     --resume it, pass another --out, or delete the file",
+                    checkpoint_path(o).display(),
+                    describe(ck.model.config()),
+                    describe(&wanted)
+                )
+                .into());
+            }
+        }
         CharModel {
-            rnn: Model::random(config, o.seed),
+            rnn: Model::try_random(wanted.clone(), o.seed)?,
             dense: Dense::new(o.hidden, v, o.seed + 1),
             vocab: corpus.vocab.clone(),
         }
     };
+    if corpus.ids.len() <= o.seq_len {
+        return Err(format!(
+            "{}: {} characters to train on (after holding out 10 %) is too short for --seq-len {}: \
+             give a longer --text or a smaller --seq-len",
+            o.text.display(),
+            corpus.ids.len(),
+            o.seq_len
+        )
+        .into());
+    }
     let config = net.rnn.config().clone();
     println!(
         "training a {:?} (hidden {}, {} layer(s), {} + {} parameters) on {} ({} characters, vocabulary {}) on {}",
@@ -301,20 +391,27 @@ fn train(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
     );
     let mut rng = SplitMix64::new(o.seed + 2);
     // Stream b reads the text from its own offset, `seq_len` characters per step.
+    // A stream starts at an offset whose k characters and their successors
+    // are all in the text: 0..=span - k (span >= k was checked above).
     let span = corpus.ids.len() - 1;
     let mut offsets: Vec<usize> = (0..o.batch).map(|b| b * span / o.batch).collect();
     let mut state: Option<State> = None;
     let budget = Duration::from_secs_f64(o.seconds);
-    let bar = ProgressBar::new(o.steps.unwrap_or(0) as u64);
-    bar.set_style(ProgressStyle::with_template("{elapsed_precise} step {pos} {wide_msg}").unwrap());
+    // The bar measures the time budget: elapsed / budget, and the steps.
+    let bar = ProgressBar::new(budget.as_millis() as u64);
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{{elapsed_precise}} / {} [{{bar:20}}] {{wide_msg}}",
+            format_duration(budget)
+        ))
+        .unwrap(),
+    );
     let started = Instant::now();
-    let mut losses: Vec<(usize, f32)> = Vec::new();
     let mut smoothed = None;
     let mut last_sample = Instant::now();
     // Held-out cross-entropy every few seconds; the checkpoint kept is the
     // one with the best of it.
     let mut last_eval = Instant::now();
-    let mut validation: Vec<(usize, f32)> = Vec::new();
     let mut best: Option<(usize, f32)> = None;
     std::fs::create_dir_all(&o.out)?;
     let first_step = adam_rnn.steps() as usize;
@@ -324,8 +421,8 @@ fn train(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
         let mut inputs = vec![0; k * n];
         let mut targets = vec![0; k * n];
         for (b, off) in offsets.iter_mut().enumerate() {
-            if *off + k >= span {
-                *off = rng.below(o.seq_len.min(span));
+            if *off + k > span {
+                *off = rng.below(span - k + 1);
             }
             for t in 0..k {
                 inputs[t * n + b] = corpus.ids[*off + t];
@@ -343,6 +440,23 @@ fn train(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
             ddense = dd;
             Ok((loss, dy))
         })?;
+        if !result.loss.is_finite() {
+            // Diverged: stop before the update, keep the checkpoint on disk.
+            bar.abandon();
+            let kept = match best {
+                Some((at, val)) => format!(
+                    "{} keeps the weights of step {at} (held-out {val:.3})",
+                    checkpoint_path(o).display()
+                ),
+                None => "no checkpoint was written by this run".into(),
+            };
+            return Err(format!(
+                "the training loss is {} at step {}: stopping (try a smaller --lr); {kept}",
+                result.loss,
+                step + 1
+            )
+            .into());
+        }
         let mut dparams = result.dparams;
         train::clip_grad_norm_all(&mut [&mut dparams, &mut ddense], 5.0);
         adam_rnn.step(net.rnn.params_mut(), &dparams);
@@ -355,21 +469,21 @@ fn train(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
         smoothed = Some(s);
         losses.push((step, loss));
         let chars_per_s = ((step - first_step) * k * n) as f64 / started.elapsed().as_secs_f64();
-        bar.set_position((step - first_step) as u64);
+        bar.set_position(started.elapsed().as_millis().min(budget.as_millis()) as u64);
         if last_eval.elapsed() > EVAL_EVERY {
             last_eval = Instant::now();
             let val = held_out_loss(&net, &corpus.held_out)?;
             validation.push((step, val));
             if best.is_none_or(|(_, b)| val < b) {
                 best = Some((step, val));
-                save_checkpoint(o, &net, &adam_rnn, &adam_dense)?;
+                save_checkpoint(o, &net, &adam_rnn, &adam_dense, &losses, &validation)?;
             }
         }
         let val = validation
             .last()
             .map_or(String::new(), |&(_, v)| format!("  held-out {v:.3}"));
         bar.set_message(format!(
-            "loss {s:.3} (nats/char){val}  {chars_per_s:.0} chars/s"
+            "step {step}  loss {s:.3} (nats/char){val}  {chars_per_s:.0} chars/s"
         ));
         if last_sample.elapsed() > Duration::from_secs(20) {
             last_sample = Instant::now();
@@ -384,12 +498,13 @@ fn train(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
             });
         }
     }
-    bar.finish();
+    // The summary gets lines of its own, below a finished bar.
+    bar.finish_and_clear();
     let val = held_out_loss(&net, &corpus.held_out)?;
     validation.push((step, val));
     if best.is_none_or(|(_, b)| val < b) {
         best = Some((step, val));
-        save_checkpoint(o, &net, &adam_rnn, &adam_dense)?;
+        save_checkpoint(o, &net, &adam_rnn, &adam_dense, &losses, &validation)?;
     }
     let final_loss = smoothed.unwrap_or(f32::NAN);
     let elapsed = started.elapsed().as_secs_f64();
@@ -428,6 +543,8 @@ fn save_checkpoint(
     net: &CharModel,
     adam_rnn: &Adam,
     adam_dense: &Adam,
+    losses: &[(usize, f32)],
+    validation: &[(usize, f32)],
 ) -> Result<(), Box<dyn std::error::Error>> {
     let vocab: Vec<f32> = net.vocab.iter().map(|&c| c as u32 as f32).collect();
     let dims = [net.dense.inputs as f32, net.dense.outputs as f32];
@@ -438,8 +555,39 @@ fn save_checkpoint(
         ("vocab", &vocab),
     ];
     extras.extend(optimiser.iter().map(|(n, v)| (n.as_str(), v.as_slice())));
+    let (loss_history, validation_history) = (flatten(losses), flatten(validation));
+    extras.push((LOSS_HISTORY, &loss_history));
+    extras.push((VALIDATION_HISTORY, &validation_history));
     train::save(checkpoint_path(o), &net.rnn, &extras)?;
     Ok(())
+}
+
+/// A loss curve: `(step, nats/char)` points.
+type Curve = Vec<(usize, f32)>;
+
+/// Checkpoint names of the training and held-out loss curves so far.
+const LOSS_HISTORY: &str = "loss_history";
+const VALIDATION_HISTORY: &str = "validation_history";
+
+/// `(step, loss)` pairs as `[step, loss, step, loss, ...]` (steps are exact
+/// in f32 up to 2^24).
+fn flatten(points: &[(usize, f32)]) -> Vec<f32> {
+    points.iter().flat_map(|&(s, l)| [s as f32, l]).collect()
+}
+
+/// The curve `name` of a checkpoint (empty in one from before it was kept).
+fn history(ck: &train::Checkpoint, name: &str) -> Vec<(usize, f32)> {
+    ck.extra(name)
+        .unwrap_or(&[])
+        .chunks_exact(2)
+        .map(|p| (p[0] as usize, p[1]))
+        .collect()
+}
+
+/// `h:mm:ss`, as the progress bar writes elapsed time.
+fn format_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
 }
 
 fn plot_losses(
@@ -597,9 +745,13 @@ fn evaluate(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
 fn main() {
     let options = match parse_options() {
         Ok(o) => o,
+        Err(msg) if msg == HELP => {
+            println!("{HELP}");
+            return;
+        }
         Err(msg) => {
-            eprintln!("{msg}");
-            std::process::exit(if msg == HELP { 0 } else { 2 });
+            eprintln!("char_rnn: {msg}");
+            std::process::exit(2);
         }
     };
     let result = if options.evaluate {

@@ -418,8 +418,14 @@ fn non_finite_logits_give_a_non_finite_loss() {
         let logits = [0.5, bad, -1.0, 0.0, 1.0, 2.0];
         let (loss, grad) = train::softmax_cross_entropy(&logits, 3, &[0, 2]).unwrap();
         assert!(loss.is_nan(), "logit {bad}: loss {loss}");
-        assert!(grad[..3].iter().all(|g| g.is_nan()), "logit {bad}: {grad:?}");
-        assert!(grad[3..].iter().all(|g| g.is_finite()), "the other row is fine");
+        assert!(
+            grad[..3].iter().all(|g| g.is_nan()),
+            "logit {bad}: {grad:?}"
+        );
+        assert!(
+            grad[3..].iter().all(|g| g.is_finite()),
+            "the other row is fine"
+        );
     }
     // A certain miss is large but finite (the clamp's purpose).
     let (loss, _) = train::softmax_cross_entropy(&[0.0, 200.0], 2, &[0]).unwrap();
