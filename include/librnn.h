@@ -580,6 +580,22 @@ enum rnn_status rnn_model_load_safetensors(const char *path,
                                            const struct rnn_config *config,
                                            struct rnn_model **out);
 
+// `rnn_model_load_safetensors` of one module of a larger network's state
+// dict: its parameters are named `prefix` + their PyTorch names (e.g.
+// prefix "encoder.lstm." for "encoder.lstm.weight_ih_l0", as
+// `model.state_dict()` names them), tensors outside `prefix` are left
+// alone. With `prefix` NULL, as `rnn_model_load_safetensors`, which also
+// finds the one module whose names end in the parameters' (an error naming
+// the modules if several do). Added in ABI version 5.
+//
+// # Safety
+// `path` NUL-terminated; `config` NULL or valid; `prefix` NULL or
+// NUL-terminated; `out` writable.
+enum rnn_status rnn_model_load_safetensors_module(const char *path,
+                                                  const struct rnn_config *config,
+                                                  const char *prefix,
+                                                  struct rnn_model **out);
+
 // Sets one tensor given by its PyTorch state-dict name ("weight_ih_l0",
 // "weight_hh_l1_reverse", "bias_ih_l0", "weight_hr_l0", ...), row-major as
 // `tensor.numpy().ravel()`. The model must be PyTorch-compatible: no

@@ -6,7 +6,7 @@
 mod common;
 
 use common::cell_variants;
-use rnn::interop::safetensors::{from_bytes, load, save, to_bytes};
+use rnn::interop::safetensors::{from_bytes, from_bytes_module, load, save, to_bytes};
 use rnn::{CellKind, Config, Input, Model};
 
 fn dir() -> std::path::PathBuf {
@@ -123,6 +123,68 @@ fn hand_made(tensors: &[(&str, &str, Vec<usize>, Vec<u8>)], metadata: Option<&st
     out.extend(header.as_bytes());
     out.extend(data);
     out
+}
+
+/// A larger network's state dict (`model.state_dict()` of a module that
+/// holds an LSTM as `encoder.lstm` and a linear layer as `fc`): the LSTM's
+/// parameters load by their module path, found when unambiguous and named
+/// when not; a name inside the module that is no parameter is refused.
+#[test]
+fn a_module_of_a_larger_state_dict_loads_by_its_prefix() {
+    let config = Config::builder(CellKind::Lstm, 3, 4).build().unwrap();
+    let model = Model::random(config.clone(), 9);
+    let le = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let dict = rnn::interop::pytorch::export_state_dict(&model).unwrap();
+    let module = |prefix: &str| -> Vec<(String, Vec<usize>, Vec<u8>)> {
+        dict.iter()
+            .map(|(name, shape, values)| (format!("{prefix}{name}"), shape.clone(), le(values)))
+            .collect()
+    };
+    let file = |entries: &[(String, Vec<usize>, Vec<u8>)]| {
+        let tensors: Vec<(&str, &str, Vec<usize>, Vec<u8>)> = entries
+            .iter()
+            .map(|(n, s, b)| (n.as_str(), "F32", s.clone(), b.clone()))
+            .collect();
+        hand_made(&tensors, None)
+    };
+    let fc = ("fc.weight".to_string(), vec![2, 4], le(&[0.5; 8]));
+    let mut one = module("encoder.lstm.");
+    one.push(fc.clone());
+    let bytes = file(&one);
+    for prefix in [None, Some("encoder.lstm.")] {
+        let loaded = from_bytes_module(&bytes, Some(&config), prefix).unwrap();
+        assert_eq!(loaded.model.params(), model.params(), "prefix {prefix:?}");
+        assert!(loaded.extras.is_empty());
+    }
+    // Two LSTMs: ambiguous without a prefix, each loads with its own.
+    let other = Model::random(config.clone(), 10);
+    let mut two = one.clone();
+    two.extend(
+        rnn::interop::pytorch::export_state_dict(&other)
+            .unwrap()
+            .into_iter()
+            .map(|(n, s, v)| (format!("decoder.lstm.{n}"), s, le(&v))),
+    );
+    let bytes = file(&two);
+    let err = from_bytes(&bytes, Some(&config)).unwrap_err().to_string();
+    assert!(
+        err.contains("several modules") && err.contains("decoder.lstm."),
+        "{err}"
+    );
+    let decoder = from_bytes_module(&bytes, Some(&config), Some("decoder.lstm.")).unwrap();
+    assert_eq!(decoder.model.params(), other.params());
+    // A stray tensor inside the module: refused by its full name.
+    let mut stray = one.clone();
+    stray.push(("encoder.lstm.weight_xx_l0".to_string(), vec![1], le(&[1.0])));
+    let err = from_bytes_module(&file(&stray), Some(&config), None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("encoder.lstm.weight_xx_l0"), "{err}");
+    // The importer takes a prefixed name too.
+    let mut m = Model::zeros(config);
+    let (name, _, values) = &dict[0];
+    rnn::interop::pytorch::import_tensor(&mut m, &format!("encoder.lstm.{name}"), values).unwrap();
+    assert!(rnn::interop::pytorch::import_tensor(&mut m, "encoder.lstm.bogus", values).is_err());
 }
 
 #[test]

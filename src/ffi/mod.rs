@@ -1046,16 +1046,43 @@ pub unsafe extern "C" fn rnn_model_load_safetensors(
     config: *const rnn_config,
     out: *mut *mut rnn_model,
 ) -> rnn_status {
+    // SAFETY: forwarded.
+    unsafe { rnn_model_load_safetensors_module(path, config, std::ptr::null(), out) }
+}
+
+/// `rnn_model_load_safetensors` of one module of a larger network's state
+/// dict: its parameters are named `prefix` + their PyTorch names (e.g.
+/// prefix "encoder.lstm." for "encoder.lstm.weight_ih_l0", as
+/// `model.state_dict()` names them), tensors outside `prefix` are left
+/// alone. With `prefix` NULL, as `rnn_model_load_safetensors`, which also
+/// finds the one module whose names end in the parameters' (an error naming
+/// the modules if several do). Added in ABI version 5.
+///
+/// # Safety
+/// `path` NUL-terminated; `config` NULL or valid; `prefix` NULL or
+/// NUL-terminated; `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn rnn_model_load_safetensors_module(
+    path: *const c_char,
+    config: *const rnn_config,
+    prefix: *const c_char,
+    out: *mut *mut rnn_model,
+) -> rnn_status {
     guard(|| {
         // SAFETY: NULL or valid per the contract.
         let config = match unsafe { config.as_ref() } {
             Some(c) => Some(to_config(c)?),
             None => None,
         };
+        let prefix = match prefix.is_null() {
+            true => None,
+            // SAFETY: NUL-terminated per the contract.
+            false => Some(unsafe { str_arg(prefix, "prefix")? }),
+        };
         // SAFETY: per the function's contract.
         unsafe {
             load_into(path, out, |path| {
-                Ok(crate::interop::safetensors::load(path, config.as_ref())?.model)
+                Ok(crate::interop::safetensors::load_module(path, config.as_ref(), prefix)?.model)
             })
         }
     })

@@ -102,9 +102,12 @@ const KINDS: [(&str, ParamKind); 5] = [
     ("weight_hr", ParamKind::Projection),
 ];
 
-/// Parses `weight_ih_l2_reverse` into (kind, layer, direction).
+/// Parses `weight_ih_l2_reverse` into (kind, layer, direction); a module
+/// path before it (`encoder.lstm.weight_ih_l2_reverse`, as the state dict
+/// of a larger network names it) is allowed: parameter names have no dot.
 fn parse(name: &str) -> Result<(ParamKind, usize, usize)> {
     let bad = || Error::InvalidArgument(format!("`{name}` is not a PyTorch RNN parameter name"));
+    let name = name.rsplit('.').next().unwrap_or(name);
     let (kind, rest) = KINDS
         .iter()
         .find_map(|(base, kind)| {
@@ -137,7 +140,9 @@ fn destination(model: &Model, name: &str, len: usize) -> Result<std::ops::Range<
 }
 
 /// Copies one state-dict tensor (row-major, as `tensor.numpy().ravel()`)
-/// into the model. On error the model is unchanged (its traces stay valid).
+/// into the model. The name may carry the module's path, as the state dict
+/// of a larger network has it (`encoder.lstm.weight_ih_l0`). On error the
+/// model is unchanged (its traces stay valid).
 pub fn import_tensor(model: &mut Model, name: &str, data: &[f32]) -> Result<()> {
     check_compatible(model.config())?;
     let range = destination(model, name, data.len())?;
@@ -146,8 +151,10 @@ pub fn import_tensor(model: &mut Model, name: &str, data: &[f32]) -> Result<()> 
 }
 
 /// Imports a whole state dict; every entry [`tensor_names`] lists must be
-/// present once (extra or repeated entries are an error too). Every entry
-/// is checked before any is copied: on error the model is unchanged.
+/// present once (extra or repeated entries are an error too; names may
+/// carry a module path, as in [`import_tensor`], so pass one module's
+/// entries). Every entry is checked before any is copied: on error the
+/// model is unchanged.
 pub fn import_state_dict<'a>(
     model: &mut Model,
     tensors: impl IntoIterator<Item = (&'a str, &'a [f32])>,
@@ -157,11 +164,13 @@ pub fn import_state_dict<'a>(
         .map(|(n, _)| n)
         .collect();
     let mut writes = Vec::new();
-    for (name, data) in tensors {
-        let range = destination(model, name, data.len())?;
+    for (full, data) in tensors {
+        let range = destination(model, full, data.len())?;
+        let name = full.rsplit('.').next().unwrap_or(full);
         let Some(at) = missing.iter().position(|n| n == name) else {
             return Err(Error::InvalidArgument(format!(
-                "the state dict has `{name}` more than once"
+                "the state dict has `{name}` more than once (`{full}`: \
+                 pass one module's entries, e.g. those under its prefix)"
             )));
         };
         missing.swap_remove(at);

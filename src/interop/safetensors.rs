@@ -201,11 +201,29 @@ pub fn save(path: impl AsRef<Path>, model: &Model, extras: &[(&str, &[f32])]) ->
 
 /// Reads a safetensors file (see the module docs). `config` is needed for
 /// a file without librnn's metadata (e.g. a PyTorch state dict); for one
-/// with it, a `config` given must equal the stored one.
+/// with it, a `config` given must equal the stored one. A state dict of a
+/// larger PyTorch network, whose names carry the module's path
+/// (`lstm.weight_ih_l0`), is read when one module's names match
+/// unambiguously; [`load_module`] names the module otherwise.
 pub fn load(path: impl AsRef<Path>, config: Option<&Config>) -> Result<Checkpoint> {
+    load_module(path, config, None)
+}
+
+/// [`load`] of the tensors under `prefix` (e.g. `"encoder.lstm."`, as
+/// `model.state_dict()` of a larger network names them): the parameters
+/// are `prefix` + their PyTorch names, tensors outside `prefix` are left
+/// alone, and one inside that is not a parameter is an error. `None`:
+/// the names as they are, or, if the file has none of them, the one
+/// prefix under which it has them all (an error naming the candidates if
+/// several modules have them).
+pub fn load_module(
+    path: impl AsRef<Path>,
+    config: Option<&Config>,
+    prefix: Option<&str>,
+) -> Result<Checkpoint> {
     let bytes =
         crate::files::read_bounded(path.as_ref(), MAX_FILE_BYTES).map_err(Error::Checkpoint)?;
-    from_bytes(&bytes, config)
+    from_bytes_module(&bytes, config, prefix)
 }
 
 /// A tensor's values as f32, whatever its floating-point type.
@@ -257,6 +275,37 @@ fn f16_to_f32(h: u16) -> f32 {
 
 /// Parses a safetensors file's bytes (see [`load`]).
 pub fn from_bytes(bytes: &[u8], config: Option<&Config>) -> Result<Checkpoint> {
+    from_bytes_module(bytes, config, None)
+}
+
+/// The prefix under which `names` hold `first` (a parameter's name): `""`
+/// if they hold it as it is, else the one `p` with `p + first` among them
+/// and `p` ending in `.` (an error naming them if there are several).
+fn module_prefix(names: &[&str], first: &str) -> Result<String> {
+    if names.contains(&first) {
+        return Ok(String::new());
+    }
+    let dotted = format!(".{first}");
+    let candidates: Vec<&str> = names
+        .iter()
+        .filter_map(|n| n.strip_suffix(first).filter(|_| n.ends_with(&dotted)))
+        .collect();
+    match candidates.as_slice() {
+        [one] => Ok(one.to_string()),
+        [] => Ok(String::new()),
+        several => Err(bad(format!(
+            "tensor `{first}` is in several modules ({several:?}): \
+             name the module's prefix (load_module, rnn_model_load_safetensors_module)"
+        ))),
+    }
+}
+
+/// [`from_bytes`] of one module's tensors (see [`load_module`]).
+pub fn from_bytes_module(
+    bytes: &[u8],
+    config: Option<&Config>,
+    prefix: Option<&str>,
+) -> Result<Checkpoint> {
     let (_, header) = SafeTensors::read_metadata(bytes)
         .map_err(|e| bad(format!("not a valid safetensors file: {e}")))?;
     let file = SafeTensors::deserialize(bytes)
@@ -283,6 +332,11 @@ pub fn from_bytes(bytes: &[u8], config: Option<&Config>) -> Result<Checkpoint> {
     };
     let mut params = crate::error::try_vec(config.num_params(), 0.0, "the parameters")?;
     let expected = named_tensors(&config);
+    let prefix = match (prefix, expected.first()) {
+        (Some(p), _) => p.to_string(),
+        (None, Some(first)) => module_prefix(&file.names(), &first.name)?,
+        (None, None) => String::new(),
+    };
     for Named {
         name,
         shape,
@@ -291,38 +345,43 @@ pub fn from_bytes(bytes: &[u8], config: Option<&Config>) -> Result<Checkpoint> {
         dir,
     } in &expected
     {
-        let view = file.tensor(name).map_err(|_| {
+        let full = format!("{prefix}{name}");
+        let view = file.tensor(&full).map_err(|_| {
             bad(format!(
-                "tensor `{name}` ({shape:?}) is missing; the file has {:?}",
+                "tensor `{full}` ({shape:?}) is missing; the file has {:?}",
                 sorted(file.names())
             ))
         })?;
         if view.shape() != shape.as_slice() {
             return Err(bad(format!(
-                "tensor `{name}` has shape {:?}; this configuration needs {shape:?}",
+                "tensor `{full}` has shape {:?}; this configuration needs {shape:?}",
                 view.shape()
             )));
         }
         let range = config.param_range(*layer, *dir, *kind)?;
-        params[range].copy_from_slice(&values(name, &view)?);
+        params[range].copy_from_slice(&values(&full, &view)?);
     }
     let mut extras = Vec::new();
-    for name in sorted(file.names()) {
+    for full in sorted(file.names()) {
+        // Under a module prefix, the rest of the network is not ours.
+        let Some(name) = full.strip_prefix(prefix.as_str()) else {
+            continue;
+        };
         if expected.iter().any(|t| t.name == name) {
             continue;
         }
         let Some(extra) = name.strip_prefix(EXTRA_PREFIX) else {
             return Err(bad(format!(
-                "tensor `{name}` is not a parameter of this configuration ({:?} with {} layer(s), {:?})",
+                "tensor `{full}` is not a parameter of this configuration ({:?} with {} layer(s), {:?})",
                 config.cell(),
                 config.num_layers(),
                 config.direction()
             )));
         };
         let view = file
-            .tensor(name)
-            .map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
-        extras.push((extra.to_string(), values(name, &view)?));
+            .tensor(full)
+            .map_err(|e| bad(format!("tensor `{full}`: {e}")))?;
+        extras.push((extra.to_string(), values(full, &view)?));
     }
     Ok(Checkpoint {
         model: Model::from_params(config, params)?,

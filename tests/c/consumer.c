@@ -187,6 +187,15 @@ static void run_case(const test_case *c) {
     CHECK(loaded == NULL && strstr(rnn_last_error_message(), "not the one given") != NULL,
           "safetensors with another configuration: %s", rnn_last_error_message());
     EXPECT_STATUS(rnn_model_load_safetensors(st_path, &c->config, NULL), RNN_NULL_POINTER);
+    /* One module of a larger state dict: the empty prefix is the file as it
+       is; a module the file does not have is an error naming the tensor. */
+    loaded = NULL;
+    EXPECT_STATUS(rnn_model_load_safetensors_module(st_path, NULL, "", &loaded), RNN_OK);
+    check_reloaded("y after safetensors load of module \"\"", loaded, &in, &s, c);
+    loaded = NULL;
+    EXPECT_STATUS(rnn_model_load_safetensors_module(st_path, NULL, "decoder.", &loaded), RNN_INVALID_ARGUMENT);
+    CHECK(loaded == NULL && strstr(rnn_last_error_message(), "decoder.") != NULL, "missing module: %s",
+          rnn_last_error_message());
     remove(st_path);
     EXPECT_STATUS(rnn_model_load_safetensors(st_path, NULL, &loaded), RNN_INVALID_ARGUMENT);
 
