@@ -13,6 +13,18 @@
  * - Buffers are a pointer plus a length in elements; lengths are checked against
  *   rnn_sizes_for(). NULL is allowed only for buffers documented as optional,
  *   and then the length must be 0.
+ * - Sequence lengths (rnn_input.seq_lens): an item of length len < T has its
+ *   outputs y at steps t >= len set to zero (and their gradients ignored);
+ *   the reverse direction starts at its step len - 1; its final states h_n
+ *   and c_n are those after its own last step, so an item of length 0 returns
+ *   h0 and c0 unchanged (zeros without them).
+ * - Instruction set: the best the CPU has (AVX-512, AVX2+FMA, NEON, else
+ *   scalar), or the one the environment variable RNN_ISA names ("scalar",
+ *   "avx2", "avx512", "neon"; read once per process), or the one
+ *   rnn_model_set_isa pins. A bad RNN_ISA is reported where a model is made
+ *   (rnn_model_create, rnn_model_load, rnn_model_load_safetensors*):
+ *   RNN_INVALID_ARGUMENT for an unknown name, RNN_UNSUPPORTED for an ISA
+ *   this CPU lacks. rnn_model_get_isa tells which a model runs on.
  * - Tensors are row-major float: x [T, N, I], y [T, N, D*H_out] (D*H_out is
  *   H_out for RNN_DIRECTION_BIDIRECTIONAL_SUM), states [L*D, N, H_out] and
  *   c [L*D, N, H]; RNN_LAYOUT_BATCH_FIRST swaps the first two axes of x and y.
@@ -426,6 +438,15 @@ enum rnn_status rnn_model_param_range(const struct rnn_model *model,
                                       uint32_t kind,
                                       size_t *offset,
                                       size_t *len);
+
+// Stores in `*isa` the name ("scalar", "avx2", "avx512" or "neon", a
+// static string) of the instruction set the model's calls run on: the one
+// `rnn_model_set_isa` pinned, else RNN_ISA's, else the best of this CPU.
+// Added in ABI version 5.
+//
+// # Safety
+// `model` from `rnn_model_create`; `isa` writable.
+enum rnn_status rnn_model_get_isa(const struct rnn_model *model, const char **isa);
 
 // Pins the model's kernels to an instruction set: "scalar", "avx2",
 // "avx512" or "neon". RNN_UNSUPPORTED if this CPU lacks it.

@@ -554,6 +554,31 @@ fn onnx_attributes_map_to_configs_or_clear_errors() {
     }
 }
 
+/// A `P` input for a model without peepholes: the error names the setting
+/// to change, not only the element count.
+#[test]
+fn onnx_peepholes_without_the_option_name_the_option() {
+    let config = onnx::OnnxAttributes::new(3)
+        .builder(CellKind::Lstm, 2)
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut model = rnn::Model::zeros(config);
+    let weights = onnx::OnnxWeights {
+        w: vec![0.0; 12 * 2],
+        r: vec![0.0; 12 * 3],
+        b: Vec::new(),
+        p: vec![0.0; 9],
+    };
+    let msg = onnx::import_layer(&mut model, 0, &weights)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("peepholes") && msg.contains("rnn_config.peepholes"),
+        "{msg}"
+    );
+}
+
 #[test]
 fn onnx_only_options_are_refused_by_pytorch() {
     for builder in [

@@ -294,6 +294,26 @@ fn to_config(c: &rnn_config) -> Result<Config, Failure> {
     )
 }
 
+/// The ISA `RNN_ISA` selects (or the best): a bad value is reported where
+/// a model is made, RNN_UNSUPPORTED for an ISA this CPU lacks,
+/// RNN_INVALID_ARGUMENT for an unknown name.
+fn environment_isa() -> Result<Isa, Failure> {
+    Isa::selected().map_err(|e| {
+        let named = std::env::var("RNN_ISA")
+            .ok()
+            .and_then(|n| Isa::from_name(&n).ok());
+        let status = match named {
+            Some(isa) if !isa.is_supported() => rnn_status::RNN_UNSUPPORTED,
+            _ => rnn_status::RNN_INVALID_ARGUMENT,
+        };
+        let message = e.to_string();
+        match message.contains("RNN_ISA") {
+            true => Failure::new(status, message),
+            false => Failure::new(status, format!("RNN_ISA: {message}")),
+        }
+    })
+}
+
 /// The model of a live handle, as it is now (a snapshot: updates from
 /// other threads during the call do not change it).
 fn model_ref(ptr: *const rnn_model) -> Result<Arc<Model>, Failure> {
@@ -326,6 +346,7 @@ pub unsafe extern "C" fn rnn_model_create(
             return Err(Failure::null("out"));
         }
         let config = to_config(config)?;
+        environment_isa()?;
         // A configuration can be valid yet far too large for this machine:
         // RNN_OUT_OF_MEMORY instead of an abort.
         let model = register(rnn_model::new(Model::try_zeros(config)?));
@@ -515,6 +536,38 @@ pub unsafe extern "C" fn rnn_model_param_range(
             *offset = range.start;
             *len = range.len();
         }
+        Ok(())
+    })
+}
+
+/// Stores in `*isa` the name ("scalar", "avx2", "avx512" or "neon", a
+/// static string) of the instruction set the model's calls run on: the one
+/// `rnn_model_set_isa` pinned, else RNN_ISA's, else the best of this CPU.
+/// Added in ABI version 5.
+///
+/// # Safety
+/// `model` from `rnn_model_create`; `isa` writable.
+#[no_mangle]
+pub unsafe extern "C" fn rnn_model_get_isa(
+    model: *const rnn_model,
+    isa: *mut *const c_char,
+) -> rnn_status {
+    guard(|| {
+        let model = model_ref(model)?;
+        // SAFETY: writable per the contract (NULL is reported).
+        let out = unsafe { isa.as_mut() }.ok_or_else(|| Failure::null("isa"))?;
+        // A pinned ISA answers at once; otherwise RNN_ISA's checks apply.
+        let chosen = match model.isa() {
+            Ok(isa) => isa,
+            Err(_) => environment_isa()?,
+        };
+        let name: &'static CStr = match chosen {
+            Isa::Scalar => c"scalar",
+            Isa::Avx2 => c"avx2",
+            Isa::Avx512 => c"avx512",
+            Isa::Neon => c"neon",
+        };
+        *out = name.as_ptr();
         Ok(())
     })
 }
@@ -1103,6 +1156,7 @@ unsafe fn load_into(
     if out.is_null() {
         return Err(Failure::null("out"));
     }
+    environment_isa()?;
     let model = load(path)?;
     // SAFETY: non-NULL and writable per the contract.
     unsafe { *out = register(rnn_model::new(model)) };

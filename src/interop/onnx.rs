@@ -220,6 +220,15 @@ pub fn import_layer(model: &mut Model, layer: usize, weights: &OnnxWeights) -> R
         check_len("B", d * 2 * gh, weights.b.len())?;
     }
     let peep = config.peepholes();
+    if !peep && !weights.p.is_empty() {
+        // Name the setting to change, not only the count.
+        return Err(crate::Error::InvalidArgument(format!(
+            "`P` holds {} peephole values but the model has no peepholes: configure \
+             them (rnn_config.peepholes = 1 in C, ConfigBuilder::peepholes(true) in Rust) \
+             to import P, or pass no P",
+            weights.p.len()
+        )));
+    }
     check_len("P", if peep { d * 3 * h } else { 0 }, weights.p.len())?;
     for dir in 0..d {
         map_gates(

@@ -515,7 +515,15 @@ static void error_paths(void) {
     EXPECT_STATUS(rnn_model_init_random(NULL, 1), RNN_NULL_POINTER);
 
     /* ISAs. */
+    const char *isa_name = NULL;
+    EXPECT_STATUS(rnn_model_get_isa(model, &isa_name), RNN_OK);
+    CHECK(isa_name != NULL && (!strcmp(isa_name, "scalar") || !strcmp(isa_name, "avx2") ||
+                               !strcmp(isa_name, "avx512") || !strcmp(isa_name, "neon")),
+          "ISA name %s", isa_name ? isa_name : "(null)");
+    EXPECT_STATUS(rnn_model_get_isa(model, NULL), RNN_NULL_POINTER);
     EXPECT_STATUS(rnn_model_set_isa(model, "scalar"), RNN_OK);
+    EXPECT_STATUS(rnn_model_get_isa(model, &isa_name), RNN_OK);
+    CHECK(isa_name != NULL && !strcmp(isa_name, "scalar"), "pinned ISA %s", isa_name ? isa_name : "(null)");
     EXPECT_STATUS(rnn_model_set_isa(model, "sse9"), RNN_INVALID_ARGUMENT);
     EXPECT_STATUS(rnn_model_set_isa(model, NULL), RNN_NULL_POINTER);
 #if defined(__x86_64__)

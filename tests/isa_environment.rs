@@ -1,0 +1,65 @@
+//! `RNN_ISA` is checked where a C user makes a model, not at the first
+//! call: an unknown name is RNN_INVALID_ARGUMENT, an ISA this CPU lacks
+//! RNN_UNSUPPORTED, both naming the variable. `RNN_ISA` is read once per
+//! process, so each case runs this test again in a child process.
+
+use std::process::Command;
+
+use rnn::ffi::{rnn_config_default, rnn_model_create, rnn_status};
+
+const CHILD: &str = "LIBRNN_TEST_ISA_EXPECT";
+const NAME: &str = "a_bad_rnn_isa_is_reported_where_a_model_is_made";
+
+/// In the child: make a model and check the answer.
+fn child(expect: &str) {
+    let mut config = rnn_config_default();
+    config.input_size = 3;
+    config.hidden_size = 4;
+    let mut model = std::ptr::null_mut();
+    // SAFETY: valid pointers to a config and an out slot.
+    let status = unsafe { rnn_model_create(&config, &mut model) };
+    let want = match expect {
+        "unsupported" => rnn_status::RNN_UNSUPPORTED,
+        _ => rnn_status::RNN_INVALID_ARGUMENT,
+    };
+    assert_eq!(status, want, "RNN_ISA={:?}", std::env::var("RNN_ISA"));
+    assert!(model.is_null(), "no model on failure");
+    // SAFETY: a NUL-terminated, thread-local message.
+    let message = unsafe { std::ffi::CStr::from_ptr(rnn::ffi::rnn_last_error_message()) };
+    assert!(message.to_string_lossy().contains("RNN_ISA"), "{message:?}");
+}
+
+#[test]
+fn a_bad_rnn_isa_is_reported_where_a_model_is_made() {
+    if let Ok(expect) = std::env::var(CHILD) {
+        child(&expect);
+        return;
+    }
+    // Under qemu (tests built for another architecture) a child process of
+    // this one does not start: the C compiler tells which machine this is.
+    let machine = Command::new("cc").arg("-dumpmachine").output();
+    if !machine
+        .is_ok_and(|m| String::from_utf8_lossy(&m.stdout).starts_with(std::env::consts::ARCH))
+    {
+        println!("skipped: not on the build machine's architecture");
+        return;
+    }
+    let missing = if cfg!(target_arch = "aarch64") {
+        "avx2"
+    } else {
+        "neon"
+    };
+    for (value, expect) in [("sse9", "invalid"), (missing, "unsupported")] {
+        let run = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+            .env("RNN_ISA", value)
+            .env(CHILD, expect)
+            .output();
+        let out = run.expect("the test binary starts again");
+        assert!(
+            out.status.success(),
+            "RNN_ISA={value}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
