@@ -308,10 +308,14 @@ fn cpp_consumer_matches_the_reference() {
         return;
     }
     let cases = case_files();
-    let flags = ["-std=c++17", "-O1", "-g", "-Wall", "-Wextra", "-Werror"];
-    let exe = compile("c++", "consumer.cpp", "consumer_cpp", &flags)
-        .expect("c++ compiles tests/c/consumer.cpp");
-    run(&exe, &cases, &[], &[]);
+    // librnn.hpp needs C++11; the test runs as C++11 and as C++17.
+    for std in ["-std=c++11", "-std=c++17"] {
+        let flags = [std, "-O1", "-g", "-Wall", "-Wextra", "-Werror"];
+        let name = format!("consumer_cpp{}", &std[8..]);
+        let exe = compile("c++", "consumer.cpp", &name, &flags)
+            .unwrap_or_else(|| panic!("c++ {std} compiles tests/c/consumer.cpp"));
+        run(&exe, &cases, &[], &[]);
+    }
 }
 
 /// build.rs rewrites include/librnn.h whenever cbindgen's output differs, so

@@ -1,6 +1,7 @@
 // The C++ view of the C ABI through include/librnn.hpp: RAII models and
 // traces, exceptions for errors, results compared with the Rust reference
-// (a case file written by tests/c_abi.rs, same format as consumer.c reads).
+// (a case file written by tests/c_abi.rs, same format as consumer.c reads),
+// and every part of the wrapper once. Compiled as C++11 and as C++17.
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -87,7 +88,9 @@ void run_case(const char *path) {
     compare("h_n", out.h_n, h_n, 1e-4f);
     compare("c_n", out.c_n, c_n, 1e-4f);
 
-    auto [train_out, trace] = model.forward_training(x, seq_len, batch, opt);
+    auto trained = model.forward_training(x, seq_len, batch, opt);
+    const rnn::Output &train_out = trained.first;
+    const rnn::Trace &trace = trained.second;
     compare("training y", train_out.y, y, 1e-4f);
     auto g = model.backward(trace, seq_len, batch, dy, dh_n, dc_n);
     compare("dx", g.dx, dx, 1e-3f);
@@ -113,9 +116,93 @@ void run_case(const char *path) {
     }
 }
 
+// Every other part of the wrapper once, on a small LSTM.
+void whole_wrapper() {
+    rnn_config cfg = rnn_config_default();
+    cfg.cell = RNN_CELL_LSTM;
+    cfg.input_size = 3;
+    cfg.hidden_size = 4;
+    rnn::Model model(cfg);
+    model.init_random(5);
+    std::vector<float> x(2 * 3, 0.5f);
+    auto want = model.forward_inference(x, 2, 1);
+
+    // Files, both formats; and a module of a larger state dict.
+    model.save("cpp_model.bin");
+    compare("y after save/load", rnn::Model::load("cpp_model.bin").forward_inference(x, 2, 1).y, want.y, 0.0f);
+    model.save_safetensors("cpp_model.safetensors");
+    auto st = rnn::Model::load_safetensors("cpp_model.safetensors");
+    compare("y after safetensors", st.forward_inference(x, 2, 1).y, want.y, 0.0f);
+    auto module = rnn::Model::load_safetensors("cpp_model.safetensors", nullptr, "");
+    compare("y after safetensors module", module.forward_inference(x, 2, 1).y, want.y, 0.0f);
+    std::remove("cpp_model.bin");
+    std::remove("cpp_model.safetensors");
+
+    // Tensors by PyTorch name and as ONNX inputs; ranges.
+    auto w = model.pytorch_tensor("weight_ih_l0", 16 * 3);
+    rnn::Model copy(cfg);
+    copy.set_pytorch_tensor("lstm.weight_ih_l0", w);
+    expect(copy.pytorch_tensor("weight_ih_l0", 16 * 3) == w, "PyTorch tensor round trip (prefixed name)");
+    rnn::OnnxLayer onnx{std::vector<float>(16 * 3), std::vector<float>(16 * 4), std::vector<float>(32),
+                        std::vector<float>()};
+    model.get_onnx_layer(0, onnx);
+    copy.set_onnx_layer(0, onnx);
+    compare("y after an ONNX round trip", copy.forward_inference(x, 2, 1).y, want.y, 0.0f);
+    std::pair<size_t, size_t> r = model.param_range(0, 0, RNN_PARAM_R);
+    expect(r.first == 48 && r.second == 64, "R range");
+
+    // ISA, precision, memory.
+    std::string isa = model.isa();
+    expect(isa == "scalar" || isa == "avx2" || isa == "avx512" || isa == "neon", "ISA " + isa);
+    model.set_isa("scalar");
+    expect(model.isa() == "scalar", "pinned ISA");
+    model.set_precision(RNN_PRECISION_INT8);
+    expect(model.precision() == RNN_PRECISION_INT8, "precision");
+    compare("int8 y", model.forward_inference(x, 2, 1).y, want.y, 6e-2f);
+    expect(model.packed_bytes() > 0, "packed bytes");
+    try {
+        model.forward_training(x, 2, 1);
+        expect(false, "training an int8 model throws");
+    } catch (const rnn::Error &e) {
+        expect(e.status() == RNN_INVALID_ARGUMENT, "status for int8 training");
+    }
+    model.set_precision(RNN_PRECISION_F32);
+    expect(model.call_memory(2, 1).inference > 0, "call memory");
+    model.release_memory();
+    expect(model.get() != nullptr, "the raw handle");
+    rnn::Model moved(std::move(model));
+    expect(moved.get() != nullptr && model.get() == nullptr, "a moved-from model is empty");
+
+    // Clipping.
+    std::vector<float> grads = {3.0f, 4.0f};
+    expect(std::fabs(rnn::clip_grad_norm(grads, 1.0f) - 5.0f) < 1e-6f, "norm before clipping");
+    expect(std::fabs(grads[0] - 0.6f) < 1e-6f, "clipped by norm");
+    rnn::clip_grad_value(grads, 0.1f);
+    expect(grads[0] == 0.1f && grads[1] == 0.1f, "clipped by value");
+
+    // Attention: memory, forward, training forward, backward.
+    rnn::Attention attention(RNN_SCORE_ADDITIVE, 4, 4, 3, 1);
+    std::vector<float> enc(3 * 2 * 4);
+    for (size_t i = 0; i < enc.size(); ++i) enc[i] = std::sin(0.3f * static_cast<float>(i));
+    rnn::AttentionMemory memory = attention.memory(enc, 3, 2, std::vector<size_t>{3, 1});
+    std::vector<float> queries(2 * 4, 0.25f);
+    rnn::Attended a = attention.attend(memory, queries);
+    expect(a.weights.size() == 6 && a.weights[4] == 0.0f && a.weights[5] == 0.0f, "masked weights");
+    expect(std::fabs(a.weights[3] - 1.0f) < 1e-6f, "one position, all the weight");
+    auto at = attention.attend_training(memory, queries);
+    compare("attention context, training", at.first.context, a.context, 0.0f);
+    rnn::AttentionGrads ag = attention.start_backward(memory);
+    auto dq = attention.backward(memory, at.second, std::vector<float>(2 * 4, 1.0f), ag);
+    auto done = attention.finish_backward(memory, ag);
+    expect(dq.size() == 8 && done.first.size() == enc.size() && done.second.size() == attention.params().size(),
+           "attention gradient sizes");
+    attention.set_params(attention.params());
+}
+
 }  // namespace
 
 int main(int argc, char **argv) {
+    whole_wrapper();
     for (int i = 1; i < argc; ++i) run_case(argv[i]);
     if (failures) {
         std::cerr << failures << " check(s) failed\n";
