@@ -1,5 +1,6 @@
 //! The C ABI. Thin by design: validate, forward to the Rust API, convert
-//! errors. `build.rs` turns this module into `include/librnn.h`.
+//! errors. cbindgen turns this module into `include/librnn.h` (see
+//! `tests/c_abi.rs`, `committed_header_is_current`).
 //!
 //! Conventions (they hold for every function below):
 //! - Every fallible function returns an `rnn_status`; on failure
