@@ -390,4 +390,46 @@ fn bad_shapes_and_sizes_are_errors() {
         other.attend(&memory, &[1.0; 8]).is_err(),
         "a memory of another key size"
     );
+    // An empty batch.
+    let err = layer.memory(&[], 3, 0, None).unwrap_err().to_string();
+    assert!(err.contains("empty"), "{err}");
+}
+
+/// NaN in, NaN out: a non-finite encoder output or decoder state spoils
+/// only what it touches, and nothing panics.
+#[test]
+fn non_finite_inputs_give_nan_not_a_crash() {
+    for score in Score::ALL {
+        let layer = Attention::new(score, 3, 3, 2, 4).unwrap();
+        let mut enc: Vec<f32> = (0..2 * 2 * 3).map(|i| (i as f32 * 0.3).sin()).collect();
+        enc[3] = f32::NAN; // step 0, item 1
+        let memory = layer.memory(&enc, 2, 2, None).unwrap();
+        let mut states = vec![0.5f32; 2 * 3];
+        let out = layer.attend(&memory, &states).unwrap();
+        assert!(
+            out.context[..3].iter().all(|c| c.is_finite()),
+            "{score:?}: item 0 is untouched"
+        );
+        assert!(
+            out.context[3..].iter().all(|c| c.is_nan()),
+            "{score:?}: item 1 is NaN"
+        );
+        states[0] = f32::NAN;
+        let out = layer.attend(&memory, &states).unwrap();
+        assert!(
+            out.weights[..2].iter().all(|w| w.is_nan()),
+            "{score:?}: a NaN state"
+        );
+        // An infinite state: what IEEE arithmetic gives (the additive
+        // score's tanh saturates), and no panic.
+        let mut infinite = states.clone();
+        infinite[0] = f32::INFINITY;
+        assert!(layer.attend(&memory, &infinite).is_ok());
+        let mut grads = layer.start_backward(&memory).unwrap();
+        let dq = layer
+            .backward(&memory, &states, &out, &[1.0; 6], None, &mut grads)
+            .unwrap();
+        assert_eq!(dq.len(), 6);
+        assert!(layer.finish_backward(&memory, grads).is_ok());
+    }
 }

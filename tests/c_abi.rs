@@ -378,4 +378,3 @@ fn readme_c_example_compiles_and_runs() {
         "README example printed {text:?}"
     );
 }
-

@@ -19,6 +19,13 @@
 //!   of length 0 gets all-zero weights and a zero context (no NaN);
 //! * context `c = Σ_t a_t h_t`.
 //!
+//! Bad input is an error, never a panic: a dot score with `E ≠ D`, a length
+//! past `T`, an empty batch, buffers of the wrong size. Non-finite values
+//! are not errors: a NaN encoder output or decoder state makes the scores,
+//! weights and contexts it touches NaN (NaN in, NaN out); an infinite one
+//! gives what IEEE arithmetic gives (NaN through the products, a saturated
+//! tanh in the additive score).
+//!
 //! The encoder side of each score (`W_a h_t`, `W_e h_t`, or `h_t` itself,
 //! the *keys*) depends only on the encoder outputs: [`Attention::memory`]
 //! computes it once per sequence, and every decoder step reuses it.
@@ -342,6 +349,11 @@ impl Attention {
         seq_lens: Option<&[usize]>,
     ) -> Result<Memory> {
         let e = self.encoder_size;
+        if batch == 0 {
+            return Err(Error::InvalidArgument(
+                "attention memory: the batch is empty (N = 0)".into(),
+            ));
+        }
         let rows = seq_len
             .checked_mul(batch)
             .filter(|r| r.checked_mul(e).is_some())
