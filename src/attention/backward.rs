@@ -170,7 +170,7 @@ impl Attention {
                     );
                     gemm(
                         Mat::rows(&ds[b * t..], m, len, n * t),
-                        Mat::rows(&memory.keys[b * k..], len, k, n * k),
+                        Mat::rows(&memory.keys()[b * k..], len, k, n * k),
                         0.0,
                         &mut d_q[b * k..],
                         n * k,

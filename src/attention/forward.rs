@@ -35,7 +35,7 @@ pub(super) fn additive_hidden(
 ) {
     let (n, a) = (memory.batch, q.len());
     for (tt, row) in out[..len * a].chunks_exact_mut(a).enumerate() {
-        let key = &memory.keys[(tt * n + b) * a..][..a];
+        let key = &memory.keys()[(tt * n + b) * a..][..a];
         row.iter_mut()
             .zip(key.iter().zip(q))
             .for_each(|(z, (k, q))| *z = k + q);

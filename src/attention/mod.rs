@@ -47,7 +47,10 @@
 mod backward;
 mod forward;
 
-use crate::engine::pack::{pack_b, round_up};
+use std::sync::Arc;
+
+use crate::engine::pack::round_up;
+use crate::engine::BufferPool;
 use crate::error::{check_len, Error, Result};
 use crate::gemm::{gemm, Mat};
 use crate::kernels::{Isa, Kernels};
@@ -82,7 +85,9 @@ impl Score {
     }
 }
 
-/// An attention layer: its score function, sizes and parameters.
+/// An attention layer: its score function, sizes and parameters (and a
+/// pool of the buffers its memories used, so that a memory per batch does
+/// not map fresh pages each time; clones share it).
 ///
 /// ```
 /// use rnn::attention::{Attention, Score};
@@ -104,7 +109,7 @@ impl Score {
 /// assert_eq!((d_states.len(), grads.d_params.len()), (10, layer.params().len()));
 /// # Ok::<(), rnn::Error>(())
 /// ```
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct Attention {
     score: Score,
     encoder_size: usize,
@@ -115,6 +120,26 @@ pub struct Attention {
     params: Vec<f32>,
     /// The ISA of its kernels; `None`: `RNN_ISA` or the best the CPU has.
     isa: Option<Isa>,
+    pool: Arc<BufferPool>,
+}
+
+impl PartialEq for Attention {
+    /// The same score, sizes, parameters and ISA (pools aside).
+    fn eq(&self, other: &Self) -> bool {
+        (
+            self.score,
+            self.encoder_size,
+            self.decoder_size,
+            self.attention_size,
+            self.isa,
+        ) == (
+            other.score,
+            other.encoder_size,
+            other.decoder_size,
+            other.attention_size,
+            other.isa,
+        ) && self.params == other.params
+    }
 }
 
 /// A parameter tensor of an attention layer.
@@ -146,9 +171,23 @@ pub struct Memory {
     pub(crate) lens: Vec<usize>,
     /// Encoder outputs `[T, N, E]`.
     pub(crate) values: Vec<f32>,
-    /// Keys `[T, N, K]`: the values (dot), `W_a h` (general), `W_e h`
-    /// (additive).
+    /// Keys `[T, N, K]`: `W_a h` (general), `W_e h` (additive); empty for
+    /// dot, whose keys are the values ([`Memory::keys`]).
     pub(crate) keys: Vec<f32>,
+    /// Where the buffers go back to.
+    pool: Arc<BufferPool>,
+}
+
+impl Drop for Memory {
+    fn drop(&mut self) {
+        let bufs = [
+            std::mem::take(&mut self.packed_keys),
+            std::mem::take(&mut self.packed_values),
+            std::mem::take(&mut self.values),
+            std::mem::take(&mut self.keys),
+        ];
+        self.pool.give_each(bufs);
+    }
 }
 
 impl Memory {
@@ -167,6 +206,13 @@ impl Memory {
     /// Floats of the encoder outputs (and of their gradient), `T·N·E`.
     pub(crate) fn values_len(&self) -> usize {
         self.values.len()
+    }
+    /// The keys `[T, N, K]` (for dot, the encoder outputs themselves).
+    pub(crate) fn keys(&self) -> &[f32] {
+        match self.keys.is_empty() {
+            true => &self.values,
+            false => &self.keys,
+        }
     }
 }
 
@@ -236,6 +282,7 @@ impl Attention {
             attention_size,
             params: vec![0.0; len],
             isa: None,
+            pool: Arc::default(),
         })
     }
 
@@ -371,11 +418,12 @@ impl Attention {
                 lens.to_vec()
             }
         };
+        let pool = &self.pool;
         let keys = match self.key_weights() {
-            None => encoder_outputs.to_vec(),
+            None => Vec::new(),
             Some(w) => {
                 let k = self.key_size();
-                let mut keys = vec![0.0; rows * k];
+                let mut keys = pool.take_zeroed(rows * k)?;
                 gemm(
                     Mat::rows(encoder_outputs, rows, e, e),
                     Mat::transposed(w, e, k, e),
@@ -389,18 +437,23 @@ impl Attention {
         let kernels = Kernels::for_isa(self.isa()?)?;
         let unit = kernels.unit();
         let k = self.key_size();
-        let mut packed_keys = Vec::new();
-        let mut packed_values = Vec::new();
-        for b in 0..batch {
-            let row = |t: usize| t * batch + b;
-            if self.score != Score::Additive {
-                packed_keys.extend(pack_b(k, seq_len, unit, |kk, t| keys[row(t) * k + kk])?);
+        let all_keys = if keys.is_empty() {
+            encoder_outputs
+        } else {
+            &keys[..]
+        };
+        let packed_keys = match self.score {
+            Score::Additive => Vec::new(),
+            _ => {
+                let mut out = pool.take_zeroed(batch * k * round_up(seq_len, unit))?;
+                pack_transposed(all_keys, seq_len, batch, k, unit, &mut out);
+                out
             }
-            packed_values.extend(pack_b(seq_len, e, unit, |t, j| {
-                encoder_outputs[row(t) * e + j]
-            })?);
-        }
-        debug_assert_eq!(packed_values.len(), batch * seq_len * round_up(e, unit));
+        };
+        let mut packed_values = pool.take_zeroed(batch * seq_len * round_up(e, unit))?;
+        pack_rows(encoder_outputs, seq_len, batch, e, unit, &mut packed_values);
+        let mut values = pool.take(encoder_outputs.len())?;
+        values.copy_from_slice(encoder_outputs);
         Ok(Memory {
             kernels,
             packed_keys,
@@ -408,8 +461,9 @@ impl Attention {
             seq_len,
             batch,
             lens,
-            values: encoder_outputs.to_vec(),
+            values,
             keys,
+            pool: Arc::clone(pool),
         })
     }
 
@@ -420,7 +474,7 @@ impl Attention {
         check_len(
             "attention memory keys",
             memory.seq_len * n * self.key_size(),
-            memory.keys.len(),
+            memory.keys().len(),
         )?;
         check_len(
             "attention memory values",
@@ -435,5 +489,44 @@ impl Attention {
             )));
         }
         Ok(queries.len() / per_step)
+    }
+}
+
+/// Per item `b`, the rows `[T, width]` of `rows [T, N, width]` as panels of
+/// `unit` columns (`pack_b`'s layout: panel, then row, then column), one
+/// contiguous run per row and panel, into `out` (zeroed: padding stays 0).
+fn pack_rows(rows: &[f32], t: usize, n: usize, width: usize, unit: usize, out: &mut [f32]) {
+    let wp = round_up(width, unit);
+    for (b, item) in out.chunks_exact_mut((t * wp).max(1)).enumerate().take(n) {
+        for (p, panel) in item.chunks_exact_mut((t * unit).max(1)).enumerate() {
+            let (c0, len) = (p * unit, unit.min(width - p * unit));
+            for (tt, dst) in panel.chunks_exact_mut(unit).enumerate() {
+                dst[..len].copy_from_slice(&rows[(tt * n + b) * width + c0..][..len]);
+            }
+        }
+    }
+}
+
+/// Per item `b`, `rows [T, N, width]`'s `[T, width]` transposed (`[width,
+/// T]`) as panels of `unit` columns of T: the keys for the score product.
+/// A panel at a time: its `unit` rows are read along (each cache line of
+/// them serves 16 values) while the panel is written in order.
+fn pack_transposed(rows: &[f32], t: usize, n: usize, width: usize, unit: usize, out: &mut [f32]) {
+    let tp = round_up(t, unit);
+    for (b, item) in out
+        .chunks_exact_mut((width * tp).max(1))
+        .enumerate()
+        .take(n)
+    {
+        for (p, panel) in item.chunks_exact_mut((width * unit).max(1)).enumerate() {
+            let first = p * unit;
+            let count = unit.min(t - first);
+            for u in 0..count {
+                let row = &rows[((first + u) * n + b) * width..][..width];
+                for (dst, &v) in panel[u..].iter_mut().step_by(unit).zip(row) {
+                    *dst = v;
+                }
+            }
+        }
     }
 }
