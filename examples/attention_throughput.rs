@@ -8,7 +8,9 @@
 //! (the memory, i.e. the keys, and the attention of all M steps) and of
 //! forward + backward, FLOPs counted as the score and context products:
 //! 4·M·N·T·E forward, 8·M·N·T·E more backward (the projections of general
-//! and additive scores are extra work not counted). Threads: one (the
+//! and additive scores are extra work not counted). Also the memory alone
+//! and the attention alone over a memory made before (a decoder makes the
+//! memory once per sequence, then attends at every step). Threads: one (the
 //! attention runs on the calling thread).
 
 use rnn::attention::{Attention, Score};
@@ -80,14 +82,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .memory(&enc, t, n, None)
             .map(|r| std::mem::drop(std::hint::black_box(r)))
     })?;
+    // A decoder makes the memory once per sequence and attends every step.
+    let memory = layer.memory(&enc, t, n, None)?;
+    let attend_only = time(&|| {
+        layer
+            .attend(&memory, &queries)
+            .map(|r| std::mem::drop(std::hint::black_box(r)))
+    })?;
     let train = time(&training)?;
     let flops = (m * n * t * e) as f64;
     println!(
-        "attention {} T{t} N{n} E{e} M{m} on {}: forward {:.3} ms (memory {:.3} ms), {:.1} GFLOP/s; forward+backward {:.3} ms, {:.1} GFLOP/s",
+        "attention {} T{t} N{n} E{e} M{m} on {}: forward {:.3} ms (memory {:.3} ms, attend {:.3} ms), {:.1} GFLOP/s; forward+backward {:.3} ms, {:.1} GFLOP/s",
         score.name(),
         layer.isa()?.name(),
         fwd * 1e3,
         memory_only * 1e3,
+        attend_only * 1e3,
         4.0 * flops / fwd / 1e9,
         train * 1e3,
         12.0 * flops / train / 1e9
