@@ -36,8 +36,8 @@ impl Attention {
     pub fn start_backward(&self, memory: &Memory) -> Result<Backward> {
         let rows = memory.seq_len * memory.batch;
         Ok(Backward {
-            d_keys: try_vec(rows * self.key_size(), 0.0, "attention key gradients")?,
-            d_values: try_vec(rows * self.encoder_size, 0.0, "attention value gradients")?,
+            d_keys: self.pool.take_zeroed(rows * self.key_size())?,
+            d_values: self.pool.take_zeroed(rows * self.encoder_size)?,
             d_params: try_vec(self.params.len(), 0.0, "attention parameter gradients")?,
         })
     }
@@ -87,14 +87,15 @@ impl Attention {
         let weights = &attended.weights;
         // ds: gradient of the scores [M, N, T] (zero past each length);
         // d_q: of the projected queries [M, N, K].
-        let mut ds = try_vec(m * n * t, 0.0, "attention score gradients")?;
-        let mut d_q = try_vec(m * n * k, 0.0, "attention query gradients")?;
+        // Scratch from the layer's pool, given back at the end.
+        let mut ds = self.pool.take_zeroed(m * n * t)?;
+        let mut d_q = self.pool.take_zeroed(m * n * k)?;
         let projected = self.project_queries(queries, m * n)?;
         let kernels = match self.score {
             Score::Additive => Some(memory.kernels),
             _ => None,
         };
-        let mut hidden = try_vec(if kernels.is_some() { t * k } else { 0 }, 0.0, "scratch")?;
+        let mut hidden = self.pool.take(if kernels.is_some() { t * k } else { 0 })?;
         let v_range = match self.score {
             Score::Additive => Some(self.param_range(AttentionParam::V)?),
             _ => None,
@@ -178,6 +179,7 @@ impl Attention {
                 }
             }
         }
+        self.pool.give_each([ds, hidden, projected]);
         if self.score != Score::Additive {
             return Ok(d_q);
         }
@@ -199,6 +201,7 @@ impl Attention {
             &mut grads.d_params[wd_range],
             d,
         );
+        self.pool.give(d_q);
         Ok(d_queries)
     }
 
@@ -237,6 +240,7 @@ impl Attention {
                 );
             }
         }
+        self.pool.give(d_keys);
         Ok(AttentionGradients {
             d_encoder_outputs: d_values,
             d_params,

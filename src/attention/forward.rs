@@ -64,9 +64,10 @@ impl Attention {
         let product = kernels.steps(Precision::F32).panel_matmul;
         // The products write whole panels: rows of `tp` scores or `ep`
         // context values, copied out.
-        let mut out = try_vec(m * tp.max(ep), 0.0, "attention scratch")?;
+        // Scratch from the layer's pool, given back at the end.
+        let mut out = self.pool.take(m * tp.max(ep))?;
         let additive = self.score == Score::Additive;
-        let mut hidden = try_vec(if additive { t * k } else { 0 }, 0.0, "attention scratch")?;
+        let mut hidden = self.pool.take(if additive { t * k } else { 0 })?;
         let mut rows = Vec::with_capacity(m);
         for b in 0..n {
             let len = memory.lens[b];
@@ -119,6 +120,7 @@ impl Attention {
                 context[(step * n + b) * e..][..e].copy_from_slice(&out[step * ep..][..e]);
             }
         }
+        self.pool.give_each([out, hidden, projected]);
         Ok(Attended {
             steps: m,
             batch: n,
@@ -136,7 +138,7 @@ impl Attention {
         let (d, a) = (self.decoder_size, self.attention_size);
         check_len("decoder states", rows * d, queries.len())?;
         let w_d = &self.params[self.param_range(super::AttentionParam::Wd)?];
-        let mut out = try_vec(rows * a, 0.0, "projected decoder states")?;
+        let mut out = self.pool.take_zeroed(rows * a)?;
         gemm(
             Mat::rows(queries, rows, d, d),
             Mat::transposed(w_d, d, a, d),

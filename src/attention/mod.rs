@@ -120,7 +120,7 @@ pub struct Attention {
     params: Vec<f32>,
     /// The ISA of its kernels; `None`: `RNN_ISA` or the best the CPU has.
     isa: Option<Isa>,
-    pool: Arc<BufferPool>,
+    pub(crate) pool: Arc<BufferPool>,
 }
 
 impl PartialEq for Attention {
