@@ -402,7 +402,7 @@ fn train(o: &Options) -> Result<(), Box<dyn std::error::Error>> {
     bar.set_style(
         ProgressStyle::with_template(&format!(
             "{{elapsed_precise}} / {} [{{bar:20}}] {{wide_msg}}",
-            format_duration(budget)
+            indicatif::FormattedDuration(budget)
         ))
         .unwrap(),
     );
@@ -582,12 +582,6 @@ fn history(ck: &train::Checkpoint, name: &str) -> Vec<(usize, f32)> {
         .chunks_exact(2)
         .map(|p| (p[0] as usize, p[1]))
         .collect()
-}
-
-/// `h:mm:ss`, as the progress bar writes elapsed time.
-fn format_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
 }
 
 fn plot_losses(

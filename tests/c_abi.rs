@@ -12,7 +12,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{random_batch, widen};
+use common::{native, random_batch, widen};
 use rnn::rng::SplitMix64;
 use rnn::{CellKind, Coded, Config, Direction, GruVariant, Input, Layout, Model, OutputGrads};
 
@@ -199,21 +199,6 @@ fn run(exe: &Path, cases: &[PathBuf], wrapper: &[&str], env: &[(&str, &str)]) {
         exe.display(),
         wrapper
     );
-}
-
-/// Whether `compiler` builds for the architecture this test runs on (not so
-/// when the suite is cross-compiled and run under qemu).
-fn native(compiler: &str) -> bool {
-    let machine = Command::new(compiler).arg("-dumpmachine").output();
-    let ok = machine
-        .is_ok_and(|m| String::from_utf8_lossy(&m.stdout).starts_with(std::env::consts::ARCH));
-    if !ok {
-        println!(
-            "skipped: {compiler} does not build for {}",
-            std::env::consts::ARCH
-        );
-    }
-    ok
 }
 
 fn required(var: &str) -> bool {

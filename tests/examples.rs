@@ -3,21 +3,11 @@
 //! `--help` on stdout; char_rnn's checkpoints refused when they belong to
 //! another network, and its loss history kept across `--resume`.
 
+mod common;
+
+use common::native;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-/// Whether this test runs on the machine it was built on (not under
-/// qemu for another architecture, where neither cargo nor the examples can
-/// be run from it): the C compiler builds for this architecture.
-fn native() -> bool {
-    let machine = Command::new("cc").arg("-dumpmachine").output();
-    let ok = machine
-        .is_ok_and(|m| String::from_utf8_lossy(&m.stdout).starts_with(std::env::consts::ARCH));
-    if !ok {
-        println!("skipped: not on the build machine's architecture");
-    }
-    ok
-}
 
 /// The example binary `name`, built with this test's profile.
 fn example(name: &str) -> PathBuf {
@@ -68,7 +58,7 @@ fn scratch(name: &str) -> PathBuf {
 
 #[test]
 fn char_rnn_refuses_bad_arguments_with_a_message() {
-    if !native() {
+    if !native("cc") {
         return;
     }
     let exe = example("char_rnn");
@@ -118,7 +108,7 @@ fn char_rnn_refuses_bad_arguments_with_a_message() {
 
 #[test]
 fn char_rnn_keeps_other_checkpoints_and_its_loss_history() {
-    if !native() {
+    if !native("cc") {
         return;
     }
     let exe = example("char_rnn");
@@ -186,7 +176,7 @@ fn char_rnn_keeps_other_checkpoints_and_its_loss_history() {
 
 #[test]
 fn seq2seq_refuses_bad_arguments_with_a_message() {
-    if !native() {
+    if !native("cc") {
         return;
     }
     let exe = example("seq2seq");

@@ -3,6 +3,8 @@
 //! RNN_UNSUPPORTED, both naming the variable. `RNN_ISA` is read once per
 //! process, so each case runs this test again in a child process.
 
+mod common;
+
 use std::process::Command;
 
 use rnn::ffi::{rnn_config_default, rnn_model_create, rnn_status};
@@ -36,12 +38,8 @@ fn a_bad_rnn_isa_is_reported_where_a_model_is_made() {
         return;
     }
     // Under qemu (tests built for another architecture) a child process of
-    // this one does not start: the C compiler tells which machine this is.
-    let machine = Command::new("cc").arg("-dumpmachine").output();
-    if !machine
-        .is_ok_and(|m| String::from_utf8_lossy(&m.stdout).starts_with(std::env::consts::ARCH))
-    {
-        println!("skipped: not on the build machine's architecture");
+    // this one does not start.
+    if !common::native("cc") {
         return;
     }
     let missing = if cfg!(target_arch = "aarch64") {

@@ -8,7 +8,12 @@
 
 mod common;
 
-use common::{cell_variants, random_batch};
+use common::{cell_variants, max_abs_diff, random_batch};
+
+/// `common::max_abs_diff` in f32 (NaN-propagating).
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    max_abs_diff(a, b) as f32
+}
 use rnn::precision::round_to_bf16;
 use rnn::rng::SplitMix64;
 use rnn::{Config, Direction, Input, Isa, Model, OutputGrads, ParamKind, Precision};
@@ -49,12 +54,7 @@ fn bf16_equals_f32_with_rounded_weights_bit_for_bit_on_every_isa() {
                 let model = Model::random(config.clone(), 3);
                 let oracle = rounded_weights(&model);
                 let b = random_batch(&mut rng, &config, 6, 3);
-                let mut x = Input::new(&b.x, 6, 3)
-                    .with_seq_lens(&b.seq_lens)
-                    .with_h0(&b.h0);
-                if config.has_cell_state() {
-                    x = x.with_c0(&b.c0);
-                }
+                let x = b.input(&config, 6, 3);
                 for isa in Isa::supported() {
                     let bf16 = model
                         .clone()
@@ -103,7 +103,7 @@ fn max_error_from_f32(precision: Precision, isa: Isa) -> f32 {
                 .with_precision(precision)
                 .forward_inference(&input)
                 .unwrap();
-            let err = max_difference(&got.y, &want.y);
+            let err = max_diff(&got.y, &want.y);
             println!(
                 "{} {cell:?} H{h} N{n} T{t} on {}: max |y - y_f32| = {err:.2e}",
                 precision.name(),
@@ -114,17 +114,6 @@ fn max_error_from_f32(precision: Precision, isa: Isa) -> f32 {
     }
     println!("{} on {}, worst: {worst:.2e}", precision.name(), isa.name());
     worst
-}
-
-/// Max |a − b| (NaN if either holds one, or the lengths differ).
-fn max_difference(a: &[f32], b: &[f32]) -> f32 {
-    if a.len() != b.len() {
-        return f32::NAN;
-    }
-    a.iter()
-        .zip(b)
-        .map(|(p, q)| (p - q).abs())
-        .fold(0f32, |m, d| if d > m || d.is_nan() { d } else { m })
 }
 
 /// The accuracy statement for bf16: within 1e-2 of f32.
@@ -162,12 +151,7 @@ fn int8_runs_every_cell_variant_on_every_isa() {
                     .unwrap();
                 let model = Model::random(config.clone(), 4);
                 let b = random_batch(&mut rng, &config, 6, 3);
-                let mut x = Input::new(&b.x, 6, 3)
-                    .with_seq_lens(&b.seq_lens)
-                    .with_h0(&b.h0);
-                if config.has_cell_state() {
-                    x = x.with_c0(&b.c0);
-                }
+                let x = b.input(&config, 6, 3);
                 let f32_out = model.forward_inference(&x).unwrap();
                 let int8 = |isa: Isa| {
                     model
@@ -180,20 +164,20 @@ fn int8_runs_every_cell_variant_on_every_isa() {
                 };
                 let portable = int8(Isa::Scalar);
                 let what = format!("{name} {direction:?} I={input} H={hidden}");
-                let err = max_difference(&portable.y, &f32_out.y)
-                    .max(max_difference(&portable.h_n, &f32_out.h_n));
+                let err =
+                    max_diff(&portable.y, &f32_out.y).max(max_diff(&portable.h_n, &f32_out.h_n));
                 assert!(err <= 5e-2, "{what}: int8 is {err} from f32");
                 for isa in Isa::supported() {
                     let got = int8(isa);
-                    let apart = max_difference(&got.y, &portable.y)
-                        .max(max_difference(&got.h_n, &portable.h_n));
+                    let apart =
+                        max_diff(&got.y, &portable.y).max(max_diff(&got.h_n, &portable.h_n));
                     assert!(
                         apart <= 2e-2,
                         "{what}: int8 on {} is {apart} from scalar",
                         isa.name()
                     );
                     if let (Some(a), Some(b)) = (&got.c_n, &portable.c_n) {
-                        let apart = max_difference(a, b);
+                        let apart = max_diff(a, b);
                         assert!(apart <= 2e-2, "{what}: c_n on {}: {apart}", isa.name());
                     }
                 }

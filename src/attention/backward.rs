@@ -56,14 +56,7 @@ impl Attention {
         d_weights: Option<&[f32]>,
         grads: &mut Backward,
     ) -> Result<Vec<f32>> {
-        let m = self.check_queries(memory, queries)?;
-        let (t, n, e, d, k) = (
-            memory.seq_len,
-            memory.batch,
-            self.encoder_size,
-            self.decoder_size,
-            self.key_size(),
-        );
+        let super::Dims { m, t, n, e, d, k } = self.check_queries(memory, queries)?;
         if attended.steps != m || attended.batch != n {
             return Err(Error::InvalidArgument(format!(
                 "attention backward: the attended output is of {} steps of {} items, \

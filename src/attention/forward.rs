@@ -47,14 +47,7 @@ impl Attention {
     /// Attends `queries [M, N, D]` (decoder states of `M` steps, e.g. one)
     /// over `memory`: the contexts and weights of every step.
     pub fn attend(&self, memory: &Memory, queries: &[f32]) -> Result<Attended> {
-        let m = self.check_queries(memory, queries)?;
-        let (t, n, e, d, k) = (
-            memory.seq_len,
-            memory.batch,
-            self.encoder_size,
-            self.decoder_size,
-            self.key_size(),
-        );
+        let super::Dims { m, t, n, e, d, k } = self.check_queries(memory, queries)?;
         let mut weights = try_vec(m * n * t, 0.0, "attention weights")?;
         let mut context = try_vec(m * n * e, 0.0, "attention contexts")?;
         let projected = self.project_queries(queries, m * n)?;
@@ -69,6 +62,10 @@ impl Attention {
         let additive = self.score == Score::Additive;
         let mut hidden = self.pool.take(if additive { t * k } else { 0 })?;
         let mut rows = Vec::with_capacity(m);
+        let v = match additive {
+            true => &self.params[self.param_range(super::AttentionParam::V)?],
+            false => &[][..],
+        };
         for b in 0..n {
             let len = memory.lens[b];
             if len == 0 {
@@ -76,7 +73,6 @@ impl Attention {
             }
             // Scores of every step of item b, [M, len], into its weight rows.
             if additive {
-                let v = &self.params[self.param_range(super::AttentionParam::V)?];
                 for step in 0..m {
                     let q = &projected[(step * n + b) * k..][..k];
                     additive_hidden(&kernels, memory, b, len, q, &mut hidden);

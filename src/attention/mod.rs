@@ -142,6 +142,18 @@ impl PartialEq for Attention {
     }
 }
 
+/// The sizes of one call: `M` decoder steps, `T` encoder steps, `N` items,
+/// encoder, decoder and key widths.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Dims {
+    pub m: usize,
+    pub t: usize,
+    pub n: usize,
+    pub e: usize,
+    pub d: usize,
+    pub k: usize,
+}
+
 /// A parameter tensor of an attention layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum AttentionParam {
@@ -468,8 +480,8 @@ impl Attention {
     }
 
     /// Checks that `memory` was made for a layer of this key size and that
-    /// `queries` holds whole `[M, N, D]` steps; returns `M`.
-    fn check_queries(&self, memory: &Memory, queries: &[f32]) -> Result<usize> {
+    /// `queries` holds whole `[M, N, D]` steps; returns the call's sizes.
+    fn check_queries(&self, memory: &Memory, queries: &[f32]) -> Result<Dims> {
         let (n, d) = (memory.batch, self.decoder_size);
         check_len(
             "attention memory keys",
@@ -488,7 +500,14 @@ impl Attention {
                 queries.len()
             )));
         }
-        Ok(queries.len() / per_step)
+        Ok(Dims {
+            m: queries.len() / per_step,
+            t: memory.seq_len,
+            n,
+            e: self.encoder_size,
+            d,
+            k: self.key_size(),
+        })
     }
 }
 

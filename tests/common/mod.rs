@@ -107,13 +107,29 @@ pub fn widen(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| f64::from(x)).collect()
 }
 
-/// Largest absolute difference between two equally long slices.
+/// Largest absolute difference between two equally long slices; NaN if
+/// any difference is NaN (`f64::max` would drop it, and a NaN output would
+/// pass every tolerance).
 pub fn max_abs_diff<T: Copy + Into<f64>>(a: &[T], b: &[T]) -> f64 {
     assert_eq!(a.len(), b.len(), "lengths differ");
     a.iter()
         .zip(b)
         .map(|(&x, &y)| (x.into() - y.into()).abs())
-        .fold(0.0, f64::max)
+        .fold(0.0, |m, d| if d > m || d.is_nan() { d } else { m })
+}
+
+impl Batch {
+    /// The batch as a call's input over `seq_len` steps of `batch` items,
+    /// `c0` included where the cell has a cell state.
+    pub fn input(&self, config: &Config, seq_len: usize, batch: usize) -> rnn::Input<'_> {
+        let x = rnn::Input::new(&self.x, seq_len, batch)
+            .with_seq_lens(&self.seq_lens)
+            .with_h0(&self.h0);
+        match config.has_cell_state() {
+            true => x.with_c0(&self.c0),
+            false => x,
+        }
+    }
 }
 
 pub fn assert_close<T: Copy + Into<f64> + std::fmt::Debug>(
@@ -145,4 +161,22 @@ pub fn random_batch(rng: &mut SplitMix64, config: &Config, seq_len: usize, batch
         h0: rng.uniform_vec(shapes.h, -1.0, 1.0),
         c0: rng.uniform_vec(shapes.c, -1.0, 1.0),
     }
+}
+
+/// Whether `compiler` builds for the architecture these tests run on: false
+/// under qemu for another architecture, where the host's compilers, cargo
+/// and this test's own binary (as a child process) cannot serve.
+pub fn native(compiler: &str) -> bool {
+    let machine = std::process::Command::new(compiler)
+        .arg("-dumpmachine")
+        .output();
+    let ok = machine
+        .is_ok_and(|m| String::from_utf8_lossy(&m.stdout).starts_with(std::env::consts::ARCH));
+    if !ok {
+        println!(
+            "skipped: {compiler} does not build for {}",
+            std::env::consts::ARCH
+        );
+    }
+    ok
 }

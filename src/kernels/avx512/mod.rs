@@ -138,6 +138,7 @@ unsafe impl Int8Dot<Avx512> for Dot {
     }
     #[inline(always)]
     unsafe fn madd(acc: __m512, a: (__m512i, __m512i), b: (__m512i, __m512i)) -> __m512 {
+        // SAFETY: register operations only; the ISA is the caller's contract.
         unsafe {
             let pairs = _mm512_add_epi32(_mm512_madd_epi16(a.0, b.0), _mm512_madd_epi16(a.1, b.1));
             _mm512_castsi512_ps(_mm512_add_epi32(_mm512_castps_si512(acc), pairs))

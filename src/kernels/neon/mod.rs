@@ -137,6 +137,7 @@ unsafe impl Int8Dot<Neon> for Dot {
     }
     #[inline(always)]
     unsafe fn madd(acc: float32x4_t, a: int16x8_t, b: (int16x8_t, int16x8_t)) -> float32x4_t {
+        // SAFETY: register operations only; the ISA is the caller's contract.
         unsafe {
             // Columns 0 and 1: [c0 k0+k1, c0 k2+k3, c1 k0+k1, c1 k2+k3]; 2 and 3 alike.
             let low = vpaddlq_s16(vmulq_s16(a, b.0));
@@ -188,6 +189,7 @@ unsafe impl Int8Dot<Neon> for SdotDot {
     }
     #[inline(always)]
     unsafe fn madd(acc: float32x4_t, a: int8x16_t, b: int8x16_t) -> float32x4_t {
+        // SAFETY: a register reinterpretation; NEON is the baseline.
         let mut sums = unsafe { vreinterpretq_s32_f32(acc) };
         // SAFETY: `sdot` only reads and writes these registers; the CPU
         // has the extension (the table is only used where it does).
@@ -206,6 +208,7 @@ unsafe impl Int8Dot<Neon> for SdotDot {
     #[inline(always)]
     unsafe fn to_f32(acc: float32x4_t, _corr: *const f32) -> float32x4_t {
         // The sums are of the signed levels: no correction to take away.
+        // SAFETY: register operations only.
         unsafe { vcvtq_f32_s32(vreinterpretq_s32_f32(acc)) }
     }
 }
