@@ -90,7 +90,7 @@
 
 // Version of the C ABI described by this header. It changes whenever a
 // signature or struct layout changes incompatibly.
-#define RNN_ABI_VERSION 5
+#define RNN_ABI_VERSION 6
 
 // `rnn_config.cell`: Elman RNN (activation from `rnn_config.activation`).
 #define RNN_CELL_RNN 0
@@ -106,6 +106,54 @@
 
 // `rnn_config.activation` (RNN only).
 #define RNN_ACTIVATION_RELU 1
+
+// `rnn_activation.function`: the role's default (RNN: `rnn_config.activation`;
+// LSTM: sigmoid, tanh, tanh; GRU: sigmoid, tanh). Added in ABI version 6,
+// as are the other RNN_FUNCTION_* values, ONNX's activation functions.
+#define RNN_FUNCTION_DEFAULT 0
+
+// `1 / (1 + e^-x)`.
+#define RNN_FUNCTION_SIGMOID 1
+
+// `tanh x`.
+#define RNN_FUNCTION_TANH 2
+
+// `max(0, x)`.
+#define RNN_FUNCTION_RELU 3
+
+// `alpha x + beta`.
+#define RNN_FUNCTION_AFFINE 4
+
+// `x` if `x >= 0`, else `alpha x`.
+#define RNN_FUNCTION_LEAKY_RELU 5
+
+// `x` if `x > alpha`, else 0.
+#define RNN_FUNCTION_THRESHOLDED_RELU 6
+
+// `alpha tanh(beta x)`.
+#define RNN_FUNCTION_SCALED_TANH 7
+
+// `min(max(alpha x + beta, 0), 1)`.
+#define RNN_FUNCTION_HARD_SIGMOID 8
+
+// `x` if `x >= 0`, else `alpha (e^x - 1)`.
+#define RNN_FUNCTION_ELU 9
+
+// `x / (1 + |x|)`.
+#define RNN_FUNCTION_SOFTSIGN 10
+
+// `ln(1 + e^x)`.
+#define RNN_FUNCTION_SOFTPLUS 11
+
+// `rnn_config.empty_sequence_state`: an item of sequence length 0 returns
+// its initial state (h0, c0) as its final state (the default). Added in
+// ABI version 6.
+#define RNN_EMPTY_INITIAL 0
+
+// `rnn_config.empty_sequence_state`: an item of sequence length 0 returns
+// zeros, as onnxruntime does (h0 and c0 then get no gradient from it).
+// Added in ABI version 6.
+#define RNN_EMPTY_ZEROS 1
 
 // `rnn_config.direction`: one direction, first step to last.
 #define RNN_DIRECTION_FORWARD 0
@@ -228,6 +276,19 @@ typedef struct rnn_model rnn_model;
 // An opaque record of a training forward pass, consumed by `rnn_backward`.
 typedef struct rnn_trace rnn_trace;
 
+// One activation function of `rnn_config.activations`: an RNN_FUNCTION_*
+// value and its parameters (read only by the functions whose formula has
+// them; `rnn_activation_default` gives onnxruntime's defaults). Added in
+// ABI version 6.
+typedef struct rnn_activation {
+  // An RNN_FUNCTION_* value.
+  uint32_t function;
+  // alpha.
+  float alpha;
+  // beta.
+  float beta;
+} rnn_activation;
+
 // A network configuration. Start from `rnn_config_default()` and set the
 // fields you need; `rnn_model_create` validates all of them.
 typedef struct rnn_config {
@@ -260,6 +321,17 @@ typedef struct rnn_config {
   // LSTM input-forget coupling, ONNX's `input_forget`: 0 or 1; with 1 the
   // forget gate is 1 - i and its weights are unused. Added in ABI version 2.
   uint32_t input_forget;
+  // ONNX's activation functions: `activations[3 * dir + role]` for
+  // direction `dir` (0 forward, 1 the reverse direction of a
+  // bidirectional network) and role `role` (RNN: f; LSTM: f on i, f, o,
+  // g on the cell input, h on the cell state; GRU: f on r, z, g on n).
+  // RNN_FUNCTION_DEFAULT (all zeros) keeps the role's default; entries
+  // past the cell's roles or directions must stay default. Added in ABI
+  // version 6.
+  struct rnn_activation activations[6];
+  // RNN_EMPTY_INITIAL or RNN_EMPTY_ZEROS: what an item of sequence
+  // length 0 returns as its final state. Added in ABI version 6.
+  uint32_t empty_sequence_state;
 } rnn_config;
 
 // Element counts of every buffer of a call with given `seq_len` and `batch`.
@@ -369,6 +441,12 @@ const char *rnn_last_error_message(void);
 // A default configuration: a one-layer forward tanh RNN with input and
 // hidden size 1, no options, time-major. Set the fields you need.
 struct rnn_config rnn_config_default(void);
+
+// `function` (an RNN_FUNCTION_* value) with onnxruntime's default alpha
+// and beta: LeakyRelu alpha 0.01, HardSigmoid alpha 0.2 and beta 0.5, Elu
+// alpha 1, 0 otherwise. An unknown value is returned as given (and
+// refused by `rnn_model_create`).
+struct rnn_activation rnn_activation_default(uint32_t function);
 
 // Creates a model for `*config` with all parameters zero and stores it in
 // `*out` (left untouched on failure). Free it with `rnn_model_destroy`.

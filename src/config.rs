@@ -18,6 +18,22 @@ pub enum CellKind {
 }
 
 impl CellKind {
+    /// The activation roles ONNX gives the cell, with their default
+    /// functions: RNN `f` (Tanh); LSTM `f` (i, f, o: Sigmoid), `g` (the cell
+    /// input: Tanh), `h` (on the cell state before o: Tanh); GRU `f` (r, z:
+    /// Sigmoid), `g` (n: Tanh).
+    pub fn default_activations(self) -> &'static [ActivationKind] {
+        match self {
+            CellKind::Rnn => &[ActivationKind::Tanh],
+            CellKind::Lstm => &[
+                ActivationKind::Sigmoid,
+                ActivationKind::Tanh,
+                ActivationKind::Tanh,
+            ],
+            CellKind::Gru => &[ActivationKind::Sigmoid, ActivationKind::Tanh],
+        }
+    }
+
     /// Number of gates G: the weight matrices have `G * hidden_size` rows.
     pub fn gates(self) -> usize {
         match self {
@@ -36,6 +52,164 @@ pub enum Activation {
     Tanh,
     /// `max(0, x)`.
     Relu,
+}
+
+/// A function the ONNX RNN, GRU and LSTM operators may apply to a gate
+/// (ONNX's `activations` attribute). Formulas, with the parameters α
+/// (`alpha`) and β (`beta`) of [`ActivationFunction`]:
+///
+/// | kind | `f(x)` |
+/// |---|---|
+/// | `Sigmoid` | `1 / (1 + e^-x)` |
+/// | `Tanh` | `tanh x` |
+/// | `Relu` | `max(0, x)` |
+/// | `Affine` | `α x + β` |
+/// | `LeakyRelu` | `x` if `x ≥ 0`, else `α x` |
+/// | `ThresholdedRelu` | `x` if `x > α`, else 0 |
+/// | `ScaledTanh` | `α tanh(β x)` |
+/// | `HardSigmoid` | `min(max(α x + β, 0), 1)` |
+/// | `Elu` | `x` if `x ≥ 0`, else `α (e^x − 1)` |
+/// | `Softsign` | `x / (1 + |x|)` |
+/// | `Softplus` | `ln(1 + e^x)` |
+///
+/// Backward, a kink takes the derivative of the branch that holds for
+/// `x < 0` (or `x ≤ α`): `relu'(0) = 0` as in PyTorch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ActivationKind {
+    /// The logistic function.
+    Sigmoid,
+    /// Hyperbolic tangent.
+    Tanh,
+    /// `max(0, x)`.
+    Relu,
+    /// `α x + β`.
+    Affine,
+    /// `x` for `x ≥ 0`, else `α x`.
+    LeakyRelu,
+    /// `x` for `x > α`, else 0.
+    ThresholdedRelu,
+    /// `α tanh(β x)`.
+    ScaledTanh,
+    /// `min(max(α x + β, 0), 1)`.
+    HardSigmoid,
+    /// `x` for `x ≥ 0`, else `α (e^x − 1)`.
+    Elu,
+    /// `x / (1 + |x|)`.
+    Softsign,
+    /// `ln(1 + e^x)`.
+    Softplus,
+}
+
+impl ActivationKind {
+    /// The name ONNX uses (`"Sigmoid"`, `"LeakyRelu"`, ...).
+    pub fn onnx_name(self) -> &'static str {
+        match self {
+            ActivationKind::Sigmoid => "Sigmoid",
+            ActivationKind::Tanh => "Tanh",
+            ActivationKind::Relu => "Relu",
+            ActivationKind::Affine => "Affine",
+            ActivationKind::LeakyRelu => "LeakyRelu",
+            ActivationKind::ThresholdedRelu => "ThresholdedRelu",
+            ActivationKind::ScaledTanh => "ScaledTanh",
+            ActivationKind::HardSigmoid => "HardSigmoid",
+            ActivationKind::Elu => "Elu",
+            ActivationKind::Softsign => "Softsign",
+            ActivationKind::Softplus => "Softplus",
+        }
+    }
+
+    /// The kind ONNX calls `name` (any case).
+    pub fn from_onnx_name(name: &str) -> Option<ActivationKind> {
+        ActivationKind::ALL
+            .iter()
+            .copied()
+            .find(|k| k.onnx_name().eq_ignore_ascii_case(name.trim()))
+    }
+
+    /// Whether the function reads α, and β (in ONNX's `activation_alpha`
+    /// and `activation_beta` lists, only such functions take an entry).
+    pub fn uses_parameters(self) -> (bool, bool) {
+        match self {
+            ActivationKind::Affine | ActivationKind::ScaledTanh | ActivationKind::HardSigmoid => {
+                (true, true)
+            }
+            ActivationKind::LeakyRelu | ActivationKind::ThresholdedRelu | ActivationKind::Elu => {
+                (true, false)
+            }
+            _ => (false, false),
+        }
+    }
+}
+
+/// One activation function with its parameters.
+///
+/// [`ActivationFunction::new`] gives onnxruntime's defaults for α and β
+/// (those it uses when a node's `activation_alpha` / `activation_beta`
+/// lists do not reach the function): LeakyRelu α = 0.01, HardSigmoid
+/// α = 0.2 and β = 0.5, Elu α = 1, and 0 for every other (so `Affine` and
+/// `ScaledTanh` need theirs given, and ThresholdedRelu's threshold is 0).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ActivationFunction {
+    /// Which function.
+    pub kind: ActivationKind,
+    /// α (ignored by functions without one).
+    pub alpha: f32,
+    /// β (ignored by functions without one).
+    pub beta: f32,
+}
+
+impl ActivationFunction {
+    /// `kind` with onnxruntime's default α and β.
+    pub fn new(kind: ActivationKind) -> Self {
+        let (alpha, beta) = match kind {
+            ActivationKind::LeakyRelu => (0.01, 0.0),
+            ActivationKind::HardSigmoid => (0.2, 0.5),
+            ActivationKind::Elu => (1.0, 0.0),
+            _ => (0.0, 0.0),
+        };
+        ActivationFunction { kind, alpha, beta }
+    }
+
+    /// `kind` with the given α and β.
+    pub fn with(kind: ActivationKind, alpha: f32, beta: f32) -> Self {
+        ActivationFunction { kind, alpha, beta }
+    }
+
+    /// Whether the backward pass can recover `f'(x)` from `f(x)`, which is
+    /// what the training trace keeps: not for a LeakyRelu or Elu with
+    /// α < 0, which map negative inputs to positive outputs.
+    pub fn invertible_for_training(&self) -> bool {
+        !matches!(self.kind, ActivationKind::LeakyRelu | ActivationKind::Elu) || self.alpha >= 0.0
+    }
+}
+
+impl std::fmt::Display for ActivationFunction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.kind.uses_parameters() {
+            (true, true) => write!(
+                f,
+                "{}(α = {}, β = {})",
+                self.kind.onnx_name(),
+                self.alpha,
+                self.beta
+            ),
+            (true, false) => write!(f, "{}(α = {})", self.kind.onnx_name(), self.alpha),
+            _ => f.write_str(self.kind.onnx_name()),
+        }
+    }
+}
+
+/// What the final state of an item whose sequence length is 0 holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum EmptySequenceState {
+    /// The initial state (h0, c0): no step ran, so the state did not
+    /// change (the default, as in PyTorch's packed sequences).
+    #[default]
+    Initial,
+    /// Zeros, as onnxruntime returns (selected by [`OnnxAttributes`]
+    /// (crate::interop::onnx::OnnxAttributes)). The initial state then gets
+    /// no gradient through that item's final state.
+    Zeros,
 }
 
 /// Where the GRU applies its reset gate.
@@ -146,6 +320,26 @@ impl Coded for Activation {
     const ALL: &'static [Self] = &[Activation::Tanh, Activation::Relu];
 }
 
+impl Coded for ActivationKind {
+    const ALL: &'static [Self] = &[
+        ActivationKind::Sigmoid,
+        ActivationKind::Tanh,
+        ActivationKind::Relu,
+        ActivationKind::Affine,
+        ActivationKind::LeakyRelu,
+        ActivationKind::ThresholdedRelu,
+        ActivationKind::ScaledTanh,
+        ActivationKind::HardSigmoid,
+        ActivationKind::Elu,
+        ActivationKind::Softsign,
+        ActivationKind::Softplus,
+    ];
+}
+
+impl Coded for EmptySequenceState {
+    const ALL: &'static [Self] = &[EmptySequenceState::Initial, EmptySequenceState::Zeros];
+}
+
 impl Coded for Direction {
     const ALL: &'static [Self] = &[
         Direction::Forward,
@@ -198,7 +392,10 @@ impl Coded for Layout {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     cell: CellKind,
-    activation: Activation,
+    /// Per direction, per role (`CellKind::default_activations`); roles
+    /// past the cell's hold Tanh and are unused.
+    activations: [[ActivationFunction; 3]; 2],
+    empty_sequence_state: EmptySequenceState,
     input_size: usize,
     hidden_size: usize,
     proj_size: usize,
@@ -217,6 +414,18 @@ pub struct Config {
 #[derive(Clone, Debug)]
 pub struct ConfigBuilder {
     config: Config,
+    activation: Activation,
+    /// ONNX-ordered list from [`ConfigBuilder::activations`].
+    activation_list: Option<Vec<ActivationFunction>>,
+}
+
+/// The cell's default functions, per role, padded with Tanh.
+fn default_activations(cell: CellKind) -> [ActivationFunction; 3] {
+    let mut out = [ActivationFunction::new(ActivationKind::Tanh); 3];
+    for (o, &k) in out.iter_mut().zip(cell.default_activations()) {
+        *o = ActivationFunction::new(k);
+    }
+    out
 }
 
 impl Config {
@@ -226,9 +435,12 @@ impl Config {
     /// variant.
     pub fn builder(cell: CellKind, input_size: usize, hidden_size: usize) -> ConfigBuilder {
         ConfigBuilder {
+            activation: Activation::Tanh,
+            activation_list: None,
             config: Config {
                 cell,
-                activation: Activation::Tanh,
+                activations: [default_activations(cell); 2],
+                empty_sequence_state: EmptySequenceState::Initial,
                 input_size,
                 hidden_size,
                 proj_size: 0,
@@ -248,9 +460,39 @@ impl Config {
     pub fn cell(&self) -> CellKind {
         self.cell
     }
-    /// The vanilla RNN's non-linearity.
+    /// The vanilla RNN's non-linearity where it is Relu in every direction
+    /// (`Relu`), else `Tanh`; [`Config::activations`] gives every cell's
+    /// functions in general.
     pub fn activation(&self) -> Activation {
-        self.activation
+        let relu =
+            (0..self.num_directions()).all(|d| self.activations[d][0].kind == ActivationKind::Relu);
+        if self.cell == CellKind::Rnn && relu {
+            Activation::Relu
+        } else {
+            Activation::Tanh
+        }
+    }
+    /// The activation functions of direction `dir` (0, or 1 for the
+    /// reverse direction of a bidirectional layer), one per role of
+    /// [`CellKind::default_activations`]. Every layer uses the same.
+    pub fn activations(&self, dir: usize) -> &[ActivationFunction] {
+        &self.activations[dir.min(1)][..self.cell.default_activations().len()]
+    }
+    /// Whether every function is its role's default (Relu counts as one
+    /// for RNN): the kernels then run them inline.
+    pub fn default_activation_functions(&self) -> bool {
+        (0..self.num_directions()).all(|d| {
+            self.activations(d)
+                .iter()
+                .zip(self.cell.default_activations())
+                .all(|(f, &k)| {
+                    f.kind == k || (self.cell == CellKind::Rnn && f.kind == ActivationKind::Relu)
+                })
+        })
+    }
+    /// What an item of sequence length 0 returns as its final state.
+    pub fn empty_sequence_state(&self) -> EmptySequenceState {
+        self.empty_sequence_state
     }
     /// I: the features of each input step.
     pub fn input_size(&self) -> usize {
@@ -464,9 +706,40 @@ impl Config {
 }
 
 impl ConfigBuilder {
-    /// Non-linearity of a vanilla RNN (LSTM and GRU accept only the default).
+    /// Non-linearity of a vanilla RNN (LSTM and GRU accept only the
+    /// default); [`ConfigBuilder::activations`] sets any cell's functions.
     pub fn activation(mut self, activation: Activation) -> Self {
-        self.config.activation = activation;
+        self.activation = activation;
+        self
+    }
+    /// The activation functions, in ONNX's order: one per role of
+    /// [`CellKind::default_activations`] (RNN `f`; LSTM `f, g, h`; GRU
+    /// `f, g`) for every direction, or that many for the forward direction
+    /// followed by as many for the reverse one.
+    ///
+    /// ```
+    /// use rnn::{ActivationFunction, ActivationKind, CellKind, Config, Direction};
+    ///
+    /// let config = Config::builder(CellKind::Gru, 8, 16)
+    ///     .direction(Direction::BidirectionalConcat)
+    ///     .activations(&[
+    ///         ActivationFunction::new(ActivationKind::HardSigmoid),
+    ///         ActivationFunction::new(ActivationKind::Softsign),
+    ///         ActivationFunction::new(ActivationKind::Sigmoid),
+    ///         ActivationFunction::with(ActivationKind::LeakyRelu, 0.1, 0.0),
+    ///     ])
+    ///     .build()?;
+    /// assert_eq!(config.activations(1)[1].kind, ActivationKind::LeakyRelu);
+    /// # Ok::<(), rnn::Error>(())
+    /// ```
+    pub fn activations(mut self, functions: &[ActivationFunction]) -> Self {
+        self.activation_list = Some(functions.to_vec());
+        self
+    }
+    /// What an item of sequence length 0 returns as its final state
+    /// (default: the initial state).
+    pub fn empty_sequence_state(mut self, state: EmptySequenceState) -> Self {
+        self.config.empty_sequence_state = state;
         self
     }
     /// LSTM projection size P (h becomes `P_r (o ⊙ tanh c)`, of size P); 0 = none.
@@ -524,7 +797,7 @@ impl ConfigBuilder {
 
     /// Checks every field and returns the configuration.
     pub fn build(self) -> Result<Config> {
-        let c = self.config;
+        let mut c = self.config;
         let bad = |msg: String| Err(Error::InvalidConfig(msg));
         if c.input_size == 0 {
             return bad("input_size must be at least 1".into());
@@ -561,11 +834,42 @@ impl ConfigBuilder {
                 c.cell
             ));
         }
-        if c.activation != Activation::Tanh && c.cell != CellKind::Rnn {
+        if self.activation != Activation::Tanh && c.cell != CellKind::Rnn {
             return bad(format!(
-                "activation {:?} applies only to RNN; {:?} has fixed activations",
-                c.activation, c.cell
+                "activation {:?} applies only to RNN; set {:?}'s functions with activations",
+                self.activation, c.cell
             ));
+        }
+        if self.activation == Activation::Relu {
+            for dir in &mut c.activations {
+                dir[0] = ActivationFunction::new(ActivationKind::Relu);
+            }
+        }
+        if let Some(list) = &self.activation_list {
+            let (roles, dirs) = (c.cell.default_activations().len(), c.direction.count());
+            if self.activation != Activation::Tanh {
+                return bad("set either activation or activations, not both".into());
+            }
+            if list.len() != roles && list.len() != roles * dirs {
+                return bad(format!(
+                    "activations: {:?} takes {roles} functions per direction, so {roles}{} in all; got {}",
+                    c.cell,
+                    if dirs == 2 { format!(" or {}", 2 * roles) } else { String::new() },
+                    list.len()
+                ));
+            }
+            for (i, f) in list.iter().enumerate() {
+                if !(f.alpha.is_finite() && f.beta.is_finite()) {
+                    return bad(format!(
+                        "activations[{i}] ({f}): alpha and beta must be finite"
+                    ));
+                }
+                let (dir, role) = (i / roles, i % roles);
+                c.activations[dir][role] = *f;
+                if list.len() == roles {
+                    c.activations[1][role] = *f;
+                }
+            }
         }
         if c.gru_variant != GruVariant::ResetBeforeMatmul && c.cell != CellKind::Gru {
             return bad(format!("gru_variant applies only to GRU, not {:?}", c.cell));

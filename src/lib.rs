@@ -32,7 +32,8 @@ mod threads;
 pub mod train;
 
 pub use config::{
-    Activation, CellKind, Coded, Config, ConfigBuilder, Direction, GruVariant, Layout, ParamKind,
+    Activation, ActivationFunction, ActivationKind, CellKind, Coded, Config, ConfigBuilder,
+    Direction, EmptySequenceState, GruVariant, Layout, ParamKind,
 };
 pub use error::{Error, Result};
 pub use io::{CallMemory, GradientBuffers, Gradients, Input, Output, OutputGrads, Shapes};

@@ -222,6 +222,16 @@ impl Model {
 
     /// Training calls run in f32: a clear error for any other precision.
     fn check_training(&self) -> Result<()> {
+        for dir in 0..self.config.num_directions() {
+            if let Some(f) =
+                (self.config.activations(dir).iter()).find(|f| !f.invertible_for_training())
+            {
+                return Err(Error::InvalidArgument(format!(
+                    "training needs each activation's derivative from its output, \
+                     which {f} (α < 0) does not determine: use α ≥ 0 to train"
+                )));
+            }
+        }
         match self.precision {
             Precision::F32 => Ok(()),
             p => Err(Error::InvalidArgument(format!(

@@ -14,7 +14,10 @@ use std::process::Command;
 
 use common::{native, random_batch, widen};
 use rnn::rng::SplitMix64;
-use rnn::{CellKind, Coded, Config, Direction, GruVariant, Input, Layout, Model, OutputGrads};
+use rnn::{
+    ActivationFunction, ActivationKind, CellKind, Coded, Config, Direction, EmptySequenceState,
+    GruVariant, Input, Layout, Model, OutputGrads,
+};
 
 /// The static library cargo built along with this test: target/<profile>/deps
 /// (cargo test does not copy it up to target/<profile>, which may hold a stale one).
@@ -72,7 +75,7 @@ fn write_case(path: &Path, config: &Config, seed: u64) {
 
     let mut buf = b"RNNC".to_vec();
     for v in [
-        2,
+        3,
         config.cell().code(),
         config.activation().code(),
         config.direction().code(),
@@ -93,6 +96,20 @@ fn write_case(path: &Path, config: &Config, seed: u64) {
     buf.extend(config.cell_clip().unwrap_or(0.0).to_le_bytes());
     buf.extend(config.gate_clip().unwrap_or(0.0).to_le_bytes());
     buf.extend(u32::from(config.input_forget()).to_le_bytes());
+    // Version 3: the empty-sequence state and six activation functions
+    // (C's RNN_FUNCTION_* codes are ActivationKind codes + 1).
+    buf.extend(config.empty_sequence_state().code().to_le_bytes());
+    for i in 0..6 {
+        let (dir, role) = (i / 3, i % 3);
+        let f = match config.activations(dir).get(role) {
+            Some(f) if dir < config.num_directions() => *f,
+            _ => ActivationFunction::new(ActivationKind::Tanh),
+        };
+        let used = dir < config.num_directions() && role < config.activations(dir).len();
+        buf.extend(if used { f.kind.code() + 1 } else { 0 }.to_le_bytes());
+        buf.extend(f.alpha.to_le_bytes());
+        buf.extend(f.beta.to_le_bytes());
+    }
     for v in [seq_len, batch, b.seq_lens.len()] {
         buf.extend((v as u64).to_le_bytes());
     }
@@ -146,6 +163,30 @@ fn case_files() -> Vec<PathBuf> {
         Config::builder(CellKind::Rnn, 4, 17)
             .activation(rnn::Activation::Relu)
             .num_layers(3)
+            .build()
+            .unwrap(),
+        // ONNX's other functions, different per direction, and
+        // onnxruntime's zeros for the empty item.
+        Config::builder(CellKind::Lstm, 3, 6)
+            .direction(Direction::BidirectionalConcat)
+            .num_layers(2)
+            .activations(&[
+                ActivationFunction::with(ActivationKind::HardSigmoid, 0.3, 0.45),
+                ActivationFunction::new(ActivationKind::Softsign),
+                ActivationFunction::with(ActivationKind::ScaledTanh, 1.3, 0.7),
+                ActivationFunction::new(ActivationKind::Sigmoid),
+                ActivationFunction::with(ActivationKind::Elu, 0.8, 0.0),
+                ActivationFunction::new(ActivationKind::Softplus),
+            ])
+            .empty_sequence_state(EmptySequenceState::Zeros)
+            .build()
+            .unwrap(),
+        Config::builder(CellKind::Gru, 4, 5)
+            .direction(Direction::BidirectionalSum)
+            .activations(&[
+                ActivationFunction::with(ActivationKind::Affine, 0.4, 0.5),
+                ActivationFunction::with(ActivationKind::LeakyRelu, 0.2, 0.0),
+            ])
             .build()
             .unwrap(),
     ];

@@ -174,6 +174,9 @@ gradcheck_tests! {
     gru_linear_before_reset => "gru_linear_before_reset",
     rnn_gate_clip => "rnn_gate_clip",
     rnn_relu_gate_clip => "rnn_relu_gate_clip",
+    rnn_onnx_functions => "rnn_onnx_functions",
+    lstm_onnx_functions => "lstm_onnx_functions",
+    gru_onnx_functions => "gru_onnx_functions",
     lstm_gate_clip => "lstm_gate_clip",
     lstm_input_forget => "lstm_input_forget",
     lstm_onnx_all => "lstm_onnx_all",
@@ -185,7 +188,7 @@ gradcheck_tests! {
 fn every_cell_variant_has_a_gradcheck() {
     assert_eq!(
         cell_variants(1, 1).len(),
-        16,
+        19,
         "add a gradcheck test for the new variant"
     );
 }

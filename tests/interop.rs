@@ -14,7 +14,8 @@ use std::path::PathBuf;
 
 use rnn::interop::{onnx, pytorch};
 use rnn::{
-    Activation, CellKind, Config, Direction, GruVariant, Input, Isa, Layout, Model, OutputGrads,
+    Activation, ActivationFunction, ActivationKind, CellKind, Config, Direction,
+    EmptySequenceState, GruVariant, Input, Isa, Layout, Model, OutputGrads,
 };
 
 type Tensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
@@ -84,7 +85,10 @@ fn close(what: &str, got: &[f32], want: &[f32], tol: f32) -> f32 {
         .map(|(a, b)| (a - b).abs())
         .fold(0.0, f32::max)
         / scale;
-    assert!(err <= tol, "{what}: relative error {err:e} > {tol:e}");
+    assert!(
+        err <= tol,
+        "{what}: relative error {err:e} > {tol:e}\n got {got:?}\n want {want:?}"
+    );
     err
 }
 
@@ -220,6 +224,12 @@ fn onnx_attributes(kv: &HashMap<String, String>) -> onnx::OnnxAttributes {
     if kv["activations"] != "default" {
         attrs.activations = kv["activations"].split(',').map(String::from).collect();
     }
+    let floats = |key: &str| match kv.get(key).map(String::as_str) {
+        None | Some("none") => Vec::new(),
+        Some(list) => list.split(',').map(|v| v.parse().unwrap()).collect(),
+    };
+    attrs.activation_alpha = floats("alpha");
+    attrs.activation_beta = floats("beta");
     attrs
 }
 
@@ -312,12 +322,38 @@ fn onnx_case(name: &str, kv: &HashMap<String, String>, t: &Tensors, isa: Isa) ->
                 .input_forget(false),
         ));
     }
+    if !attrs.activations.is_empty() {
+        let defaults: Vec<ActivationFunction> = (cell.default_activations().iter())
+            .map(|&k| ActivationFunction::new(k))
+            .collect();
+        let builder = attrs.builder(cell, num(kv, "input")).unwrap();
+        without.push(("activations", builder.activations(&defaults)));
+    }
     for (what, builder) in without {
         let config = builder.peepholes(config.peepholes()).build().unwrap();
         let mut plain = Model::zeros(config);
         plain.params_mut().copy_from_slice(model.params());
         let change = common::max_abs_diff(&onnx_outputs(&plain, kv, t).0, &t["Y"].1);
         assert!(change > 1e-3, "{name}: {what} changes Y ({change:e})");
+    }
+    // An item of length 0: onnxruntime's final state is zeros, which the
+    // ONNX attributes select; librnn's default keeps h0.
+    let lens = t.get("lengths").map(|(_, v)| v.clone()).unwrap_or_default();
+    if lens.contains(&0.0) {
+        let config = attrs
+            .builder(cell, num(kv, "input"))
+            .unwrap()
+            .peepholes(config.peepholes())
+            .empty_sequence_state(EmptySequenceState::Initial)
+            .build()
+            .unwrap();
+        let mut initial = Model::zeros(config);
+        initial.params_mut().copy_from_slice(model.params());
+        let change = common::max_abs_diff(&onnx_outputs(&initial, kv, t).1, &t["Y_h"].1);
+        assert!(
+            change > 1e-3,
+            "{name}: the empty item's state changes Y_h ({change:e})"
+        );
     }
     worst
 }
@@ -499,6 +535,32 @@ fn onnx_attributes_map_to_configs_or_clear_errors() {
         (Activation::Relu, Direction::Reverse)
     );
 
+    // Per direction, with α and β consumed in order by the functions that
+    // take them; defaults where the lists run out.
+    let mut mixed = OnnxAttributes::new(4);
+    mixed.direction = "bidirectional".into();
+    mixed.activations = ["HardSigmoid", "Elu", "Sigmoid", "LeakyRelu"]
+        .map(String::from)
+        .to_vec();
+    mixed.activation_alpha = vec![0.3, 0.7];
+    mixed.activation_beta = vec![0.4];
+    let config = mixed.builder(CellKind::Gru, 3).unwrap().build().unwrap();
+    assert_eq!(
+        config.activations(0),
+        [
+            ActivationFunction::with(ActivationKind::HardSigmoid, 0.3, 0.4),
+            ActivationFunction::with(ActivationKind::Elu, 0.7, 0.0),
+        ]
+    );
+    assert_eq!(
+        config.activations(1),
+        [
+            ActivationFunction::new(ActivationKind::Sigmoid),
+            ActivationFunction::with(ActivationKind::LeakyRelu, 0.01, 0.0),
+        ]
+    );
+    assert_eq!(config.empty_sequence_state(), EmptySequenceState::Zeros);
+
     let error = |a: &OnnxAttributes, cell| match a.builder(cell, 3) {
         Err(e) => e.to_string(),
         Ok(b) => match b.build() {
@@ -531,22 +593,43 @@ fn onnx_attributes_map_to_configs_or_clear_errors() {
         ),
         (with(&|a| a.clip = Some(-1.0)), CellKind::Gru, "gate_clip"),
         (
-            with(&|a| a.activations = vec!["HardSigmoid".into()]),
+            with(&|a| a.activations = vec!["Swish".into()]),
             CellKind::Rnn,
-            "activations",
+            "unknown activation function \"Swish\"",
         ),
         (
-            with(&|a| a.activations = vec!["Sigmoid".into(), "Relu".into(), "Tanh".into()]),
+            with(&|a| a.activations = vec!["Sigmoid".into(), "Relu".into()]),
             CellKind::Lstm,
-            "activations",
+            "activations lists 2 functions",
         ),
         (
             with(&|a| {
                 a.direction = "bidirectional".into();
-                a.activations = vec!["Relu".into(), "Tanh".into()];
+                a.activations = vec!["Relu".into()];
             }),
             CellKind::Rnn,
-            "activations",
+            "a bidirectional node takes 2",
+        ),
+        (
+            with(&|a| {
+                a.activations = vec!["Sigmoid".into(), "LeakyRelu".into()];
+                a.activation_alpha = vec![0.1, 0.2];
+            }),
+            CellKind::Gru,
+            "activation_alpha has 1 more values",
+        ),
+        (
+            with(&|a| a.activation_beta = vec![0.5]),
+            CellKind::Gru,
+            "without activations",
+        ),
+        (
+            with(&|a| {
+                a.activations = vec!["Affine".into()];
+                a.activation_alpha = vec![f32::NAN];
+            }),
+            CellKind::Rnn,
+            "must be finite",
         ),
     ] {
         let msg = error(&attrs, cell);

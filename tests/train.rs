@@ -131,7 +131,9 @@ fn corrupt_and_mismatched_checkpoints_are_rejected() {
         body
     };
     let mut wrong_count = good.clone();
-    let count_at = 8 + 4 + 24 + 32 + 4 + 8;
+    // Magic, version, six codes, four sizes, cell clip, gate clip and
+    // input_forget, empty-sequence state and six activation functions.
+    let count_at = 8 + 4 + 24 + 32 + 4 + 8 + 4 + 6 * 12;
     let n = u64::from_le_bytes(wrong_count[count_at..count_at + 8].try_into().unwrap());
     wrong_count[count_at..count_at + 8].copy_from_slice(&(n - 1).to_le_bytes());
     let msg = checkpoint_error(&reseal(wrong_count));
@@ -142,9 +144,21 @@ fn corrupt_and_mismatched_checkpoints_are_rejected() {
     let mut bad_cell = good.clone();
     bad_cell[12] = 9;
     assert!(checkpoint_error(&reseal(bad_cell)).contains("invalid cell code 9"));
-    let mut bad_flag = good.clone();
-    bad_flag[count_at - 4] = 2;
-    assert!(checkpoint_error(&reseal(bad_flag)).contains("invalid input_forget code 2"));
+    let input_forget_at = 8 + 4 + 24 + 32 + 4 + 4;
+    for (at, value, says) in [
+        (input_forget_at, 2, "invalid input_forget code 2"),
+        (
+            input_forget_at + 4,
+            5,
+            "invalid empty-sequence state code 5",
+        ),
+        (input_forget_at + 8 + 12, 99, "invalid activation code 99"),
+    ] {
+        let mut bad = good.clone();
+        bad[at] = value;
+        let msg = checkpoint_error(&reseal(bad));
+        assert!(msg.contains(says), "{msg}");
+    }
     assert!(matches!(
         train::load("/nonexistent/dir/x.ckpt"),
         Err(Error::Checkpoint(_))
@@ -446,19 +460,25 @@ fn checkpoints_keep_onnx_options_and_read_version_1() {
     assert_eq!(loaded.model.config(), &config);
 
     let model = sample_model();
-    let v2 = train::checkpoint::to_bytes(&model, &[]);
-    // Version 1: the same bytes without the 8 after the cell clip.
+    let v3 = train::checkpoint::to_bytes(&model, &[]);
+    // Version 1: the same bytes without the 8 after the cell clip, nor the
+    // 76 of version 3 after those; version 2: without the 76.
     let fields_end = 8 + 4 + 24 + 32 + 4;
-    let mut v1 = v2[..fields_end].to_vec();
-    v1[8..12].copy_from_slice(&1u32.to_le_bytes());
-    v1.extend(&v2[fields_end + 8..v2.len() - 8]);
-    let sum = v1.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    v1.extend(sum.to_le_bytes());
-    let loaded = train::checkpoint::from_bytes(&v1).unwrap();
-    assert_eq!(loaded.model.config(), model.config());
-    assert_eq!(loaded.model.params(), model.params());
+    let older = |version: u32, keep: usize| {
+        let mut old = v3[..fields_end + keep].to_vec();
+        old[8..12].copy_from_slice(&version.to_le_bytes());
+        old.extend(&v3[fields_end + 8 + 76..v3.len() - 8]);
+        let sum = old.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        old.extend(sum.to_le_bytes());
+        old
+    };
+    for (version, keep) in [(1, 0), (2, 8)] {
+        let loaded = train::checkpoint::from_bytes(&older(version, keep)).unwrap();
+        assert_eq!(loaded.model.config(), model.config(), "version {version}");
+        assert_eq!(loaded.model.params(), model.params(), "version {version}");
+    }
 }
 
 /// Adam and SGD state saved in a checkpoint and restored: the resumed

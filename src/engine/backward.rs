@@ -8,7 +8,7 @@ use super::{copy_columns, layer_shape, pad_rows, row, team, Packed, SharedMut, S
 use crate::config::{CellKind, Config, Direction, GruVariant, ParamKind};
 use crate::error::{try_vec, try_with_capacity, try_zeros_untouched, Result};
 use crate::io::{from_time_major_into, to_time_major_into, Gradients, OutputGrads};
-use crate::kernels::fused::{BackParams, BackRow, MatRow};
+use crate::kernels::fused::{BackParams, BackRow, GateFns, MatRow};
 use crate::kernels::Kernels;
 
 /// Per-direction results the team members write, one row per (time, item).
@@ -80,6 +80,8 @@ struct DirBack<'a> {
     batch: usize,
     lens: &'a [usize],
     reversed: bool,
+    /// This direction's activation functions.
+    fns: GateFns,
     /// Gradient of the layer output `[TN, width]`; this direction reads `slot`.
     d_out: &'a [f32],
     width: usize,
@@ -161,6 +163,10 @@ pub(crate) fn backward_into(
         Some(d) => dc0.copy_from_slice(d),
         None => dc0.fill(0.0),
     }
+    // An empty item's final state does not depend on h0 / c0 when it is
+    // zeros, and no step changes these rows.
+    super::zero_empty_items(config, &trace.lens, dh0, hs);
+    super::zero_empty_items(config, &trace.lens, dc0, cs);
     let want_dx = dest.dx.is_some();
     let mut d_out = pool.take(rows * width)?;
     to_time_major_into(config.layout(), grads.dy, t_len, n, width, &mut d_out);
@@ -227,6 +233,7 @@ pub(crate) fn backward_into(
                 batch: n,
                 lens: &trace.lens,
                 reversed: config.direction().is_reversed(dir),
+                fns: packed.kernels.gate_fns(config, dir),
                 d_out: &d_out,
                 width,
                 slot: if config.direction() == Direction::BidirectionalConcat {
@@ -516,7 +523,7 @@ impl DirBack<'_> {
             peephole: pb.peephole.as_deref(),
             clip: cfg.cell_clip(),
             input_forget: cfg.input_forget(),
-            relu: cfg.activation() == crate::config::Activation::Relu,
+            fns: self.fns,
             linear_before_reset: cfg.gru_variant() == GruVariant::LinearBeforeReset,
             panels,
         };

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use crate::config::{CellKind, Config, Direction, GruVariant, Layout};
 use crate::error::{try_vec, try_with_capacity, try_zeros_untouched, Result};
 use crate::io::{swap_outer_axes_into, to_time_major, Input, Output, Shapes};
-use crate::kernels::fused::{MatRow, StepParams, StepRow};
+use crate::kernels::fused::{GateFns, MatRow, StepParams, StepRow};
 use crate::kernels::quantize::row_words;
 use crate::kernels::Kernels;
 use crate::precision::Precision;
@@ -337,6 +337,8 @@ struct DirRun<'a> {
     batch: usize,
     lens: &'a [usize],
     reversed: bool,
+    /// This direction's activation functions.
+    fns: GateFns,
     /// The layer's input `[TN, I]` and its projection `[TN, G·Hp]`, which
     /// each member computes for its own rows and panels when
     /// `project_in_team` (else it is computed before the team starts).
@@ -428,6 +430,9 @@ pub(crate) fn forward_into(
         Some(c0) => c_n.copy_from_slice(c0),
         None => c_n.fill(0.0),
     }
+    // No step touches an empty item's state, so this is its final state.
+    super::zero_empty_items(config, &lens, h_n, hs);
+    super::zero_empty_items(config, &lens, c_n, cs);
     let width = config.output_size();
     // Layer 0 reads x in place when it is already time-major.
     let mut layer_in: Cow<[f32]> = match config.layout() {
@@ -540,6 +545,7 @@ pub(crate) fn forward_into(
                 batch: n,
                 lens: &lens,
                 reversed: config.direction().is_reversed(dir),
+                fns: packed.kernels.gate_fns(config, dir),
                 x: &layer_in,
                 xw: SharedMut::new(xw),
                 project_in_team,
@@ -645,7 +651,7 @@ impl DirRun<'_> {
             clip: cfg.cell_clip(),
             gate_clip: cfg.gate_clip(),
             input_forget: cfg.input_forget(),
-            relu: cfg.activation() == crate::config::Activation::Relu,
+            fns: self.fns,
             linear_before_reset: lbr,
             panels,
             gru_phases: (true, true),

@@ -216,3 +216,19 @@ pub(crate) fn row(buf: &Vec<f32>, width: usize, index: usize) -> *const f32 {
     );
     buf.as_ptr().wrapping_add(index * width)
 }
+
+/// Under [`EmptySequenceState::Zeros`](crate::config::EmptySequenceState),
+/// zeroes the rows of items of length 0 in a state `[L·D, N, width]` (an
+/// empty slice, for a cell without that state, is left alone).
+fn zero_empty_items(config: &Config, lens: &[usize], state: &mut [f32], width: usize) {
+    if config.empty_sequence_state() != crate::config::EmptySequenceState::Zeros || state.is_empty()
+    {
+        return;
+    }
+    let n = lens.len();
+    for (row, chunk) in state.chunks_exact_mut(width).enumerate() {
+        if lens[row % n] == 0 {
+            chunk.fill(0.0);
+        }
+    }
+}

@@ -36,7 +36,9 @@ use guard::{check_disjoint, guard, last_error_ptr, optional, slice, slice_mut, s
 use handles::{acquire, register, release};
 pub use handles::{rnn_model, rnn_trace};
 
-use crate::config::{Coded, Config, ParamKind};
+use crate::config::{
+    Activation, ActivationFunction, ActivationKind, CellKind, Coded, Config, Direction, ParamKind,
+};
 use crate::io::{Input, OutputGrads, Shapes};
 use crate::kernels::Isa;
 use crate::model::Model;
@@ -44,7 +46,7 @@ use crate::precision::Precision;
 
 /// Version of the C ABI described by this header. It changes whenever a
 /// signature or struct layout changes incompatibly.
-pub const RNN_ABI_VERSION: u32 = 5;
+pub const RNN_ABI_VERSION: u32 = 6;
 
 /// `rnn_config.cell`: Elman RNN (activation from `rnn_config.activation`).
 pub const RNN_CELL_RNN: u32 = 0;
@@ -56,6 +58,40 @@ pub const RNN_CELL_GRU: u32 = 2;
 pub const RNN_ACTIVATION_TANH: u32 = 0;
 /// `rnn_config.activation` (RNN only).
 pub const RNN_ACTIVATION_RELU: u32 = 1;
+/// `rnn_activation.function`: the role's default (RNN: `rnn_config.activation`;
+/// LSTM: sigmoid, tanh, tanh; GRU: sigmoid, tanh). Added in ABI version 6,
+/// as are the other RNN_FUNCTION_* values, ONNX's activation functions.
+pub const RNN_FUNCTION_DEFAULT: u32 = 0;
+/// `1 / (1 + e^-x)`.
+pub const RNN_FUNCTION_SIGMOID: u32 = 1;
+/// `tanh x`.
+pub const RNN_FUNCTION_TANH: u32 = 2;
+/// `max(0, x)`.
+pub const RNN_FUNCTION_RELU: u32 = 3;
+/// `alpha x + beta`.
+pub const RNN_FUNCTION_AFFINE: u32 = 4;
+/// `x` if `x >= 0`, else `alpha x`.
+pub const RNN_FUNCTION_LEAKY_RELU: u32 = 5;
+/// `x` if `x > alpha`, else 0.
+pub const RNN_FUNCTION_THRESHOLDED_RELU: u32 = 6;
+/// `alpha tanh(beta x)`.
+pub const RNN_FUNCTION_SCALED_TANH: u32 = 7;
+/// `min(max(alpha x + beta, 0), 1)`.
+pub const RNN_FUNCTION_HARD_SIGMOID: u32 = 8;
+/// `x` if `x >= 0`, else `alpha (e^x - 1)`.
+pub const RNN_FUNCTION_ELU: u32 = 9;
+/// `x / (1 + |x|)`.
+pub const RNN_FUNCTION_SOFTSIGN: u32 = 10;
+/// `ln(1 + e^x)`.
+pub const RNN_FUNCTION_SOFTPLUS: u32 = 11;
+/// `rnn_config.empty_sequence_state`: an item of sequence length 0 returns
+/// its initial state (h0, c0) as its final state (the default). Added in
+/// ABI version 6.
+pub const RNN_EMPTY_INITIAL: u32 = 0;
+/// `rnn_config.empty_sequence_state`: an item of sequence length 0 returns
+/// zeros, as onnxruntime does (h0 and c0 then get no gradient from it).
+/// Added in ABI version 6.
+pub const RNN_EMPTY_ZEROS: u32 = 1;
 /// `rnn_config.direction`: one direction, first step to last.
 pub const RNN_DIRECTION_FORWARD: u32 = 0;
 /// `rnn_config.direction`: one direction, last step to first.
@@ -97,6 +133,22 @@ pub const RNN_PARAM_PEEPHOLE: u32 = 4;
 /// LSTM projection `[H_out, H]`.
 pub const RNN_PARAM_PROJECTION: u32 = 5;
 
+/// One activation function of `rnn_config.activations`: an RNN_FUNCTION_*
+/// value and its parameters (read only by the functions whose formula has
+/// them; `rnn_activation_default` gives onnxruntime's defaults). Added in
+/// ABI version 6.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+#[allow(non_camel_case_types)]
+pub struct rnn_activation {
+    /// An RNN_FUNCTION_* value.
+    pub function: u32,
+    /// alpha.
+    pub alpha: f32,
+    /// beta.
+    pub beta: f32,
+}
+
 /// A network configuration. Start from `rnn_config_default()` and set the
 /// fields you need; `rnn_model_create` validates all of them.
 #[repr(C)]
@@ -132,6 +184,17 @@ pub struct rnn_config {
     /// LSTM input-forget coupling, ONNX's `input_forget`: 0 or 1; with 1 the
     /// forget gate is 1 - i and its weights are unused. Added in ABI version 2.
     pub input_forget: u32,
+    /// ONNX's activation functions: `activations[3 * dir + role]` for
+    /// direction `dir` (0 forward, 1 the reverse direction of a
+    /// bidirectional network) and role `role` (RNN: f; LSTM: f on i, f, o,
+    /// g on the cell input, h on the cell state; GRU: f on r, z, g on n).
+    /// RNN_FUNCTION_DEFAULT (all zeros) keeps the role's default; entries
+    /// past the cell's roles or directions must stay default. Added in ABI
+    /// version 6.
+    pub activations: [rnn_activation; 6],
+    /// RNN_EMPTY_INITIAL or RNN_EMPTY_ZEROS: what an item of sequence
+    /// length 0 returns as its final state. Added in ABI version 6.
+    pub empty_sequence_state: u32,
 }
 
 /// Element counts of every buffer of a call with given `seq_len` and `batch`.
@@ -253,7 +316,82 @@ pub extern "C" fn rnn_config_default() -> rnn_config {
         layout: RNN_LAYOUT_TIME_MAJOR,
         gate_clip: 0.0,
         input_forget: 0,
+        activations: [rnn_activation::default(); 6],
+        empty_sequence_state: RNN_EMPTY_INITIAL,
     }
+}
+
+/// `function` (an RNN_FUNCTION_* value) with onnxruntime's default alpha
+/// and beta: LeakyRelu alpha 0.01, HardSigmoid alpha 0.2 and beta 0.5, Elu
+/// alpha 1, 0 otherwise. An unknown value is returned as given (and
+/// refused by `rnn_model_create`).
+#[no_mangle]
+pub extern "C" fn rnn_activation_default(function: u32) -> rnn_activation {
+    match function_kind(function) {
+        Some(kind) => {
+            let f = ActivationFunction::new(kind);
+            rnn_activation {
+                function,
+                alpha: f.alpha,
+                beta: f.beta,
+            }
+        }
+        None => rnn_activation {
+            function,
+            alpha: 0.0,
+            beta: 0.0,
+        },
+    }
+}
+
+/// The kind of an RNN_FUNCTION_* value (`None` for DEFAULT or unknown).
+fn function_kind(function: u32) -> Option<ActivationKind> {
+    function.checked_sub(1).and_then(ActivationKind::from_code)
+}
+
+/// `rnn_config.activations` as the ONNX-ordered list for
+/// `ConfigBuilder::activations`, or `None` when every entry is default.
+fn activation_list(c: &rnn_config) -> Result<Option<Vec<ActivationFunction>>, Failure> {
+    if c.activations
+        .iter()
+        .all(|a| a.function == RNN_FUNCTION_DEFAULT)
+    {
+        return Ok(None);
+    }
+    let cell: CellKind = pick("cell", c.cell)?;
+    let dirs = pick::<Direction>("direction", c.direction)?.count();
+    let defaults = cell.default_activations();
+    let relu = c.activation == RNN_ACTIVATION_RELU;
+    let mut list = Vec::new();
+    for (i, a) in c.activations.iter().enumerate() {
+        let (dir, role) = (i / 3, i % 3);
+        if dir >= dirs || role >= defaults.len() {
+            if a.function != RNN_FUNCTION_DEFAULT {
+                return Err(Failure::invalid(format!(
+                    "rnn_config.activations[{i}] is set, but a {cell:?} network with {dirs} direction(s) has only {} functions (entries 0..{} and, bidirectional, 3..{})",
+                    defaults.len() * dirs,
+                    defaults.len(),
+                    3 + defaults.len()
+                )));
+            }
+            continue;
+        }
+        list.push(match a.function {
+            RNN_FUNCTION_DEFAULT if relu && cell == CellKind::Rnn => {
+                ActivationFunction::new(ActivationKind::Relu)
+            }
+            RNN_FUNCTION_DEFAULT => ActivationFunction::new(defaults[role]),
+            f => {
+                let kind = function_kind(f).ok_or_else(|| {
+                    Failure::invalid(format!(
+                        "rnn_config.activations[{i}].function = {f} is not one of the RNN_FUNCTION_* values"
+                    ))
+                })?;
+                ActivationFunction::with(kind, a.alpha, a.beta)
+            }
+        });
+    }
+    Ok(Some(list))
 }
 
 fn pick<T: Coded>(field: &str, value: u32) -> Result<T, Failure> {
@@ -279,20 +417,24 @@ fn flag(field: &str, value: u32) -> Result<bool, Failure> {
 }
 
 fn to_config(c: &rnn_config) -> Result<Config, Failure> {
-    Ok(
-        Config::builder(pick("cell", c.cell)?, c.input_size, c.hidden_size)
-            .activation(pick("activation", c.activation)?)
-            .proj_size(c.proj_size)
-            .num_layers(c.num_layers)
-            .direction(pick("direction", c.direction)?)
-            .gru_variant(pick("gru_variant", c.gru_variant)?)
-            .cell_clip(clip_option(c.cell_clip))
-            .gate_clip(clip_option(c.gate_clip))
-            .input_forget(flag("input_forget", c.input_forget)?)
-            .peepholes(flag("peepholes", c.peepholes)?)
-            .layout(pick("layout", c.layout)?)
-            .build()?,
-    )
+    let builder = Config::builder(pick("cell", c.cell)?, c.input_size, c.hidden_size);
+    let activation: Activation = pick("activation", c.activation)?;
+    let builder = match activation_list(c)? {
+        Some(list) => builder.activations(&list),
+        None => builder.activation(activation),
+    };
+    Ok(builder
+        .empty_sequence_state(pick("empty_sequence_state", c.empty_sequence_state)?)
+        .proj_size(c.proj_size)
+        .num_layers(c.num_layers)
+        .direction(pick("direction", c.direction)?)
+        .gru_variant(pick("gru_variant", c.gru_variant)?)
+        .cell_clip(clip_option(c.cell_clip))
+        .gate_clip(clip_option(c.gate_clip))
+        .input_forget(flag("input_forget", c.input_forget)?)
+        .peepholes(flag("peepholes", c.peepholes)?)
+        .layout(pick("layout", c.layout)?)
+        .build()?)
 }
 
 /// The ISA `RNN_ISA` selects (or the best): a bad value is reported where

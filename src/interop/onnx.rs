@@ -7,13 +7,16 @@
 //! [`Config`] field ([`OnnxAttributes::builder`]): `hidden_size`,
 //! `direction`, `layout`, `linear_before_reset` (the GRU variant), `clip`
 //! ([`ConfigBuilder::gate_clip`](crate::ConfigBuilder::gate_clip)),
-//! `input_forget`, and `activations` where they are the defaults (or `Relu`
-//! for RNN). Other activation functions and `activation_alpha` /
-//! `activation_beta` are not supported. `sequence_lens`, `initial_h` and
-//! `initial_c` are [`Input`](crate::Input) fields.
+//! `input_forget`, `activations` with `activation_alpha` and
+//! `activation_beta` (every function ONNX lists, per direction:
+//! [`ConfigBuilder::activations`](crate::ConfigBuilder::activations)).
+//! The builder also selects onnxruntime's final state for an item of
+//! length 0 (zeros: [`EmptySequenceState::Zeros`]). `sequence_lens`,
+//! `initial_h` and `initial_c` are [`Input`](crate::Input) fields.
 
 use crate::config::{
-    Activation, CellKind, Config, ConfigBuilder, Direction, GruVariant, Layout, ParamKind,
+    ActivationFunction, ActivationKind, CellKind, Config, ConfigBuilder, Direction,
+    EmptySequenceState, GruVariant, Layout, ParamKind,
 };
 use crate::error::{check_len, Error, Result};
 use crate::model::Model;
@@ -60,9 +63,17 @@ pub struct OnnxAttributes {
     pub clip: Option<f32>,
     /// LSTM: 0 or 1.
     pub input_forget: i64,
-    /// As in the node (one list for both directions, ONNX's order), or empty
-    /// for the defaults.
+    /// As in the node (ONNX's order: the forward direction's functions,
+    /// then the reverse one's), or empty for the defaults. Names are
+    /// matched in any case.
     pub activations: Vec<String>,
+    /// `activation_alpha`: consumed in order by the functions that take an
+    /// α (Affine, LeakyRelu, ThresholdedRelu, ScaledTanh, HardSigmoid,
+    /// Elu), as onnxruntime does; a function past the list's end gets its
+    /// default ([`ActivationFunction::new`]).
+    pub activation_alpha: Vec<f32>,
+    /// `activation_beta`: likewise, for Affine, ScaledTanh and HardSigmoid.
+    pub activation_beta: Vec<f32>,
 }
 
 impl OnnxAttributes {
@@ -76,6 +87,8 @@ impl OnnxAttributes {
             clip: None,
             input_forget: 0,
             activations: Vec::new(),
+            activation_alpha: Vec::new(),
+            activation_beta: Vec::new(),
         }
     }
 
@@ -109,7 +122,7 @@ impl OnnxAttributes {
             CellKind::Gru,
         )?;
         let input_forget = flag("input_forget", self.input_forget, CellKind::Lstm)?;
-        let activation = self.activation(cell)?;
+        let activations = self.functions(cell)?;
         Ok(Config::builder(cell, input_size, self.hidden_size)
             .direction(direction)
             .layout(layout)
@@ -120,45 +133,67 @@ impl OnnxAttributes {
             })
             .gate_clip(self.clip)
             .input_forget(input_forget)
-            .activation(activation))
+            .activations(&activations)
+            .empty_sequence_state(EmptySequenceState::Zeros))
     }
 
-    /// The RNN activation, after checking that the list is one librnn runs:
-    /// per direction, `[Tanh]` or `[Relu]` (RNN), `[Sigmoid, Tanh, Tanh]`
-    /// (LSTM), `[Sigmoid, Tanh]` (GRU).
-    fn activation(&self, cell: CellKind) -> Result<Activation> {
-        let defaults: &[&str] = match cell {
-            CellKind::Rnn => &["Tanh"],
-            CellKind::Lstm => &["Sigmoid", "Tanh", "Tanh"],
-            CellKind::Gru => &["Sigmoid", "Tanh"],
-        };
+    /// The node's functions, for every direction in ONNX's order, with
+    /// their α and β, or an error naming what is wrong.
+    fn functions(&self, cell: CellKind) -> Result<Vec<ActivationFunction>> {
+        let invalid = |what: String| Error::InvalidArgument(format!("ONNX {cell:?}: {what}"));
+        let defaults = cell.default_activations();
         let dirs = if self.direction == "bidirectional" {
             2
         } else {
             1
         };
-        // The same list for every direction: librnn has one activation per network.
-        let is = |per_dir: &[&str]| {
-            self.activations.len() == per_dir.len() * dirs
-                && (self.activations.iter())
-                    .zip(per_dir.iter().cycle())
-                    .all(|(a, b)| a.eq_ignore_ascii_case(b))
-        };
-        if self.activations.is_empty() || is(defaults) {
-            Ok(Activation::Tanh)
-        } else if cell == CellKind::Rnn && is(&["Relu"]) {
-            Ok(Activation::Relu)
-        } else {
-            Err(Error::InvalidArgument(format!(
-                "ONNX {cell:?}: activations {:?} are not supported (librnn runs {defaults:?}{})",
-                self.activations,
-                if cell == CellKind::Rnn {
-                    " or [\"Relu\"]"
-                } else {
-                    ""
-                }
-            )))
+        if self.activations.is_empty() {
+            if !(self.activation_alpha.is_empty() && self.activation_beta.is_empty()) {
+                return Err(invalid(
+                    "activation_alpha / activation_beta given without activations".into(),
+                ));
+            }
+            return Ok(defaults
+                .iter()
+                .map(|&k| ActivationFunction::new(k))
+                .collect());
         }
+        if self.activations.len() != defaults.len() * dirs {
+            return Err(invalid(format!(
+                "activations lists {} functions; a {} node takes {} ({} per direction)",
+                self.activations.len(),
+                self.direction,
+                defaults.len() * dirs,
+                defaults.len()
+            )));
+        }
+        let (mut alphas, mut betas) = (self.activation_alpha.iter(), self.activation_beta.iter());
+        let mut out = Vec::with_capacity(self.activations.len());
+        for name in &self.activations {
+            let kind = ActivationKind::from_onnx_name(name)
+                .ok_or_else(|| invalid(format!("unknown activation function {name:?}")))?;
+            let mut f = ActivationFunction::new(kind);
+            let (takes_alpha, takes_beta) = kind.uses_parameters();
+            if takes_alpha {
+                f.alpha = alphas.next().copied().unwrap_or(f.alpha);
+            }
+            if takes_beta {
+                f.beta = betas.next().copied().unwrap_or(f.beta);
+            }
+            out.push(f);
+        }
+        for (name, left) in [
+            ("activation_alpha", alphas.len()),
+            ("activation_beta", betas.len()),
+        ] {
+            if left > 0 {
+                return Err(invalid(format!(
+                    "{name} has {left} more values than the functions {:?} take",
+                    self.activations
+                )));
+            }
+        }
+        Ok(out)
     }
 }
 

@@ -36,7 +36,10 @@ use std::path::Path;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
-use crate::config::{Activation, CellKind, Coded, Config, Direction, GruVariant, Layout};
+use crate::config::{
+    Activation, ActivationFunction, ActivationKind, CellKind, Coded, Config, Direction,
+    EmptySequenceState, GruVariant, Layout,
+};
 use crate::error::{Error, Result};
 use crate::interop::pytorch::{named_tensors, Named};
 use crate::model::Model;
@@ -86,10 +89,45 @@ fn metadata(config: &Config) -> HashMap<String, String> {
         ("cell_clip", clip(config.cell_clip())),
         ("gate_clip", clip(config.gate_clip())),
         ("input_forget", config.input_forget().to_string()),
+        ("activations", activations_text(config)),
+        (
+            "empty_sequence_state",
+            coded_name(config.empty_sequence_state()),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (format!("librnn.{k}"), v))
     .collect()
+}
+
+/// Every direction's activation functions in ONNX's order, as
+/// `Kind:alpha:beta` separated by commas.
+fn activations_text(config: &Config) -> String {
+    (0..config.num_directions())
+        .flat_map(|d| config.activations(d).iter())
+        .map(|f| format!("{}:{:?}:{:?}", f.kind.onnx_name(), f.alpha, f.beta))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The inverse of [`activations_text`].
+fn parse_activations(text: &str) -> Result<Vec<ActivationFunction>> {
+    let invalid = |f: &str| bad(format!("metadata `librnn.activations`: cannot read {f:?}"));
+    text.split(',')
+        .map(|f| {
+            let parts: Vec<&str> = f.split(':').collect();
+            let [kind, alpha, beta] = parts[..] else {
+                return Err(invalid(f));
+            };
+            let kind = ActivationKind::from_onnx_name(kind).ok_or_else(|| invalid(f))?;
+            let number = |v: &str| v.parse::<f32>().map_err(|_| invalid(f));
+            Ok(ActivationFunction::with(
+                kind,
+                number(alpha)?,
+                number(beta)?,
+            ))
+        })
+        .collect()
 }
 
 /// The configuration stored in `librnn.*` metadata, or `None` without any.
@@ -127,32 +165,44 @@ fn config_from_metadata(meta: &HashMap<String, String>) -> Result<Option<Config>
                 .map_err(|_| bad(format!("metadata `librnn.{key}`: not a number or none"))),
         }
     };
-    let config = Config::builder(
+    let mut builder = Config::builder(
         from_coded_name::<CellKind>("librnn.cell", get("cell")?)?,
         size("input_size")?,
         size("hidden_size")?,
-    )
-    .activation(from_coded_name::<Activation>(
-        "librnn.activation",
-        get("activation")?,
-    )?)
-    .direction(from_coded_name::<Direction>(
-        "librnn.direction",
-        get("direction")?,
-    )?)
-    .gru_variant(from_coded_name::<GruVariant>(
-        "librnn.gru_variant",
-        get("gru_variant")?,
-    )?)
-    .layout(from_coded_name::<Layout>("librnn.layout", get("layout")?)?)
-    .proj_size(size("proj_size")?)
-    .num_layers(size("num_layers")?)
-    .peepholes(flag("peepholes")?)
-    .cell_clip(clip("cell_clip")?)
-    .gate_clip(clip("gate_clip")?)
-    .input_forget(flag("input_forget")?)
-    .build()
-    .map_err(|e| bad(format!("the stored configuration is invalid: {e}")))?;
+    );
+    // Files written before ONNX's other functions existed have only the
+    // RNN's `activation`.
+    builder = match meta.get("librnn.activations") {
+        Some(text) => builder.activations(&parse_activations(text)?),
+        None => builder.activation(from_coded_name::<Activation>(
+            "librnn.activation",
+            get("activation")?,
+        )?),
+    };
+    if let Some(state) = meta.get("librnn.empty_sequence_state") {
+        builder = builder.empty_sequence_state(from_coded_name::<EmptySequenceState>(
+            "librnn.empty_sequence_state",
+            state,
+        )?);
+    }
+    let config = builder
+        .direction(from_coded_name::<Direction>(
+            "librnn.direction",
+            get("direction")?,
+        )?)
+        .gru_variant(from_coded_name::<GruVariant>(
+            "librnn.gru_variant",
+            get("gru_variant")?,
+        )?)
+        .layout(from_coded_name::<Layout>("librnn.layout", get("layout")?)?)
+        .proj_size(size("proj_size")?)
+        .num_layers(size("num_layers")?)
+        .peepholes(flag("peepholes")?)
+        .cell_clip(clip("cell_clip")?)
+        .gate_clip(clip("gate_clip")?)
+        .input_forget(flag("input_forget")?)
+        .build()
+        .map_err(|e| bad(format!("the stored configuration is invalid: {e}")))?;
     Ok(Some(config))
 }
 

@@ -7,7 +7,8 @@
 
 use std::sync::OnceLock;
 
-use super::fused::{BackParams, BackRow, MatRow, StepParams, StepRow};
+use super::fused::{BackParams, BackRow, GateFns, MatRow, StepParams, StepRow};
+use crate::config::{ActivationFunction, ActivationKind, CellKind, Config};
 use crate::error::{Error, Result};
 use crate::precision::Precision;
 
@@ -107,6 +108,10 @@ impl Isa {
     }
 }
 
+/// An activation function (or its derivative from the function's value)
+/// over a slice, in place.
+pub(crate) type ActivationMap = unsafe fn(&ActivationFunction, &mut [f32]);
+
 /// `panel_matmul(k, n_padded, packed, bias, rows)`, see `fused::panel_matmul`.
 pub(crate) type PanelMatmul = unsafe fn(usize, usize, &[f32], Option<&[f32]>, &[MatRow]);
 
@@ -131,6 +136,9 @@ pub(crate) struct Table {
     pub fma_chains: unsafe fn(usize) -> f32,
     pub tanh_in_place: unsafe fn(&mut [f32]),
     pub sigmoid_in_place: unsafe fn(&mut [f32]),
+    /// `activation::apply_in_place` and `derivative_in_place`.
+    pub activation_in_place: ActivationMap,
+    pub activation_derivative_in_place: ActivationMap,
     /// `kernels::quantize::quantize_row`, vectorised for the ISA.
     pub quantize_row: unsafe fn(&[f32], &mut [f32]),
     /// `math::softmax_in_place` (attention's weights).
@@ -214,6 +222,28 @@ impl Kernels {
         unsafe { (self.table.sigmoid_in_place)(x) }
     }
 
+    /// Direction `dir`'s activation functions of `config` for the fused
+    /// kernels: which roles run a function other than their default (out
+    /// of line, through this ISA's vectorised maps).
+    pub fn gate_fns(&self, config: &Config, dir: usize) -> GateFns {
+        let cell = config.cell();
+        let defaults = cell.default_activations();
+        let mut fns = GateFns {
+            fns: [ActivationFunction::new(ActivationKind::Tanh); 3],
+            custom: [false; 3],
+            relu: false,
+            apply: self.table.activation_in_place,
+            derive: self.table.activation_derivative_in_place,
+        };
+        for (role, f) in config.activations(dir).iter().enumerate() {
+            fns.fns[role] = *f;
+            let rnn_relu = cell == CellKind::Rnn && f.kind == ActivationKind::Relu;
+            fns.relu |= rnn_relu;
+            fns.custom[role] = f.kind != defaults[role] && !rnn_relu;
+        }
+        fns
+    }
+
     /// Softmax of `row` in place, stable (see `math::softmax_in_place`).
     pub fn softmax_in_place(&self, row: &mut [f32]) {
         // SAFETY: `for_isa` checked the CPU supports this table's ISA.
@@ -237,6 +267,28 @@ pub fn tanh_in_place(isa: Isa, x: &mut [f32]) -> Result<()> {
 /// Vectorised logistic function of every element, in place.
 pub fn sigmoid_in_place(isa: Isa, x: &mut [f32]) -> Result<()> {
     Kernels::for_isa(isa).map(|k| k.sigmoid_in_place(x))
+}
+
+/// `f` of every element, in place, vectorised with the kernels of `isa`
+/// (as the fused kernels run a gate's non-default function).
+pub fn activation_in_place(isa: Isa, f: &ActivationFunction, x: &mut [f32]) -> Result<()> {
+    let k = Kernels::for_isa(isa)?;
+    // SAFETY: `for_isa` checked the CPU supports this table's ISA.
+    unsafe { (k.table.activation_in_place)(f, x) };
+    Ok(())
+}
+
+/// `f'(x)` of every element from `y = f(x)`, in place (as the backward
+/// pass computes it from the stored gate values).
+pub fn activation_derivative_in_place(
+    isa: Isa,
+    f: &ActivationFunction,
+    y: &mut [f32],
+) -> Result<()> {
+    let k = Kernels::for_isa(isa)?;
+    // SAFETY: `for_isa` checked the CPU supports this table's ISA.
+    unsafe { (k.table.activation_derivative_in_place)(f, y) };
+    Ok(())
 }
 
 /// Measures this core's peak f32 FMA throughput with `isa`'s vectors, in

@@ -16,6 +16,7 @@
 //! A kernel knows nothing of layers or directions: it sees rows, panels and
 //! pointers.
 
+pub(crate) mod activation;
 pub mod dispatch;
 pub(crate) mod fused;
 pub mod math;

@@ -1,15 +1,15 @@
 //! GRU step, gates r, z, n (`clip` is the optional gate clip, identity
-//! without one):
+//! without one; `f` is σ and `g` tanh by default):
 //! ```text
-//! r = σ(clip(Wr x + Wbr + Rr h + Rbr))
-//! z = σ(clip(Wz x + Wbz + Rz h + Rbz))
-//! n = tanh(clip(Wn x + Wbn + Rn (r ⊙ h) + Rbn))        reset before matmul (ONNX)
-//! n = tanh(clip(Wn x + Wbn + r ⊙ (Rn h + Rbn)))        linear before reset (PyTorch)
+//! r = f(clip(Wr x + Wbr + Rr h + Rbr))
+//! z = f(clip(Wz x + Wbz + Rz h + Rbz))
+//! n = g(clip(Wn x + Wbn + Rn (r ⊙ h) + Rbn))        reset before matmul (ONNX)
+//! n = g(clip(Wn x + Wbn + r ⊙ (Rn h + Rbn)))        linear before reset (PyTorch)
 //! h' = (1 − z) ⊙ n + z ⊙ h
 //! ```
 
 use super::block::Block;
-use super::math::{affine, affine_backward, gate_clip, sigmoid};
+use super::math::{affine, affine_backward, Gates};
 use crate::config::GruVariant;
 
 struct Step {
@@ -21,45 +21,37 @@ struct Step {
     /// `Rn rn_input + Rbn`.
     rn_out: Vec<f64>,
     h: Vec<f64>,
-    /// Gate-clip derivatives (1 = passed, 0 = clamped) of r, z and n.
-    pass_r: Vec<f64>,
-    pass_z: Vec<f64>,
-    pass_n: Vec<f64>,
+    /// Derivatives of r, z and n with respect to their pre-activations
+    /// (gate clip included).
+    d_r: Vec<f64>,
+    d_z: Vec<f64>,
+    d_n: Vec<f64>,
 }
 
-fn step(
-    p: &Block<&[f64]>,
-    variant: GruVariant,
-    clip: Option<f64>,
-    x: &[f64],
-    h_prev: &[f64],
-) -> Step {
+fn step(p: &Block<&[f64]>, variant: GruVariant, gates: &Gates, x: &[f64], h_prev: &[f64]) -> Step {
     // R is [3H, H] (a GRU has no projection); its rows are r, z, n.
     let hidden = h_prev.len();
     let px = affine(p.w, x, p.wb);
     // Recurrent product for r and z: rows 0..2H of R.
     let ph_rz = affine(&p.r[..2 * hidden * hidden], h_prev, &p.rb[..2 * hidden]);
-    let (r, pass_r): (Vec<f64>, Vec<f64>) = (0..hidden)
-        .map(|j| gate_clip(clip, px[j] + ph_rz[j]))
-        .map(|(a, pass)| (sigmoid(a), pass))
+    let (r, d_r): (Vec<f64>, Vec<f64>) = (0..hidden)
+        .map(|j| gates.apply(0, px[j] + ph_rz[j]))
         .unzip();
-    let (z, pass_z): (Vec<f64>, Vec<f64>) = (0..hidden)
-        .map(|j| gate_clip(clip, px[hidden + j] + ph_rz[hidden + j]))
-        .map(|(a, pass)| (sigmoid(a), pass))
+    let (z, d_z): (Vec<f64>, Vec<f64>) = (0..hidden)
+        .map(|j| gates.apply(0, px[hidden + j] + ph_rz[hidden + j]))
         .unzip();
     let rn_input: Vec<f64> = match variant {
         GruVariant::ResetBeforeMatmul => (0..hidden).map(|j| r[j] * h_prev[j]).collect(),
         GruVariant::LinearBeforeReset => h_prev.to_vec(),
     };
     let rn_out = affine(&p.r[2 * hidden * hidden..], &rn_input, &p.rb[2 * hidden..]);
-    let (n, pass_n): (Vec<f64>, Vec<f64>) = (0..hidden)
+    let (n, d_n): (Vec<f64>, Vec<f64>) = (0..hidden)
         .map(|j| {
             let recurrent = match variant {
                 GruVariant::ResetBeforeMatmul => rn_out[j],
                 GruVariant::LinearBeforeReset => r[j] * rn_out[j],
             };
-            let (a, pass) = gate_clip(clip, px[2 * hidden + j] + recurrent);
-            (a.tanh(), pass)
+            gates.apply(1, px[2 * hidden + j] + recurrent)
         })
         .unzip();
     let h = (0..hidden)
@@ -72,20 +64,20 @@ fn step(
         rn_input,
         rn_out,
         h,
-        pass_r,
-        pass_z,
-        pass_n,
+        d_r,
+        d_z,
+        d_n,
     }
 }
 
 pub(super) fn forward(
     p: &Block<&[f64]>,
     variant: GruVariant,
-    clip: Option<f64>,
+    gates: &Gates,
     x: &[f64],
     h_prev: &[f64],
 ) -> Vec<f64> {
-    step(p, variant, clip, x, h_prev).h
+    step(p, variant, gates, x, h_prev).h
 }
 
 /// Accumulates weight gradients into `g`; returns `(dx, dh_prev)`.
@@ -93,19 +85,19 @@ pub(super) fn backward(
     p: &Block<&[f64]>,
     g: &mut Block<&mut [f64]>,
     variant: GruVariant,
-    clip: Option<f64>,
+    gates: &Gates,
     x: &[f64],
     h_prev: &[f64],
     dh: &[f64],
 ) -> (Vec<f64>, Vec<f64>) {
     let hidden = h_prev.len();
-    let s = step(p, variant, clip, x, h_prev);
+    let s = step(p, variant, gates, x, h_prev);
     let mut dh_prev: Vec<f64> = (0..hidden).map(|j| dh[j] * s.z[j]).collect();
     let dn_pre: Vec<f64> = (0..hidden)
-        .map(|j| dh[j] * (1.0 - s.z[j]) * (1.0 - s.n[j] * s.n[j]) * s.pass_n[j])
+        .map(|j| dh[j] * (1.0 - s.z[j]) * s.d_n[j])
         .collect();
     let dz_pre: Vec<f64> = (0..hidden)
-        .map(|j| dh[j] * (h_prev[j] - s.n[j]) * s.z[j] * (1.0 - s.z[j]) * s.pass_z[j])
+        .map(|j| dh[j] * (h_prev[j] - s.n[j]) * s.d_z[j])
         .collect();
 
     // Through the recurrent product of the n gate.
@@ -139,9 +131,7 @@ pub(super) fn backward(
             dr
         }
     };
-    let dr_pre: Vec<f64> = (0..hidden)
-        .map(|j| dr[j] * s.r[j] * (1.0 - s.r[j]) * s.pass_r[j])
-        .collect();
+    let dr_pre: Vec<f64> = (0..hidden).map(|j| dr[j] * s.d_r[j]).collect();
 
     let d_rz: Vec<f64> = dr_pre.iter().chain(&dz_pre).copied().collect();
     affine_backward(

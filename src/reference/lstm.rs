@@ -1,22 +1,24 @@
 //! LSTM step, gates i, f, g, o (`gclip` is the optional gate clip, `cclip`
-//! the optional cell clip, both identity when not set):
+//! the optional cell clip, both identity when not set; the activation
+//! roles ONNX calls f, g and h are σ, tanh and tanh by default):
 //! ```text
-//! i = σ(gclip(Wi x + Wbi + Ri h + Rbi + p_i ⊙ c_prev))
-//! f = σ(gclip(Wf x + Wbf + Rf h + Rbf + p_f ⊙ c_prev))   or 1 − i (input_forget)
-//! g = tanh(gclip(Wg x + Wbg + Rg h + Rbg))
+//! i = f(gclip(Wi x + Wbi + Ri h + Rbi + p_i ⊙ c_prev))
+//! f = f(gclip(Wf x + Wbf + Rf h + Rbf + p_f ⊙ c_prev))   or 1 − i (input_forget)
+//! g = g(gclip(Wg x + Wbg + Rg h + Rbg))
 //! c = cclip(f ⊙ c_prev + i ⊙ g)
-//! o = σ(gclip(Wo x + Wbo + Ro h + Rbo + p_o ⊙ c))
-//! h = P_r (o ⊙ tanh c)        (P_r = identity without projection)
+//! o = f(gclip(Wo x + Wbo + Ro h + Rbo + p_o ⊙ c))
+//! h = P_r (o ⊙ h(c))        (P_r = identity without projection)
 //! ```
 
 use super::block::Block;
-use super::math::{add, affine, affine_backward, gate_clip, sigmoid};
+use super::math::{activation, activation_derivative, add, affine, affine_backward, Gates};
 
 /// The LSTM options of a configuration, widened to f64.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Options {
     pub cell_clip: Option<f64>,
-    pub gate_clip: Option<f64>,
+    /// The gate clip and the direction's functions.
+    pub gates: Gates,
     pub input_forget: bool,
 }
 
@@ -28,10 +30,13 @@ struct Step {
     o: Vec<f64>,
     c_raw: Vec<f64>,
     c: Vec<f64>,
+    /// `h(c)` (tanh c by default) and its derivative.
     tanh_c: Vec<f64>,
+    d_tanh_c: Vec<f64>,
     m: Vec<f64>,
     h: Vec<f64>,
-    /// Gate-clip derivatives (1 = passed, 0 = clamped) of i, f, g, o.
+    /// Derivatives of i, f, g, o with respect to their pre-activations
+    /// (gate clip included).
     pass: [Vec<f64>; 4],
 }
 
@@ -43,25 +48,22 @@ fn step(p: &Block<&[f64]>, opt: Options, x: &[f64], h_prev: &[f64], c_prev: &[f6
     let hidden = c_prev.len();
     let pre = add(&affine(p.w, x, p.wb), &affine(p.r, h_prev, p.rb));
     let gate = |k: usize| &pre[k * hidden..(k + 1) * hidden];
-    // Clipped pre-activations through `act`, with their clip derivatives.
-    let activate = |pre: Vec<f64>, act: fn(f64) -> f64| -> (Vec<f64>, Vec<f64>) {
-        pre.into_iter()
-            .map(|a| gate_clip(opt.gate_clip, a))
-            .map(|(a, pass)| (act(a), pass))
-            .unzip()
+    // Pre-activations through role `role`'s function, with derivatives.
+    let activate = |pre: Vec<f64>, role: usize| -> (Vec<f64>, Vec<f64>) {
+        pre.into_iter().map(|a| opt.gates.apply(role, a)).unzip()
     };
     let peeped = |k: usize, peep: usize, c: &[f64]| -> Vec<f64> {
         (0..hidden)
             .map(|j| gate(k)[j] + peephole(p, peep, j, hidden) * c[j])
             .collect()
     };
-    let (i, pass_i) = activate(peeped(0, 0, c_prev), sigmoid);
+    let (i, pass_i) = activate(peeped(0, 0, c_prev), 0);
     let (f, pass_f) = if opt.input_forget {
         (i.iter().map(|i| 1.0 - i).collect(), vec![0.0; hidden])
     } else {
-        activate(peeped(1, 1, c_prev), sigmoid)
+        activate(peeped(1, 1, c_prev), 0)
     };
-    let (g, pass_g) = activate(gate(2).to_vec(), f64::tanh);
+    let (g, pass_g) = activate(gate(2).to_vec(), 1);
     let c_raw: Vec<f64> = (0..hidden)
         .map(|j| f[j] * c_prev[j] + i[j] * g[j])
         .collect();
@@ -69,8 +71,10 @@ fn step(p: &Block<&[f64]>, opt: Options, x: &[f64], h_prev: &[f64], c_prev: &[f6
         Some(clip) => c_raw.iter().map(|v| v.clamp(-clip, clip)).collect(),
         None => c_raw.clone(),
     };
-    let (o, pass_o) = activate(peeped(3, 2, &c), sigmoid);
-    let tanh_c: Vec<f64> = c.iter().map(|v| v.tanh()).collect();
+    let (o, pass_o) = activate(peeped(3, 2, &c), 0);
+    let h_fn = &opt.gates.fns[2];
+    let tanh_c: Vec<f64> = c.iter().map(|&v| activation(h_fn, v)).collect();
+    let d_tanh_c: Vec<f64> = c.iter().map(|&v| activation_derivative(h_fn, v)).collect();
     let m: Vec<f64> = (0..hidden).map(|j| o[j] * tanh_c[j]).collect();
     let h = match p.proj {
         Some(proj) => affine(proj, &m, &vec![0.0; proj.len() / hidden]),
@@ -84,6 +88,7 @@ fn step(p: &Block<&[f64]>, opt: Options, x: &[f64], h_prev: &[f64], c_prev: &[f6
         c_raw,
         c,
         tanh_c,
+        d_tanh_c,
         m,
         h,
         pass: [pass_i, pass_f, pass_g, pass_o],
@@ -130,9 +135,9 @@ pub(super) fn backward(
     for j in 0..hidden {
         let (i, f, gg, o) = (s.i[j], s.f[j], s.g[j], s.o[j]);
         let pass = |gate: usize| s.pass[gate][j];
-        let do_pre = dm[j] * s.tanh_c[j] * o * (1.0 - o) * pass(3);
-        // dc: from the caller, through h = o ⊙ tanh(c), through the o peephole.
-        let mut d_c = dc[j] + dm[j] * o * (1.0 - s.tanh_c[j].powi(2));
+        let do_pre = dm[j] * s.tanh_c[j] * pass(3);
+        // dc: from the caller, through h = o ⊙ h(c), through the o peephole.
+        let mut d_c = dc[j] + dm[j] * o * s.d_tanh_c[j];
         d_c += do_pre * peephole(p, 2, j, hidden);
         // A clamped value does not depend on c_raw.
         let clipped = opt.cell_clip.is_some_and(|clip| s.c_raw[j].abs() > clip);
@@ -144,9 +149,9 @@ pub(super) fn backward(
             d_i -= d_f;
             d_f = 0.0;
         }
-        let di_pre = d_i * i * (1.0 - i) * pass(0);
-        let df_pre = d_f * f * (1.0 - f) * pass(1);
-        let dg_pre = d_raw * i * (1.0 - gg * gg) * pass(2);
+        let di_pre = d_i * pass(0);
+        let df_pre = d_f * pass(1);
+        let dg_pre = d_raw * i * pass(2);
         dc_prev[j] =
             d_raw * f + di_pre * peephole(p, 0, j, hidden) + df_pre * peephole(p, 1, j, hidden);
         if let Some(grad_peep) = g.peephole.as_deref_mut() {

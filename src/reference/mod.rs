@@ -9,7 +9,9 @@
 //! * Layer `l` reads the previous layer's output (the input for `l = 0`).
 //! * A forward direction runs steps `0..len_b` of item `b`, a reversed one
 //!   `len_b - 1` down to `0`. Steps `t >= len_b` output zero and leave the state
-//!   alone, so the final state is the state after the item's own last step.
+//!   alone, so the final state is the state after the item's own last step
+//!   (for `len_b = 0`, the initial state, or zeros under
+//!   [`EmptySequenceState::Zeros`]).
 //! * Bidirectional outputs are concatenated (forward first) or summed.
 //!
 //! The backward pass recomputes each step's intermediates from the stored
@@ -23,7 +25,7 @@ mod lstm;
 mod math;
 mod rnn;
 
-use crate::config::{CellKind, Config, Direction};
+use crate::config::{CellKind, Config, Direction, EmptySequenceState};
 use crate::error::{Error, Result};
 use crate::io::{from_time_major, to_time_major, Gradients, Input, Output, OutputGrads, Shapes};
 use block::{block, block_mut, Block};
@@ -68,14 +70,22 @@ fn output_slot(config: &Config, dir: usize) -> usize {
     }
 }
 
-fn gate_clip(config: &Config) -> Option<f64> {
-    config.gate_clip().map(f64::from)
+/// Direction `dir`'s gate functions and gate clip.
+fn gates(config: &Config, dir: usize) -> math::Gates {
+    let mut fns = [crate::config::ActivationFunction::new(crate::config::ActivationKind::Tanh); 3];
+    for (f, a) in fns.iter_mut().zip(config.activations(dir)) {
+        *f = *a;
+    }
+    math::Gates {
+        clip: config.gate_clip().map(f64::from),
+        fns,
+    }
 }
 
-fn lstm_options(config: &Config) -> lstm::Options {
+fn lstm_options(config: &Config, dir: usize) -> lstm::Options {
     lstm::Options {
         cell_clip: config.cell_clip().map(f64::from),
-        gate_clip: gate_clip(config),
+        gates: gates(config, dir),
         input_forget: config.input_forget(),
     }
 }
@@ -83,19 +93,17 @@ fn lstm_options(config: &Config) -> lstm::Options {
 /// One step of any cell: returns the new `(h, c)` (`c` empty without a cell state).
 fn cell_forward(
     config: &Config,
+    dir: usize,
     p: &Block<&[f64]>,
     x: &[f64],
     h: &[f64],
     c: &[f64],
 ) -> (Vec<f64>, Vec<f64>) {
     match config.cell() {
-        CellKind::Rnn => (
-            rnn::forward(p, config.activation(), gate_clip(config), x, h),
-            Vec::new(),
-        ),
-        CellKind::Lstm => lstm::forward(p, lstm_options(config), x, h, c),
+        CellKind::Rnn => (rnn::forward(p, &gates(config, dir), x, h), Vec::new()),
+        CellKind::Lstm => lstm::forward(p, lstm_options(config, dir), x, h, c),
         CellKind::Gru => (
-            gru::forward(p, config.gru_variant(), gate_clip(config), x, h),
+            gru::forward(p, config.gru_variant(), &gates(config, dir), x, h),
             Vec::new(),
         ),
     }
@@ -105,6 +113,7 @@ fn cell_forward(
 #[allow(clippy::too_many_arguments)]
 fn cell_backward(
     config: &Config,
+    dir: usize,
     p: &Block<&[f64]>,
     g: &mut Block<&mut [f64]>,
     x: &[f64],
@@ -115,12 +124,13 @@ fn cell_backward(
 ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     match config.cell() {
         CellKind::Rnn => {
-            let (dx, dh) = rnn::backward(p, g, config.activation(), gate_clip(config), x, h, dh);
+            let (dx, dh) = rnn::backward(p, g, &gates(config, dir), x, h, dh);
             (dx, dh, Vec::new())
         }
-        CellKind::Lstm => lstm::backward(p, g, lstm_options(config), x, h, c, dh, dc),
+        CellKind::Lstm => lstm::backward(p, g, lstm_options(config, dir), x, h, c, dh, dc),
         CellKind::Gru => {
-            let (dx, dh) = gru::backward(p, g, config.gru_variant(), gate_clip(config), x, h, dh);
+            let gates = gates(config, dir);
+            let (dx, dh) = gru::backward(p, g, config.gru_variant(), &gates, x, h, dh);
             (dx, dh, Vec::new())
         }
     }
@@ -198,11 +208,15 @@ fn run_forward(
                         c_prev[row * cs..(row + 1) * cs].copy_from_slice(&c);
                     }
                     let x = &layer_in[row * in_size..(row + 1) * in_size];
-                    (h, c) = cell_forward(config, &p, x, &h, &c);
+                    (h, c) = cell_forward(config, dir, &p, x, &h, &c);
                     let y = &mut layer_out[row * width + slot..row * width + slot + hs];
                     for (y, v) in y.iter_mut().zip(&h) {
                         *y += v;
                     }
+                }
+                if len == 0 && config.empty_sequence_state() == EmptySequenceState::Zeros {
+                    h.fill(0.0);
+                    c.fill(0.0);
                 }
                 h_n[h_state].copy_from_slice(&h);
                 if lstm {
@@ -272,7 +286,13 @@ pub fn backward(
                 } else {
                     Vec::new()
                 };
-                let order: Vec<usize> = visit_order(reversed, trace.seq_lens[b]).collect();
+                let len = trace.seq_lens[b];
+                if len == 0 && config.empty_sequence_state() == EmptySequenceState::Zeros {
+                    // The final state is a constant zero: h0 / c0 get nothing.
+                    dh.fill(0.0);
+                    dc.fill(0.0);
+                }
+                let order: Vec<usize> = visit_order(reversed, len).collect();
                 for &t in order.iter().rev() {
                     let row = t * n + b;
                     let dy = &d_out[row * width + slot..row * width + slot + hs];
@@ -287,7 +307,7 @@ pub fn backward(
                         &[][..]
                     };
                     let dx;
-                    (dx, dh, dc) = cell_backward(config, &p, &mut g, x, h, c, &dh, &dc);
+                    (dx, dh, dc) = cell_backward(config, dir, &p, &mut g, x, h, c, &dh, &dc);
                     for (d, v) in d_in[row * in_size..(row + 1) * in_size].iter_mut().zip(&dx) {
                         *d += v;
                     }

@@ -1,6 +1,6 @@
 //! Saving and loading parameters.
 //!
-//! Format (all little-endian), version 2:
+//! Format (all little-endian), version 3:
 //!
 //! | bytes | content |
 //! |---|---|
@@ -11,6 +11,8 @@
 //! | 4 | cell clip (f32, 0 = none) |
 //! | 4 | gate clip (f32, 0 = none) — not in version 1 |
 //! | 4 | input_forget (u32, 0 or 1) — not in version 1 |
+//! | 4 | empty-sequence state (u32 code, `RNN_EMPTY_*`) — version 3 on |
+//! | 6 × 12 | activation functions, forward direction's 3 roles then the reverse one's: kind (u32 code, `RNN_ACTIVATION_*`), α, β (f32) — version 3 on |
 //! | 8 + 4·n | parameter count n (u64), then n f32 |
 //! | 4 | number of extra tensors m (u32) |
 //! | m × … | each: name length (u32), UTF-8 name, count (u64), f32 values |
@@ -18,8 +20,9 @@
 //!
 //! Loading checks the magic, the version, the checksum, every size and the
 //! configuration, and reports what is wrong with [`Error::Checkpoint`].
-//! Version 1 files (written before the gate clip and input_forget options
-//! existed) still load, as configurations without those options.
+//! Version 1 and 2 files (written before the gate clip and input_forget
+//! options, or before any activation but tanh and relu, existed) still
+//! load, as configurations without those options.
 
 use std::path::Path;
 
@@ -28,7 +31,7 @@ use crate::error::{Error, Result};
 use crate::model::Model;
 
 const MAGIC: &[u8; 8] = b"LIBRNNCK";
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 /// The oldest version [`from_bytes`] reads.
 const OLDEST_VERSION: u32 = 1;
 
@@ -87,6 +90,21 @@ pub fn to_bytes(model: &Model, extras: &[(&str, &[f32])]) -> Vec<u8> {
     out.extend(c.cell_clip().unwrap_or(0.0).to_le_bytes());
     out.extend(c.gate_clip().unwrap_or(0.0).to_le_bytes());
     out.extend(u32::from(c.input_forget()).to_le_bytes());
+    out.extend(c.empty_sequence_state().code().to_le_bytes());
+    for dir in 0..2 {
+        let fns = c.activations(dir);
+        for role in 0..3 {
+            let f = fns
+                .get(role)
+                .copied()
+                .unwrap_or(crate::config::ActivationFunction::new(
+                    crate::config::ActivationKind::Tanh,
+                ));
+            out.extend(f.kind.code().to_le_bytes());
+            out.extend(f.alpha.to_le_bytes());
+            out.extend(f.beta.to_le_bytes());
+        }
+    }
     let put = |out: &mut Vec<u8>, v: &[f32]| {
         out.extend((v.len() as u64).to_le_bytes());
         v.iter().for_each(|x| out.extend(x.to_le_bytes()));
@@ -224,8 +242,33 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Checkpoint> {
             return Err(Error::Checkpoint(format!("invalid {what} code {flag}")));
         }
     }
-    let config = Config::builder(pick::<CellKind>("cell", code[0])?, input, hidden)
-        .activation(pick("activation", code[1])?)
+    let cell = pick::<CellKind>("cell", code[0])?;
+    let mut builder = Config::builder(cell, input, hidden);
+    if version >= 3 {
+        let empty = pick("empty-sequence state", r.u32("empty-sequence state")?)?;
+        let mut fns = Vec::new();
+        for _direction in 0..2 {
+            for role in 0..3 {
+                let kind = pick("activation", r.u32("activation")?)?;
+                let mut f32_field = |what| -> Result<f32> {
+                    Ok(f32::from_le_bytes(r.take(4, what)?.try_into().unwrap()))
+                };
+                let (alpha, beta) = (
+                    f32_field("activation alpha")?,
+                    f32_field("activation beta")?,
+                );
+                if role < cell.default_activations().len() {
+                    fns.push(crate::config::ActivationFunction::with(kind, alpha, beta));
+                }
+            }
+        }
+        let dirs = pick::<crate::config::Direction>("direction", code[2])?.count();
+        fns.truncate(cell.default_activations().len() * dirs);
+        builder = builder.empty_sequence_state(empty).activations(&fns);
+    } else {
+        builder = builder.activation(pick("activation", code[1])?);
+    }
+    let config = builder
         .direction(pick("direction", code[2])?)
         .gru_variant(pick("gru variant", code[3])?)
         .layout(pick("layout", code[4])?)

@@ -46,20 +46,26 @@ static int load(const char *path, test_case *c) {
     FILE *f = fopen(path, "rb");
     if (!f) return 0;
     char magic[4];
-    uint32_t version, cell, activation, direction, gru, layout, peep, input_forget;
+    uint32_t version, cell, activation, direction, gru, layout, peep, input_forget, empty;
     uint64_t input, hidden, proj, layers, seq_len, batch, nlens;
     float clip, gate_clip;
     int ok = read_exact(f, magic, 4) && memcmp(magic, "RNNC", 4) == 0 && read_u32(f, &version) &&
-             version == 2 && read_u32(f, &cell) && read_u32(f, &activation) && read_u32(f, &direction) &&
+             version == 3 && read_u32(f, &cell) && read_u32(f, &activation) && read_u32(f, &direction) &&
              read_u32(f, &gru) && read_u32(f, &layout) && read_u32(f, &peep) && read_u64(f, &input) &&
              read_u64(f, &hidden) && read_u64(f, &proj) && read_u64(f, &layers) && read_exact(f, &clip, 4) &&
-             read_exact(f, &gate_clip, 4) && read_u32(f, &input_forget) && read_u64(f, &seq_len) && read_u64(f, &batch) && read_u64(f, &nlens);
+             read_exact(f, &gate_clip, 4) && read_u32(f, &input_forget) && read_u32(f, &empty);
+    c->config = rnn_config_default();
+    for (int i = 0; ok && i < 6; i++) {
+        rnn_activation *a = &c->config.activations[i];
+        ok = read_u32(f, &a->function) && read_exact(f, &a->alpha, 4) && read_exact(f, &a->beta, 4);
+    }
+    ok = ok && read_u64(f, &seq_len) && read_u64(f, &batch) && read_u64(f, &nlens);
     if (!ok) {
         fclose(f);
         return 0;
     }
-    c->config = rnn_config_default();
     c->config.cell = cell;
+    c->config.empty_sequence_state = empty;
     c->config.activation = activation;
     c->config.direction = direction;
     c->config.gru_variant = gru;
@@ -476,6 +482,54 @@ static void error_paths(void) {
     bad = cfg;
     bad.input_forget = 2;
     EXPECT_STATUS(rnn_model_create(&bad, &model), RNN_INVALID_ARGUMENT);
+    /* Activation functions: an unknown code, a role the cell lacks, the
+     * reverse direction of a one-direction network, a bad empty state, and
+     * a function LSTM training cannot differentiate from its output. */
+    bad = cfg;
+    bad.activations[1].function = 99;
+    EXPECT_STATUS(rnn_model_create(&bad, &model), RNN_INVALID_ARGUMENT);
+    CHECK(strstr(rnn_last_error_message(), "rnn_config.activations[1].function") != NULL, "message: %s",
+          rnn_last_error_message());
+    bad = cfg;
+    bad.cell = RNN_CELL_GRU;
+    bad.activations[2] = rnn_activation_default(RNN_FUNCTION_SOFTSIGN);
+    EXPECT_STATUS(rnn_model_create(&bad, &model), RNN_INVALID_ARGUMENT);
+    CHECK(strstr(rnn_last_error_message(), "rnn_config.activations[2]") != NULL, "message: %s",
+          rnn_last_error_message());
+    bad = cfg;
+    bad.activations[4] = rnn_activation_default(RNN_FUNCTION_SOFTSIGN);
+    EXPECT_STATUS(rnn_model_create(&bad, &model), RNN_INVALID_ARGUMENT);
+    bad = cfg;
+    bad.empty_sequence_state = 2;
+    EXPECT_STATUS(rnn_model_create(&bad, &model), RNN_INVALID_ARGUMENT);
+    {
+        rnn_activation leaky = rnn_activation_default(RNN_FUNCTION_LEAKY_RELU);
+        CHECK(leaky.alpha == 0.01f && rnn_activation_default(RNN_FUNCTION_HARD_SIGMOID).beta == 0.5f,
+              "onnxruntime's defaults: %g", leaky.alpha);
+        rnn_config negative = cfg;
+        negative.activations[1] = leaky;
+        negative.activations[1].alpha = -0.5f;
+        rnn_model *m = NULL;
+        EXPECT_STATUS(rnn_model_create(&negative, &m), RNN_OK);
+        rnn_sizes ns;
+        EXPECT_STATUS(rnn_sizes_for(m, 2, 1, &ns), RNN_OK);
+        float *nx = calloc(ns.x, sizeof(float)), *ny = calloc(ns.y, sizeof(float));
+        float *nh = calloc(ns.h, sizeof(float));
+        rnn_input nin = {0};
+        nin.x = nx;
+        nin.x_len = ns.x;
+        nin.seq_len = 2;
+        nin.batch = 1;
+        rnn_output nout = {ny, ns.y, nh, ns.h, NULL, 0};
+        rnn_trace *tr = NULL;
+        EXPECT_STATUS(rnn_forward_inference(m, &nin, &nout), RNN_OK);
+        EXPECT_STATUS(rnn_forward_training(m, &nin, &nout, &tr), RNN_INVALID_ARGUMENT);
+        CHECK(strstr(rnn_last_error_message(), "LeakyRelu") != NULL, "message: %s", rnn_last_error_message());
+        free(nx);
+        free(ny);
+        free(nh);
+        rnn_model_destroy(m);
+    }
     bad = cfg;
     bad.cell = RNN_CELL_GRU;
     bad.input_forget = 1;

@@ -54,7 +54,7 @@ void run_case(const char *path) {
     Reader r{std::ifstream(path, std::ios::binary)};
     char magic[4];
     r.in.read(magic, 4);
-    expect(r.in && std::memcmp(magic, "RNNC", 4) == 0 && r.get<uint32_t>() == 2, "case file header");
+    expect(r.in && std::memcmp(magic, "RNNC", 4) == 0 && r.get<uint32_t>() == 3, "case file header");
     rnn_config cfg = rnn_config_default();
     cfg.cell = r.get<uint32_t>();
     cfg.activation = r.get<uint32_t>();
@@ -69,6 +69,12 @@ void run_case(const char *path) {
     cfg.cell_clip = r.get<float>();
     cfg.gate_clip = r.get<float>();
     cfg.input_forget = r.get<uint32_t>();
+    cfg.empty_sequence_state = r.get<uint32_t>();
+    for (auto &a : cfg.activations) {
+        a.function = r.get<uint32_t>();
+        a.alpha = r.get<float>();
+        a.beta = r.get<float>();
+    }
     size_t seq_len = r.get<uint64_t>(), batch = r.get<uint64_t>();
     rnn::InputOptions opt;
     opt.seq_lens.resize(r.get<uint64_t>());

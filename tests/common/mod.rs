@@ -6,7 +6,9 @@ use rnn::{Activation, CellKind, Config, Direction, GruVariant, Layout};
 
 /// Every cell type and cell option, with a readable name.
 pub fn cell_variants(input: usize, hidden: usize) -> Vec<(&'static str, rnn::ConfigBuilder)> {
+    use rnn::ActivationKind::*;
     use CellKind::*;
+    let f = rnn::ActivationFunction::with;
     vec![
         ("rnn_tanh", Config::builder(Rnn, input, hidden)),
         (
@@ -78,6 +80,32 @@ pub fn cell_variants(input: usize, hidden: usize) -> Vec<(&'static str, rnn::Con
             Config::builder(Gru, input, hidden)
                 .gru_variant(GruVariant::LinearBeforeReset)
                 .gate_clip(Some(0.5)),
+        ),
+        // ONNX's other activation functions (out of line in the kernels).
+        // Smooth where the finite differences of tests/gradcheck.rs may
+        // cross: Elu with α = 1 has a continuous slope at 0 (a kink there
+        // would fail a central difference that straddles it).
+        (
+            "rnn_onnx_functions",
+            Config::builder(Rnn, input, hidden).activations(&[f(ScaledTanh, 1.3, 0.8)]),
+        ),
+        (
+            "lstm_onnx_functions",
+            Config::builder(Lstm, input, hidden)
+                .peepholes(true)
+                .proj_size(2)
+                .activations(&[
+                    f(HardSigmoid, 0.3, 0.45),
+                    f(Softsign, 0.0, 0.0),
+                    f(Elu, 1.0, 0.0),
+                ]),
+        ),
+        (
+            "gru_onnx_functions",
+            Config::builder(Gru, input, hidden)
+                .gru_variant(GruVariant::LinearBeforeReset)
+                .gate_clip(Some(0.5))
+                .activations(&[f(Affine, 0.25, 0.5), f(Softplus, 0.0, 0.0)]),
         ),
     ]
 }

@@ -129,6 +129,42 @@ def onnx_node_outputs(op, feeds, attrs, outputs, name, evaluator):
     return dict(zip(outputs, ReferenceEvaluator(model).run(outputs, feeds)))
 
 
+KINDS = ["Relu", "Tanh", "Sigmoid", "Affine", "LeakyRelu", "ThresholdedRelu", "ScaledTanh",
+         "HardSigmoid", "Elu", "Softsign", "Softplus"]
+TAKES = {"Affine": (1, 1), "LeakyRelu": (1, 0), "ThresholdedRelu": (1, 0), "ScaledTanh": (1, 1),
+         "HardSigmoid": (1, 1), "Elu": (1, 0)}
+
+
+def activation_cases():
+    """Every ONNX activation function in every role of every cell, with
+    different functions in the two directions; half the cases give
+    activation_alpha / activation_beta, half take onnxruntime's defaults.
+    A third have an item of length 0 (onnxruntime's final state: zeros)."""
+    rng = np.random.default_rng(7)
+    out = []
+    k = lambda i: KINDS[i % len(KINDS)]
+    for i, first in enumerate(KINDS):
+        per_cell = {
+            "RNN": [first, k(i + 5)],
+            "GRU": [first, k(i + 1), k(i + 2), k(i + 3)],
+            "LSTM": [first, k(i + 4), k(i + 7), k(i + 2), k(i + 6), k(i + 9)],
+        }
+        for op, acts in per_cell.items():
+            extra = {"activations": acts}
+            if i % 2 == 0:
+                alphas = [float(np.round(rng.uniform(0.2, 1.5), 3)) for a in acts if TAKES.get(a, (0, 0))[0]]
+                betas = [float(np.round(rng.uniform(0.1, 0.9), 3)) for a in acts if TAKES.get(a, (0, 0))[1]]
+                if alphas:
+                    extra["activation_alpha"] = alphas
+                if betas:
+                    extra["activation_beta"] = betas
+            lengths = [4, 0] if i % 3 == 0 else None
+            lbr = i % 2 if op == "GRU" else 0
+            name = f"onnx_act_{op.lower()}_{first.lower()}"
+            out.append((name, op, "bidirectional", lbr, 0, False, lengths, extra))
+    return out
+
+
 def onnx_cases(manifest):
     rng = np.random.default_rng(1)
     # name, op, direction, linear_before_reset, layout, peepholes, lengths, extra attributes.
@@ -160,11 +196,15 @@ def onnx_cases(manifest):
         ("onnx_layout1_gru_lbr", "GRU", "forward", 1, 1, False, None, {}),
         ("onnx_layout1_rnn_reverse", "RNN", "reverse", 0, 1, False, None, {}),
     ]
+    cases += activation_cases()
     T, N, I, H = 5, 2, 3, 4
     for name, op, direction, lbr, layout, peep, lengths, extra in cases:
         G = {"RNN": 1, "LSTM": 4, "GRU": 3}[op]
         D = 2 if direction == "bidirectional" else 1
-        f = lambda *s: (rng.standard_normal(s) * 0.5).astype(np.float32)
+        # The activation cases use smaller values: functions such as
+        # Softplus on a GRU's z (z > 1) make the state grow step by step.
+        scale = 0.25 if name.startswith("onnx_act_") else 0.5
+        f = lambda *s: (rng.standard_normal(s) * scale).astype(np.float32)
         X = f(N, T, I) if layout else f(T, N, I)
         W, R, B = f(D, G * H, I), f(D, G * H, H), f(D, 2 * G * H)
         h0 = f(N, D, H) if layout else f(D, N, H)
@@ -194,6 +234,8 @@ def onnx_cases(manifest):
             for k in outputs:
                 err = np.abs(ort0[k].transpose(from_time_major[k]) - results[k]).max()
                 assert err < 1e-5, f"{name}: onnx.reference and onnxruntime differ in {k} by {err}"
+        for k in outputs:
+            assert np.isfinite(results[k]).all() and np.abs(results[k]).max() < 50, f"{name}: {k} is not tame"
         tensors = {k: v for k, v in feeds.items() if k != "sequence_lens"}
         if lengths:
             tensors["lengths"] = np.array(lengths, dtype=np.float32)
@@ -204,6 +246,8 @@ def onnx_cases(manifest):
             f"lbr={lbr} layout={layout} peepholes={int(peep)} clip={extra.get('clip', 'none')} "
             f"input_forget={extra.get('input_forget', 0)} "
             f"activations={','.join(extra.get('activations', [])) or 'default'} "
+            f"alpha={','.join(map(repr, extra.get('activation_alpha', []))) or 'none'} "
+            f"beta={','.join(map(repr, extra.get('activation_beta', []))) or 'none'} "
             f"evaluator={evaluator} seq_len={T} batch={N}"
         )
 

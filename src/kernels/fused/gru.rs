@@ -29,8 +29,14 @@ impl<S: Simd, const V: usize> Epilogue<S, StepRow, V> for GruRzEpilogue<'_> {
                 let (gc, mask) = (self.p.gate_clip, row.clip_mask);
                 let pre_r = S::add(acc[w], S::load(row.xw.add(col)));
                 let pre_z = S::add(acc[wn + w], S::load(row.xw.add(col + u)));
-                let r = sigmoid::<S>(clip_gate::<S>(gc, pre_r, mask, col));
-                let z = sigmoid::<S>(clip_gate::<S>(gc, pre_z, mask, col + u));
+                let fns = &self.p.fns;
+                let r = activate::<S>(fns, 0, clip_gate::<S>(gc, pre_r, mask, col), sigmoid::<S>);
+                let z = activate::<S>(
+                    fns,
+                    0,
+                    clip_gate::<S>(gc, pre_z, mask, col + u),
+                    sigmoid::<S>,
+                );
                 S::store(row.gates.add(col), r);
                 S::store(row.gates.add(col + u), z);
                 if !self.p.linear_before_reset {
@@ -75,12 +81,12 @@ impl<S: Simd, const V: usize> Epilogue<S, StepRow, V> for GruNEpilogue<'_> {
                 } else {
                     S::add(xn, acc[w])
                 };
-                let n = tanh::<S>(clip_gate::<S>(
-                    self.p.gate_clip,
-                    pre_n,
-                    row.clip_mask,
-                    col + 2 * u,
-                ));
+                let n = activate::<S>(
+                    &self.p.fns,
+                    1,
+                    clip_gate::<S>(self.p.gate_clip, pre_n, row.clip_mask, col + 2 * u),
+                    tanh::<S>,
+                );
                 let h_prev = S::load(row.h_prev.add(j));
                 // (1 − z) n + z h = n + z (h − n)
                 S::store(row.gates.add(col + 2 * u), n);
@@ -148,15 +154,22 @@ pub(crate) unsafe fn gru_backward_a<S: Simd>(p: &BackParams, rows: &[BackRow]) {
                     let n = S::load(row.gates.add(col + 2 * u));
                     let h_prev = S::load(row.h_prev.add(j));
                     let dh = S::load(row.dh.add(j));
+                    let fns = &p.fns;
                     let dn_pre = unclip_gate::<S>(
                         row.clip_mask,
                         col + 2 * u,
-                        S::mul(S::mul(dh, S::sub(one, z)), S::sub(one, S::mul(n, n))),
+                        S::mul(
+                            S::mul(dh, S::sub(one, z)),
+                            derive::<S>(fns, 1, n, tanh_derivative::<S>),
+                        ),
                     );
                     let dz_pre = unclip_gate::<S>(
                         row.clip_mask,
                         col + u,
-                        S::mul(S::mul(dh, S::sub(h_prev, n)), S::mul(z, S::sub(one, z))),
+                        S::mul(
+                            S::mul(dh, S::sub(h_prev, n)),
+                            derive::<S>(fns, 0, z, sigmoid_derivative::<S>),
+                        ),
                     );
                     S::store(row.dh_prev.add(j), S::mul(dh, z));
                     S::store(row.dg.add(hp + j), dz_pre);
@@ -184,7 +197,6 @@ pub(crate) unsafe fn gru_backward_b<S: Simd>(p: &BackParams, rows: &[BackRow]) {
                 let (col, j) = (panel * 3 * u + w * S::LANES, panel * u + w * S::LANES);
                 // SAFETY: every pointer addresses a whole padded row (BackRow docs).
                 unsafe {
-                    let one = S::splat(1.0);
                     let r = S::load(row.gates.add(col));
                     let dv = S::load(row.dv.add(j));
                     let dh_prev = S::load(row.dh_prev.add(j));
@@ -198,7 +210,7 @@ pub(crate) unsafe fn gru_backward_b<S: Simd>(p: &BackParams, rows: &[BackRow]) {
                         )
                     };
                     S::store(row.dh_prev.add(j), dh_prev);
-                    let dr_pre = S::mul(dr, S::mul(r, S::sub(one, r)));
+                    let dr_pre = S::mul(dr, derive::<S>(&p.fns, 0, r, sigmoid_derivative::<S>));
                     S::store(row.dg.add(j), unclip_gate::<S>(row.clip_mask, col, dr_pre));
                 }
             }

@@ -32,12 +32,13 @@ impl<S: Simd, const V: usize> Epilogue<S, StepRow, V> for LstmEpilogue<'_> {
                 let pre_o = S::add(acc[3 * wn + w], S::load(row.xw.add(col + 3 * u)));
                 let c_prev = S::load(row.c.add(j));
                 let (gc, mask) = (p.gate_clip, row.clip_mask);
-                let i = sigmoid::<S>(clip_gate::<S>(
-                    gc,
-                    peephole::<S>(p, 0, j, c_prev, pre_i),
-                    mask,
-                    col,
-                ));
+                let fns = &p.fns;
+                let i = activate::<S>(
+                    fns,
+                    0,
+                    clip_gate::<S>(gc, peephole::<S>(p, 0, j, c_prev, pre_i), mask, col),
+                    sigmoid::<S>,
+                );
                 let f = if p.input_forget {
                     if gc.is_some() && !mask.is_null() {
                         // f's pre-activation is unused: it passes no gradient.
@@ -45,27 +46,35 @@ impl<S: Simd, const V: usize> Epilogue<S, StepRow, V> for LstmEpilogue<'_> {
                     }
                     S::sub(S::splat(1.0), i)
                 } else {
-                    sigmoid::<S>(clip_gate::<S>(
-                        gc,
-                        peephole::<S>(p, 1, j, c_prev, pre_f),
-                        mask,
-                        col + u,
-                    ))
+                    activate::<S>(
+                        fns,
+                        0,
+                        clip_gate::<S>(gc, peephole::<S>(p, 1, j, c_prev, pre_f), mask, col + u),
+                        sigmoid::<S>,
+                    )
                 };
-                let g = tanh::<S>(clip_gate::<S>(gc, pre_g, mask, col + 2 * u));
+                let g = activate::<S>(
+                    fns,
+                    1,
+                    clip_gate::<S>(gc, pre_g, mask, col + 2 * u),
+                    tanh::<S>,
+                );
                 let c_raw = S::fma(f, c_prev, S::mul(i, g));
                 let c = match p.clip {
                     Some(clip) => S::clamp(c_raw, S::splat(-clip), S::splat(clip)),
                     None => c_raw,
                 };
-                let o = sigmoid::<S>(clip_gate::<S>(
-                    gc,
-                    peephole::<S>(p, 2, j, c, pre_o),
-                    mask,
-                    col + 3 * u,
-                ));
+                let o = activate::<S>(
+                    fns,
+                    0,
+                    clip_gate::<S>(gc, peephole::<S>(p, 2, j, c, pre_o), mask, col + 3 * u),
+                    sigmoid::<S>,
+                );
                 S::store(row.c.add(j), c);
-                S::store(row.h_next.add(j), S::mul(o, tanh::<S>(c)));
+                S::store(
+                    row.h_next.add(j),
+                    S::mul(o, activate::<S>(fns, 2, c, tanh::<S>)),
+                );
                 if !row.gates.is_null() {
                     S::store(row.gates.add(col), i);
                     S::store(row.gates.add(col + u), f);
@@ -118,7 +127,6 @@ pub(crate) unsafe fn lstm_backward<S: Simd>(p: &BackParams, rows: &[BackRow]) {
                 let (col, j) = (panel * 4 * u + w * S::LANES, panel * u + w * S::LANES);
                 // SAFETY: every pointer addresses a whole padded row (BackRow docs).
                 unsafe {
-                    let one = S::splat(1.0);
                     let i = S::load(row.gates.add(col));
                     let f = S::load(row.gates.add(col + u));
                     let g = S::load(row.gates.add(col + 2 * u));
@@ -139,15 +147,21 @@ pub(crate) unsafe fn lstm_backward<S: Simd>(p: &BackParams, rows: &[BackRow]) {
                         (S::zero(), S::zero(), S::zero())
                     };
                     let dm = S::load(row.dh.add(j));
-                    let tc = tanh::<S>(c);
+                    let fns = &p.fns;
+                    // h(c) and h'(c), h = tanh by default.
+                    let tc = activate::<S>(fns, 2, c, tanh::<S>);
+                    let dtc = derive::<S>(fns, 2, tc, tanh_derivative::<S>);
                     let mask = row.clip_mask;
                     let do_pre = unclip_gate::<S>(
                         mask,
                         col + 3 * u,
-                        S::mul(S::mul(dm, tc), S::mul(o, S::sub(one, o))),
+                        S::mul(
+                            S::mul(dm, tc),
+                            derive::<S>(fns, 0, o, sigmoid_derivative::<S>),
+                        ),
                     );
                     let mut dc = S::load(row.dc.add(j));
-                    dc = S::fma(S::mul(dm, o), S::sub(one, S::mul(tc, tc)), dc);
+                    dc = S::fma(S::mul(dm, o), dtc, dc);
                     dc = S::fma(do_pre, p_o, dc);
                     if let Some(clip) = p.clip {
                         // A clamped lane does not depend on c_raw.
@@ -159,17 +173,24 @@ pub(crate) unsafe fn lstm_backward<S: Simd>(p: &BackParams, rows: &[BackRow]) {
                         // f = 1 − i
                         (d_i, d_f) = (S::sub(d_i, d_f), S::zero());
                     }
-                    let di_pre =
-                        unclip_gate::<S>(mask, col, S::mul(d_i, S::mul(i, S::sub(one, i))));
+                    let di_pre = unclip_gate::<S>(
+                        mask,
+                        col,
+                        S::mul(d_i, derive::<S>(fns, 0, i, sigmoid_derivative::<S>)),
+                    );
                     let df_pre = if p.input_forget {
                         S::zero()
                     } else {
-                        unclip_gate::<S>(mask, col + u, S::mul(d_f, S::mul(f, S::sub(one, f))))
+                        unclip_gate::<S>(
+                            mask,
+                            col + u,
+                            S::mul(d_f, derive::<S>(fns, 0, f, sigmoid_derivative::<S>)),
+                        )
                     };
                     let dg_pre = unclip_gate::<S>(
                         mask,
                         col + 2 * u,
-                        S::mul(S::mul(dc, i), S::sub(one, S::mul(g, g))),
+                        S::mul(S::mul(dc, i), derive::<S>(fns, 1, g, tanh_derivative::<S>)),
                     );
                     S::store(
                         row.dc.add(j),

@@ -21,8 +21,76 @@
 // Index loops over constant bounds are how the register tiles are written.
 #![allow(clippy::needless_range_loop)]
 
+use super::activation::{sigmoid_derivative, tanh_derivative};
+use super::dispatch::ActivationMap;
 use super::math::{sigmoid, tanh};
 use super::{unit, Simd};
+use crate::config::ActivationFunction;
+
+/// One direction's activation functions, per role (RNN `f`; LSTM `f` on
+/// i, f, o, `g` on the cell input, `h` on c; GRU `f` on r, z, `g` on n).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct GateFns {
+    pub fns: [ActivationFunction; 3],
+    /// Per role: the function is not the role's default, so it runs out of
+    /// line through `apply` and `derive` (see `kernels::activation`).
+    pub custom: [bool; 3],
+    /// RNN: relu, run inline.
+    pub relu: bool,
+    pub apply: ActivationMap,
+    pub derive: ActivationMap,
+}
+
+/// `op(f, x)` through a stack buffer: an out-of-line call per vector.
+#[inline(always)]
+unsafe fn out_of_line<S: Simd>(op: ActivationMap, f: &ActivationFunction, x: S::V) -> S::V {
+    let mut buf = [0f32; 16];
+    debug_assert!(S::LANES <= buf.len());
+    // SAFETY: `buf` holds LANES floats; `op` is this ISA's map (GateFns
+    // comes from the same kernel table as the calling kernel).
+    unsafe {
+        S::store(buf.as_mut_ptr(), x);
+        op(f, &mut buf[..S::LANES]);
+        S::load(buf.as_ptr())
+    }
+}
+
+/// Role `role`'s function of `x`: `default` inline, else the configured one.
+#[inline(always)]
+unsafe fn activate<S: Simd>(
+    fns: &GateFns,
+    role: usize,
+    x: S::V,
+    default: unsafe fn(S::V) -> S::V,
+) -> S::V {
+    // SAFETY: the caller runs on a CPU with this ISA.
+    unsafe {
+        if fns.custom[role] {
+            out_of_line::<S>(fns.apply, &fns.fns[role], x)
+        } else {
+            default(x)
+        }
+    }
+}
+
+/// Role `role`'s derivative from its value `y`: `default` inline (the
+/// derivative of the role's default function), else the configured one.
+#[inline(always)]
+unsafe fn derive<S: Simd>(
+    fns: &GateFns,
+    role: usize,
+    y: S::V,
+    default: unsafe fn(S::V) -> S::V,
+) -> S::V {
+    // SAFETY: the caller runs on a CPU with this ISA.
+    unsafe {
+        if fns.custom[role] {
+            out_of_line::<S>(fns.derive, &fns.fns[role], y)
+        } else {
+            default(y)
+        }
+    }
+}
 
 /// Pointers into the buffers of one batch row for one time step. Null where
 /// a cell or mode does not use a buffer.
@@ -77,7 +145,8 @@ pub(crate) struct StepParams<'a> {
     pub gate_clip: Option<f32>,
     /// LSTM: f = 1 − i.
     pub input_forget: bool,
-    pub relu: bool,
+    /// This direction's activation functions.
+    pub fns: GateFns,
     pub linear_before_reset: bool,
     /// The panels (units `first·U .. end·U`) this call computes: all of
     /// them, or one thread's share when a step is split across threads.
@@ -129,7 +198,8 @@ pub(crate) struct BackParams<'a> {
     pub clip: Option<f32>,
     /// LSTM: f = 1 − i.
     pub input_forget: bool,
-    pub relu: bool,
+    /// This direction's activation functions.
+    pub fns: GateFns,
     pub linear_before_reset: bool,
     /// The panels (units `first·U .. end·U`) this call computes.
     pub panels: (usize, usize),
@@ -556,6 +626,16 @@ macro_rules! instantiate_kernels {
                 crate::kernels::quantize::quantize_row(x, out)
             }
             $(#[$attr])?
+            pub(crate) unsafe fn activation_in_place(f: &crate::config::ActivationFunction, x: &mut [f32]) {
+                // SAFETY: only reachable through Kernels::for_isa, which checked the CPU.
+                unsafe { crate::kernels::activation::apply_in_place::<$S>(f, x) }
+            }
+            $(#[$attr])?
+            pub(crate) unsafe fn activation_derivative_in_place(f: &crate::config::ActivationFunction, y: &mut [f32]) {
+                // SAFETY: only reachable through Kernels::for_isa, which checked the CPU.
+                unsafe { crate::kernels::activation::derivative_in_place::<$S>(f, y) }
+            }
+            $(#[$attr])?
             pub(crate) unsafe fn sigmoid_in_place(x: &mut [f32]) {
                 // SAFETY: only reachable through Kernels::for_isa, which checked the CPU; pointer validity is the caller's contract.
                 unsafe { math::map_in_place::<$S>(x, math::sigmoid::<$S>) }
@@ -609,6 +689,8 @@ macro_rules! instantiate_kernels {
                 fma_chains,
                 tanh_in_place,
                 sigmoid_in_place,
+                activation_in_place,
+                activation_derivative_in_place,
                 quantize_row,
                 softmax_in_place,
                 f32: f32_steps::STEPS,

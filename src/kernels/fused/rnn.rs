@@ -1,4 +1,4 @@
-//! Vanilla RNN (tanh, relu): the fused step and the element-wise backward.
+//! Vanilla RNN (tanh, relu or any ONNX function): the fused step and the element-wise backward.
 
 #![allow(clippy::needless_range_loop)]
 
@@ -29,10 +29,10 @@ impl<S: Simd, const V: usize> Epilogue<S, StepRow, V> for RnnEpilogue<'_> {
                     row.clip_mask,
                     j,
                 );
-                let h = if self.p.relu {
+                let h = if self.p.fns.relu {
                     S::clamp(a, S::zero(), S::splat(f32::INFINITY))
                 } else {
-                    tanh::<S>(a)
+                    activate::<S>(&self.p.fns, 0, a, tanh::<S>)
                 };
                 S::store(row.h_next.add(j), h);
                 if !row.gates.is_null() {
@@ -43,7 +43,7 @@ impl<S: Simd, const V: usize> Epilogue<S, StepRow, V> for RnnEpilogue<'_> {
     }
 }
 
-/// Vanilla RNN step: `h = act(h_prev R + xw)`.
+/// Vanilla RNN step: `h = f(h_prev R + xw)`.
 #[inline(always)]
 pub(crate) unsafe fn rnn_step<S: Simd, F: Format<S>, const MR: usize>(
     p: &StepParams,
@@ -65,7 +65,7 @@ pub(crate) unsafe fn rnn_step<S: Simd, F: Format<S>, const MR: usize>(
     }
 }
 
-/// Vanilla RNN backward: `dg = dh ⊙ act'(h)`, from the stored output h.
+/// Vanilla RNN backward: `dg = dh ⊙ f'`, from the stored output h = f(·).
 #[inline(always)]
 pub(crate) unsafe fn rnn_backward<S: Simd>(p: &BackParams, rows: &[BackRow]) {
     for row in rows {
@@ -74,10 +74,10 @@ pub(crate) unsafe fn rnn_backward<S: Simd>(p: &BackParams, rows: &[BackRow]) {
             unsafe {
                 let h = S::load(row.gates.add(j));
                 let dh = S::load(row.dh.add(j));
-                let d = if p.relu {
+                let d = if p.fns.relu {
                     S::select_lt(S::zero(), h, dh, S::zero())
                 } else {
-                    S::mul(dh, S::sub(S::splat(1.0), S::mul(h, h)))
+                    S::mul(dh, derive::<S>(&p.fns, 0, h, tanh_derivative::<S>))
                 };
                 S::store(row.dg.add(j), unclip_gate::<S>(row.clip_mask, j, d));
             }
