@@ -206,9 +206,9 @@ pub enum EmptySequenceState {
     /// change (the default, as in PyTorch's packed sequences).
     #[default]
     Initial,
-    /// Zeros, as onnxruntime returns (selected by [`OnnxAttributes`]
-    /// (crate::interop::onnx::OnnxAttributes)). The initial state then gets
-    /// no gradient through that item's final state.
+    /// Zeros, as onnxruntime returns (selected by
+    /// [`OnnxAttributes`](crate::interop::onnx::OnnxAttributes)). The
+    /// initial state then gets no gradient through that item's final state.
     Zeros,
 }
 
