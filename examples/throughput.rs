@@ -6,7 +6,8 @@
 //! `LAYERS` layers (default 1), bidirectional (concatenated) with `BIDIR=1`;
 //! the ISA follows `RNN_ISA` and the threads `RAYON_NUM_THREADS`;
 //! `PRECISION=bf16` or `int8` runs inference on reduced-precision weights
-//! (training is then skipped: it runs in f32).
+//! (training is then skipped: it runs in f32); `ACTIVATIONS=HardSigmoid,Softsign,Elu`
+//! sets each role's ONNX function (onnxruntime's default α and β).
 //! Prints GFLOP/s of inference and, unless `inference` is given, of
 //! training (forward with trace + backward, counted as 3× the forward FLOPs).
 
@@ -39,10 +40,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(1) => rnn::Direction::BidirectionalConcat,
         _ => rnn::Direction::Forward,
     };
-    let config = Config::builder(cell, input_size, h)
+    let mut builder = Config::builder(cell, input_size, h)
         .num_layers(env("LAYERS").unwrap_or(1))
-        .direction(direction)
-        .build()?;
+        .direction(direction);
+    if let Ok(names) = std::env::var("ACTIVATIONS") {
+        let functions = names
+            .split(',')
+            .map(|n| {
+                rnn::ActivationKind::from_onnx_name(n)
+                    .map(rnn::ActivationFunction::new)
+                    .ok_or_else(|| format!("ACTIVATIONS: unknown function {n:?}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        builder = builder.activations(&functions);
+    }
+    let config = builder.build()?;
     let flops = config.forward_flops(t, n) as f64;
     let precision = match std::env::var("PRECISION") {
         Ok(name) => rnn::Precision::from_name(&name)?,
