@@ -89,6 +89,14 @@ fn run(u: &mut Unstructured) -> Result<()> {
     cfg.cell_clip = if u.ratio(1, 4)? { value(u)? } else { 0.0 };
     cfg.gate_clip = if u.ratio(1, 4)? { value(u)? } else { 0.0 };
     cfg.input_forget = u.int_in_range(0..=2)?;
+    cfg.empty_sequence_state = u.int_in_range(0..=2)?;
+    for a in cfg.activations.iter_mut() {
+        if u.ratio(1, 4)? {
+            a.function = u.int_in_range(0..=12)?;
+            a.alpha = value(u)?;
+            a.beta = value(u)?;
+        }
+    }
 
     let mut model: *mut rnn_model = ptr::null_mut();
     // SAFETY: valid pointers to a config and an out slot.

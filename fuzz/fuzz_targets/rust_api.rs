@@ -9,7 +9,8 @@ use libfuzzer_sys::fuzz_target;
 #[path = "../common/values.rs"]
 mod values;
 use rnn::{
-    Activation, CellKind, Config, Direction, GruVariant, Input, Layout, Model, OutputGrads, Shapes,
+    Activation, ActivationFunction, ActivationKind, CellKind, Config, Direction, EmptySequenceState,
+    GruVariant, Input, Layout, Model, OutputGrads, Shapes,
 };
 use values::value;
 
@@ -54,6 +55,19 @@ fn config(u: &mut Unstructured) -> Result<std::result::Result<Config, rnn::Error
     }
     if u.ratio(1, 4)? {
         b = b.input_forget(true);
+    }
+    if u.ratio(1, 4)? {
+        // Any ONNX functions, any count (a wrong one is an error), any α, β.
+        let count = u.int_in_range(0..=7)?;
+        let mut functions = Vec::with_capacity(count);
+        for _ in 0..count {
+            let kind = *u.choose(<ActivationKind as rnn::Coded>::ALL)?;
+            functions.push(ActivationFunction::with(kind, value(u)?, value(u)?));
+        }
+        b = b.activations(&functions);
+    }
+    if u.ratio(1, 4)? {
+        b = b.empty_sequence_state(EmptySequenceState::Zeros);
     }
     Ok(b.build())
 }
