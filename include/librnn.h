@@ -316,7 +316,7 @@ typedef struct rnn_config {
   uint32_t layout;
   // Gate clip, ONNX's `clip` (any cell): the input of every activation
   // (each gate pre-activation) is clamped to [-gate_clip, gate_clip]; 0
-  // for none. Added in ABI version 2.
+  // for none unless `gate_clip_set` is 1. Added in ABI version 2.
   float gate_clip;
   // LSTM input-forget coupling, ONNX's `input_forget`: 0 or 1; with 1 the
   // forget gate is 1 - i and its weights are unused. Added in ABI version 2.
@@ -332,6 +332,10 @@ typedef struct rnn_config {
   // RNN_EMPTY_INITIAL or RNN_EMPTY_ZEROS: what an item of sequence
   // length 0 returns as its final state. Added in ABI version 6.
   uint32_t empty_sequence_state;
+  // 1: `gate_clip` applies even when it is 0 (ONNX's `clip = 0`, which
+  // onnxruntime runs: every pre-activation becomes 0); 0 (the default):
+  // a `gate_clip` of 0 means none. Added in ABI version 6.
+  uint32_t gate_clip_set;
 } rnn_config;
 
 // Element counts of every buffer of a call with given `seq_len` and `batch`.
@@ -415,6 +419,37 @@ typedef struct rnn_gradients {
   float *dparams;
   size_t dparams_len;
 } rnn_gradients;
+
+// The attributes of one ONNX `RNN`, `LSTM` or `GRU` node, as the node
+// holds them. Start from `rnn_onnx_attributes_default(hidden_size)`.
+// Added in ABI version 6.
+typedef struct rnn_onnx_attributes {
+  // `hidden_size`.
+  int64_t hidden_size;
+  // `direction`: "forward", "reverse" or "bidirectional" (NUL-terminated;
+  // NULL for the default, "forward").
+  const char *direction;
+  // `layout`: 0 or 1.
+  int64_t layout;
+  // `linear_before_reset` (GRU): 0 or 1.
+  int64_t linear_before_reset;
+  // `input_forget` (LSTM): 0 or 1.
+  int64_t input_forget;
+  // 1 when the node has a `clip` attribute (then `clip` applies, even 0).
+  uint32_t has_clip;
+  // `clip`.
+  float clip;
+  // `activations`: `activations_len` NUL-terminated names (NULL, 0 for
+  // the defaults).
+  const char *const *activations;
+  size_t activations_len;
+  // `activation_alpha` (NULL, 0 for none).
+  const float *activation_alpha;
+  size_t activation_alpha_len;
+  // `activation_beta` (NULL, 0 for none).
+  const float *activation_beta;
+  size_t activation_beta_len;
+} rnn_onnx_attributes;
 
 
 
@@ -907,6 +942,73 @@ enum rnn_status rnn_attention_grads_finish(const struct rnn_attention *layer,
                                            size_t d_encoder_outputs_len,
                                            float *d_params,
                                            size_t d_params_len);
+
+// A node with ONNX's default attributes and the given `hidden_size`.
+struct rnn_onnx_attributes rnn_onnx_attributes_default(int64_t hidden_size);
+
+// The `rnn_config` of one ONNX node as a one-layer network of `cell`
+// (RNN_CELL_*) over `input_size` features, `peepholes` 1 when the LSTM
+// node has a `P` input: every attribute mapped and validated as Rust's
+// `OnnxAttributes` does (an unsupported value is RNN_INVALID_ARGUMENT
+// naming the attribute), activations with their alpha and beta, and
+// `empty_sequence_state = RNN_EMPTY_ZEROS` (onnxruntime's final state of
+// an item of length 0). Set `num_layers` for a stack of nodes. Added in
+// ABI version 6.
+//
+// # Safety
+// `attributes` valid (its pointers hold their stated lengths, strings
+// NUL-terminated); `config` writable.
+enum rnn_status rnn_onnx_config(const struct rnn_onnx_attributes *attributes,
+                                uint32_t cell,
+                                size_t input_size,
+                                uint32_t peepholes,
+                                struct rnn_config *config);
+
+// ONNX `Y` (`[T, D, N, H]` for layout 0, `[N, T, D, H]` for layout 1)
+// from one layer's librnn `y` (`[T, N, D·H]`, or `[N, T, D·H]` batch-first
+// with layout 1): both hold `seq_len · batch · dirs · hidden` floats.
+// Added in ABI version 6.
+//
+// # Safety
+// `y` and `out` hold their stated lengths.
+enum rnn_status rnn_onnx_y_from_librnn(const float *y,
+                                       size_t y_len,
+                                       size_t seq_len,
+                                       size_t batch,
+                                       size_t dirs,
+                                       size_t hidden,
+                                       uint32_t layout,
+                                       float *out,
+                                       size_t out_len);
+
+// ONNX `Y_h` / `Y_c` (`[D, N, H]` for layout 0, `[N, D, H]` for layout 1)
+// from one layer's librnn final state `[D, N, H]`. Added in ABI version 6.
+//
+// # Safety
+// `state` and `out` hold their stated lengths.
+enum rnn_status rnn_onnx_state_from_librnn(const float *state,
+                                           size_t state_len,
+                                           size_t batch,
+                                           size_t dirs,
+                                           size_t hidden,
+                                           uint32_t layout,
+                                           float *out,
+                                           size_t out_len);
+
+// librnn's `h0` / `c0` of one layer (`[D, N, H]`) from ONNX `initial_h` /
+// `initial_c` (`[D, N, H]` for layout 0, `[N, D, H]` for layout 1). Added
+// in ABI version 6.
+//
+// # Safety
+// `state` and `out` hold their stated lengths.
+enum rnn_status rnn_onnx_state_to_librnn(const float *state,
+                                         size_t state_len,
+                                         size_t batch,
+                                         size_t dirs,
+                                         size_t hidden,
+                                         uint32_t layout,
+                                         float *out,
+                                         size_t out_len);
 
 #ifdef __cplusplus
 }  // extern "C"

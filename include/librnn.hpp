@@ -240,6 +240,59 @@ inline void clip_grad_value(std::vector<float> &grads, float limit) {
     check(rnn_clip_grad_value(detail::ptr(grads), grads.size(), limit));
 }
 
+// ONNX nodes (see rnn_onnx_config): a node's attributes as a config, and
+// one layer's Y and states between librnn's and ONNX's layouts.
+struct OnnxAttributes {
+    int64_t hidden_size = 0;
+    std::string direction = "forward";
+    int64_t layout = 0, linear_before_reset = 0, input_forget = 0;
+    bool has_clip = false;
+    float clip = 0.0f;
+    std::vector<std::string> activations;
+    std::vector<float> activation_alpha, activation_beta;
+};
+inline rnn_config onnx_config(const OnnxAttributes &a, uint32_t cell, size_t input_size, bool peepholes) {
+    rnn_onnx_attributes c = rnn_onnx_attributes_default(a.hidden_size);
+    c.direction = a.direction.c_str();
+    c.layout = a.layout;
+    c.linear_before_reset = a.linear_before_reset;
+    c.input_forget = a.input_forget;
+    c.has_clip = a.has_clip ? 1u : 0u;
+    c.clip = a.clip;
+    std::vector<const char *> names;
+    for (const auto &n : a.activations) names.push_back(n.c_str());
+    c.activations = names.empty() ? nullptr : names.data();
+    c.activations_len = names.size();
+    c.activation_alpha = detail::ptr(a.activation_alpha);
+    c.activation_alpha_len = a.activation_alpha.size();
+    c.activation_beta = detail::ptr(a.activation_beta);
+    c.activation_beta_len = a.activation_beta.size();
+    rnn_config config;
+    check(rnn_onnx_config(&c, cell, input_size, peepholes ? 1u : 0u, &config));
+    return config;
+}
+inline std::vector<float> onnx_y_from_librnn(const std::vector<float> &y, size_t seq_len, size_t batch, size_t dirs,
+                                             size_t hidden, uint32_t layout) {
+    std::vector<float> out(y.size());
+    check(rnn_onnx_y_from_librnn(detail::ptr(y), y.size(), seq_len, batch, dirs, hidden, layout, detail::ptr(out),
+                                 out.size()));
+    return out;
+}
+inline std::vector<float> onnx_state_from_librnn(const std::vector<float> &state, size_t batch, size_t dirs,
+                                                 size_t hidden, uint32_t layout) {
+    std::vector<float> out(state.size());
+    check(rnn_onnx_state_from_librnn(detail::ptr(state), state.size(), batch, dirs, hidden, layout,
+                                     detail::ptr(out), out.size()));
+    return out;
+}
+inline std::vector<float> onnx_state_to_librnn(const std::vector<float> &state, size_t batch, size_t dirs,
+                                               size_t hidden, uint32_t layout) {
+    std::vector<float> out(state.size());
+    check(rnn_onnx_state_to_librnn(detail::ptr(state), state.size(), batch, dirs, hidden, layout, detail::ptr(out),
+                                   out.size()));
+    return out;
+}
+
 // Attention (see rnn_attention_create): a layer, the encoder side of a
 // batch, a training forward's trace, a backward's gradients.
 class AttentionMemory : public Handle<rnn_attention_memory, rnn_attention_memory_destroy> {

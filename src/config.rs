@@ -772,6 +772,8 @@ impl ConfigBuilder {
     /// RNN's `W x + R h + b`) is clamped to `[-clip, clip]` before the
     /// sigmoid, tanh or relu. Unlike [`ConfigBuilder::cell_clip`], it leaves
     /// the LSTM cell state alone. A clamped value passes no gradient.
+    /// `Some(0.0)` is ONNX's `clip = 0`, which onnxruntime runs: every
+    /// pre-activation becomes 0.
     pub fn gate_clip(mut self, clip: Option<f32>) -> Self {
         self.config.gate_clip = clip;
         self
@@ -824,8 +826,10 @@ impl ConfigBuilder {
             }
         }
         if let Some(clip) = c.gate_clip {
-            if !(clip.is_finite() && clip > 0.0) {
-                return bad(format!("gate_clip must be finite and positive, got {clip}"));
+            if !(clip.is_finite() && clip >= 0.0) {
+                return bad(format!(
+                    "gate_clip must be finite and not negative, got {clip}"
+                ));
             }
         }
         if c.input_forget && lstm_only {

@@ -390,7 +390,7 @@ fn training_refuses_a_function_its_output_does_not_invert() {
 }
 
 /// Checkpoints and safetensors files keep every direction's functions and
-/// the empty-sequence option.
+/// the empty-sequence option; checkpoints keep a gate clip of 0.
 #[test]
 fn files_keep_functions_and_the_empty_sequence_option() {
     let config = Config::builder(CellKind::Lstm, 3, 4)
@@ -414,4 +414,14 @@ fn files_keep_functions_and_the_empty_sequence_option() {
     let bytes = rnn::interop::safetensors::to_bytes(&model, &[]).unwrap();
     let back = rnn::interop::safetensors::from_bytes(&bytes, None).unwrap();
     assert_eq!(back.model.config(), &config);
+    // ONNX's clip = 0 (format 3 stores "none" as NaN, so 0 survives).
+    for clip in [Some(0.0), None, Some(0.5)] {
+        let config = Config::builder(CellKind::Rnn, 2, 3)
+            .gate_clip(clip)
+            .build()
+            .unwrap();
+        let bytes = rnn::train::checkpoint::to_bytes(&Model::zeros(config.clone()), &[]);
+        let back = rnn::train::checkpoint::from_bytes(&bytes).unwrap();
+        assert_eq!(back.model.config().gate_clip(), clip);
+    }
 }

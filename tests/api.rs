@@ -99,9 +99,9 @@ fn invalid_configs_are_rejected() {
             lstm(3, 4).gate_clip(Some(-1.0)).build(),
         ),
         (
-            "zero gate clip",
+            "NaN gate clip",
             Config::builder(CellKind::Gru, 3, 4)
-                .gate_clip(Some(0.0))
+                .gate_clip(Some(f32::NAN))
                 .build(),
         ),
         (

@@ -467,6 +467,10 @@ fn checkpoints_keep_onnx_options_and_read_version_1() {
     let older = |version: u32, keep: usize| {
         let mut old = v3[..fields_end + keep].to_vec();
         old[8..12].copy_from_slice(&version.to_le_bytes());
+        if keep > 0 {
+            // Before version 3, no gate clip was stored as 0 (now NaN).
+            old[fields_end..fields_end + 4].copy_from_slice(&0f32.to_le_bytes());
+        }
         old.extend(&v3[fields_end + 8 + 76..v3.len() - 8]);
         let sum = old.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
             (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)

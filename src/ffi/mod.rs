@@ -25,6 +25,7 @@
 mod attention;
 mod guard;
 mod handles;
+mod onnx;
 
 use std::ffi::CStr;
 use std::os::raw::c_char;
@@ -35,6 +36,7 @@ pub use guard::rnn_status;
 use guard::{check_disjoint, guard, last_error_ptr, optional, slice, slice_mut, span, Failure};
 use handles::{acquire, register, release};
 pub use handles::{rnn_model, rnn_trace};
+pub use onnx::*;
 
 use crate::config::{
     Activation, ActivationFunction, ActivationKind, CellKind, Coded, Config, Direction, ParamKind,
@@ -179,7 +181,7 @@ pub struct rnn_config {
     pub layout: u32,
     /// Gate clip, ONNX's `clip` (any cell): the input of every activation
     /// (each gate pre-activation) is clamped to [-gate_clip, gate_clip]; 0
-    /// for none. Added in ABI version 2.
+    /// for none unless `gate_clip_set` is 1. Added in ABI version 2.
     pub gate_clip: f32,
     /// LSTM input-forget coupling, ONNX's `input_forget`: 0 or 1; with 1 the
     /// forget gate is 1 - i and its weights are unused. Added in ABI version 2.
@@ -195,6 +197,10 @@ pub struct rnn_config {
     /// RNN_EMPTY_INITIAL or RNN_EMPTY_ZEROS: what an item of sequence
     /// length 0 returns as its final state. Added in ABI version 6.
     pub empty_sequence_state: u32,
+    /// 1: `gate_clip` applies even when it is 0 (ONNX's `clip = 0`, which
+    /// onnxruntime runs: every pre-activation becomes 0); 0 (the default):
+    /// a `gate_clip` of 0 means none. Added in ABI version 6.
+    pub gate_clip_set: u32,
 }
 
 /// Element counts of every buffer of a call with given `seq_len` and `batch`.
@@ -318,6 +324,7 @@ pub extern "C" fn rnn_config_default() -> rnn_config {
         input_forget: 0,
         activations: [rnn_activation::default(); 6],
         empty_sequence_state: RNN_EMPTY_INITIAL,
+        gate_clip_set: 0,
     }
 }
 
@@ -430,7 +437,10 @@ fn to_config(c: &rnn_config) -> Result<Config, Failure> {
         .direction(pick("direction", c.direction)?)
         .gru_variant(pick("gru_variant", c.gru_variant)?)
         .cell_clip(clip_option(c.cell_clip))
-        .gate_clip(clip_option(c.gate_clip))
+        .gate_clip(match flag("gate_clip_set", c.gate_clip_set)? {
+            true => Some(c.gate_clip),
+            false => clip_option(c.gate_clip),
+        })
         .input_forget(flag("input_forget", c.input_forget)?)
         .peepholes(flag("peepholes", c.peepholes)?)
         .layout(pick("layout", c.layout)?)

@@ -9,7 +9,7 @@
 //! | 6 × 4 | cell, activation, direction, gru variant, layout, peepholes (u32 codes as in the C ABI) |
 //! | 4 × 8 | input size, hidden size, projection size, layers (u64) |
 //! | 4 | cell clip (f32, 0 = none) |
-//! | 4 | gate clip (f32, 0 = none) — not in version 1 |
+//! | 4 | gate clip (f32; none: NaN from version 3 on, 0 before) — not in version 1 |
 //! | 4 | input_forget (u32, 0 or 1) — not in version 1 |
 //! | 4 | empty-sequence state (u32 code, `RNN_EMPTY_*`) — version 3 on |
 //! | 6 × 12 | activation functions, forward direction's 3 roles then the reverse one's: kind (u32 code, `RNN_ACTIVATION_*`), α, β (f32) — version 3 on |
@@ -88,7 +88,7 @@ pub fn to_bytes(model: &Model, extras: &[(&str, &[f32])]) -> Vec<u8> {
         out.extend((v as u64).to_le_bytes());
     }
     out.extend(c.cell_clip().unwrap_or(0.0).to_le_bytes());
-    out.extend(c.gate_clip().unwrap_or(0.0).to_le_bytes());
+    out.extend(c.gate_clip().unwrap_or(f32::NAN).to_le_bytes());
     out.extend(u32::from(c.input_forget()).to_le_bytes());
     out.extend(c.empty_sequence_state().code().to_le_bytes());
     for dir in 0..2 {
@@ -276,7 +276,11 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Checkpoint> {
         .proj_size(proj)
         .num_layers(layers)
         .cell_clip((clip != 0.0).then_some(clip))
-        .gate_clip((gate_clip != 0.0).then_some(gate_clip))
+        .gate_clip(match version {
+            // Version 3 stores ONNX's clip = 0 as 0 and no clip as NaN.
+            3.. => (!gate_clip.is_nan()).then_some(gate_clip),
+            _ => (gate_clip != 0.0).then_some(gate_clip),
+        })
         .input_forget(input_forget == 1)
         .build()
         .map_err(|e| Error::Checkpoint(format!("the stored configuration is invalid: {e}")))?;

@@ -750,6 +750,94 @@ static void error_paths(void) {
     rnn_model_destroy(NULL);
 }
 
+/* ONNX for C: a node's attributes to a config (validated as in Rust), and
+ * the layout conversions of Y and of the states. */
+static void onnx_checks(void) {
+    rnn_onnx_attributes a = rnn_onnx_attributes_default(4);
+    const char *names[] = {"HardSigmoid", "softsign", "Tanh", "Sigmoid", "LeakyRelu", "Elu"};
+    const float alpha[] = {0.25f, 0.3f};
+    a.direction = "bidirectional";
+    a.activations = names;
+    a.activations_len = 6;
+    a.activation_alpha = alpha;
+    a.activation_alpha_len = 2;
+    a.has_clip = 1;
+    a.clip = 0.0f;
+    rnn_config cfg;
+    EXPECT_STATUS(rnn_onnx_config(&a, RNN_CELL_LSTM, 3, 1, &cfg), RNN_OK);
+    CHECK(cfg.cell == RNN_CELL_LSTM && cfg.input_size == 3 && cfg.hidden_size == 4 && cfg.peepholes == 1 &&
+              cfg.direction == RNN_DIRECTION_BIDIRECTIONAL_CONCAT && cfg.empty_sequence_state == RNN_EMPTY_ZEROS,
+          "onnx config: cell %u direction %u empty %u", cfg.cell, cfg.direction, cfg.empty_sequence_state);
+    CHECK(cfg.gate_clip_set == 1 && cfg.gate_clip == 0.0f, "clip = 0 is kept: set %u", cfg.gate_clip_set);
+    CHECK(cfg.activations[0].function == RNN_FUNCTION_HARD_SIGMOID && cfg.activations[0].alpha == 0.25f &&
+              cfg.activations[0].beta == 0.5f && cfg.activations[1].function == RNN_FUNCTION_SOFTSIGN &&
+              cfg.activations[4].function == RNN_FUNCTION_LEAKY_RELU && cfg.activations[4].alpha == 0.3f &&
+              cfg.activations[5].function == RNN_FUNCTION_ELU && cfg.activations[5].alpha == 1.0f,
+          "onnx activations: %u %g %g / %u %g / %u %g", cfg.activations[0].function, cfg.activations[0].alpha,
+          cfg.activations[0].beta, cfg.activations[4].function, cfg.activations[4].alpha,
+          cfg.activations[5].function, cfg.activations[5].alpha);
+    rnn_model *m = NULL;
+    EXPECT_STATUS(rnn_model_create(&cfg, &m), RNN_OK);
+    rnn_model_destroy(m);
+
+    /* Errors name the attribute. */
+    rnn_onnx_attributes bad = a;
+    names[2] = "Swish";
+    EXPECT_STATUS(rnn_onnx_config(&bad, RNN_CELL_LSTM, 3, 1, &cfg), RNN_INVALID_ARGUMENT);
+    CHECK(strstr(rnn_last_error_message(), "Swish") != NULL, "message: %s", rnn_last_error_message());
+    names[2] = "Tanh";
+    bad = a;
+    bad.activations_len = 4;
+    EXPECT_STATUS(rnn_onnx_config(&bad, RNN_CELL_LSTM, 3, 1, &cfg), RNN_INVALID_ARGUMENT);
+    CHECK(strstr(rnn_last_error_message(), "activations") != NULL, "message: %s", rnn_last_error_message());
+    bad = a;
+    bad.direction = "sideways";
+    EXPECT_STATUS(rnn_onnx_config(&bad, RNN_CELL_LSTM, 3, 1, &cfg), RNN_INVALID_ARGUMENT);
+    CHECK(strstr(rnn_last_error_message(), "sideways") != NULL, "message: %s", rnn_last_error_message());
+    bad = rnn_onnx_attributes_default(4);
+    bad.linear_before_reset = 1;
+    EXPECT_STATUS(rnn_onnx_config(&bad, RNN_CELL_LSTM, 3, 0, &cfg), RNN_INVALID_ARGUMENT);
+    CHECK(strstr(rnn_last_error_message(), "linear_before_reset") != NULL, "message: %s",
+          rnn_last_error_message());
+    bad = rnn_onnx_attributes_default(-1);
+    EXPECT_STATUS(rnn_onnx_config(&bad, RNN_CELL_GRU, 3, 0, &cfg), RNN_INVALID_ARGUMENT);
+    EXPECT_STATUS(rnn_onnx_config(NULL, RNN_CELL_GRU, 3, 0, &cfg), RNN_NULL_POINTER);
+
+    /* Y: librnn [T, N, D*H] to ONNX [T, D, N, H] (layout 0) and, batch-first,
+     * [N, T, D*H] to [N, T, D, H] (the same order). */
+    enum { T = 2, N = 3, D = 2, H = 2 };
+    float y[T * N * D * H], onnx_y[T * N * D * H], state[D * N * H], onnx_state[D * N * H], back[D * N * H];
+    for (int i = 0; i < T * N * D * H; i++) y[i] = (float)i;
+    EXPECT_STATUS(rnn_onnx_y_from_librnn(y, T * N * D * H, T, N, D, H, 0, onnx_y, T * N * D * H), RNN_OK);
+    for (int t = 0; t < T; t++)
+        for (int b = 0; b < N; b++)
+            for (int d = 0; d < D; d++)
+                for (int h = 0; h < H; h++)
+                    CHECK(onnx_y[((t * D + d) * N + b) * H + h] == y[((t * N + b) * D + d) * H + h], "Y[%d,%d,%d,%d]",
+                          t, d, b, h);
+    EXPECT_STATUS(rnn_onnx_y_from_librnn(y, T * N * D * H, T, N, D, H, 1, onnx_y, T * N * D * H), RNN_OK);
+    CHECK(memcmp(onnx_y, y, sizeof y) == 0, "layout 1 Y keeps librnn's batch-first order");
+    EXPECT_STATUS(rnn_onnx_y_from_librnn(y, T * N * D * H - 1, T, N, D, H, 0, onnx_y, T * N * D * H),
+                  RNN_SHAPE_MISMATCH);
+    EXPECT_STATUS(rnn_onnx_y_from_librnn(y, T * N * D * H, T, N, D, H, 2, onnx_y, T * N * D * H),
+                  RNN_INVALID_ARGUMENT);
+    EXPECT_STATUS(rnn_onnx_y_from_librnn(y, T * N * D * H, (size_t)-1, N, D, H, 0, onnx_y, T * N * D * H),
+                  RNN_INVALID_ARGUMENT);
+    /* States: [D, N, H] both ways in layout 0, [N, D, H] in layout 1. */
+    for (int i = 0; i < D * N * H; i++) state[i] = (float)i;
+    EXPECT_STATUS(rnn_onnx_state_from_librnn(state, D * N * H, N, D, H, 1, onnx_state, D * N * H), RNN_OK);
+    for (int d = 0; d < D; d++)
+        for (int b = 0; b < N; b++)
+            for (int h = 0; h < H; h++)
+                CHECK(onnx_state[(b * D + d) * H + h] == state[(d * N + b) * H + h], "Y_h[%d,%d,%d]", b, d, h);
+    EXPECT_STATUS(rnn_onnx_state_to_librnn(onnx_state, D * N * H, N, D, H, 1, back, D * N * H), RNN_OK);
+    CHECK(memcmp(back, state, sizeof back) == 0, "initial_h round trip");
+    EXPECT_STATUS(rnn_onnx_state_to_librnn(state, D * N * H, N, D, H, 0, back, D * N * H), RNN_OK);
+    CHECK(memcmp(back, state, sizeof back) == 0, "layout 0 states are librnn's");
+    EXPECT_STATUS(rnn_onnx_state_to_librnn(NULL, 0, N, D, H, 0, back, D * N * H), RNN_SHAPE_MISMATCH);
+    EXPECT_STATUS(rnn_onnx_state_to_librnn(NULL, D * N * H, N, D, H, 0, back, D * N * H), RNN_NULL_POINTER);
+}
+
 int main(int argc, char **argv) {
     CHECK(rnn_abi_version() == RNN_ABI_VERSION, "ABI version %u vs header %u", rnn_abi_version(),
           RNN_ABI_VERSION);
@@ -767,6 +855,7 @@ int main(int argc, char **argv) {
     }
     error_paths();
     attention_checks();
+    onnx_checks();
     char passed[128];
     snprintf(passed, sizeof passed, "C consumer: %d case file(s) and the error paths passed (librnn %s)", argc - 1,
              rnn_version());

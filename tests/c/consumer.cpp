@@ -123,6 +123,33 @@ void run_case(const char *path) {
 }
 
 // Every other part of the wrapper once, on a small LSTM.
+void onnx_wrapper() {
+    rnn::OnnxAttributes a;
+    a.hidden_size = 4;
+    a.direction = "bidirectional";
+    a.activations = {"Sigmoid", "Softplus", "Tanh", "HardSigmoid", "Tanh", "Elu"};
+    a.activation_alpha = {0.3f};
+    rnn_config cfg = rnn::onnx_config(a, RNN_CELL_LSTM, 3, false);
+    expect(cfg.activations[1].function == RNN_FUNCTION_SOFTPLUS && cfg.activations[3].alpha == 0.3f &&
+               cfg.activations[3].beta == 0.5f && cfg.empty_sequence_state == RNN_EMPTY_ZEROS,
+           "onnx_config maps the functions");
+    rnn::Model model(cfg);
+    model.init_random(3);
+    std::vector<float> x(2 * 1 * 3, 0.25f);
+    auto out = model.forward_inference(x, 2, 1, rnn::InputOptions());
+    auto y = rnn::onnx_y_from_librnn(out.y, 2, 1, 2, 4, 0);
+    expect(y.size() == out.y.size() && y[4] == out.y[4] && y[0] == out.y[0], "Y: [T, D, N, H] with N = 1");
+    auto h = rnn::onnx_state_from_librnn(out.h_n, 1, 2, 4, 1);
+    expect(rnn::onnx_state_to_librnn(h, 1, 2, 4, 1) == out.h_n, "state round trip");
+    a.activations.pop_back();
+    try {
+        rnn::onnx_config(a, RNN_CELL_LSTM, 3, false);
+        expect(false, "five functions for a bidirectional LSTM are refused");
+    } catch (const rnn::Error &e) {
+        expect(std::string(e.what()).find("activations") != std::string::npos, e.what());
+    }
+}
+
 void whole_wrapper() {
     rnn_config cfg = rnn_config_default();
     cfg.cell = RNN_CELL_LSTM;
@@ -209,6 +236,7 @@ void whole_wrapper() {
 
 int main(int argc, char **argv) {
     whole_wrapper();
+    onnx_wrapper();
     for (int i = 1; i < argc; ++i) run_case(argv[i]);
     if (failures) {
         std::cerr << failures << " check(s) failed\n";

@@ -197,6 +197,9 @@ def onnx_cases(manifest):
         ("onnx_layout1_rnn_reverse", "RNN", "reverse", 0, 1, False, None, {}),
     ]
     cases += activation_cases()
+    # clip = 0, which onnxruntime's RNN runs (every pre-activation becomes
+    # 0; its GRU and LSTM refuse it).
+    cases.append(("onnx_rnn_clip_zero", "RNN", "bidirectional", 0, 0, False, [3, 5], {"clip": 0.0}))
     T, N, I, H = 5, 2, 3, 4
     for name, op, direction, lbr, layout, peep, lengths, extra in cases:
         G = {"RNN": 1, "LSTM": 4, "GRU": 3}[op]
