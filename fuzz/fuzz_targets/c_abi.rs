@@ -90,6 +90,7 @@ fn run(u: &mut Unstructured) -> Result<()> {
     cfg.gate_clip = if u.ratio(1, 4)? { value(u)? } else { 0.0 };
     cfg.input_forget = u.int_in_range(0..=2)?;
     cfg.empty_sequence_state = u.int_in_range(0..=2)?;
+    cfg.gate_clip_set = u.int_in_range(0..=2)?;
     for a in cfg.activations.iter_mut() {
         if u.ratio(1, 4)? {
             a.function = u.int_in_range(0..=12)?;
