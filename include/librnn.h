@@ -273,6 +273,11 @@ typedef struct rnn_attention_trace rnn_attention_trace;
 // An opaque model: configuration plus parameters.
 typedef struct rnn_model rnn_model;
 
+// An opaque stream: a batch's recurrent state and a step's buffers, over
+// the model as it was when the stream was made (later parameter updates
+// need a new stream). Calls on one stream run one at a time.
+typedef struct rnn_stream rnn_stream;
+
 // An opaque record of a training forward pass, consumed by `rnn_backward`.
 typedef struct rnn_trace rnn_trace;
 
@@ -1009,6 +1014,76 @@ enum rnn_status rnn_onnx_state_to_librnn(const float *state,
                                          uint32_t layout,
                                          float *out,
                                          size_t out_len);
+
+// Makes a stream of `batch` items over `model`, each from a zero state;
+// free it with `rnn_stream_destroy`. Only a forward-direction model can
+// stream (RNN_INVALID_ARGUMENT otherwise: a reversed direction reads the
+// sequence from its end). Added in ABI version 6.
+//
+// # Safety
+// `model` from `rnn_model_create` (checked); `stream` writable.
+enum rnn_status rnn_stream_create(const struct rnn_model *model,
+                                  size_t batch,
+                                  struct rnn_stream **stream);
+
+// Runs one time step: `x [N, I]` (`x_len` = N·I floats) in, the step's
+// output `y [N, H_out]` out; every item's state moves on. With `active`
+// (N bytes, NULL for all), an item whose byte is 0 keeps its state and
+// outputs zeros this step. The outputs and states are the same bits as
+// one `rnn_forward_inference` call over every step pushed. Added in ABI
+// version 6.
+//
+// # Safety
+// `stream` from `rnn_stream_create` (checked); buffers hold their stated lengths.
+enum rnn_status rnn_stream_step(const struct rnn_stream *stream,
+                                const float *x,
+                                size_t x_len,
+                                const uint8_t *active,
+                                size_t active_len,
+                                float *y,
+                                size_t y_len);
+
+// Every item's state back to zero. Added in ABI version 6.
+//
+// # Safety
+// `stream` from `rnn_stream_create` (checked).
+enum rnn_status rnn_stream_reset(const struct rnn_stream *stream);
+
+// Item `item`'s state (every layer) back to zero: it starts a new sequence
+// at the next step. Added in ABI version 6.
+//
+// # Safety
+// `stream` from `rnn_stream_create` (checked).
+enum rnn_status rnn_stream_reset_item(const struct rnn_stream *stream, size_t item);
+
+// Copies the state out: `h [L, N, H_out]`, and `c [L, N, H]` for an LSTM
+// (NULL, 0 otherwise, or to skip it). Added in ABI version 6.
+//
+// # Safety
+// `stream` from `rnn_stream_create` (checked); buffers hold their stated lengths.
+enum rnn_status rnn_stream_get_state(const struct rnn_stream *stream,
+                                     float *h,
+                                     size_t h_len,
+                                     float *c,
+                                     size_t c_len);
+
+// Sets the state (`h [L, N, H_out]`; `c [L, N, H]` for an LSTM, NULL, 0
+// otherwise). Added in ABI version 6.
+//
+// # Safety
+// `stream` from `rnn_stream_create` (checked); buffers hold their stated lengths.
+enum rnn_status rnn_stream_set_state(const struct rnn_stream *stream,
+                                     const float *h,
+                                     size_t h_len,
+                                     const float *c,
+                                     size_t c_len);
+
+// Frees a stream (NULL is accepted: RNN_OK). A stream destroyed already,
+// or not from librnn, gives RNN_MISUSE. Added in ABI version 6.
+//
+// # Safety
+// `stream` from `rnn_stream_create` or NULL.
+enum rnn_status rnn_stream_destroy(struct rnn_stream *stream);
 
 #ifdef __cplusplus
 }  // extern "C"

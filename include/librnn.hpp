@@ -230,6 +230,46 @@ class Model : public Handle<rnn_model, rnn_model_destroy> {
     }
 };
 
+// Streaming inference (see rnn_stream_create): a batch's state kept from
+// step to step; each step's outputs are those of one whole call.
+class Stream : public Handle<rnn_stream, rnn_stream_destroy> {
+  public:
+    Stream(const Model &model, size_t batch) : Handle(create(model, batch)) {
+        rnn_sizes s;
+        check(rnn_sizes_for(model.get(), 1, batch, &s));
+        y_len_ = s.y;
+        h_len_ = s.h;
+        c_len_ = s.c;
+    }
+    // One step: x [N, I] in, y [N, H_out] out. `active` (N flags, empty for
+    // all): an item whose flag is 0 keeps its state and outputs zeros.
+    std::vector<float> step(const std::vector<float> &x, const std::vector<uint8_t> &active = {}) {
+        std::vector<float> y(y_len_);
+        check(rnn_stream_step(get(), detail::ptr(x), x.size(), detail::ptr(active), active.size(), detail::ptr(y),
+                              y.size()));
+        return y;
+    }
+    void reset() { check(rnn_stream_reset(get())); }
+    void reset_item(size_t item) { check(rnn_stream_reset_item(get(), item)); }
+    // The state: h [L, N, H_out] and (LSTM) c [L, N, H].
+    std::pair<std::vector<float>, std::vector<float>> state() const {
+        std::vector<float> h(h_len_), c(c_len_);
+        check(rnn_stream_get_state(get(), detail::ptr(h), h.size(), detail::ptr(c), c.size()));
+        return std::make_pair(h, c);
+    }
+    void set_state(const std::vector<float> &h, const std::vector<float> &c = {}) {
+        check(rnn_stream_set_state(get(), detail::ptr(h), h.size(), detail::ptr(c), c.size()));
+    }
+
+  private:
+    size_t y_len_ = 0, h_len_ = 0, c_len_ = 0;
+    static rnn_stream *create(const Model &model, size_t batch) {
+        rnn_stream *raw = nullptr;
+        check(rnn_stream_create(model.get(), batch, &raw));
+        return raw;
+    }
+};
+
 // Gradient clipping (in place); clip_grad_norm returns the norm before.
 inline float clip_grad_norm(std::vector<float> &grads, float max_norm) {
     float norm = 0.0f;

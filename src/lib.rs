@@ -28,6 +28,7 @@ pub mod model;
 pub mod precision;
 pub mod reference;
 pub mod rng;
+mod stream;
 mod threads;
 pub mod train;
 
@@ -40,3 +41,4 @@ pub use io::{CallMemory, GradientBuffers, Gradients, Input, Output, OutputGrads,
 pub use kernels::Isa;
 pub use model::{Model, Trace};
 pub use precision::Precision;
+pub use stream::Stream;

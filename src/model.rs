@@ -361,6 +361,40 @@ impl Model {
         c_n: Option<&mut [f32]>,
         training: bool,
     ) -> Result<Option<engine::Trace>> {
+        self.forward_into_placed(input, y, h_n, c_n, training, false)
+    }
+
+    /// Whether a call over `batch` items of this model would give each of
+    /// its layers a team of one thread: it may then run on the caller's
+    /// thread ([`Model::stream_step_into`]) without the hand-off to the pool.
+    pub(crate) fn runs_on_one_thread(&self, batch: usize) -> Result<bool> {
+        let packed = self.packed()?;
+        crate::threads::run(|| Ok(engine::one_member(&self.config, packed, batch)))
+    }
+
+    /// One inference call into caller buffers, on the caller's thread when
+    /// `inline` (see [`Model::runs_on_one_thread`]).
+    pub(crate) fn stream_step_into(
+        &self,
+        input: &Input<'_>,
+        y: &mut [f32],
+        h_n: &mut [f32],
+        c_n: Option<&mut [f32]>,
+        inline: bool,
+    ) -> Result<()> {
+        self.forward_into_placed(input, y, h_n, c_n, false, inline)
+            .map(|_| ())
+    }
+
+    fn forward_into_placed(
+        &self,
+        input: &Input<'_>,
+        y: &mut [f32],
+        h_n: &mut [f32],
+        c_n: Option<&mut [f32]>,
+        training: bool,
+        inline: bool,
+    ) -> Result<Option<engine::Trace>> {
         if training {
             self.check_training()?;
         }
@@ -388,9 +422,11 @@ impl Model {
             }
         };
         let dest = engine::Dest { y, h_n, c_n };
-        crate::threads::run(|| {
-            engine::forward_into(&self.config, packed, &self.pool, input, training, dest)
-        })
+        let work = || engine::forward_into(&self.config, packed, &self.pool, input, training, dest);
+        match inline {
+            true => crate::threads::run_inline(work),
+            false => crate::threads::run(work),
+        }
     }
 
     fn trace(&self, inner: engine::Trace) -> Trace {

@@ -247,7 +247,7 @@ fn project_in_parallel(
     assert!(x.len() >= rows * pb.input, "x holds every row");
     // Blocks of at most PROJECTION_ROWS rows, as many as a multiple of the
     // threads, so that none idles at the end.
-    let threads = rayon::current_num_threads().max(1);
+    let threads = crate::threads::num_threads().max(1);
     let blocks = rows.div_ceil(PROJECTION_ROWS).div_ceil(threads) * threads;
     let per = rows.div_ceil(blocks.max(1)).max(1);
     let out = SharedMut::new(xw);
@@ -269,7 +269,7 @@ const PARALLEL_PROJECTION_MACS: usize = 1 << 21;
 /// Barriers a split forward step takes: one after the step, one more
 /// before reset-before-matmul GRU's n gate (it reads `r ⊙ h` of every unit)
 /// and before the LSTM projection (it reads every unit of `o ⊙ tanh c`).
-fn team_barriers(config: &Config) -> usize {
+pub(super) fn team_barriers(config: &Config) -> usize {
     let gru_reset_before =
         config.cell() == CellKind::Gru && config.gru_variant() == GruVariant::ResetBeforeMatmul;
     1 + usize::from(gru_reset_before) + usize::from(config.proj_size() > 0)
@@ -502,7 +502,7 @@ pub(crate) fn forward_into(
         // projects inside itself, each member its own rows and panels.
         let projection_macs = t_len * n * pb.input * pb.gates * pb.hp;
         let project_in_team = wanted > 1
-            || rayon::current_num_threads() == 1
+            || crate::threads::num_threads() == 1
             || projection_macs < PARALLEL_PROJECTION_MACS;
         if !project_in_team {
             for (dir, xw) in xws.iter_mut().enumerate() {

@@ -64,7 +64,7 @@ pub(crate) fn rows_times_panels(
         unsafe { (kernels.table.blocked_matmul)(k, n, packed, &rows, accumulate) };
         Ok(())
     };
-    let threads = rayon::current_num_threads().max(1);
+    let threads = crate::threads::num_threads().max(1);
     if threads == 1 || m * k * n < PARALLEL_MACS || m <= ROWS_PER_TASK {
         return run(0, m);
     }
@@ -101,7 +101,7 @@ pub(crate) fn pack_rows(
             dst[width..].fill(0.0);
         }
     };
-    if rayon::current_num_threads() > 1 && panels * panel_len >= 1 << 16 {
+    if crate::threads::num_threads() > 1 && panels * panel_len >= 1 << 16 {
         out[..panels * panel_len]
             .par_chunks_mut(panel_len)
             .enumerate()
@@ -207,7 +207,7 @@ pub(crate) fn transpose_gate_columns(
         }
     };
     let (out, sums) = (&mut out[..cols * rows], &mut sums[..cols]);
-    if rayon::current_num_threads() > 1 && cols * rows >= 1 << 16 {
+    if crate::threads::num_threads() > 1 && cols * rows >= 1 << 16 {
         out.par_chunks_mut(group * rows)
             .zip(sums.par_chunks_mut(group))
             .enumerate()

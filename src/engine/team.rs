@@ -370,12 +370,12 @@ fn note_stalls(state: &TeamState) {
 pub(crate) fn capacity() -> usize {
     #[cfg(test)]
     if let n @ 1.. = tests::FORCED_CAPACITY.load(Ordering::Relaxed) {
-        return n.min(rayon::current_num_threads());
+        return n.min(crate::threads::num_threads());
     }
     if contended() {
         return 1;
     }
-    let threads = rayon::current_num_threads().min(crate::threads::cores());
+    let threads = crate::threads::num_threads().min(crate::threads::cores());
     (threads / crate::threads::active_calls()).max(1)
 }
 

@@ -26,6 +26,7 @@ mod attention;
 mod guard;
 mod handles;
 mod onnx;
+mod stream;
 
 use std::ffi::CStr;
 use std::os::raw::c_char;
@@ -37,6 +38,7 @@ use guard::{check_disjoint, guard, last_error_ptr, optional, slice, slice_mut, s
 use handles::{acquire, register, release};
 pub use handles::{rnn_model, rnn_trace};
 pub use onnx::*;
+pub use stream::*;
 
 use crate::config::{
     Activation, ActivationFunction, ActivationKind, CellKind, Coded, Config, Direction, ParamKind,
@@ -469,7 +471,7 @@ fn environment_isa() -> Result<Isa, Failure> {
 
 /// The model of a live handle, as it is now (a snapshot: updates from
 /// other threads during the call do not change it).
-fn model_ref(ptr: *const rnn_model) -> Result<Arc<Model>, Failure> {
+pub(crate) fn model_ref(ptr: *const rnn_model) -> Result<Arc<Model>, Failure> {
     Ok(acquire(ptr, "model")?.snapshot())
 }
 

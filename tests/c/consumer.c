@@ -838,6 +838,74 @@ static void onnx_checks(void) {
     EXPECT_STATUS(rnn_onnx_state_to_librnn(NULL, D * N * H, N, D, H, 0, back, D * N * H), RNN_NULL_POINTER);
 }
 
+/* Streaming: step by step equals one whole call, bit for bit; an item can
+ * sit steps out or start over; reversed models and misuse are refused. */
+static void stream_checks(void) {
+    enum { T = 5, N = 2, I = 3, H = 4, L = 2 };
+    rnn_config cfg = rnn_config_default();
+    cfg.cell = RNN_CELL_LSTM;
+    cfg.input_size = I;
+    cfg.hidden_size = H;
+    cfg.num_layers = L;
+    rnn_model *model = NULL;
+    EXPECT_STATUS(rnn_model_create(&cfg, &model), RNN_OK);
+    EXPECT_STATUS(rnn_model_init_random(model, 11), RNN_OK);
+    float x[T * N * I], y[T * N * H], h_n[L * N * H], c_n[L * N * H];
+    for (int i = 0; i < T * N * I; i++) x[i] = (float)((i * 37) % 17) / 17.0f - 0.5f;
+    size_t lens[N] = {T, 2};
+    rnn_input in = {0};
+    in.x = x;
+    in.x_len = T * N * I;
+    in.seq_len = T;
+    in.batch = N;
+    in.seq_lens = lens;
+    in.seq_lens_len = N;
+    rnn_output out = {y, T * N * H, h_n, L * N * H, c_n, L * N * H};
+    EXPECT_STATUS(rnn_forward_inference(model, &in, &out), RNN_OK);
+
+    rnn_stream *stream = NULL;
+    EXPECT_STATUS(rnn_stream_create(model, N, &stream), RNN_OK);
+    float step_y[N * H], h[L * N * H], c[L * N * H];
+    for (int t = 0; t < T; t++) {
+        uint8_t active[N] = {1, (uint8_t)(t < 2)};
+        EXPECT_STATUS(rnn_stream_step(stream, x + t * N * I, N * I, active, N, step_y, N * H), RNN_OK);
+        CHECK(memcmp(step_y, y + t * N * H, sizeof step_y) == 0, "stream step %d equals the whole call", t);
+    }
+    EXPECT_STATUS(rnn_stream_get_state(stream, h, L * N * H, c, L * N * H), RNN_OK);
+    CHECK(memcmp(h, h_n, sizeof h) == 0 && memcmp(c, c_n, sizeof c) == 0, "stream state equals the final state");
+
+    /* Item 1 starts over from zero; item 0 carries on. */
+    EXPECT_STATUS(rnn_stream_reset_item(stream, 1), RNN_OK);
+    EXPECT_STATUS(rnn_stream_get_state(stream, h, L * N * H, NULL, 0), RNN_OK);
+    for (int l = 0; l < L; l++)
+        for (int j = 0; j < H; j++) CHECK(h[(l * N + 1) * H + j] == 0.0f, "item 1 reset");
+    CHECK(h[0] == h_n[0], "item 0 kept");
+    EXPECT_STATUS(rnn_stream_set_state(stream, h_n, L * N * H, c_n, L * N * H), RNN_OK);
+    EXPECT_STATUS(rnn_stream_reset(stream), RNN_OK);
+    EXPECT_STATUS(rnn_stream_get_state(stream, h, L * N * H, c, L * N * H), RNN_OK);
+    CHECK(h[3] == 0.0f && c[5] == 0.0f, "reset zeroes every state");
+
+    /* Errors. */
+    EXPECT_STATUS(rnn_stream_step(stream, x, N * I - 1, NULL, 0, step_y, N * H), RNN_SHAPE_MISMATCH);
+    EXPECT_STATUS(rnn_stream_step(stream, x, N * I, NULL, 0, step_y, N * H - 1), RNN_SHAPE_MISMATCH);
+    EXPECT_STATUS(rnn_stream_step(stream, x, N * I, NULL, 0, x, N * H), RNN_MISUSE);
+    EXPECT_STATUS(rnn_stream_reset_item(stream, N), RNN_INVALID_ARGUMENT);
+    EXPECT_STATUS(rnn_stream_destroy(stream), RNN_OK);
+    EXPECT_STATUS(rnn_stream_destroy(stream), RNN_MISUSE);
+    EXPECT_STATUS(rnn_stream_step(stream, x, N * I, NULL, 0, step_y, N * H), RNN_MISUSE);
+    EXPECT_STATUS(rnn_stream_destroy(NULL), RNN_OK);
+    rnn_model_destroy(model);
+
+    cfg.direction = RNN_DIRECTION_BIDIRECTIONAL_CONCAT;
+    EXPECT_STATUS(rnn_model_create(&cfg, &model), RNN_OK);
+    stream = NULL;
+    EXPECT_STATUS(rnn_stream_create(model, N, &stream), RNN_INVALID_ARGUMENT);
+    CHECK(stream == NULL && strstr(rnn_last_error_message(), "cannot stream") != NULL, "message: %s",
+          rnn_last_error_message());
+    EXPECT_STATUS(rnn_stream_create(model, N, NULL), RNN_NULL_POINTER);
+    rnn_model_destroy(model);
+}
+
 int main(int argc, char **argv) {
     CHECK(rnn_abi_version() == RNN_ABI_VERSION, "ABI version %u vs header %u", rnn_abi_version(),
           RNN_ABI_VERSION);
@@ -856,6 +924,7 @@ int main(int argc, char **argv) {
     error_paths();
     attention_checks();
     onnx_checks();
+    stream_checks();
     char passed[128];
     snprintf(passed, sizeof passed, "C consumer: %d case file(s) and the error paths passed (librnn %s)", argc - 1,
              rnn_version());

@@ -150,6 +150,31 @@ void onnx_wrapper() {
     }
 }
 
+void stream_wrapper() {
+    rnn_config cfg = rnn_config_default();
+    cfg.cell = RNN_CELL_GRU;
+    cfg.input_size = 2;
+    cfg.hidden_size = 3;
+    rnn::Model model(cfg);
+    model.init_random(4);
+    std::vector<float> x = {0.1f, -0.2f, 0.3f, 0.4f, -0.5f, 0.6f, 0.7f, -0.8f};  // T = 2, N = 2, I = 2
+    auto whole = model.forward_inference(x, 2, 2, rnn::InputOptions());
+    rnn::Stream stream(model, 2);
+    auto y0 = stream.step(std::vector<float>(x.begin(), x.begin() + 4));
+    auto y1 = stream.step(std::vector<float>(x.begin() + 4, x.end()), {1, 1});
+    y0.insert(y0.end(), y1.begin(), y1.end());
+    expect(y0 == whole.y, "stream steps equal the whole call");
+    expect(stream.state().first == whole.h_n, "stream state equals h_n");
+    stream.reset_item(0);
+    expect(stream.state().first[0] == 0.0f, "reset_item");
+    try {
+        stream.reset_item(5);
+        expect(false, "item 5 of 2 is refused");
+    } catch (const rnn::Error &e) {
+        expect(e.status() == RNN_INVALID_ARGUMENT, e.what());
+    }
+}
+
 void whole_wrapper() {
     rnn_config cfg = rnn_config_default();
     cfg.cell = RNN_CELL_LSTM;
@@ -237,6 +262,7 @@ void whole_wrapper() {
 int main(int argc, char **argv) {
     whole_wrapper();
     onnx_wrapper();
+    stream_wrapper();
     for (int i = 1; i < argc; ++i) run_case(argv[i]);
     if (failures) {
         std::cerr << failures << " check(s) failed\n";

@@ -1,0 +1,332 @@
+//! Streaming inference: one time step at a time, for real-time use, with
+//! the recurrent state kept between steps.
+//!
+//! A [`Stream`] holds a batch's state (h, and c for an LSTM, for every
+//! layer) and the buffers a step needs, so a step allocates nothing. Each
+//! [`Stream::step`] runs the network over one time step exactly as a whole
+//! call runs that step: the outputs and states are the same bits as one
+//! [`Model::forward_inference`] call over all the steps pushed (tested in
+//! `tests/stream.rs`). Only forward directions can stream: a reversed
+//! direction needs the sequence's end first, so `Reverse` and bidirectional
+//! models are refused.
+
+use crate::config::{Direction, EmptySequenceState};
+use crate::error::{check_len, Error, Result};
+use crate::io::{Input, Shapes};
+use crate::model::Model;
+
+/// A model's state and step buffers for a batch of streams (see the module
+/// docs). Made by [`Model::stream`].
+///
+/// ```
+/// use rnn::{CellKind, Config, Model};
+///
+/// let model = Model::random(Config::builder(CellKind::Lstm, 3, 8).build()?, 1);
+/// let mut stream = model.stream(2)?; // two independent streams
+/// for t in 0..5 {
+///     let x = [0.1 * t as f32; 2 * 3]; // [N, I]: one step of each item
+///     let y = stream.step(&x)?; // [N, H]: the step's outputs
+///     assert_eq!(y.len(), 2 * 8);
+/// }
+/// stream.reset_item(1)?; // item 1 starts a new sequence
+/// # Ok::<(), rnn::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Stream<'m> {
+    model: &'m Model,
+    core: StreamCore,
+}
+
+/// The state and buffers of a stream, apart from the model they run on
+/// (the C ABI's handle owns its model).
+#[derive(Debug)]
+pub(crate) struct StreamCore {
+    batch: usize,
+    /// Layers (each one direction).
+    layers: usize,
+    shapes: Shapes,
+    /// States `[L, N, H_out]` / `[L, N, H]` before and after a step; the
+    /// step reads `cur` and writes the other, then they swap.
+    h: [Vec<f32>; 2],
+    c: [Vec<f32>; 2],
+    cur: usize,
+    y: Vec<f32>,
+    /// Per-item lengths of the one-step call: 1, or 0 for an item that
+    /// sits this step out.
+    lens: Vec<usize>,
+    /// Where steps run (see [`Placement`]).
+    placement: Placement,
+}
+
+/// Where a stream's steps run. A call on librnn's pool pays a hand-off to
+/// a worker and, with a team of several threads, their wake-ups: a few µs
+/// that a long call spreads over its steps and a stream pays at every
+/// step, against what the team saves on the step itself (more with weights
+/// that fit the team's caches together but not one core's). So a stream
+/// whose layers the engine would give one thread runs on the caller's
+/// thread; any other tries both placements on its first steps and keeps
+/// the faster (the results are the same bits either way).
+#[derive(Debug)]
+enum Placement {
+    Inline,
+    Pool,
+    /// Step times in seconds, inline and on the pool, alternating.
+    Trial {
+        inline: Vec<f64>,
+        pool: Vec<f64>,
+    },
+}
+
+/// Timed steps of each placement before a stream chooses (after one
+/// untimed step of each, which may pack or warm caches).
+const TRIAL_STEPS: usize = 8;
+
+impl Placement {
+    fn median(mut v: Vec<f64>) -> f64 {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    }
+
+    /// Whether the next step runs inline.
+    fn next_inline(&self) -> bool {
+        match self {
+            Placement::Inline => true,
+            Placement::Pool => false,
+            Placement::Trial { inline, pool } => inline.len() <= pool.len(),
+        }
+    }
+
+    fn record(&mut self, ran_inline: bool, seconds: f64) {
+        if let Placement::Trial { inline, pool } = self {
+            match ran_inline {
+                true => inline.push(seconds),
+                false => pool.push(seconds),
+            }
+            if inline.len() > TRIAL_STEPS && pool.len() > TRIAL_STEPS {
+                // The first of each is the untimed warm-up.
+                let on_caller = Self::median(inline.split_off(1));
+                let on_pool = Self::median(pool.split_off(1));
+                *self = if on_caller <= on_pool {
+                    Placement::Inline
+                } else {
+                    Placement::Pool
+                };
+            }
+        }
+    }
+}
+
+impl Model {
+    /// A stream of `batch` items over this model, each starting from a
+    /// zero state. The model must read its input forward (`Forward`
+    /// direction).
+    pub fn stream(&self, batch: usize) -> Result<Stream<'_>> {
+        Ok(Stream {
+            model: self,
+            core: StreamCore::new(self, batch)?,
+        })
+    }
+}
+
+impl StreamCore {
+    pub(crate) fn new(model: &Model, batch: usize) -> Result<StreamCore> {
+        let config = model.config();
+        if config.direction() != Direction::Forward {
+            return Err(Error::InvalidArgument(format!(
+                "a {:?} model cannot stream: a reversed direction reads the sequence from its end \
+                 (only Forward models step one input at a time)",
+                config.direction()
+            )));
+        }
+        if batch == 0 {
+            return Err(Error::InvalidArgument(
+                "a stream needs a batch of at least 1".into(),
+            ));
+        }
+        let shapes = Shapes::new(config, 1, batch)?;
+        let zeros = |n: usize, what: &str| crate::error::try_vec(n, 0.0, what);
+        Ok(StreamCore {
+            batch,
+            layers: config.num_layers(),
+            h: [
+                zeros(shapes.h, "a stream's state")?,
+                zeros(shapes.h, "a stream's state")?,
+            ],
+            c: [
+                zeros(shapes.c, "a stream's state")?,
+                zeros(shapes.c, "a stream's state")?,
+            ],
+            cur: 0,
+            y: zeros(shapes.y, "a stream's output")?,
+            lens: vec![1; batch],
+            placement: match model.runs_on_one_thread(batch)? {
+                true => Placement::Inline,
+                false => Placement::Trial {
+                    inline: Vec::new(),
+                    pool: Vec::new(),
+                },
+            },
+            shapes,
+        })
+    }
+
+    /// One step; `active[b] == false` leaves item `b`'s state alone and
+    /// gives it a zero output.
+    pub(crate) fn step(
+        &mut self,
+        model: &Model,
+        x: &[f32],
+        active: Option<&[bool]>,
+    ) -> Result<&[f32]> {
+        check_len("x (one step, [N, I])", self.shapes.x, x.len())?;
+        if let Some(active) = active {
+            check_len("active", self.batch, active.len())?;
+        }
+        for (b, len) in self.lens.iter_mut().enumerate() {
+            *len = usize::from(active.is_none_or(|a| a[b]));
+        }
+        let (cur, next) = (self.cur, 1 - self.cur);
+        let [h0, h1] = &mut self.h;
+        let [c0, c1] = &mut self.c;
+        let (h_in, h_out) = if cur == 0 { (&*h0, h1) } else { (&*h1, h0) };
+        let (c_in, c_out) = if cur == 0 { (&*c0, c1) } else { (&*c1, c0) };
+        let mut input = Input::new(x, 1, self.batch).with_h0(h_in);
+        if active.is_some() {
+            input = input.with_seq_lens(&self.lens);
+        }
+        if model.config().has_cell_state() {
+            input = input.with_c0(c_in);
+        }
+        let c_dest = model.config().has_cell_state().then_some(&mut c_out[..]);
+        let inline = self.placement.next_inline();
+        let start = std::time::Instant::now();
+        model.stream_step_into(&input, &mut self.y, h_out, c_dest, inline)?;
+        self.placement.record(inline, start.elapsed().as_secs_f64());
+        if active.is_some() && model.config().empty_sequence_state() == EmptySequenceState::Zeros {
+            // An item sitting a step out keeps its state, whatever a whole
+            // call does with an empty item.
+            self.restore_inactive(cur);
+        }
+        self.cur = next;
+        Ok(&self.y)
+    }
+
+    /// Copies the state of items with length 0 this step from `from` into
+    /// the step's output state.
+    fn restore_inactive(&mut self, from: usize) {
+        for (state, width) in [(&mut self.h, self.shapes.h), (&mut self.c, self.shapes.c)] {
+            if width == 0 {
+                continue;
+            }
+            let row = width / (self.layers * self.batch);
+            let [a, b] = state;
+            let (src, dst) = if from == 0 { (&*a, b) } else { (&*b, a) };
+            for (i, (s, d)) in src
+                .chunks_exact(row)
+                .zip(dst.chunks_exact_mut(row))
+                .enumerate()
+            {
+                if self.lens[i % self.batch] == 0 {
+                    d.copy_from_slice(s);
+                }
+            }
+        }
+    }
+
+    fn check_item(&self, item: usize) -> Result<()> {
+        if item >= self.batch {
+            return Err(Error::InvalidArgument(format!(
+                "item {item} is not in this stream's batch of {}",
+                self.batch
+            )));
+        }
+        Ok(())
+    }
+
+    /// Item `item`'s state, in every layer, back to zero.
+    pub(crate) fn reset_item(&mut self, item: usize) -> Result<()> {
+        self.check_item(item)?;
+        let (batch, layers) = (self.batch, self.layers);
+        let cur = self.cur;
+        for state in [&mut self.h[cur], &mut self.c[cur]] {
+            if state.is_empty() {
+                continue;
+            }
+            let row = state.len() / (layers * batch);
+            for l in 0..layers {
+                state[(l * batch + item) * row..][..row].fill(0.0);
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn reset(&mut self) {
+        let cur = self.cur;
+        self.h[cur].fill(0.0);
+        self.c[cur].fill(0.0);
+    }
+
+    pub(crate) fn state(&self) -> (&[f32], &[f32]) {
+        (&self.h[self.cur], &self.c[self.cur])
+    }
+
+    pub(crate) fn set_state(&mut self, h: &[f32], c: Option<&[f32]>) -> Result<()> {
+        check_len("h", self.shapes.h, h.len())?;
+        let c = c.unwrap_or(&[]);
+        check_len("c", self.shapes.c, c.len())?;
+        let cur = self.cur;
+        self.h[cur].copy_from_slice(h);
+        self.c[cur].copy_from_slice(c);
+        Ok(())
+    }
+
+    pub(crate) fn batch(&self) -> usize {
+        self.batch
+    }
+}
+
+impl Stream<'_> {
+    /// Items in the batch.
+    pub fn batch(&self) -> usize {
+        self.core.batch()
+    }
+
+    /// Runs one time step: `x [N, I]` (item after item) in, the step's
+    /// output `[N, H_out]` out; every item's state moves on.
+    pub fn step(&mut self, x: &[f32]) -> Result<&[f32]> {
+        self.core.step(self.model, x, None)
+    }
+
+    /// [`Stream::step`] for the items where `active` is true; the others
+    /// keep their state and output zeros (as an item past its length does
+    /// in a whole call).
+    pub fn step_items(&mut self, x: &[f32], active: &[bool]) -> Result<&[f32]> {
+        self.core.step(self.model, x, Some(active))
+    }
+
+    /// Every item's state back to zero.
+    pub fn reset(&mut self) {
+        self.core.reset()
+    }
+
+    /// Item `item`'s state (every layer) back to zero: it starts a new
+    /// sequence at the next step.
+    pub fn reset_item(&mut self, item: usize) -> Result<()> {
+        self.core.reset_item(item)
+    }
+
+    /// The current hidden state `[L, N, H_out]`.
+    pub fn h(&self) -> &[f32] {
+        self.core.state().0
+    }
+
+    /// The current cell state `[L, N, H]` (LSTM; empty otherwise).
+    pub fn c(&self) -> &[f32] {
+        self.core.state().1
+    }
+
+    /// Sets the state (`h [L, N, H_out]`, and `c [L, N, H]` for an LSTM).
+    pub fn set_state(&mut self, h: &[f32], c: Option<&[f32]>) -> Result<()> {
+        self.core.set_state(h, c)
+    }
+}
