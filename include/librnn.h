@@ -294,6 +294,29 @@ typedef struct rnn_activation {
   float beta;
 } rnn_activation;
 
+// The options added after `rnn_config`'s layout was fixed (so that
+// programs built against an older header keep working): pass it to
+// `rnn_model_create_ext`. Start from `rnn_config_ext_default()`, whose
+// values give the same model as `rnn_model_create`. Added in ABI
+// version 6.
+typedef struct rnn_config_ext {
+  // ONNX's activation functions: `activations[3 * dir + role]` for
+  // direction `dir` (0 forward, 1 the reverse direction of a
+  // bidirectional network) and role `role` (RNN: f; LSTM: f on i, f, o,
+  // g on the cell input, h on the cell state; GRU: f on r, z, g on n).
+  // RNN_FUNCTION_DEFAULT (all zeros) keeps the role's default (for RNN,
+  // `rnn_config.activation`); entries past the cell's roles or
+  // directions must stay default.
+  struct rnn_activation activations[6];
+  // RNN_EMPTY_INITIAL or RNN_EMPTY_ZEROS: what an item of sequence
+  // length 0 returns as its final state.
+  uint32_t empty_sequence_state;
+  // 1: `rnn_config.gate_clip` applies even when it is 0 (ONNX's
+  // `clip = 0`, which onnxruntime's RNN runs: every pre-activation
+  // becomes 0); 0 (the default): a `gate_clip` of 0 means none.
+  uint32_t gate_clip_set;
+} rnn_config_ext;
+
 // A network configuration. Start from `rnn_config_default()` and set the
 // fields you need; `rnn_model_create` validates all of them.
 typedef struct rnn_config {
@@ -326,21 +349,6 @@ typedef struct rnn_config {
   // LSTM input-forget coupling, ONNX's `input_forget`: 0 or 1; with 1 the
   // forget gate is 1 - i and its weights are unused. Added in ABI version 2.
   uint32_t input_forget;
-  // ONNX's activation functions: `activations[3 * dir + role]` for
-  // direction `dir` (0 forward, 1 the reverse direction of a
-  // bidirectional network) and role `role` (RNN: f; LSTM: f on i, f, o,
-  // g on the cell input, h on the cell state; GRU: f on r, z, g on n).
-  // RNN_FUNCTION_DEFAULT (all zeros) keeps the role's default; entries
-  // past the cell's roles or directions must stay default. Added in ABI
-  // version 6.
-  struct rnn_activation activations[6];
-  // RNN_EMPTY_INITIAL or RNN_EMPTY_ZEROS: what an item of sequence
-  // length 0 returns as its final state. Added in ABI version 6.
-  uint32_t empty_sequence_state;
-  // 1: `gate_clip` applies even when it is 0 (ONNX's `clip = 0`, which
-  // onnxruntime runs: every pre-activation becomes 0); 0 (the default):
-  // a `gate_clip` of 0 means none. Added in ABI version 6.
-  uint32_t gate_clip_set;
 } rnn_config;
 
 // Element counts of every buffer of a call with given `seq_len` and `batch`.
@@ -466,6 +474,11 @@ typedef struct rnn_onnx_attributes {
 extern "C" {
 #endif // __cplusplus
 
+// The extended options' defaults: every function its role's default,
+// RNN_EMPTY_INITIAL, a `gate_clip` of 0 meaning none. Added in ABI
+// version 6.
+struct rnn_config_ext rnn_config_ext_default(void);
+
 // The library version as a NUL-terminated string, e.g. "0.1.0". The pointer
 // is static: never free it.
 const char *rnn_version(void);
@@ -495,6 +508,17 @@ struct rnn_activation rnn_activation_default(uint32_t function);
 // # Safety
 // `config` and `out` must be valid pointers (or NULL, which is reported).
 enum rnn_status rnn_model_create(const struct rnn_config *config, struct rnn_model **out);
+
+// `rnn_model_create` with the options of `*ext` too (ONNX's activation
+// functions, the empty-sequence state, a zero gate clip); NULL `ext` is
+// `rnn_config_ext_default()`. Added in ABI version 6.
+//
+// # Safety
+// `config` and `out` valid pointers (or NULL, which is reported); `ext`
+// valid or NULL.
+enum rnn_status rnn_model_create_ext(const struct rnn_config *config,
+                                     const struct rnn_config_ext *ext,
+                                     struct rnn_model **out);
 
 // Frees a model (NULL is accepted: RNN_OK). Calls still running on it from
 // other threads finish first on the model they started with. A handle
@@ -951,23 +975,25 @@ enum rnn_status rnn_attention_grads_finish(const struct rnn_attention *layer,
 // A node with ONNX's default attributes and the given `hidden_size`.
 struct rnn_onnx_attributes rnn_onnx_attributes_default(int64_t hidden_size);
 
-// The `rnn_config` of one ONNX node as a one-layer network of `cell`
-// (RNN_CELL_*) over `input_size` features, `peepholes` 1 when the LSTM
-// node has a `P` input: every attribute mapped and validated as Rust's
-// `OnnxAttributes` does (an unsupported value is RNN_INVALID_ARGUMENT
-// naming the attribute), activations with their alpha and beta, and
-// `empty_sequence_state = RNN_EMPTY_ZEROS` (onnxruntime's final state of
-// an item of length 0). Set `num_layers` for a stack of nodes. Added in
+// The configuration of one ONNX node, for `rnn_model_create_ext`, as a
+// one-layer network of `cell` (RNN_CELL_*) over `input_size` features,
+// `peepholes` 1 when the LSTM node has a `P` input: every attribute
+// mapped and validated as Rust's `OnnxAttributes` does (an unsupported
+// value is RNN_INVALID_ARGUMENT naming the attribute), into `*config`
+// and `*ext` (activations with their alpha and beta, `empty_sequence_state
+// = RNN_EMPTY_ZEROS`: onnxruntime's final state of an item of length 0,
+// and a `clip` of 0 kept). Set `num_layers` for a stack of nodes. Added in
 // ABI version 6.
 //
 // # Safety
 // `attributes` valid (its pointers hold their stated lengths, strings
-// NUL-terminated); `config` writable.
+// NUL-terminated); `config` and `ext` writable.
 enum rnn_status rnn_onnx_config(const struct rnn_onnx_attributes *attributes,
                                 uint32_t cell,
                                 size_t input_size,
                                 uint32_t peepholes,
-                                struct rnn_config *config);
+                                struct rnn_config *config,
+                                struct rnn_config_ext *ext);
 
 // ONNX `Y` (`[T, D, N, H]` for layout 0, `[N, T, D, H]` for layout 1)
 // from one layer's librnn `y` (`[T, N, D·H]`, or `[N, T, D·H]` batch-first

@@ -81,7 +81,10 @@ template <typename T> T *ptr(std::vector<T> &v) { return v.empty() ? nullptr : v
 class Model : public Handle<rnn_model, rnn_model_destroy> {
   public:
     // A model for `config`, parameters zero.
-    explicit Model(const rnn_config &config) : Handle(create(config)) {}
+    explicit Model(const rnn_config &config) : Handle(create(config, rnn_config_ext_default())) {}
+    // With the extended options (ONNX's activation functions, the
+    // empty-sequence state, a zero gate clip).
+    Model(const rnn_config &config, const rnn_config_ext &ext) : Handle(create(config, ext)) {}
     // Takes ownership of a model from the C ABI.
     explicit Model(rnn_model *raw) noexcept : Handle(raw) {}
 
@@ -210,9 +213,9 @@ class Model : public Handle<rnn_model, rnn_model_destroy> {
     }
 
   private:
-    static rnn_model *create(const rnn_config &config) {
+    static rnn_model *create(const rnn_config &config, const rnn_config_ext &ext) {
         rnn_model *raw = nullptr;
-        check(rnn_model_create(&config, &raw));
+        check(rnn_model_create_ext(&config, &ext, &raw));
         return raw;
     }
     Output make_output(size_t seq_len, size_t batch) const {
@@ -291,7 +294,10 @@ struct OnnxAttributes {
     std::vector<std::string> activations;
     std::vector<float> activation_alpha, activation_beta;
 };
-inline rnn_config onnx_config(const OnnxAttributes &a, uint32_t cell, size_t input_size, bool peepholes) {
+// The node's configuration and extended options (see rnn_onnx_config):
+// pass both to Model(config, ext).
+inline std::pair<rnn_config, rnn_config_ext> onnx_config(const OnnxAttributes &a, uint32_t cell, size_t input_size,
+                                                         bool peepholes) {
     rnn_onnx_attributes c = rnn_onnx_attributes_default(a.hidden_size);
     c.direction = a.direction.c_str();
     c.layout = a.layout;
@@ -308,8 +314,9 @@ inline rnn_config onnx_config(const OnnxAttributes &a, uint32_t cell, size_t inp
     c.activation_beta = detail::ptr(a.activation_beta);
     c.activation_beta_len = a.activation_beta.size();
     rnn_config config;
-    check(rnn_onnx_config(&c, cell, input_size, peepholes ? 1u : 0u, &config));
-    return config;
+    rnn_config_ext ext;
+    check(rnn_onnx_config(&c, cell, input_size, peepholes ? 1u : 0u, &config, &ext));
+    return std::make_pair(config, ext);
 }
 inline std::vector<float> onnx_y_from_librnn(const std::vector<float> &y, size_t seq_len, size_t batch, size_t dirs,
                                              size_t hidden, uint32_t layout) {

@@ -89,9 +89,10 @@ fn run(u: &mut Unstructured) -> Result<()> {
     cfg.cell_clip = if u.ratio(1, 4)? { value(u)? } else { 0.0 };
     cfg.gate_clip = if u.ratio(1, 4)? { value(u)? } else { 0.0 };
     cfg.input_forget = u.int_in_range(0..=2)?;
-    cfg.empty_sequence_state = u.int_in_range(0..=2)?;
-    cfg.gate_clip_set = u.int_in_range(0..=2)?;
-    for a in cfg.activations.iter_mut() {
+    let mut ext = rnn_config_ext_default();
+    ext.empty_sequence_state = u.int_in_range(0..=2)?;
+    ext.gate_clip_set = u.int_in_range(0..=2)?;
+    for a in ext.activations.iter_mut() {
         if u.ratio(1, 4)? {
             a.function = u.int_in_range(0..=12)?;
             a.alpha = value(u)?;
@@ -100,8 +101,8 @@ fn run(u: &mut Unstructured) -> Result<()> {
     }
 
     let mut model: *mut rnn_model = ptr::null_mut();
-    // SAFETY: valid pointers to a config and an out slot.
-    if !ok(unsafe { rnn_model_create(&cfg, &mut model) }) {
+    // SAFETY: valid pointers to a config, its extension and an out slot.
+    if !ok(unsafe { rnn_model_create_ext(&cfg, &ext, &mut model) }) {
         assert!(model.is_null());
         return Ok(());
     }

@@ -188,21 +188,40 @@ pub struct rnn_config {
     /// LSTM input-forget coupling, ONNX's `input_forget`: 0 or 1; with 1 the
     /// forget gate is 1 - i and its weights are unused. Added in ABI version 2.
     pub input_forget: u32,
+}
+
+/// The options added after `rnn_config`'s layout was fixed (so that
+/// programs built against an older header keep working): pass it to
+/// `rnn_model_create_ext`. Start from `rnn_config_ext_default()`, whose
+/// values give the same model as `rnn_model_create`. Added in ABI
+/// version 6.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+#[allow(non_camel_case_types)]
+pub struct rnn_config_ext {
     /// ONNX's activation functions: `activations[3 * dir + role]` for
     /// direction `dir` (0 forward, 1 the reverse direction of a
     /// bidirectional network) and role `role` (RNN: f; LSTM: f on i, f, o,
     /// g on the cell input, h on the cell state; GRU: f on r, z, g on n).
-    /// RNN_FUNCTION_DEFAULT (all zeros) keeps the role's default; entries
-    /// past the cell's roles or directions must stay default. Added in ABI
-    /// version 6.
+    /// RNN_FUNCTION_DEFAULT (all zeros) keeps the role's default (for RNN,
+    /// `rnn_config.activation`); entries past the cell's roles or
+    /// directions must stay default.
     pub activations: [rnn_activation; 6],
     /// RNN_EMPTY_INITIAL or RNN_EMPTY_ZEROS: what an item of sequence
-    /// length 0 returns as its final state. Added in ABI version 6.
+    /// length 0 returns as its final state.
     pub empty_sequence_state: u32,
-    /// 1: `gate_clip` applies even when it is 0 (ONNX's `clip = 0`, which
-    /// onnxruntime runs: every pre-activation becomes 0); 0 (the default):
-    /// a `gate_clip` of 0 means none. Added in ABI version 6.
+    /// 1: `rnn_config.gate_clip` applies even when it is 0 (ONNX's
+    /// `clip = 0`, which onnxruntime's RNN runs: every pre-activation
+    /// becomes 0); 0 (the default): a `gate_clip` of 0 means none.
     pub gate_clip_set: u32,
+}
+
+/// The extended options' defaults: every function its role's default,
+/// RNN_EMPTY_INITIAL, a `gate_clip` of 0 meaning none. Added in ABI
+/// version 6.
+#[no_mangle]
+pub extern "C" fn rnn_config_ext_default() -> rnn_config_ext {
+    rnn_config_ext::default()
 }
 
 /// Element counts of every buffer of a call with given `seq_len` and `batch`.
@@ -324,9 +343,6 @@ pub extern "C" fn rnn_config_default() -> rnn_config {
         layout: RNN_LAYOUT_TIME_MAJOR,
         gate_clip: 0.0,
         input_forget: 0,
-        activations: [rnn_activation::default(); 6],
-        empty_sequence_state: RNN_EMPTY_INITIAL,
-        gate_clip_set: 0,
     }
 }
 
@@ -358,10 +374,14 @@ fn function_kind(function: u32) -> Option<ActivationKind> {
     function.checked_sub(1).and_then(ActivationKind::from_code)
 }
 
-/// `rnn_config.activations` as the ONNX-ordered list for
+/// `rnn_config_ext.activations` as the ONNX-ordered list for
 /// `ConfigBuilder::activations`, or `None` when every entry is default.
-fn activation_list(c: &rnn_config) -> Result<Option<Vec<ActivationFunction>>, Failure> {
-    if c.activations
+fn activation_list(
+    c: &rnn_config,
+    ext: &rnn_config_ext,
+) -> Result<Option<Vec<ActivationFunction>>, Failure> {
+    if ext
+        .activations
         .iter()
         .all(|a| a.function == RNN_FUNCTION_DEFAULT)
     {
@@ -372,12 +392,12 @@ fn activation_list(c: &rnn_config) -> Result<Option<Vec<ActivationFunction>>, Fa
     let defaults = cell.default_activations();
     let relu = c.activation == RNN_ACTIVATION_RELU;
     let mut list = Vec::new();
-    for (i, a) in c.activations.iter().enumerate() {
+    for (i, a) in ext.activations.iter().enumerate() {
         let (dir, role) = (i / 3, i % 3);
         if dir >= dirs || role >= defaults.len() {
             if a.function != RNN_FUNCTION_DEFAULT {
                 return Err(Failure::invalid(format!(
-                    "rnn_config.activations[{i}] is set, but a {cell:?} network with {dirs} direction(s) has only {} functions (entries 0..{} and, bidirectional, 3..{})",
+                    "rnn_config_ext.activations[{i}] is set, but a {cell:?} network with {dirs} direction(s) has only {} functions (entries 0..{} and, bidirectional, 3..{})",
                     defaults.len() * dirs,
                     defaults.len(),
                     3 + defaults.len()
@@ -393,7 +413,7 @@ fn activation_list(c: &rnn_config) -> Result<Option<Vec<ActivationFunction>>, Fa
             f => {
                 let kind = function_kind(f).ok_or_else(|| {
                     Failure::invalid(format!(
-                        "rnn_config.activations[{i}].function = {f} is not one of the RNN_FUNCTION_* values"
+                        "rnn_config_ext.activations[{i}].function = {f} is not one of the RNN_FUNCTION_* values"
                     ))
                 })?;
                 ActivationFunction::with(kind, a.alpha, a.beta)
@@ -426,20 +446,38 @@ fn flag(field: &str, value: u32) -> Result<bool, Failure> {
 }
 
 fn to_config(c: &rnn_config) -> Result<Config, Failure> {
+    to_config_ext(c, &rnn_config_ext::default())
+}
+
+fn to_config_ext(c: &rnn_config, ext: &rnn_config_ext) -> Result<Config, Failure> {
     let builder = Config::builder(pick("cell", c.cell)?, c.input_size, c.hidden_size);
     let activation: Activation = pick("activation", c.activation)?;
-    let builder = match activation_list(c)? {
+    let builder = match activation_list(c, ext)? {
         Some(list) => builder.activations(&list),
         None => builder.activation(activation),
     };
+    let empty = Coded::from_code(ext.empty_sequence_state).ok_or_else(|| {
+        Failure::invalid(format!(
+            "rnn_config_ext.empty_sequence_state = {} is not one of the RNN_EMPTY_* values",
+            ext.empty_sequence_state
+        ))
+    })?;
+    let gate_clip_set = match ext.gate_clip_set {
+        0 | 1 => ext.gate_clip_set == 1,
+        other => {
+            return Err(Failure::invalid(format!(
+                "rnn_config_ext.gate_clip_set = {other} must be 0 or 1"
+            )))
+        }
+    };
     Ok(builder
-        .empty_sequence_state(pick("empty_sequence_state", c.empty_sequence_state)?)
+        .empty_sequence_state(empty)
         .proj_size(c.proj_size)
         .num_layers(c.num_layers)
         .direction(pick("direction", c.direction)?)
         .gru_variant(pick("gru_variant", c.gru_variant)?)
         .cell_clip(clip_option(c.cell_clip))
-        .gate_clip(match flag("gate_clip_set", c.gate_clip_set)? {
+        .gate_clip(match gate_clip_set {
             true => Some(c.gate_clip),
             false => clip_option(c.gate_clip),
         })
@@ -494,13 +532,32 @@ pub unsafe extern "C" fn rnn_model_create(
     config: *const rnn_config,
     out: *mut *mut rnn_model,
 ) -> rnn_status {
+    // SAFETY: forwarded; a NULL `ext` means the defaults.
+    unsafe { rnn_model_create_ext(config, std::ptr::null(), out) }
+}
+
+/// `rnn_model_create` with the options of `*ext` too (ONNX's activation
+/// functions, the empty-sequence state, a zero gate clip); NULL `ext` is
+/// `rnn_config_ext_default()`. Added in ABI version 6.
+///
+/// # Safety
+/// `config` and `out` valid pointers (or NULL, which is reported); `ext`
+/// valid or NULL.
+#[no_mangle]
+pub unsafe extern "C" fn rnn_model_create_ext(
+    config: *const rnn_config,
+    ext: *const rnn_config_ext,
+    out: *mut *mut rnn_model,
+) -> rnn_status {
     guard(|| {
         // SAFETY: the caller passes a valid config pointer or NULL.
         let config = unsafe { config.as_ref() }.ok_or_else(|| Failure::null("config"))?;
         if out.is_null() {
             return Err(Failure::null("out"));
         }
-        let config = to_config(config)?;
+        // SAFETY: as above, for `ext`.
+        let ext = unsafe { ext.as_ref() }.copied().unwrap_or_default();
+        let config = to_config_ext(config, &ext)?;
         environment_isa()?;
         // A configuration can be valid yet far too large for this machine:
         // RNN_OUT_OF_MEMORY instead of an abort.

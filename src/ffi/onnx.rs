@@ -6,7 +6,9 @@ use std::ffi::CStr;
 use std::os::raw::c_char;
 
 use super::guard::{guard, optional, rnn_status, slice, slice_mut, Failure};
-use super::{pick, rnn_activation, rnn_config, rnn_config_default, RNN_EMPTY_ZEROS};
+use super::{
+    pick, rnn_activation, rnn_config, rnn_config_default, rnn_config_ext, RNN_EMPTY_ZEROS,
+};
 use crate::config::{CellKind, Coded, Config};
 use crate::interop::onnx::{state_from_onnx, state_to_onnx, y_to_onnx, OnnxAttributes};
 
@@ -127,18 +129,19 @@ unsafe fn to_attributes(a: &rnn_onnx_attributes) -> Result<OnnxAttributes, Failu
     Ok(out)
 }
 
-/// The `rnn_config` of one ONNX node as a one-layer network of `cell`
-/// (RNN_CELL_*) over `input_size` features, `peepholes` 1 when the LSTM
-/// node has a `P` input: every attribute mapped and validated as Rust's
-/// `OnnxAttributes` does (an unsupported value is RNN_INVALID_ARGUMENT
-/// naming the attribute), activations with their alpha and beta, and
-/// `empty_sequence_state = RNN_EMPTY_ZEROS` (onnxruntime's final state of
-/// an item of length 0). Set `num_layers` for a stack of nodes. Added in
+/// The configuration of one ONNX node, for `rnn_model_create_ext`, as a
+/// one-layer network of `cell` (RNN_CELL_*) over `input_size` features,
+/// `peepholes` 1 when the LSTM node has a `P` input: every attribute
+/// mapped and validated as Rust's `OnnxAttributes` does (an unsupported
+/// value is RNN_INVALID_ARGUMENT naming the attribute), into `*config`
+/// and `*ext` (activations with their alpha and beta, `empty_sequence_state
+/// = RNN_EMPTY_ZEROS`: onnxruntime's final state of an item of length 0,
+/// and a `clip` of 0 kept). Set `num_layers` for a stack of nodes. Added in
 /// ABI version 6.
 ///
 /// # Safety
 /// `attributes` valid (its pointers hold their stated lengths, strings
-/// NUL-terminated); `config` writable.
+/// NUL-terminated); `config` and `ext` writable.
 #[no_mangle]
 pub unsafe extern "C" fn rnn_onnx_config(
     attributes: *const rnn_onnx_attributes,
@@ -146,6 +149,7 @@ pub unsafe extern "C" fn rnn_onnx_config(
     input_size: usize,
     peepholes: u32,
     config: *mut rnn_config,
+    ext: *mut rnn_config_ext,
 ) -> rnn_status {
     guard(|| {
         // SAFETY: per the function's contract.
@@ -158,16 +162,18 @@ pub unsafe extern "C" fn rnn_onnx_config(
             .peepholes(super::flag("peepholes", peepholes)?)
             .build()?;
         // SAFETY: per the function's contract.
-        let out = unsafe { config.as_mut() }.ok_or_else(|| Failure::null("config"))?;
-        *out = to_c_config(&built);
+        let (out, out_ext) = unsafe { (config.as_mut(), ext.as_mut()) };
+        let out = out.ok_or_else(|| Failure::null("config"))?;
+        let out_ext = out_ext.ok_or_else(|| Failure::null("ext"))?;
+        (*out, *out_ext) = to_c_config(&built);
         Ok(())
     })
 }
 
-/// A validated configuration as C's struct (every option but projection
-/// and cell clip, which ONNX nodes do not have, is carried over).
-fn to_c_config(c: &Config) -> rnn_config {
+/// A validated configuration as C's structs.
+fn to_c_config(c: &Config) -> (rnn_config, rnn_config_ext) {
     let mut out = rnn_config_default();
+    let mut ext = rnn_config_ext::default();
     out.cell = c.cell().code();
     out.activation = c.activation().code();
     out.input_size = c.input_size();
@@ -180,11 +186,11 @@ fn to_c_config(c: &Config) -> rnn_config {
     out.peepholes = u32::from(c.peepholes());
     out.layout = c.layout().code();
     out.gate_clip = c.gate_clip().unwrap_or(0.0);
-    out.gate_clip_set = u32::from(c.gate_clip().is_some());
+    ext.gate_clip_set = u32::from(c.gate_clip().is_some());
     out.input_forget = u32::from(c.input_forget());
     for dir in 0..c.num_directions() {
         for (role, f) in c.activations(dir).iter().enumerate() {
-            out.activations[3 * dir + role] = rnn_activation {
+            ext.activations[3 * dir + role] = rnn_activation {
                 function: f.kind.code() + 1,
                 alpha: f.alpha,
                 beta: f.beta,
@@ -192,9 +198,9 @@ fn to_c_config(c: &Config) -> rnn_config {
         }
     }
     if c.empty_sequence_state() == crate::config::EmptySequenceState::Zeros {
-        out.empty_sequence_state = RNN_EMPTY_ZEROS;
+        ext.empty_sequence_state = RNN_EMPTY_ZEROS;
     }
-    out
+    (out, ext)
 }
 
 /// `seq_len · batch · dirs · hidden` (or without `seq_len` for a state),

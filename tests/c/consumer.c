@@ -22,6 +22,7 @@ typedef struct {
 typedef struct {
     const char *path;
     rnn_config config;
+    rnn_config_ext ext;
     size_t seq_len, batch;
     size_t *seq_lens;
     size_t seq_lens_len;
@@ -55,8 +56,9 @@ static int load(const char *path, test_case *c) {
              read_u64(f, &hidden) && read_u64(f, &proj) && read_u64(f, &layers) && read_exact(f, &clip, 4) &&
              read_exact(f, &gate_clip, 4) && read_u32(f, &input_forget) && read_u32(f, &empty);
     c->config = rnn_config_default();
+    c->ext = rnn_config_ext_default();
     for (int i = 0; ok && i < 6; i++) {
-        rnn_activation *a = &c->config.activations[i];
+        rnn_activation *a = &c->ext.activations[i];
         ok = read_u32(f, &a->function) && read_exact(f, &a->alpha, 4) && read_exact(f, &a->beta, 4);
     }
     ok = ok && read_u64(f, &seq_len) && read_u64(f, &batch) && read_u64(f, &nlens);
@@ -65,7 +67,7 @@ static int load(const char *path, test_case *c) {
         return 0;
     }
     c->config.cell = cell;
-    c->config.empty_sequence_state = empty;
+    c->ext.empty_sequence_state = empty;
     c->config.activation = activation;
     c->config.direction = direction;
     c->config.gru_variant = gru;
@@ -129,7 +131,7 @@ static void check_reloaded(const char *what, rnn_model *loaded, const rnn_input 
 
 static void run_case(const test_case *c) {
     rnn_model *model = NULL;
-    EXPECT_STATUS(rnn_model_create(&c->config, &model), RNN_OK);
+    EXPECT_STATUS(rnn_model_create_ext(&c->config, &c->ext, &model), RNN_OK);
     if (!model) return;
     rnn_sizes s;
     EXPECT_STATUS(rnn_sizes_for(model, c->seq_len, c->batch, &s), RNN_OK);
@@ -485,32 +487,39 @@ static void error_paths(void) {
     /* Activation functions: an unknown code, a role the cell lacks, the
      * reverse direction of a one-direction network, a bad empty state, and
      * a function LSTM training cannot differentiate from its output. */
-    bad = cfg;
-    bad.activations[1].function = 99;
-    EXPECT_STATUS(rnn_model_create(&bad, &model), RNN_INVALID_ARGUMENT);
-    CHECK(strstr(rnn_last_error_message(), "rnn_config.activations[1].function") != NULL, "message: %s",
+    rnn_config_ext ext = rnn_config_ext_default();
+    ext.activations[1].function = 99;
+    EXPECT_STATUS(rnn_model_create_ext(&cfg, &ext, &model), RNN_INVALID_ARGUMENT);
+    CHECK(strstr(rnn_last_error_message(), "rnn_config_ext.activations[1].function") != NULL, "message: %s",
           rnn_last_error_message());
     bad = cfg;
     bad.cell = RNN_CELL_GRU;
-    bad.activations[2] = rnn_activation_default(RNN_FUNCTION_SOFTSIGN);
-    EXPECT_STATUS(rnn_model_create(&bad, &model), RNN_INVALID_ARGUMENT);
-    CHECK(strstr(rnn_last_error_message(), "rnn_config.activations[2]") != NULL, "message: %s",
+    ext = rnn_config_ext_default();
+    ext.activations[2] = rnn_activation_default(RNN_FUNCTION_SOFTSIGN);
+    EXPECT_STATUS(rnn_model_create_ext(&bad, &ext, &model), RNN_INVALID_ARGUMENT);
+    CHECK(strstr(rnn_last_error_message(), "rnn_config_ext.activations[2]") != NULL, "message: %s",
           rnn_last_error_message());
-    bad = cfg;
-    bad.activations[4] = rnn_activation_default(RNN_FUNCTION_SOFTSIGN);
-    EXPECT_STATUS(rnn_model_create(&bad, &model), RNN_INVALID_ARGUMENT);
-    bad = cfg;
-    bad.empty_sequence_state = 2;
-    EXPECT_STATUS(rnn_model_create(&bad, &model), RNN_INVALID_ARGUMENT);
+    ext = rnn_config_ext_default();
+    ext.activations[4] = rnn_activation_default(RNN_FUNCTION_SOFTSIGN);
+    EXPECT_STATUS(rnn_model_create_ext(&cfg, &ext, &model), RNN_INVALID_ARGUMENT);
+    ext = rnn_config_ext_default();
+    ext.empty_sequence_state = 2;
+    EXPECT_STATUS(rnn_model_create_ext(&cfg, &ext, &model), RNN_INVALID_ARGUMENT);
+    ext = rnn_config_ext_default();
+    ext.gate_clip_set = 3;
+    EXPECT_STATUS(rnn_model_create_ext(&cfg, &ext, &model), RNN_INVALID_ARGUMENT);
+    EXPECT_STATUS(rnn_model_create_ext(&cfg, NULL, &model), RNN_OK); /* NULL: the defaults */
+    rnn_model_destroy(model);
+    model = NULL;
     {
         rnn_activation leaky = rnn_activation_default(RNN_FUNCTION_LEAKY_RELU);
         CHECK(leaky.alpha == 0.01f && rnn_activation_default(RNN_FUNCTION_HARD_SIGMOID).beta == 0.5f,
               "onnxruntime's defaults: %g", leaky.alpha);
-        rnn_config negative = cfg;
+        rnn_config_ext negative = rnn_config_ext_default();
         negative.activations[1] = leaky;
         negative.activations[1].alpha = -0.5f;
         rnn_model *m = NULL;
-        EXPECT_STATUS(rnn_model_create(&negative, &m), RNN_OK);
+        EXPECT_STATUS(rnn_model_create_ext(&cfg, &negative, &m), RNN_OK);
         rnn_sizes ns;
         EXPECT_STATUS(rnn_sizes_for(m, 2, 1, &ns), RNN_OK);
         float *nx = calloc(ns.x, sizeof(float)), *ny = calloc(ns.y, sizeof(float));
@@ -764,44 +773,45 @@ static void onnx_checks(void) {
     a.has_clip = 1;
     a.clip = 0.0f;
     rnn_config cfg;
-    EXPECT_STATUS(rnn_onnx_config(&a, RNN_CELL_LSTM, 3, 1, &cfg), RNN_OK);
+    rnn_config_ext ext;
+    EXPECT_STATUS(rnn_onnx_config(&a, RNN_CELL_LSTM, 3, 1, &cfg, &ext), RNN_OK);
     CHECK(cfg.cell == RNN_CELL_LSTM && cfg.input_size == 3 && cfg.hidden_size == 4 && cfg.peepholes == 1 &&
-              cfg.direction == RNN_DIRECTION_BIDIRECTIONAL_CONCAT && cfg.empty_sequence_state == RNN_EMPTY_ZEROS,
-          "onnx config: cell %u direction %u empty %u", cfg.cell, cfg.direction, cfg.empty_sequence_state);
-    CHECK(cfg.gate_clip_set == 1 && cfg.gate_clip == 0.0f, "clip = 0 is kept: set %u", cfg.gate_clip_set);
-    CHECK(cfg.activations[0].function == RNN_FUNCTION_HARD_SIGMOID && cfg.activations[0].alpha == 0.25f &&
-              cfg.activations[0].beta == 0.5f && cfg.activations[1].function == RNN_FUNCTION_SOFTSIGN &&
-              cfg.activations[4].function == RNN_FUNCTION_LEAKY_RELU && cfg.activations[4].alpha == 0.3f &&
-              cfg.activations[5].function == RNN_FUNCTION_ELU && cfg.activations[5].alpha == 1.0f,
-          "onnx activations: %u %g %g / %u %g / %u %g", cfg.activations[0].function, cfg.activations[0].alpha,
-          cfg.activations[0].beta, cfg.activations[4].function, cfg.activations[4].alpha,
-          cfg.activations[5].function, cfg.activations[5].alpha);
+              cfg.direction == RNN_DIRECTION_BIDIRECTIONAL_CONCAT && ext.empty_sequence_state == RNN_EMPTY_ZEROS,
+          "onnx config: cell %u direction %u empty %u", cfg.cell, cfg.direction, ext.empty_sequence_state);
+    CHECK(ext.gate_clip_set == 1 && cfg.gate_clip == 0.0f, "clip = 0 is kept: set %u", ext.gate_clip_set);
+    CHECK(ext.activations[0].function == RNN_FUNCTION_HARD_SIGMOID && ext.activations[0].alpha == 0.25f &&
+              ext.activations[0].beta == 0.5f && ext.activations[1].function == RNN_FUNCTION_SOFTSIGN &&
+              ext.activations[4].function == RNN_FUNCTION_LEAKY_RELU && ext.activations[4].alpha == 0.3f &&
+              ext.activations[5].function == RNN_FUNCTION_ELU && ext.activations[5].alpha == 1.0f,
+          "onnx activations: %u %g %g / %u %g / %u %g", ext.activations[0].function, ext.activations[0].alpha,
+          ext.activations[0].beta, ext.activations[4].function, ext.activations[4].alpha,
+          ext.activations[5].function, ext.activations[5].alpha);
     rnn_model *m = NULL;
-    EXPECT_STATUS(rnn_model_create(&cfg, &m), RNN_OK);
+    EXPECT_STATUS(rnn_model_create_ext(&cfg, &ext, &m), RNN_OK);
     rnn_model_destroy(m);
 
     /* Errors name the attribute. */
     rnn_onnx_attributes bad = a;
     names[2] = "Swish";
-    EXPECT_STATUS(rnn_onnx_config(&bad, RNN_CELL_LSTM, 3, 1, &cfg), RNN_INVALID_ARGUMENT);
+    EXPECT_STATUS(rnn_onnx_config(&bad, RNN_CELL_LSTM, 3, 1, &cfg, &ext), RNN_INVALID_ARGUMENT);
     CHECK(strstr(rnn_last_error_message(), "Swish") != NULL, "message: %s", rnn_last_error_message());
     names[2] = "Tanh";
     bad = a;
     bad.activations_len = 4;
-    EXPECT_STATUS(rnn_onnx_config(&bad, RNN_CELL_LSTM, 3, 1, &cfg), RNN_INVALID_ARGUMENT);
+    EXPECT_STATUS(rnn_onnx_config(&bad, RNN_CELL_LSTM, 3, 1, &cfg, &ext), RNN_INVALID_ARGUMENT);
     CHECK(strstr(rnn_last_error_message(), "activations") != NULL, "message: %s", rnn_last_error_message());
     bad = a;
     bad.direction = "sideways";
-    EXPECT_STATUS(rnn_onnx_config(&bad, RNN_CELL_LSTM, 3, 1, &cfg), RNN_INVALID_ARGUMENT);
+    EXPECT_STATUS(rnn_onnx_config(&bad, RNN_CELL_LSTM, 3, 1, &cfg, &ext), RNN_INVALID_ARGUMENT);
     CHECK(strstr(rnn_last_error_message(), "sideways") != NULL, "message: %s", rnn_last_error_message());
     bad = rnn_onnx_attributes_default(4);
     bad.linear_before_reset = 1;
-    EXPECT_STATUS(rnn_onnx_config(&bad, RNN_CELL_LSTM, 3, 0, &cfg), RNN_INVALID_ARGUMENT);
+    EXPECT_STATUS(rnn_onnx_config(&bad, RNN_CELL_LSTM, 3, 0, &cfg, &ext), RNN_INVALID_ARGUMENT);
     CHECK(strstr(rnn_last_error_message(), "linear_before_reset") != NULL, "message: %s",
           rnn_last_error_message());
     bad = rnn_onnx_attributes_default(-1);
-    EXPECT_STATUS(rnn_onnx_config(&bad, RNN_CELL_GRU, 3, 0, &cfg), RNN_INVALID_ARGUMENT);
-    EXPECT_STATUS(rnn_onnx_config(NULL, RNN_CELL_GRU, 3, 0, &cfg), RNN_NULL_POINTER);
+    EXPECT_STATUS(rnn_onnx_config(&bad, RNN_CELL_GRU, 3, 0, &cfg, &ext), RNN_INVALID_ARGUMENT);
+    EXPECT_STATUS(rnn_onnx_config(NULL, RNN_CELL_GRU, 3, 0, &cfg, &ext), RNN_NULL_POINTER);
 
     /* Y: librnn [T, N, D*H] to ONNX [T, D, N, H] (layout 0) and, batch-first,
      * [N, T, D*H] to [N, T, D, H] (the same order). */

@@ -69,8 +69,9 @@ void run_case(const char *path) {
     cfg.cell_clip = r.get<float>();
     cfg.gate_clip = r.get<float>();
     cfg.input_forget = r.get<uint32_t>();
-    cfg.empty_sequence_state = r.get<uint32_t>();
-    for (auto &a : cfg.activations) {
+    rnn_config_ext ext = rnn_config_ext_default();
+    ext.empty_sequence_state = r.get<uint32_t>();
+    for (auto &a : ext.activations) {
         a.function = r.get<uint32_t>();
         a.alpha = r.get<float>();
         a.beta = r.get<float>();
@@ -86,7 +87,7 @@ void run_case(const char *path) {
          dc_n = r.floats(), dx = r.floats(), dh0 = r.floats(), dc0 = r.floats(), dparams = r.floats();
     expect(static_cast<bool>(r.in), "case file complete");
 
-    rnn::Model model(cfg);
+    rnn::Model model(cfg, ext);
     model.set_params(params);
     expect(model.params() == params, "params round trip");
     auto out = model.forward_inference(x, seq_len, batch, opt);
@@ -129,11 +130,13 @@ void onnx_wrapper() {
     a.direction = "bidirectional";
     a.activations = {"Sigmoid", "Softplus", "Tanh", "HardSigmoid", "Tanh", "Elu"};
     a.activation_alpha = {0.3f};
-    rnn_config cfg = rnn::onnx_config(a, RNN_CELL_LSTM, 3, false);
-    expect(cfg.activations[1].function == RNN_FUNCTION_SOFTPLUS && cfg.activations[3].alpha == 0.3f &&
-               cfg.activations[3].beta == 0.5f && cfg.empty_sequence_state == RNN_EMPTY_ZEROS,
+    auto node = rnn::onnx_config(a, RNN_CELL_LSTM, 3, false);
+    const rnn_config_ext &ext = node.second;
+    expect(ext.activations[1].function == RNN_FUNCTION_SOFTPLUS && ext.activations[3].alpha == 0.3f &&
+               ext.activations[3].beta == 0.5f && ext.empty_sequence_state == RNN_EMPTY_ZEROS &&
+               node.first.direction == RNN_DIRECTION_BIDIRECTIONAL_CONCAT,
            "onnx_config maps the functions");
-    rnn::Model model(cfg);
+    rnn::Model model(node.first, ext);
     model.init_random(3);
     std::vector<float> x(2 * 1 * 3, 0.25f);
     auto out = model.forward_inference(x, 2, 1, rnn::InputOptions());
