@@ -7,14 +7,13 @@
 
 mod common;
 
-use common::widen;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, RngSeed};
 use rnn::kernels::dispatch::{activation_derivative_in_place, activation_in_place};
 use rnn::rng::SplitMix64;
 use rnn::{
     ActivationFunction, ActivationKind, CellKind, Coded, Config, Direction, EmptySequenceState,
-    GruVariant, Input, Isa, Model, OutputGrads,
+    GruVariant, Input, Isa, Model,
 };
 
 /// ONNX's formulas in f64, written out independently of the crate.
@@ -235,22 +234,6 @@ fn config(case: &Case) -> Config {
     b.build().unwrap()
 }
 
-/// `|got − want| ≤ tol · max(1, max |want|)`.
-fn close(what: &str, got: &[f32], want: &[f64], tol: f64) -> Result<(), TestCaseError> {
-    let scale = want.iter().fold(1.0f64, |m, v| m.max(v.abs()));
-    let got = widen(got);
-    let diff = common::max_abs_diff(&got, want);
-    prop_assert!(
-        diff <= tol * scale,
-        "{}: {:e} > {:e} (scale {})",
-        what,
-        diff,
-        tol * scale,
-        scale
-    );
-    Ok(())
-}
-
 fn check(isa: Isa, case: &Case) -> Result<(), TestCaseError> {
     let config = config(case);
     let model = Model::random(config.clone(), case.seed)
@@ -259,25 +242,8 @@ fn check(isa: Isa, case: &Case) -> Result<(), TestCaseError> {
     let mut rng = SplitMix64::new(case.seed ^ 0xac);
     let mut b = common::random_batch(&mut rng, &config, case.seq_len, case.batch);
     b.seq_lens[0] = 0;
-    let input = b.input(&config, case.seq_len, case.batch);
-    let (out, trace) = model.forward_training(&input).unwrap();
-
-    let params = widen(model.params());
-    let (x, h0, c0) = (widen(&b.x), widen(&b.h0), widen(&b.c0));
-    let mut winput = Input::new(&x[..], case.seq_len, case.batch)
-        .with_seq_lens(&b.seq_lens)
-        .with_h0(&h0);
-    if config.has_cell_state() {
-        winput = winput.with_c0(&c0);
-    }
-    let (want, wtrace) = rnn::reference::forward_training(&config, &params, &winput).unwrap();
     let name = format!("{isa:?} {:?}", config.activations(0));
-    close(&format!("{name} y"), &out.y, &want.y, 2e-5)?;
-    close(&format!("{name} h_n"), &out.h_n, &want.h_n, 2e-5)?;
-    if let (Some(c), Some(wc)) = (&out.c_n, &want.c_n) {
-        close(&format!("{name} c_n"), c, wc, 2e-5)?;
-    }
-    prop_assert_eq!(&model.forward_inference(&input).unwrap(), &out);
+    let out = common::matches_reference(&model, &b, case.seq_len, case.batch, &mut rng, &name)?;
     // Item 0 is empty: its final state is h0 or zeros, as configured.
     let hs = config.state_size();
     for ld in 0..config.num_layers() * 2 {
@@ -292,27 +258,7 @@ fn check(isa: Isa, case: &Case) -> Result<(), TestCaseError> {
             }
         );
     }
-
-    let dy = rng.uniform_vec(out.y.len(), -1.0, 1.0);
-    let dh = rng.uniform_vec(out.h_n.len(), -1.0, 1.0);
-    let dc = rng.uniform_vec(b.c0.len(), -1.0, 1.0);
-    let mut grads = OutputGrads::new(&dy).with_dh_n(&dh);
-    if config.has_cell_state() {
-        grads = grads.with_dc_n(&dc);
-    }
-    let g = model.backward(&trace, &grads).unwrap();
-    let (dyw, dhw, dcw) = (widen(&dy), widen(&dh), widen(&dc));
-    let mut wgrads = OutputGrads::new(&dyw[..]).with_dh_n(&dhw);
-    if config.has_cell_state() {
-        wgrads = wgrads.with_dc_n(&dcw);
-    }
-    let wg = rnn::reference::backward(&config, &params, &wtrace, &wgrads).unwrap();
-    close(&format!("{name} dx"), &g.dx, &wg.dx, 1e-4)?;
-    close(&format!("{name} dh0"), &g.dh0, &wg.dh0, 1e-4)?;
-    if let (Some(d), Some(wd)) = (&g.dc0, &wg.dc0) {
-        close(&format!("{name} dc0"), d, wd, 1e-4)?;
-    }
-    close(&format!("{name} dparams"), &g.dparams, &wg.dparams, 1e-4)
+    Ok(())
 }
 
 proptest! {

@@ -10,31 +10,13 @@
 mod common;
 
 use common::{
-    cell_variants, num_variants, random_batch, variant_index, widen, DIRECTIONS, LAYOUTS,
+    cell_variants, matches_reference, num_variants, random_batch, variant_index, DIRECTIONS,
+    LAYOUTS,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, RngSeed};
 use rnn::rng::SplitMix64;
-use rnn::{Config, Input, Isa, Model, OutputGrads};
-
-fn close(what: &str, got: &[f32], want: &[f64], tol: f64) -> Result<(), TestCaseError> {
-    prop_assert_eq!(got.len(), want.len(), "{} length", what);
-    let scale = want.iter().fold(1.0f64, |m, v| m.max(v.abs()));
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let err = (f64::from(g) - w).abs();
-        prop_assert!(
-            err <= tol * scale,
-            "{}[{}]: {} vs {} (error {:e}, scale {})",
-            what,
-            i,
-            g,
-            w,
-            err,
-            scale
-        );
-    }
-    Ok(())
-}
+use rnn::{Config, Isa, Model};
 
 #[derive(Clone, Debug)]
 struct Case {
@@ -98,56 +80,8 @@ fn check_isa(isa: Isa, case: &Case) -> Result<(), TestCaseError> {
         .unwrap();
     let mut rng = SplitMix64::new(case.seed ^ 0x11);
     let b = random_batch(&mut rng, &config, case.seq_len, case.batch);
-    let lstm = config.has_cell_state();
-    let mut input = Input::new(&b.x, case.seq_len, case.batch)
-        .with_seq_lens(&b.seq_lens)
-        .with_h0(&b.h0);
-    if lstm {
-        input = input.with_c0(&b.c0);
-    }
-    let (out, trace) = model.forward_training(&input).unwrap();
-
-    let params = widen(model.params());
-    let (xw, h0w, c0w) = (widen(&b.x), widen(&b.h0), widen(&b.c0));
-    let mut winput = Input::new(&xw[..], case.seq_len, case.batch)
-        .with_seq_lens(&b.seq_lens)
-        .with_h0(&h0w);
-    if lstm {
-        winput = winput.with_c0(&c0w);
-    }
-    let (want, wtrace) = rnn::reference::forward_training(&config, &params, &winput).unwrap();
     let name = format!("{isa:?} {}", cell_variants(1, 1)[case.variant].0);
-    close(&format!("{name} y"), &out.y, &want.y, 2e-5)?;
-    close(&format!("{name} h_n"), &out.h_n, &want.h_n, 2e-5)?;
-    if let (Some(c), Some(wc)) = (&out.c_n, &want.c_n) {
-        close(&format!("{name} c_n"), c, wc, 2e-5)?;
-    }
-    prop_assert_eq!(
-        &model.forward_inference(&input).unwrap(),
-        &out,
-        "inference == training forward"
-    );
-
-    let dy = rng.uniform_vec(out.y.len(), -1.0, 1.0);
-    let dh = rng.uniform_vec(out.h_n.len(), -1.0, 1.0);
-    let dc = rng.uniform_vec(b.c0.len(), -1.0, 1.0);
-    let mut grads = OutputGrads::new(&dy).with_dh_n(&dh);
-    if lstm {
-        grads = grads.with_dc_n(&dc);
-    }
-    let g = model.backward(&trace, &grads).unwrap();
-    let (dyw, dhw, dcw) = (widen(&dy), widen(&dh), widen(&dc));
-    let mut wgrads = OutputGrads::new(&dyw[..]).with_dh_n(&dhw);
-    if lstm {
-        wgrads = wgrads.with_dc_n(&dcw);
-    }
-    let wg = rnn::reference::backward(&config, &params, &wtrace, &wgrads).unwrap();
-    close(&format!("{name} dx"), &g.dx, &wg.dx, 1e-4)?;
-    close(&format!("{name} dh0"), &g.dh0, &wg.dh0, 1e-4)?;
-    if let (Some(d), Some(wd)) = (&g.dc0, &wg.dc0) {
-        close(&format!("{name} dc0"), d, wd, 1e-4)?;
-    }
-    close(&format!("{name} dparams"), &g.dparams, &wg.dparams, 1e-4)
+    matches_reference(&model, &b, case.seq_len, case.batch, &mut rng, &name).map(|_| ())
 }
 
 proptest! {

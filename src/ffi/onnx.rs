@@ -285,6 +285,31 @@ pub unsafe extern "C" fn rnn_onnx_y_from_librnn(
     })
 }
 
+/// One state conversion, to ONNX's layout or from it, as a C call.
+///
+/// # Safety
+/// `state` and `out` hold their stated lengths.
+unsafe fn convert_state(
+    state: *const f32,
+    state_len: usize,
+    (batch, dirs, hidden): (usize, usize, usize),
+    layout: u32,
+    out: *mut f32,
+    out_len: usize,
+    to_onnx: bool,
+) -> rnn_status {
+    guard(|| {
+        let bf = batch_first(layout)?;
+        let f = |s: &[f32]| match to_onnx {
+            true => state_to_onnx(s, batch, dirs, hidden, bf),
+            false => state_from_onnx(s, batch, dirs, hidden, bf),
+        };
+        let dims = [batch, dirs, hidden];
+        // SAFETY: per the function's contract.
+        unsafe { convert(state, state_len, out, out_len, &dims, ("state", "out"), f) }
+    })
+}
+
 /// ONNX `Y_h` / `Y_c` (`[D, N, H]` for layout 0, `[N, D, H]` for layout 1)
 /// from one layer's librnn final state `[D, N, H]`. Added in ABI version 6.
 ///
@@ -302,21 +327,18 @@ pub unsafe extern "C" fn rnn_onnx_state_from_librnn(
     out: *mut f32,
     out_len: usize,
 ) -> rnn_status {
-    guard(|| {
-        let bf = batch_first(layout)?;
-        // SAFETY: per the function's contract.
-        unsafe {
-            convert(
-                state,
-                state_len,
-                out,
-                out_len,
-                &[batch, dirs, hidden],
-                ("state", "out"),
-                |s| state_to_onnx(s, batch, dirs, hidden, bf),
-            )
-        }
-    })
+    // SAFETY: per the function's contract.
+    unsafe {
+        convert_state(
+            state,
+            state_len,
+            (batch, dirs, hidden),
+            layout,
+            out,
+            out_len,
+            true,
+        )
+    }
 }
 
 /// librnn's `h0` / `c0` of one layer (`[D, N, H]`) from ONNX `initial_h` /
@@ -337,19 +359,16 @@ pub unsafe extern "C" fn rnn_onnx_state_to_librnn(
     out: *mut f32,
     out_len: usize,
 ) -> rnn_status {
-    guard(|| {
-        let bf = batch_first(layout)?;
-        // SAFETY: per the function's contract.
-        unsafe {
-            convert(
-                state,
-                state_len,
-                out,
-                out_len,
-                &[batch, dirs, hidden],
-                ("state", "out"),
-                |s| state_from_onnx(s, batch, dirs, hidden, bf),
-            )
-        }
-    })
+    // SAFETY: per the function's contract.
+    unsafe {
+        convert_state(
+            state,
+            state_len,
+            (batch, dirs, hidden),
+            layout,
+            out,
+            out_len,
+            false,
+        )
+    }
 }

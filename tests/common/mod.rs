@@ -1,8 +1,9 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+use proptest::test_runner::TestCaseError;
 use rnn::rng::SplitMix64;
-use rnn::{Activation, CellKind, Config, Direction, GruVariant, Layout};
+use rnn::{Activation, CellKind, Config, Direction, GruVariant, Input, Layout, Model, OutputGrads};
 
 /// Every cell type and cell option, with a readable name.
 pub fn cell_variants(input: usize, hidden: usize) -> Vec<(&'static str, rnn::ConfigBuilder)> {
@@ -207,4 +208,87 @@ pub fn native(compiler: &str) -> bool {
         );
     }
     ok
+}
+
+/// `|got − want| ≤ tol · max(1, max |want|)`, element by element (a NaN
+/// fails), as a proptest failure naming the element.
+pub fn close(what: &str, got: &[f32], want: &[f64], tol: f64) -> Result<(), TestCaseError> {
+    if got.len() != want.len() {
+        return Err(TestCaseError::fail(format!(
+            "{what}: length {} vs {}",
+            got.len(),
+            want.len()
+        )));
+    }
+    let scale = want.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let err = (f64::from(g) - w).abs();
+        if err.is_nan() || err > tol * scale {
+            return Err(TestCaseError::fail(format!(
+                "{what}[{i}]: {g} vs {w} (error {err:e}, scale {scale})"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A training forward and backward of `model` on `b` (`seq_len` steps of
+/// `batch` items; output gradients drawn from `rng`) against the f64
+/// reference: outputs and states within 2e-5, gradients within 1e-4 (see
+/// [`close`]), and inference equal to the training forward. Returns the
+/// outputs.
+pub fn matches_reference(
+    model: &Model,
+    b: &Batch,
+    seq_len: usize,
+    batch: usize,
+    rng: &mut SplitMix64,
+    name: &str,
+) -> Result<rnn::Output, TestCaseError> {
+    let config = model.config();
+    let lstm = config.has_cell_state();
+    let input = b.input(config, seq_len, batch);
+    let (out, trace) = model.forward_training(&input).unwrap();
+
+    let params = widen(model.params());
+    let (xw, h0w, c0w) = (widen(&b.x), widen(&b.h0), widen(&b.c0));
+    let mut winput = Input::new(&xw[..], seq_len, batch)
+        .with_seq_lens(&b.seq_lens)
+        .with_h0(&h0w);
+    if lstm {
+        winput = winput.with_c0(&c0w);
+    }
+    let (want, wtrace) = rnn::reference::forward_training(config, &params, &winput).unwrap();
+    close(&format!("{name} y"), &out.y, &want.y, 2e-5)?;
+    close(&format!("{name} h_n"), &out.h_n, &want.h_n, 2e-5)?;
+    if let (Some(c), Some(wc)) = (&out.c_n, &want.c_n) {
+        close(&format!("{name} c_n"), c, wc, 2e-5)?;
+    }
+    if model.forward_inference(&input).unwrap() != out {
+        return Err(TestCaseError::fail(format!(
+            "{name}: inference != training forward"
+        )));
+    }
+
+    let dy = rng.uniform_vec(out.y.len(), -1.0, 1.0);
+    let dh = rng.uniform_vec(out.h_n.len(), -1.0, 1.0);
+    let dc = rng.uniform_vec(b.c0.len(), -1.0, 1.0);
+    let mut grads = OutputGrads::new(&dy).with_dh_n(&dh);
+    if lstm {
+        grads = grads.with_dc_n(&dc);
+    }
+    let g = model.backward(&trace, &grads).unwrap();
+    let (dyw, dhw, dcw) = (widen(&dy), widen(&dh), widen(&dc));
+    let mut wgrads = OutputGrads::new(&dyw[..]).with_dh_n(&dhw);
+    if lstm {
+        wgrads = wgrads.with_dc_n(&dcw);
+    }
+    let wg = rnn::reference::backward(config, &params, &wtrace, &wgrads).unwrap();
+    close(&format!("{name} dx"), &g.dx, &wg.dx, 1e-4)?;
+    close(&format!("{name} dh0"), &g.dh0, &wg.dh0, 1e-4)?;
+    if let (Some(d), Some(wd)) = (&g.dc0, &wg.dc0) {
+        close(&format!("{name} dc0"), d, wd, 1e-4)?;
+    }
+    close(&format!("{name} dparams"), &g.dparams, &wg.dparams, 1e-4)?;
+    Ok(out)
 }
