@@ -478,18 +478,6 @@ impl Config {
     pub fn activations(&self, dir: usize) -> &[ActivationFunction] {
         &self.activations[dir.min(1)][..self.cell.default_activations().len()]
     }
-    /// Whether every function is its role's default (Relu counts as one
-    /// for RNN): the kernels then run them inline.
-    pub fn default_activation_functions(&self) -> bool {
-        (0..self.num_directions()).all(|d| {
-            self.activations(d)
-                .iter()
-                .zip(self.cell.default_activations())
-                .all(|(f, &k)| {
-                    f.kind == k || (self.cell == CellKind::Rnn && f.kind == ActivationKind::Relu)
-                })
-        })
-    }
     /// What an item of sequence length 0 returns as its final state.
     pub fn empty_sequence_state(&self) -> EmptySequenceState {
         self.empty_sequence_state

@@ -87,6 +87,10 @@ impl Placement {
         v[v.len() / 2]
     }
 
+    fn on_trial(&self) -> bool {
+        matches!(self, Placement::Trial { .. })
+    }
+
     /// Whether the next step runs inline.
     fn next_inline(&self) -> bool {
         match self {
@@ -112,6 +116,33 @@ impl Placement {
                     Placement::Pool
                 };
             }
+        }
+    }
+}
+
+/// Which items a step moves on: all, or those whose flag is set (as
+/// `bool`s from Rust, bytes from C, so neither is converted per step).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Active<'a> {
+    All,
+    Flags(&'a [bool]),
+    Bytes(&'a [u8]),
+}
+
+impl Active<'_> {
+    fn len(&self) -> Option<usize> {
+        match self {
+            Active::All => None,
+            Active::Flags(f) => Some(f.len()),
+            Active::Bytes(b) => Some(b.len()),
+        }
+    }
+
+    fn is_active(&self, item: usize) -> bool {
+        match self {
+            Active::All => true,
+            Active::Flags(f) => f[item],
+            Active::Bytes(b) => b[item] != 0,
         }
     }
 }
@@ -172,26 +203,22 @@ impl StreamCore {
 
     /// One step; `active[b] == false` leaves item `b`'s state alone and
     /// gives it a zero output.
-    pub(crate) fn step(
-        &mut self,
-        model: &Model,
-        x: &[f32],
-        active: Option<&[bool]>,
-    ) -> Result<&[f32]> {
+    pub(crate) fn step(&mut self, model: &Model, x: &[f32], active: Active<'_>) -> Result<&[f32]> {
         check_len("x (one step, [N, I])", self.shapes.x, x.len())?;
-        if let Some(active) = active {
-            check_len("active", self.batch, active.len())?;
+        if let Some(len) = active.len() {
+            check_len("active", self.batch, len)?;
         }
         for (b, len) in self.lens.iter_mut().enumerate() {
-            *len = usize::from(active.is_none_or(|a| a[b]));
+            *len = usize::from(active.is_active(b));
         }
+        let some_inactive = !matches!(active, Active::All);
         let (cur, next) = (self.cur, 1 - self.cur);
         let [h0, h1] = &mut self.h;
         let [c0, c1] = &mut self.c;
         let (h_in, h_out) = if cur == 0 { (&*h0, h1) } else { (&*h1, h0) };
         let (c_in, c_out) = if cur == 0 { (&*c0, c1) } else { (&*c1, c0) };
         let mut input = Input::new(x, 1, self.batch).with_h0(h_in);
-        if active.is_some() {
+        if some_inactive {
             input = input.with_seq_lens(&self.lens);
         }
         if model.config().has_cell_state() {
@@ -199,10 +226,13 @@ impl StreamCore {
         }
         let c_dest = model.config().has_cell_state().then_some(&mut c_out[..]);
         let inline = self.placement.next_inline();
-        let start = std::time::Instant::now();
+        // Steps are timed only while the placement is on trial.
+        let start = self.placement.on_trial().then(std::time::Instant::now);
         model.stream_step_into(&input, &mut self.y, h_out, c_dest, inline)?;
-        self.placement.record(inline, start.elapsed().as_secs_f64());
-        if active.is_some() && model.config().empty_sequence_state() == EmptySequenceState::Zeros {
+        if let Some(start) = start {
+            self.placement.record(inline, start.elapsed().as_secs_f64());
+        }
+        if some_inactive && model.config().empty_sequence_state() == EmptySequenceState::Zeros {
             // An item sitting a step out keeps its state, whatever a whole
             // call does with an empty item.
             self.restore_inactive(cur);
@@ -294,14 +324,14 @@ impl Stream<'_> {
     /// Runs one time step: `x [N, I]` (item after item) in, the step's
     /// output `[N, H_out]` out; every item's state moves on.
     pub fn step(&mut self, x: &[f32]) -> Result<&[f32]> {
-        self.core.step(self.model, x, None)
+        self.core.step(self.model, x, Active::All)
     }
 
     /// [`Stream::step`] for the items where `active` is true; the others
     /// keep their state and output zeros (as an item past its length does
     /// in a whole call).
     pub fn step_items(&mut self, x: &[f32], active: &[bool]) -> Result<&[f32]> {
-        self.core.step(self.model, x, Some(active))
+        self.core.step(self.model, x, Active::Flags(active))
     }
 
     /// Every item's state back to zero.

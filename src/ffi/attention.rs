@@ -11,7 +11,7 @@
 use std::sync::{Arc, Mutex, RwLock};
 
 use super::guard::{guard, optional, slice, slice_mut, Failure};
-use super::handles::{acquire, register, release, Handle, Registry};
+use super::handles::{acquire, hand_out, release, Handle, Registry};
 use super::rnn_status;
 use crate::attention::{Attended, Attention, Backward, Memory, Score};
 use crate::error::check_len;
@@ -153,11 +153,16 @@ pub unsafe extern "C" fn rnn_attention_create(
             }
         };
         let layer = Attention::new(score, encoder_size, decoder_size, attention_size, seed)?;
-        let handle = register(rnn_attention {
-            current: RwLock::new(Arc::new(layer)),
-        });
         // SAFETY: per the function's contract.
-        unsafe { store(out, handle, "out") }
+        unsafe {
+            hand_out(
+                out,
+                rnn_attention {
+                    current: RwLock::new(Arc::new(layer)),
+                },
+                "out",
+            )
+        }
     })
 }
 
@@ -263,9 +268,8 @@ pub unsafe extern "C" fn rnn_attention_memory_create(
             return Err(Failure::null("out"));
         }
         let memory = layer.memory(outputs, seq_len, batch, lens)?;
-        let handle = register(rnn_attention_memory { layer, memory });
         // SAFETY: per the function's contract.
-        unsafe { store(out, handle, "out") }
+        unsafe { hand_out(out, rnn_attention_memory { layer, memory }, "out") }
     })
 }
 
@@ -373,13 +377,18 @@ pub unsafe extern "C" fn rnn_attention_forward_training(
                 (weights, weights_len),
             )?
         };
-        let handle = register(rnn_attention_trace {
-            memory,
-            queries,
-            attended,
-        });
         // SAFETY: per the function's contract.
-        unsafe { store(trace, handle, "trace") }
+        unsafe {
+            hand_out(
+                trace,
+                rnn_attention_trace {
+                    memory,
+                    queries,
+                    attended,
+                },
+                "trace",
+            )
+        }
     })
 }
 
@@ -408,12 +417,17 @@ pub unsafe extern "C" fn rnn_attention_grads_create(
             return Err(Failure::null("out"));
         }
         let backward = layer.start_backward(&memory_handle.memory)?;
-        let handle = register(rnn_attention_grads {
-            memory: memory as usize,
-            backward: Mutex::new(Some(backward)),
-        });
         // SAFETY: per the function's contract.
-        unsafe { store(out, handle, "out") }
+        unsafe {
+            hand_out(
+                out,
+                rnn_attention_grads {
+                    memory: memory as usize,
+                    backward: Mutex::new(Some(backward)),
+                },
+                "out",
+            )
+        }
     })
 }
 

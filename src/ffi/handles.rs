@@ -102,6 +102,24 @@ pub(crate) fn register<T: Handle>(value: T) -> *mut T {
     ptr.cast_mut()
 }
 
+/// Registers `value` and writes its handle to `*out`, or reports a NULL
+/// `out` without registering anything (so that no handle leaks).
+///
+/// # Safety
+/// `out` is NULL or writable.
+pub(crate) unsafe fn hand_out<T: Handle>(
+    out: *mut *mut T,
+    value: T,
+    what: &str,
+) -> Result<(), Failure> {
+    if out.is_null() {
+        return Err(Failure::null(what));
+    }
+    // SAFETY: non-NULL, and writable per the function's contract.
+    unsafe { *out = register(value) };
+    Ok(())
+}
+
 /// A counted reference to the live handle `ptr`, held for one call.
 pub(crate) fn acquire<T: Handle>(ptr: *const T, what: &str) -> Result<Arc<T>, Failure> {
     if ptr.is_null() {

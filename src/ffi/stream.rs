@@ -4,11 +4,11 @@
 use std::sync::{Arc, Mutex};
 
 use super::guard::{check_disjoint, guard, optional, slice, slice_mut, span, Failure};
-use super::handles::{acquire, register, release, Handle, Registry};
+use super::handles::{acquire, hand_out, release, Handle, Registry};
 use super::{model_ref, rnn_model, rnn_status};
 use crate::error::check_len;
 use crate::model::Model;
-use crate::stream::StreamCore;
+use crate::stream::{Active, StreamCore};
 
 /// An opaque stream: a batch's recurrent state and a step's buffers, over
 /// the model as it was when the stream was made (later parameter updates
@@ -51,17 +51,14 @@ pub unsafe extern "C" fn rnn_stream_create(
         if stream.is_null() {
             return Err(Failure::null("stream"));
         }
-        // SAFETY: checked non-null; writable per the contract.
-        unsafe { *stream = std::ptr::null_mut() };
         let model = model_ref(model)?;
         let core = StreamCore::new(&model, batch)?;
-        let handle = register(rnn_stream {
+        let value = rnn_stream {
             model,
             core: Mutex::new(core),
-        });
-        // SAFETY: as above.
-        unsafe { *stream = handle };
-        Ok(())
+        };
+        // SAFETY: per the function's contract.
+        unsafe { hand_out(stream, value, "stream") }
     })
 }
 
@@ -98,9 +95,9 @@ pub unsafe extern "C" fn rnn_stream_step(
                 slice_mut(y, y_len, "y")?,
             )
         };
-        let active: Option<Vec<bool>> = active.map(|a| a.iter().map(|&b| b != 0).collect());
+        let active = active.map_or(Active::All, Active::Bytes);
         let mut core = s.core();
-        let out = core.step(&s.model, x, active.as_deref())?;
+        let out = core.step(&s.model, x, active)?;
         check_len("y", out.len(), y.len())?;
         y.copy_from_slice(out);
         Ok(())

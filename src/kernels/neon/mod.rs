@@ -172,6 +172,7 @@ unsafe impl Int8Dot<Neon> for SdotDot {
     type Row = int8x16_t;
     #[inline(always)]
     unsafe fn empty() -> int8x16_t {
+        // SAFETY: a register-only intrinsic; NEON is baseline on aarch64.
         unsafe { vdupq_n_s8(0) }
     }
     #[inline(always)]
