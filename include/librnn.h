@@ -18,9 +18,10 @@
  *   the reverse direction starts at its step len - 1; its final states h_n
  *   and c_n are those after its own last step, so an item of length 0 returns
  *   h0 and c0 unchanged (zeros without them).
- * - Instruction set: the best the CPU has (AVX-512, AVX2+FMA, NEON, else
- *   scalar), or the one the environment variable RNN_ISA names ("scalar",
- *   "avx2", "avx512", "neon"; read once per process), or the one
+ * - Instruction set: the best the CPU has (AVX-512 with AMX, AVX-512,
+ *   AVX2+FMA, NEON, else scalar), or the one the environment variable
+ *   RNN_ISA names ("scalar", "avx2", "avx512", "amx", "neon"; read once per
+ *   process), or the one
  *   rnn_model_set_isa pins. A bad RNN_ISA is reported where a model is made
  *   (rnn_model_create, rnn_model_load, rnn_model_load_safetensors*):
  *   RNN_INVALID_ARGUMENT for an unknown name, RNN_UNSUPPORTED for an ISA
@@ -581,7 +582,7 @@ enum rnn_status rnn_model_param_range(const struct rnn_model *model,
                                       size_t *offset,
                                       size_t *len);
 
-// Stores in `*isa` the name ("scalar", "avx2", "avx512" or "neon", a
+// Stores in `*isa` the name ("scalar", "avx2", "avx512", "amx" or "neon", a
 // static string) of the instruction set the model's calls run on: the one
 // `rnn_model_set_isa` pinned, else RNN_ISA's, else the best of this CPU.
 // Added in ABI version 5.
@@ -591,7 +592,8 @@ enum rnn_status rnn_model_param_range(const struct rnn_model *model,
 enum rnn_status rnn_model_get_isa(const struct rnn_model *model, const char **isa);
 
 // Pins the model's kernels to an instruction set: "scalar", "avx2",
-// "avx512" or "neon". RNN_UNSUPPORTED if this CPU lacks it.
+// "avx512", "amx" or "neon". RNN_UNSUPPORTED if this CPU (or, for AMX, the
+// OS) lacks it.
 //
 // # Safety
 // `model` from `rnn_model_create` (checked; may be in use by other threads); `isa` a

@@ -154,7 +154,7 @@ class Model : public Handle<rnn_model, rnn_model_destroy> {
                                        detail::ptr(l.b), l.b.size(), detail::ptr(l.p), l.p.size()));
     }
 
-    // Instruction set ("scalar", "avx2", "avx512", "neon"), precision
+    // Instruction set ("scalar", "avx2", "avx512", "amx", "neon"), precision
     // (RNN_PRECISION_*), packed bytes, idle scratch.
     void set_isa(const std::string &isa) { check(rnn_model_set_isa(get(), isa.c_str())); }
     std::string isa() const {

@@ -37,6 +37,15 @@ pub enum Precision {
     /// bandwidth. Products are exact f32 multiply-adds of the rounded
     /// weights, so a bf16 model gives, bit for bit, what an f32 model with
     /// [`round_to_bf16`]-rounded weights gives on the same ISA.
+    ///
+    /// On [`Isa::Amx`](crate::Isa::Amx) the products run on AMX tiles,
+    /// which multiply bf16 by bf16: each input and state row is split into
+    /// two bf16 parts, `hi = bf16(x)` and `lo = bf16(x − hi)`, both
+    /// multiplied (16 of its 24 significant bits), and the sums are f32 in
+    /// the tiles' order. The result is then within about 1e-5 of the
+    /// rounded-weight f32 model rather than equal to it (1e-4 is tested),
+    /// and as accurate against f32 as the other ISAs; a batch of one runs
+    /// the widening kernels there (see `Kernels::recurrent_steps`).
     Bf16,
     /// int8 weights, quantised symmetrically per output (one f32 scale per
     /// row of `W`, `R` and the projection: `max |w| / 127`), a quarter of

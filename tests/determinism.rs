@@ -177,6 +177,53 @@ proptest! {
     }
 }
 
+/// Reduced-precision inference (bf16, int8) on the default ISA, AMX tiles
+/// included where the CPU has them: batches of one (bf16 widens there), a
+/// few rows, and more rows than a tile holds (split into groups and, on
+/// threads, into row blocks), sizes that leave a short last k block.
+#[test]
+fn reduced_precision_inference_is_bitwise_identical_for_any_thread_count() {
+    let pools: Vec<_> = [1, 2, 3, 4].into_iter().map(|t| (t, pool(t))).collect();
+    for precision in [rnn::Precision::Bf16, rnn::Precision::Int8] {
+        for variant in 0..num_variants() {
+            for (batch, direction) in [(1, 0), (3, 1), (20, 2), (40, 0)] {
+                let config: Config = cell_variants(37, 100)[variant]
+                    .1
+                    .clone()
+                    .direction(DIRECTIONS[direction])
+                    .num_layers(2)
+                    .build()
+                    .unwrap();
+                let model =
+                    Model::random(config.clone(), 5 + variant as u64).with_precision(precision);
+                let b = random_batch(&mut SplitMix64::new(batch as u64), &config, 3, batch);
+                let mut input = Input::new(&b.x, 3, batch)
+                    .with_seq_lens(&b.seq_lens)
+                    .with_h0(&b.h0);
+                if config.has_cell_state() {
+                    input = input.with_c0(&b.c0);
+                }
+                let go = || model.forward_inference(&input).unwrap();
+                let one = pools[0].1.install(go);
+                let name = cell_variants(1, 1)[variant].0;
+                for (threads, pool) in &pools[1..] {
+                    let other = pool.install(go);
+                    assert!(
+                        bits(&one.y) == bits(&other.y) && bits(&one.h_n) == bits(&other.h_n),
+                        "{name} {precision:?} batch {batch} on {}: {threads} threads differ",
+                        model.isa().unwrap().name()
+                    );
+                }
+                assert_eq!(
+                    bits(&one.y),
+                    bits(&go().y),
+                    "{name} {precision:?} batch {batch}"
+                );
+            }
+        }
+    }
+}
+
 /// Every cell variant once, at a size every step of which splits.
 #[test]
 fn every_variant_is_bitwise_identical_on_two_threads() {

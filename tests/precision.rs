@@ -37,6 +37,11 @@ fn rounded_weights(model: &Model) -> Model {
     Model::from_params(config, params).unwrap()
 }
 
+/// How far a bf16 model on AMX tiles may be from the f32 model with its
+/// weights rounded to bf16 (which every other ISA equals bit for bit): the
+/// two bf16 parts of a row carry 16 of its 24 significant bits.
+const AMX_TOLERANCE: f32 = 1e-4;
+
 #[test]
 fn bf16_equals_f32_with_rounded_weights_bit_for_bit_on_every_isa() {
     let mut rng = SplitMix64::new(11);
@@ -68,6 +73,19 @@ fn bf16_equals_f32_with_rounded_weights_bit_for_bit_on_every_isa() {
                         .forward_inference(&x)
                         .unwrap();
                     let got = bf16.forward_inference(&x).unwrap();
+                    if isa == Isa::Amx {
+                        // Tile products: states and inputs carried to 16
+                        // significant bits, sums in another order.
+                        let mut err = max_diff(&got.y, &want.y).max(max_diff(&got.h_n, &want.h_n));
+                        if let (Some(a), Some(b)) = (&got.c_n, &want.c_n) {
+                            err = err.max(max_diff(a, b));
+                        }
+                        assert!(
+                            err <= AMX_TOLERANCE,
+                            "{name} {direction:?} I={input} H={hidden} on amx: {err:e} from f32 with rounded weights"
+                        );
+                        continue;
+                    }
                     let same = |a: &[f32], b: &[f32]| {
                         a.len() == b.len()
                             && a.iter().zip(b).all(|(p, q)| p.to_bits() == q.to_bits())

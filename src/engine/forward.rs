@@ -669,7 +669,7 @@ impl DirRun<'_> {
         } else {
             &[(true, true)]
         };
-        let steps = self.kernels.steps(pb.precision);
+        let steps = self.kernels.recurrent_steps(pb.precision, self.batch);
         let step = match cfg.cell() {
             CellKind::Lstm => steps.lstm_step,
             CellKind::Gru => steps.gru_step,

@@ -752,7 +752,7 @@ pub unsafe extern "C" fn rnn_model_param_range(
     })
 }
 
-/// Stores in `*isa` the name ("scalar", "avx2", "avx512" or "neon", a
+/// Stores in `*isa` the name ("scalar", "avx2", "avx512", "amx" or "neon", a
 /// static string) of the instruction set the model's calls run on: the one
 /// `rnn_model_set_isa` pinned, else RNN_ISA's, else the best of this CPU.
 /// Added in ABI version 5.
@@ -777,6 +777,7 @@ pub unsafe extern "C" fn rnn_model_get_isa(
             Isa::Scalar => c"scalar",
             Isa::Avx2 => c"avx2",
             Isa::Avx512 => c"avx512",
+            Isa::Amx => c"amx",
             Isa::Neon => c"neon",
         };
         *out = name.as_ptr();
@@ -785,7 +786,8 @@ pub unsafe extern "C" fn rnn_model_get_isa(
 }
 
 /// Pins the model's kernels to an instruction set: "scalar", "avx2",
-/// "avx512" or "neon". RNN_UNSUPPORTED if this CPU lacks it.
+/// "avx512", "amx" or "neon". RNN_UNSUPPORTED if this CPU (or, for AMX, the
+/// OS) lacks it.
 ///
 /// # Safety
 /// `model` from `rnn_model_create` (checked; may be in use by other threads); `isa` a

@@ -580,7 +580,8 @@ static void error_paths(void) {
     const char *isa_name = NULL;
     EXPECT_STATUS(rnn_model_get_isa(model, &isa_name), RNN_OK);
     CHECK(isa_name != NULL && (!strcmp(isa_name, "scalar") || !strcmp(isa_name, "avx2") ||
-                               !strcmp(isa_name, "avx512") || !strcmp(isa_name, "neon")),
+                               !strcmp(isa_name, "avx512") || !strcmp(isa_name, "amx") ||
+                               !strcmp(isa_name, "neon")),
           "ISA name %s", isa_name ? isa_name : "(null)");
     EXPECT_STATUS(rnn_model_get_isa(model, NULL), RNN_NULL_POINTER);
     EXPECT_STATUS(rnn_model_set_isa(model, "scalar"), RNN_OK);

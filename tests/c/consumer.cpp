@@ -214,7 +214,8 @@ void whole_wrapper() {
 
     // ISA, precision, memory.
     std::string isa = model.isa();
-    expect(isa == "scalar" || isa == "avx2" || isa == "avx512" || isa == "neon", "ISA " + isa);
+    expect(isa == "scalar" || isa == "avx2" || isa == "avx512" || isa == "amx" || isa == "neon",
+           "ISA " + isa);
     model.set_isa("scalar");
     expect(model.isa() == "scalar", "pinned ISA");
     model.set_precision(RNN_PRECISION_INT8);

@@ -200,6 +200,23 @@ super::fused::step_kernels!(
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 );
 
+super::fused::step_kernels!(
+    Avx512,
+    amx_steps,
+    fused::Bf16Tiles,
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+);
+
+/// The AVX-512 table with bf16 products on AMX tiles ([`crate::Isa::Amx`]),
+/// when this CPU and the OS allow them.
+pub(crate) fn amx_table() -> Option<Table> {
+    super::amx::bf16_available().then(|| {
+        let mut table = table();
+        table.bf16 = amx_steps::STEPS;
+        table
+    })
+}
+
 /// The int8 step kernels with VNNI, when this CPU has it.
 pub(crate) fn vnni_steps() -> Option<StepKernels> {
     is_x86_feature_detected!("avx512vnni").then_some(vnni_steps::STEPS)

@@ -40,6 +40,9 @@ pub(crate) unsafe trait Format<S: Simd>: Copy + 'static {
     /// Whether the left operands are quantised rows (the epilogues then
     /// hand the tile the rows' quantised copies).
     const QUANTIZED: bool = false;
+    /// Whether the products run on AMX tiles (`tiles.rs`) instead of the
+    /// register tile (`load`, `splat` and `madd` are then never called).
+    const TILES: bool = false;
     /// A group's panel vector, loaded (and widened).
     type Slot: Copy;
     /// A row's group of `K` values, broadcast.
@@ -140,6 +143,46 @@ unsafe impl<S: Simd> Format<S> for Bf16 {
     unsafe fn madd(acc: S::V, a: (S::V, S::V), b: (S::V, S::V)) -> S::V {
         // SAFETY: the ISA is the caller's contract.
         unsafe { S::fma(a.1, b.1, S::fma(a.0, b.0, acc)) }
+    }
+}
+
+/// bfloat16 weights multiplied on AMX tiles, rows split into two bf16
+/// parts (`tiles.rs`): the [`Bf16`] panels, with the register methods of
+/// [`Bf16`] for completeness only.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Bf16Tiles;
+
+// SAFETY: as Bf16's, which it forwards to.
+unsafe impl<S: Simd> Format<S> for Bf16Tiles {
+    const K: usize = 2;
+    const REGS: usize = 2;
+    const TILES: bool = true;
+    type Slot = (S::V, S::V);
+    type Row = (S::V, S::V);
+    #[inline(always)]
+    unsafe fn empty() -> (S::V, S::V) {
+        // SAFETY: forwarded from the caller.
+        unsafe { <Bf16 as Format<S>>::empty() }
+    }
+    #[inline(always)]
+    unsafe fn load(words: *const f32) -> (S::V, S::V) {
+        // SAFETY: forwarded from the caller.
+        unsafe { <Bf16 as Format<S>>::load(words) }
+    }
+    #[inline(always)]
+    unsafe fn splat(a: *const f32) -> (S::V, S::V) {
+        // SAFETY: forwarded from the caller.
+        unsafe { <Bf16 as Format<S>>::splat(a) }
+    }
+    #[inline(always)]
+    unsafe fn splat_tail(a: *const f32, valid: usize) -> (S::V, S::V) {
+        // SAFETY: forwarded from the caller.
+        unsafe { <Bf16 as Format<S>>::splat_tail(a, valid) }
+    }
+    #[inline(always)]
+    unsafe fn madd(acc: S::V, a: (S::V, S::V), b: (S::V, S::V)) -> S::V {
+        // SAFETY: forwarded from the caller.
+        unsafe { <Bf16 as Format<S>>::madd(acc, a, b) }
     }
 }
 

@@ -322,6 +322,18 @@ unsafe fn for_rows<
     rows: &[R],
     epi: &E,
 ) {
+    if F::TILES {
+        #[cfg(target_arch = "x86_64")]
+        {
+            // SAFETY: forwarded; a tile format's kernels are only in the AMX table.
+            unsafe {
+                tiles::for_rows::<S, R, E, V>(k, packed, (first, end), panel_stride, rows, epi)
+            };
+            return;
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("AMX tiles exist only on x86-64");
+    }
     // SAFETY: forwarded from this unsafe fn's contract (valid, padded rows and panels; see the module docs).
     unsafe {
         if let [row] = rows {
@@ -465,7 +477,11 @@ mod gru;
 mod lstm;
 mod product;
 mod rnn;
+#[cfg(target_arch = "x86_64")]
+mod tiles;
 
+#[cfg(target_arch = "x86_64")]
+pub(crate) use format::Bf16Tiles;
 pub(crate) use format::{Bf16, Format, Int8, F32};
 
 pub(crate) use gru::{gru_backward_a, gru_backward_b, gru_step};
@@ -695,6 +711,7 @@ macro_rules! instantiate_kernels {
                 softmax_in_place,
                 f32: f32_steps::STEPS,
                 bf16: bf16_steps::STEPS,
+                bf16_one_row: bf16_steps::STEPS,
                 int8: int8_steps::STEPS,
                 blocked_matmul,
                 lstm_backward,
