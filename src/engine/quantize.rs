@@ -151,8 +151,11 @@ mod tests {
                 (3, 17, 2),
                 (4, 16, 5),
                 (130, 70, 13),
+                // More rows than a tile holds (AMX: two groups and a short
+                // last block of k).
+                (70, 33, 40),
             ];
-            for (k, n, rows) in shapes.into_iter().take(if cfg!(miri) { 3 } else { 6 }) {
+            for (k, n, rows) in shapes.into_iter().take(if cfg!(miri) { 3 } else { 7 }) {
                 let np = round_up(n, unit);
                 let w: Vec<f32> = (0..k * n).map(|_| rng.normal()).collect();
                 let mut x: Vec<f32> = (0..rows * k).map(|_| rng.normal() * 3.0).collect();

@@ -8,22 +8,22 @@
 //! nothing of them: whoever configures them owns all eight until it
 //! releases them (`tilerelease`), and no other code of this crate uses
 //! them. Every wrapper below is `unsafe`: it may only run after
-//! [`bf16_available`] returned true, with the tiles it names configured.
+//! [`available`] returned true, with the tiles it names configured.
 
 use std::arch::asm;
 use std::sync::OnceLock;
 
-/// Whether this CPU has AMX-TILE and AMX-BF16 and the OS granted this
-/// process the tile data state. Asked once per process: on Linux the
+/// Whether this CPU has AMX-TILE, AMX-BF16 and AMX-INT8 and the OS granted
+/// this process the tile data state. Asked once per process: on Linux the
 /// permission (`arch_prctl(ARCH_REQ_XCOMP_PERM)`) is process-wide and must
 /// be requested before the first tile instruction.
-pub(crate) fn bf16_available() -> bool {
+pub(crate) fn available() -> bool {
     static AVAILABLE: OnceLock<bool> = OnceLock::new();
-    *AVAILABLE.get_or_init(|| cpu_has_amx_bf16() && request_tile_data())
+    *AVAILABLE.get_or_init(|| cpu_has_amx() && request_tile_data())
 }
 
-/// CPUID leaf 7, EDX: bit 22 AMX-BF16, bit 24 AMX-TILE.
-fn cpu_has_amx_bf16() -> bool {
+/// CPUID leaf 7, EDX: bit 22 AMX-BF16, bit 24 AMX-TILE, bit 25 AMX-INT8.
+fn cpu_has_amx() -> bool {
     use std::arch::x86_64::{__cpuid, __cpuid_count};
     #[allow(unused_unsafe)]
     // SAFETY: CPUID exists on every x86-64 CPU, and leaf 7 is only read
@@ -34,7 +34,8 @@ fn cpu_has_amx_bf16() -> bool {
         }
         __cpuid_count(7, 0).edx
     };
-    edx & (1 << 22) != 0 && edx & (1 << 24) != 0
+    let all = (1 << 22) | (1 << 24) | (1 << 25);
+    edx & all == all
 }
 
 /// Asks Linux for the tile data state (XTILEDATA, feature 18) and checks it
@@ -112,7 +113,7 @@ impl TileConfig {
 /// Loads `config` (which also zeroes every tile).
 ///
 /// # Safety
-/// [`bf16_available`] returned true; `config` is valid for palette 1.
+/// [`available`] returned true; `config` is valid for palette 1.
 #[inline(always)]
 pub(crate) unsafe fn configure(config: &TileConfig) {
     // SAFETY: the caller's contract; ldtilecfg reads the 64 bytes of `config`.
@@ -123,7 +124,7 @@ pub(crate) unsafe fn configure(config: &TileConfig) {
 /// saving them.
 ///
 /// # Safety
-/// [`bf16_available`] returned true.
+/// [`available`] returned true.
 #[inline(always)]
 pub(crate) unsafe fn release() {
     // SAFETY: the caller's contract.
@@ -190,5 +191,35 @@ pub(crate) unsafe fn dot_bf16<const C: u8, const A: u8, const B: u8>() {
     // SAFETY: the caller's contract.
     unsafe {
         asm!("tdpbf16ps tmm{c}, tmm{a}, tmm{b}", c = const C, a = const A, b = const B, options(nostack))
+    }
+}
+
+/// `C += A × B` in bytes, exactly: `C[m][n] += Σ A[m][4i+j]·B[i][4n+j]`
+/// over the quads `i` and `j < 4`, A's bytes unsigned and B's signed, in
+/// i32 (wrapping, as `vpdpbusd`).
+///
+/// # Safety
+/// As [`dot_bf16`].
+#[inline(always)]
+pub(crate) unsafe fn dot_u8i8<const C: u8, const A: u8, const B: u8>() {
+    // SAFETY: the caller's contract.
+    unsafe {
+        asm!("tdpbusd tmm{c}, tmm{a}, tmm{b}", c = const C, a = const A, b = const B, options(nostack))
+    }
+}
+
+/// [`dot_u8i8`] where `int8`, else [`dot_bf16`] (a constant once inlined).
+///
+/// # Safety
+/// As [`dot_bf16`].
+#[inline(always)]
+pub(crate) unsafe fn dot<const C: u8, const A: u8, const B: u8>(int8: bool) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        if int8 {
+            dot_u8i8::<C, A, B>()
+        } else {
+            dot_bf16::<C, A, B>()
+        }
     }
 }

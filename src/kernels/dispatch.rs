@@ -22,12 +22,13 @@ pub enum Isa {
     /// x86-64 AVX-512F and BW (every AVX-512 CPU but the Xeon Phi), 16
     /// lanes; int8 products use VNNI where the CPU has it.
     Avx512,
-    /// AVX-512 with Intel AMX tiles (Sapphire Rapids and later, on an OS
-    /// that grants the tile state: Linux 5.16+): [`Isa::Avx512`]'s kernels,
-    /// except that a bf16 model's products run on AMX tiles, each state and
-    /// input split into two bf16 parts (16 significant bits; see
-    /// [`crate::Precision::Bf16`]). f32 and int8 models run exactly as on
-    /// `Avx512`.
+    /// AVX-512 with Intel AMX tiles (AMX-BF16 and AMX-INT8: Sapphire
+    /// Rapids and later, on an OS that grants the tile state: Linux 5.16+):
+    /// [`Isa::Avx512`]'s kernels, except that reduced-precision products run
+    /// on AMX tiles. bf16: each state and input split into two bf16 parts
+    /// (16 significant bits; see [`crate::Precision::Bf16`]); int8:
+    /// `tdpbusd`, the same exact sums, so the same bits, as every ISA. f32
+    /// models run exactly as on `Avx512`.
     Amx,
     /// AArch64 NEON, 4 lanes.
     Neon,
@@ -74,7 +75,8 @@ impl Isa {
             Isa::Amx => {
                 Isa::Avx512.is_supported()
                     && is_x86_feature_detected!("avx512bf16")
-                    && super::amx::bf16_available()
+                    && is_x86_feature_detected!("avx512vnni")
+                    && super::amx::available()
             }
             #[cfg(target_arch = "aarch64")]
             Isa::Neon => std::arch::is_aarch64_feature_detected!("neon"),
@@ -164,6 +166,9 @@ pub(crate) struct Table {
     /// runs on AMX tiles (see [`Kernels::recurrent_steps`]).
     pub bf16_one_row: StepKernels,
     pub int8: StepKernels,
+    /// int8 for a batch of one: the register kernels, also where `int8`
+    /// runs on AMX tiles (the same bits: the sums are exact).
+    pub int8_one_row: StepKernels,
     /// `blocked_matmul(k, n, packed, rows, accumulate)`, see
     /// `fused::blocked_matmul`: the backward's products over all steps.
     pub blocked_matmul: unsafe fn(usize, usize, &[f32], &[MatRow], bool),
@@ -220,17 +225,20 @@ impl Kernels {
     }
 
     /// The kernels of the recurrent steps of a call over `batch` items.
-    /// Those of [`Kernels::steps`], but for a bf16 batch of one on AMX,
-    /// which runs on the widening kernels: a tile product of one row takes
-    /// about half the time of a full 16-row one (measured), as long as
-    /// that row's FMAs on the widening path, and the tiles add the rows'
-    /// staging and their configuration at every call. From two rows the
-    /// tiles do the work of two FMA passes in that time. The choice follows
-    /// the call's batch, not a split's rows, so the bits do not depend on
-    /// the thread count (and a stream steps as a call of its batch does).
+    /// Those of [`Kernels::steps`], but for a batch of one on AMX, which
+    /// runs on the register kernels (bf16 widening, int8 VNNI): a tile
+    /// product of one row takes about half the time of a full 16-row one
+    /// (measured), as long as that row's FMAs (or `vpdpbusd`s) in
+    /// registers, and the tiles add the rows' staging and their
+    /// configuration at every call; from two rows the tiles do twice that
+    /// work in the time. The choice follows the call's batch, not a
+    /// split's rows, so bf16's bits do not depend on the thread count (and
+    /// a stream steps as a call of its batch does); int8's are the same
+    /// either way.
     pub fn recurrent_steps(&self, precision: Precision, batch: usize) -> &StepKernels {
         match precision {
             Precision::Bf16 if batch < 2 => &self.table.bf16_one_row,
+            Precision::Int8 if batch < 2 => &self.table.int8_one_row,
             _ => self.steps(precision),
         }
     }

@@ -207,12 +207,20 @@ super::fused::step_kernels!(
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 );
 
-/// The AVX-512 table with bf16 products on AMX tiles ([`crate::Isa::Amx`]),
+super::fused::step_kernels!(
+    Avx512,
+    amx_int8_steps,
+    fused::Int8Tiles<VnniDot>,
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16,avx512vnni")]
+);
+
+/// The AVX-512 table with bf16 and int8 products on AMX tiles ([`crate::Isa::Amx`]),
 /// when this CPU and the OS allow them.
 pub(crate) fn amx_table() -> Option<Table> {
-    super::amx::bf16_available().then(|| {
+    super::amx::available().then(|| {
         let mut table = table();
         table.bf16 = amx_steps::STEPS;
+        table.int8 = amx_int8_steps::STEPS;
         table
     })
 }
@@ -234,6 +242,7 @@ pub(crate) fn table() -> Table {
     let mut table = entry::TABLE;
     if let Some(steps) = vnni_steps() {
         table.int8 = steps;
+        table.int8_one_row = steps;
     }
     table
 }

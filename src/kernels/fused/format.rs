@@ -150,8 +150,10 @@ unsafe impl<S: Simd> Format<S> for Bf16 {
 /// parts (`tiles.rs`): the [`Bf16`] panels, with the register methods of
 /// [`Bf16`] for completeness only.
 #[derive(Clone, Copy, Debug)]
+#[cfg(target_arch = "x86_64")]
 pub(crate) struct Bf16Tiles;
 
+#[cfg(target_arch = "x86_64")]
 // SAFETY: as Bf16's, which it forwards to.
 unsafe impl<S: Simd> Format<S> for Bf16Tiles {
     const K: usize = 2;
@@ -250,5 +252,60 @@ unsafe impl<S: Simd, D: Int8Dot<S>> Format<S> for Int8<D> {
                 acc[v] = S::mul(S::mul(D::to_f32(acc[v], corrections), scales), row_scale);
             }
         }
+    }
+}
+
+/// int8 weights multiplied on AMX tiles (`tiles.rs`): the [`Int8`] panels
+/// and quantised rows, the same exact sums (so the same bits), with the
+/// register methods and `finish` of [`Int8`].
+#[derive(Clone, Copy, Debug)]
+#[cfg(target_arch = "x86_64")]
+pub(crate) struct Int8Tiles<D>(PhantomData<D>);
+
+#[cfg(target_arch = "x86_64")]
+// SAFETY: as Int8's, which it forwards to.
+unsafe impl<S: Simd, D: Int8Dot<S>> Format<S> for Int8Tiles<D> {
+    const K: usize = 4;
+    const REGS: usize = D::REGS;
+    const ROW_STEP: usize = 1;
+    const EXTRA_ROWS: usize = 2;
+    const QUANTIZED: bool = true;
+    const TILES: bool = true;
+    type Slot = D::Slot;
+    type Row = D::Row;
+    #[inline(always)]
+    unsafe fn empty() -> D::Slot {
+        // SAFETY: forwarded from the caller.
+        unsafe { <Int8<D> as Format<S>>::empty() }
+    }
+    #[inline(always)]
+    unsafe fn load(words: *const f32) -> D::Slot {
+        // SAFETY: forwarded from the caller.
+        unsafe { <Int8<D> as Format<S>>::load(words) }
+    }
+    #[inline(always)]
+    unsafe fn splat(a: *const f32) -> D::Row {
+        // SAFETY: forwarded from the caller.
+        unsafe { <Int8<D> as Format<S>>::splat(a) }
+    }
+    #[inline(always)]
+    unsafe fn splat_tail(a: *const f32, valid: usize) -> D::Row {
+        // SAFETY: forwarded from the caller.
+        unsafe { <Int8<D> as Format<S>>::splat_tail(a, valid) }
+    }
+    #[inline(always)]
+    unsafe fn madd(acc: S::V, a: D::Row, b: D::Slot) -> S::V {
+        // SAFETY: forwarded from the caller.
+        unsafe { <Int8<D> as Format<S>>::madd(acc, a, b) }
+    }
+    #[inline(always)]
+    unsafe fn finish<const V: usize>(
+        acc: &mut [S::V; V],
+        panel: *const f32,
+        words: usize,
+        a: *const f32,
+    ) {
+        // SAFETY: forwarded from the caller.
+        unsafe { <Int8<D> as Format<S>>::finish(acc, panel, words, a) }
     }
 }

@@ -327,7 +327,7 @@ unsafe fn for_rows<
         {
             // SAFETY: forwarded; a tile format's kernels are only in the AMX table.
             unsafe {
-                tiles::for_rows::<S, R, E, V>(k, packed, (first, end), panel_stride, rows, epi)
+                tiles::for_rows::<S, F, R, E, V>(k, packed, (first, end), panel_stride, rows, epi)
             };
             return;
         }
@@ -480,9 +480,9 @@ mod rnn;
 #[cfg(target_arch = "x86_64")]
 mod tiles;
 
-#[cfg(target_arch = "x86_64")]
-pub(crate) use format::Bf16Tiles;
 pub(crate) use format::{Bf16, Format, Int8, F32};
+#[cfg(target_arch = "x86_64")]
+pub(crate) use format::{Bf16Tiles, Int8Tiles};
 
 pub(crate) use gru::{gru_backward_a, gru_backward_b, gru_step};
 pub(crate) use lstm::{lstm_backward, lstm_step};
@@ -713,6 +713,7 @@ macro_rules! instantiate_kernels {
                 bf16: bf16_steps::STEPS,
                 bf16_one_row: bf16_steps::STEPS,
                 int8: int8_steps::STEPS,
+                int8_one_row: int8_steps::STEPS,
                 blocked_matmul,
                 lstm_backward,
                 gru_backward_a,

@@ -1,6 +1,12 @@
-//! Rows times packed bf16 panels on AMX tiles ([`crate::Isa::Amx`]): what
-//! `for_rows` does for the formats multiplied in registers, with the
-//! products formed by `tdpbf16ps`, for the same panels and epilogues.
+//! Rows times packed bf16 or int8 panels on AMX tiles
+//! ([`crate::Isa::Amx`]): what `for_rows` does for the formats multiplied
+//! in registers, with the products formed by `tdpbf16ps` (bf16) or
+//! `tdpbusd` (int8), for the same panels and epilogues.
+//!
+//! int8 needs nothing new: its quantised rows are `u8` quads and its panel
+//! words `i8` quads, the layouts `tdpbusd` takes, and its exact `i32` sums
+//! are finished (corrections, scales) as in registers: the same bits as
+//! every ISA. The rest of these notes are about bf16.
 //!
 //! The weights are the bf16 panels as packed for every ISA (each word two
 //! consecutive k values of one column, the smaller k in the low half: the
@@ -21,7 +27,7 @@
 
 use std::cell::Cell;
 
-use super::{Epilogue, Simd};
+use super::{Epilogue, Format, Simd};
 use crate::kernels::amx::{self, TileConfig, MAX_ROWS, ROW_BYTES};
 
 /// f32 columns of an accumulator tile (one 64-byte row).
@@ -177,19 +183,19 @@ unsafe fn load_weights(j: usize, (src, stride): (*const u8, usize)) {
     }
 }
 
-/// One group, column tile `t` (0–3): `C_t += hi × B + lo × B`, B in tmm6
-/// (`t` even) or tmm7.
+/// One group, column tile `t` (0–3): `C_t += hi × B + lo × B` (bf16), or
+/// `C_t += rows × B` (int8), B in tmm6 (`t` even) or tmm7.
 #[inline(always)]
-unsafe fn dot_one_group(t: usize) {
+unsafe fn dot_one_group(t: usize, int8: bool) {
     // SAFETY: the one-group shapes are configured (caller).
     unsafe {
         match t {
-            0 => amx::dot_bf16::<0, 4, 6>(),
-            1 => amx::dot_bf16::<1, 4, 7>(),
-            2 => amx::dot_bf16::<2, 4, 6>(),
-            _ => amx::dot_bf16::<3, 4, 7>(),
+            0 => amx::dot::<0, 4, 6>(int8),
+            1 => amx::dot::<1, 4, 7>(int8),
+            2 => amx::dot::<2, 4, 6>(int8),
+            _ => amx::dot::<3, 4, 7>(int8),
         }
-        {
+        if !int8 {
             match t {
                 0 => amx::dot_bf16::<0, 5, 6>(),
                 1 => amx::dot_bf16::<1, 5, 7>(),
@@ -197,6 +203,21 @@ unsafe fn dot_one_group(t: usize) {
                 _ => amx::dot_bf16::<3, 5, 7>(),
             }
         }
+    }
+}
+
+/// Copies the `valid` (≤ 16) words of block `b` of a quantised row (`u8`
+/// quads) to `dst` and zeros the rest of its 16 words.
+///
+/// # Safety
+/// The row holds `16·b + valid` words; 64 bytes are writable at `dst`.
+#[inline(always)]
+unsafe fn copy_block(row: *const f32, b: usize, valid: usize, dst: *mut u16) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let (src, dst) = (row.add(b * WORD_ROWS).cast::<u8>(), dst.cast::<u8>());
+        std::ptr::copy_nonoverlapping(src, dst, valid * 4);
+        std::ptr::write_bytes(dst.add(valid * 4), 0, (WORD_ROWS - valid) * 4);
     }
 }
 
@@ -229,14 +250,15 @@ unsafe fn zero_accumulator(t: usize) {
 }
 
 /// Every row of `rows` against the panels `first..end` of `packed` (each
-/// `panel_stride` floats of `k.div_ceil(2)` word rows of `V` vectors), the
-/// accumulators of each row and panel handed to `epi` as `for_rows` does.
+/// `panel_stride` floats of `k.div_ceil(F::K)` word rows of `V` vectors, in
+/// format `F`: bf16 or int8), the accumulators of each row and panel
+/// finished by `F` and handed to `epi`, as `for_rows` does.
 ///
 /// # Safety
-/// As `for_rows`; and AMX is available ([`amx::bf16_available`]), `S` has
+/// As `for_rows`; and AMX is available ([`amx::available`]), `S` has
 /// 16 lanes, and `V ≤ 4`.
 #[inline(always)]
-pub(super) unsafe fn for_rows<S: Simd, R, E: Epilogue<S, R, V>, const V: usize>(
+pub(super) unsafe fn for_rows<S: Simd, F: Format<S>, R, E: Epilogue<S, R, V>, const V: usize>(
     k: usize,
     packed: *const f32,
     (first, end): (usize, usize),
@@ -248,7 +270,11 @@ pub(super) unsafe fn for_rows<S: Simd, R, E: Epilogue<S, R, V>, const V: usize>(
     if rows.is_empty() || first >= end {
         return;
     }
-    let word_rows = k.div_ceil(2);
+    // int8: one part, the quantised row (its words are 4 k values, the
+    // tile product `tdpbusd`); bf16: hi and lo.
+    let int8 = F::QUANTIZED;
+    let parts = if int8 { 1 } else { 2 };
+    let word_rows = k.div_ceil(F::K);
     let blocks = word_rows.div_ceil(WORD_ROWS);
     // (k = 0 leaves no block: the sums stay zero.)
     let tail_rows = word_rows + WORD_ROWS - blocks.max(1) * WORD_ROWS;
@@ -272,15 +298,29 @@ pub(super) unsafe fn for_rows<S: Simd, R, E: Epilogue<S, R, V>, const V: usize>(
     // Tile-blocked: each group's 16 × 32 values of one part and k block lie
     // together, so a tile load reads one contiguous KiB.
     let tile_values = MAX_ROWS * K_BLOCK;
-    let at = |g: usize, part: usize, b: usize| ((g * 2 + part) * blocks + b) * tile_values;
+    let at = |g: usize, part: usize, b: usize| ((g * parts + part) * blocks + b) * tile_values;
     if stage.len() < at(groups, 0, 0) {
         stage.resize(at(groups, 0, 0), 0);
     }
     for g in 0..groups {
         let (start, len) = group(n, groups, g);
         for (r, row) in rows[start..start + len].iter().enumerate() {
-            let a = epi.a(row, false);
+            let a = epi.a(row, int8);
             for b in 0..blocks {
+                if int8 {
+                    let valid = word_rows.saturating_sub(b * WORD_ROWS).min(WORD_ROWS);
+                    // SAFETY: a quantised row holds `word_rows` words; the
+                    // stage holds this row's 16 words of block b.
+                    unsafe {
+                        copy_block(
+                            a,
+                            b,
+                            valid,
+                            stage.as_mut_ptr().add(at(g, 0, b) + r * K_BLOCK),
+                        )
+                    };
+                    continue;
+                }
                 let (hi_at, lo_at) = (at(g, 0, b) + r * K_BLOCK, at(g, 1, b) + r * K_BLOCK);
                 let valid = k.saturating_sub(b * K_BLOCK).min(K_BLOCK);
                 // SAFETY: a row holds `k` floats (for_rows' contract), of
@@ -356,13 +396,15 @@ pub(super) unsafe fn for_rows<S: Simd, R, E: Epilogue<S, R, V>, const V: usize>(
                     }
                     for b in 0..blocks {
                         amx::load::<4>(rows_at(0, pair, b), a_stride);
-                        amx::load::<5>(rows_at(1, pair, b), a_stride);
+                        if !int8 {
+                            amx::load::<5>(rows_at(1, pair, b), a_stride);
+                        }
                         for t in 0..tiles {
                             if b + PREFETCH < blocks {
                                 prefetch_block(column(t), b + PREFETCH, weights.panel_row_bytes);
                             }
                             load_weights(t, weights.block(column(t), b, t));
-                            dot_one_group(t);
+                            dot_one_group(t, int8);
                         }
                     }
                     for t in 0..tiles {
@@ -383,14 +425,14 @@ pub(super) unsafe fn for_rows<S: Simd, R, E: Epilogue<S, R, V>, const V: usize>(
                             if two {
                                 load_weights(1, weights.block(column(t0 + 1), b, 1));
                             }
-                            for part in 0..2 {
+                            for part in 0..parts {
                                 amx::load::<4>(rows_at(part, pair, b), a_stride);
                                 amx::load::<5>(rows_at(part, pair + 1, b), a_stride);
-                                amx::dot_bf16::<0, 4, 6>();
-                                amx::dot_bf16::<2, 5, 6>();
+                                amx::dot::<0, 4, 6>(int8);
+                                amx::dot::<2, 5, 6>(int8);
                                 if two {
-                                    amx::dot_bf16::<1, 4, 7>();
-                                    amx::dot_bf16::<3, 5, 7>();
+                                    amx::dot::<1, 4, 7>(int8);
+                                    amx::dot::<3, 5, 7>(int8);
                                 }
                             }
                         }
@@ -413,8 +455,13 @@ pub(super) unsafe fn for_rows<S: Simd, R, E: Epilogue<S, R, V>, const V: usize>(
                         // SAFETY: column tile q·V + v of row r was stored above.
                         *sum = unsafe { S::load(acc_at(r, q * V + v)) };
                     }
-                    // SAFETY: forwarded from the caller (for_rows' contract).
-                    unsafe { epi.apply(row, chunk + q, &sums) };
+                    // SAFETY: the panel and the row are the caller's (for_rows'
+                    // contract): finish reads int8's extra rows and scale.
+                    unsafe {
+                        let panel = packed.add((chunk + q) * panel_stride);
+                        F::finish(&mut sums, panel, word_rows, epi.a(row, int8));
+                        epi.apply(row, chunk + q, &sums);
+                    }
                 }
             }
         }

@@ -240,6 +240,7 @@ pub(crate) fn table() -> Table {
     let mut table = entry::TABLE;
     if let Some(steps) = sdot_steps() {
         table.int8 = steps;
+        table.int8_one_row = steps;
     }
     table
 }
