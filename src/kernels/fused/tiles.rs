@@ -249,6 +249,69 @@ unsafe fn zero_accumulator(t: usize) {
     }
 }
 
+/// A unit's sums (one pair of groups against one chunk of panels) waiting
+/// for their epilogues, which the next unit's tile loop runs a few rows at
+/// a time: the vector units work through them while the tiles multiply.
+#[derive(Clone, Copy, Debug)]
+struct Pending {
+    /// Its first row, its rows and those done.
+    start: usize,
+    rows: usize,
+    done: usize,
+    /// Its first panel and panels.
+    chunk: usize,
+    panels: usize,
+    /// The sums' buffer.
+    sums: *const f32,
+}
+
+/// Runs up to `count` rows' epilogues of `pending` (and forgets it once
+/// done): each row's sums of each panel, finished by `F`, handed to `epi`.
+///
+/// # Safety
+/// As `for_rows`; `pending.sums` holds the unit's stored sums, in rows of
+/// `CHUNK_TILES` tiles.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn run_epilogues<S: Simd, F: Format<S>, R, E: Epilogue<S, R, V>, const V: usize>(
+    pending: &mut Option<Pending>,
+    count: usize,
+    rows: &[R],
+    epi: &E,
+    packed: *const f32,
+    panel_stride: usize,
+    word_rows: usize,
+) {
+    let Some(p) = pending.as_mut() else {
+        return;
+    };
+    let end = p.done.saturating_add(count).min(p.rows);
+    for r in p.done..end {
+        let row = &rows[p.start + r];
+        for q in 0..p.panels {
+            // SAFETY: the ISA is the caller's contract; column tile q·V + v
+            // of row r was stored; the panel and the row are the caller's
+            // (finish reads int8's extra rows and scale).
+            unsafe {
+                let mut sums = [S::zero(); V];
+                for (v, sum) in sums.iter_mut().enumerate() {
+                    *sum = S::load(
+                        p.sums
+                            .add(r * CHUNK_TILES * TILE_COLUMNS + (q * V + v) * TILE_COLUMNS),
+                    );
+                }
+                let panel = packed.add((p.chunk + q) * panel_stride);
+                F::finish(&mut sums, panel, word_rows, epi.a(row, F::QUANTIZED));
+                epi.apply(row, p.chunk + q, &sums);
+            }
+        }
+    }
+    p.done = end;
+    if p.done == p.rows {
+        *pending = None;
+    }
+}
+
 /// Every row of `rows` against the panels `first..end` of `packed` (each
 /// `panel_stride` floats of `k.div_ceil(F::K)` word rows of `V` vectors, in
 /// format `F`: bf16 or int8), the accumulators of each row and panel
@@ -343,13 +406,14 @@ pub(super) unsafe fn for_rows<S: Simd, F: Format<S>, R, E: Epilogue<S, R, V>, co
         |part: usize, g: usize, b: usize| -> *const u8 { stage[at(g, part, b)..].as_ptr().cast() };
     // Each (group pair, chunk)'s sums: written by the tile stores before
     // the epilogue reads them, so never zeroed.
-    let mut acc =
-        std::mem::MaybeUninit::<Aligned<[[f32; CHUNK_TILES * TILE_COLUMNS]; 2 * MAX_ROWS]>>::uninit(
-        );
+    // Two buffers: a unit's tiles store into one while the previous
+    // unit's epilogues read the other.
+    let mut acc = std::mem::MaybeUninit::<
+        Aligned<[[[f32; CHUNK_TILES * TILE_COLUMNS]; 2 * MAX_ROWS]; 2]>,
+    >::uninit();
     let acc_base = acc.as_mut_ptr().cast::<f32>();
-    let acc_at = |r: usize, t: usize| {
-        acc_base.wrapping_add(r * CHUNK_TILES * TILE_COLUMNS + t * TILE_COLUMNS)
-    };
+    let unit_sums = 2 * MAX_ROWS * CHUNK_TILES * TILE_COLUMNS;
+    let mut pending: Option<Pending> = None;
     let acc_stride = CHUNK_TILES * TILE_COLUMNS * 4;
     let a_stride = K_BLOCK * 2;
     // Rows and shapes of the pair of groups from group `pair`: all pairs but
@@ -369,6 +433,10 @@ pub(super) unsafe fn for_rows<S: Simd, F: Format<S>, R, E: Epilogue<S, R, V>, co
     let chunks = (end - first).div_ceil(per_chunk);
     let pairs = groups.div_ceil(2);
     for i in 0..chunks * pairs {
+        let sums = acc_base.wrapping_add(i % 2 * unit_sums);
+        let acc_at = |r: usize, t: usize| {
+            sums.wrapping_add(r * CHUNK_TILES * TILE_COLUMNS + t * TILE_COLUMNS)
+        };
         let chunk = first + i / pairs * per_chunk;
         let pair = 2 * (i % pairs);
         let panels = per_chunk.min(end - chunk);
@@ -390,11 +458,24 @@ pub(super) unsafe fn for_rows<S: Simd, F: Format<S>, R, E: Epilogue<S, R, V>, co
             // rows hold padded_k values), the panels or the tail buffers
             // (`Weights::block`), and every store writes inside `acc`.
             unsafe {
+                // The previous unit's epilogues, spread over this unit's
+                // iterations of k blocks.
+                let iterations = blocks * if m1 == 0 { 1 } else { tiles.div_ceil(2) };
+                let quota = pending.map_or(0, |p| p.rows.div_ceil(iterations.max(1)));
                 if m1 == 0 {
                     for t in 0..tiles {
                         zero_accumulator(t);
                     }
                     for b in 0..blocks {
+                        run_epilogues::<S, F, R, E, V>(
+                            &mut pending,
+                            quota,
+                            rows,
+                            epi,
+                            packed,
+                            panel_stride,
+                            word_rows,
+                        );
                         amx::load::<4>(rows_at(0, pair, b), a_stride);
                         if !int8 {
                             amx::load::<5>(rows_at(1, pair, b), a_stride);
@@ -421,6 +502,15 @@ pub(super) unsafe fn for_rows<S: Simd, F: Format<S>, R, E: Epilogue<S, R, V>, co
                             amx::zero::<3>();
                         }
                         for b in 0..blocks {
+                            run_epilogues::<S, F, R, E, V>(
+                                &mut pending,
+                                quota,
+                                rows,
+                                epi,
+                                packed,
+                                panel_stride,
+                                word_rows,
+                            );
                             load_weights(0, weights.block(column(t0), b, 0));
                             if two {
                                 load_weights(1, weights.block(column(t0 + 1), b, 1));
@@ -447,24 +537,39 @@ pub(super) unsafe fn for_rows<S: Simd, F: Format<S>, R, E: Epilogue<S, R, V>, co
                     }
                 }
             }
-            for (r, row) in rows[start..start + m0 + m1].iter().enumerate() {
-                for q in 0..panels {
-                    // SAFETY: the ISA is the caller's contract.
-                    let mut sums = [unsafe { S::zero() }; V];
-                    for (v, sum) in sums.iter_mut().enumerate() {
-                        // SAFETY: column tile q·V + v of row r was stored above.
-                        *sum = unsafe { S::load(acc_at(r, q * V + v)) };
-                    }
-                    // SAFETY: the panel and the row are the caller's (for_rows'
-                    // contract): finish reads int8's extra rows and scale.
-                    unsafe {
-                        let panel = packed.add((chunk + q) * panel_stride);
-                        F::finish(&mut sums, panel, word_rows, epi.a(row, int8));
-                        epi.apply(row, chunk + q, &sums);
-                    }
-                }
+            // SAFETY: as for_rows; the previous unit's sums are in the other buffer.
+            unsafe {
+                run_epilogues::<S, F, R, E, V>(
+                    &mut pending,
+                    usize::MAX,
+                    rows,
+                    epi,
+                    packed,
+                    panel_stride,
+                    word_rows,
+                );
             }
+            pending = Some(Pending {
+                start,
+                rows: m0 + m1,
+                done: 0,
+                chunk,
+                panels,
+                sums,
+            });
         }
+    }
+    // SAFETY: as for_rows; the last unit's sums are stored.
+    unsafe {
+        run_epilogues::<S, F, R, E, V>(
+            &mut pending,
+            usize::MAX,
+            rows,
+            epi,
+            packed,
+            panel_stride,
+            word_rows,
+        );
     }
     // SAFETY: AMX is available (contract).
     unsafe { amx::release() };
