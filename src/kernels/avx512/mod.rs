@@ -203,14 +203,14 @@ super::fused::step_kernels!(
 super::fused::step_kernels!(
     Avx512,
     amx_steps,
-    fused::Bf16Tiles,
+    fused::Tiles<fused::Bf16>,
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 );
 
 super::fused::step_kernels!(
     Avx512,
     amx_int8_steps,
-    fused::Int8Tiles<VnniDot>,
+    fused::Tiles<fused::Int8<VnniDot>>,
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16,avx512vnni")]
 );
 

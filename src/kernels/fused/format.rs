@@ -146,48 +146,6 @@ unsafe impl<S: Simd> Format<S> for Bf16 {
     }
 }
 
-/// bfloat16 weights multiplied on AMX tiles, rows split into two bf16
-/// parts (`tiles.rs`): the [`Bf16`] panels, with the register methods of
-/// [`Bf16`] for completeness only.
-#[derive(Clone, Copy, Debug)]
-#[cfg(target_arch = "x86_64")]
-pub(crate) struct Bf16Tiles;
-
-#[cfg(target_arch = "x86_64")]
-// SAFETY: as Bf16's, which it forwards to.
-unsafe impl<S: Simd> Format<S> for Bf16Tiles {
-    const K: usize = 2;
-    const REGS: usize = 2;
-    const TILES: bool = true;
-    type Slot = (S::V, S::V);
-    type Row = (S::V, S::V);
-    #[inline(always)]
-    unsafe fn empty() -> (S::V, S::V) {
-        // SAFETY: forwarded from the caller.
-        unsafe { <Bf16 as Format<S>>::empty() }
-    }
-    #[inline(always)]
-    unsafe fn load(words: *const f32) -> (S::V, S::V) {
-        // SAFETY: forwarded from the caller.
-        unsafe { <Bf16 as Format<S>>::load(words) }
-    }
-    #[inline(always)]
-    unsafe fn splat(a: *const f32) -> (S::V, S::V) {
-        // SAFETY: forwarded from the caller.
-        unsafe { <Bf16 as Format<S>>::splat(a) }
-    }
-    #[inline(always)]
-    unsafe fn splat_tail(a: *const f32, valid: usize) -> (S::V, S::V) {
-        // SAFETY: forwarded from the caller.
-        unsafe { <Bf16 as Format<S>>::splat_tail(a, valid) }
-    }
-    #[inline(always)]
-    unsafe fn madd(acc: S::V, a: (S::V, S::V), b: (S::V, S::V)) -> S::V {
-        // SAFETY: forwarded from the caller.
-        unsafe { <Bf16 as Format<S>>::madd(acc, a, b) }
-    }
-}
-
 /// int8 weights, four per word, against quantised rows, with the integer
 /// dot product `D` of the ISA: each output is
 /// `(Σ u_k·w_k − 128·Σ w_k) · scale_col · scale_row` (see
@@ -255,48 +213,49 @@ unsafe impl<S: Simd, D: Int8Dot<S>> Format<S> for Int8<D> {
     }
 }
 
-/// int8 weights multiplied on AMX tiles (`tiles.rs`): the [`Int8`] panels
-/// and quantised rows, the same exact sums (so the same bits), with the
-/// register methods and `finish` of [`Int8`].
+/// Format `F`'s panels and rows multiplied on AMX tiles (`tiles.rs`):
+/// `Tiles<Bf16>` (rows split into two bf16 parts) and `Tiles<Int8<_>>`
+/// (`tdpbusd`, the same exact sums). The register methods are `F`'s, and
+/// `finish` too, which the tiles call as the register tile does.
 #[derive(Clone, Copy, Debug)]
 #[cfg(target_arch = "x86_64")]
-pub(crate) struct Int8Tiles<D>(PhantomData<D>);
+pub(crate) struct Tiles<F>(PhantomData<F>);
 
 #[cfg(target_arch = "x86_64")]
-// SAFETY: as Int8's, which it forwards to.
-unsafe impl<S: Simd, D: Int8Dot<S>> Format<S> for Int8Tiles<D> {
-    const K: usize = 4;
-    const REGS: usize = D::REGS;
-    const ROW_STEP: usize = 1;
-    const EXTRA_ROWS: usize = 2;
-    const QUANTIZED: bool = true;
+// SAFETY: as F's, which it forwards to.
+unsafe impl<S: Simd, F: Format<S>> Format<S> for Tiles<F> {
+    const K: usize = F::K;
+    const ROW_STEP: usize = F::ROW_STEP;
+    const REGS: usize = F::REGS;
+    const EXTRA_ROWS: usize = F::EXTRA_ROWS;
+    const QUANTIZED: bool = F::QUANTIZED;
     const TILES: bool = true;
-    type Slot = D::Slot;
-    type Row = D::Row;
+    type Slot = F::Slot;
+    type Row = F::Row;
     #[inline(always)]
-    unsafe fn empty() -> D::Slot {
+    unsafe fn empty() -> F::Slot {
         // SAFETY: forwarded from the caller.
-        unsafe { <Int8<D> as Format<S>>::empty() }
+        unsafe { F::empty() }
     }
     #[inline(always)]
-    unsafe fn load(words: *const f32) -> D::Slot {
+    unsafe fn load(words: *const f32) -> F::Slot {
         // SAFETY: forwarded from the caller.
-        unsafe { <Int8<D> as Format<S>>::load(words) }
+        unsafe { F::load(words) }
     }
     #[inline(always)]
-    unsafe fn splat(a: *const f32) -> D::Row {
+    unsafe fn splat(a: *const f32) -> F::Row {
         // SAFETY: forwarded from the caller.
-        unsafe { <Int8<D> as Format<S>>::splat(a) }
+        unsafe { F::splat(a) }
     }
     #[inline(always)]
-    unsafe fn splat_tail(a: *const f32, valid: usize) -> D::Row {
+    unsafe fn splat_tail(a: *const f32, valid: usize) -> F::Row {
         // SAFETY: forwarded from the caller.
-        unsafe { <Int8<D> as Format<S>>::splat_tail(a, valid) }
+        unsafe { F::splat_tail(a, valid) }
     }
     #[inline(always)]
-    unsafe fn madd(acc: S::V, a: D::Row, b: D::Slot) -> S::V {
+    unsafe fn madd(acc: S::V, a: F::Row, b: F::Slot) -> S::V {
         // SAFETY: forwarded from the caller.
-        unsafe { <Int8<D> as Format<S>>::madd(acc, a, b) }
+        unsafe { F::madd(acc, a, b) }
     }
     #[inline(always)]
     unsafe fn finish<const V: usize>(
@@ -306,6 +265,6 @@ unsafe impl<S: Simd, D: Int8Dot<S>> Format<S> for Int8Tiles<D> {
         a: *const f32,
     ) {
         // SAFETY: forwarded from the caller.
-        unsafe { <Int8<D> as Format<S>>::finish(acc, panel, words, a) }
+        unsafe { F::finish(acc, panel, words, a) }
     }
 }

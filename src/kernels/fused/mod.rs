@@ -480,9 +480,9 @@ mod rnn;
 #[cfg(target_arch = "x86_64")]
 mod tiles;
 
-pub(crate) use format::{Bf16, Format, Int8, F32};
 #[cfg(target_arch = "x86_64")]
-pub(crate) use format::{Bf16Tiles, Int8Tiles};
+pub(crate) use format::Tiles;
+pub(crate) use format::{Bf16, Format, Int8, F32};
 
 pub(crate) use gru::{gru_backward_a, gru_backward_b, gru_step};
 pub(crate) use lstm::{lstm_backward, lstm_step};

@@ -404,16 +404,31 @@ pub(super) unsafe fn for_rows<S: Simd, F: Format<S>, R, E: Epilogue<S, R, V>, co
     // Group g's rows of `part` in k block b.
     let rows_at =
         |part: usize, g: usize, b: usize| -> *const u8 { stage[at(g, part, b)..].as_ptr().cast() };
-    // Each (group pair, chunk)'s sums: written by the tile stores before
-    // the epilogue reads them, so never zeroed.
-    // Two buffers: a unit's tiles store into one while the previous
-    // unit's epilogues read the other.
+    // Each unit's (group pair, chunk) sums: written by the tile stores
+    // before the epilogues read them, so never zeroed; two buffers, as a
+    // unit's tiles store into one while the previous unit's epilogues read
+    // the other.
     let mut acc = std::mem::MaybeUninit::<
         Aligned<[[[f32; CHUNK_TILES * TILE_COLUMNS]; 2 * MAX_ROWS]; 2]>,
     >::uninit();
     let acc_base = acc.as_mut_ptr().cast::<f32>();
     let unit_sums = 2 * MAX_ROWS * CHUNK_TILES * TILE_COLUMNS;
     let mut pending: Option<Pending> = None;
+    // Up to `count` rows of the pending unit's epilogues (a macro: a closure
+    // would not get this function's target features).
+    macro_rules! epilogues {
+        ($count:expr) => {
+            run_epilogues::<S, F, R, E, V>(
+                &mut pending,
+                $count,
+                rows,
+                epi,
+                packed,
+                panel_stride,
+                word_rows,
+            )
+        };
+    }
     let acc_stride = CHUNK_TILES * TILE_COLUMNS * 4;
     let a_stride = K_BLOCK * 2;
     // Rows and shapes of the pair of groups from group `pair`: all pairs but
@@ -467,15 +482,7 @@ pub(super) unsafe fn for_rows<S: Simd, F: Format<S>, R, E: Epilogue<S, R, V>, co
                         zero_accumulator(t);
                     }
                     for b in 0..blocks {
-                        run_epilogues::<S, F, R, E, V>(
-                            &mut pending,
-                            quota,
-                            rows,
-                            epi,
-                            packed,
-                            panel_stride,
-                            word_rows,
-                        );
+                        epilogues!(quota);
                         amx::load::<4>(rows_at(0, pair, b), a_stride);
                         if !int8 {
                             amx::load::<5>(rows_at(1, pair, b), a_stride);
@@ -502,15 +509,7 @@ pub(super) unsafe fn for_rows<S: Simd, F: Format<S>, R, E: Epilogue<S, R, V>, co
                             amx::zero::<3>();
                         }
                         for b in 0..blocks {
-                            run_epilogues::<S, F, R, E, V>(
-                                &mut pending,
-                                quota,
-                                rows,
-                                epi,
-                                packed,
-                                panel_stride,
-                                word_rows,
-                            );
+                            epilogues!(quota);
                             load_weights(0, weights.block(column(t0), b, 0));
                             if two {
                                 load_weights(1, weights.block(column(t0 + 1), b, 1));
@@ -539,15 +538,7 @@ pub(super) unsafe fn for_rows<S: Simd, F: Format<S>, R, E: Epilogue<S, R, V>, co
             }
             // SAFETY: as for_rows; the previous unit's sums are in the other buffer.
             unsafe {
-                run_epilogues::<S, F, R, E, V>(
-                    &mut pending,
-                    usize::MAX,
-                    rows,
-                    epi,
-                    packed,
-                    panel_stride,
-                    word_rows,
-                );
+                epilogues!(usize::MAX);
             }
             pending = Some(Pending {
                 start,
@@ -561,15 +552,7 @@ pub(super) unsafe fn for_rows<S: Simd, F: Format<S>, R, E: Epilogue<S, R, V>, co
     }
     // SAFETY: as for_rows; the last unit's sums are stored.
     unsafe {
-        run_epilogues::<S, F, R, E, V>(
-            &mut pending,
-            usize::MAX,
-            rows,
-            epi,
-            packed,
-            panel_stride,
-            word_rows,
-        );
+        epilogues!(usize::MAX);
     }
     // SAFETY: AMX is available (contract).
     unsafe { amx::release() };
