@@ -45,7 +45,7 @@ pub enum Precision {
     /// the tiles' order. The result is then within about 1e-5 of the
     /// rounded-weight f32 model rather than equal to it (1e-4 is tested),
     /// and as accurate against f32 as the other ISAs; a batch of one runs
-    /// the widening kernels there (see `Kernels::recurrent_steps`).
+    /// the widening kernels there (see `Kernels::layer_steps`).
     Bf16,
     /// int8 weights, quantised symmetrically per output (one f32 scale per
     /// row of `W`, `R` and the projection: `max |w| / 127`), a quarter of

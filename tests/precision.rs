@@ -104,6 +104,36 @@ fn bf16_equals_f32_with_rounded_weights_bit_for_bit_on_every_isa() {
     }
 }
 
+/// On AMX a batch of one runs the register kernels for its whole layer
+/// (`Kernels::layer_steps`): bf16 and int8 give `avx512`'s bits there.
+#[test]
+fn a_batch_of_one_on_amx_gives_the_avx512_bits() {
+    if !Isa::Amx.is_supported() {
+        return;
+    }
+    let mut rng = SplitMix64::new(12);
+    for (name, builder) in cell_variants(37, 40) {
+        let config: Config = builder.num_layers(2).build().unwrap();
+        let model = Model::random(config.clone(), 4);
+        let b = random_batch(&mut rng, &config, 5, 1);
+        let x = b.input(&config, 5, 1);
+        for precision in [Precision::Bf16, Precision::Int8] {
+            let run = |isa: Isa| {
+                let m = model
+                    .clone()
+                    .with_isa(isa)
+                    .unwrap()
+                    .with_precision(precision);
+                m.forward_inference(&x).unwrap()
+            };
+            let (amx, avx512) = (run(Isa::Amx), run(Isa::Avx512));
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&amx.y), bits(&avx512.y), "{name} {precision:?}");
+            assert_eq!(bits(&amx.h_n), bits(&avx512.h_n), "{name} {precision:?}");
+        }
+    }
+}
+
 /// Max |y − y_f32| of `precision` over DESIGN.md's hidden sizes, weights
 /// uniform in ±1/√H (the default) and inputs N(0, 1), on `isa`.
 fn max_error_from_f32(precision: Precision, isa: Isa) -> f32 {

@@ -120,6 +120,7 @@ pub(crate) const PROJECTION_ROWS: usize = 48;
 /// of which no other thread touches these rows' columns of these panels.
 unsafe fn project(
     kernels: Kernels,
+    batch: usize,
     pb: &PackedBlock,
     x: &[f32],
     xw: SharedMut,
@@ -149,7 +150,7 @@ unsafe fn project(
         // bounds-checked.
         let panel = g * pb.words(input) * u;
         unsafe {
-            (kernels.steps(pb.precision).panel_matmul)(
+            (kernels.layer_steps(pb.precision, batch).panel_matmul)(
                 input,
                 (end - first) * g * u,
                 &pb.w_panels[first * panel..end * panel],
@@ -238,6 +239,7 @@ impl QuantizedRows {
 /// threads: for a layer whose recurrence runs on one thread of several.
 fn project_in_parallel(
     kernels: Kernels,
+    batch: usize,
     pb: &PackedBlock,
     x: &[f32],
     xw: &mut [f32],
@@ -257,7 +259,17 @@ fn project_in_parallel(
             let first = block * per;
             let panels = (0, pb.hp / kernels.unit());
             // SAFETY: blocks write disjoint rows of xw, which outlives the loop.
-            unsafe { project(kernels, pb, x, out, first..rows.min(first + per), panels) }
+            unsafe {
+                project(
+                    kernels,
+                    batch,
+                    pb,
+                    x,
+                    out,
+                    first..rows.min(first + per),
+                    panels,
+                )
+            }
         })
 }
 
@@ -508,6 +520,7 @@ pub(crate) fn forward_into(
             for (dir, xw) in xws.iter_mut().enumerate() {
                 project_in_parallel(
                     packed.kernels,
+                    n,
                     &packed.blocks[layer * dirs + dir],
                     &layer_in,
                     xw,
@@ -669,7 +682,7 @@ impl DirRun<'_> {
         } else {
             &[(true, true)]
         };
-        let steps = self.kernels.recurrent_steps(pb.precision, self.batch);
+        let steps = self.kernels.layer_steps(pb.precision, self.batch);
         let step = match cfg.cell() {
             CellKind::Lstm => steps.lstm_step,
             CellKind::Gru => steps.gru_step,
@@ -697,7 +710,7 @@ impl DirRun<'_> {
                 (0..self.seq_len).flat_map(|t| (b0..b0 + nb).map(move |b| t * self.batch + b));
             // SAFETY: these rows (items b0..b0 + nb at every step) and
             // panels of xw are this share's alone.
-            unsafe { project(self.kernels, pb, self.x, self.xw, rows, panels)? };
+            unsafe { project(self.kernels, self.batch, pb, self.x, self.xw, rows, panels)? };
             // A step's chunks may be taken by another part (share_out).
             sync()?;
         }

@@ -163,7 +163,7 @@ pub(crate) struct Table {
     pub f32: StepKernels,
     pub bf16: StepKernels,
     /// bf16 for a batch of one: the widening kernels, also where `bf16`
-    /// runs on AMX tiles (see [`Kernels::recurrent_steps`]).
+    /// runs on AMX tiles (see [`Kernels::layer_steps`]).
     pub bf16_one_row: StepKernels,
     pub int8: StepKernels,
     /// int8 for a batch of one: the register kernels, also where `int8`
@@ -224,18 +224,21 @@ impl Kernels {
         }
     }
 
-    /// The kernels of the recurrent steps of a call over `batch` items.
-    /// Those of [`Kernels::steps`], but for a batch of one on AMX, which
-    /// runs on the register kernels (bf16 widening, int8 VNNI): a tile
-    /// product of one row takes about half the time of a full 16-row one
-    /// (measured), as long as that row's FMAs (or `vpdpbusd`s) in
-    /// registers, and the tiles add the rows' staging and their
-    /// configuration at every call; from two rows the tiles do twice that
-    /// work in the time. The choice follows the call's batch, not a
-    /// split's rows, so bf16's bits do not depend on the thread count (and
-    /// a stream steps as a call of its batch does); int8's are the same
-    /// either way.
-    pub fn recurrent_steps(&self, precision: Precision, batch: usize) -> &StepKernels {
+    /// The kernels of a layer's products (input projection and steps) in
+    /// a call over `batch` items. Those of [`Kernels::steps`], but for a
+    /// batch of one on AMX, which runs on the register kernels (bf16
+    /// widening, int8 VNNI). A tile product of one row takes about half the
+    /// time of a full 16-row one (measured), as long as that row's FMAs (or
+    /// `vpdpbusd`s) in registers, and every call adds staging and a tile
+    /// configuration; from two rows the tiles do twice that work in the
+    /// time. A whole call's input projection at batch one would still gain
+    /// from tiles (its rows are the steps: 1.1-1.35× measured), but a
+    /// stream projects one row per step, where tiles cost 18 % more per
+    /// step (LSTM H = 256): one rule for the whole layer keeps a stream's
+    /// bits equal to a call's. The choice follows the call's batch, not a
+    /// split's rows, so bf16's bits do not depend on the thread count;
+    /// int8's are the same either way.
+    pub fn layer_steps(&self, precision: Precision, batch: usize) -> &StepKernels {
         match precision {
             Precision::Bf16 if batch < 2 => &self.table.bf16_one_row,
             Precision::Int8 if batch < 2 => &self.table.int8_one_row,
