@@ -65,26 +65,44 @@ unsafe fn split_block(x: *const f32, valid: usize, hi: *mut u16, lo: *mut u16) {
     use std::arch::x86_64::*;
     // SAFETY: the caller's contract; the masked loads read only `valid` floats.
     unsafe {
-        let mask = |from: usize| -> __mmask16 {
-            let n = valid.saturating_sub(from).min(16);
-            ((1u32 << n) - 1) as __mmask16
-        };
-        let x0 = _mm512_maskz_loadu_ps(mask(0), x);
-        let x1 = _mm512_maskz_loadu_ps(mask(16), x.wrapping_add(16));
+        // (No closures: one would not get the caller's target features.)
+        let lanes = |from: usize| valid.saturating_sub(from).min(16) as u32;
+        let x0 = _mm512_maskz_loadu_ps(((1u32 << lanes(0)) - 1) as __mmask16, x);
+        let x1 = _mm512_maskz_loadu_ps(((1u32 << lanes(16)) - 1) as __mmask16, x.wrapping_add(16));
         let h: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(x1, x0));
         // hi as f32: each bf16 in the upper half of a word.
-        let widen = |half: __m256i| _mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(half));
-        let h0 = _mm512_castsi512_ps(widen(_mm512_castsi512_si256(h)));
-        let h1 = _mm512_castsi512_ps(widen(_mm512_extracti64x4_epi64::<1>(h)));
-        let finite = |r: __m512| {
-            let m = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(_mm512_sub_ps(r, r), _mm512_setzero_ps());
-            _mm512_maskz_mov_ps(m, r)
-        };
-        let r0 = finite(_mm512_sub_ps(x0, h0));
-        let r1 = finite(_mm512_sub_ps(x1, h1));
+        let h0 = widen_bf16(_mm512_castsi512_si256(h));
+        let h1 = widen_bf16(_mm512_extracti64x4_epi64::<1>(h));
+        let r0 = finite_or_zero(_mm512_sub_ps(x0, h0));
+        let r1 = finite_or_zero(_mm512_sub_ps(x1, h1));
         let l: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(r1, r0));
         _mm512_storeu_si512(hi.cast(), h);
         _mm512_storeu_si512(lo.cast(), l);
+    }
+}
+
+/// 16 bf16 values as f32 (each in the upper half of its word).
+///
+/// # Safety
+/// AVX-512F is available.
+#[inline(always)]
+unsafe fn widen_bf16(half: std::arch::x86_64::__m256i) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller's contract.
+    unsafe { _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(half))) }
+}
+
+/// `r` where it is finite, else 0.
+///
+/// # Safety
+/// AVX-512F is available.
+#[inline(always)]
+unsafe fn finite_or_zero(r: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller's contract.
+    unsafe {
+        let finite = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(_mm512_sub_ps(r, r), _mm512_setzero_ps());
+        _mm512_maskz_mov_ps(finite, r)
     }
 }
 
@@ -122,12 +140,35 @@ struct Weights {
     blocks: usize,
     /// Bytes from one word row of a panel to the next.
     panel_row_bytes: usize,
-    /// Four zero-padded tiles (one per column tile of a chunk), allocated
-    /// only where k leaves the last block short.
-    tail: Vec<[[u32; TILE_COLUMNS]; WORD_ROWS]>,
+    /// Four zero-padded tiles (one per column tile of a chunk) for a short
+    /// last block: the rows past `tail_rows` are zeroed once per call (only
+    /// where k leaves the last block short), the others copied per use.
+    tail: std::mem::MaybeUninit<[[[u32; TILE_COLUMNS]; WORD_ROWS]; CHUNK_TILES]>,
 }
 
 impl Weights {
+    fn new(tail_rows: usize, blocks: usize, panel_row_bytes: usize) -> Weights {
+        let mut tail =
+            std::mem::MaybeUninit::<[[[u32; TILE_COLUMNS]; WORD_ROWS]; CHUNK_TILES]>::uninit();
+        if tail_rows < WORD_ROWS {
+            let base = tail.as_mut_ptr().cast::<u32>();
+            for slot in 0..CHUNK_TILES {
+                let pad = (slot * WORD_ROWS + tail_rows) * TILE_COLUMNS;
+                // SAFETY: rows tail_rows..16 of each slot are inside `tail`.
+                unsafe {
+                    base.add(pad)
+                        .write_bytes(0, (WORD_ROWS - tail_rows) * TILE_COLUMNS)
+                };
+            }
+        }
+        Weights {
+            tail_rows,
+            blocks,
+            panel_row_bytes,
+            tail,
+        }
+    }
+
     /// Block `b` of the column tile at `words` (its first word row), as a
     /// pointer and a row stride, using tail buffer `slot` for a short block.
     ///
@@ -142,12 +183,17 @@ impl Weights {
             if b + 1 < self.blocks || self.tail_rows == WORD_ROWS {
                 return (src, self.panel_row_bytes);
             }
-            // Rows past tail_rows stay zero from the start.
-            for (i, dst) in self.tail[slot].iter_mut().enumerate().take(self.tail_rows) {
+            // Rows past tail_rows stay zero from `Weights::new`.
+            let tile = self
+                .tail
+                .as_mut_ptr()
+                .cast::<u32>()
+                .add(slot * WORD_ROWS * TILE_COLUMNS);
+            for i in 0..self.tail_rows {
                 let row = src.add(i * self.panel_row_bytes).cast::<u32>();
-                std::ptr::copy_nonoverlapping(row, dst.as_mut_ptr(), TILE_COLUMNS);
+                std::ptr::copy_nonoverlapping(row, tile.add(i * TILE_COLUMNS), TILE_COLUMNS);
             }
-            (self.tail[slot].as_ptr().cast(), ROW_BYTES)
+            (tile.cast(), ROW_BYTES)
         }
     }
 }
@@ -341,16 +387,7 @@ pub(super) unsafe fn for_rows<S: Simd, F: Format<S>, R, E: Epilogue<S, R, V>, co
     let blocks = word_rows.div_ceil(WORD_ROWS);
     // (k = 0 leaves no block: the sums stay zero.)
     let tail_rows = word_rows + WORD_ROWS - blocks.max(1) * WORD_ROWS;
-    let mut weights = Weights {
-        tail_rows,
-        blocks,
-        panel_row_bytes: V * TILE_COLUMNS * 4,
-        tail: if tail_rows < WORD_ROWS {
-            vec![[[0; TILE_COLUMNS]; WORD_ROWS]; CHUNK_TILES]
-        } else {
-            Vec::new()
-        },
-    };
+    let mut weights = Weights::new(tail_rows, blocks, V * TILE_COLUMNS * 4);
     let per_chunk = CHUNK_TILES / V;
     let n = rows.len();
     let groups = n.div_ceil(MAX_ROWS);
@@ -469,8 +506,8 @@ pub(super) unsafe fn for_rows<S: Simd, F: Format<S>, R, E: Epilogue<S, R, V>, co
                 current = Some((m0, m1));
             }
             // SAFETY (whole block): the tiles are configured for these
-            // groups; every load reads whole tile rows inside the stage (its
-            // rows hold padded_k values), the panels or the tail buffers
+            // groups; every load reads whole tile rows inside the stage
+            // (whole tiles of every group and block), the panels or the tail buffers
             // (`Weights::block`), and every store writes inside `acc`.
             unsafe {
                 // The previous unit's epilogues, spread over this unit's
