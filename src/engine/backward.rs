@@ -2,7 +2,7 @@
 
 use super::forward::{DirTrace, Trace};
 use super::pack::{round_up, Aligned, PackedBlock};
-use super::products::{pack_rows, rows_times_panels, transpose_gate_columns};
+use super::products::{pack_reset_states, pack_rows, rows_times_panels, transpose_gate_columns};
 use super::workspace::BufferPool;
 use super::{copy_columns, layer_shape, pad_rows, row, team, Packed, SharedMut, Span};
 use crate::config::{CellKind, Config, Direction, GruVariant, ParamKind};
@@ -276,7 +276,7 @@ pub(crate) fn backward_into(
                 layer,
                 dir,
                 x,
-                &trace.dirs[ld],
+                (&trace.dirs[ld], &trace.lens),
                 &dg,
                 dparams,
             )?;
@@ -345,7 +345,7 @@ fn weight_grads(
     layer: usize,
     dir: usize,
     x: &[f32],
-    dt: &DirTrace,
+    (dt, lens): (&DirTrace, &[usize]),
     g: &DirGrads,
     dparams: &mut [f32],
 ) -> Result<()> {
@@ -412,7 +412,10 @@ fn weight_grads(
         if config.gru_variant() == GruVariant::LinearBeforeReset {
             rows_times_panels(kernels, (h, rows, st), &drnt, rows, &hpk, dr_n, st, false)?;
         } else {
-            let vp = packed(&dt.aux, st, hp)?;
+            // r ⊙ h_prev, formed again from the trace's r and h_prev.
+            let len = round_up(st, unit) * rows;
+            let mut vp = Aligned::within(pool.take(len + Aligned::SLACK)?, len); // fully written
+            pack_reset_states((&dt.gates, gh), (&dt.h_prev, ks), (rows, st), unit, &mut vp);
             rows_times_panels(kernels, (h, rows, st), &drnt, rows, &vp, dr_n, st, false)?;
             pool.give(vp.into_buffer());
         }
@@ -442,7 +445,14 @@ fn weight_grads(
     pool.give(dgt.into_buffer());
 
     if config.peepholes() {
-        peephole_grads(config, pb, dt, g, &mut dparams[range(ParamKind::Peephole)])?;
+        let reversed = config.direction().is_reversed(dir);
+        peephole_grads(
+            config,
+            pb,
+            (dt, lens, reversed),
+            g,
+            &mut dparams[range(ParamKind::Peephole)],
+        )?;
     }
     if config.proj_size() > 0 {
         // dP [P, H] = dh_projᵀ × m.
@@ -466,20 +476,25 @@ fn back_barriers(config: &Config) -> usize {
 
 /// The peephole gradients `[p_i, p_f, p_o]`: `Σ di ⊙ c_prev`, `Σ df ⊙
 /// c_prev` and `Σ do ⊙ c` over every step and item, in f64 and in row order,
-/// so they do not depend on how the steps were split over threads.
+/// so they do not depend on how the steps were split over threads. Rows past
+/// an item's length have zero gradients and add nothing.
 fn peephole_grads(
     config: &Config,
     pb: &PackedBlock,
-    dt: &DirTrace,
+    (dt, lens, reversed): (&DirTrace, &[usize], bool),
     g: &DirGrads,
     dst: &mut [f32],
 ) -> Result<()> {
     let (hp, h, gh) = (pb.hp, pb.hidden, pb.gates * pb.hp);
-    let rows = g.dg.len() / gh;
+    let (rows, batch) = (g.dg.len() / gh, lens.len());
     let mut acc = try_vec(3 * h, 0f64, "the peephole gradients")?;
     for r in 0..rows {
+        let (t, b) = (r / batch, r % batch);
+        if t >= lens[b] {
+            continue;
+        }
         let dg = &g.dg[r * gh..(r + 1) * gh];
-        let c_prev = &dt.c_prev[r * hp..r * hp + h];
+        let c_prev = &dt.c_prev((hp, batch), (t, b), lens[b], reversed)[..h];
         let c_raw = &dt.c_raw[r * hp..r * hp + h];
         for j in 0..h {
             let c = match config.cell_clip() {
@@ -599,13 +614,21 @@ impl DirBack<'_> {
             back_rows.clear();
             let tr = self.trace;
             for &(b, row_t) in &active {
+                let c_prev = match cell {
+                    CellKind::Lstm => {
+                        let at = (row_t / self.batch, b);
+                        tr.c_prev((hp, self.batch), at, self.lens[b], self.reversed)
+                            .as_ptr()
+                    }
+                    _ => std::ptr::null(),
+                };
                 // SAFETY: every pointer addresses a whole padded row: rows b
                 // of the shared state, rows row_t of the trace and outputs.
                 back_rows.push(unsafe {
                     BackRow {
                         gates: row(&tr.gates, gh, row_t),
                         h_prev: row(&tr.h_prev, ks, row_t),
-                        c_prev: row(&tr.c_prev, hp, row_t),
+                        c_prev,
                         aux: row(
                             if cell == CellKind::Lstm {
                                 &tr.c_raw

@@ -24,12 +24,18 @@ pub(crate) struct DirTrace {
     pub gates: Vec<f32>,
     /// State each step started from `[TN, state_stride]`.
     pub h_prev: Vec<f32>,
-    /// LSTM: cell state before the step and the unclipped new one `[TN, Hp]`.
-    pub c_prev: Vec<f32>,
+    /// LSTM: the unclipped new cell state `[TN, Hp]`.
     pub c_raw: Vec<f32>,
+    /// LSTM with a cell clip: the cell state before the step `[TN, Hp]`.
+    /// Without a clip that is the previous step's `c_raw` (or `c_init`),
+    /// so it is not stored: see [`DirTrace::c_prev`].
+    pub c_prev: Vec<f32>,
+    /// LSTM without a cell clip: the state each item started from `[N, Hp]`.
+    pub c_init: Vec<f32>,
     /// LSTM with projection: `o ⊙ tanh c` before projecting `[TN, Hp]`.
     pub m: Vec<f32>,
-    /// GRU: `r ⊙ h` (reset before matmul) or `Rn h + Rbn` (linear before reset).
+    /// Linear-before-reset GRU: `Rn h + Rbn`. (Reset-before-matmul's
+    /// `r ⊙ h` is formed again from `gates` and `h_prev`.)
     pub aux: Vec<f32>,
     /// With a gate clip: which pre-activations passed it `[TN, G·Hp]`
     /// interleaved (see `StepRow::clip_mask`).
@@ -57,8 +63,9 @@ impl Drop for Trace {
             [
                 d.gates,
                 d.h_prev,
-                d.c_prev,
                 d.c_raw,
+                d.c_prev,
+                d.c_init,
                 d.m,
                 d.aux,
                 d.clip_mask,
@@ -73,16 +80,18 @@ impl Drop for Trace {
 }
 
 impl DirTrace {
-    /// The trace of a layer and direction over `rows` (time, item) rows;
-    /// `ragged`: some item is shorter than the sequence.
+    /// The trace of a layer and direction over `t_len · batch` (time, item)
+    /// rows; `ragged`: some item is shorter than the sequence.
     fn new(
         config: &Config,
         pb: &PackedBlock,
-        rows: usize,
+        (t_len, batch): (usize, usize),
         ragged: bool,
         pool: &BufferPool,
     ) -> Result<Self> {
+        let rows = t_len * batch;
         let lstm = config.cell() == CellKind::Lstm;
+        let clipped = config.cell_clip().is_some();
         let gru = config.cell() == CellKind::Gru;
         // The rows of steps past an item's length are never written, but
         // backward's products over all steps read them (times zero
@@ -96,12 +105,38 @@ impl DirTrace {
         Ok(DirTrace {
             gates: buf(true, pb.gates * pb.hp)?,
             h_prev: buf(true, pb.state_stride)?,
-            c_prev: buf(lstm, pb.hp)?,
             c_raw: buf(lstm, pb.hp)?,
+            c_prev: buf(lstm && clipped, pb.hp)?,
+            // Fully written (from the padded initial state).
+            c_init: pool.take(if lstm && !clipped { batch * pb.hp } else { 0 })?,
             m: buf(config.proj_size() > 0, pb.hp)?,
-            aux: buf(gru, pb.hp)?,
+            aux: buf(
+                gru && config.gru_variant() == GruVariant::LinearBeforeReset,
+                pb.hp,
+            )?,
             clip_mask: buf(config.gate_clip().is_some(), pb.gates * pb.hp)?,
         })
+    }
+
+    /// LSTM: the cell state (`[Hp]`) that item `b` of `batch` started step
+    /// `t` from, where its sequence has `len` steps, run `reversed` or not.
+    /// Without a cell clip the state after a step is its `c_raw`, so the
+    /// previous step's row serves and only the initial states are kept.
+    pub fn c_prev(
+        &self,
+        (hp, batch): (usize, usize),
+        (t, b): (usize, usize),
+        len: usize,
+        reversed: bool,
+    ) -> &[f32] {
+        let (buf, r) = match (reversed, t) {
+            _ if !self.c_prev.is_empty() => (&self.c_prev, t * batch + b),
+            (false, 0) => (&self.c_init, b),
+            (false, t) => (&self.c_raw, (t - 1) * batch + b),
+            (true, t) if t + 1 == len => (&self.c_init, b),
+            (true, t) => (&self.c_raw, (t + 1) * batch + b),
+        };
+        &buf[r * hp..(r + 1) * hp]
     }
 }
 
@@ -300,8 +335,9 @@ struct DirState {
     h: [Vec<f32>; 2],
     /// LSTM cell state `[N, Hp]`.
     c: Vec<f32>,
-    /// Inference scratch: GRU gates `[N, G·Hp]`, reset-before-matmul GRU
-    /// `r ⊙ h` `[N, Hp]`, LSTM projection input `[N, Hp]`.
+    /// Inference scratch: GRU gates `[N, G·Hp]`, LSTM projection input
+    /// `[N, Hp]`; and for training too, reset-before-matmul GRU `r ⊙ h`
+    /// `[N, Hp]`.
     gates: Vec<f32>,
     aux: Vec<f32>,
     m: Vec<f32>,
@@ -330,7 +366,7 @@ impl DirState {
                 0
             })?,
             gates: scratch(gru, pb.gates * pb.hp)?,
-            aux: scratch(gru && !lbr, pb.hp)?,
+            aux: pool.take_zeroed(if gru && !lbr { n * pb.hp } else { 0 })?,
             m: scratch(config.proj_size() > 0, pb.hp)?,
         })
     }
@@ -494,7 +530,7 @@ pub(crate) fn forward_into(
             let pb = &packed.blocks[layer * dirs + dir];
             xws.push(pool.take(t_len * n * pb.gates * pb.hp)?);
             traces.push(match training {
-                true => Some(DirTrace::new(config, pb, t_len * n, ragged, pool)?),
+                true => Some(DirTrace::new(config, pb, (t_len, n), ragged, pool)?),
                 false => None,
             });
             states.push(DirState::new(config, pb, n, training, pool)?);
@@ -543,6 +579,9 @@ pub(crate) fn forward_into(
             // The state each item starts from, in the padded rows the kernels read.
             pad_rows(h_state, hs, &mut state.h[0], pb.state_stride);
             pad_rows(c_state, cs, &mut state.c, pb.hp);
+            if let Some(t) = dt.as_mut().filter(|t| !t.c_init.is_empty()) {
+                t.c_init.copy_from_slice(&state.c);
+            }
             let (y, y_width, slot) = match (summed && dir == 1, config.direction()) {
                 (true, _) => (SharedMut::new(&mut second), hs, 0),
                 (false, Direction::BidirectionalConcat) => {
@@ -761,10 +800,11 @@ impl DirRun<'_> {
                     };
                     let aux = if lstm {
                         trace_row(3, hp)
+                    } else if gru && !lbr {
+                        // r ⊙ h: the backward forms it again from r and h.
+                        self.aux_scratch.at(b * hp)
                     } else if training {
                         trace_row(5, hp)
-                    } else if gru && !lbr {
-                        self.aux_scratch.at(b * hp)
                     } else {
                         std::ptr::null_mut()
                     };

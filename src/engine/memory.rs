@@ -101,10 +101,8 @@ pub(crate) fn call_memory(
         dirs * n
             * (2 * g.ks
                 + on(lstm, g.hp)
-                + on(
-                    !training,
-                    on(gru, g.gh) + on(gru && !lbr, g.hp) + on(proj, g.hp),
-                ))
+                + on(gru && !lbr, g.hp)
+                + on(!training, on(gru, g.gh) + on(proj, g.hp)))
             + summed
             + team
     };
@@ -117,13 +115,18 @@ pub(crate) fn call_memory(
 
     // Training keeps every layer's input and each direction's step values
     // in the trace; the rest is the same transient work.
+    // The LSTM keeps its unclipped cell states, and the states before each
+    // step only where a cell clip makes them differ (else just the first).
+    let cell_clip = config.cell_clip().is_some();
     let per_direction_trace = rows
         * (g.gh
             + g.ks
-            + on(lstm, 2 * g.hp)
+            + on(lstm, g.hp)
+            + on(lstm && cell_clip, g.hp)
             + on(proj, g.hp)
-            + on(gru, g.hp)
-            + on(config.gate_clip().is_some(), g.gh));
+            + on(gru && lbr, g.hp)
+            + on(config.gate_clip().is_some(), g.gh))
+        + on(lstm && !cell_clip, n * g.hp);
     let trace =
         small + lens + rows * i + (layers - 1) * rows * width + layer_dirs * per_direction_trace;
     let training = small + y_scratch + c_scratch + xw + step_state(true);

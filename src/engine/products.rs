@@ -86,18 +86,57 @@ pub(crate) fn pack_rows(
     unit: usize,
     out: &mut [f32],
 ) {
+    if rows > 0 {
+        assert!(src.len() >= (rows - 1) * stride + cols, "source rows");
+    }
+    pack_by_rows((rows, cols, unit), out, |r, c0, dst| {
+        let from = r * stride + c0;
+        dst.copy_from_slice(&src[from..from + dst.len()]);
+    });
+}
+
+/// [`pack_rows`] of the reset-before-matmul GRU's `r ⊙ h_prev`, from a
+/// trace's interleaved gates (`[rows, gh]`, r first in each `unit`-wide
+/// panel) and its states (`[rows, stride]`): the product the forward step
+/// formed, the same bits, so the trace need not keep it.
+pub(crate) fn pack_reset_states(
+    (gates, gh): (&[f32], usize),
+    (h_prev, stride): (&[f32], usize),
+    (rows, cols): (usize, usize),
+    unit: usize,
+    out: &mut [f32],
+) {
+    if rows > 0 {
+        assert!(gates.len() >= rows * gh, "gate rows");
+        assert!(h_prev.len() >= (rows - 1) * stride + cols, "state rows");
+    }
+    pack_by_rows((rows, cols, unit), out, |r, c0, dst| {
+        let r_gate = &gates[r * gh + 3 * c0..][..dst.len()];
+        let h = &h_prev[r * stride + c0..][..dst.len()];
+        for ((d, &g), &h) in dst.iter_mut().zip(r_gate).zip(h) {
+            *d = g * h;
+        }
+    });
+}
+
+/// The panel layout of [`pack_rows`], each row's `width <= unit` values of
+/// panel columns `c0..` written by `fill(row, c0, dst)`; zero past `cols`.
+/// Large packs run on the pool's threads, a panel per task.
+fn pack_by_rows(
+    (rows, cols, unit): (usize, usize, usize),
+    out: &mut [f32],
+    fill: impl Fn(usize, usize, &mut [f32]) + Sync,
+) {
     let panel_len = rows * unit;
     let panels = cols.div_ceil(unit);
     assert!(out.len() >= panels * panel_len, "packed buffer too short");
     if rows == 0 {
         return;
     }
-    assert!(src.len() >= (rows - 1) * stride + cols, "source rows");
     let pack_panel = |(p, panel): (usize, &mut [f32])| {
         let (c0, width) = (p * unit, unit.min(cols - p * unit));
         for (r, dst) in panel.chunks_exact_mut(unit).enumerate() {
-            let from = r * stride + c0;
-            dst[..width].copy_from_slice(&src[from..from + width]);
+            fill(r, c0, &mut dst[..width]);
             dst[width..].fill(0.0);
         }
     };

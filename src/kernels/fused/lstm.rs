@@ -80,7 +80,9 @@ impl<S: Simd, const V: usize> Epilogue<S, StepRow, V> for LstmEpilogue<'_> {
                     S::store(row.gates.add(col + u), f);
                     S::store(row.gates.add(col + 2 * u), g);
                     S::store(row.gates.add(col + 3 * u), o);
-                    S::store(row.c_prev.add(j), c_prev);
+                    if !row.c_prev.is_null() {
+                        S::store(row.c_prev.add(j), c_prev);
+                    }
                     S::store(row.aux.add(j), c_raw);
                 }
             }

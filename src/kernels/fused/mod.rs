@@ -111,7 +111,8 @@ pub(crate) struct StepRow {
     /// Gate activations, `G·Hp` interleaved: written when training (and
     /// always for GRU, whose second phase reads r and z back).
     pub gates: *mut f32,
-    /// Training, LSTM: `c` before the step.
+    /// Training, LSTM with a cell clip: `c` before the step; null otherwise
+    /// (without a clip it is the previous step's `aux`).
     pub c_prev: *mut f32,
     /// LSTM training: c before clipping. GRU: reset-before-matmul `r ⊙ h`
     /// (always), linear-before-reset `Rn h + Rbn` (training).
