@@ -102,8 +102,10 @@ fn call_memory_bounds_what_calls_allocate() {
             6,
         ),
         (
-            "lstm, gate clip",
-            Config::builder(Lstm, 16, 64).gate_clip(Some(3.0)),
+            "lstm, gate and cell clips",
+            Config::builder(Lstm, 16, 64)
+                .gate_clip(Some(3.0))
+                .cell_clip(Some(2.0)),
             20,
             33,
         ),

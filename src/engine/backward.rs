@@ -20,6 +20,10 @@ struct DirGrads {
     d_rn: Vec<f32>,
     /// LSTM with projection: gradient of the projected h `[TN, state_stride]`.
     dh_proj: Vec<f32>,
+    /// LSTM with projection: `m = o ⊙ h(c)`, packed as the right operand
+    /// of the projection's gradient (`products::pack_rows`' layout, `k` =
+    /// the rows), written by the element-wise backward.
+    m_packed: Option<Aligned>,
 }
 
 /// A direction's carried gradients and step buffers, `[N, ·]` by item,
@@ -78,6 +82,7 @@ struct DirBack<'a> {
     packed: &'a Packed,
     trace: &'a DirTrace,
     batch: usize,
+    seq_len: usize,
     lens: &'a [usize],
     reversed: bool,
     /// This direction's activation functions.
@@ -89,8 +94,8 @@ struct DirBack<'a> {
     /// `[N, H_out]` / `[N, H]`: dh_n / dc_n in, dh0 / dc0 out.
     dh_state: SharedMut,
     dc_state: SharedMut,
-    /// [`DirGrads`]' buffers: dg, d_rn, dh_proj (null where unused).
-    out: [SharedMut; 3],
+    /// [`DirGrads`]' buffers: dg, d_rn, dh_proj, m_packed (null where unused).
+    out: [SharedMut; 4],
     /// [`BackState`]'s buffers, in field order (null where unused).
     state: [SharedMut; 7],
 }
@@ -208,6 +213,13 @@ pub(crate) fn backward_into(
                 ),
                 d_rn: rows_buf(if gru { rows * hp } else { 0 })?,
                 dh_proj: rows_buf(if proj { rows * ks } else { 0 })?,
+                m_packed: match proj {
+                    true => Some(Aligned::within(
+                        rows_buf(rows * hp + Aligned::SLACK)?,
+                        rows * hp,
+                    )),
+                    false => None,
+                },
             });
             states.push(BackState::new(config, pb, n, pool)?);
         }
@@ -231,6 +243,7 @@ pub(crate) fn backward_into(
                 packed,
                 trace: &trace.dirs[ld],
                 batch: n,
+                seq_len: t_len,
                 lens: &trace.lens,
                 reversed: config.direction().is_reversed(dir),
                 fns: packed.kernels.gate_fns(config, dir),
@@ -243,7 +256,13 @@ pub(crate) fn backward_into(
                 },
                 dh_state: SharedMut::new(dh_state),
                 dc_state: SharedMut::new(dc_state),
-                out: [&mut dg.dg[..], &mut dg.d_rn, &mut dg.dh_proj].map(SharedMut::new_or_null),
+                out: [
+                    &mut dg.dg[..],
+                    &mut dg.d_rn,
+                    &mut dg.dh_proj,
+                    dg.m_packed.as_deref_mut().unwrap_or_default(),
+                ]
+                .map(SharedMut::new_or_null),
                 state: [
                     &mut state.dh,
                     &mut state.dc,
@@ -292,9 +311,11 @@ pub(crate) fn backward_into(
                 in_size,
                 dir > 0,
             )?;
+            let m_packed = dg.m_packed.map(Aligned::into_buffer);
             for buf in [dg.dg.into_buffer(), dg.d_rn, dg.dh_proj] {
                 pool.give(buf);
             }
+            pool.give(m_packed.unwrap_or_default());
         }
         pool.give(std::mem::replace(&mut d_out, d_in));
     }
@@ -459,10 +480,9 @@ fn weight_grads(
         let mut dpt = pool.take(st * rows)?; // fully written
         let mut unused = try_vec(st, 0f64, "the projection gradient")?;
         transpose_gate_columns(&g.dh_proj, rows, ks, (1, st, ks), &mut dpt, &mut unused);
-        let mp = packed(&dt.m, h, hp)?;
+        let mp = g.m_packed.as_deref().expect("packed by the backward steps");
         let dp = &mut dparams[range(ParamKind::Projection)];
-        rows_times_panels(kernels, (st, rows, h), &dpt, rows, &mp, dp, h, false)?;
-        pool.give(mp.into_buffer());
+        rows_times_panels(kernels, (st, rows, h), &dpt, rows, mp, dp, h, false)?;
         pool.give(dpt);
     }
     Ok(())
@@ -534,6 +554,8 @@ impl DirBack<'_> {
         } = Span::of(share, pb, unit);
         let sync = || member.barrier(share.group, share.parts);
         let params = BackParams {
+            // The packed m: panels of every row's `unit` values.
+            m_panel_stride: self.seq_len * self.batch * unit,
             hp,
             peephole: pb.peephole.as_deref(),
             clip: cfg.cell_clip(),
@@ -666,6 +688,11 @@ impl DirBack<'_> {
                             dv.at(b * hp)
                         },
                         clip_mask: row(&tr.clip_mask, gh, row_t),
+                        m_packed: if self.out[3].is_null() {
+                            std::ptr::null_mut()
+                        } else {
+                            self.out[3].at(row_t * unit)
+                        },
                     }
                 });
             }

@@ -24,16 +24,15 @@ pub(crate) struct DirTrace {
     pub gates: Vec<f32>,
     /// State each step started from `[TN, state_stride]`.
     pub h_prev: Vec<f32>,
-    /// LSTM: the unclipped new cell state `[TN, Hp]`.
-    pub c_raw: Vec<f32>,
     /// LSTM with a cell clip: the cell state before the step `[TN, Hp]`.
     /// Without a clip that is the previous step's `c_raw` (or `c_init`),
     /// so it is not stored: see [`DirTrace::c_prev`].
     pub c_prev: Vec<f32>,
+    /// LSTM: the unclipped new cell state `[TN, Hp]`.
+    pub c_raw: Vec<f32>,
     /// LSTM without a cell clip: the state each item started from `[N, Hp]`.
+    /// (With projection, `m = o ⊙ h(c)` is formed again by the backward.)
     pub c_init: Vec<f32>,
-    /// LSTM with projection: `o ⊙ tanh c` before projecting `[TN, Hp]`.
-    pub m: Vec<f32>,
     /// Linear-before-reset GRU: `Rn h + Rbn`. (Reset-before-matmul's
     /// `r ⊙ h` is formed again from `gates` and `h_prev`.)
     pub aux: Vec<f32>,
@@ -63,10 +62,9 @@ impl Drop for Trace {
             [
                 d.gates,
                 d.h_prev,
-                d.c_raw,
                 d.c_prev,
+                d.c_raw,
                 d.c_init,
-                d.m,
                 d.aux,
                 d.clip_mask,
             ]
@@ -105,11 +103,10 @@ impl DirTrace {
         Ok(DirTrace {
             gates: buf(true, pb.gates * pb.hp)?,
             h_prev: buf(true, pb.state_stride)?,
-            c_raw: buf(lstm, pb.hp)?,
             c_prev: buf(lstm && clipped, pb.hp)?,
+            c_raw: buf(lstm, pb.hp)?,
             // Fully written (from the padded initial state).
             c_init: pool.take(if lstm && !clipped { batch * pb.hp } else { 0 })?,
-            m: buf(config.proj_size() > 0, pb.hp)?,
             aux: buf(
                 gru && config.gru_variant() == GruVariant::LinearBeforeReset,
                 pb.hp,
@@ -335,9 +332,9 @@ struct DirState {
     h: [Vec<f32>; 2],
     /// LSTM cell state `[N, Hp]`.
     c: Vec<f32>,
-    /// Inference scratch: GRU gates `[N, G·Hp]`, LSTM projection input
-    /// `[N, Hp]`; and for training too, reset-before-matmul GRU `r ⊙ h`
-    /// `[N, Hp]`.
+    /// Inference scratch: GRU gates `[N, G·Hp]`; and for training too,
+    /// reset-before-matmul GRU `r ⊙ h` `[N, Hp]` and the LSTM projection's
+    /// input `[N, Hp]` (the trace keeps neither).
     gates: Vec<f32>,
     aux: Vec<f32>,
     m: Vec<f32>,
@@ -367,7 +364,7 @@ impl DirState {
             })?,
             gates: scratch(gru, pb.gates * pb.hp)?,
             aux: pool.take_zeroed(if gru && !lbr { n * pb.hp } else { 0 })?,
-            m: scratch(config.proj_size() > 0, pb.hp)?,
+            m: pool.take_zeroed(if config.proj_size() > 0 { n * pb.hp } else { 0 })?,
         })
     }
 
@@ -410,7 +407,7 @@ struct DirRun<'a> {
     aux_scratch: SharedMut,
     m_scratch: SharedMut,
     /// The [`DirTrace`] buffers, in field order (null where unused).
-    trace: Option<[SharedMut; 7]>,
+    trace: Option<[SharedMut; 6]>,
 }
 
 /// Where a forward pass leaves `y`, `h_n` and `c_n`: the caller's buffers,
@@ -618,7 +615,6 @@ pub(crate) fn forward_into(
                         &mut t.h_prev,
                         &mut t.c_prev,
                         &mut t.c_raw,
-                        &mut t.m,
                         &mut t.aux,
                         &mut t.clip_mask,
                     ]
@@ -804,18 +800,14 @@ impl DirRun<'_> {
                         // r ⊙ h: the backward forms it again from r and h.
                         self.aux_scratch.at(b * hp)
                     } else if training {
-                        trace_row(5, hp)
+                        trace_row(4, hp)
                     } else {
                         std::ptr::null_mut()
                     };
                     let out = h_nxt.at(b * ks);
-                    let h_next = if !proj {
-                        out
-                    } else if training {
-                        trace_row(4, hp)
-                    } else {
-                        self.m_scratch.at(b * hp)
-                    };
+                    // With projection, m = o ⊙ h(c) is projected into the
+                    // state; the backward forms it again.
+                    let h_next = if proj { self.m_scratch.at(b * hp) } else { out };
                     if proj {
                         proj_rows.push(MatRow { a: h_next, out });
                     }
@@ -832,7 +824,7 @@ impl DirRun<'_> {
                         gates,
                         c_prev: trace_row(2, hp),
                         aux,
-                        clip_mask: trace_row(6, gh),
+                        clip_mask: trace_row(5, gh),
                         aux_q: aux_q.slot(b - b0),
                     });
                 }

@@ -102,7 +102,8 @@ pub(crate) fn call_memory(
             * (2 * g.ks
                 + on(lstm, g.hp)
                 + on(gru && !lbr, g.hp)
-                + on(!training, on(gru, g.gh) + on(proj, g.hp)))
+                + on(proj, g.hp)
+                + on(!training, on(gru, g.gh)))
             + summed
             + team
     };
@@ -116,14 +117,15 @@ pub(crate) fn call_memory(
     // Training keeps every layer's input and each direction's step values
     // in the trace; the rest is the same transient work.
     // The LSTM keeps its unclipped cell states, and the states before each
-    // step only where a cell clip makes them differ (else just the first).
+    // step only where a cell clip makes them differ (else just the first);
+    // the backward forms the projection's input (LSTM) and r ⊙ h (GRU)
+    // again.
     let cell_clip = config.cell_clip().is_some();
     let per_direction_trace = rows
         * (g.gh
             + g.ks
             + on(lstm, g.hp)
             + on(lstm && cell_clip, g.hp)
-            + on(proj, g.hp)
             + on(gru && lbr, g.hp)
             + on(config.gate_clip().is_some(), g.gh))
         + on(lstm && !cell_clip, n * g.hp);
@@ -140,10 +142,10 @@ pub(crate) fn call_memory(
         + 2 * shapes.c as u128
         + config.num_params() as u128;
     // A layer's directions step back at the same time: each has its gate
-    // gradients and its carried and step gradients; each team member its
-    // row lists.
+    // gradients (projection: and the packed m) and its carried and step
+    // gradients; each team member its row lists.
     let layer_grads = rows * (width + widest_input);
-    let gate_grads = dirs * rows * (g.gh + on(gru, g.hp) + on(proj, g.ks));
+    let gate_grads = dirs * rows * (g.gh + on(gru, g.hp) + on(proj, g.ks + g.hp));
     let back_rows = (std::mem::size_of::<BackRow>()
         + std::mem::size_of::<MatRow>()
         + 2 * std::mem::size_of::<usize>()) as u128
@@ -156,10 +158,8 @@ pub(crate) fn call_memory(
     // The products over all steps (products.rs), one direction at a time:
     // the transposed gate gradients (GRU: and d_rn; projection: dh_proj),
     // each right operand packed, the f64 bias sums and the row lists.
-    let packed_operands = round_up(widest_input as usize, unit) as u128
-        + g.ks
-        + on(gru && !lbr, g.hp)
-        + on(proj, g.hp);
+    let packed_operands =
+        round_up(widest_input as usize, unit) as u128 + g.ks + on(gru && !lbr, g.hp);
     let row_list = (std::mem::size_of::<MatRow>() as u128 / F32) * rows.max(g.gh);
     let weight_grads =
         rows * (g.gh + on(gru, g.hp) + on(proj, g.ks) + packed_operands) + 4 * g.gh + row_list;

@@ -152,6 +152,10 @@ pub(crate) unsafe fn lstm_backward<S: Simd>(p: &BackParams, rows: &[BackRow]) {
                     let fns = &p.fns;
                     // h(c) and h'(c), h = tanh by default.
                     let tc = activate::<S>(fns, 2, c, tanh::<S>);
+                    if !row.m_packed.is_null() {
+                        let at = panel * p.m_panel_stride + w * S::LANES;
+                        S::store(row.m_packed.add(at), S::mul(o, tc));
+                    }
                     let dtc = derive::<S>(fns, 2, tc, tanh_derivative::<S>);
                     let mask = row.clip_mask;
                     let do_pre = unclip_gate::<S>(

@@ -189,10 +189,18 @@ pub(crate) struct BackRow {
     pub dv: *const f32,
     /// Gate-clip derivatives ([`StepRow::clip_mask`]), or null without a gate clip.
     pub clip_mask: *const f32,
+    /// LSTM with projection, out: where this row's `m = o ⊙ h(c)` goes in
+    /// the packed right operand of the projection's gradient (its first
+    /// panel; panel `p` is `p · BackParams::m_panel_stride` floats on);
+    /// null otherwise. The forward formed the same values and did not keep
+    /// them.
+    pub m_packed: *mut f32,
 }
 
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct BackParams<'a> {
+    /// Floats between two panels of [`BackRow::m_packed`]'s operand.
+    pub m_panel_stride: usize,
     pub hp: usize,
     pub peephole: Option<&'a [f32]>,
     /// LSTM cell clip.
