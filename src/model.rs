@@ -216,7 +216,12 @@ impl Model {
             return Ok(packed);
         }
         // Two threads may pack at once; one result is kept, both are equal.
-        let fresh = Packed::new(&self.config, &self.params, self.isa()?, self.precision)?;
+        let fresh = Packed::new(
+            &self.config,
+            &self.params,
+            (self.isa()?, self.precision),
+            &self.pool,
+        )?;
         Ok(self.packed.get_or_init(|| fresh))
     }
 

@@ -166,18 +166,20 @@ pub(crate) fn call_memory(
     let backward = small + results + layer_grads + gate_grads + back_state + weight_grads;
 
     // Packing, once per model and ISA (and after each update): per block,
-    // W interleaved and gate-major, each packed into panels (a temporary
-    // and its aligned copy); R gate-major and in two panel sets (each a
-    // temporary and its aligned copy); the projection likewise; biases and
-    // peepholes.
+    // W and R each as forward and backward panels (the projection too),
+    // written once into their storage, each with a cache line's slack;
+    // biases and peepholes. A reduced-precision block also holds one panel
+    // set's f32 packing, its words and their aligned copy while it
+    // converts them.
     let packed_block = |layer: usize| {
         let input = config.layer_input_size(layer) as u128;
         let (w, r) = (g.gh * input, g.gh * g.ks);
-        let p = on(proj, 5 * g.ks * g.hp);
-        6 * w + 5 * r + p + 6 * g.gh + 6 * g.hp + 16 * 8
+        let p = on(proj, g.ks * g.hp);
+        let kept = 2 * w + 2 * r + 2 * p + 6 * g.gh + 6 * g.hp + 16 * 8;
+        (kept, 3 * w.max(r).max(p))
     };
-    let widest_block = packed_block(0).max(packed_block(config.num_layers() - 1));
-    let packing = layer_dirs * widest_block + widest_block;
+    let (first, last) = (packed_block(0), packed_block(config.num_layers() - 1));
+    let packing = layer_dirs * first.0.max(last.0) + first.1.max(last.1);
 
     CallMemory {
         packing: bytes(packing),

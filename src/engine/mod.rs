@@ -32,32 +32,54 @@ use crate::error::Result;
 use crate::kernels::{Isa, Kernels};
 use crate::precision::Precision;
 use pack::PackedBlock;
+use std::sync::Arc;
 
-/// A model's weights packed for one ISA, in one precision.
+/// A model's weights packed for one ISA, in one precision. Its panels'
+/// storage comes from the model's buffer pool and goes back to it when it
+/// is dropped (after an update), for the next packing to reuse.
 #[derive(Debug)]
 pub(crate) struct Packed {
     pub kernels: Kernels,
     /// Indexed by `layer * D + dir`.
     pub blocks: Vec<PackedBlock>,
+    pool: Arc<BufferPool>,
+}
+
+impl Drop for Packed {
+    fn drop(&mut self) {
+        let blocks = std::mem::take(&mut self.blocks);
+        self.pool
+            .give_each(blocks.into_iter().flat_map(PackedBlock::into_buffers));
+    }
 }
 
 impl Packed {
-    pub fn new(config: &Config, params: &[f32], isa: Isa, precision: Precision) -> Result<Packed> {
+    pub fn new(
+        config: &Config,
+        params: &[f32],
+        (isa, precision): (Isa, Precision),
+        pool: &Arc<BufferPool>,
+    ) -> Result<Packed> {
         let kernels = Kernels::for_isa(isa)?;
-        let mut blocks = Vec::new();
+        let storage = pack::Storage(pool);
+        let mut packed = Packed {
+            kernels,
+            blocks: Vec::new(),
+            pool: Arc::clone(pool),
+        };
         for layer in 0..config.num_layers() {
             for dir in 0..config.num_directions() {
-                blocks.push(PackedBlock::new(
+                packed.blocks.push(PackedBlock::new(
                     config,
                     params,
-                    layer,
-                    dir,
+                    (layer, dir),
                     kernels.unit(),
                     precision,
+                    &storage,
                 )?);
             }
         }
-        Ok(Packed { kernels, blocks })
+        Ok(packed)
     }
 
     /// Bytes of packed weights (every block's panels, biases, peepholes).

@@ -5,9 +5,11 @@
 //! every load is a whole vector. See `kernels::fused` for the interleaved and
 //! gate-major layouts.
 
+use super::workspace::BufferPool;
 use crate::config::{CellKind, Config, GruVariant, ParamKind};
 use crate::error::{try_vec, Result};
 use crate::precision::{to_bf16_bits, Precision};
+use rayon::prelude::*;
 
 /// What the allocations here are for, in out-of-memory errors.
 const PACKED: &str = "packed weights";
@@ -106,32 +108,68 @@ pub(crate) struct PackedBlock {
 }
 
 /// Packs `B [k, n]` (given element-wise by `b`) as one-gate panels for
-/// `panel_matmul`: `round_up(n, unit) / unit` panels of `k × unit`.
+/// `panel_matmul`: `round_up(n, unit) / unit` panels of `k × unit` (the
+/// tests' packing; a model packs into pooled storage with `pack_b_into`).
+#[cfg(test)]
 pub(crate) fn pack_b(
     k: usize,
     n: usize,
     unit: usize,
-    b: impl Fn(usize, usize) -> f32,
+    b: impl Fn(usize, usize) -> f32 + Sync,
 ) -> Result<Vec<f32>> {
-    let np = round_up(n, unit);
-    let mut out = try_vec(k * np, 0.0, PACKED)?;
-    for q in 0..n {
-        let (panel, u) = (q / unit, q % unit);
-        for kk in 0..k {
-            out[panel * k * unit + kk * unit + u] = b(kk, q);
+    let mut out = try_vec(k * round_up(n, unit), 0.0, PACKED)?;
+    fill_panels((k, n, unit), &mut out, |kk, q0, dst| {
+        for (u, v) in dst.iter_mut().enumerate() {
+            *v = b(kk, q0 + u);
         }
-    }
+    });
     Ok(out)
+}
+
+/// Packs `B [rows, cols]` as one-gate panels for the panel products
+/// (`round_up(cols, unit) / unit` panels of `rows × unit`): row `r`'s
+/// values of the panel starting at column `c0` (`width <= unit` of them)
+/// written by `fill(r, c0, dst)`, zeros past `cols`, so `out` may hold
+/// anything before. Large packs run on the pool's threads, a panel per task.
+pub(crate) fn fill_panels(
+    (rows, cols, unit): (usize, usize, usize),
+    out: &mut [f32],
+    fill: impl Fn(usize, usize, &mut [f32]) + Sync,
+) {
+    let panel_len = rows * unit;
+    let panels = cols.div_ceil(unit);
+    assert!(out.len() >= panels * panel_len, "packed buffer too short");
+    if rows == 0 {
+        return;
+    }
+    let pack_panel = |(p, panel): (usize, &mut [f32])| {
+        let (c0, width) = (p * unit, unit.min(cols - p * unit));
+        for (r, dst) in panel.chunks_exact_mut(unit).enumerate() {
+            fill(r, c0, &mut dst[..width]);
+            dst[width..].fill(0.0);
+        }
+    };
+    if crate::threads::num_threads() > 1 && panels * panel_len >= 1 << 16 {
+        out[..panels * panel_len]
+            .par_chunks_mut(panel_len)
+            .enumerate()
+            .for_each(pack_panel);
+    } else {
+        out[..panels * panel_len]
+            .chunks_mut(panel_len)
+            .enumerate()
+            .for_each(pack_panel);
+    }
 }
 
 /// f32 panels of `k` rows of `width` values each, as words of `precision`
 /// (see `kernels::fused::format`): for bf16, row pair `(2i, 2i + 1)` of
 /// each panel becomes one row of words, the even row's value in the low
 /// half, a missing last odd row zero; for int8, see `quantize::pack_panels`.
-fn to_words(panels: Vec<f32>, k: usize, width: usize, precision: Precision) -> Result<Vec<f32>> {
+fn to_words(panels: &[f32], k: usize, width: usize, precision: Precision) -> Result<Vec<f32>> {
     match precision {
-        Precision::F32 => Ok(panels),
-        Precision::Int8 => super::quantize::pack_panels(&panels, k, width),
+        Precision::F32 => crate::error::try_copy(panels, PACKED),
+        Precision::Int8 => super::quantize::pack_panels(panels, k, width),
         Precision::Bf16 => {
             let (per, word_rows) = (k * width, k.div_ceil(2));
             let count = panels.len().checked_div(per).unwrap_or(0);
@@ -167,33 +205,66 @@ pub(crate) fn interleaved(g: usize, j: usize, gates: usize, unit: usize) -> usiz
 }
 
 /// Packs rows `[g·H + j, 0..k]` of `m` for the gates in `gate_list` into
-/// panels: panel p, then row kk, then gate, then unit.
-fn panels(
+/// `out` (`hp · gate_list.len() · k` floats, every one written): panels of
+/// `unit` hidden units, then row kk, then gate, then unit.
+fn panels_into(
+    out: &mut [f32],
     m: &[f32],
-    hidden: usize,
-    k: usize,
+    (hidden, k, hp): (usize, usize, usize),
     gate_list: &[usize],
     unit: usize,
-    hp: usize,
-) -> Result<Vec<f32>> {
+) {
     let gu = gate_list.len() * unit;
-    let mut out = try_vec(hp * gate_list.len() * k, 0.0, PACKED)?;
-    for p in 0..hp / unit {
-        for kk in 0..k {
-            for (gi, &g) in gate_list.iter().enumerate() {
-                for u in 0..unit {
+    assert_eq!(out.len(), hp * gate_list.len() * k, "packed buffer size");
+    for (p, panel) in out.chunks_exact_mut((k * gu).max(1)).enumerate() {
+        for (kk, row) in panel.chunks_exact_mut(gu).enumerate() {
+            for (&g, gate) in gate_list.iter().zip(row.chunks_exact_mut(unit)) {
+                for (u, v) in gate.iter_mut().enumerate() {
                     let j = p * unit + u;
-                    if j < hidden {
-                        out[p * k * gu + kk * gu + gi * unit + u] = m[(g * hidden + j) * k + kk];
-                    }
+                    *v = if j < hidden {
+                        m[(g * hidden + j) * k + kk]
+                    } else {
+                        0.0
+                    };
                 }
             }
         }
     }
-    Ok(out)
+}
+
+/// Where the packed weights' storage comes from and goes back to: the
+/// model's buffer pool, so that packing again after each training update
+/// writes into the previous packing's memory instead of faulting in fresh
+/// pages (which took half of the packing time).
+pub(crate) struct Storage<'a>(pub &'a BufferPool);
+
+impl Storage<'_> {
+    /// `len` floats starting a cache line, contents unspecified.
+    fn aligned(&self, len: usize) -> Result<Aligned> {
+        if len == 0 {
+            return Ok(Aligned::default());
+        }
+        Ok(Aligned::within(self.0.take(len + Aligned::SLACK)?, len))
+    }
 }
 
 impl PackedBlock {
+    /// The panels' storage, for the pool.
+    pub fn into_buffers(self) -> impl Iterator<Item = Vec<f32>> {
+        [
+            self.w_panels,
+            self.r_panels,
+            self.r_panels_n,
+            self.proj_panels,
+            self.w_back_panels,
+            self.r_back_panels,
+            self.r_back_panels_n,
+            self.proj_back_panels,
+        ]
+        .into_iter()
+        .map(Aligned::into_buffer)
+    }
+
     /// Rows of words a panel of `k` rows takes in this block's format.
     pub fn words(&self, k: usize) -> usize {
         self.precision.panel_rows(k)
@@ -221,10 +292,10 @@ impl PackedBlock {
     pub fn new(
         config: &Config,
         params: &[f32],
-        layer: usize,
-        dir: usize,
+        (layer, dir): (usize, usize),
         unit: usize,
         precision: Precision,
+        storage: &Storage,
     ) -> Result<Self> {
         let tensor = |kind| {
             config
@@ -245,38 +316,34 @@ impl PackedBlock {
         let gru = config.cell() == CellKind::Gru;
         let lbr = config.gru_variant() == GruVariant::LinearBeforeReset;
 
-        let mut w_interleaved = try_vec(g_count * hp * input, 0.0, PACKED)?;
-        let mut w_gate_major = try_vec(g_count * hp * input, 0.0, PACKED)?;
-        let mut r_gate_major = try_vec(g_count * hp * state, 0.0, PACKED)?;
         let mut bias_interleaved = try_vec(g_count * hp, 0.0, PACKED)?;
         for g in 0..g_count {
             for j in 0..h {
                 let src = g * h + j;
-                let (il, gm) = (interleaved(g, j, g_count, unit), g * hp + j);
-                w_interleaved[il * input..(il + 1) * input]
-                    .copy_from_slice(&w[src * input..(src + 1) * input]);
-                w_gate_major[gm * input..(gm + 1) * input]
-                    .copy_from_slice(&w[src * input..(src + 1) * input]);
-                r_gate_major[gm * state..(gm + 1) * state]
-                    .copy_from_slice(&r[src * state..(src + 1) * state]);
                 let rb_part = if gru && lbr && g == 2 { 0.0 } else { rb[src] };
-                bias_interleaved[il] = wb[src] + rb_part;
+                bias_interleaved[interleaved(g, j, g_count, unit)] = wb[src] + rb_part;
             }
         }
-        let words = |panels: Vec<f32>, k: usize, width: usize| -> Result<Aligned> {
-            Aligned::new(&to_words(panels, k, width, precision)?)
+        // Each forward panel set is packed in f32 into pooled storage, then
+        // (reduced precision) turned into words, its f32 storage given back.
+        let words = |f32_panels: Aligned, k: usize, width: usize| -> Result<Aligned> {
+            if precision == Precision::F32 {
+                return Ok(f32_panels);
+            }
+            let packed = Aligned::new(&to_words(&f32_panels, k, width, precision)?);
+            storage.0.give(f32_panels.into_buffer());
+            packed
+        };
+        let gate_panels = |gate_list: &[usize]| -> Result<Aligned> {
+            let mut out = storage.aligned(hp * gate_list.len() * state)?;
+            panels_into(&mut out, r, (h, state, hp), gate_list, unit);
+            words(out, state, gate_list.len() * unit)
         };
         let (r_panels, r_panels_n) = if gru {
-            (
-                words(panels(r, h, state, &[0, 1], unit, hp)?, state, 2 * unit)?,
-                words(panels(r, h, state, &[2], unit, hp)?, state, unit)?,
-            )
+            (gate_panels(&[0, 1])?, gate_panels(&[2])?)
         } else {
             let all: Vec<usize> = (0..g_count).collect();
-            (
-                words(panels(r, h, state, &all, unit, hp)?, state, g_count * unit)?,
-                Aligned::default(),
-            )
+            (gate_panels(&all)?, Aligned::default())
         };
         let mut rb_n = try_vec(if gru { hp } else { 0 }, 0.0, PACKED)?;
         if gru {
@@ -293,56 +360,85 @@ impl PackedBlock {
             }
             false => None,
         };
-        let (proj_panels, proj) = if config.proj_size() > 0 {
-            let p_mat = tensor(ParamKind::Projection);
-            let mut proj = try_vec(state * hp, 0.0, PACKED)?;
-            for row in 0..state {
-                proj[row * hp..row * hp + h].copy_from_slice(&p_mat[row * h..(row + 1) * h]);
-            }
-            // out[q] = Σ_j P[q, j] m[j]: B = Pᵀ, K = H over j, N = P over q.
-            let panels_out = pack_b(h, state, unit, |j, q| p_mat[q * h + j])?;
-            (panels_out, proj)
-        } else {
-            (Vec::new(), Vec::new())
+        // `B [k, n]` packed into pooled storage, `fill` as in `fill_panels`.
+        let packed_b = |(k, n): (usize, usize),
+                        fill: &(dyn Fn(usize, usize, &mut [f32]) + Sync)| {
+            let mut out = storage.aligned(k * round_up(n, unit))?;
+            fill_panels((k, n, unit), &mut out, fill);
+            Ok::<_, crate::Error>(out)
         };
-        let w_panels = words(
-            pack_b(input, g_count * hp, unit, |kk, col| {
-                w_interleaved[col * input + kk]
-            })?,
-            input,
-            unit,
-        )?;
-        let proj_panels = words(proj_panels, h, unit)?;
+        // Row `kk` of a gate-major padded matrix, columns `q0..`: from row
+        // `g·H + j` of `m` (rows `width` long), zeros for a padded unit.
+        let gate_major = |m: &[f32], width: usize, kk: usize, q0: usize, dst: &mut [f32]| {
+            let (g, j) = (kk / hp, kk % hp);
+            match j < h {
+                true => dst.copy_from_slice(&m[(g * h + j) * width + q0..][..dst.len()]),
+                false => dst.fill(0.0),
+            }
+        };
+        let p_mat = tensor(ParamKind::Projection);
+        let proj_panels = if config.proj_size() > 0 {
+            // out[q] = Σ_j P[q, j] m[j]: B = Pᵀ, K = H over j, N = P over q.
+            let panels = packed_b((h, state), &|j, q0, dst| {
+                for (u, v) in dst.iter_mut().enumerate() {
+                    *v = p_mat[(q0 + u) * h + j];
+                }
+            })?;
+            words(panels, h, unit)?
+        } else {
+            Aligned::default()
+        };
+        // Wᵀ over the interleaved columns: a panel's columns are the units
+        // `j0..` of one gate `g` (see `interleaved`), zero for padded units.
+        let w_panels = packed_b((input, g_count * hp), &|kk, c0, dst| {
+            let per_panel = g_count * unit;
+            let (g, j0) = ((c0 % per_panel) / unit, c0 / per_panel * unit);
+            for (u, v) in dst.iter_mut().enumerate() {
+                let j = j0 + u;
+                *v = if j < h {
+                    w[(g * h + j) * input + kk]
+                } else {
+                    0.0
+                };
+            }
+        })?;
+        let w_panels = words(w_panels, input, unit)?;
         // The backward's panels; training runs in f32, so a reduced-precision
         // block has none.
         let (w_back_panels, r_back_panels, r_back_panels_n, proj_back_panels) =
             if precision == Precision::F32 {
-                let r_gm = &r_gate_major;
                 let (r_back, r_back_n) = if gru {
                     (
-                        pack_b(2 * hp, state, unit, |kk, q| r_gm[kk * state + q])?,
-                        pack_b(hp, state, unit, |kk, q| r_gm[(2 * hp + kk) * state + q])?,
+                        packed_b((2 * hp, state), &|kk, q0, dst| {
+                            gate_major(r, state, kk, q0, dst)
+                        })?,
+                        packed_b((hp, state), &|kk, q0, dst| {
+                            gate_major(r, state, 2 * hp + kk, q0, dst)
+                        })?,
                     )
                 } else {
                     (
-                        pack_b(g_count * hp, state, unit, |kk, q| r_gm[kk * state + q])?,
-                        Vec::new(),
+                        packed_b((g_count * hp, state), &|kk, q0, dst| {
+                            gate_major(r, state, kk, q0, dst)
+                        })?,
+                        Aligned::default(),
                     )
                 };
                 let proj_back = if config.proj_size() > 0 {
-                    pack_b(state, hp, unit, |q, j| proj[q * hp + j])?
+                    // Row q of P, padded: columns j0.. of it.
+                    packed_b((state, hp), &|q, j0, dst| {
+                        let valid = h.saturating_sub(j0).min(dst.len());
+                        let (values, padding) = dst.split_at_mut(valid);
+                        values.copy_from_slice(&p_mat[q * h + j0..][..valid]);
+                        padding.fill(0.0);
+                    })?
                 } else {
-                    Vec::new()
+                    Aligned::default()
                 };
-                let w_back = pack_b(g_count * hp, input, unit, |kk, q| {
-                    w_gate_major[kk * input + q]
+                let w_back = packed_b((g_count * hp, input), &|kk, q0, dst| {
+                    gate_major(w, input, kk, q0, dst)
                 })?;
-                (
-                    Aligned::new(&w_back)?,
-                    Aligned::new(&r_back)?,
-                    Aligned::new(&r_back_n)?,
-                    Aligned::new(&proj_back)?,
-                )
+                (w_back, r_back, r_back_n, proj_back)
             } else {
                 Default::default()
             };

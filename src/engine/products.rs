@@ -11,6 +11,7 @@
 
 use rayon::prelude::*;
 
+use super::pack::fill_panels;
 use super::SharedMut;
 use crate::error::{try_with_capacity, Result};
 use crate::kernels::fused::MatRow;
@@ -89,7 +90,7 @@ pub(crate) fn pack_rows(
     if rows > 0 {
         assert!(src.len() >= (rows - 1) * stride + cols, "source rows");
     }
-    pack_by_rows((rows, cols, unit), out, |r, c0, dst| {
+    fill_panels((rows, cols, unit), out, |r, c0, dst| {
         let from = r * stride + c0;
         dst.copy_from_slice(&src[from..from + dst.len()]);
     });
@@ -110,47 +111,13 @@ pub(crate) fn pack_reset_states(
         assert!(gates.len() >= rows * gh, "gate rows");
         assert!(h_prev.len() >= (rows - 1) * stride + cols, "state rows");
     }
-    pack_by_rows((rows, cols, unit), out, |r, c0, dst| {
+    fill_panels((rows, cols, unit), out, |r, c0, dst| {
         let r_gate = &gates[r * gh + 3 * c0..][..dst.len()];
         let h = &h_prev[r * stride + c0..][..dst.len()];
         for ((d, &g), &h) in dst.iter_mut().zip(r_gate).zip(h) {
             *d = g * h;
         }
     });
-}
-
-/// The panel layout of [`pack_rows`], each row's `width <= unit` values of
-/// panel columns `c0..` written by `fill(row, c0, dst)`; zero past `cols`.
-/// Large packs run on the pool's threads, a panel per task.
-fn pack_by_rows(
-    (rows, cols, unit): (usize, usize, usize),
-    out: &mut [f32],
-    fill: impl Fn(usize, usize, &mut [f32]) + Sync,
-) {
-    let panel_len = rows * unit;
-    let panels = cols.div_ceil(unit);
-    assert!(out.len() >= panels * panel_len, "packed buffer too short");
-    if rows == 0 {
-        return;
-    }
-    let pack_panel = |(p, panel): (usize, &mut [f32])| {
-        let (c0, width) = (p * unit, unit.min(cols - p * unit));
-        for (r, dst) in panel.chunks_exact_mut(unit).enumerate() {
-            fill(r, c0, &mut dst[..width]);
-            dst[width..].fill(0.0);
-        }
-    };
-    if crate::threads::num_threads() > 1 && panels * panel_len >= 1 << 16 {
-        out[..panels * panel_len]
-            .par_chunks_mut(panel_len)
-            .enumerate()
-            .for_each(pack_panel);
-    } else {
-        out[..panels * panel_len]
-            .chunks_mut(panel_len)
-            .enumerate()
-            .for_each(pack_panel);
-    }
 }
 
 /// Columns per task of the transpose: each column is one task's, so its
