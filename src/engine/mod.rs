@@ -17,7 +17,7 @@ mod backward;
 mod forward;
 mod memory;
 pub(crate) mod pack;
-mod products;
+pub(crate) mod products;
 mod quantize;
 pub(crate) mod team;
 mod workspace;

@@ -50,29 +50,53 @@ pub(crate) fn rows_times_panels(
     assert!(out.len() >= (m - 1) * out_stride + n, "output holds m rows");
     assert!(packed.len() >= n.div_ceil(u) * u * k, "packed panels");
     let out = SharedMut::new(out);
-    let run = |first: usize, end: usize| -> Result<()> {
+    // Rows `first..end` times panels `p0..p1` (columns `p0·U ..`).
+    let run = |(first, end): (usize, usize), (p0, p1): (usize, usize)| -> Result<()> {
         let mut rows: Vec<MatRow> = try_with_capacity(end - first, "a product's row list")?;
-        // SAFETY: rows first..end of `a` and `out` are inside the buffers
-        // (checked above); each task owns its output rows.
+        // SAFETY: rows first..end of `a` and `out` are inside the buffers,
+        // and column p0·U of `out` within its rows' n (checked above); each
+        // task owns its output rows' columns of these panels.
         rows.extend((first..end).map(|i| unsafe {
             MatRow {
                 a: a.as_ptr().add(i * a_stride),
-                out: out.at(i * out_stride),
+                out: out.at(i * out_stride + p0 * u),
             }
         }));
+        let width = n.min(p1 * u) - p0 * u;
         // SAFETY: `Kernels` exists only for a supported ISA; the rows and
         // panels are as `blocked_matmul` needs (checked above).
-        unsafe { (kernels.table.blocked_matmul)(k, n, packed, &rows, accumulate) };
+        unsafe {
+            (kernels.table.blocked_matmul)(
+                k,
+                width,
+                &packed[p0 * u * k..p1 * u * k],
+                &rows,
+                accumulate,
+            )
+        };
         Ok(())
     };
-    let threads = crate::threads::num_threads().max(1);
-    if threads == 1 || m * k * n < PARALLEL_MACS || m <= ROWS_PER_TASK {
-        return run(0, m);
+    let (threads, panels) = (crate::threads::num_threads().max(1), n.div_ceil(u));
+    if threads == 1 || m * k * n < PARALLEL_MACS {
+        return run((0, m), (0, panels));
     }
-    let per = ROWS_PER_TASK.max(m.div_ceil(4 * threads));
-    (0..m.div_ceil(per))
+    // A few tasks per thread: blocks of rows, and where there are too few
+    // rows for that (a weight gradient's G·H rows), groups of panels too.
+    // Each output is one kernel's sum over all of k, whatever the split.
+    let row_tasks = m.div_ceil(ROWS_PER_TASK).min(4 * threads);
+    let per = m.div_ceil(row_tasks);
+    let groups = (4 * threads).div_ceil(row_tasks).min(panels);
+    (0..row_tasks * groups)
         .into_par_iter()
-        .try_for_each(|task| run(task * per, m.min((task + 1) * per)))
+        .try_for_each(|task| {
+            let (block, group) = (task / groups, task % groups);
+            let rows = ((block * per).min(m), m.min((block + 1) * per));
+            let panels = (group * panels / groups, (group + 1) * panels / groups);
+            match rows.0 < rows.1 && panels.0 < panels.1 {
+                true => run(rows, panels),
+                false => Ok(()),
+            }
+        })
 }
 
 /// Packs `rows` rows of `cols` floats (`stride` apart) of `src` as the right
@@ -235,6 +259,8 @@ mod tests {
     /// Every ISA, ragged sizes (k across several blocks, n not a multiple
     /// of a vector), store and accumulate, one and two threads: equal to an
     /// f64 product within f32 rounding, and the same bits on both pools.
+    /// The last two shapes are past `PARALLEL_MACS`: split into row blocks
+    /// and, having few rows, into panel groups too.
     #[test]
     #[cfg_attr(
         miri,
@@ -251,6 +277,8 @@ mod tests {
                 (130, 600, 37),
                 (70, 257, 64),
                 (9, 0, 5),
+                (65, 2100, 40),
+                (300, 300, 50),
             ] {
                 let (a_stride, out_stride) = (k + 3, n + 2);
                 let a = rng.uniform_vec(m * a_stride, -1.0, 1.0);

@@ -38,6 +38,13 @@ fn bytes_of(buffers: &[Vec<f32>]) -> usize {
 }
 
 impl BufferPool {
+    /// An empty pool (for a `static`).
+    pub const fn new() -> Self {
+        BufferPool {
+            free: Mutex::new(Vec::new()),
+        }
+    }
+
     fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Vec<f32>>> {
         self.free.lock().unwrap_or_else(|e| e.into_inner())
     }

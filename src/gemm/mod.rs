@@ -1,10 +1,7 @@
 //! Matrix products through `matrixmultiply::sgemm`, bounds-checked: the
-//! training helpers' dense layers (`train::dense`), whose shapes (a few
-//! hundred outputs, a vocabulary) the engine's panel kernels are not laid
-//! out for. The engine's own products over all steps are in
-//! `engine::products`.
-
-use crate::error::{try_vec, Result};
+//! attention layer's batch projections and backward (`attention`). The
+//! engine's own products over all steps are in `engine::products`, which
+//! the training helpers' dense layer (`train::dense`) also runs on.
 
 /// A row-major or transposed view of a matrix inside a slice.
 #[derive(Clone, Copy, Debug)]
@@ -109,52 +106,10 @@ pub(crate) fn gemm(a: Mat, b: Mat, beta: f32, c: &mut [f32], c_stride: usize) {
     }
 }
 
-/// Column sums of a row-major `rows × cols` matrix added into `out`.
-///
-/// The sums run over every step of a sequence (the bias gradients sum T·N
-/// rows), so they accumulate in f64: summed in f32 one row after another,
-/// their relative error grew to 1.4e-5 at T·N = 200,000 (an RNN over
-/// 100,000 steps). One pass over the rows in order, so the result does not
-/// depend on threads; the f64 accumulators are one row's worth.
-pub(crate) fn add_column_sums(m: &[f32], rows: usize, cols: usize, out: &mut [f32]) -> Result<()> {
-    let mut acc = try_vec(cols, 0f64, "column sums")?;
-    for row in m.chunks_exact(cols).take(rows) {
-        for (a, &v) in acc.iter_mut().zip(row) {
-            *a += f64::from(v);
-        }
-    }
-    for (o, a) in out.iter_mut().zip(acc) {
-        *o = (f64::from(*o) + a) as f32;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::rng::SplitMix64;
-
-    #[test]
-    #[cfg_attr(
-        miri,
-        ignore = "too slow under Miri (matrixmultiply over thousands of rows)"
-    )]
-    fn column_sums_over_many_rows_keep_f32_accuracy() {
-        let (rows, cols) = (300_000, 3);
-        let m: Vec<f32> = (0..rows * cols)
-            .map(|i| 0.1 + (i % 7) as f32 * 0.01)
-            .collect();
-        let mut out = vec![1.0f32; cols];
-        add_column_sums(&m, rows, cols, &mut out).unwrap();
-        for (j, &got) in out.iter().enumerate() {
-            let exact = 1.0 + (0..rows).map(|r| f64::from(m[r * cols + j])).sum::<f64>();
-            // A sequential f32 sum is off by about 1e-4 relative here.
-            assert!(
-                (f64::from(got) - exact).abs() / exact < 1e-7,
-                "column {j}: {got} vs {exact}"
-            );
-        }
-    }
 
     fn naive(a: &Mat, b: &Mat, beta: f32, c: &[f32], c_stride: usize) -> Vec<f32> {
         let mut out = c.to_vec();

@@ -1,7 +1,10 @@
 //! A dense output layer and the losses that train through it.
 
-use crate::error::{check_len, Result};
-use crate::gemm::{gemm, Mat};
+use crate::engine::pack::{fill_panels, round_up, Aligned};
+use crate::engine::products::{rows_times_panels, transpose_gate_columns};
+use crate::engine::BufferPool;
+use crate::error::{check_len, try_vec, try_zeros_untouched, Result};
+use crate::kernels::{Isa, Kernels};
 use crate::rng::SplitMix64;
 
 /// `y = x Wᵀ + b` with `W [outputs, inputs]` and `b [outputs]`, stored as
@@ -47,17 +50,17 @@ impl Dense {
     /// `[rows, outputs]` for `x [rows, inputs]`.
     pub fn forward(&self, x: &[f32]) -> Result<Vec<f32>> {
         let rows = self.rows(x)?;
-        let mut y: Vec<f32> = Vec::with_capacity(rows * self.outputs);
-        for _ in 0..rows {
-            y.extend_from_slice(&self.params[self.inputs * self.outputs..]);
+        let (inputs, outputs, w) = (self.inputs, self.outputs, self.weights());
+        let mut y = try_vec(rows * outputs, 0.0, "the dense layer's output")?;
+        for row in y.chunks_exact_mut(outputs.max(1)) {
+            row.copy_from_slice(&self.params[inputs * outputs..]);
         }
-        gemm(
-            Mat::rows(x, rows, self.inputs, self.inputs),
-            Mat::transposed(self.weights(), self.inputs, self.outputs, self.inputs),
-            1.0,
-            &mut y,
-            self.outputs,
-        );
+        // y += x Wᵀ: B = Wᵀ [inputs, outputs], read down W's columns.
+        product((rows, inputs, outputs), x, &mut y, true, |kk, q0, dst| {
+            for (c, v) in dst.iter_mut().enumerate() {
+                *v = w[(q0 + c) * inputs + kk];
+            }
+        })?;
         Ok(y)
     }
 
@@ -66,24 +69,40 @@ impl Dense {
     pub fn backward(&self, x: &[f32], dy: &[f32]) -> Result<(Vec<f32>, Vec<f32>)> {
         let rows = self.rows(x)?;
         check_len("dy", rows * self.outputs, dy.len())?;
-        let mut dx = vec![0.0; rows * self.inputs];
-        gemm(
-            Mat::rows(dy, rows, self.outputs, self.outputs),
-            Mat::rows(self.weights(), self.outputs, self.inputs, self.inputs),
-            0.0,
+        let (inputs, outputs, w) = (self.inputs, self.outputs, self.weights());
+        // dx = dy W: B = W [outputs, inputs], row by row.
+        let mut dx = try_zeros_untouched(rows * inputs, "dx")?;
+        product(
+            (rows, outputs, inputs),
+            dy,
             &mut dx,
-            self.inputs,
+            false,
+            |kk, q0, dst| {
+                dst.copy_from_slice(&w[kk * inputs + q0..][..dst.len()]);
+            },
+        )?;
+        // dW = dyᵀ x over the rows, with db = dy's column sums (in f64, in
+        // row order) taken as dy is transposed.
+        let mut dparams = try_zeros_untouched(self.params.len(), "dparams")?;
+        let (dw, db) = dparams.split_at_mut(inputs * outputs);
+        let mut dy_t = SCRATCH.take(outputs * rows)?; // fully written
+        let mut sums = try_vec(outputs, 0f64, "the bias gradient")?;
+        transpose_gate_columns(
+            dy,
+            rows,
+            outputs,
+            (1, outputs, outputs),
+            &mut dy_t,
+            &mut sums,
         );
-        let mut dparams = vec![0.0; self.params.len()];
-        let (dw, db) = dparams.split_at_mut(self.inputs * self.outputs);
-        gemm(
-            Mat::transposed(dy, self.outputs, rows, self.outputs),
-            Mat::rows(x, rows, self.inputs, self.inputs),
-            0.0,
-            dw,
-            self.inputs,
-        );
-        crate::gemm::add_column_sums(dy, rows, self.outputs, db)?;
+        for (d, s) in db.iter_mut().zip(sums) {
+            *d = s as f32;
+        }
+        let done = product((outputs, rows, inputs), &dy_t, dw, false, |kk, q0, dst| {
+            dst.copy_from_slice(&x[kk * inputs + q0..][..dst.len()]);
+        });
+        SCRATCH.give(dy_t);
+        done?;
         Ok((dx, dparams))
     }
 
@@ -92,6 +111,45 @@ impl Dense {
         check_len("x", rows * self.inputs, x.len())?;
         Ok(rows)
     }
+}
+
+/// The dense layers' scratch (packed operands, a transposed gradient),
+/// kept for the next call: fresh pages for megabytes of it cost a third of
+/// a backward at char_rnn's size. Shared by the process's dense layers,
+/// capped like a model's pool.
+static SCRATCH: BufferPool = BufferPool::new();
+
+/// `out [m, n] = a [m, k] × B` (`accumulate`: `+=`), `B [k, n]` given by
+/// `fill` as `fill_panels` takes it, on librnn's register-tiled products
+/// and its thread pool, with the ISA models use by default
+/// ([`Isa::selected`]). Each output is one sum over k in order, so the bits
+/// do not depend on the threads.
+fn product(
+    (m, k, n): (usize, usize, usize),
+    a: &[f32],
+    out: &mut [f32],
+    accumulate: bool,
+    fill: impl Fn(usize, usize, &mut [f32]) + Sync + Send,
+) -> Result<()> {
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if k == 0 {
+        if !accumulate {
+            out.fill(0.0);
+        }
+        return Ok(());
+    }
+    let kernels = Kernels::for_isa(Isa::selected()?)?;
+    let len = k * round_up(n, kernels.unit());
+    crate::threads::run(|| {
+        // Every element is written by `fill_panels`.
+        let mut packed = Aligned::within(SCRATCH.take(len + Aligned::SLACK)?, len);
+        fill_panels((k, n, kernels.unit()), &mut packed, fill);
+        let done = rows_times_panels(kernels, (m, k, n), a, k, &packed, out, n, accumulate);
+        SCRATCH.give(packed.into_buffer());
+        done
+    })
 }
 
 /// Softmax of one row of logits, in place (numerically stable).
@@ -161,4 +219,66 @@ pub fn mse(predictions: &[f32], targets: &[f32]) -> Result<(f32, Vec<f32>)> {
         .map(|(p, t)| 2.0 * (p - t) / n)
         .collect();
     Ok((loss, grad))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Forward and backward against plain f64 loops, on sizes that do not
+    /// fill a panel, with more rows than one product task, and empty ones.
+    #[test]
+    #[cfg_attr(miri, ignore = "too slow under Miri (products over hundreds of rows)")]
+    fn dense_layer_matches_plain_loops() {
+        let mut rng = SplitMix64::new(5);
+        for (inputs, outputs, rows) in [(37, 19, 150), (1, 1, 1), (256, 65, 70), (5, 3, 0)] {
+            let mut dense = Dense::new(inputs, outputs, 3);
+            let bias = rng.uniform_vec(outputs, -1.0, 1.0);
+            dense.params[inputs * outputs..].copy_from_slice(&bias);
+            let w = dense.params[..inputs * outputs].to_vec();
+            let x = rng.uniform_vec(rows * inputs, -1.0, 1.0);
+            let dy = rng.uniform_vec(rows * outputs, -1.0, 1.0);
+            let dot = |f: &dyn Fn(usize) -> f64, n: usize| (0..n).map(f).sum::<f64>();
+            let close = |what: &str, got: f32, want: f64| {
+                assert!(
+                    (f64::from(got) - want).abs() < 1e-4 * (1.0 + want.abs()),
+                    "{inputs}x{outputs}x{rows} {what}: {got} vs {want}"
+                );
+            };
+            let y = dense.forward(&x).unwrap();
+            let (dx, dparams) = dense.backward(&x, &dy).unwrap();
+            assert_eq!((y.len(), dx.len()), (rows * outputs, rows * inputs));
+            for r in 0..rows {
+                for o in 0..outputs {
+                    let want = f64::from(bias[o])
+                        + dot(
+                            &|i| f64::from(x[r * inputs + i]) * f64::from(w[o * inputs + i]),
+                            inputs,
+                        );
+                    close("y", y[r * outputs + o], want);
+                }
+                for i in 0..inputs {
+                    let want = dot(
+                        &|o| f64::from(dy[r * outputs + o]) * f64::from(w[o * inputs + i]),
+                        outputs,
+                    );
+                    close("dx", dx[r * inputs + i], want);
+                }
+            }
+            for o in 0..outputs {
+                for i in 0..inputs {
+                    let want = dot(
+                        &|r| f64::from(dy[r * outputs + o]) * f64::from(x[r * inputs + i]),
+                        rows,
+                    );
+                    close("dW", dparams[o * inputs + i], want);
+                }
+                close(
+                    "db",
+                    dparams[inputs * outputs + o],
+                    dot(&|r| f64::from(dy[r * outputs + o]), rows),
+                );
+            }
+        }
+    }
 }
