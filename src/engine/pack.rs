@@ -235,7 +235,8 @@ fn panels_into(
 /// Where the packed weights' storage comes from and goes back to: the
 /// model's buffer pool, so that packing again after each training update
 /// writes into the previous packing's memory instead of faulting in fresh
-/// pages (which took half of the packing time).
+/// pages (which took half of the packing time). A buffer is reused only if
+/// it is at most an eighth larger than the panels need.
 pub(crate) struct Storage<'a>(pub &'a BufferPool);
 
 impl Storage<'_> {
@@ -244,7 +245,10 @@ impl Storage<'_> {
         if len == 0 {
             return Ok(Aligned::default());
         }
-        Ok(Aligned::within(self.0.take(len + Aligned::SLACK)?, len))
+        Ok(Aligned::within(
+            self.0.take_fitted(len + Aligned::SLACK)?,
+            len,
+        ))
     }
 }
 

@@ -53,15 +53,28 @@ impl BufferPool {
     /// contents: the caller overwrites what it reads. An out-of-memory
     /// error if it cannot be had.
     pub fn take(&self, len: usize) -> Result<Vec<f32>> {
+        // At most twice the length: a trace keeps what it takes, and a
+        // small tensor must not hold on to a large buffer.
+        self.take_within(len, len.saturating_mul(2))
+    }
+
+    /// [`take`](Self::take) for storage a model keeps until its next
+    /// update (packed weights): a buffer of at most an eighth more than
+    /// `len`, so the weights do not hold much more memory than they use.
+    pub fn take_fitted(&self, len: usize) -> Result<Vec<f32>> {
+        self.take_within(len, len.saturating_add(len / 8))
+    }
+
+    /// A buffer of `len` elements: the smallest idle one that is large
+    /// enough but holds at most `most`, else the largest smaller one,
+    /// grown, else a new one.
+    fn take_within(&self, len: usize, most: usize) -> Result<Vec<f32>> {
         let reused = {
             let mut free = self.idle();
-            // The smallest buffer that is large enough but not more than
-            // twice that (a trace keeps what it takes: a small tensor must
-            // not hold on to a large buffer), else the largest, grown.
             let pick = free
                 .iter()
                 .enumerate()
-                .filter(|(_, b)| b.capacity() >= len && b.capacity() / 2 <= len)
+                .filter(|(_, b)| b.capacity() >= len && b.capacity() <= most)
                 .min_by_key(|(_, b)| b.capacity())
                 .or_else(|| {
                     free.iter()

@@ -153,6 +153,8 @@ pub(crate) unsafe fn lstm_backward<S: Simd>(p: &BackParams, rows: &[BackRow]) {
                     // h(c) and h'(c), h = tanh by default.
                     let tc = activate::<S>(fns, 2, c, tanh::<S>);
                     if !row.m_packed.is_null() {
+                        // (Its operand holds every panel of this row's unit
+                        // columns, `m_panel_stride` apart: BackRow docs.)
                         let at = panel * p.m_panel_stride + w * S::LANES;
                         S::store(row.m_packed.add(at), S::mul(o, tc));
                     }

@@ -191,9 +191,9 @@ pub(crate) struct BackRow {
     pub clip_mask: *const f32,
     /// LSTM with projection, out: where this row's `m = o ⊙ h(c)` goes in
     /// the packed right operand of the projection's gradient (its first
-    /// panel; panel `p` is `p · BackParams::m_panel_stride` floats on);
-    /// null otherwise. The forward formed the same values and did not keep
-    /// them.
+    /// panel; panel `p` is `p · BackParams::m_panel_stride` floats on, and
+    /// the operand holds `Hp / U` panels of `U` floats for this row), or
+    /// null. The forward formed the same values and did not keep them.
     pub m_packed: *mut f32,
 }
 
