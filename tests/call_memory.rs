@@ -181,5 +181,25 @@ fn call_memory_bounds_what_calls_allocate() {
         let (grads, peak, _) = measure(|| model.backward(&trace, &OutputGrads::new(&dy)));
         grads.unwrap();
         check("backward", peak, bound.backward);
+        drop(trace);
+
+        // An update makes the next call pack again, into the storage the
+        // old packing gave back to the model's pool: almost nothing new.
+        model.release_memory();
+        let (r, plain, _) =
+            measure(|| model.forward_inference_into(&input, &mut y, &mut h_n, None));
+        r.unwrap();
+        let mut model = model;
+        model.params_mut()[0] += 0.5;
+        let (r, repacking, _) =
+            measure(|| model.forward_inference_into(&input, &mut y, &mut h_n, None));
+        r.unwrap();
+        let packed = model.packed_bytes().unwrap();
+        println!("  repacking: {repacking} bytes at peak against {plain}, {packed} packed");
+        assert!(
+            repacking <= plain + packed / 10,
+            "packing again took {} new bytes of {packed}",
+            repacking - plain
+        );
     }
 }
