@@ -154,8 +154,10 @@ mod tests {
                 // More rows than a tile holds (AMX: two groups and a short
                 // last block of k).
                 (70, 33, 40),
+                // A long k: hundreds of words per panel.
+                (1100, 40, 20),
             ];
-            for (k, n, rows) in shapes.into_iter().take(if cfg!(miri) { 3 } else { 7 }) {
+            for (k, n, rows) in shapes.into_iter().take(if cfg!(miri) { 3 } else { 8 }) {
                 let np = round_up(n, unit);
                 let w: Vec<f32> = (0..k * n).map(|_| rng.normal()).collect();
                 let mut x: Vec<f32> = (0..rows * k).map(|_| rng.normal() * 3.0).collect();
