@@ -109,7 +109,7 @@ pub(crate) struct PackedBlock {
 
 /// Packs `B [k, n]` (given element-wise by `b`) as one-gate panels for
 /// `panel_matmul`: `round_up(n, unit) / unit` panels of `k × unit` (the
-/// tests' packing; a model packs into pooled storage with `pack_b_into`).
+/// tests' packing; a model packs into pooled storage with `fill_panels`).
 #[cfg(test)]
 pub(crate) fn pack_b(
     k: usize,
