@@ -10,6 +10,9 @@
 //! sets each role's ONNX function (onnxruntime's default α and β).
 //! Prints GFLOP/s of inference and, unless `inference` is given, of
 //! training (forward with trace + backward, counted as 3× the forward FLOPs).
+//! `UPDATE=1` changes a weight after each training step, as an optimiser
+//! would, so the next step packs the weights again (what a training loop
+//! pays and fixed weights hide).
 
 use rnn::rng::SplitMix64;
 use rnn::{CellKind, Config, Input, Model, OutputGrads};
@@ -60,7 +63,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok(name) => rnn::Precision::from_name(&name)?,
         Err(_) => rnn::Precision::F32,
     };
-    let model = Model::random(config, 1).with_precision(precision);
+    let mut model = Model::random(config, 1).with_precision(precision);
     let x = SplitMix64::new(2).uniform_vec(t * n * input_size, -1.0, 1.0);
     let input = Input::new(&x, t, n);
     model.forward_inference(&input)?; // packs the weights, warms up
@@ -79,9 +82,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     if args.get(5).map(String::as_str) != Some("inference") && precision == rnn::Precision::F32 {
         let dy = vec![1.0; model.forward_inference(&input)?.y.len()];
-        let train_step = || -> Result<(), rnn::Error> {
+        let update = env("UPDATE") == Some(1);
+        let mut train_step = || -> Result<(), rnn::Error> {
             let (_, trace) = model.forward_training(&input)?;
             std::hint::black_box(model.backward(&trace, &OutputGrads::new(&dy))?);
+            if update {
+                model.params_mut()[0] += 1e-6;
+            }
             Ok(())
         };
         train_step()?; // warm-up
@@ -91,7 +98,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let training = start.elapsed().as_secs_f64() / reps as f64;
         print!(
-            "; training {:.2} ms, {:.1} GFLOP/s",
+            "; training{} {:.2} ms, {:.1} GFLOP/s",
+            if update {
+                " with an update per step"
+            } else {
+                ""
+            },
             training * 1e3,
             3.0 * flops / training / 1e9
         );
