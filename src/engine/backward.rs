@@ -2,7 +2,9 @@
 
 use super::forward::{DirTrace, Trace};
 use super::pack::{round_up, Aligned, PackedBlock};
-use super::products::{pack_reset_states, pack_rows, rows_times_panels, transpose_gate_columns};
+use super::products::{
+    pack_reset_states, pack_rows, rows_times_panels, transpose_gate_columns, transposed_stride,
+};
 use super::workspace::BufferPool;
 use super::{copy_columns, layer_shape, pad_rows, row, team, Packed, SharedMut, Span};
 use crate::config::{CellKind, Config, Direction, GruVariant, ParamKind};
@@ -393,13 +395,15 @@ fn weight_grads(
         Ok(buf)
     };
 
-    // dGᵀ without padding, `[G·H, rows]`: row i is dparams' row i of W and R.
-    let mut dgt = Aligned::within(
-        pool.take(gates * h * rows + Aligned::SLACK)?,
-        gates * h * rows,
-    ); // fully written
+    // dGᵀ without padding, `[G·H, rows]` (rows `ts` apart): row i is
+    // dparams' row i of W and R.
+    let ts = transposed_stride(rows);
+    let len = gates * h * ts;
+    // Written but for each row's padding, which nothing reads.
+    let mut dgt = Aligned::within(pool.take(len + Aligned::SLACK)?, len);
     let mut sums = try_vec(gates * h, 0f64, "the bias gradients")?;
-    transpose_gate_columns(&g.dg, rows, gh, (gates, h, hp), &mut dgt, &mut sums);
+    let dg_shape = (gates, h, hp);
+    transpose_gate_columns(kernels, &g.dg, rows, gh, dg_shape, &mut dgt, ts, &mut sums);
     let wb = &mut dparams[range(ParamKind::Wb)];
     for (d, &s) in wb.iter_mut().zip(&sums) {
         *d = s as f32;
@@ -411,7 +415,7 @@ fn weight_grads(
         kernels,
         (gates * h, rows, input),
         &dgt,
-        rows,
+        ts,
         &xp,
         dw,
         input,
@@ -425,19 +429,29 @@ fn weight_grads(
         // r and z: their gate gradients times h_prev; n: d_rn times the
         // vector Rn multiplied (r ⊙ h, or h for linear-before-reset).
         let dr = &mut dparams[r_range.clone()];
-        rows_times_panels(kernels, (2 * h, rows, st), &dgt, rows, &hpk, dr, st, false)?;
-        let mut drnt = pool.take(h * rows)?; // fully written
+        rows_times_panels(kernels, (2 * h, rows, st), &dgt, ts, &hpk, dr, st, false)?;
+        let mut drnt = pool.take(h * ts)?; // written but for the padding
         let mut rn_sums = try_vec(h, 0f64, "the bias gradients")?;
-        transpose_gate_columns(&g.d_rn, rows, hp, (1, h, hp), &mut drnt, &mut rn_sums);
+        let rn_shape = (1, h, hp);
+        transpose_gate_columns(
+            kernels,
+            &g.d_rn,
+            rows,
+            hp,
+            rn_shape,
+            &mut drnt,
+            ts,
+            &mut rn_sums,
+        );
         let dr_n = &mut dparams[r_range.start + 2 * h * st..r_range.end];
         if config.gru_variant() == GruVariant::LinearBeforeReset {
-            rows_times_panels(kernels, (h, rows, st), &drnt, rows, &hpk, dr_n, st, false)?;
+            rows_times_panels(kernels, (h, rows, st), &drnt, ts, &hpk, dr_n, st, false)?;
         } else {
             // r ⊙ h_prev, formed again from the trace's r and h_prev.
             let len = round_up(st, unit) * rows;
             let mut vp = Aligned::within(pool.take(len + Aligned::SLACK)?, len); // fully written
             pack_reset_states((&dt.gates, gh), (&dt.h_prev, ks), (rows, st), unit, &mut vp);
-            rows_times_panels(kernels, (h, rows, st), &drnt, rows, &vp, dr_n, st, false)?;
+            rows_times_panels(kernels, (h, rows, st), &drnt, ts, &vp, dr_n, st, false)?;
             pool.give(vp.into_buffer());
         }
         pool.give(drnt);
@@ -451,7 +465,7 @@ fn weight_grads(
             kernels,
             (gates * h, rows, st),
             &dgt,
-            rows,
+            ts,
             &hpk,
             dr,
             st,
@@ -477,12 +491,22 @@ fn weight_grads(
     }
     if config.proj_size() > 0 {
         // dP [P, H] = dh_projᵀ × m.
-        let mut dpt = pool.take(st * rows)?; // fully written
+        let mut dpt = pool.take(st * ts)?; // written but for the padding
         let mut unused = try_vec(st, 0f64, "the projection gradient")?;
-        transpose_gate_columns(&g.dh_proj, rows, ks, (1, st, ks), &mut dpt, &mut unused);
+        let shape = (1, st, ks);
+        transpose_gate_columns(
+            kernels,
+            &g.dh_proj,
+            rows,
+            ks,
+            shape,
+            &mut dpt,
+            ts,
+            &mut unused,
+        );
         let mp = g.m_packed.as_deref().expect("packed by the backward steps");
         let dp = &mut dparams[range(ParamKind::Projection)];
-        rows_times_panels(kernels, (st, rows, h), &dpt, rows, mp, dp, h, false)?;
+        rows_times_panels(kernels, (st, rows, h), &dpt, ts, mp, dp, h, false)?;
         pool.give(dpt);
     }
     Ok(())

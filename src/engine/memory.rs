@@ -157,12 +157,16 @@ pub(crate) fn call_memory(
             + on(config.peepholes(), 2 * 3 * g.hp);
     // The products over all steps (products.rs), one direction at a time:
     // the transposed gate gradients (GRU: and d_rn; projection: dh_proj),
-    // each right operand packed, the f64 bias sums and the row lists.
+    // rows of `transposed_stride(rows)`, each right operand packed, the f64
+    // bias sums and the row lists.
     let packed_operands =
         round_up(widest_input as usize, unit) as u128 + g.ks + on(gru && !lbr, g.hp);
     let row_list = (std::mem::size_of::<MatRow>() as u128 / F32) * rows.max(g.gh);
+    // `transpose::padded_stride`, in u128 like every figure here.
+    let tile = crate::kernels::transpose::TILE as u128;
+    let ts = tile * (rows.div_ceil(tile) | 1);
     let weight_grads =
-        rows * (g.gh + on(gru, g.hp) + on(proj, g.ks) + packed_operands) + 4 * g.gh + row_list;
+        ts * (g.gh + on(gru, g.hp) + on(proj, g.ks)) + rows * packed_operands + 4 * g.gh + row_list;
     let backward = small + results + layer_grads + gate_grads + back_state + weight_grads;
 
     // Packing, once per model and ISA (and after each update): per block,

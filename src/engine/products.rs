@@ -144,31 +144,37 @@ pub(crate) fn pack_reset_states(
     });
 }
 
+/// The row stride of a transposed gradient of `rows` rows, see
+/// [`transpose::padded_stride`].
+pub(crate) use crate::kernels::transpose::padded_stride as transposed_stride;
+
+/// Bytes of a transposed output from which it is written past the caches:
+/// a core's L2 (2 MiB on the Sapphire Rapids VM, 1 MiB on Zen 5).
+const STREAM_BYTES: usize = 1 << 21;
+
 /// Columns per task of the transpose: each column is one task's, so its
 /// sum runs over every row in order whatever the split.
 const TRANSPOSE_COLUMNS: usize = 128;
 
-/// Side of the square tiles the transpose moves values in: whole rows of a
-/// tile are read and whole columns written, so each touched cache line
-/// serves `TILE` values instead of one.
-const TILE: usize = 16;
-
 /// The transpose of a gradient's gate columns, without their padding:
-/// `out[(g·h + j)·rows + r] = src[r·stride + g·hp + j]` for `gates` gates of
-/// `h` units (`hp` apart) over `rows` rows, and each such column's sum over
-/// the rows in f64, in row order, into `sums` (the bias gradients).
+/// `out[(g·h + j)·out_stride + r] = src[r·stride + g·hp + j]` for `gates`
+/// gates of `h` units (`hp` apart) over `rows` rows, and each such column's
+/// sum over the rows in f64, in row order, into `sums` (the bias
+/// gradients). `out_stride` is best [`transposed_stride`]`(rows)`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn transpose_gate_columns(
+    kernels: Kernels,
     src: &[f32],
     rows: usize,
     stride: usize,
     (gates, h, hp): (usize, usize, usize),
     out: &mut [f32],
+    out_stride: usize,
     sums: &mut [f64],
 ) {
     let cols = gates * h;
     assert!(
-        out.len() >= cols * rows && sums.len() >= cols,
+        rows <= out_stride && out.len() >= cols * out_stride && sums.len() >= cols,
         "output sizes"
     );
     if rows == 0 || cols == 0 {
@@ -180,70 +186,43 @@ pub(crate) fn transpose_gate_columns(
         "source rows"
     );
     let group = TRANSPOSE_COLUMNS;
+    // An output larger than a core's L2 leaves the caches before the
+    // products read it: it may skip them (streaming stores, where the ISA
+    // has them).
+    let stream = cols * out_stride * std::mem::size_of::<f32>() > STREAM_BYTES;
     let work = |(task, (dst, sum)): (usize, (&mut [f32], &mut [f64]))| {
         // The task's columns as runs that are contiguous in `src` (a run
-        // ends where a gate does): (first output column in the task, first
-        // source column, length).
+        // ends where a gate does), each transposed by the ISA's kernel.
         let (first, width) = (task * group, sum.len());
-        let mut runs = [(0usize, 0usize, 0usize); TRANSPOSE_COLUMNS];
-        let mut n_runs = 0;
+        sum.fill(0.0);
         let mut c = 0;
         while c < width {
             let (g, j) = ((first + c) / h, (first + c) % h);
             let len = (h - j).min(width - c);
-            runs[n_runs] = (c, g * hp + j, len);
-            n_runs += 1;
+            // SAFETY: `Kernels` exists only for a supported ISA; the kernel
+            // checks its slices' bounds.
+            unsafe {
+                (kernels.table.transpose_columns)(
+                    &src[g * hp + j..],
+                    stride,
+                    (rows, len),
+                    &mut dst[c * out_stride..],
+                    out_stride,
+                    &mut sum[c..c + len],
+                    stream,
+                )
+            };
             c += len;
         }
-        let runs = &runs[..n_runs];
-        // The transpose in TILE × TILE tiles (whole tiles with constant
-        // bounds, the ragged edges value by value), and the sums as the
-        // values pass: each column's rows in order (tiles go down a run).
-        sum.fill(0.0);
-        for &(c0, s0, len) in runs {
-            for r0 in (0..rows).step_by(TILE) {
-                let tile_rows = TILE.min(rows - r0);
-                for t0 in (0..len).step_by(TILE) {
-                    let tile_cols = TILE.min(len - t0);
-                    let sum = &mut sum[c0 + t0..c0 + t0 + tile_cols];
-                    if tile_rows == TILE && tile_cols == TILE {
-                        let mut tile = [[0f32; TILE]; TILE];
-                        for (r, line) in tile.iter_mut().enumerate() {
-                            let at = (r0 + r) * stride + s0 + t0;
-                            line.copy_from_slice(&src[at..at + TILE]);
-                            for (acc, &v) in sum.iter_mut().zip(line.iter()) {
-                                *acc += f64::from(v);
-                            }
-                        }
-                        for c in 0..TILE {
-                            let at = (c0 + t0 + c) * rows + r0;
-                            let column: &mut [f32; TILE] =
-                                (&mut dst[at..at + TILE]).try_into().expect("a whole tile");
-                            for (value, line) in column.iter_mut().zip(&tile) {
-                                *value = line[c];
-                            }
-                        }
-                    } else {
-                        for r in 0..tile_rows {
-                            for c in 0..tile_cols {
-                                let v = src[(r0 + r) * stride + s0 + t0 + c];
-                                dst[(c0 + t0 + c) * rows + r0 + r] = v;
-                                sum[c] += f64::from(v);
-                            }
-                        }
-                    }
-                }
-            }
-        }
     };
-    let (out, sums) = (&mut out[..cols * rows], &mut sums[..cols]);
+    let (out, sums) = (&mut out[..cols * out_stride], &mut sums[..cols]);
     if crate::threads::num_threads() > 1 && cols * rows >= 1 << 16 {
-        out.par_chunks_mut(group * rows)
+        out.par_chunks_mut(group * out_stride)
             .zip(sums.par_chunks_mut(group))
             .enumerate()
             .for_each(work);
     } else {
-        out.chunks_mut(group * rows)
+        out.chunks_mut(group * out_stride)
             .zip(sums.chunks_mut(group))
             .enumerate()
             .for_each(work);
@@ -368,20 +347,38 @@ mod tests {
         }
     }
 
+    /// Every ISA, gates with padding, runs that leave ragged tiles, and
+    /// enough values to split over the pool: values and sums as plain loops.
     #[test]
     fn transposed_gate_columns_and_their_sums() {
-        let (rows, gates, h, hp) = (130, 3, 5, 8);
-        let stride = gates * hp + 1;
-        let src: Vec<f32> = (0..rows * stride).map(|v| v as f32 * 0.5).collect();
-        let mut out = vec![f32::NAN; gates * h * rows];
-        let mut sums = vec![f64::NAN; gates * h];
-        transpose_gate_columns(&src, rows, stride, (gates, h, hp), &mut out, &mut sums);
-        for g in 0..gates {
-            for j in 0..h {
-                let i = g * h + j;
-                let col: Vec<f32> = (0..rows).map(|r| src[r * stride + g * hp + j]).collect();
-                assert_eq!(&out[i * rows..(i + 1) * rows], &col[..]);
-                assert_eq!(sums[i], col.iter().map(|&v| f64::from(v)).sum::<f64>());
+        // Miri runs the small case only (the others take minutes there).
+        let cases: &[_] = if cfg!(miri) {
+            &[(130, 3, 5, 8)]
+        } else {
+            &[(130, 3, 5, 8), (130, 3, 37, 48), (700, 4, 37, 48)]
+        };
+        for &(rows, gates, h, hp) in cases {
+            let stride = gates * hp + 1;
+            let src: Vec<f32> = (0..rows * stride).map(|v| v as f32 * 0.5).collect();
+            let out_stride = transposed_stride(rows);
+            for isa in Isa::ALL.into_iter().filter(|i| i.is_supported()) {
+                let kernels = Kernels::for_isa(isa).unwrap();
+                let mut out = vec![f32::NAN; gates * h * out_stride];
+                let mut sums = vec![f64::NAN; gates * h];
+                let src_shape = (gates, h, hp);
+                transpose_gate_columns(
+                    kernels, &src, rows, stride, src_shape, &mut out, out_stride, &mut sums,
+                );
+                for g in 0..gates {
+                    for j in 0..h {
+                        let i = g * h + j;
+                        let col: Vec<f32> =
+                            (0..rows).map(|r| src[r * stride + g * hp + j]).collect();
+                        assert_eq!(&out[i * out_stride..][..rows], &col[..], "{isa:?}");
+                        let sum = col.iter().map(|&v| f64::from(v)).sum::<f64>();
+                        assert_eq!(sums[i], sum, "{isa:?}");
+                    }
+                }
             }
         }
     }
@@ -454,10 +451,13 @@ mod timing {
     #[test]
     #[ignore]
     fn time_transpose() {
+        let kernels = Kernels::for_isa(Isa::best()).unwrap();
         for (rows, h) in [(2048usize, 256usize), (3200, 512)] {
             let gh = 4 * h;
+            let out_stride = transposed_stride(rows);
             let src = Aligned::within(vec![0.5f32; rows * gh + Aligned::SLACK], rows * gh);
-            let mut out = Aligned::within(vec![0f32; rows * gh + Aligned::SLACK], rows * gh);
+            let len = gh * out_stride;
+            let mut out = Aligned::within(vec![0f32; len + Aligned::SLACK], len);
             let mut sums = vec![0f64; gh];
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(1)
@@ -467,7 +467,10 @@ mod timing {
                 let mut best = f64::MAX;
                 for _ in 0..5 {
                     let t = std::time::Instant::now();
-                    transpose_gate_columns(&src, rows, gh, (4, h, h), &mut out, &mut sums);
+                    let shape = (4, h, h);
+                    transpose_gate_columns(
+                        kernels, &src, rows, gh, shape, &mut out, out_stride, &mut sums,
+                    );
                     best = best.min(t.elapsed().as_secs_f64());
                 }
                 println!("{rows} x {gh}: {:.2} ms", best * 1e3);

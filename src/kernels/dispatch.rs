@@ -142,6 +142,11 @@ pub(crate) struct StepKernels {
     pub panel_matmul: PanelMatmul,
 }
 
+/// `(src, src_stride, (rows, cols), dst, dst_stride, sums, stream)`, see
+/// `kernels::transpose::columns`.
+pub(crate) type TransposeColumns =
+    unsafe fn(&[f32], usize, (usize, usize), &mut [f32], usize, &mut [f64], bool);
+
 /// The kernels of one ISA, as function pointers. Only [`Kernels::for_isa`]
 /// hands them out, after checking the CPU supports the ISA.
 #[derive(Clone, Copy)]
@@ -159,6 +164,8 @@ pub(crate) struct Table {
     pub quantize_row: unsafe fn(&[f32], &mut [f32]),
     /// `math::softmax_in_place` (attention's weights).
     pub softmax_in_place: unsafe fn(&mut [f32]),
+    /// `transpose::columns`: gradient columns transposed, with their sums.
+    pub transpose_columns: TransposeColumns,
     /// Per weight format ([`Kernels::steps`]).
     pub f32: StepKernels,
     pub bf16: StepKernels,

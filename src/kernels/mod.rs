@@ -21,6 +21,7 @@ pub mod dispatch;
 pub(crate) mod fused;
 pub mod math;
 pub(crate) mod quantize;
+pub(crate) mod transpose;
 
 mod scalar;
 

@@ -1,7 +1,7 @@
 //! A dense output layer and the losses that train through it.
 
 use crate::engine::pack::{fill_panels, round_up, Aligned};
-use crate::engine::products::{rows_times_panels, transpose_gate_columns};
+use crate::engine::products::{rows_times_panels, transpose_gate_columns, transposed_stride};
 use crate::engine::BufferPool;
 use crate::error::{check_len, try_vec, try_zeros_untouched, Result};
 use crate::kernels::{Isa, Kernels};
@@ -56,11 +56,17 @@ impl Dense {
             row.copy_from_slice(&self.params[inputs * outputs..]);
         }
         // y += x Wᵀ: B = Wᵀ [inputs, outputs], read down W's columns.
-        product((rows, inputs, outputs), x, &mut y, true, |kk, q0, dst| {
-            for (c, v) in dst.iter_mut().enumerate() {
-                *v = w[(q0 + c) * inputs + kk];
-            }
-        })?;
+        product(
+            (rows, inputs, outputs),
+            (x, inputs),
+            &mut y,
+            true,
+            |kk, q0, dst| {
+                for (c, v) in dst.iter_mut().enumerate() {
+                    *v = w[(q0 + c) * inputs + kk];
+                }
+            },
+        )?;
         Ok(y)
     }
 
@@ -74,7 +80,7 @@ impl Dense {
         let mut dx = try_zeros_untouched(rows * inputs, "dx")?;
         product(
             (rows, outputs, inputs),
-            dy,
+            (dy, outputs),
             &mut dx,
             false,
             |kk, q0, dst| {
@@ -85,22 +91,26 @@ impl Dense {
         // row order) taken as dy is transposed.
         let mut dparams = try_zeros_untouched(self.params.len(), "dparams")?;
         let (dw, db) = dparams.split_at_mut(inputs * outputs);
-        let mut dy_t = SCRATCH.take(outputs * rows)?; // fully written
+        let stride = transposed_stride(rows);
+        let mut dy_t = SCRATCH.take(outputs * stride)?; // written but for the padding
         let mut sums = try_vec(outputs, 0f64, "the bias gradient")?;
+        let kernels = Kernels::for_isa(Isa::selected()?)?;
+        let shape = (1, outputs, outputs);
         transpose_gate_columns(
-            dy,
-            rows,
-            outputs,
-            (1, outputs, outputs),
-            &mut dy_t,
-            &mut sums,
+            kernels, dy, rows, outputs, shape, &mut dy_t, stride, &mut sums,
         );
         for (d, s) in db.iter_mut().zip(sums) {
             *d = s as f32;
         }
-        let done = product((outputs, rows, inputs), &dy_t, dw, false, |kk, q0, dst| {
-            dst.copy_from_slice(&x[kk * inputs + q0..][..dst.len()]);
-        });
+        let done = product(
+            (outputs, rows, inputs),
+            (&dy_t, stride),
+            dw,
+            false,
+            |kk, q0, dst| {
+                dst.copy_from_slice(&x[kk * inputs + q0..][..dst.len()]);
+            },
+        );
         SCRATCH.give(dy_t);
         done?;
         Ok((dx, dparams))
@@ -126,7 +136,7 @@ static SCRATCH: BufferPool = BufferPool::new();
 /// do not depend on the threads.
 fn product(
     (m, k, n): (usize, usize, usize),
-    a: &[f32],
+    (a, a_stride): (&[f32], usize),
     out: &mut [f32],
     accumulate: bool,
     fill: impl Fn(usize, usize, &mut [f32]) + Sync + Send,
@@ -146,7 +156,7 @@ fn product(
         // Every element is written by `fill_panels`.
         let mut packed = Aligned::within(SCRATCH.take(len + Aligned::SLACK)?, len);
         fill_panels((k, n, kernels.unit()), &mut packed, fill);
-        let done = rows_times_panels(kernels, (m, k, n), a, k, &packed, out, n, accumulate);
+        let done = rows_times_panels(kernels, (m, k, n), a, a_stride, &packed, out, n, accumulate);
         SCRATCH.give(packed.into_buffer());
         done
     })

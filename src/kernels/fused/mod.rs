@@ -651,6 +651,19 @@ macro_rules! instantiate_kernels {
                 crate::kernels::quantize::quantize_row(x, out)
             }
             $(#[$attr])?
+            pub(crate) unsafe fn transpose_columns(
+                src: &[f32],
+                src_stride: usize,
+                size: (usize, usize),
+                dst: &mut [f32],
+                dst_stride: usize,
+                sums: &mut [f64],
+                stream: bool,
+            ) {
+                // The portable tiles, vectorised with this ISA's features.
+                crate::kernels::transpose::columns(src, src_stride, size, dst, dst_stride, sums, stream)
+            }
+            $(#[$attr])?
             pub(crate) unsafe fn activation_in_place(f: &crate::config::ActivationFunction, x: &mut [f32]) {
                 // SAFETY: only reachable through Kernels::for_isa, which checked the CPU.
                 unsafe { crate::kernels::activation::apply_in_place::<$S>(f, x) }
@@ -718,6 +731,7 @@ macro_rules! instantiate_kernels {
                 activation_derivative_in_place,
                 quantize_row,
                 softmax_in_place,
+                transpose_columns,
                 f32: f32_steps::STEPS,
                 bf16: bf16_steps::STEPS,
                 bf16_one_row: bf16_steps::STEPS,

@@ -1,0 +1,202 @@
+//! The transpose of gradient columns (the backward's dGᵀ, whose rows are
+//! the left operands of the weight-gradient products), with each column's
+//! f64 sum over the rows (the bias gradients).
+//!
+//! Written once in portable Rust and compiled into each ISA's kernel table
+//! with its target features (as `quantize.rs`); AVX-512 replaces it with
+//! 16 × 16 tiles transposed in registers (`avx512::transpose_columns`).
+//! Every version adds each column's values in row order, so the sums are
+//! the same bits on every ISA.
+
+/// Side of the square tiles values move in: a tile reads whole cache lines
+/// of `TILE` rows and writes whole lines of `TILE` columns.
+pub(crate) const TILE: usize = 16;
+
+/// The row stride of a transposed buffer of `rows` rows (floats): whole
+/// cache lines, and an odd number of them, so the `TILE` output rows a
+/// tile writes fall in `TILE` different cache sets. (Rows a power of two
+/// apart all fall in one set: the transpose at 2048 rows ran 1.7-2×
+/// slower, measured on the Sapphire Rapids VM of BENCHMARKS.md.)
+pub(crate) fn padded_stride(rows: usize) -> usize {
+    let lines = rows.div_ceil(TILE);
+    TILE * (lines | 1)
+}
+
+/// Asserts what [`columns`] reads and writes is inside its slices.
+pub(crate) fn check(
+    src: &[f32],
+    src_stride: usize,
+    (rows, cols): (usize, usize),
+    dst: &[f32],
+    dst_stride: usize,
+    sums: &[f64],
+) {
+    assert!(sums.len() >= cols, "a sum per column");
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    assert!(
+        cols <= src_stride && src.len() >= (rows - 1) * src_stride + cols,
+        "source rows"
+    );
+    assert!(
+        rows <= dst_stride && dst.len() >= (cols - 1) * dst_stride + rows,
+        "output rows"
+    );
+}
+
+/// `dst[c·dst_stride + r] = src[r·src_stride + c]` for `rows × cols`
+/// values, and `sums[c] += src[r][c]` in f64 for each row in order.
+/// `_stream` (the output will not be read before it leaves the caches:
+/// kernels that can may write it past them) is a hint this version ignores.
+pub(crate) fn columns(
+    src: &[f32],
+    src_stride: usize,
+    (rows, cols): (usize, usize),
+    dst: &mut [f32],
+    dst_stride: usize,
+    sums: &mut [f64],
+    _stream: bool,
+) {
+    check(src, src_stride, (rows, cols), dst, dst_stride, sums);
+    for r0 in (0..rows).step_by(TILE) {
+        let tile_rows = TILE.min(rows - r0);
+        for c0 in (0..cols).step_by(TILE) {
+            let tile_cols = TILE.min(cols - c0);
+            let sum = &mut sums[c0..c0 + tile_cols];
+            if tile_rows == TILE && tile_cols == TILE {
+                // Whole tiles with constant bounds, which vectorise.
+                let mut tile = [[0f32; TILE]; TILE];
+                for (r, line) in tile.iter_mut().enumerate() {
+                    let at = (r0 + r) * src_stride + c0;
+                    line.copy_from_slice(&src[at..at + TILE]);
+                    for (acc, &v) in sum.iter_mut().zip(line.iter()) {
+                        *acc += f64::from(v);
+                    }
+                }
+                for c in 0..TILE {
+                    let at = (c0 + c) * dst_stride + r0;
+                    let column: &mut [f32; TILE] =
+                        (&mut dst[at..at + TILE]).try_into().expect("a whole tile");
+                    for (value, line) in column.iter_mut().zip(&tile) {
+                        *value = line[c];
+                    }
+                }
+            } else {
+                edge(
+                    src,
+                    src_stride,
+                    (r0, tile_rows),
+                    (c0, tile_cols),
+                    dst,
+                    dst_stride,
+                    sum,
+                );
+            }
+        }
+    }
+}
+
+/// [`columns`] over rows `r0..r0 + rows` and columns `c0..c0 + cols`, value
+/// by value (`sums` holds those columns' sums): the ragged edges.
+#[inline(always)]
+pub(crate) fn edge(
+    src: &[f32],
+    src_stride: usize,
+    (r0, rows): (usize, usize),
+    (c0, cols): (usize, usize),
+    dst: &mut [f32],
+    dst_stride: usize,
+    sums: &mut [f64],
+) {
+    for r in r0..r0 + rows {
+        for c in 0..cols {
+            let v = src[r * src_stride + c0 + c];
+            dst[(c0 + c) * dst_stride + r] = v;
+            sums[c] += f64::from(v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::pack::Aligned;
+    use crate::kernels::{Isa, Kernels};
+    use crate::rng::SplitMix64;
+
+    /// Every ISA against a plain loop, bit for bit (values and sums), on
+    /// sizes around the tile and strides with padding.
+    #[test]
+    fn every_isa_transposes_and_sums_as_a_plain_loop() {
+        let mut rng = SplitMix64::new(11);
+        // Miri takes the small sizes only (still whole tiles and edges).
+        let sizes: &[_] = if cfg!(miri) {
+            &[(0, 5), (3, 0), (1, 1), (17, 18)]
+        } else {
+            &[
+                (0, 5),
+                (3, 0),
+                (1, 1),
+                (16, 16),
+                (17, 33),
+                (40, 16),
+                (100, 47),
+                (64, 128),
+            ]
+        };
+        for &(rows, cols) in sizes {
+            let src_stride = cols + 3;
+            let dst_stride = padded_stride(rows);
+            let src = rng.uniform_vec(rows * src_stride, -1.0, 1.0);
+            let mut want = vec![-7f32; cols * dst_stride];
+            let mut want_sums = vec![0.25f64; cols];
+            for c in 0..cols {
+                for r in 0..rows {
+                    want[c * dst_stride + r] = src[r * src_stride + c];
+                    want_sums[c] += f64::from(src[r * src_stride + c]);
+                }
+            }
+            let supported = Isa::ALL.into_iter().filter(|i| i.is_supported());
+            for (isa, stream) in supported.flat_map(|i| [(i, false), (i, true)]) {
+                let kernels = Kernels::for_isa(isa).unwrap();
+                // Line-aligned, so that streaming stores run where they can.
+                let len = cols * dst_stride;
+                let mut got = Aligned::within(vec![-7f32; len + Aligned::SLACK], len);
+                let mut sums = vec![0.25f64; cols];
+                // SAFETY: the ISA is supported (checked above).
+                unsafe {
+                    (kernels.table.transpose_columns)(
+                        &src,
+                        src_stride,
+                        (rows, cols),
+                        &mut got,
+                        dst_stride,
+                        &mut sums,
+                        stream,
+                    )
+                };
+                assert_eq!(&got[..], &want[..], "{isa:?} {rows} x {cols} {stream}");
+                let bits = |s: &[f64]| s.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&sums),
+                    bits(&want_sums),
+                    "{isa:?} {rows} x {cols} sums"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn padded_strides_are_an_odd_number_of_lines() {
+        for rows in [0, 1, 16, 17, 2048, 3200] {
+            let s = padded_stride(rows);
+            assert!(
+                s >= rows && s.is_multiple_of(TILE) && (s / TILE) % 2 == 1,
+                "{rows}: {s}"
+            );
+        }
+        assert_eq!(padded_stride(2048), 2064);
+        assert_eq!(padded_stride(100), 112);
+    }
+}
