@@ -447,11 +447,18 @@ mod timing {
 
     /// The transpose of dG with the bias sums, on the shapes of char_rnn's
     /// LSTM (H = 256, 2048 rows) and LSTM 512×64×50, both operands starting
-    /// a cache line as in the engine.
+    /// a cache line as in the engine, on each ISA this CPU runs.
     #[test]
     #[ignore]
     fn time_transpose() {
-        let kernels = Kernels::for_isa(Isa::best()).unwrap();
+        let isas = [Isa::Avx512, Isa::Avx2, Isa::Neon, Isa::Scalar];
+        for isa in isas.into_iter().filter(|i| i.is_supported()) {
+            time_transpose_on(isa);
+        }
+    }
+
+    fn time_transpose_on(isa: Isa) {
+        let kernels = Kernels::for_isa(isa).unwrap();
         for (rows, h) in [(2048usize, 256usize), (3200, 512)] {
             let gh = 4 * h;
             let out_stride = transposed_stride(rows);
@@ -473,7 +480,7 @@ mod timing {
                     );
                     best = best.min(t.elapsed().as_secs_f64());
                 }
-                println!("{rows} x {gh}: {:.2} ms", best * 1e3);
+                println!("{isa:?} {rows} x {gh}: {:.2} ms", best * 1e3);
             });
         }
     }

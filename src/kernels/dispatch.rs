@@ -209,7 +209,7 @@ impl Kernels {
         let table = match isa {
             Isa::Scalar => super::scalar::entry::TABLE,
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => super::avx2::entry::TABLE,
+            Isa::Avx2 => super::avx2::table(),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => super::avx512::table(),
             #[cfg(target_arch = "x86_64")]
