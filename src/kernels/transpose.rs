@@ -22,8 +22,8 @@ pub(crate) fn padded_stride(rows: usize) -> usize {
     TILE * (lines | 1)
 }
 
-/// Asserts what [`columns`] reads and writes is inside its slices.
-pub(crate) fn check(
+/// Asserts what [`tiled`] reads and writes is inside its slices.
+fn check(
     src: &[f32],
     src_stride: usize,
     (rows, cols): (usize, usize),
@@ -45,77 +45,142 @@ pub(crate) fn check(
     );
 }
 
+/// One whole `TILE × TILE` tile of [`tiled`], in one ISA's registers.
+pub(crate) trait Tile {
+    /// Transposes the tile whose first row is at `src` (rows `src_stride`
+    /// apart) into the columns starting at `dst` (`dst_stride` apart) and
+    /// adds each of its rows to `sums[0..TILE]` in f64, in row order;
+    /// `stream`: with streaming stores.
+    ///
+    /// # Safety
+    /// `TILE` rows of `TILE` floats are readable at `src`, `TILE` columns of
+    /// `TILE` floats writable at `dst`, `TILE` sums at `sums`; with
+    /// `stream`, every column starts a cache line; the CPU has the ISA.
+    unsafe fn tile(
+        src: *const f32,
+        src_stride: usize,
+        dst: *mut f32,
+        dst_stride: usize,
+        sums: *mut f64,
+        stream: bool,
+    );
+
+    /// Makes streaming stores visible before whatever publishes the
+    /// output to another thread (they are weakly ordered).
+    ///
+    /// # Safety
+    /// The CPU has the ISA.
+    unsafe fn fence() {}
+}
+
 /// `dst[c·dst_stride + r] = src[r·src_stride + c]` for `rows × cols`
-/// values, and `sums[c] += src[r][c]` in f64 for each row in order.
-/// `_stream` (the output will not be read before it leaves the caches:
-/// kernels that can may write it past them) is a hint this version ignores.
-pub(crate) fn columns(
+/// values, and `sums[c] += src[r][c]` in f64 for each row in order: whole
+/// tiles by `T`, the ragged edges value by value. `stream` (the output
+/// will not be read before it leaves the caches) lets `T` write whole lines
+/// past them, where every column starts a line.
+///
+/// # Safety
+/// The CPU has `T`'s ISA (the slices' bounds are checked here).
+#[inline(always)]
+pub(crate) unsafe fn tiled<T: Tile>(
     src: &[f32],
     src_stride: usize,
     (rows, cols): (usize, usize),
     dst: &mut [f32],
     dst_stride: usize,
     sums: &mut [f64],
-    _stream: bool,
+    stream: bool,
 ) {
     check(src, src_stride, (rows, cols), dst, dst_stride, sums);
-    for r0 in (0..rows).step_by(TILE) {
-        let tile_rows = TILE.min(rows - r0);
-        for c0 in (0..cols).step_by(TILE) {
-            let tile_cols = TILE.min(cols - c0);
-            let sum = &mut sums[c0..c0 + tile_cols];
-            if tile_rows == TILE && tile_cols == TILE {
-                // Whole tiles with constant bounds, which vectorise.
-                let mut tile = [[0f32; TILE]; TILE];
-                for (r, line) in tile.iter_mut().enumerate() {
-                    let at = (r0 + r) * src_stride + c0;
-                    line.copy_from_slice(&src[at..at + TILE]);
-                    for (acc, &v) in sum.iter_mut().zip(line.iter()) {
-                        *acc += f64::from(v);
-                    }
-                }
-                for c in 0..TILE {
-                    let at = (c0 + c) * dst_stride + r0;
-                    let column: &mut [f32; TILE] =
-                        (&mut dst[at..at + TILE]).try_into().expect("a whole tile");
-                    for (value, line) in column.iter_mut().zip(&tile) {
-                        *value = line[c];
-                    }
-                }
-            } else {
-                edge(
-                    src,
+    let (full_rows, full_cols) = (rows / TILE * TILE, cols / TILE * TILE);
+    let line = 64;
+    let stream =
+        stream && (dst.as_ptr() as usize).is_multiple_of(line) && dst_stride.is_multiple_of(TILE);
+    for r0 in (0..full_rows).step_by(TILE) {
+        for c0 in (0..full_cols).step_by(TILE) {
+            // SAFETY: the tile's rows and columns, and its sums, are inside
+            // the slices (`check`); with `stream`, `dst` starts a line and
+            // columns are whole lines apart, and r0 is a multiple of TILE;
+            // the ISA is the caller's contract.
+            unsafe {
+                T::tile(
+                    src.as_ptr().add(r0 * src_stride + c0),
                     src_stride,
-                    (r0, tile_rows),
-                    (c0, tile_cols),
-                    dst,
+                    dst.as_mut_ptr().add(c0 * dst_stride + r0),
                     dst_stride,
-                    sum,
-                );
+                    sums.as_mut_ptr().add(c0),
+                    stream,
+                )
+            };
+        }
+    }
+    if stream {
+        // SAFETY: the ISA is the caller's contract.
+        unsafe { T::fence() };
+    }
+    // The edges after the whole tiles: each column's rows stay in order.
+    let edge = |(r0, rows): (usize, usize),
+                (c0, cols): (usize, usize),
+                dst: &mut [f32],
+                sums: &mut [f64]| {
+        for r in r0..r0 + rows {
+            for c in c0..c0 + cols {
+                let v = src[r * src_stride + c];
+                dst[c * dst_stride + r] = v;
+                sums[c] += f64::from(v);
+            }
+        }
+    };
+    edge((full_rows, rows - full_rows), (0, full_cols), dst, sums);
+    edge((0, rows), (full_cols, cols - full_cols), dst, sums);
+}
+
+/// The portable tile: through a local array, which the compiler
+/// vectorises with the ISA's features.
+pub(crate) struct Portable;
+
+impl Tile for Portable {
+    #[inline(always)]
+    unsafe fn tile(
+        src: *const f32,
+        src_stride: usize,
+        dst: *mut f32,
+        dst_stride: usize,
+        sums: *mut f64,
+        _stream: bool,
+    ) {
+        let mut tile = [[0f32; TILE]; TILE];
+        // SAFETY: the trait's contract: whole rows, columns and sums.
+        unsafe {
+            for (r, line) in tile.iter_mut().enumerate() {
+                std::ptr::copy_nonoverlapping(src.add(r * src_stride), line.as_mut_ptr(), TILE);
+                for (c, &v) in line.iter().enumerate() {
+                    *sums.add(c) += f64::from(v);
+                }
+            }
+            for c in 0..TILE {
+                let column = dst.add(c * dst_stride);
+                for (r, line) in tile.iter().enumerate() {
+                    *column.add(r) = line[c];
+                }
             }
         }
     }
 }
 
-/// [`columns`] over rows `r0..r0 + rows` and columns `c0..c0 + cols`, value
-/// by value (`sums` holds those columns' sums): the ragged edges.
-#[inline(always)]
-pub(crate) fn edge(
+/// [`tiled`] with the portable tile (scalar and NEON; each ISA's table
+/// compiles it with its features).
+pub(crate) fn columns(
     src: &[f32],
     src_stride: usize,
-    (r0, rows): (usize, usize),
-    (c0, cols): (usize, usize),
+    size: (usize, usize),
     dst: &mut [f32],
     dst_stride: usize,
     sums: &mut [f64],
+    stream: bool,
 ) {
-    for r in r0..r0 + rows {
-        for c in 0..cols {
-            let v = src[r * src_stride + c0 + c];
-            dst[(c0 + c) * dst_stride + r] = v;
-            sums[c] += f64::from(v);
-        }
-    }
+    // SAFETY: the portable tile needs no ISA beyond the baseline.
+    unsafe { tiled::<Portable>(src, src_stride, size, dst, dst_stride, sums, stream) }
 }
 
 #[cfg(test)]

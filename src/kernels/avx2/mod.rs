@@ -1,6 +1,6 @@
 //! AVX2 + FMA: 8 lanes of f32 in a `__m256`.
 
-use super::{Int8Dot, Simd};
+use super::{transpose, Int8Dot, Simd};
 use std::arch::x86_64::*;
 
 #[derive(Clone, Copy, Debug)]
@@ -151,107 +151,86 @@ unsafe impl Int8Dot<Avx2> for Dot {
 
 super::fused::instantiate_kernels!(Avx2, #[target_feature(enable = "avx2,fma")]);
 
-/// `transpose::columns` as on AVX-512 (`avx512::transpose_columns`): each
-/// 16 × 16 tile as four 8 × 8 blocks transposed in registers, a column's
-/// two halves stored one after the other (a whole line, so streaming
-/// stores fill it), the sums added a row at a time in row order (the
-/// portable version's bits); the edges as there.
+/// `transpose::columns` with whole 16 × 16 tiles in registers, as on
+/// AVX-512.
 #[target_feature(enable = "avx2")]
 unsafe fn transpose_columns(
     src: &[f32],
     src_stride: usize,
-    (rows, cols): (usize, usize),
+    size: (usize, usize),
     dst: &mut [f32],
     dst_stride: usize,
     sums: &mut [f64],
     stream: bool,
 ) {
-    use super::transpose::{check, edge, TILE};
-    check(src, src_stride, (rows, cols), dst, dst_stride, sums);
-    let (full_rows, full_cols) = (rows / TILE * TILE, cols / TILE * TILE);
-    // Whole lines at line-aligned addresses can bypass the caches.
-    let stream =
-        stream && (dst.as_ptr() as usize).is_multiple_of(64) && dst_stride.is_multiple_of(TILE);
-    for r0 in (0..full_rows).step_by(TILE) {
-        for c0 in (0..full_cols).step_by(TILE) {
-            // SAFETY: rows r0..r0 + 16 and columns c0..c0 + 16 are inside
-            // `src`, columns c0.. of rows r0.. inside `dst` and sums c0..
-            // inside `sums` (`check`); unaligned loads and stores but for
-            // the streaming ones, whose addresses are line-aligned (above).
-            unsafe {
-                let (sp, dp) = (src.as_ptr(), dst.as_mut_ptr());
-                let sum = sums.as_mut_ptr().add(c0);
-                let mut acc = [_mm256_setzero_pd(); 4];
-                for (q, a) in acc.iter_mut().enumerate() {
-                    *a = _mm256_loadu_pd(sum.add(4 * q));
-                }
-                // blocks[i][j]: rows r0 + 8i .., columns c0 + 8j ...
-                let mut blocks = [[[_mm256_setzero_ps(); 8]; 2]; 2];
-                for r in 0..TILE {
-                    let row = sp.add((r0 + r) * src_stride + c0);
-                    for j in 0..2 {
-                        let v = _mm256_loadu_ps(row.add(8 * j));
-                        blocks[r / 8][j][r % 8] = v;
-                        let low = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
-                        let high = _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(v));
-                        acc[2 * j] = _mm256_add_pd(acc[2 * j], low);
-                        acc[2 * j + 1] = _mm256_add_pd(acc[2 * j + 1], high);
-                    }
-                }
-                for (q, a) in acc.iter().enumerate() {
-                    _mm256_storeu_pd(sum.add(4 * q), *a);
-                }
-                // (No closures: they would not get this function's features.)
-                let mut t = blocks;
-                for line in t.iter_mut() {
-                    for block in line.iter_mut() {
-                        *block = transpose_8x8(*block);
-                    }
-                }
+    // SAFETY: this function has the tile's features.
+    unsafe { transpose::tiled::<Tile16>(src, src_stride, size, dst, dst_stride, sums, stream) }
+}
+
+/// A 16 × 16 tile as four 8 × 8 blocks transposed in registers, a
+/// column's two halves stored one after the other (a whole line, so
+/// streaming stores fill it); each row is added to the f64 sums as it is
+/// loaded (row order: the portable tile's bits).
+struct Tile16;
+
+impl transpose::Tile for Tile16 {
+    #[inline(always)]
+    unsafe fn tile(
+        src: *const f32,
+        src_stride: usize,
+        dst: *mut f32,
+        dst_stride: usize,
+        sums: *mut f64,
+        stream: bool,
+    ) {
+        // SAFETY: the trait's contract: whole rows, columns (line-aligned
+        // when streaming) and sums; AVX2.
+        unsafe {
+            let mut acc = [_mm256_setzero_pd(); 4];
+            for (q, a) in acc.iter_mut().enumerate() {
+                *a = _mm256_loadu_pd(sums.add(4 * q));
+            }
+            // blocks[i][j]: rows 8i .., columns 8j ...
+            let mut blocks = [[[_mm256_setzero_ps(); 8]; 2]; 2];
+            for r in 0..16 {
                 for j in 0..2 {
-                    for c in 0..8 {
-                        let at = dp.add((c0 + 8 * j + c) * dst_stride + r0);
-                        for (i, line) in t.iter().enumerate() {
-                            if stream {
-                                _mm256_stream_ps(at.add(8 * i), line[j][c]);
-                            } else {
-                                _mm256_storeu_ps(at.add(8 * i), line[j][c]);
-                            }
+                    let v = _mm256_loadu_ps(src.add(r * src_stride + 8 * j));
+                    blocks[r / 8][j][r % 8] = v;
+                    let low = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
+                    let high = _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(v));
+                    acc[2 * j] = _mm256_add_pd(acc[2 * j], low);
+                    acc[2 * j + 1] = _mm256_add_pd(acc[2 * j + 1], high);
+                }
+            }
+            for (q, a) in acc.iter().enumerate() {
+                _mm256_storeu_pd(sums.add(4 * q), *a);
+            }
+            // (No closures: they would not get the caller's features.)
+            for line in blocks.iter_mut() {
+                for block in line.iter_mut() {
+                    *block = transpose_8x8(*block);
+                }
+            }
+            for j in 0..2 {
+                for c in 0..8 {
+                    let at = dst.add((8 * j + c) * dst_stride);
+                    for (i, line) in blocks.iter().enumerate() {
+                        if stream {
+                            _mm256_stream_ps(at.add(8 * i), line[j][c]);
+                        } else {
+                            _mm256_storeu_ps(at.add(8 * i), line[j][c]);
                         }
                     }
                 }
             }
         }
     }
-    if stream {
-        // Streaming stores are weakly ordered: make them visible before
-        // whatever publishes `dst` to another thread.
-        _mm_sfence();
+
+    #[inline(always)]
+    unsafe fn fence() {
+        // SAFETY: SSE is baseline on x86-64.
+        unsafe { _mm_sfence() }
     }
-    for c0 in (0..full_cols).step_by(TILE) {
-        let rest = rows - full_rows;
-        let sum = &mut sums[c0..c0 + TILE];
-        edge(
-            src,
-            src_stride,
-            (full_rows, rest),
-            (c0, TILE),
-            dst,
-            dst_stride,
-            sum,
-        );
-    }
-    let rest = cols - full_cols;
-    let sum = &mut sums[full_cols..cols];
-    edge(
-        src,
-        src_stride,
-        (0, rows),
-        (full_cols, rest),
-        dst,
-        dst_stride,
-        sum,
-    );
 }
 
 /// Rows `r` of an 8 × 8 block as its columns.

@@ -2,7 +2,7 @@
 //! BW's exact 16-bit multiply-add, or VNNI's `vpdpbusd` where the CPU has it.
 
 use super::dispatch::{StepKernels, Table};
-use super::{Int8Dot, Simd};
+use super::{transpose, Int8Dot, Simd};
 use std::arch::x86_64::*;
 
 #[derive(Clone, Copy, Debug)]
@@ -237,87 +237,67 @@ pub(crate) fn bw_int8_steps() -> StepKernels {
 }
 
 /// `transpose::columns` with whole 16 × 16 tiles transposed in registers
-/// (four rounds of shuffles instead of 256 single moves) and each row's
-/// values added to the columns' f64 sums as the row is loaded (row order,
-/// so the sums are the portable version's bits); the edges as there.
-/// `stream`: the tiles' columns go to memory with streaming stores, which
-/// skip reading each output line first (2048 × 1024 from dG: 1.1-2.5 →
-/// 0.6 ms on one core, measured on the Sapphire Rapids VM).
+/// (four rounds of shuffles instead of 256 single moves).
+/// Streaming stores skip reading each output line first (2048 × 1024
+/// from dG: 1.1-2.5 → 0.6 ms on one core, measured on the EPYC VM of
+/// BENCHMARKS.md).
 #[target_feature(enable = "avx512f")]
 unsafe fn transpose_columns(
     src: &[f32],
     src_stride: usize,
-    (rows, cols): (usize, usize),
+    size: (usize, usize),
     dst: &mut [f32],
     dst_stride: usize,
     sums: &mut [f64],
     stream: bool,
 ) {
-    use super::transpose::{check, edge, TILE};
-    check(src, src_stride, (rows, cols), dst, dst_stride, sums);
-    let (full_rows, full_cols) = (rows / TILE * TILE, cols / TILE * TILE);
-    // Whole lines at line-aligned addresses can bypass the caches.
-    let stream =
-        stream && (dst.as_ptr() as usize).is_multiple_of(64) && dst_stride.is_multiple_of(TILE);
-    for r0 in (0..full_rows).step_by(TILE) {
-        for c0 in (0..full_cols).step_by(TILE) {
-            // SAFETY: rows r0..r0 + 16 and columns c0..c0 + 16 are inside
-            // `src`, columns c0.. of rows r0.. inside `dst` and sums c0..
-            // inside `sums` (`check`); unaligned loads and stores.
-            unsafe {
-                let (sp, dp) = (src.as_ptr(), dst.as_mut_ptr());
-                let sum = sums.as_mut_ptr().add(c0);
-                let (mut lo, mut hi) = (_mm512_loadu_pd(sum), _mm512_loadu_pd(sum.add(8)));
-                let mut r = [_mm512_setzero_ps(); TILE];
-                for (i, v) in r.iter_mut().enumerate() {
-                    *v = _mm512_loadu_ps(sp.add((r0 + i) * src_stride + c0));
-                    let upper = _mm512_extractf64x4_pd::<1>(_mm512_castps_pd(*v));
-                    lo = _mm512_add_pd(lo, _mm512_cvtps_pd(_mm512_castps512_ps256(*v)));
-                    hi = _mm512_add_pd(hi, _mm512_cvtps_pd(_mm256_castpd_ps(upper)));
-                }
-                _mm512_storeu_pd(sum, lo);
-                _mm512_storeu_pd(sum.add(8), hi);
-                let columns = transpose_16x16(r);
-                for (c, v) in columns.iter().enumerate() {
-                    let at = dp.add((c0 + c) * dst_stride + r0);
-                    if stream {
-                        _mm512_stream_ps(at, *v);
-                    } else {
-                        _mm512_storeu_ps(at, *v);
-                    }
+    // SAFETY: this function has the tile's features.
+    unsafe { transpose::tiled::<Tile16>(src, src_stride, size, dst, dst_stride, sums, stream) }
+}
+
+/// A 16 × 16 tile in sixteen registers; each row is added to the f64 sums
+/// as it is loaded (row order: the portable tile's bits).
+struct Tile16;
+
+impl transpose::Tile for Tile16 {
+    #[inline(always)]
+    unsafe fn tile(
+        src: *const f32,
+        src_stride: usize,
+        dst: *mut f32,
+        dst_stride: usize,
+        sums: *mut f64,
+        stream: bool,
+    ) {
+        // SAFETY: the trait's contract: whole rows, columns (line-aligned
+        // when streaming) and sums; AVX-512F.
+        unsafe {
+            let (mut lo, mut hi) = (_mm512_loadu_pd(sums), _mm512_loadu_pd(sums.add(8)));
+            let mut r = [_mm512_setzero_ps(); 16];
+            for (i, v) in r.iter_mut().enumerate() {
+                *v = _mm512_loadu_ps(src.add(i * src_stride));
+                let upper = _mm512_extractf64x4_pd::<1>(_mm512_castps_pd(*v));
+                lo = _mm512_add_pd(lo, _mm512_cvtps_pd(_mm512_castps512_ps256(*v)));
+                hi = _mm512_add_pd(hi, _mm512_cvtps_pd(_mm256_castpd_ps(upper)));
+            }
+            _mm512_storeu_pd(sums, lo);
+            _mm512_storeu_pd(sums.add(8), hi);
+            for (c, v) in transpose_16x16(r).iter().enumerate() {
+                let at = dst.add(c * dst_stride);
+                if stream {
+                    _mm512_stream_ps(at, *v);
+                } else {
+                    _mm512_storeu_ps(at, *v);
                 }
             }
         }
     }
-    if stream {
-        // Streaming stores are weakly ordered: make them visible before
-        // whatever publishes `dst` to another thread.
-        _mm_sfence();
+
+    #[inline(always)]
+    unsafe fn fence() {
+        // SAFETY: SSE is baseline on x86-64.
+        unsafe { _mm_sfence() }
     }
-    for c0 in (0..full_cols).step_by(TILE) {
-        let rest = rows - full_rows;
-        let sum = &mut sums[c0..c0 + TILE];
-        edge(
-            src,
-            src_stride,
-            (full_rows, rest),
-            (c0, TILE),
-            dst,
-            dst_stride,
-            sum,
-        );
-    }
-    let rest = cols - full_cols;
-    let sum = &mut sums[full_cols..cols];
-    edge(
-        src,
-        src_stride,
-        (0, rows),
-        (full_cols, rest),
-        dst,
-        dst_stride,
-        sum,
-    );
 }
 
 /// Rows `r` of a 16 × 16 tile as its columns.
