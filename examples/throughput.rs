@@ -12,7 +12,10 @@
 //! training (forward with trace + backward, counted as 3× the forward FLOPs).
 //! `UPDATE=1` changes a weight after each training step, as an optimiser
 //! would, so the next step packs the weights again (what a training loop
-//! pays and fixed weights hide).
+//! pays and fixed weights hide). `REPS` sets the timed calls of each
+//! (default 20; more for a mean over a longer window, as when another
+//! process comes and goes); `SPLIT=1` also times the training forward alone
+//! and prints the backward's share.
 
 use rnn::rng::SplitMix64;
 use rnn::{CellKind, Config, Input, Model, OutputGrads};
@@ -67,7 +70,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let x = SplitMix64::new(2).uniform_vec(t * n * input_size, -1.0, 1.0);
     let input = Input::new(&x, t, n);
     model.forward_inference(&input)?; // packs the weights, warms up
-    let reps = 20;
+    let reps = env("REPS").unwrap_or(20);
     let start = Instant::now();
     for _ in 0..reps {
         std::hint::black_box(model.forward_inference(&input)?);
@@ -107,6 +110,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             training * 1e3,
             3.0 * flops / training / 1e9
         );
+        if env("SPLIT") == Some(1) {
+            let start = Instant::now();
+            for _ in 0..reps {
+                std::hint::black_box(model.forward_training(&input)?);
+            }
+            let forward = start.elapsed().as_secs_f64() / reps as f64;
+            print!(
+                " (forward {:.2} ms, backward {:.2} ms)",
+                forward * 1e3,
+                (training - forward) * 1e3
+            );
+        }
     }
     println!();
     Ok(())

@@ -59,7 +59,7 @@
  *   hidden units shared out); a team never waits for a thread busy elsewhere
  *   (concurrent calls share the CPUs), a waiting member sleeps after 20 us, and
  *   after a team stalled (another process on its CPUs) calls run on one thread
- *   for 200 ms.
+ *   for a spell: 10 ms, doubling while teams keep stalling, up to 200 ms.
  * - fork(): librnn owns its worker threads and rebuilds them in a child
  *   process, so a child of a process that used librnn can use it (and its
  *   models) at once. Fork while no librnn call runs in another thread, as with

@@ -23,9 +23,12 @@
 //!
 //! A team whose members stall on each other — a quarter of its barrier
 //! waits slept and outlasted the waiter's own work, as when another process
-//! takes turns on a member's core — runs no faster than one thread, so for
-//! the next 200 ms calls run on one thread ([`capacity`]), then try a team
-//! again.
+//! takes turns on a member's core — runs no faster than one thread, so the
+//! next calls run on one thread ([`capacity`]) for a spell, then try a team
+//! again. The spell starts at 10 ms and doubles while teams keep stalling,
+//! up to 200 ms, and halves after each team that did not stall: a core
+//! taken for a moment costs a few calls, one taken for good costs one
+//! stalled call in 200 ms.
 //!
 //! Results do not depend on the split: every output element is computed by
 //! the same single FMA chain whichever member computes it (see
@@ -329,8 +332,13 @@ impl Member<'_> {
     }
 }
 
-/// How long calls run on one thread after a team stalled.
-const SOLO: Duration = Duration::from_millis(200);
+/// The shortest and the longest spell of one-thread calls after a team
+/// stalled (see [`next_spell`]).
+const SOLO_MIN: Duration = Duration::from_millis(10);
+const SOLO_MAX: Duration = Duration::from_millis(200);
+
+/// The length of the latest spell, in nanoseconds (0: teams run).
+static SOLO_SPELL: AtomicU64 = AtomicU64::new(0);
 
 /// Until when (nanoseconds after [`epoch`]) calls run on one thread: a
 /// team whose members stalled on each other (another process on their
@@ -352,16 +360,44 @@ fn contended() -> bool {
     until != 0 && nanos_now() < until
 }
 
-/// After a team: if a quarter or more of its barrier waits (of at least 16)
-/// were stalls, run calls on one thread for [`SOLO`], then try a team again.
+/// The next spell of one-thread calls, in nanoseconds, after one of
+/// `previous` and a team that `stalled`: the first is [`SOLO_MIN`], each
+/// stalled team doubles it up to [`SOLO_MAX`], each team that ran freely
+/// halves it (and below [`SOLO_MIN`], teams run with no spell).
+///
+/// Measured on 2 cores with another process on one of them (BENCHMARKS.md,
+/// "Stalled teams"): a fixed 200 ms spell let a 5 % share of a core,
+/// in 5 ms bursts, push a 2-thread call from 1.4 to 1.7-1.8 ms, while a
+/// core taken for good needs the long spells.
+fn next_spell(previous: u64, stalled: bool) -> u64 {
+    let (min, max) = (
+        u64::try_from(SOLO_MIN.as_nanos()).unwrap_or(u64::MAX),
+        u64::try_from(SOLO_MAX.as_nanos()).unwrap_or(u64::MAX),
+    );
+    match (stalled, previous) {
+        (true, 0) => min,
+        (true, p) => p.saturating_mul(2).clamp(min, max),
+        (false, p) if p / 2 >= min => p / 2,
+        (false, _) => 0,
+    }
+}
+
+/// After a team of at least 16 barrier waits: if a quarter or more were
+/// stalls, run calls on one thread for the next spell ([`next_spell`]),
+/// then try a team again; otherwise shorten the next spell.
 fn note_stalls(state: &TeamState) {
     let (waits, stalls) = (
         state.waits.load(Ordering::Relaxed),
         state.stalls.load(Ordering::Relaxed),
     );
-    if waits >= 16 && stalls * 4 >= waits {
-        let until = nanos_now().saturating_add(u64::try_from(SOLO.as_nanos()).unwrap_or(u64::MAX));
-        SOLO_UNTIL.store(until, Ordering::Relaxed);
+    if waits < 16 {
+        return;
+    }
+    let stalled = stalls * 4 >= waits;
+    let spell = next_spell(SOLO_SPELL.load(Ordering::Relaxed), stalled);
+    SOLO_SPELL.store(spell, Ordering::Relaxed);
+    if stalled {
+        SOLO_UNTIL.store(nanos_now().saturating_add(spell), Ordering::Relaxed);
     }
 }
 
@@ -832,7 +868,30 @@ pub(crate) mod tests {
                 assert_eq!(capacity(), 1);
             }
             SOLO_UNTIL.store(0, Ordering::Relaxed);
+            SOLO_SPELL.store(0, Ordering::Relaxed);
         });
+    }
+
+    #[test]
+    fn spells_of_one_thread_double_while_teams_stall_and_halve_after() {
+        let ms = |n: u64| n * 1_000_000;
+        let mut spell = 0;
+        let mut spells = Vec::new();
+        for _ in 0..7 {
+            spell = next_spell(spell, true);
+            spells.push(spell);
+        }
+        assert_eq!(
+            spells,
+            [ms(10), ms(20), ms(40), ms(80), ms(160), ms(200), ms(200)]
+        );
+        let mut freed = Vec::new();
+        for _ in 0..6 {
+            spell = next_spell(spell, false);
+            freed.push(spell);
+        }
+        assert_eq!(freed, [ms(100), ms(50), ms(25), ms(12) + 500_000, 0, 0]);
+        assert_eq!(next_spell(0, false), 0);
     }
 
     #[test]
