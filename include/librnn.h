@@ -58,8 +58,9 @@
  *   each layer's time steps over a team of them (directions at once, each step's
  *   hidden units shared out); a team never waits for a thread busy elsewhere
  *   (concurrent calls share the CPUs), a waiting member sleeps after 20 us, and
- *   after a team stalled (another process on its CPUs) calls run on one thread
- *   for a spell: 10 ms, doubling while teams keep stalling, up to 200 ms.
+ *   after a team stalled (another process on its CPUs) calls run for a spell
+ *   on teams without the members that held it up (one thread on two CPUs):
+ *   10 ms, doubling while teams keep stalling, up to 200 ms.
  * - fork(): librnn owns its worker threads and rebuilds them in a child
  *   process, so a child of a process that used librnn can use it (and its
  *   models) at once. Fork while no librnn call runs in another thread, as with

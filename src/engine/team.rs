@@ -23,12 +23,14 @@
 //!
 //! A team whose members stall on each other — a quarter of its barrier
 //! waits slept and outlasted the waiter's own work, as when another process
-//! takes turns on a member's core — runs no faster than one thread, so the
-//! next calls run on one thread ([`capacity`]) for a spell, then try a team
-//! again. The spell starts at 10 ms and doubles while teams keep stalling,
-//! up to 200 ms, and halves after each team that did not stall: a core
-//! taken for a moment costs a few calls, one taken for good costs one
-//! stalled call in 200 ms.
+//! takes turns on a member's core — runs at the pace of its descheduled
+//! members, so for a spell the next calls run on a team without as many
+//! members as held that one up ([`capacity`]: the members that arrived last
+//! at barriers where others had gone to sleep; on two cores, one thread),
+//! then try a whole team again. The spell starts at 10 ms and doubles while
+//! teams keep stalling, up to 200 ms, and halves after each whole team that
+//! did not stall: a core taken for a moment costs a few calls, one taken
+//! for good costs one stalled call in 200 ms.
 //!
 //! Results do not depend on the split: every output element is computed by
 //! the same single FMA chain whichever member computes it (see
@@ -82,15 +84,23 @@ pub(crate) struct Barrier {
 #[derive(Debug)]
 struct Poisoned;
 
+/// How a member's wait at a barrier went.
+#[derive(Debug, Default, Clone, Copy)]
+struct Arrival {
+    /// It spun out and slept: the others kept it waiting.
+    slept: bool,
+    /// It arrived last and found others asleep: it kept them waiting.
+    held_up: bool,
+}
+
 /// How long a sleeping waiter sleeps before it looks at the poison flag.
 const NAP: Duration = Duration::from_millis(1);
 
 impl Barrier {
-    /// Waits until `parties` members (this one included) have arrived;
-    /// true if this member had to sleep.
-    fn wait(&self, parties: usize, poison: &AtomicBool) -> std::result::Result<bool, Poisoned> {
+    /// Waits until `parties` members (this one included) have arrived.
+    fn wait(&self, parties: usize, poison: &AtomicBool) -> std::result::Result<Arrival, Poisoned> {
         if parties <= 1 {
-            return Ok(false);
+            return Ok(Arrival::default());
         }
         // Read before arriving: the last arrival can only advance the
         // generation after this member's arrival, so after this load.
@@ -103,15 +113,19 @@ impl Barrier {
             self.generation
                 .0
                 .store(generation.wrapping_add(1), Ordering::SeqCst);
-            if self.sleepers.load(Ordering::SeqCst) > 0 {
+            let held_up = self.sleepers.load(Ordering::SeqCst) > 0;
+            if held_up {
                 let _held = self.lock.lock();
                 self.wake.notify_all();
             }
-            return Ok(false);
+            return Ok(Arrival {
+                slept: false,
+                held_up,
+            });
         }
         let passed = || self.generation.0.load(Ordering::SeqCst) != generation;
         if spin_until(&passed, poison)? {
-            return Ok(false);
+            return Ok(Arrival::default());
         }
         loop {
             self.sleepers.fetch_add(1, Ordering::SeqCst);
@@ -124,7 +138,10 @@ impl Barrier {
             }
             self.sleepers.fetch_sub(1, Ordering::SeqCst);
             if passed() {
-                return Ok(true);
+                return Ok(Arrival {
+                    slept: true,
+                    held_up: false,
+                });
             }
             if poison.load(Ordering::Relaxed) {
                 return Err(Poisoned);
@@ -186,6 +203,8 @@ struct TeamState {
     /// [`Member::barrier`]).
     waits: AtomicUsize,
     stalls: AtomicUsize,
+    /// Per member: the barriers it arrived at last, with others asleep.
+    held_up: Vec<AtomicUsize>,
 }
 
 impl TeamState {
@@ -194,6 +213,8 @@ impl TeamState {
         barriers.resize_with(places, Barrier::default);
         let mut claims = try_with_capacity(places, "the thread team")?;
         claims.resize_with(places, Padded::default);
+        let mut held_up = try_with_capacity(places, "the thread team")?;
+        held_up.resize_with(places, AtomicUsize::default);
         Ok(TeamState {
             roster: AtomicUsize::new(0),
             poison: AtomicBool::new(false),
@@ -202,6 +223,7 @@ impl TeamState {
             error: Mutex::new(None),
             waits: AtomicUsize::new(0),
             stalls: AtomicUsize::new(0),
+            held_up,
         })
     }
 
@@ -221,11 +243,13 @@ impl TeamState {
             since: Cell::new(Instant::now()),
             waits: Cell::new(0),
             stalls: Cell::new(0),
+            held_up: Cell::new(0),
         };
         let outcome = catch_unwind(AssertUnwindSafe(|| work(&member)));
         self.waits.fetch_add(member.waits.get(), Ordering::Relaxed);
         self.stalls
             .fetch_add(member.stalls.get(), Ordering::Relaxed);
+        self.held_up[index].fetch_add(member.held_up.get(), Ordering::Relaxed);
         match outcome {
             Ok(Ok(())) => {}
             Ok(Err(e)) => self.fail(e),
@@ -253,6 +277,8 @@ pub(crate) struct Member<'a> {
     /// peer took more than twice as long for the same share.
     waits: Cell<usize>,
     stalls: Cell<usize>,
+    /// The barriers it arrived at last while others slept.
+    held_up: Cell<usize>,
 }
 
 impl Member<'_> {
@@ -264,12 +290,15 @@ impl Member<'_> {
             return Ok(());
         }
         let arrived = Instant::now();
-        let slept = self.state.barriers[group]
+        let arrival = self.state.barriers[group]
             .wait(parties, &self.state.poison)
             .map_err(|Poisoned| Error::Internal("the call's thread team was abandoned".into()))?;
         let left = Instant::now();
         self.waits.set(self.waits.get() + 1);
-        if slept && left - arrived > arrived - self.since.get() {
+        if arrival.held_up {
+            self.held_up.set(self.held_up.get() + 1);
+        }
+        if arrival.slept && left - arrived > arrived - self.since.get() {
             self.stalls.set(self.stalls.get() + 1);
         }
         self.since.set(left);
@@ -332,7 +361,7 @@ impl Member<'_> {
     }
 }
 
-/// The shortest and the longest spell of one-thread calls after a team
+/// The shortest and the longest spell of smaller teams after a team
 /// stalled (see [`next_spell`]).
 const SOLO_MIN: Duration = Duration::from_millis(10);
 const SOLO_MAX: Duration = Duration::from_millis(200);
@@ -340,10 +369,15 @@ const SOLO_MAX: Duration = Duration::from_millis(200);
 /// The length of the latest spell, in nanoseconds (0: teams run).
 static SOLO_SPELL: AtomicU64 = AtomicU64::new(0);
 
-/// Until when (nanoseconds after [`epoch`]) calls run on one thread: a
-/// team whose members stalled on each other (another process on their
-/// cores) runs no faster than one thread, only less predictably.
+/// Until when (nanoseconds after [`epoch`]) teams have at most
+/// [`SPELL_MEMBERS`] members: a team whose members stalled on each other
+/// (another process on their cores) runs at the pace of the descheduled
+/// ones, only less predictably.
 static SOLO_UNTIL: AtomicU64 = AtomicU64::new(0);
+
+/// The members a team may have during the spell: the stalled team's, less
+/// those that held it up (at least one).
+static SPELL_MEMBERS: AtomicUsize = AtomicUsize::new(1);
 
 fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
@@ -382,10 +416,25 @@ fn next_spell(previous: u64, stalled: bool) -> u64 {
     }
 }
 
-/// After a team of at least 16 barrier waits: if a quarter or more were
-/// stalls, run calls on one thread for the next spell ([`next_spell`]),
-/// then try a team again; otherwise shorten the next spell.
-fn note_stalls(state: &TeamState) {
+/// The members of a team that held it up: those that arrived last at a
+/// quarter or more of its barriers where others had gone to sleep (at
+/// least one, even where the hold-ups were spread thin).
+fn laggards(state: &TeamState, size: usize) -> usize {
+    let held: Vec<usize> = state.held_up[..size]
+        .iter()
+        .map(|h| h.load(Ordering::Relaxed))
+        .collect();
+    let total: usize = held.iter().sum();
+    let laggards = held.iter().filter(|&&h| h > 0 && h * 4 >= total).count();
+    laggards.max(1)
+}
+
+/// After a team of `size` members (formed during a spell: `in_spell`) and
+/// at least 16 barrier waits: if a quarter or more were stalls, teams
+/// have at most `size` less its laggards ([`laggards`]) members for the
+/// next spell ([`next_spell`]); a whole team that did not stall shortens
+/// the next spell.
+fn note_stalls(state: &TeamState, size: usize, in_spell: bool) {
     let (waits, stalls) = (
         state.waits.load(Ordering::Relaxed),
         state.stalls.load(Ordering::Relaxed),
@@ -394,31 +443,41 @@ fn note_stalls(state: &TeamState) {
         return;
     }
     let stalled = stalls * 4 >= waits;
+    if !stalled && in_spell {
+        // A smaller team running freely says nothing about a whole one.
+        return;
+    }
     let spell = next_spell(SOLO_SPELL.load(Ordering::Relaxed), stalled);
     SOLO_SPELL.store(spell, Ordering::Relaxed);
     if stalled {
+        let members = size.saturating_sub(laggards(state, size)).max(1);
+        SPELL_MEMBERS.store(members, Ordering::Relaxed);
         SOLO_UNTIL.store(nanos_now().saturating_add(spell), Ordering::Relaxed);
     }
 }
 
 /// The team size a call can have now: the pool's threads, at most one per
-/// usable CPU, shared between the engine calls running at the same time.
+/// usable CPU, shared between the engine calls running at the same time,
+/// and during a spell after a stalled team at most [`SPELL_MEMBERS`].
 pub(crate) fn capacity() -> usize {
     #[cfg(test)]
     if let n @ 1.. = tests::FORCED_CAPACITY.load(Ordering::Relaxed) {
         return n.min(crate::threads::num_threads());
     }
-    if contended() {
-        return 1;
-    }
     let threads = crate::threads::num_threads().min(crate::threads::cores());
-    (threads / crate::threads::active_calls()).max(1)
+    let share = (threads / crate::threads::active_calls()).max(1);
+    if contended() {
+        share.min(SPELL_MEMBERS.load(Ordering::Relaxed)).max(1)
+    } else {
+        share
+    }
 }
 
 /// Runs `work` once on each member of a team of at most `wanted` threads
 /// (fewer if fewer can be had; `Member::size` says how many). Call from
 /// inside the pool (`threads::run`); `work` must not call rayon itself.
 pub(crate) fn run(wanted: usize, work: &(dyn Fn(&Member) -> Result<()> + Sync)) -> Result<()> {
+    let in_spell = contended();
     let wanted = wanted.min(capacity()).max(1);
     let state = TeamState::new(wanted)?;
     if wanted == 1 {
@@ -433,7 +492,8 @@ pub(crate) fn run(wanted: usize, work: &(dyn Fn(&Member) -> Result<()> + Sync)) 
             state.run_member(0, size, work);
         });
     }
-    note_stalls(&state);
+    let size = 1 + (state.roster.load(Ordering::Acquire) & !SEALED);
+    note_stalls(&state, size.min(wanted), in_spell);
     match state.error.into_inner() {
         Ok(None) => Ok(()),
         Ok(Some(e)) => Err(e),
@@ -902,6 +962,41 @@ pub(crate) mod tests {
         }
         assert_eq!(freed, [ms(100), ms(50), ms(25), ms(12) + 500_000, 0, 0]);
         assert_eq!(next_spell(0, false), 0);
+    }
+
+    #[test]
+    fn a_stalled_team_leaves_out_only_the_members_that_held_it_up() {
+        let _globals = hold_globals();
+        SOLO_SPELL.store(0, Ordering::Relaxed);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(4)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            // Four members on this machine's cores, whatever their count.
+            FORCED_CAPACITY.store(4, Ordering::Relaxed);
+            let formed = AtomicUsize::new(0);
+            let result = run(4, &|m: &Member| {
+                formed.store(m.size, Ordering::Relaxed);
+                for _ in 0..20 {
+                    if m.index == 0 && m.size > 1 {
+                        // Member 0 keeps being descheduled; the others wait.
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    m.barrier(0, m.size)?;
+                }
+                Ok(())
+            });
+            FORCED_CAPACITY.store(0, Ordering::Relaxed);
+            result.unwrap();
+            let size = formed.load(Ordering::Relaxed);
+            if size > 1 {
+                assert!(SOLO_UNTIL.load(Ordering::Relaxed) > 0);
+                assert_eq!(SPELL_MEMBERS.load(Ordering::Relaxed), size - 1);
+            }
+            SOLO_UNTIL.store(0, Ordering::Relaxed);
+            SOLO_SPELL.store(0, Ordering::Relaxed);
+        });
     }
 
     #[test]
