@@ -965,6 +965,10 @@ pub(crate) mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "timing: under Miri's thread scheduler the waits of four members need not count as stalls (the two-member stall test runs the same code there)"
+    )]
     fn a_stalled_team_leaves_out_only_the_members_that_held_it_up() {
         let _globals = hold_globals();
         SOLO_SPELL.store(0, Ordering::Relaxed);
