@@ -15,6 +15,7 @@ use super::pack::fill_panels;
 use super::SharedMut;
 use crate::error::{try_with_capacity, Result};
 use crate::kernels::fused::MatRow;
+use crate::kernels::transpose::Columns;
 use crate::kernels::Kernels;
 
 /// Multiply-adds below which a product runs on the calling thread: forking
@@ -202,15 +203,16 @@ pub(crate) fn transpose_gate_columns(
             // SAFETY: `Kernels` exists only for a supported ISA; the kernel
             // checks its slices' bounds.
             unsafe {
-                (kernels.table.transpose_columns)(
-                    &src[g * hp + j..],
-                    stride,
-                    (rows, len),
-                    &mut dst[c * out_stride..],
-                    out_stride,
-                    &mut sum[c..c + len],
+                (kernels.table.transpose_columns)(Columns {
+                    src: &src[g * hp + j..],
+                    src_stride: stride,
+                    rows,
+                    cols: len,
+                    dst: &mut dst[c * out_stride..],
+                    dst_stride: out_stride,
+                    sums: &mut sum[c..c + len],
                     stream,
-                )
+                })
             };
             c += len;
         }

@@ -142,10 +142,8 @@ pub(crate) struct StepKernels {
     pub panel_matmul: PanelMatmul,
 }
 
-/// `(src, src_stride, (rows, cols), dst, dst_stride, sums, stream)`, see
-/// `kernels::transpose::columns`.
-pub(crate) type TransposeColumns =
-    unsafe fn(&[f32], usize, (usize, usize), &mut [f32], usize, &mut [f64], bool);
+/// See `kernels::transpose::Columns`.
+pub(crate) type TransposeColumns = unsafe fn(crate::kernels::transpose::Columns<'_>);
 
 /// The kernels of one ISA, as function pointers. Only [`Kernels::for_isa`]
 /// hands them out, after checking the CPU supports the ISA.

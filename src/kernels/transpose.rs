@@ -3,8 +3,9 @@
 //! f64 sum over the rows (the bias gradients).
 //!
 //! Written once in portable Rust and compiled into each ISA's kernel table
-//! with its target features (as `quantize.rs`); AVX-512 replaces it with
-//! 16 × 16 tiles transposed in registers (`avx512::transpose_columns`).
+//! with its target features (as `quantize.rs`); AVX-512 and AVX2 replace
+//! its tile with 16 × 16 tiles transposed in registers
+//! (`avx512::Tile16`, `avx2::Tile16`), all driven by [`tiled`].
 //! Every version adds each column's values in row order, so the sums are
 //! the same bits on every ISA.
 
@@ -22,15 +23,33 @@ pub(crate) fn padded_stride(rows: usize) -> usize {
     TILE * (lines | 1)
 }
 
+/// One transpose: `dst[c·dst_stride + r] = src[r·src_stride + c]` for
+/// `rows × cols` values, and `sums[c] += src[r][c]` in f64 for each row in
+/// order; `stream` (the output will not be read before it leaves the
+/// caches) allows streaming stores where every column starts a line.
+pub(crate) struct Columns<'a> {
+    pub src: &'a [f32],
+    pub src_stride: usize,
+    pub rows: usize,
+    pub cols: usize,
+    pub dst: &'a mut [f32],
+    pub dst_stride: usize,
+    pub sums: &'a mut [f64],
+    pub stream: bool,
+}
+
 /// Asserts what [`tiled`] reads and writes is inside its slices.
-fn check(
-    src: &[f32],
-    src_stride: usize,
-    (rows, cols): (usize, usize),
-    dst: &[f32],
-    dst_stride: usize,
-    sums: &[f64],
-) {
+fn check(job: &Columns<'_>) {
+    let Columns {
+        src,
+        src_stride,
+        rows,
+        cols,
+        ref dst,
+        dst_stride,
+        ref sums,
+        ..
+    } = *job;
     assert!(sums.len() >= cols, "a sum per column");
     if rows == 0 || cols == 0 {
         return;
@@ -73,25 +92,25 @@ pub(crate) trait Tile {
     unsafe fn fence() {}
 }
 
-/// `dst[c·dst_stride + r] = src[r·src_stride + c]` for `rows × cols`
-/// values, and `sums[c] += src[r][c]` in f64 for each row in order: whole
-/// tiles by `T`, the ragged edges value by value. `stream` (the output
-/// will not be read before it leaves the caches) lets `T` write whole lines
-/// past them, where every column starts a line.
+/// Runs `job` ([`Columns`]): whole tiles by `T`, the ragged edges value
+/// by value; `T` streams its stores where `job.stream` and every column
+/// starts a line.
 ///
 /// # Safety
 /// The CPU has `T`'s ISA (the slices' bounds are checked here).
 #[inline(always)]
-pub(crate) unsafe fn tiled<T: Tile>(
-    src: &[f32],
-    src_stride: usize,
-    (rows, cols): (usize, usize),
-    dst: &mut [f32],
-    dst_stride: usize,
-    sums: &mut [f64],
-    stream: bool,
-) {
-    check(src, src_stride, (rows, cols), dst, dst_stride, sums);
+pub(crate) unsafe fn tiled<T: Tile>(job: Columns<'_>) {
+    check(&job);
+    let Columns {
+        src,
+        src_stride,
+        rows,
+        cols,
+        dst,
+        dst_stride,
+        sums,
+        stream,
+    } = job;
     let (full_rows, full_cols) = (rows / TILE * TILE, cols / TILE * TILE);
     let line = 64;
     let stream =
@@ -170,17 +189,9 @@ impl Tile for Portable {
 
 /// [`tiled`] with the portable tile (scalar and NEON; each ISA's table
 /// compiles it with its features).
-pub(crate) fn columns(
-    src: &[f32],
-    src_stride: usize,
-    size: (usize, usize),
-    dst: &mut [f32],
-    dst_stride: usize,
-    sums: &mut [f64],
-    stream: bool,
-) {
+pub(crate) fn columns(job: Columns<'_>) {
     // SAFETY: the portable tile needs no ISA beyond the baseline.
-    unsafe { tiled::<Portable>(src, src_stride, size, dst, dst_stride, sums, stream) }
+    unsafe { tiled::<Portable>(job) }
 }
 
 #[cfg(test)]
@@ -231,15 +242,16 @@ mod tests {
                 let mut sums = vec![0.25f64; cols];
                 // SAFETY: the ISA is supported (checked above).
                 unsafe {
-                    (kernels.table.transpose_columns)(
-                        &src,
+                    (kernels.table.transpose_columns)(Columns {
+                        src: &src,
                         src_stride,
-                        (rows, cols),
-                        &mut got,
+                        rows,
+                        cols,
+                        dst: &mut got,
                         dst_stride,
-                        &mut sums,
+                        sums: &mut sums,
                         stream,
-                    )
+                    })
                 };
                 assert_eq!(&got[..], &want[..], "{isa:?} {rows} x {cols} {stream}");
                 let bits = |s: &[f64]| s.iter().map(|v| v.to_bits()).collect::<Vec<_>>();

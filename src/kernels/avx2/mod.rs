@@ -154,17 +154,9 @@ super::fused::instantiate_kernels!(Avx2, #[target_feature(enable = "avx2,fma")])
 /// `transpose::columns` with whole 16 × 16 tiles in registers, as on
 /// AVX-512.
 #[target_feature(enable = "avx2")]
-unsafe fn transpose_columns(
-    src: &[f32],
-    src_stride: usize,
-    size: (usize, usize),
-    dst: &mut [f32],
-    dst_stride: usize,
-    sums: &mut [f64],
-    stream: bool,
-) {
+unsafe fn transpose_columns(job: transpose::Columns<'_>) {
     // SAFETY: this function has the tile's features.
-    unsafe { transpose::tiled::<Tile16>(src, src_stride, size, dst, dst_stride, sums, stream) }
+    unsafe { transpose::tiled::<Tile16>(job) }
 }
 
 /// A 16 × 16 tile as four 8 × 8 blocks transposed in registers, a

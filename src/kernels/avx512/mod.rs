@@ -242,17 +242,9 @@ pub(crate) fn bw_int8_steps() -> StepKernels {
 /// from dG: 1.1-2.5 → 0.6 ms on one core, measured on the EPYC VM of
 /// BENCHMARKS.md).
 #[target_feature(enable = "avx512f")]
-unsafe fn transpose_columns(
-    src: &[f32],
-    src_stride: usize,
-    size: (usize, usize),
-    dst: &mut [f32],
-    dst_stride: usize,
-    sums: &mut [f64],
-    stream: bool,
-) {
+unsafe fn transpose_columns(job: transpose::Columns<'_>) {
     // SAFETY: this function has the tile's features.
-    unsafe { transpose::tiled::<Tile16>(src, src_stride, size, dst, dst_stride, sums, stream) }
+    unsafe { transpose::tiled::<Tile16>(job) }
 }
 
 /// A 16 × 16 tile in sixteen registers; each row is added to the f64 sums

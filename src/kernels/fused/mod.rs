@@ -651,17 +651,9 @@ macro_rules! instantiate_kernels {
                 crate::kernels::quantize::quantize_row(x, out)
             }
             $(#[$attr])?
-            pub(crate) unsafe fn transpose_columns(
-                src: &[f32],
-                src_stride: usize,
-                size: (usize, usize),
-                dst: &mut [f32],
-                dst_stride: usize,
-                sums: &mut [f64],
-                stream: bool,
-            ) {
+            pub(crate) unsafe fn transpose_columns(job: crate::kernels::transpose::Columns<'_>) {
                 // The portable tiles, vectorised with this ISA's features.
-                crate::kernels::transpose::columns(src, src_stride, size, dst, dst_stride, sums, stream)
+                crate::kernels::transpose::columns(job)
             }
             $(#[$attr])?
             pub(crate) unsafe fn activation_in_place(f: &crate::config::ActivationFunction, x: &mut [f32]) {
