@@ -71,11 +71,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let input = Input::new(&x, t, n);
     model.forward_inference(&input)?; // packs the weights, warms up
     let reps = env("REPS").unwrap_or(20);
-    let start = Instant::now();
-    for _ in 0..reps {
+    let inference = mean_seconds(reps, || {
         std::hint::black_box(model.forward_inference(&input)?);
-    }
-    let inference = start.elapsed().as_secs_f64() / reps as f64;
+        Ok(())
+    })?;
     print!(
         "{cell:?} H{h} N{n} T{t} {direction:?} on {} in {}: inference {:.2} ms, {:.1} GFLOP/s",
         model.isa()?.name(),
@@ -95,11 +94,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Ok(())
         };
         train_step()?; // warm-up
-        let start = Instant::now();
-        for _ in 0..reps {
-            train_step()?;
-        }
-        let training = start.elapsed().as_secs_f64() / reps as f64;
+        let training = mean_seconds(reps, train_step)?;
         print!(
             "; training{} {:.2} ms, {:.1} GFLOP/s",
             if update {
@@ -111,11 +106,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             3.0 * flops / training / 1e9
         );
         if env("SPLIT") == Some(1) {
-            let start = Instant::now();
-            for _ in 0..reps {
+            let forward = mean_seconds(reps, || {
                 std::hint::black_box(model.forward_training(&input)?);
-            }
-            let forward = start.elapsed().as_secs_f64() / reps as f64;
+                Ok(())
+            })?;
             print!(
                 " (forward {:.2} ms, backward {:.2} ms)",
                 forward * 1e3,
@@ -125,4 +119,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!();
     Ok(())
+}
+
+/// The mean time of `reps` calls of `call`, in seconds.
+fn mean_seconds(
+    reps: usize,
+    mut call: impl FnMut() -> Result<(), rnn::Error>,
+) -> Result<f64, rnn::Error> {
+    let start = Instant::now();
+    for _ in 0..reps {
+        call()?;
+    }
+    Ok(start.elapsed().as_secs_f64() / reps as f64)
 }

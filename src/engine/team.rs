@@ -227,6 +227,12 @@ impl TeamState {
         })
     }
 
+    /// Members of the team once the roster is sealed: the caller and the
+    /// workers that joined.
+    fn size(&self) -> usize {
+        1 + (self.roster.load(Ordering::Acquire) & !SEALED)
+    }
+
     /// Records `e` unless an earlier error is there, then poisons the team.
     fn fail(&self, e: Error) {
         if let Ok(mut slot) = self.error.lock() {
@@ -363,17 +369,17 @@ impl Member<'_> {
 
 /// The shortest and the longest spell of smaller teams after a team
 /// stalled (see [`next_spell`]).
-const SOLO_MIN: Duration = Duration::from_millis(10);
-const SOLO_MAX: Duration = Duration::from_millis(200);
+const SPELL_MIN: Duration = Duration::from_millis(10);
+const SPELL_MAX: Duration = Duration::from_millis(200);
 
 /// The length of the latest spell, in nanoseconds (0: teams run).
-static SOLO_SPELL: AtomicU64 = AtomicU64::new(0);
+static SPELL_NANOS: AtomicU64 = AtomicU64::new(0);
 
 /// Until when (nanoseconds after [`epoch`]) teams have at most
 /// [`SPELL_MEMBERS`] members: a team whose members stalled on each other
 /// (another process on their cores) runs at the pace of the descheduled
 /// ones, only less predictably.
-static SOLO_UNTIL: AtomicU64 = AtomicU64::new(0);
+static SPELL_UNTIL: AtomicU64 = AtomicU64::new(0);
 
 /// The members a team may have during the spell: the stalled team's, less
 /// those that held it up (at least one).
@@ -388,16 +394,16 @@ fn nanos_now() -> u64 {
     u64::try_from(epoch().elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// Whether a recent team stalled (see [`SOLO_UNTIL`]).
+/// Whether a recent team stalled (see [`SPELL_UNTIL`]).
 fn contended() -> bool {
-    let until = SOLO_UNTIL.load(Ordering::Relaxed);
+    let until = SPELL_UNTIL.load(Ordering::Relaxed);
     until != 0 && nanos_now() < until
 }
 
-/// The next spell of one-thread calls, in nanoseconds, after one of
-/// `previous` and a team that `stalled`: the first is [`SOLO_MIN`], each
-/// stalled team doubles it up to [`SOLO_MAX`], each team that ran freely
-/// halves it (and below [`SOLO_MIN`], teams run with no spell).
+/// The next spell of smaller teams, in nanoseconds, after one of
+/// `previous` and a team that `stalled`: the first is [`SPELL_MIN`], each
+/// stalled team doubles it up to [`SPELL_MAX`], each team that ran freely
+/// halves it (and below [`SPELL_MIN`], teams run with no spell).
 ///
 /// Measured on 2 cores with another process on one of them (BENCHMARKS.md,
 /// "Stalled teams"): a fixed 200 ms spell let a 5 % share of a core,
@@ -405,8 +411,8 @@ fn contended() -> bool {
 /// core taken for good needs the long spells.
 fn next_spell(previous: u64, stalled: bool) -> u64 {
     let (min, max) = (
-        u64::try_from(SOLO_MIN.as_nanos()).unwrap_or(u64::MAX),
-        u64::try_from(SOLO_MAX.as_nanos()).unwrap_or(u64::MAX),
+        u64::try_from(SPELL_MIN.as_nanos()).unwrap_or(u64::MAX),
+        u64::try_from(SPELL_MAX.as_nanos()).unwrap_or(u64::MAX),
     );
     match (stalled, previous) {
         (true, 0) => min,
@@ -420,13 +426,13 @@ fn next_spell(previous: u64, stalled: bool) -> u64 {
 /// quarter or more of its barriers where others had gone to sleep (at
 /// least one, even where the hold-ups were spread thin).
 fn laggards(state: &TeamState, size: usize) -> usize {
-    let held: Vec<usize> = state.held_up[..size]
-        .iter()
-        .map(|h| h.load(Ordering::Relaxed))
-        .collect();
-    let total: usize = held.iter().sum();
-    let laggards = held.iter().filter(|&&h| h > 0 && h * 4 >= total).count();
-    laggards.max(1)
+    let held = || {
+        state.held_up[..size]
+            .iter()
+            .map(|h| h.load(Ordering::Relaxed))
+    };
+    let total: usize = held().sum();
+    held().filter(|&h| h > 0 && h * 4 >= total).count().max(1)
 }
 
 /// After a team of `size` members (formed during a spell: `in_spell`) and
@@ -447,12 +453,12 @@ fn note_stalls(state: &TeamState, size: usize, in_spell: bool) {
         // A smaller team running freely says nothing about a whole one.
         return;
     }
-    let spell = next_spell(SOLO_SPELL.load(Ordering::Relaxed), stalled);
-    SOLO_SPELL.store(spell, Ordering::Relaxed);
+    let spell = next_spell(SPELL_NANOS.load(Ordering::Relaxed), stalled);
+    SPELL_NANOS.store(spell, Ordering::Relaxed);
     if stalled {
         let members = size.saturating_sub(laggards(state, size)).max(1);
         SPELL_MEMBERS.store(members, Ordering::Relaxed);
-        SOLO_UNTIL.store(nanos_now().saturating_add(spell), Ordering::Relaxed);
+        SPELL_UNTIL.store(nanos_now().saturating_add(spell), Ordering::Relaxed);
     }
 }
 
@@ -460,16 +466,22 @@ fn note_stalls(state: &TeamState, size: usize, in_spell: bool) {
 /// usable CPU, shared between the engine calls running at the same time,
 /// and during a spell after a stalled team at most [`SPELL_MEMBERS`].
 pub(crate) fn capacity() -> usize {
+    capacity_and_spell().0
+}
+
+/// [`capacity`], and whether a spell is on.
+fn capacity_and_spell() -> (usize, bool) {
     #[cfg(test)]
     if let n @ 1.. = tests::FORCED_CAPACITY.load(Ordering::Relaxed) {
-        return n.min(crate::threads::num_threads());
+        return (n.min(crate::threads::num_threads()), false);
     }
     let threads = crate::threads::num_threads().min(crate::threads::cores());
     let share = (threads / crate::threads::active_calls()).max(1);
     if contended() {
-        share.min(SPELL_MEMBERS.load(Ordering::Relaxed)).max(1)
+        let spell = SPELL_MEMBERS.load(Ordering::Relaxed);
+        (share.min(spell).max(1), true)
     } else {
-        share
+        (share, false)
     }
 }
 
@@ -477,8 +489,8 @@ pub(crate) fn capacity() -> usize {
 /// (fewer if fewer can be had; `Member::size` says how many). Call from
 /// inside the pool (`threads::run`); `work` must not call rayon itself.
 pub(crate) fn run(wanted: usize, work: &(dyn Fn(&Member) -> Result<()> + Sync)) -> Result<()> {
-    let in_spell = contended();
-    let wanted = wanted.min(capacity()).max(1);
+    let (most, in_spell) = capacity_and_spell();
+    let wanted = wanted.min(most).max(1);
     let state = TeamState::new(wanted)?;
     if wanted == 1 {
         state.run_member(0, 1, work);
@@ -488,12 +500,11 @@ pub(crate) fn run(wanted: usize, work: &(dyn Fn(&Member) -> Result<()> + Sync)) 
             for _ in 1..wanted {
                 scope.spawn(move |_| join(state, work));
             }
-            let size = 1 + seal(state, wanted - 1);
-            state.run_member(0, size, work);
+            seal(state, wanted - 1);
+            state.run_member(0, state.size(), work);
         });
     }
-    let size = 1 + (state.roster.load(Ordering::Acquire) & !SEALED);
-    note_stalls(&state, size.min(wanted), in_spell);
+    note_stalls(&state, state.size(), in_spell);
     match state.error.into_inner() {
         Ok(None) => Ok(()),
         Ok(Some(e)) => Err(e),
@@ -517,8 +528,8 @@ pub(crate) fn run_shares(
 }
 
 /// The caller: waits up to [`CHECK_IN`] for `places` members, then seals
-/// the roster; returns how many joined.
-fn seal(state: &TeamState, places: usize) -> usize {
+/// the roster ([`TeamState::size`] then says how many joined).
+fn seal(state: &TeamState, places: usize) {
     let deadline = Instant::now() + CHECK_IN;
     let mut spins = 0u32;
     while state.roster.load(Ordering::Acquire) < places && Instant::now() < deadline {
@@ -530,8 +541,7 @@ fn seal(state: &TeamState, places: usize) -> usize {
             std::hint::spin_loop();
         }
     }
-    let joined = state.roster.fetch_or(SEALED, Ordering::AcqRel);
-    joined & !SEALED
+    state.roster.fetch_or(SEALED, Ordering::AcqRel);
 }
 
 /// A worker offered a place: takes it unless the roster is sealed, waits
@@ -556,8 +566,7 @@ fn join(state: &TeamState, work: &(dyn Fn(&Member) -> Result<()> + Sync)) {
     let never = AtomicBool::new(false);
     let sealed = || state.roster.load(Ordering::Acquire) & SEALED != 0;
     if wait_until(sealed, &never).is_ok() {
-        let size = 1 + (state.roster.load(Ordering::Acquire) & !SEALED);
-        state.run_member(index, size, work);
+        state.run_member(index, state.size(), work);
     }
 }
 
@@ -902,48 +911,56 @@ pub(crate) mod tests {
         }
     }
 
-    #[test]
-    fn a_team_whose_members_stall_makes_the_next_calls_solo() {
-        let _globals = hold_globals();
-        SOLO_SPELL.store(0, Ordering::Relaxed);
+    /// Runs a team of up to `members` on a pool of as many threads, whose
+    /// member 0 keeps being descheduled (it sleeps 2 ms before each of 20
+    /// barriers, where the others wait), after clearing any spell; returns
+    /// the team's size. The caller holds [`hold_globals`].
+    fn team_with_a_descheduled_member(members: usize) -> usize {
+        SPELL_NANOS.store(0, Ordering::Relaxed);
+        SPELL_UNTIL.store(0, Ordering::Relaxed);
         let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
+            .num_threads(members)
             .build()
             .unwrap();
+        let formed = AtomicUsize::new(0);
         pool.install(|| {
-            let formed = AtomicUsize::new(0);
-            run(2, &|m: &Member| {
+            run(members, &|m: &Member| {
                 formed.store(m.size, Ordering::Relaxed);
                 for _ in 0..20 {
-                    if m.index == 0 && m.size == 2 {
-                        // Member 0 keeps being descheduled.
+                    if m.index == 0 && m.size > 1 {
                         std::thread::sleep(Duration::from_millis(2));
                     }
                     m.barrier(0, m.size)?;
                 }
                 Ok(())
             })
-            .unwrap();
-            if formed.load(Ordering::Relaxed) == 2 {
-                // The first spell is 10 ms: a loaded machine may have let it
-                // pass already, so the capacity is checked only within it.
-                let cap = capacity();
-                let until = SOLO_UNTIL.load(Ordering::Relaxed);
-                // At least the first spell (another test's team may have
-                // stalled too on a loaded machine).
-                assert!(SOLO_SPELL.load(Ordering::Relaxed) >= 10_000_000);
-                assert!(until > 0);
-                if nanos_now() < until {
-                    assert_eq!(cap, 1);
-                }
-            }
-            SOLO_UNTIL.store(0, Ordering::Relaxed);
-            SOLO_SPELL.store(0, Ordering::Relaxed);
-        });
+        })
+        .unwrap();
+        formed.load(Ordering::Relaxed)
     }
 
     #[test]
-    fn spells_of_one_thread_double_while_teams_stall_and_halve_after() {
+    fn a_team_whose_members_stall_makes_the_next_calls_solo() {
+        let _globals = hold_globals();
+        if team_with_a_descheduled_member(2) == 2 {
+            // The first spell is 10 ms: a loaded machine may have let it
+            // pass already, so the capacity is checked only within it.
+            let cap = capacity();
+            let until = SPELL_UNTIL.load(Ordering::Relaxed);
+            // At least the first spell (another test's team may have
+            // stalled too on a loaded machine).
+            assert!(SPELL_NANOS.load(Ordering::Relaxed) >= 10_000_000);
+            assert!(until > 0);
+            if nanos_now() < until {
+                assert_eq!(cap, 1);
+            }
+        }
+        SPELL_UNTIL.store(0, Ordering::Relaxed);
+        SPELL_NANOS.store(0, Ordering::Relaxed);
+    }
+
+    #[test]
+    fn spells_double_while_teams_stall_and_halve_after() {
         let ms = |n: u64| n * 1_000_000;
         let mut spell = 0;
         let mut spells = Vec::new();
@@ -971,36 +988,16 @@ pub(crate) mod tests {
     )]
     fn a_stalled_team_leaves_out_only_the_members_that_held_it_up() {
         let _globals = hold_globals();
-        SOLO_SPELL.store(0, Ordering::Relaxed);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(4)
-            .build()
-            .unwrap();
-        pool.install(|| {
-            // Four members on this machine's cores, whatever their count.
-            FORCED_CAPACITY.store(4, Ordering::Relaxed);
-            let formed = AtomicUsize::new(0);
-            let result = run(4, &|m: &Member| {
-                formed.store(m.size, Ordering::Relaxed);
-                for _ in 0..20 {
-                    if m.index == 0 && m.size > 1 {
-                        // Member 0 keeps being descheduled; the others wait.
-                        std::thread::sleep(Duration::from_millis(2));
-                    }
-                    m.barrier(0, m.size)?;
-                }
-                Ok(())
-            });
-            FORCED_CAPACITY.store(0, Ordering::Relaxed);
-            result.unwrap();
-            let size = formed.load(Ordering::Relaxed);
-            if size > 1 {
-                assert!(SOLO_UNTIL.load(Ordering::Relaxed) > 0);
-                assert_eq!(SPELL_MEMBERS.load(Ordering::Relaxed), size - 1);
-            }
-            SOLO_UNTIL.store(0, Ordering::Relaxed);
-            SOLO_SPELL.store(0, Ordering::Relaxed);
-        });
+        // Four members on this machine's cores, whatever their count.
+        FORCED_CAPACITY.store(4, Ordering::Relaxed);
+        let size = team_with_a_descheduled_member(4);
+        FORCED_CAPACITY.store(0, Ordering::Relaxed);
+        if size > 1 {
+            assert!(SPELL_UNTIL.load(Ordering::Relaxed) > 0);
+            assert_eq!(SPELL_MEMBERS.load(Ordering::Relaxed), size - 1);
+        }
+        SPELL_UNTIL.store(0, Ordering::Relaxed);
+        SPELL_NANOS.store(0, Ordering::Relaxed);
     }
 
     #[test]
