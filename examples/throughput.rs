@@ -6,6 +6,7 @@
 //! `LAYERS` layers (default 1), bidirectional (concatenated) with `BIDIR=1`;
 //! the ISA follows `RNN_ISA` and the threads `RAYON_NUM_THREADS`;
 //! `PRECISION=bf16` or `int8` runs inference on reduced-precision weights
+//! (bf16 says where LSTM and GRU round their rows, see `RNN_BF16_DOT`)
 //! (training is then skipped: it runs in f32); `ACTIVATIONS=HardSigmoid,Softsign,Elu`
 //! sets each role's ONNX function (onnxruntime's default α and β).
 //! Prints GFLOP/s of inference and, unless `inference` is given, of
@@ -75,8 +76,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::hint::black_box(model.forward_inference(&input)?);
         Ok(())
     })?;
+    // Whether bf16 LSTM/GRU layers round their rows (RNN_BF16_DOT).
+    let rows = if precision == rnn::Precision::Bf16
+        && cell != CellKind::Rnn
+        && rnn::kernels::dispatch::bf16_rounds_rows(model.isa()?)?
+    {
+        " (rows rounded, vdpbf16ps)".to_string()
+    } else {
+        String::new()
+    };
+    if precision == rnn::Precision::Bf16 {
+        if let Some(rate) = rnn::kernels::dispatch::measure_bf16_dot_rate() {
+            println!("vdpbf16ps issues at {rate:.2}x the FMA rate here");
+        }
+    }
     print!(
-        "{cell:?} H{h} N{n} T{t} {direction:?} on {} in {}: inference {:.2} ms, {:.1} GFLOP/s",
+        "{cell:?} H{h} N{n} T{t} {direction:?} on {} in {}{rows}: inference {:.2} ms, {:.1} GFLOP/s",
         model.isa()?.name(),
         precision.name(),
         inference * 1e3,

@@ -3,8 +3,10 @@
 //!
 //! Reduced precision applies to the weight products (`W`, `R` and the LSTM
 //! projection): the weights are rounded once, when the model packs them.
-//! bf16 multiplies f32 rows by them; int8 also quantises each row it
-//! multiplies (inputs and states, once per step). The biases, the
+//! bf16 multiplies f32 rows by them (or, for LSTM and GRU on CPUs where
+//! `vdpbf16ps` pays, rows rounded to bf16: see [`Precision::Bf16`]); int8
+//! also quantises each row it multiplies (inputs and states, once per
+//! step). The biases, the
 //! peepholes, the gate non-linearities, the cell state and the outputs stay
 //! f32. Training always runs in f32 on the f32 parameters, which a model
 //! keeps whatever its precision.
@@ -46,6 +48,22 @@ pub enum Precision {
     /// rounded-weight f32 model rather than equal to it (1e-4 is tested),
     /// and as accurate against f32 as the other ISAs; a batch of one runs
     /// the widening kernels there (see `Kernels::layer_steps`).
+    ///
+    /// On [`Isa::Avx512`](crate::Isa::Avx512), where the CPU has AVX-512
+    /// BF16 and issues `vdpbf16ps` at least three quarters as often as an
+    /// FMA (measured once per process: Zen 4 does, Sapphire Rapids does
+    /// not), LSTM and GRU layers round their rows (inputs, states, GRU's
+    /// `r ⊙ h`, the projection's input) to bf16 too, once per step, and
+    /// multiply them with `vdpbf16ps`: twice the products per instruction,
+    /// 1.6-1.8× the widening path at batch (BENCHMARKS.md). Their outputs
+    /// are then within about 1e-3 of the rounded-weight f32 model (5e-3 is
+    /// tested) and within 4e-3 of f32 on DESIGN.md's shapes (1e-2 is
+    /// tested), and differ between CPUs that choose differently.
+    /// Vanilla RNN layers keep their rows in f32: rounded, they reached
+    /// 1.01e-2 of f32. The environment variable `RNN_BF16_DOT` overrides
+    /// the measurement: `on` wherever the CPU has the instruction, `off`
+    /// never (the same bits as every other ISA); see
+    /// [`bf16_rounds_rows`](crate::kernels::dispatch::bf16_rounds_rows).
     Bf16,
     /// int8 weights, quantised symmetrically per output (one f32 scale per
     /// row of `W`, `R` and the projection: `max |w| / 127`), a quarter of

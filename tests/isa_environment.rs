@@ -1,7 +1,7 @@
-//! `RNN_ISA` is checked where a C user makes a model, not at the first
-//! call: an unknown name is RNN_INVALID_ARGUMENT, an ISA this CPU lacks
-//! RNN_UNSUPPORTED, both naming the variable. `RNN_ISA` is read once per
-//! process, so each case runs this test again in a child process.
+//! `RNN_ISA` and `RNN_BF16_DOT` are checked where a C user makes a model,
+//! not at the first call: an unknown value is RNN_INVALID_ARGUMENT, an ISA
+//! this CPU lacks RNN_UNSUPPORTED, each naming the variable. Both are read
+//! once per process, so each case runs this test again in a child process.
 
 mod common;
 
@@ -12,8 +12,10 @@ use rnn::ffi::{rnn_config_default, rnn_model_create, rnn_status};
 const CHILD: &str = "LIBRNN_TEST_ISA_EXPECT";
 const NAME: &str = "a_bad_rnn_isa_is_reported_where_a_model_is_made";
 
-/// In the child: make a model and check the answer.
+/// In the child: make a model and check the answer (`expect` is
+/// `invalid` or `unsupported`, then `:` and the variable's name).
 fn child(expect: &str) {
+    let (expect, variable) = expect.split_once(':').expect("expect:VARIABLE");
     let mut config = rnn_config_default();
     config.input_size = 3;
     config.hidden_size = 4;
@@ -24,11 +26,11 @@ fn child(expect: &str) {
         "unsupported" => rnn_status::RNN_UNSUPPORTED,
         _ => rnn_status::RNN_INVALID_ARGUMENT,
     };
-    assert_eq!(status, want, "RNN_ISA={:?}", std::env::var("RNN_ISA"));
+    assert_eq!(status, want, "{variable}={:?}", std::env::var(variable));
     assert!(model.is_null(), "no model on failure");
     // SAFETY: a NUL-terminated, thread-local message.
     let message = unsafe { std::ffi::CStr::from_ptr(rnn::ffi::rnn_last_error_message()) };
-    assert!(message.to_string_lossy().contains("RNN_ISA"), "{message:?}");
+    assert!(message.to_string_lossy().contains(variable), "{message:?}");
 }
 
 #[test]
@@ -47,16 +49,22 @@ fn a_bad_rnn_isa_is_reported_where_a_model_is_made() {
     } else {
         "neon"
     };
-    for (value, expect) in [("sse9", "invalid"), (missing, "unsupported")] {
+    let cases = [
+        ("RNN_ISA", "sse9", "invalid"),
+        ("RNN_ISA", missing, "unsupported"),
+        ("RNN_BF16_DOT", "sideways", "invalid"),
+    ];
+    for (variable, value, expect) in cases {
         let run = Command::new(std::env::current_exe().unwrap())
             .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
-            .env("RNN_ISA", value)
-            .env(CHILD, expect)
+            .env_remove("RNN_ISA")
+            .env(variable, value)
+            .env(CHILD, format!("{expect}:{variable}"))
             .output();
         let out = run.expect("the test binary starts again");
         assert!(
             out.status.success(),
-            "RNN_ISA={value}: {}",
+            "{variable}={value}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
     }

@@ -42,6 +42,13 @@ fn rounded_weights(model: &Model) -> Model {
 /// two bf16 parts of a row carry 16 of its 24 significant bits.
 const AMX_TOLERANCE: f32 = 1e-4;
 
+/// How far a bf16 LSTM or GRU whose rows are rounded to bf16 too
+/// (`vdpbf16ps`, see `rnn::kernels::dispatch::bf16_rounds_rows`) may be
+/// from the f32 model with rounded weights: each input and state value
+/// carries 8 significant bits, a relative 2⁻⁹. (The largest distance
+/// measured over these cases was 1.0e-3.)
+const ROUNDED_ROWS_TOLERANCE: f32 = 5e-3;
+
 #[test]
 fn bf16_equals_f32_with_rounded_weights_bit_for_bit_on_every_isa() {
     let mut rng = SplitMix64::new(11);
@@ -73,16 +80,25 @@ fn bf16_equals_f32_with_rounded_weights_bit_for_bit_on_every_isa() {
                         .forward_inference(&x)
                         .unwrap();
                     let got = bf16.forward_inference(&x).unwrap();
-                    if isa == Isa::Amx {
+                    let rounded_rows = config.cell() != rnn::CellKind::Rnn
+                        && rnn::kernels::dispatch::bf16_rounds_rows(isa).unwrap();
+                    if isa == Isa::Amx || rounded_rows {
                         // Tile products: states and inputs carried to 16
-                        // significant bits, sums in another order.
+                        // significant bits, sums in another order; or
+                        // rows rounded to bf16 (8 bits) for vdpbf16ps.
                         let mut err = max_diff(&got.y, &want.y).max(max_diff(&got.h_n, &want.h_n));
                         if let (Some(a), Some(b)) = (&got.c_n, &want.c_n) {
                             err = err.max(max_diff(a, b));
                         }
+                        let bound = if rounded_rows {
+                            ROUNDED_ROWS_TOLERANCE
+                        } else {
+                            AMX_TOLERANCE
+                        };
                         assert!(
-                            err <= AMX_TOLERANCE,
-                            "{name} {direction:?} I={input} H={hidden} on amx: {err:e} from f32 with rounded weights"
+                            err <= bound,
+                            "{name} {direction:?} I={input} H={hidden} on {}: {err:e} from f32 with rounded weights",
+                            isa.name()
                         );
                         continue;
                     }

@@ -11,10 +11,9 @@ use std::sync::Arc;
 use crate::config::{CellKind, Config, Direction, GruVariant, Layout};
 use crate::error::{try_vec, try_with_capacity, try_zeros_untouched, Result};
 use crate::io::{swap_outer_axes_into, to_time_major, Input, Output, Shapes};
+use crate::kernels::dispatch::StepKernels;
 use crate::kernels::fused::{GateFns, MatRow, StepParams, StepRow};
-use crate::kernels::quantize::row_words;
 use crate::kernels::Kernels;
-use crate::precision::Precision;
 
 /// What backward needs from one layer and direction; every buffer has one
 /// row per (time, item), row index `t·N + b`, padded like the kernels' rows.
@@ -163,15 +162,16 @@ unsafe fn project(
     let gh = g * pb.hp;
     let mut mat_rows: Vec<MatRow> =
         try_with_capacity(PROJECTION_ROWS, "a projection block's row list")?;
-    // int8 multiplies each x row quantised, once per block of rows.
-    let mut quantized = QuantizedRows::new(kernels, pb, PROJECTION_ROWS, input)?;
+    // A format with converted rows converts each x row once per block.
+    let steps = kernels.layer_steps(pb.precision, batch, pb.cell);
+    let mut converted = ConvertedRows::new(steps, PROJECTION_ROWS, input)?;
     let mut rows = rows.peekable();
     while rows.peek().is_some() {
         mat_rows.clear();
         for (i, r) in rows.by_ref().take(PROJECTION_ROWS).enumerate() {
             let x_row = &x[r * input..(r + 1) * input];
             mat_rows.push(MatRow {
-                a: quantized.row(i, x_row).unwrap_or(x_row.as_ptr()),
+                a: converted.row(i, x_row).unwrap_or(x_row.as_ptr()),
                 // SAFETY: row r of xw is inside it (the caller's contract).
                 out: unsafe { xw.at(r * gh + first * g * u) },
             });
@@ -182,7 +182,7 @@ unsafe fn project(
         // bounds-checked.
         let panel = g * pb.words(input) * u;
         unsafe {
-            (kernels.layer_steps(pb.precision, batch).panel_matmul)(
+            (steps.panel_matmul)(
                 input,
                 (end - first) * g * u,
                 &pb.w_panels[first * panel..end * panel],
@@ -194,12 +194,13 @@ unsafe fn project(
     Ok(())
 }
 
-/// Quantised copies of a block's rows, for int8 weights (see
-/// `engine::quantize`); empty in other precisions. Every pointer it hands
-/// out derives from one base pointer, so writing one row never invalidates
-/// another's pointer.
-struct QuantizedRows {
-    kernels: Kernels,
+/// Converted copies of a block's rows, for a format that multiplies rows
+/// in its own words (`StepKernels::rows`: int8's quantised rows, see
+/// `engine::quantize`; bf16 rows rounded for `vdpbf16ps`); empty for
+/// formats that read f32 rows. Every pointer it hands out derives from one
+/// base pointer, so writing one row never invalidates another's pointer.
+struct ConvertedRows {
+    steps: StepKernels,
     _buf: Vec<f32>,
     base: *mut f32,
     rows: usize,
@@ -207,18 +208,16 @@ struct QuantizedRows {
     words: usize,
 }
 
-impl QuantizedRows {
-    /// Room for `rows` rows of `k` values when `pb`'s precision is int8.
-    fn new(kernels: Kernels, pb: &PackedBlock, rows: usize, k: usize) -> Result<Self> {
-        let words = row_words(k);
-        let rows = if pb.precision == Precision::Int8 {
-            rows
-        } else {
-            0
+impl ConvertedRows {
+    /// Room for `rows` rows of `k` values where `steps` converts rows.
+    fn new(steps: &StepKernels, rows: usize, k: usize) -> Result<Self> {
+        let (rows, words) = match steps.rows {
+            Some(conversion) => (rows, (conversion.words)(k)),
+            None => (0, 0),
         };
-        let mut buf = try_vec(rows * words, 0.0, "quantised rows")?;
-        Ok(QuantizedRows {
-            kernels,
+        let mut buf = try_vec(rows * words, 0.0, "converted rows")?;
+        Ok(ConvertedRows {
+            steps: *steps,
             base: buf.as_mut_ptr(),
             _buf: buf,
             rows,
@@ -226,20 +225,20 @@ impl QuantizedRows {
         })
     }
 
-    /// Where row `i` is (null when rows are not quantised).
+    /// Where row `i` is (null when rows are not converted).
     fn slot(&self, i: usize) -> *const f32 {
         match self.rows {
             0 => std::ptr::null(),
             _ => {
-                assert!(i < self.rows, "quantised row {i} of {}", self.rows);
+                assert!(i < self.rows, "converted row {i} of {}", self.rows);
                 // SAFETY: row i is inside the buffer.
                 unsafe { self.base.add(i * self.words) }
             }
         }
     }
 
-    /// Quantises `values` as row `i` and returns where it is; `None` when
-    /// rows are not quantised.
+    /// Converts `values` as row `i` and returns where it is; `None` when
+    /// rows are not converted.
     fn row(&mut self, i: usize, values: &[f32]) -> Option<*const f32> {
         let slot = self.slot(i);
         if slot.is_null() {
@@ -248,12 +247,12 @@ impl QuantizedRows {
         // SAFETY: row i is inside the buffer (`slot` checked), and `&mut
         // self` means no pointer to it is being read now.
         let row = unsafe { std::slice::from_raw_parts_mut(slot.cast_mut(), self.words) };
-        self.kernels.quantize_row(values, row);
+        self.steps.convert_row(values, row);
         Some(slot)
     }
 
     /// [`row`](Self::row) from `k` floats at `values`; null when rows are
-    /// not quantised.
+    /// not converted.
     ///
     /// # Safety
     /// `values` points to `k` readable floats that no thread writes meanwhile.
@@ -704,20 +703,21 @@ impl DirRun<'_> {
             panels,
             gru_phases: (true, true),
         };
-        // int8: each member quantises the rows its products read, once per
-        // step: h₋₁, r ⊙ h between GRU's phases, and m before the projection.
-        let int8 = pb.precision == Precision::Int8;
-        let mut h_q = QuantizedRows::new(self.kernels, pb, nb, st)?;
-        let mut aux_q = QuantizedRows::new(self.kernels, pb, if gru && !lbr { nb } else { 0 }, st)?;
-        let mut m_q = QuantizedRows::new(self.kernels, pb, if proj { nb } else { 0 }, h)?;
+        // A format with converted rows (int8, bf16 rounded): each member
+        // converts the rows its products read, once per step: h₋₁, r ⊙ h
+        // between GRU's phases, and m before the projection.
+        let steps = self.kernels.layer_steps(pb.precision, self.batch, pb.cell);
+        let converted = steps.rows.is_some();
+        let mut h_q = ConvertedRows::new(steps, nb, st)?;
+        let mut aux_q = ConvertedRows::new(steps, if gru && !lbr { nb } else { 0 }, st)?;
+        let mut m_q = ConvertedRows::new(steps, if proj { nb } else { 0 }, h)?;
         // Reset-before-matmul GRU's n gate reads r ⊙ h of every unit (and
-        // with int8, its quantised copy, made between the phases).
-        let phases: &[(bool, bool)] = if gru && !lbr && (share.parts > 1 || int8) {
+        // its converted copy, made between the phases).
+        let phases: &[(bool, bool)] = if gru && !lbr && (share.parts > 1 || converted) {
             &[(true, false), (false, true)]
         } else {
             &[(true, true)]
         };
-        let steps = self.kernels.layer_steps(pb.precision, self.batch);
         let step = match cfg.cell() {
             CellKind::Lstm => steps.lstm_step,
             CellKind::Gru => steps.gru_step,
@@ -875,7 +875,7 @@ impl DirRun<'_> {
                     chunk_rows.clear();
                     chunk_rows.extend(proj_rows.iter().enumerate().map(|(i, r): (_, &MatRow)| {
                         MatRow {
-                            a: if int8 { m_q.slot(i) } else { r.a },
+                            a: if converted { m_q.slot(i) } else { r.a },
                             out: r.out.wrapping_add(first * unit),
                         }
                     }));

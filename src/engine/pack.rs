@@ -73,6 +73,9 @@ pub(crate) struct PackedBlock {
     /// `kernels::fused::format`). A reduced-precision
     /// block has no backward panels (training runs in f32).
     pub precision: Precision,
+    /// The cell (its kernels, and in bf16 whether rows may be rounded: see
+    /// `Kernels::layer_steps`).
+    pub cell: CellKind,
     pub gates: usize,
     pub hidden: usize,
     /// Hidden size padded to a multiple of the panel width.
@@ -166,7 +169,12 @@ pub(crate) fn fill_panels(
 /// (see `kernels::fused::format`): for bf16, row pair `(2i, 2i + 1)` of
 /// each panel becomes one row of words, the even row's value in the low
 /// half, a missing last odd row zero; for int8, see `quantize::pack_panels`.
-fn to_words(panels: &[f32], k: usize, width: usize, precision: Precision) -> Result<Vec<f32>> {
+pub(crate) fn to_words(
+    panels: &[f32],
+    k: usize,
+    width: usize,
+    precision: Precision,
+) -> Result<Vec<f32>> {
     match precision {
         Precision::F32 => crate::error::try_copy(panels, PACKED),
         Precision::Int8 => super::quantize::pack_panels(panels, k, width),
@@ -448,6 +456,7 @@ impl PackedBlock {
             };
         Ok(PackedBlock {
             precision,
+            cell: config.cell(),
             gates: g_count,
             hidden: h,
             hp,

@@ -124,12 +124,75 @@ impl Isa {
     }
 }
 
+/// Whether bf16 LSTM and GRU layers multiply rows rounded to bf16 with
+/// `vdpbf16ps` (AVX-512 BF16): the environment variable `RNN_BF16_DOT`,
+/// read once per process. `auto` (or unset): where the CPU has the
+/// instruction and issues it at least three quarters as often as an FMA,
+/// measured once per process (about 1 ms); `on`: wherever the CPU has it;
+/// `off`: never (every CPU then gives the widening kernels' bits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Bf16Dot {
+    Auto,
+    On,
+    Off,
+}
+
+impl Bf16Dot {
+    /// `RNN_BF16_DOT`'s value; an unknown one is an error naming it.
+    pub fn selected() -> Result<Bf16Dot> {
+        static SELECTED: OnceLock<Result<Bf16Dot>> = OnceLock::new();
+        SELECTED
+            .get_or_init(|| match std::env::var("RNN_BF16_DOT") {
+                Err(_) => Ok(Bf16Dot::Auto),
+                Ok(value) => match value.trim().to_ascii_lowercase().as_str() {
+                    "" | "auto" => Ok(Bf16Dot::Auto),
+                    "on" | "1" => Ok(Bf16Dot::On),
+                    "off" | "0" => Ok(Bf16Dot::Off),
+                    _ => Err(Error::InvalidArgument(format!(
+                        "RNN_BF16_DOT={value:?}: expected auto, on or off"
+                    ))),
+                },
+            })
+            .clone()
+    }
+}
+
+/// Whether a bf16 model on `isa` rounds its LSTM and GRU layers' rows
+/// (inputs and states) to bf16 and multiplies them with `vdpbf16ps`,
+/// rather than widening the weights to f32 (see [`crate::Precision::Bf16`]
+/// and `RNN_BF16_DOT`). Only [`Isa::Avx512`] does, on a CPU with AVX-512
+/// BF16 where it pays; vanilla RNN layers never do.
+pub fn bf16_rounds_rows(isa: Isa) -> Result<bool> {
+    Ok(Kernels::for_isa(isa)?.table.bf16_rounded.is_some())
+}
+
+/// The issue rate of `vdpbf16ps` over that of an FMA on this core, as the
+/// `RNN_BF16_DOT=auto` rule measures it (about 1 ms): `None` on a CPU
+/// without AVX-512 BF16.
+pub fn measure_bf16_dot_rate() -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    if Isa::Avx512.is_supported() {
+        return super::avx512::bf16_dot::measured_rate();
+    }
+    None
+}
+
 /// An activation function (or its derivative from the function's value)
 /// over a slice, in place.
 pub(crate) type ActivationMap = unsafe fn(&ActivationFunction, &mut [f32]);
 
 /// `panel_matmul(k, n_padded, packed, bias, rows)`, see `fused::panel_matmul`.
 pub(crate) type PanelMatmul = unsafe fn(usize, usize, &[f32], Option<&[f32]>, &[MatRow]);
+
+/// How a weight format converts the rows it multiplies (int8: quantised
+/// rows; bf16 on `vdpbf16ps`: rows rounded to bf16 pairs).
+#[derive(Clone, Copy)]
+pub(crate) struct RowConversion {
+    /// Words a converted row of `k` values takes.
+    pub words: fn(usize) -> usize,
+    /// `convert(x, out)`: the row `x` into at least `words(x.len())` words.
+    pub convert: unsafe fn(&[f32], &mut [f32]),
+}
 
 /// The kernels that multiply packed weights, for one weight format: the
 /// fused step of each cell and the plain panel product (the input
@@ -140,6 +203,29 @@ pub(crate) struct StepKernels {
     pub gru_step: unsafe fn(&StepParams, &[StepRow]),
     pub rnn_step: unsafe fn(&StepParams, &[StepRow]),
     pub panel_matmul: PanelMatmul,
+    /// Where the format multiplies converted rows rather than f32 ones:
+    /// the callers convert each row (state, input) once before the
+    /// products read it, and hand the kernels the copy (`StepRow::h_prev_q`,
+    /// `MatRow::a`).
+    pub rows: Option<RowConversion>,
+}
+
+impl StepKernels {
+    /// Converts `x` into `out` with the format's conversion.
+    ///
+    /// # Panics
+    /// If the format multiplies f32 rows, or `out` is shorter than a
+    /// converted row.
+    pub fn convert_row(&self, x: &[f32], out: &mut [f32]) {
+        let rows = self.rows.expect("a format with converted rows");
+        assert!(
+            out.len() >= (rows.words)(x.len()),
+            "room for a converted row"
+        );
+        // SAFETY: a StepKernels is only handed out for a supported ISA
+        // (Kernels::for_isa); the conversion writes inside `out`, checked.
+        unsafe { (rows.convert)(x, out) }
+    }
 }
 
 /// See `kernels::transpose::Columns`.
@@ -158,8 +244,6 @@ pub(crate) struct Table {
     /// `activation::apply_in_place` and `derivative_in_place`.
     pub activation_in_place: ActivationMap,
     pub activation_derivative_in_place: ActivationMap,
-    /// `kernels::quantize::quantize_row`, vectorised for the ISA.
-    pub quantize_row: unsafe fn(&[f32], &mut [f32]),
     /// `math::softmax_in_place` (attention's weights).
     pub softmax_in_place: unsafe fn(&mut [f32]),
     /// `transpose::columns`: gradient columns transposed, with their sums.
@@ -174,6 +258,10 @@ pub(crate) struct Table {
     /// int8 for a batch of one: the register kernels, also where `int8`
     /// runs on AMX tiles (the same bits: the sums are exact).
     pub int8_one_row: StepKernels,
+    /// bf16 with the rows rounded to bf16 too (`vdpbf16ps`), where the CPU
+    /// has it and it pays ([`bf16_rounds_rows`]): LSTM and GRU run it at
+    /// every batch instead of `bf16` and `bf16_one_row`.
+    pub bf16_rounded: Option<StepKernels>,
     /// `blocked_matmul(k, n, packed, rows, accumulate)`, see
     /// `fused::blocked_matmul`: the backward's products over all steps.
     pub blocked_matmul: unsafe fn(usize, usize, &[f32], &[MatRow], bool),
@@ -204,12 +292,16 @@ impl Kernels {
                 isa.name()
             )));
         }
+        // An unknown RNN_BF16_DOT is an error on every CPU, as RNN_ISA's.
+        let bf16_dot = Bf16Dot::selected()?;
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = bf16_dot;
         let table = match isa {
             Isa::Scalar => super::scalar::entry::TABLE,
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => super::avx2::table(),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => super::avx512::table(),
+            Isa::Avx512 => super::avx512::table(bf16_dot),
             #[cfg(target_arch = "x86_64")]
             Isa::Amx => super::avx512::amx_table().expect("is_supported checked AMX"),
             #[cfg(target_arch = "aarch64")]
@@ -243,7 +335,21 @@ impl Kernels {
     /// bits equal to a call's. The choice follows the call's batch, not a
     /// split's rows, so bf16's bits do not depend on the thread count;
     /// int8's are the same either way.
-    pub fn layer_steps(&self, precision: Precision, batch: usize) -> &StepKernels {
+    ///
+    /// bf16 LSTM and GRU layers run `bf16_rounded` where the table has it
+    /// (see [`bf16_rounds_rows`]), at every batch, so a stream's bits
+    /// equal a call's there too; a vanilla RNN keeps its rows in f32: with
+    /// them rounded its outputs reached 1.01e-2 of f32's (measured),
+    /// beyond the 1e-2 bf16 promises.
+    pub fn layer_steps(&self, precision: Precision, batch: usize, cell: CellKind) -> &StepKernels {
+        match (precision, &self.table.bf16_rounded) {
+            (Precision::Bf16, Some(rounded)) if cell != CellKind::Rnn => rounded,
+            _ => self.batch_steps(precision, batch),
+        }
+    }
+
+    /// [`Kernels::layer_steps`] for rows kept in f32.
+    fn batch_steps(&self, precision: Precision, batch: usize) -> &StepKernels {
         match precision {
             Precision::Bf16 if batch < 2 => &self.table.bf16_one_row,
             Precision::Int8 if batch < 2 => &self.table.int8_one_row,
@@ -299,13 +405,6 @@ impl Kernels {
     pub fn softmax_in_place(&self, row: &mut [f32]) {
         // SAFETY: `for_isa` checked the CPU supports this table's ISA.
         unsafe { (self.table.softmax_in_place)(row) }
-    }
-
-    /// Quantises the row `x` for int8 products into `out` (see
-    /// `kernels::quantize::quantize_row`; the same bytes on every ISA).
-    pub fn quantize_row(&self, x: &[f32], out: &mut [f32]) {
-        // SAFETY: as above; the function only indexes its slices.
-        unsafe { (self.table.quantize_row)(x, out) }
     }
 }
 

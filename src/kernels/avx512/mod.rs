@@ -1,7 +1,9 @@
 //! AVX-512F and BW: 16 lanes of f32 in a `__m512`; int8 products with
 //! BW's exact 16-bit multiply-add, or VNNI's `vpdpbusd` where the CPU has it.
 
-use super::dispatch::{StepKernels, Table};
+use super::dispatch::{Bf16Dot, StepKernels, Table};
+
+pub(crate) mod bf16_dot;
 use super::{transpose, Int8Dot, Simd};
 use std::arch::x86_64::*;
 
@@ -218,7 +220,9 @@ super::fused::step_kernels!(
 /// when this CPU and the OS allow them.
 pub(crate) fn amx_table() -> Option<Table> {
     super::amx::available().then(|| {
-        let mut table = table();
+        // Tiles outrun rounded rows at batch, and a batch of one keeps the
+        // widening kernels, as on the CPUs measured (BENCHMARKS.md).
+        let mut table = table(Bf16Dot::Off);
         table.bf16 = amx_steps::STEPS;
         table.int8 = amx_int8_steps::STEPS;
         table
@@ -329,8 +333,9 @@ fn transpose_16x16(r: [__m512; 16]) -> [__m512; 16] {
 /// The AVX-512 kernel table, its int8 products on VNNI where the CPU has it
 /// (the same bits as without: the sums are exact), and its transpose in
 /// registers.
-pub(crate) fn table() -> Table {
+pub(crate) fn table(bf16_dot: Bf16Dot) -> Table {
     let mut table = entry::TABLE;
+    table.bf16_rounded = bf16_dot::rounded_steps(bf16_dot);
     table.transpose_columns = transpose_columns;
     if let Some(steps) = vnni_steps() {
         table.int8 = steps;

@@ -37,8 +37,10 @@ pub(crate) unsafe trait Format<S: Simd>: Copy + 'static {
     const REGS: usize;
     /// Rows of words a panel holds after its `k.div_ceil(K)` rows.
     const EXTRA_ROWS: usize = 0;
-    /// Whether the left operands are quantised rows (the epilogues then
-    /// hand the tile the rows' quantised copies).
+    /// Whether the left operands are rows converted into the format's own
+    /// words ([`Format::convert_row`]: int8's quantised rows, or rows
+    /// rounded to bf16 pairs); the epilogues then hand the tile the rows'
+    /// converted copies.
     const QUANTIZED: bool = false;
     /// Whether the products run on AMX tiles (`tiles.rs`) instead of the
     /// register tile (`load`, `splat` and `madd` are then never called).
@@ -57,6 +59,18 @@ pub(crate) unsafe trait Format<S: Simd>: Copy + 'static {
     unsafe fn splat_tail(a: *const f32, valid: usize) -> Self::Row;
     /// `acc` plus the group's products, one FMA per k value, in k order.
     unsafe fn madd(acc: S::V, a: Self::Row, b: Self::Slot) -> S::V;
+    /// Words a converted row of `k` values takes (formats with
+    /// [`Format::QUANTIZED`] rows).
+    #[inline(always)]
+    fn row_words(_k: usize) -> usize {
+        unreachable!("only formats with converted rows size them")
+    }
+    /// Converts the row `x` into `out` (at least `row_words(x.len())`
+    /// words), for formats with [`Format::QUANTIZED`] rows.
+    #[inline(always)]
+    unsafe fn convert_row(_x: &[f32], _out: &mut [f32]) {
+        unreachable!("only formats with converted rows convert them")
+    }
     /// Turns one panel's accumulators of a row (`V` vectors) into its f32
     /// products: `panel` is the panel's first word, `words` its rows of
     /// k words, `a` the row. Nothing to do where the sums are products.
@@ -193,6 +207,14 @@ unsafe impl<S: Simd, D: Int8Dot<S>> Format<S> for Int8<D> {
         unsafe { D::madd(acc, a, b) }
     }
     #[inline(always)]
+    fn row_words(k: usize) -> usize {
+        crate::kernels::quantize::row_words(k)
+    }
+    #[inline(always)]
+    unsafe fn convert_row(x: &[f32], out: &mut [f32]) {
+        crate::kernels::quantize::quantize_row(x, out)
+    }
+    #[inline(always)]
     unsafe fn finish<const V: usize>(
         acc: &mut [S::V; V],
         panel: *const f32,
@@ -256,6 +278,15 @@ unsafe impl<S: Simd, F: Format<S>> Format<S> for Tiles<F> {
     unsafe fn madd(acc: S::V, a: F::Row, b: F::Slot) -> S::V {
         // SAFETY: forwarded from the caller.
         unsafe { F::madd(acc, a, b) }
+    }
+    #[inline(always)]
+    fn row_words(k: usize) -> usize {
+        F::row_words(k)
+    }
+    #[inline(always)]
+    unsafe fn convert_row(x: &[f32], out: &mut [f32]) {
+        // SAFETY: forwarded from the caller.
+        unsafe { F::convert_row(x, out) }
     }
     #[inline(always)]
     unsafe fn finish<const V: usize>(

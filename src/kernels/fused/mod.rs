@@ -617,8 +617,26 @@ macro_rules! step_kernels {
                 // SAFETY: only reachable through Kernels::for_isa, which checked the CPU; pointer validity is the caller's contract.
                 unsafe { fused::panel_matmul::<$S, $F, { fused::tile_rows::<$S>(1, R) }>(k, n_padded, packed, bias, rows) }
             }
+            $(#[$attr])?
+            pub(crate) unsafe fn convert_row(x: &[f32], out: &mut [f32]) {
+                // SAFETY: as above; `out` holds a converted row (the caller's contract).
+                unsafe { <$F as fused::Format<$S>>::convert_row(x, out) }
+            }
+            fn row_words(k: usize) -> usize {
+                <$F as fused::Format<$S>>::row_words(k)
+            }
             pub(crate) const STEPS: crate::kernels::dispatch::StepKernels =
-                crate::kernels::dispatch::StepKernels { lstm_step, gru_step, rnn_step, panel_matmul };
+                crate::kernels::dispatch::StepKernels {
+                    lstm_step,
+                    gru_step,
+                    rnn_step,
+                    panel_matmul,
+                    rows: if <$F as fused::Format<$S>>::QUANTIZED {
+                        Some(crate::kernels::dispatch::RowConversion { words: row_words, convert: convert_row })
+                    } else {
+                        None
+                    },
+                };
         }
     };
 }
@@ -644,11 +662,6 @@ macro_rules! instantiate_kernels {
             pub(crate) unsafe fn softmax_in_place(x: &mut [f32]) {
                 // SAFETY: only reachable through Kernels::for_isa, which checked the CPU.
                 unsafe { math::softmax_in_place::<$S>(x) }
-            }
-            $(#[$attr])?
-            pub(crate) unsafe fn quantize_row(x: &[f32], out: &mut [f32]) {
-                // The portable loop, vectorised with this ISA's features.
-                crate::kernels::quantize::quantize_row(x, out)
             }
             $(#[$attr])?
             pub(crate) unsafe fn transpose_columns(job: crate::kernels::transpose::Columns<'_>) {
@@ -721,7 +734,6 @@ macro_rules! instantiate_kernels {
                 sigmoid_in_place,
                 activation_in_place,
                 activation_derivative_in_place,
-                quantize_row,
                 softmax_in_place,
                 transpose_columns,
                 f32: f32_steps::STEPS,
@@ -729,6 +741,7 @@ macro_rules! instantiate_kernels {
                 bf16_one_row: bf16_steps::STEPS,
                 int8: int8_steps::STEPS,
                 int8_one_row: int8_steps::STEPS,
+                bf16_rounded: None,
                 blocked_matmul,
                 lstm_backward,
                 gru_backward_a,

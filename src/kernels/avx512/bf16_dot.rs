@@ -1,0 +1,342 @@
+//! bf16 products on `vdpbf16ps` (AVX-512 BF16): the rows (inputs, states)
+//! are rounded to bf16 pairs once per step, and each instruction
+//! multiply-adds two k values per lane, twice the products of an f32 FMA.
+//! Where the CPU issues it about as often as an FMA (Zen 4: 3.4 per ns
+//! each) that doubles the arithmetic rate; where it issues a third as
+//! often (Sapphire Rapids: 1.7 against 6.0) the widening kernels are
+//! faster. [`rounded_steps`] measures which, once per process.
+//!
+//! Accuracy: every product of two bf16 values is exact in f32, so the
+//! error beyond the rounded weights is the rounding of the rows (a
+//! relative 2⁻⁹ each) and f32 sums in another order: `vdpbf16ps` adds a
+//! lane's two products one after the other, the odd k first, and treats
+//! denormals as zero. These kernels therefore do not give the widening
+//! path's bits; `engine` tests bound their distance from f32.
+
+use std::arch::x86_64::*;
+use std::sync::OnceLock;
+
+use super::Avx512;
+use crate::kernels::dispatch::{Bf16Dot, StepKernels};
+use crate::kernels::fused::Format;
+
+/// bf16 weights times rows rounded to bf16, two k values per word.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RoundedRows;
+
+/// The lowest `n` (at most 16) lanes.
+#[inline(always)]
+fn lanes(n: usize) -> __mmask16 {
+    if n >= 16 {
+        0xFFFF
+    } else {
+        ((1u32 << n) - 1) as __mmask16
+    }
+}
+
+// SAFETY: reached only through `rounded_steps`, which checks avx512bf16
+// (and the table, avx512f and bw); reads 16 words at a slot and one word at
+// a row (a converted row is whole words, its last one padded with zero);
+// `convert_row` reads `x` and writes `x.len().div_ceil(2)` words of `out`.
+unsafe impl Format<Avx512> for RoundedRows {
+    const K: usize = 2;
+    const ROW_STEP: usize = 1;
+    const REGS: usize = 1;
+    const QUANTIZED: bool = true;
+    type Slot = __m512bh;
+    type Row = __m512bh;
+    #[inline(always)]
+    unsafe fn empty() -> __m512bh {
+        // SAFETY: the ISA is the caller's contract; a bit cast.
+        unsafe { std::mem::transmute::<__m512i, __m512bh>(_mm512_setzero_si512()) }
+    }
+    #[inline(always)]
+    unsafe fn load(words: *const f32) -> __m512bh {
+        // SAFETY: 16 readable words (the caller's contract); a bit cast.
+        unsafe { std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(words.cast())) }
+    }
+    #[inline(always)]
+    unsafe fn splat(a: *const f32) -> __m512bh {
+        // SAFETY: one readable word (the caller's contract); a bit cast.
+        unsafe {
+            let word = a.cast::<i32>().read_unaligned();
+            std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(word))
+        }
+    }
+    #[inline(always)]
+    unsafe fn splat_tail(a: *const f32, _valid: usize) -> __m512bh {
+        // SAFETY: the last word of a converted row is whole (its high half
+        // zero), as the panel's is.
+        unsafe { Self::splat(a) }
+    }
+    #[inline(always)]
+    unsafe fn madd(acc: __m512, a: __m512bh, b: __m512bh) -> __m512 {
+        // SAFETY: the ISA is the caller's contract.
+        unsafe { _mm512_dpbf16_ps(acc, a, b) }
+    }
+    #[inline(always)]
+    fn row_words(k: usize) -> usize {
+        k.div_ceil(2)
+    }
+    #[inline(always)]
+    unsafe fn convert_row(x: &[f32], out: &mut [f32]) {
+        let count = x.len();
+        assert!(out.len() >= count.div_ceil(2), "room for the row's words");
+        let (src, dst) = (x.as_ptr(), out.as_mut_ptr());
+        // SAFETY: every load reads inside `x` (masked past its end) and
+        // every store writes inside `out` (checked above); the ISA is the
+        // caller's contract. vcvtne2ps2bf16 puts its second operand in
+        // the low 16 values: pairs of consecutive x in each word, the
+        // smaller index in the low half, as the panels' words.
+        unsafe {
+            let mut i = 0;
+            while i + 32 <= count {
+                let low = _mm512_loadu_ps(src.add(i));
+                let high = _mm512_loadu_ps(src.add(i + 16));
+                let words =
+                    std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(high, low));
+                _mm512_storeu_si512(dst.add(i / 2).cast(), words);
+                i += 32;
+            }
+            if i < count {
+                let rest = count - i;
+                let low = _mm512_maskz_loadu_ps(lanes(rest), src.add(i));
+                let high =
+                    _mm512_maskz_loadu_ps(lanes(rest.saturating_sub(16)), src.wrapping_add(i + 16));
+                let words =
+                    std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(high, low));
+                _mm512_mask_storeu_epi32(dst.add(i / 2).cast(), lanes(rest.div_ceil(2)), words);
+            }
+        }
+    }
+}
+
+crate::kernels::fused::step_kernels!(
+    Avx512,
+    rounded_rows_steps,
+    crate::kernels::avx512::bf16_dot::RoundedRows,
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+);
+
+/// `iters` rounds of twelve independent chains of the instruction `op`
+/// (`vdpbf16ps` or `vfmadd231ps` on zmm registers), in inline asm so that
+/// the loop is exactly those instructions: the compiler's version of a
+/// `vdpbf16ps` loop spilled half its accumulators to the stack.
+macro_rules! chains {
+    ($op:literal, $iters:expr) => {{
+        let mut n: usize = $iters;
+        // SAFETY: register operations only (the caller checked the ISA);
+        // every register written is declared clobbered.
+        unsafe {
+            std::arch::asm!(
+                "vpxord zmm30, zmm30, zmm30",
+                "vpxord zmm31, zmm31, zmm31",
+                "2:",
+                concat!($op, " zmm0, zmm30, zmm31"),
+                concat!($op, " zmm1, zmm30, zmm31"),
+                concat!($op, " zmm2, zmm30, zmm31"),
+                concat!($op, " zmm3, zmm30, zmm31"),
+                concat!($op, " zmm4, zmm30, zmm31"),
+                concat!($op, " zmm5, zmm30, zmm31"),
+                concat!($op, " zmm6, zmm30, zmm31"),
+                concat!($op, " zmm7, zmm30, zmm31"),
+                concat!($op, " zmm8, zmm30, zmm31"),
+                concat!($op, " zmm9, zmm30, zmm31"),
+                concat!($op, " zmm10, zmm30, zmm31"),
+                concat!($op, " zmm11, zmm30, zmm31"),
+                "dec {n}",
+                "jnz 2b",
+                n = inout(reg) n,
+                out("zmm0") _, out("zmm1") _, out("zmm2") _, out("zmm3") _,
+                out("zmm4") _, out("zmm5") _, out("zmm6") _, out("zmm7") _,
+                out("zmm8") _, out("zmm9") _, out("zmm10") _, out("zmm11") _,
+                out("zmm30") _, out("zmm31") _,
+                options(nostack, nomem),
+            );
+        }
+        std::hint::black_box(n);
+    }};
+}
+
+#[target_feature(enable = "avx512f,avx512bf16")]
+fn dot_chains(iters: usize) {
+    chains!("vdpbf16ps", iters.max(1));
+}
+
+#[target_feature(enable = "avx512f")]
+fn fma_chains(iters: usize) {
+    chains!("vfmadd231ps", iters.max(1));
+}
+
+/// The issue rate of `vdpbf16ps` over that of `vfmadd231ps` on this core
+/// (1.0 on Zen 4, 0.28 on Sapphire Rapids): the fastest of several short
+/// interleaved timings of each (about 1 ms in all), so that a moment of
+/// other work on the core slows single timings but not the answer.
+fn dot_to_fma_rate() -> f64 {
+    const ITERS: usize = 1 << 13;
+    const ROUNDS: usize = 7;
+    let time = |f: &dyn Fn()| {
+        let start = std::time::Instant::now();
+        f();
+        start.elapsed().as_secs_f64()
+    };
+    let (mut dot_best, mut fma_best) = (f64::INFINITY, f64::INFINITY);
+    for _ in 0..ROUNDS {
+        // SAFETY: the callers checked avx512f and avx512bf16.
+        dot_best = dot_best.min(time(&|| unsafe { dot_chains(ITERS) }));
+        // SAFETY: as above.
+        fma_best = fma_best.min(time(&|| unsafe { fma_chains(ITERS) }));
+    }
+    fma_best / dot_best
+}
+
+/// The smallest [`dot_to_fma_rate`] at which rounded rows pay. A
+/// `vdpbf16ps` does the products of two FMAs, so at half the FMA rate it
+/// breaks even before the rows' conversion; 0.75 asks for a clear gain
+/// (1.5× the products per ns) before trading accuracy for it. Zen 4 (1.0)
+/// gains 1.5-1.75× at batch (BENCHMARKS.md); Sapphire Rapids (0.28) lost.
+pub(crate) const PAYING_RATE: f64 = 0.75;
+
+/// The bf16 step kernels with rounded rows, where this CPU has AVX-512
+/// BF16 and `mode` asks for them: always for [`Bf16Dot::On`], where they
+/// pay ([`PAYING_RATE`], measured once per process) for [`Bf16Dot::Auto`].
+pub(crate) fn rounded_steps(mode: Bf16Dot) -> Option<StepKernels> {
+    static PAYS: OnceLock<bool> = OnceLock::new();
+    if !is_x86_feature_detected!("avx512bf16") {
+        return None;
+    }
+    let use_it = match mode {
+        Bf16Dot::Off => false,
+        Bf16Dot::On => true,
+        Bf16Dot::Auto => *PAYS.get_or_init(|| dot_to_fma_rate() >= PAYING_RATE),
+    };
+    use_it.then_some(rounded_rows_steps::STEPS)
+}
+
+/// The rounded-row kernels whatever the rate (tests run them on every CPU
+/// with AVX-512 BF16).
+#[cfg(test)]
+pub(crate) fn rounded_steps_unmeasured() -> Option<StepKernels> {
+    rounded_steps(Bf16Dot::On)
+}
+
+/// [`dot_to_fma_rate`], for the benchmarks' report.
+pub(crate) fn measured_rate() -> Option<f64> {
+    is_x86_feature_detected!("avx512bf16").then(dot_to_fma_rate)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::pack::{pack_b, round_up, to_words};
+    use crate::kernels::fused::MatRow;
+    use crate::kernels::{Isa, Kernels};
+    use crate::precision::{to_bf16_bits, Precision};
+    use crate::rng::SplitMix64;
+
+    /// A row converts to its values rounded to bf16 (to nearest, ties to
+    /// even: `to_bf16_bits`, the portable oracle), two to a word, the
+    /// smaller index low, a ragged last word's high half zero; nothing
+    /// past the row's words is written.
+    #[test]
+    fn rows_convert_to_rounded_bf16_pairs() {
+        let Some(steps) = rounded_steps_unmeasured() else {
+            return; // no AVX-512 BF16 here
+        };
+        let mut rng = SplitMix64::new(21);
+        for k in [1usize, 2, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 1027] {
+            let mut x: Vec<f32> = (0..k).map(|_| rng.normal() * 3.0).collect();
+            // Ties (even and odd), zeros, an infinity, the largest finite.
+            let specials = [1.0 + 2f32.powi(-8), 1.0 + 3.0 * 2f32.powi(-8), -0.0, 0.0];
+            for (v, s) in x
+                .iter_mut()
+                .zip(specials.iter().chain(&[f32::INFINITY, f32::MAX]))
+            {
+                *v = *s;
+            }
+            let words = k.div_ceil(2);
+            let mut out = vec![7.0f32; words + 1];
+            steps.convert_row(&x, &mut out);
+            for (j, word) in out[..words].iter().enumerate() {
+                let bits = word.to_bits();
+                let high = x.get(2 * j + 1).map_or(0, |&v| u32::from(to_bf16_bits(v)));
+                assert_eq!(
+                    bits & 0xFFFF,
+                    u32::from(to_bf16_bits(x[2 * j])),
+                    "k={k} word {j} low"
+                );
+                assert_eq!(bits >> 16, high, "k={k} word {j} high");
+            }
+            assert_eq!(out[words], 7.0, "k={k}: written past the row");
+        }
+    }
+
+    /// The rounded-row panel product against an f64 oracle of the same
+    /// rounded rows and weights: each product of two bf16 values is exact
+    /// in f32, so the kernels differ from the oracle only by f32 sums, at
+    /// most `(k + 1) · 2⁻²⁴ · Σ |x·w|` (plus the bias's rounding); a NaN
+    /// in a row makes that row's outputs NaN and no other's.
+    #[test]
+    fn rounded_row_products_match_the_f64_oracle() {
+        let Some(steps) = rounded_steps_unmeasured() else {
+            return; // no AVX-512 BF16 here
+        };
+        let unit = Kernels::for_isa(Isa::Avx512).unwrap().unit();
+        let round = |v: f32| f32::from_bits(u32::from(to_bf16_bits(v)) << 16) as f64;
+        let mut rng = SplitMix64::new(22);
+        for (k, n, rows) in [
+            (1, 3, 1),
+            (5, 40, 9),
+            (17, 7, 3),
+            (3, 17, 2),
+            (130, 70, 13),
+            (1100, 40, 20),
+        ] {
+            let np = round_up(n, unit);
+            let w: Vec<f32> = (0..k * n).map(|_| rng.normal()).collect();
+            let mut x: Vec<f32> = (0..rows * k).map(|_| rng.normal() * 3.0).collect();
+            if rows > 2 {
+                x[2 * k + k / 2] = f32::NAN;
+            }
+            let bias: Vec<f32> = (0..np)
+                .map(|j| if j < n { rng.normal() } else { 0.0 })
+                .collect();
+            let f32_panels = pack_b(k, n, unit, |kk, j| w[kk * n + j]).unwrap();
+            let panels = to_words(&f32_panels, k, unit, Precision::Bf16).unwrap();
+            let words = k.div_ceil(2);
+            let mut q = vec![0.0; rows * words];
+            for (row, out) in x.chunks(k).zip(q.chunks_mut(words)) {
+                steps.convert_row(row, out);
+            }
+            let mut out = vec![0.0; rows * np];
+            let mat_rows: Vec<MatRow> = (0..rows)
+                .map(|i| MatRow {
+                    a: q[i * words..].as_ptr(),
+                    out: out[i * np..].as_mut_ptr(),
+                })
+                .collect();
+            // SAFETY: the ISA was checked (rounded_steps); the panels hold
+            // np/unit bf16 panels over k; each row is `words` converted
+            // words and writes np floats of its own row of `out`.
+            unsafe { (steps.panel_matmul)(k, np, &panels, Some(&bias), &mat_rows) };
+            for i in 0..rows {
+                let row = &x[i * k..(i + 1) * k];
+                for j in 0..n {
+                    let got = out[i * np + j];
+                    if row.iter().any(|v| v.is_nan()) {
+                        assert!(got.is_nan(), "k={k} n={n} row {i} col {j}: {got}, not NaN");
+                        continue;
+                    }
+                    let products = (0..k).map(|kk| round(row[kk]) * round(w[kk * n + j]));
+                    let want: f64 = products.clone().sum::<f64>() + bias[j] as f64;
+                    let size: f64 = products.map(f64::abs).sum::<f64>() + (bias[j] as f64).abs();
+                    let bound = (k as f64 + 2.0) * 2f64.powi(-24) * size;
+                    assert!(
+                        (got as f64 - want).abs() <= bound,
+                        "k={k} n={n} row {i} col {j}: {got} vs {want} (bound {bound:e})"
+                    );
+                }
+            }
+        }
+    }
+}
