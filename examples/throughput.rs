@@ -81,13 +81,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         && cell != CellKind::Rnn
         && rnn::kernels::dispatch::bf16_rounds_rows(model.isa()?)?
     {
-        " (rows rounded, vdpbf16ps)".to_string()
+        " (rows rounded for the bf16 dot product)".to_string()
     } else {
         String::new()
     };
     if precision == rnn::Precision::Bf16 {
         if let Some(rate) = rnn::kernels::dispatch::measure_bf16_dot_rate() {
-            println!("vdpbf16ps issues at {rate:.2}x the FMA rate here");
+            println!(
+                "the bf16 dot product (vdpbf16ps, bfdot) issues at {rate:.2}x the FMA rate here"
+            );
         }
     }
     print!(

@@ -55,7 +55,9 @@ pub enum Precision {
     /// not), LSTM and GRU layers round their rows (inputs, states, GRU's
     /// `r ⊙ h`, the projection's input) to bf16 too, once per step, and
     /// multiply them with `vdpbf16ps`: twice the products per instruction,
-    /// 1.6-1.8× the widening path at batch (BENCHMARKS.md). Their outputs
+    /// 1.6-2.1× the widening path at batch (BENCHMARKS.md). On
+    /// [`Isa::Neon`](crate::Isa::Neon) the same, with `bfdot` (the BF16
+    /// extension) measured against `fmla`. Their outputs
     /// are then within about 1e-3 of the rounded-weight f32 model (5e-3 is
     /// tested) and within 4e-3 of f32 on DESIGN.md's shapes (1e-2 is
     /// tested), and differ between CPUs that choose differently.

@@ -845,7 +845,8 @@ pub unsafe extern "C" fn rnn_model_release_memory(
 /// packed, at the next call: half the weight bytes, faster at small batch;
 /// a bf16 model gives exactly what an f32 model with bf16-rounded W, R and
 /// projection gives, except on AMX (rows split into two bf16 parts) and
-/// for LSTM and GRU on CPUs where `vdpbf16ps` pays (AMD Zen 4;
+/// for LSTM and GRU on CPUs where a bf16 dot product pays (`vdpbf16ps`
+/// on AMD Zen 4, `bfdot`;
 /// `RNN_BF16_DOT=auto|on|off`: rows rounded to bf16 too, 1.6-2.2x f32 at
 /// batch there, within 4e-3 of f32)) or RNN_PRECISION_INT8 (ABI 5: int8 weights with a
 /// scale per output row, a quarter of the weight bytes; each input and

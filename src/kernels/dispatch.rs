@@ -157,22 +157,49 @@ impl Bf16Dot {
     }
 }
 
+/// The smallest issue rate of a bf16 dot product instruction over that of
+/// an f32 FMA at which rounded rows pay (the `RNN_BF16_DOT=auto` rule). A
+/// bf16 dot product does the products of two FMAs, so at half the FMA
+/// rate it breaks even before the rows' conversion; 0.75 asks for a clear
+/// gain (1.5× the products per ns) before trading accuracy for it. Zen 4
+/// (`vdpbf16ps` at 1.00) gains 1.6-2.1× at batch (BENCHMARKS.md); Sapphire
+/// Rapids (0.28) lost.
+pub(crate) const BF16_DOT_PAYING_RATE: f64 = 0.75;
+
+impl Bf16Dot {
+    /// Whether to use a bf16 dot product instruction the CPU has: `measure`
+    /// gives its issue rate over the FMA's, run once per process (its
+    /// answer kept in `pays`) and only for `auto`.
+    pub fn chooses(self, pays: &OnceLock<bool>, measure: fn() -> f64) -> bool {
+        match self {
+            Bf16Dot::Off => false,
+            Bf16Dot::On => true,
+            Bf16Dot::Auto => *pays.get_or_init(|| measure() >= BF16_DOT_PAYING_RATE),
+        }
+    }
+}
+
 /// Whether a bf16 model on `isa` rounds its LSTM and GRU layers' rows
 /// (inputs and states) to bf16 and multiplies them with `vdpbf16ps`,
 /// rather than widening the weights to f32 (see [`crate::Precision::Bf16`]
-/// and `RNN_BF16_DOT`). Only [`Isa::Avx512`] does, on a CPU with AVX-512
-/// BF16 where it pays; vanilla RNN layers never do.
+/// and `RNN_BF16_DOT`). [`Isa::Avx512`] does on a CPU with AVX-512 BF16
+/// (`vdpbf16ps`), [`Isa::Neon`] on one with the BF16 extension (`bfdot`),
+/// where it pays; vanilla RNN layers never do.
 pub fn bf16_rounds_rows(isa: Isa) -> Result<bool> {
     Ok(Kernels::for_isa(isa)?.table.bf16_rounded.is_some())
 }
 
-/// The issue rate of `vdpbf16ps` over that of an FMA on this core, as the
-/// `RNN_BF16_DOT=auto` rule measures it (about 1 ms): `None` on a CPU
-/// without AVX-512 BF16.
+/// The issue rate of the bf16 dot product instruction (`vdpbf16ps`,
+/// `bfdot`) over that of an FMA on this core, as the `RNN_BF16_DOT=auto`
+/// rule measures it (about 1 ms): `None` on a CPU without one.
 pub fn measure_bf16_dot_rate() -> Option<f64> {
     #[cfg(target_arch = "x86_64")]
     if Isa::Avx512.is_supported() {
         return super::avx512::bf16_dot::measured_rate();
+    }
+    #[cfg(target_arch = "aarch64")]
+    if Isa::Neon.is_supported() {
+        return super::neon::bf16_dot::measured_rate();
     }
     None
 }
@@ -294,7 +321,7 @@ impl Kernels {
         }
         // An unknown RNN_BF16_DOT is an error on every CPU, as RNN_ISA's.
         let bf16_dot = Bf16Dot::selected()?;
-        #[cfg(not(target_arch = "x86_64"))]
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
         let _ = bf16_dot;
         let table = match isa {
             Isa::Scalar => super::scalar::entry::TABLE,
@@ -305,7 +332,7 @@ impl Kernels {
             #[cfg(target_arch = "x86_64")]
             Isa::Amx => super::avx512::amx_table().expect("is_supported checked AMX"),
             #[cfg(target_arch = "aarch64")]
-            Isa::Neon => super::neon::table(),
+            Isa::Neon => super::neon::table(bf16_dot),
             #[allow(unreachable_patterns)]
             _ => unreachable!("is_supported is false for ISAs of other architectures"),
         };

@@ -17,6 +17,7 @@
 //! pointers.
 
 pub(crate) mod activation;
+pub(crate) mod bf16_rows;
 pub mod dispatch;
 pub(crate) mod fused;
 pub mod math;

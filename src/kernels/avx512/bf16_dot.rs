@@ -190,27 +190,13 @@ fn dot_to_fma_rate() -> f64 {
     fma_best / dot_best
 }
 
-/// The smallest [`dot_to_fma_rate`] at which rounded rows pay. A
-/// `vdpbf16ps` does the products of two FMAs, so at half the FMA rate it
-/// breaks even before the rows' conversion; 0.75 asks for a clear gain
-/// (1.5× the products per ns) before trading accuracy for it. Zen 4 (1.0)
-/// gains 1.5-1.75× at batch (BENCHMARKS.md); Sapphire Rapids (0.28) lost.
-pub(crate) const PAYING_RATE: f64 = 0.75;
-
 /// The bf16 step kernels with rounded rows, where this CPU has AVX-512
-/// BF16 and `mode` asks for them: always for [`Bf16Dot::On`], where they
-/// pay ([`PAYING_RATE`], measured once per process) for [`Bf16Dot::Auto`].
+/// BF16 and `mode` chooses them ([`Bf16Dot::chooses`], with
+/// [`dot_to_fma_rate`]).
 pub(crate) fn rounded_steps(mode: Bf16Dot) -> Option<StepKernels> {
     static PAYS: OnceLock<bool> = OnceLock::new();
-    if !is_x86_feature_detected!("avx512bf16") {
-        return None;
-    }
-    let use_it = match mode {
-        Bf16Dot::Off => false,
-        Bf16Dot::On => true,
-        Bf16Dot::Auto => *PAYS.get_or_init(|| dot_to_fma_rate() >= PAYING_RATE),
-    };
-    use_it.then_some(rounded_rows_steps::STEPS)
+    (is_x86_feature_detected!("avx512bf16") && mode.chooses(&PAYS, dot_to_fma_rate))
+        .then_some(rounded_rows_steps::STEPS)
 }
 
 /// The rounded-row kernels whatever the rate (tests run them on every CPU
@@ -223,120 +209,4 @@ pub(crate) fn rounded_steps_unmeasured() -> Option<StepKernels> {
 /// [`dot_to_fma_rate`], for the benchmarks' report.
 pub(crate) fn measured_rate() -> Option<f64> {
     is_x86_feature_detected!("avx512bf16").then(dot_to_fma_rate)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::engine::pack::{pack_b, round_up, to_words};
-    use crate::kernels::fused::MatRow;
-    use crate::kernels::{Isa, Kernels};
-    use crate::precision::{to_bf16_bits, Precision};
-    use crate::rng::SplitMix64;
-
-    /// A row converts to its values rounded to bf16 (to nearest, ties to
-    /// even: `to_bf16_bits`, the portable oracle), two to a word, the
-    /// smaller index low, a ragged last word's high half zero; nothing
-    /// past the row's words is written.
-    #[test]
-    fn rows_convert_to_rounded_bf16_pairs() {
-        let Some(steps) = rounded_steps_unmeasured() else {
-            return; // no AVX-512 BF16 here
-        };
-        let mut rng = SplitMix64::new(21);
-        for k in [1usize, 2, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 1027] {
-            let mut x: Vec<f32> = (0..k).map(|_| rng.normal() * 3.0).collect();
-            // Ties (even and odd), zeros, an infinity, the largest finite.
-            let specials = [1.0 + 2f32.powi(-8), 1.0 + 3.0 * 2f32.powi(-8), -0.0, 0.0];
-            for (v, s) in x
-                .iter_mut()
-                .zip(specials.iter().chain(&[f32::INFINITY, f32::MAX]))
-            {
-                *v = *s;
-            }
-            let words = k.div_ceil(2);
-            let mut out = vec![7.0f32; words + 1];
-            steps.convert_row(&x, &mut out);
-            for (j, word) in out[..words].iter().enumerate() {
-                let bits = word.to_bits();
-                let high = x.get(2 * j + 1).map_or(0, |&v| u32::from(to_bf16_bits(v)));
-                assert_eq!(
-                    bits & 0xFFFF,
-                    u32::from(to_bf16_bits(x[2 * j])),
-                    "k={k} word {j} low"
-                );
-                assert_eq!(bits >> 16, high, "k={k} word {j} high");
-            }
-            assert_eq!(out[words], 7.0, "k={k}: written past the row");
-        }
-    }
-
-    /// The rounded-row panel product against an f64 oracle of the same
-    /// rounded rows and weights: each product of two bf16 values is exact
-    /// in f32, so the kernels differ from the oracle only by f32 sums, at
-    /// most `(k + 1) · 2⁻²⁴ · Σ |x·w|` (plus the bias's rounding); a NaN
-    /// in a row makes that row's outputs NaN and no other's.
-    #[test]
-    fn rounded_row_products_match_the_f64_oracle() {
-        let Some(steps) = rounded_steps_unmeasured() else {
-            return; // no AVX-512 BF16 here
-        };
-        let unit = Kernels::for_isa(Isa::Avx512).unwrap().unit();
-        let round = |v: f32| f32::from_bits(u32::from(to_bf16_bits(v)) << 16) as f64;
-        let mut rng = SplitMix64::new(22);
-        for (k, n, rows) in [
-            (1, 3, 1),
-            (5, 40, 9),
-            (17, 7, 3),
-            (3, 17, 2),
-            (130, 70, 13),
-            (1100, 40, 20),
-        ] {
-            let np = round_up(n, unit);
-            let w: Vec<f32> = (0..k * n).map(|_| rng.normal()).collect();
-            let mut x: Vec<f32> = (0..rows * k).map(|_| rng.normal() * 3.0).collect();
-            if rows > 2 {
-                x[2 * k + k / 2] = f32::NAN;
-            }
-            let bias: Vec<f32> = (0..np)
-                .map(|j| if j < n { rng.normal() } else { 0.0 })
-                .collect();
-            let f32_panels = pack_b(k, n, unit, |kk, j| w[kk * n + j]).unwrap();
-            let panels = to_words(&f32_panels, k, unit, Precision::Bf16).unwrap();
-            let words = k.div_ceil(2);
-            let mut q = vec![0.0; rows * words];
-            for (row, out) in x.chunks(k).zip(q.chunks_mut(words)) {
-                steps.convert_row(row, out);
-            }
-            let mut out = vec![0.0; rows * np];
-            let mat_rows: Vec<MatRow> = (0..rows)
-                .map(|i| MatRow {
-                    a: q[i * words..].as_ptr(),
-                    out: out[i * np..].as_mut_ptr(),
-                })
-                .collect();
-            // SAFETY: the ISA was checked (rounded_steps); the panels hold
-            // np/unit bf16 panels over k; each row is `words` converted
-            // words and writes np floats of its own row of `out`.
-            unsafe { (steps.panel_matmul)(k, np, &panels, Some(&bias), &mat_rows) };
-            for i in 0..rows {
-                let row = &x[i * k..(i + 1) * k];
-                for j in 0..n {
-                    let got = out[i * np + j];
-                    if row.iter().any(|v| v.is_nan()) {
-                        assert!(got.is_nan(), "k={k} n={n} row {i} col {j}: {got}, not NaN");
-                        continue;
-                    }
-                    let products = (0..k).map(|kk| round(row[kk]) * round(w[kk * n + j]));
-                    let want: f64 = products.clone().sum::<f64>() + bias[j] as f64;
-                    let size: f64 = products.map(f64::abs).sum::<f64>() + (bias[j] as f64).abs();
-                    let bound = (k as f64 + 2.0) * 2f64.powi(-24) * size;
-                    assert!(
-                        (got as f64 - want).abs() <= bound,
-                        "k={k} n={n} row {i} col {j}: {got} vs {want} (bound {bound:e})"
-                    );
-                }
-            }
-        }
-    }
 }

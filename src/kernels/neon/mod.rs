@@ -1,8 +1,11 @@
 //! NEON (AArch64 Advanced SIMD): 4 lanes of f32 in a `float32x4_t`, two
 //! vectors per gate so a panel covers 8 hidden units; int8 products with
-//! the dot-product extension's `sdot` where the CPU has it.
+//! the dot-product extension's `sdot` where the CPU has it, bf16 ones with
+//! the BF16 extension's `bfdot` where it pays (`bf16_dot.rs`).
 
-use super::dispatch::{StepKernels, Table};
+use super::dispatch::{Bf16Dot, StepKernels, Table};
+
+pub(crate) mod bf16_dot;
 use super::{Int8Dot, Simd};
 use std::arch::aarch64::*;
 use std::arch::asm;
@@ -235,9 +238,12 @@ pub(crate) fn widening_int8_steps() -> StepKernels {
 }
 
 /// The NEON kernel table, its int8 products on `sdot` where the CPU has it
-/// (the same bits as without: the sums are exact).
-pub(crate) fn table() -> Table {
+/// (the same bits as without: the sums are exact), and bf16 LSTM and GRU
+/// products on `bfdot` with rounded rows where it has the BF16 extension
+/// and `bf16_dot` chooses them.
+pub(crate) fn table(bf16_dot: Bf16Dot) -> Table {
     let mut table = entry::TABLE;
+    table.bf16_rounded = bf16_dot::rounded_steps(bf16_dot);
     if let Some(steps) = sdot_steps() {
         table.int8 = steps;
         table.int8_one_row = steps;
