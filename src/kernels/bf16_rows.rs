@@ -24,6 +24,29 @@ pub(crate) fn round_row_pairs(x: &[f32], out: &mut [f32]) {
     }
 }
 
+/// The issue rate of a bf16 dot product instruction over that of an f32
+/// FMA on this core, the `RNN_BF16_DOT=auto` rule's measure: `dot(iters)`
+/// and `fma(iters)` run `iters` rounds of as many independent chains of
+/// each. The fastest of several short interleaved timings of each (about
+/// 1 ms in all at FMA speed), so that a moment of other work on the core
+/// slows single timings but does not decide the answer.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+pub(crate) fn dot_to_fma_rate(dot: impl Fn(usize), fma: impl Fn(usize)) -> f64 {
+    const ITERS: usize = 1 << 13;
+    const ROUNDS: usize = 7;
+    let time = |f: &dyn Fn(usize)| {
+        let start = std::time::Instant::now();
+        f(ITERS);
+        start.elapsed().as_secs_f64()
+    };
+    let (mut dot_best, mut fma_best) = (f64::INFINITY, f64::INFINITY);
+    for _ in 0..ROUNDS {
+        dot_best = dot_best.min(time(&dot));
+        fma_best = fma_best.min(time(&fma));
+    }
+    fma_best / dot_best
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

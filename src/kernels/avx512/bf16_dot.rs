@@ -168,26 +168,15 @@ fn fma_chains(iters: usize) {
     chains!("vfmadd231ps", iters.max(1));
 }
 
-/// The issue rate of `vdpbf16ps` over that of `vfmadd231ps` on this core
-/// (1.0 on Zen 4, 0.28 on Sapphire Rapids): the fastest of several short
-/// interleaved timings of each (about 1 ms in all), so that a moment of
-/// other work on the core slows single timings but not the answer.
+/// The issue rate of the dot product over the FMA's here
+/// (`bf16_rows::dot_to_fma_rate`).
 fn dot_to_fma_rate() -> f64 {
-    const ITERS: usize = 1 << 13;
-    const ROUNDS: usize = 7;
-    let time = |f: &dyn Fn()| {
-        let start = std::time::Instant::now();
-        f();
-        start.elapsed().as_secs_f64()
-    };
-    let (mut dot_best, mut fma_best) = (f64::INFINITY, f64::INFINITY);
-    for _ in 0..ROUNDS {
+    crate::kernels::bf16_rows::dot_to_fma_rate(
         // SAFETY: the callers checked avx512f and avx512bf16.
-        dot_best = dot_best.min(time(&|| unsafe { dot_chains(ITERS) }));
+        |iters| unsafe { dot_chains(iters) },
         // SAFETY: as above.
-        fma_best = fma_best.min(time(&|| unsafe { fma_chains(ITERS) }));
-    }
-    fma_best / dot_best
+        |iters| unsafe { fma_chains(iters) },
+    )
 }
 
 /// The bf16 step kernels with rounded rows, where this CPU has AVX-512

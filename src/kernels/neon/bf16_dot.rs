@@ -139,25 +139,15 @@ fn fma_chains(iters: usize) {
     chains!("fmla", ".4s, v30.4s, v31.4s", iters.max(1));
 }
 
-/// The issue rate of `bfdot` over that of `fmla` on this core: the
-/// fastest of several short interleaved timings of each (about 1 ms on a
-/// core at FMA speed), so that other work on the core does not decide it.
+/// The issue rate of the dot product over the FMA's here
+/// (`bf16_rows::dot_to_fma_rate`).
 fn dot_to_fma_rate() -> f64 {
-    const ITERS: usize = 1 << 13;
-    const ROUNDS: usize = 7;
-    let time = |f: &dyn Fn()| {
-        let start = std::time::Instant::now();
-        f();
-        start.elapsed().as_secs_f64()
-    };
-    let (mut dot_best, mut fma_best) = (f64::INFINITY, f64::INFINITY);
-    for _ in 0..ROUNDS {
+    crate::kernels::bf16_rows::dot_to_fma_rate(
         // SAFETY: the callers checked the BF16 extension.
-        dot_best = dot_best.min(time(&|| unsafe { dot_chains(ITERS) }));
-        // SAFETY: NEON is baseline on aarch64.
-        fma_best = fma_best.min(time(&|| unsafe { fma_chains(ITERS) }));
-    }
-    fma_best / dot_best
+        |iters| unsafe { dot_chains(iters) },
+        // SAFETY: as above.
+        |iters| unsafe { fma_chains(iters) },
+    )
 }
 
 /// The bf16 step kernels with rounded rows, where this CPU has the BF16
