@@ -10,6 +10,12 @@ struct GruRzEpilogue<'a> {
 }
 
 impl<S: Simd, const V: usize> Epilogue<S, StepRow, V> for GruRzEpilogue<'_> {
+    const PREFETCHES: bool = true;
+    #[inline(always)]
+    unsafe fn prefetch(&self, row: &StepRow, panel: usize) {
+        let u = unit::<S>();
+        prefetch_span(row.xw.wrapping_add(panel * 3 * u), 2 * u);
+    }
     #[inline(always)]
     fn a(&self, row: &StepRow, quantized: bool) -> *const f32 {
         if quantized {
@@ -52,6 +58,15 @@ struct GruNEpilogue<'a> {
 }
 
 impl<S: Simd, const V: usize> Epilogue<S, StepRow, V> for GruNEpilogue<'_> {
+    const PREFETCHES: bool = true;
+    #[inline(always)]
+    unsafe fn prefetch(&self, row: &StepRow, panel: usize) {
+        let u = unit::<S>();
+        // r and z were written by the first phase, over the whole batch.
+        prefetch_span(row.gates.wrapping_add(panel * 3 * u), 2 * u);
+        prefetch_span(row.xw.wrapping_add(panel * 3 * u + 2 * u), u);
+        prefetch_span(row.h_prev.wrapping_add(panel * u), u);
+    }
     #[inline(always)]
     fn a(&self, row: &StepRow, quantized: bool) -> *const f32 {
         match (self.p.linear_before_reset, quantized) {

@@ -10,6 +10,13 @@ struct LstmEpilogue<'a> {
 }
 
 impl<S: Simd, const V: usize> Epilogue<S, StepRow, V> for LstmEpilogue<'_> {
+    const PREFETCHES: bool = true;
+    #[inline(always)]
+    unsafe fn prefetch(&self, row: &StepRow, panel: usize) {
+        let u = unit::<S>();
+        prefetch_span(row.xw.wrapping_add(panel * 4 * u), 4 * u);
+        prefetch_span(row.c.wrapping_add(panel * u), u);
+    }
     #[inline(always)]
     fn a(&self, row: &StepRow, quantized: bool) -> *const f32 {
         if quantized {
