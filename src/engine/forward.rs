@@ -11,7 +11,7 @@ use std::sync::Arc;
 use crate::config::{CellKind, Config, Direction, GruVariant, Layout};
 use crate::error::{try_vec, try_with_capacity, try_zeros_untouched, Result};
 use crate::io::{swap_outer_axes_into, to_time_major, Input, Output, Shapes};
-use crate::kernels::dispatch::StepKernels;
+use crate::kernels::dispatch::{RowConversion, StepKernels};
 use crate::kernels::fused::{GateFns, MatRow, StepParams, StepRow};
 use crate::kernels::Kernels;
 
@@ -200,7 +200,7 @@ unsafe fn project(
 /// formats that read f32 rows. Every pointer it hands out derives from one
 /// base pointer, so writing one row never invalidates another's pointer.
 struct ConvertedRows {
-    steps: StepKernels,
+    conversion: Option<RowConversion>,
     _buf: Vec<f32>,
     base: *mut f32,
     rows: usize,
@@ -217,7 +217,7 @@ impl ConvertedRows {
         };
         let mut buf = try_vec(rows * words, 0.0, "converted rows")?;
         Ok(ConvertedRows {
-            steps: *steps,
+            conversion: steps.rows,
             base: buf.as_mut_ptr(),
             _buf: buf,
             rows,
@@ -247,7 +247,9 @@ impl ConvertedRows {
         // SAFETY: row i is inside the buffer (`slot` checked), and `&mut
         // self` means no pointer to it is being read now.
         let row = unsafe { std::slice::from_raw_parts_mut(slot.cast_mut(), self.words) };
-        self.steps.convert_row(values, row);
+        self.conversion
+            .expect("a buffer of converted rows has a conversion")
+            .convert_row(values, row);
         Some(slot)
     }
 

@@ -289,7 +289,10 @@ mod tests {
                     }
                     let (mut want, mut got) = (vec![7.0; row_words(k)], vec![7.0; row_words(k)]);
                     quantize_row(&x, &mut want);
-                    steps.convert_row(&x, &mut got);
+                    steps
+                        .rows
+                        .expect("converted rows")
+                        .convert_row(&x, &mut got);
                     let bits = |v: &[f32]| v.iter().map(|w| w.to_bits()).collect::<Vec<_>>();
                     assert_eq!(bits(&got), bits(&want), "{name} k={k} variant {variant}");
                 }

@@ -95,7 +95,10 @@ mod tests {
             }
             let words = k.div_ceil(2);
             let (mut got, mut want) = (vec![7.0f32; words + 1], vec![7.0f32; words + 1]);
-            steps.convert_row(&x, &mut got);
+            steps
+                .rows
+                .expect("converted rows")
+                .convert_row(&x, &mut got);
             round_row_pairs(&x, &mut want);
             let bits = |v: &[f32]| v.iter().map(|w| w.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&got), bits(&want), "{} k={k}", isa.name());
@@ -140,7 +143,7 @@ mod tests {
             let words = k.div_ceil(2);
             let mut q = vec![0.0; rows * words];
             for (row, out) in x.chunks(k).zip(q.chunks_mut(words)) {
-                steps.convert_row(row, out);
+                steps.rows.expect("converted rows").convert_row(row, out);
             }
             let mut out = vec![0.0; rows * np];
             let mat_rows: Vec<MatRow> = (0..rows)

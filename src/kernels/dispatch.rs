@@ -237,21 +237,20 @@ pub(crate) struct StepKernels {
     pub rows: Option<RowConversion>,
 }
 
-impl StepKernels {
-    /// Converts `x` into `out` with the format's conversion.
+impl RowConversion {
+    /// Converts `x` into `out`.
     ///
     /// # Panics
-    /// If the format multiplies f32 rows, or `out` is shorter than a
-    /// converted row.
+    /// If `out` is shorter than a converted row.
     pub fn convert_row(&self, x: &[f32], out: &mut [f32]) {
-        let rows = self.rows.expect("a format with converted rows");
         assert!(
-            out.len() >= (rows.words)(x.len()),
+            out.len() >= (self.words)(x.len()),
             "room for a converted row"
         );
-        // SAFETY: a StepKernels is only handed out for a supported ISA
-        // (Kernels::for_isa); the conversion writes inside `out`, checked.
-        unsafe { (rows.convert)(x, out) }
+        // SAFETY: a RowConversion comes from a StepKernels, which is only
+        // handed out for a supported ISA (Kernels::for_isa); the conversion
+        // writes inside `out`, checked.
+        unsafe { (self.convert)(x, out) }
     }
 }
 
