@@ -14,9 +14,10 @@ prefix="${1:-/usr/local}"
 root="${DESTDIR:-}${prefix}"
 version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)"
 major="${version%%.*}"
-# The SONAME only on the shared library's link line (cargo rustc passes the
-# flag to this crate alone, so dependencies are built as usual).
-cargo rustc --quiet --profile dist --lib -- -C "link-arg=-Wl,-soname,librnn.so.${major}"
+# The C library is the librnn-capi package (capi/). The SONAME only on the
+# shared library's link line (cargo rustc passes the flag to that crate
+# alone, so dependencies are built as usual).
+cargo rustc --quiet -p librnn-capi --profile dist --lib -- -C "link-arg=-Wl,-soname,librnn.so.${major}"
 out=target/dist
 install -d "$root/lib/pkgconfig" "$root/include"
 install -m 755 "$out/librnn.so" "$root/lib/librnn.so.${version}"

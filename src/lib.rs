@@ -17,6 +17,7 @@ pub mod error;
 // The C ABI: `pub` so that its functions are exported and cbindgen sees
 // them; hidden from the Rust docs because Rust users call the Rust API
 // (the header, include/librnn.h, documents it).
+#[cfg(feature = "capi")]
 #[doc(hidden)]
 pub mod ffi;
 mod files;

@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 
 use crate::config::{Config, ParamKind};
 use crate::engine::{self, BufferPool, Packed};
-use crate::error::{check_len, try_copy, try_vec, try_zeros_untouched, Error, Result};
+use crate::error::{check_len, try_vec, try_zeros_untouched, Error, Result};
 use crate::io::{CallMemory, Gradients, Input, Output, OutputGrads, Shapes};
 use crate::kernels::Isa;
 use crate::precision::Precision;
@@ -111,10 +111,11 @@ impl Model {
     /// A copy of this model that is the same model for traces (same id and
     /// parameter version, same buffer pool), for a change that either
     /// completes and replaces this one or is dropped with nothing changed.
+    #[cfg(feature = "capi")]
     pub(crate) fn successor(&self) -> Result<Model> {
         Ok(Model {
             config: self.config.clone(),
-            params: try_copy(&self.params, "a copy of the parameters")?,
+            params: crate::error::try_copy(&self.params, "a copy of the parameters")?,
             id: self.id,
             version: self.version,
             isa: self.isa,

@@ -126,6 +126,7 @@ impl Placement {
 pub(crate) enum Active<'a> {
     All,
     Flags(&'a [bool]),
+    #[cfg(feature = "capi")]
     Bytes(&'a [u8]),
 }
 
@@ -134,6 +135,7 @@ impl Active<'_> {
         match self {
             Active::All => None,
             Active::Flags(f) => Some(f.len()),
+            #[cfg(feature = "capi")]
             Active::Bytes(b) => Some(b.len()),
         }
     }
@@ -142,6 +144,7 @@ impl Active<'_> {
         match self {
             Active::All => true,
             Active::Flags(f) => f[item],
+            #[cfg(feature = "capi")]
             Active::Bytes(b) => b[item] != 0,
         }
     }

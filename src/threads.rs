@@ -179,6 +179,7 @@ pub(crate) fn num_threads() -> usize {
 }
 
 /// Whether the current thread is one of librnn's workers.
+#[cfg(feature = "capi")]
 pub(crate) fn is_worker() -> bool {
     std::thread::current()
         .name()

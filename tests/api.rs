@@ -491,6 +491,7 @@ fn huge_configs_are_checked_without_overflow_or_loops() {
 
 /// The enum codes shared by the C ABI and checkpoints match the header's constants.
 #[test]
+#[cfg(feature = "capi")]
 fn enum_codes_match_the_c_constants() {
     use rnn::ffi::*;
     use rnn::{Activation, GruVariant, Layout};

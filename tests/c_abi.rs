@@ -11,6 +11,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 use common::{native, random_batch, widen};
 use rnn::rng::SplitMix64;
@@ -19,11 +20,26 @@ use rnn::{
     GruVariant, Input, Layout, Model, OutputGrads,
 };
 
-/// The static library cargo built along with this test: target/<profile>/deps
-/// (cargo test does not copy it up to target/<profile>, which may hold a stale one).
+/// The static library, built once per run with this test's profile: the C
+/// library is a package of its own (capi/), which `cargo test` builds no
+/// library of, so this asks cargo for it as `tests/examples.rs` does for
+/// the examples.
 fn static_lib() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().join("librnn.a")
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let mut build = Command::new(env!("CARGO"));
+            build.args(["build", "--quiet", "-p", "librnn-capi"]);
+            if !cfg!(debug_assertions) {
+                build.arg("--release");
+            }
+            let status = build.current_dir(root()).status().expect("cargo runs");
+            assert!(status.success(), "cargo build -p librnn-capi");
+            // This test runs from target/<profile>/deps/.
+            let exe = std::env::current_exe().unwrap();
+            exe.parent().unwrap().parent().unwrap().join("librnn.a")
+        })
+        .clone()
 }
 
 fn root() -> PathBuf {

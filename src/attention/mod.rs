@@ -216,6 +216,7 @@ impl Memory {
         &self.lens
     }
     /// Floats of the encoder outputs (and of their gradient), `T·N·E`.
+    #[cfg(feature = "capi")]
     pub(crate) fn values_len(&self) -> usize {
         self.values.len()
     }
