@@ -51,6 +51,8 @@ pub(crate) fn dot_to_fma_rate(dot: impl Fn(usize), fma: impl Fn(usize)) -> f64 {
 mod tests {
     use super::*;
     use crate::engine::pack::{pack_b, round_up, to_words};
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    use crate::kernels::dispatch::Bf16Dot;
     use crate::kernels::dispatch::StepKernels;
     use crate::kernels::fused::MatRow;
     use crate::kernels::{Isa, Kernels};
@@ -61,10 +63,10 @@ mod tests {
     /// rate, with the ISA whose table they join.
     fn rounded_row_kernels() -> Option<(Isa, StepKernels)> {
         #[cfg(target_arch = "x86_64")]
-        return crate::kernels::avx512::bf16_dot::rounded_steps_unmeasured()
+        return crate::kernels::avx512::bf16_dot::rounded_steps(Bf16Dot::On)
             .map(|s| (Isa::Avx512, s));
         #[cfg(target_arch = "aarch64")]
-        return crate::kernels::neon::bf16_dot::rounded_steps_unmeasured().map(|s| (Isa::Neon, s));
+        return crate::kernels::neon::bf16_dot::rounded_steps(Bf16Dot::On).map(|s| (Isa::Neon, s));
         #[allow(unreachable_code)]
         None
     }

@@ -125,7 +125,8 @@ impl Isa {
 }
 
 /// Whether bf16 LSTM and GRU layers multiply rows rounded to bf16 with
-/// `vdpbf16ps` (AVX-512 BF16): the environment variable `RNN_BF16_DOT`,
+/// the CPU's bf16 dot product (`vdpbf16ps` on AVX-512 BF16, `bfdot` on
+/// NEON with the BF16 extension): the environment variable `RNN_BF16_DOT`,
 /// read once per process. `auto` (or unset): where the CPU has the
 /// instruction and issues it at least three quarters as often as an FMA,
 /// measured once per process (about 1 ms); `on`: wherever the CPU has it;
@@ -167,15 +168,21 @@ impl Bf16Dot {
 pub(crate) const BF16_DOT_PAYING_RATE: f64 = 0.75;
 
 impl Bf16Dot {
-    /// Whether to use a bf16 dot product instruction the CPU has: `measure`
-    /// gives its issue rate over the FMA's, run once per process (its
-    /// answer kept in `pays`) and only for `auto`.
-    pub fn chooses(self, pays: &OnceLock<bool>, measure: fn() -> f64) -> bool {
-        match self {
-            Bf16Dot::Off => false,
-            Bf16Dot::On => true,
-            Bf16Dot::Auto => *pays.get_or_init(|| measure() >= BF16_DOT_PAYING_RATE),
-        }
+    /// `steps` (an ISA's kernels on its bf16 dot product instruction) where
+    /// the CPU `has` the instruction and this mode chooses it: `on` always,
+    /// `off` never, `auto` where `measure` (its issue rate over the FMA's)
+    /// reaches [`BF16_DOT_PAYING_RATE`], measured once per process (a
+    /// target architecture has one such instruction).
+    pub fn pick(self, has: bool, measure: fn() -> f64, steps: StepKernels) -> Option<StepKernels> {
+        static PAYS: OnceLock<bool> = OnceLock::new();
+        // `measure` runs the instruction: only where the CPU has it.
+        let chosen = has
+            && match self {
+                Bf16Dot::Off => false,
+                Bf16Dot::On => true,
+                Bf16Dot::Auto => *PAYS.get_or_init(|| measure() >= BF16_DOT_PAYING_RATE),
+            };
+        chosen.then_some(steps)
     }
 }
 

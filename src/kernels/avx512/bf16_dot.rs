@@ -14,7 +14,6 @@
 //! path's bits; `engine` tests bound their distance from f32.
 
 use std::arch::x86_64::*;
-use std::sync::OnceLock;
 
 use super::Avx512;
 use crate::kernels::dispatch::{Bf16Dot, StepKernels};
@@ -179,23 +178,18 @@ fn dot_to_fma_rate() -> f64 {
     )
 }
 
-/// The bf16 step kernels with rounded rows, where this CPU has AVX-512
-/// BF16 and `mode` chooses them ([`Bf16Dot::chooses`], with
-/// [`dot_to_fma_rate`]).
-pub(crate) fn rounded_steps(mode: Bf16Dot) -> Option<StepKernels> {
-    static PAYS: OnceLock<bool> = OnceLock::new();
-    (is_x86_feature_detected!("avx512bf16") && mode.chooses(&PAYS, dot_to_fma_rate))
-        .then_some(rounded_rows_steps::STEPS)
+/// Whether this CPU has the instruction.
+fn detected() -> bool {
+    is_x86_feature_detected!("avx512bf16")
 }
 
-/// The rounded-row kernels whatever the rate (tests run them on every CPU
-/// with AVX-512 BF16).
-#[cfg(test)]
-pub(crate) fn rounded_steps_unmeasured() -> Option<StepKernels> {
-    rounded_steps(Bf16Dot::On)
+/// The bf16 step kernels with rounded rows, where this CPU has the
+/// instruction and `mode` picks them ([`Bf16Dot::pick`]).
+pub(crate) fn rounded_steps(mode: Bf16Dot) -> Option<StepKernels> {
+    mode.pick(detected(), dot_to_fma_rate, rounded_rows_steps::STEPS)
 }
 
 /// [`dot_to_fma_rate`], for the benchmarks' report.
 pub(crate) fn measured_rate() -> Option<f64> {
-    is_x86_feature_detected!("avx512bf16").then(dot_to_fma_rate)
+    detected().then(dot_to_fma_rate)
 }

@@ -3,7 +3,7 @@
 //! instruction multiply-adds two k values per lane, twice the products of
 //! an `fmla`. Whether that pays depends on the core's issue rate of
 //! `bfdot` against `fmla`: [`rounded_steps`] measures it once per process,
-//! by the rule `vdpbf16ps` follows on x86 (`Bf16Dot::chooses`). Not
+//! by the rule `vdpbf16ps` follows on x86 (`Bf16Dot::pick`). Not
 //! measured on Arm hardware: tested under qemu (`-cpu max`) only.
 //!
 //! Accuracy: each product of two bf16 values is exact in f32; without the
@@ -13,7 +13,6 @@
 
 use std::arch::aarch64::*;
 use std::arch::asm;
-use std::sync::OnceLock;
 
 use super::Neon;
 use crate::kernels::dispatch::{Bf16Dot, StepKernels};
@@ -150,23 +149,18 @@ fn dot_to_fma_rate() -> f64 {
     )
 }
 
-/// The bf16 step kernels with rounded rows, where this CPU has the BF16
-/// extension and `mode` chooses them ([`Bf16Dot::chooses`], with
-/// [`dot_to_fma_rate`]).
-pub(crate) fn rounded_steps(mode: Bf16Dot) -> Option<StepKernels> {
-    static PAYS: OnceLock<bool> = OnceLock::new();
-    (std::arch::is_aarch64_feature_detected!("bf16") && mode.chooses(&PAYS, dot_to_fma_rate))
-        .then_some(rounded_rows_steps::STEPS)
+/// Whether this CPU has the instruction.
+fn detected() -> bool {
+    std::arch::is_aarch64_feature_detected!("bf16")
 }
 
-/// The rounded-row kernels whatever the rate (tests run them on every CPU
-/// with the BF16 extension).
-#[cfg(test)]
-pub(crate) fn rounded_steps_unmeasured() -> Option<StepKernels> {
-    rounded_steps(Bf16Dot::On)
+/// The bf16 step kernels with rounded rows, where this CPU has the
+/// instruction and `mode` picks them ([`Bf16Dot::pick`]).
+pub(crate) fn rounded_steps(mode: Bf16Dot) -> Option<StepKernels> {
+    mode.pick(detected(), dot_to_fma_rate, rounded_rows_steps::STEPS)
 }
 
 /// [`dot_to_fma_rate`], for the benchmarks' report.
 pub(crate) fn measured_rate() -> Option<f64> {
-    std::arch::is_aarch64_feature_detected!("bf16").then(dot_to_fma_rate)
+    detected().then(dot_to_fma_rate)
 }
