@@ -17,6 +17,7 @@ mod backward;
 mod forward;
 mod memory;
 pub(crate) mod pack;
+mod placement;
 pub(crate) mod products;
 mod quantize;
 pub(crate) mod team;

@@ -46,16 +46,57 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use super::placement;
 use crate::error::{panic_message, try_with_capacity, Error, Result};
 
 /// How long the caller waits for idle workers to join its team.
 const CHECK_IN: Duration = Duration::from_micros(100);
 
-/// How long a waiting member spins before it sleeps: long enough to cover
-/// the imbalance of a step between cores that are all running, short enough
-/// that a member whose peer was descheduled (more threads than cores,
-/// another process) gives its core up quickly.
+/// How long a waiting member spins before it starts yielding: long enough
+/// to cover the imbalance of a step between cores that are all running.
 const SPIN: Duration = Duration::from_micros(20);
+
+/// The bounds of a member's whole wait before it sleeps ([`patience`]):
+/// at least [`SPIN`], and short enough that a member whose peer was
+/// descheduled (another process on its core) gives its core up quickly.
+const PATIENCE_MAX: Duration = Duration::from_micros(250);
+
+/// The wake-up latency measured so far (an average over the latest
+/// wake-ups, nanoseconds; see [`note_wake_up`]), at first 50 µs, what a
+/// virtual machine's halted virtual CPU takes.
+static WAKE_UP_NANOS: AtomicU64 = AtomicU64::new(50_000);
+
+/// How long a member waits at a barrier, spinning then yielding, before it
+/// sleeps: twice what a wake-up takes here ([`WAKE_UP_NANOS`]), within
+/// [`SPIN`]..[`PATIENCE_MAX`]. Waiting less than a wake-up costs is a
+/// loss twice over: the sleeper is late at the next barrier by its
+/// wake-up, so the member that woke it spins out and sleeps in turn, and
+/// every step pays a wake-up (measured on the 2-core VM: 60 µs steps
+/// instead of 8 with a 20 µs spin and 40-50 µs wake-ups; BENCHMARKS.md,
+/// "Team members on one CPU").
+fn patience() -> Duration {
+    patience_after(WAKE_UP_NANOS.load(Ordering::Relaxed))
+}
+
+/// [`patience`] where a wake-up takes `wake_up` nanoseconds.
+fn patience_after(wake_up: u64) -> Duration {
+    Duration::from_nanos(wake_up.saturating_mul(2)).clamp(SPIN, PATIENCE_MAX)
+}
+
+/// Folds one measured wake-up latency into [`WAKE_UP_NANOS`] (a lost race
+/// between two updates loses a sample, which does not matter).
+fn note_wake_up(nanos: u64) {
+    let average = WAKE_UP_NANOS.load(Ordering::Relaxed);
+    WAKE_UP_NANOS.store(wake_up_average(average, nanos), Ordering::Relaxed);
+}
+
+/// The wake-up average after one more sample: an exponential average with
+/// weight 1/8, of samples cut at [`PATIENCE_MAX`] (a member descheduled for
+/// milliseconds says nothing of wake-ups).
+fn wake_up_average(average: u64, sample: u64) -> u64 {
+    let sample = sample.min(u64::try_from(PATIENCE_MAX.as_nanos()).unwrap_or(u64::MAX));
+    average - average / 8 + sample / 8
+}
 
 /// One cache line pair per counter, so members spinning on one line do not
 /// slow the writes to another (adjacent-line prefetch pairs lines).
@@ -66,16 +107,21 @@ struct Padded<T>(T);
 /// A reusable barrier: generation counting (the sense reversal of a
 /// centralised barrier), bounded spinning, then blocking.
 ///
-/// A waiter spins for [`SPIN`], then sleeps on a condition variable: a
-/// sleeping member leaves its core idle, so the OS moves a member that was
-/// descheduled (another process on its core) there at once, where a
-/// spinning or yielding one would keep the core busy and the team stalled.
+/// A waiter spins for [`SPIN`], spins and yields until its [`patience`]
+/// runs out (a yield lets a member that the OS placed on the same CPU
+/// run), then sleeps on a condition variable: a sleeping member leaves its
+/// core idle, so the OS moves a member that was descheduled (another
+/// process on its core) there at once, where a spinning or yielding one
+/// would keep the core busy and the team stalled.
 #[derive(Debug, Default)]
 pub(crate) struct Barrier {
     arrived: Padded<AtomicUsize>,
     generation: Padded<AtomicUsize>,
     /// Waiters asleep (or about to be) on `wake`.
     sleepers: AtomicUsize,
+    /// When (nanoseconds after [`epoch`]) the last arrival last woke
+    /// sleepers: a woken sleeper measures its wake-up from it.
+    woken_at: AtomicU64,
     lock: Mutex<()>,
     wake: Condvar,
 }
@@ -115,6 +161,7 @@ impl Barrier {
                 .store(generation.wrapping_add(1), Ordering::SeqCst);
             let held_up = self.sleepers.load(Ordering::SeqCst) > 0;
             if held_up {
+                self.woken_at.store(nanos_now(), Ordering::Relaxed);
                 let _held = self.lock.lock();
                 self.wake.notify_all();
             }
@@ -124,9 +171,13 @@ impl Barrier {
             });
         }
         let passed = || self.generation.0.load(Ordering::SeqCst) != generation;
-        if spin_until(&passed, poison)? {
+        if spin_until(&passed, poison, SPIN, false)? {
             return Ok(Arrival::default());
         }
+        if spin_until(&passed, poison, patience() - SPIN, true)? {
+            return Ok(Arrival::default());
+        }
+        let asleep = nanos_now();
         loop {
             self.sleepers.fetch_add(1, Ordering::SeqCst);
             let held = self.lock.lock().map_err(|_| Poisoned);
@@ -138,6 +189,12 @@ impl Barrier {
             }
             self.sleepers.fetch_sub(1, Ordering::SeqCst);
             if passed() {
+                // After a notify the lock orders the waker's store before
+                // this load; a stale time is older than `asleep`, skipped.
+                let woken_at = self.woken_at.load(Ordering::Relaxed);
+                if woken_at >= asleep {
+                    note_wake_up(nanos_now().saturating_sub(woken_at));
+                }
                 return Ok(Arrival {
                     slept: true,
                     held_up: false,
@@ -150,11 +207,14 @@ impl Barrier {
     }
 }
 
-/// Spins for up to [`SPIN`] until `done` (true) or the team is poisoned;
-/// false if the time ran out first.
+/// Spins for up to `time` until `done` (true) or the team is poisoned;
+/// false if the time ran out first. `yielding`: yields the CPU between
+/// checks of the clock, for a thread that the OS placed on this CPU.
 fn spin_until(
     done: &impl Fn() -> bool,
     poison: &AtomicBool,
+    time: Duration,
+    yielding: bool,
 ) -> std::result::Result<bool, Poisoned> {
     let mut start = None;
     let mut spins = 0u32;
@@ -170,15 +230,18 @@ fn spin_until(
             std::hint::spin_loop();
             continue;
         }
-        if start.get_or_insert_with(Instant::now).elapsed() >= SPIN {
+        if start.get_or_insert_with(Instant::now).elapsed() >= time {
             return Ok(false);
+        }
+        if yielding {
+            std::thread::yield_now();
         }
     }
 }
 
 /// Spins, then yields, until `done` (for the short wait for a seal).
 fn wait_until(done: impl Fn() -> bool, poison: &AtomicBool) -> std::result::Result<(), Poisoned> {
-    while !spin_until(&done, poison)? {
+    while !spin_until(&done, poison, SPIN, false)? {
         std::thread::yield_now();
     }
     Ok(())
@@ -205,6 +268,9 @@ struct TeamState {
     stalls: AtomicUsize,
     /// Per member: the barriers it arrived at last, with others asleep.
     held_up: Vec<AtomicUsize>,
+    /// Per member: the CPU it was on at its latest barrier (see
+    /// [`Member::spread`]).
+    cpus: Vec<AtomicUsize>,
 }
 
 impl TeamState {
@@ -215,6 +281,8 @@ impl TeamState {
         claims.resize_with(places, Padded::default);
         let mut held_up = try_with_capacity(places, "the thread team")?;
         held_up.resize_with(places, AtomicUsize::default);
+        let mut cpus = try_with_capacity(places, "the thread team")?;
+        cpus.resize_with(places, || AtomicUsize::new(placement::UNKNOWN));
         Ok(TeamState {
             roster: AtomicUsize::new(0),
             poison: AtomicBool::new(false),
@@ -224,6 +292,7 @@ impl TeamState {
             waits: AtomicUsize::new(0),
             stalls: AtomicUsize::new(0),
             held_up,
+            cpus,
         })
     }
 
@@ -250,7 +319,9 @@ impl TeamState {
             waits: Cell::new(0),
             stalls: Cell::new(0),
             held_up: Cell::new(0),
+            stuck: Cell::new(false),
         };
+        member.spread();
         let outcome = catch_unwind(AssertUnwindSafe(|| work(&member)));
         self.waits.fetch_add(member.waits.get(), Ordering::Relaxed);
         self.stalls
@@ -285,6 +356,8 @@ pub(crate) struct Member<'a> {
     stalls: Cell<usize>,
     /// The barriers it arrived at last while others slept.
     held_up: Cell<usize>,
+    /// It shared a CPU with another member and could not move.
+    stuck: Cell<bool>,
 }
 
 impl Member<'_> {
@@ -307,8 +380,43 @@ impl Member<'_> {
         if arrival.slept && left - arrived > arrived - self.since.get() {
             self.stalls.set(self.stalls.get() + 1);
         }
-        self.since.set(left);
+        // A move is not this member's work: its peers do not wait for it.
+        let moved = self.spread();
+        self.since.set(if moved { Instant::now() } else { left });
         Ok(())
+    }
+
+    /// Notes the CPU this member runs on, and moves it to another if a
+    /// member of lower index was there at its latest barrier: members on
+    /// one CPU run one at a time, each waking the other at every barrier
+    /// ([`placement`] says why the OS puts them there). Called as a member
+    /// starts and after each of its barriers; a member that could not move
+    /// (every CPU it may use has a member) stops trying for the call.
+    /// Whether it moved.
+    fn spread(&self) -> bool {
+        let cpus = &self.state.cpus[..self.size];
+        let mut here = placement::current_cpu();
+        let mut moved = false;
+        let crowded = |cpu: usize| {
+            cpus[..self.index]
+                .iter()
+                .any(|c| c.load(Ordering::Relaxed) == cpu)
+        };
+        #[cfg(test)]
+        if tests::STAY_PUT.load(Ordering::Relaxed) {
+            self.stuck.set(true);
+        }
+        if here != placement::UNKNOWN && !self.stuck.get() && crowded(here) {
+            let others = (0..self.size)
+                .filter(|&m| m != self.index)
+                .map(|m| cpus[m].load(Ordering::Relaxed));
+            match placement::move_off(others) {
+                Some(there) => (here, moved) = (there, true),
+                None => self.stuck.set(true),
+            }
+        }
+        cpus[self.index].store(here, Ordering::Relaxed);
+        moved
     }
 }
 
@@ -455,11 +563,18 @@ fn note_stalls(state: &TeamState, size: usize, in_spell: bool) {
     }
     let spell = next_spell(SPELL_NANOS.load(Ordering::Relaxed), stalled);
     SPELL_NANOS.store(spell, Ordering::Relaxed);
-    if stalled {
+    let members = if stalled {
         let members = size.saturating_sub(laggards(state, size)).max(1);
         SPELL_MEMBERS.store(members, Ordering::Relaxed);
         SPELL_UNTIL.store(nanos_now().saturating_add(spell), Ordering::Relaxed);
-    }
+        Some(members)
+    } else {
+        None
+    };
+    #[cfg(test)]
+    tests::VERDICT.with(|v| v.set(Some((spell, members))));
+    #[cfg(not(test))]
+    let _ = members;
 }
 
 /// The team size a call can have now: the pool's threads, at most one per
@@ -709,6 +824,21 @@ pub(crate) mod tests {
     /// must not change their results.
     pub(crate) static FORCED_CAPACITY: AtomicUsize = AtomicUsize::new(0);
 
+    /// Members do not move ([`Member::spread`]) while set: in the stall
+    /// tests, whose member 0 sleeps to stand for a descheduled one, the
+    /// OS wakes member 1 on member 0's idle CPU, and a move to a CPU that
+    /// other tests keep busy would make member 1 the one that holds the
+    /// team up. Set only under [`hold_globals`].
+    pub(crate) static STAY_PUT: AtomicBool = AtomicBool::new(false);
+
+    thread_local! {
+        /// What [`note_stalls`] last decided on this thread (a team's
+        /// caller): the next spell, and the spell's members if the team
+        /// stalled. The globals it sets may meanwhile change with other
+        /// tests' teams (a team that ran freely halves the spell).
+        pub(crate) static VERDICT: Cell<Option<(u64, Option<usize>)>> = const { Cell::new(None) };
+    }
+
     /// Held by the tests that set [`FORCED_CAPACITY`] or read back what
     /// [`capacity`] decided, so one's forced size cannot answer the other's
     /// check (the stall test failed once in CI that way: capacity 2, forced).
@@ -914,8 +1044,9 @@ pub(crate) mod tests {
     /// Runs a team of up to `members` on a pool of as many threads, whose
     /// member 0 keeps being descheduled (it sleeps 2 ms before each of 20
     /// barriers, where the others wait), after clearing any spell; returns
-    /// the team's size. The caller holds [`hold_globals`].
-    fn team_with_a_descheduled_member(members: usize) -> usize {
+    /// the team's size and [`VERDICT`]. The caller holds [`hold_globals`].
+    fn team_with_a_descheduled_member(members: usize) -> (usize, Option<(u64, Option<usize>)>) {
+        STAY_PUT.store(true, Ordering::Relaxed);
         SPELL_NANOS.store(0, Ordering::Relaxed);
         SPELL_UNTIL.store(0, Ordering::Relaxed);
         let pool = rayon::ThreadPoolBuilder::new()
@@ -923,7 +1054,8 @@ pub(crate) mod tests {
             .build()
             .unwrap();
         let formed = AtomicUsize::new(0);
-        pool.install(|| {
+        let verdict = pool.install(|| {
+            VERDICT.with(|v| v.set(None));
             run(members, &|m: &Member| {
                 formed.store(m.size, Ordering::Relaxed);
                 for _ in 0..20 {
@@ -934,29 +1066,87 @@ pub(crate) mod tests {
                 }
                 Ok(())
             })
-        })
-        .unwrap();
-        formed.load(Ordering::Relaxed)
+            .unwrap();
+            VERDICT.with(Cell::get)
+        });
+        STAY_PUT.store(false, Ordering::Relaxed);
+        (formed.load(Ordering::Relaxed), verdict)
     }
 
     #[test]
     fn a_team_whose_members_stall_makes_the_next_calls_solo() {
         let _globals = hold_globals();
-        if team_with_a_descheduled_member(2) == 2 {
+        let (size, verdict) = team_with_a_descheduled_member(2);
+        if size == 2 {
             // The first spell is 10 ms: a loaded machine may have let it
             // pass already, so the capacity is checked only within it.
             let cap = capacity();
             let until = SPELL_UNTIL.load(Ordering::Relaxed);
+            let (spell, members) = verdict.expect("a verdict");
             // At least the first spell (another test's team may have
             // stalled too on a loaded machine).
-            assert!(SPELL_NANOS.load(Ordering::Relaxed) >= 10_000_000);
+            assert!(spell >= 10_000_000, "{spell}");
+            assert_eq!(members, Some(1));
             assert!(until > 0);
-            if nanos_now() < until {
+            if nanos_now() < until && SPELL_MEMBERS.load(Ordering::Relaxed) == 1 {
                 assert_eq!(cap, 1);
             }
         }
         SPELL_UNTIL.store(0, Ordering::Relaxed);
         SPELL_NANOS.store(0, Ordering::Relaxed);
+    }
+
+    #[test]
+    fn members_wait_twice_a_wake_up_within_bounds() {
+        let us = |n: u64| Duration::from_micros(n);
+        assert_eq!(patience_after(0), SPIN);
+        assert_eq!(patience_after(5_000), SPIN);
+        assert_eq!(patience_after(50_000), us(100));
+        assert_eq!(patience_after(10_000_000), PATIENCE_MAX);
+        // The average follows the samples, and one long outlier moves it
+        // by at most an eighth of PATIENCE_MAX.
+        let mut average = 50_000;
+        for _ in 0..64 {
+            average = wake_up_average(average, 10_000);
+        }
+        assert!((10_000..10_100).contains(&average), "{average}");
+        let after = wake_up_average(average, 5_000_000_000);
+        assert!(after - average <= 250_000 / 8, "{after}");
+    }
+
+    #[test]
+    fn a_member_on_the_cpu_of_a_member_before_it_moves_and_member_0_never() {
+        let _globals = hold_globals(); // Not while STAY_PUT is set.
+        let here = placement::current_cpu();
+        if here == placement::UNKNOWN || crate::threads::cores() < 2 {
+            return; // No CPU numbers here, or nowhere to move.
+        }
+        let state = TeamState::new(2).unwrap();
+        let member = |index| Member {
+            index,
+            size: 2,
+            state: &state,
+            since: Cell::new(Instant::now()),
+            waits: Cell::new(0),
+            stalls: Cell::new(0),
+            held_up: Cell::new(0),
+            stuck: Cell::new(false),
+        };
+        // Member 1 seen on this thread's CPU: member 0 stays where it is.
+        state.cpus[1].store(here, Ordering::Relaxed);
+        member(0).spread();
+        let first = state.cpus[0].load(Ordering::Relaxed);
+        assert_ne!(first, placement::UNKNOWN);
+        // This thread as member 1, on member 0's CPU: it moves off it.
+        let second = member(1);
+        second.spread();
+        let moved = state.cpus[1].load(Ordering::Relaxed);
+        if second.stuck.get() {
+            // Its affinity allows member 0's CPU only (a pinned test run).
+            assert_eq!(moved, first);
+        } else {
+            assert_ne!(moved, first, "member 1 left member 0's CPU");
+        }
     }
 
     #[test]
@@ -990,11 +1180,11 @@ pub(crate) mod tests {
         let _globals = hold_globals();
         // Four members on this machine's cores, whatever their count.
         FORCED_CAPACITY.store(4, Ordering::Relaxed);
-        let size = team_with_a_descheduled_member(4);
+        let (size, verdict) = team_with_a_descheduled_member(4);
         FORCED_CAPACITY.store(0, Ordering::Relaxed);
         if size > 1 {
             assert!(SPELL_UNTIL.load(Ordering::Relaxed) > 0);
-            assert_eq!(SPELL_MEMBERS.load(Ordering::Relaxed), size - 1);
+            assert_eq!(verdict.map(|(_, members)| members), Some(Some(size - 1)));
         }
         SPELL_UNTIL.store(0, Ordering::Relaxed);
         SPELL_NANOS.store(0, Ordering::Relaxed);
