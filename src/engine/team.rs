@@ -394,6 +394,9 @@ impl Member<'_> {
     /// (every CPU it may use has a member) stops trying for the call.
     /// Whether it moved.
     fn spread(&self) -> bool {
+        if self.size <= 1 {
+            return false; // Alone: no one to share a CPU with.
+        }
         let cpus = &self.state.cpus[..self.size];
         let mut here = placement::current_cpu();
         let mut moved = false;
