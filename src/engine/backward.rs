@@ -279,7 +279,7 @@ pub(crate) fn backward_into(
         }
         let pb = &packed.blocks[layer * dirs];
         let unit = packed.kernels.unit();
-        let shape = layer_shape(config, pb, n, unit, back_barriers(config));
+        let shape = layer_shape(config, pb, (n, t_len), unit, back_barriers(config));
         let wanted = team::useful_members(shape, team::capacity());
         team::run_shares(shape, wanted, &|share, member| {
             runs[share.dir].share(share, member)

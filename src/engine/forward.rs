@@ -541,7 +541,7 @@ pub(crate) fn forward_into(
         };
         let pb = &packed.blocks[layer * dirs];
         let unit = packed.kernels.unit();
-        let shape = layer_shape(config, pb, n, unit, team_barriers(config));
+        let shape = layer_shape(config, pb, (n, t_len), unit, team_barriers(config));
         let wanted = team::useful_members(shape, team::capacity());
         // A team of one leaves the pool's other threads idle: they take the
         // input projection (every step at once) first. A larger team

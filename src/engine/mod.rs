@@ -130,13 +130,13 @@ impl SharedMut {
     }
 }
 
-/// The recurrence of one layer as the team's split rule sees it (the
-/// directions of a layer have the same sizes), for a step that takes
-/// `barriers` barriers when split.
+/// The recurrence of one layer over `batch` items and `steps` steps as
+/// the team's split rule sees it (the directions of a layer have the same
+/// sizes), for a step that takes `barriers` barriers when split.
 pub(crate) fn layer_shape(
     config: &Config,
     pb: &PackedBlock,
-    batch: usize,
+    (batch, steps): (usize, usize),
     unit: usize,
     barriers: usize,
 ) -> team::Shape {
@@ -147,6 +147,7 @@ pub(crate) fn layer_shape(
         panels: (pb.hp / unit).min(pb.state_stride / unit),
         macs_per_row: pb.gates * pb.hp * pb.state + projection,
         barriers,
+        steps,
     }
 }
 
@@ -264,7 +265,7 @@ pub(crate) fn one_member(config: &Config, packed: &Packed, batch: usize) -> bool
     let dirs = config.num_directions();
     (0..config.num_layers()).all(|layer| {
         let pb = &packed.blocks[layer * dirs];
-        let shape = layer_shape(config, pb, batch, unit, forward::team_barriers(config));
+        let shape = layer_shape(config, pb, (batch, 1), unit, forward::team_barriers(config));
         team::useful_members(shape, team::capacity()) == 1
     })
 }

@@ -12,7 +12,7 @@
 //!
 //! Forming a team never waits on a thread that is busy elsewhere: the
 //! caller offers `wanted − 1` places as rayon jobs and waits a short while
-//! ([`CHECK_IN`]) for idle workers to take them; then the roster is sealed,
+//! ([`check_in`]) for idle workers to take them; then the roster is sealed,
 //! late jobs do nothing, and the work is split over the members that came
 //! (one, the caller, at worst). A member never blocks on anything but its
 //! team's barriers, and every member of a barrier is running, so a team
@@ -49,8 +49,31 @@ use std::time::{Duration, Instant};
 use super::placement;
 use crate::error::{panic_message, try_with_capacity, Error, Result};
 
-/// How long the caller waits for idle workers to join its team.
+/// The shortest the caller waits for idle workers to join its team; it
+/// waits as long as a member would at a barrier where that is longer
+/// ([`check_in`]).
 const CHECK_IN: Duration = Duration::from_micros(100);
+
+/// The longest the caller waits for idle workers to join its team.
+const CHECK_IN_MAX: Duration = Duration::from_millis(1);
+
+/// A bound above any one core's multiply-add rate today (f32 FMA lanes,
+/// and the bf16 and int8 dot products' pairs and quads): `macs / this`
+/// understates how long a call would run on one thread.
+const CORE_MACS_PER_SECOND_BOUND: f64 = 3e11;
+
+/// How long the caller waits for idle workers to join a team for `macs`
+/// multiply-adds: as long as a member would at a barrier ([`patience`],
+/// at least [`CHECK_IN`]: a worker asleep takes a wake-up to come), and up
+/// to a 64th of what the call would take alone (at most [`CHECK_IN_MAX`]),
+/// for a member that comes too late leaves the whole call to fewer: on the
+/// 2-core VM 4 of 12 LSTM 1024×32×50 calls ran alone, twice as long, with
+/// workers taking 20 to over 100 µs to join against a fixed 100 µs wait.
+fn check_in(macs: usize) -> Duration {
+    let least = patience().max(CHECK_IN);
+    let alone = Duration::from_secs_f64(macs as f64 / CORE_MACS_PER_SECOND_BOUND);
+    (alone / 64).clamp(least, CHECK_IN_MAX.max(least))
+}
 
 /// How long a waiting member spins before it starts yielding: long enough
 /// to cover the imbalance of a step between cores that are all running.
@@ -366,6 +389,9 @@ impl Member<'_> {
     /// poisoned meanwhile (another member failed: the call is abandoned).
     pub fn barrier(&self, group: usize, parties: usize) -> Result<()> {
         if parties <= 1 {
+            // No barrier, but a step: a member alone in its group (batch
+            // blocks) would otherwise never look at where it runs again.
+            self.spread();
             return Ok(());
         }
         let arrived = Instant::now();
@@ -606,7 +632,18 @@ fn capacity_and_spell() -> (usize, bool) {
 /// Runs `work` once on each member of a team of at most `wanted` threads
 /// (fewer if fewer can be had; `Member::size` says how many). Call from
 /// inside the pool (`threads::run`); `work` must not call rayon itself.
+#[cfg(test)]
 pub(crate) fn run(wanted: usize, work: &(dyn Fn(&Member) -> Result<()> + Sync)) -> Result<()> {
+    run_for(wanted, 0, work)
+}
+
+/// [`run`] for `macs` multiply-adds in all (how long it waits for members
+/// to join: [`check_in`]).
+fn run_for(
+    wanted: usize,
+    macs: usize,
+    work: &(dyn Fn(&Member) -> Result<()> + Sync),
+) -> Result<()> {
     let (most, in_spell) = capacity_and_spell();
     let wanted = wanted.min(most).max(1);
     let state = TeamState::new(wanted)?;
@@ -618,7 +655,7 @@ pub(crate) fn run(wanted: usize, work: &(dyn Fn(&Member) -> Result<()> + Sync)) 
             for _ in 1..wanted {
                 scope.spawn(move |_| join(state, work));
             }
-            seal(state, wanted - 1);
+            seal(state, wanted - 1, check_in(macs));
             state.run_member(0, state.size(), work);
         });
     }
@@ -637,7 +674,8 @@ pub(crate) fn run_shares(
     wanted: usize,
     work: &(dyn Fn(&Share, &Member) -> Result<()> + Sync),
 ) -> Result<()> {
-    run(wanted, &|member| {
+    let macs = shape.directions * shape.batch * shape.macs_per_row * shape.steps;
+    run_for(wanted, macs, &|member| {
         for share in &plan(shape, member.size)[member.index] {
             work(share, member)?;
         }
@@ -645,10 +683,10 @@ pub(crate) fn run_shares(
     })
 }
 
-/// The caller: waits up to [`CHECK_IN`] for `places` members, then seals
-/// the roster ([`TeamState::size`] then says how many joined).
-fn seal(state: &TeamState, places: usize) {
-    let deadline = Instant::now() + CHECK_IN;
+/// The caller: waits up to `wait` for `places` members, then seals the
+/// roster ([`TeamState::size`] then says how many joined).
+fn seal(state: &TeamState, places: usize, wait: Duration) {
+    let deadline = Instant::now() + wait;
     let mut spins = 0u32;
     while state.roster.load(Ordering::Acquire) < places && Instant::now() < deadline {
         spins = spins.wrapping_add(1);
@@ -680,7 +718,7 @@ fn join(state: &TeamState, work: &(dyn Fn(&Member) -> Result<()> + Sync)) {
             Err(now) => seen = now,
         }
     };
-    // The caller seals within CHECK_IN; nothing can poison the team before.
+    // The caller seals within check_in; nothing can poison the team before.
     let never = AtomicBool::new(false);
     let sealed = || state.roster.load(Ordering::Acquire) & SEALED != 0;
     if wait_until(sealed, &never).is_ok() {
@@ -720,6 +758,8 @@ pub(crate) struct Shape {
     /// Barriers a split step takes (1, or 2 where a cell reads every unit
     /// of an intermediate).
     pub barriers: usize,
+    /// Steps of the layer (the longest item's).
+    pub steps: usize,
 }
 
 /// One member's share of a layer: direction `dir`, batch rows `rows.0 ..
@@ -860,6 +900,7 @@ pub(crate) mod tests {
             panels,
             macs_per_row,
             barriers: 1,
+            steps: 1,
         }
     }
 
@@ -1115,6 +1156,20 @@ pub(crate) mod tests {
         assert!((10_000..10_100).contains(&average), "{average}");
         let after = wake_up_average(average, 5_000_000_000);
         assert!(after - average <= 250_000 / 8, "{after}");
+    }
+
+    #[test]
+    fn the_caller_waits_for_members_by_the_work_within_bounds() {
+        let small = check_in(1000);
+        assert!((CHECK_IN..=PATIENCE_MAX).contains(&small), "{small:?}");
+        // A call of 32 ms alone at the bound's rate waits 0.5 ms.
+        let macs = (CORE_MACS_PER_SECOND_BOUND * 0.032) as usize;
+        let wait = check_in(macs);
+        assert!(
+            wait.abs_diff(Duration::from_micros(500)) < Duration::from_micros(1),
+            "{wait:?}"
+        );
+        assert_eq!(check_in(usize::MAX), CHECK_IN_MAX);
     }
 
     #[test]
