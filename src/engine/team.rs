@@ -674,7 +674,9 @@ pub(crate) fn run_shares(
     wanted: usize,
     work: &(dyn Fn(&Share, &Member) -> Result<()> + Sync),
 ) -> Result<()> {
-    let macs = shape.directions * shape.batch * shape.macs_per_row * shape.steps;
+    let macs = [shape.batch, shape.macs_per_row, shape.steps]
+        .into_iter()
+        .fold(shape.directions, usize::saturating_mul);
     run_for(wanted, macs, &|member| {
         for share in &plan(shape, member.size)[member.index] {
             work(share, member)?;
