@@ -59,6 +59,12 @@ mod os {
         unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), set) == 0 }
     }
 
+    #[cfg(test)]
+    pub(super) fn allowed_cpus() -> Option<usize> {
+        // SAFETY: CPU_COUNT only reads the set.
+        affinity().and_then(|set| usize::try_from(unsafe { libc::CPU_COUNT(&set) }).ok())
+    }
+
     pub(super) fn move_off(taken: impl Iterator<Item = usize>) -> Option<usize> {
         let allowed = affinity()?;
         let mut elsewhere = allowed;
@@ -88,6 +94,11 @@ mod os {
     pub(super) fn move_off(_taken: impl Iterator<Item = usize>) -> Option<usize> {
         None
     }
+
+    #[cfg(test)]
+    pub(super) fn allowed_cpus() -> Option<usize> {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -110,20 +121,8 @@ mod tests {
         assert_eq!(os_affinity_count(), before);
     }
 
-    /// How many CPUs the calling thread may run on.
+    /// How many CPUs the calling thread may run on (0 where unknown).
     fn os_affinity_count() -> usize {
-        #[cfg(all(target_os = "linux", not(miri)))]
-        {
-            let mut set = unsafe { std::mem::zeroed::<libc::cpu_set_t>() };
-            // SAFETY: as in `os::affinity`.
-            let rc = unsafe {
-                libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set)
-            };
-            assert_eq!(rc, 0);
-            // SAFETY: CPU_COUNT only reads the set.
-            usize::try_from(unsafe { libc::CPU_COUNT(&set) }).unwrap_or(0)
-        }
-        #[cfg(not(all(target_os = "linux", not(miri))))]
-        0
+        os::allowed_cpus().unwrap_or(0)
     }
 }

@@ -334,16 +334,7 @@ impl TeamState {
     }
 
     fn run_member(&self, index: usize, size: usize, work: &(dyn Fn(&Member) -> Result<()> + Sync)) {
-        let member = Member {
-            index,
-            size,
-            state: self,
-            since: Cell::new(Instant::now()),
-            waits: Cell::new(0),
-            stalls: Cell::new(0),
-            held_up: Cell::new(0),
-            stuck: Cell::new(false),
-        };
+        let member = Member::new(index, size, self);
         member.spread();
         let outcome = catch_unwind(AssertUnwindSafe(|| work(&member)));
         self.waits.fetch_add(member.waits.get(), Ordering::Relaxed);
@@ -383,7 +374,20 @@ pub(crate) struct Member<'a> {
     stuck: Cell<bool>,
 }
 
-impl Member<'_> {
+impl<'a> Member<'a> {
+    fn new(index: usize, size: usize, state: &'a TeamState) -> Self {
+        Member {
+            index,
+            size,
+            state,
+            since: Cell::new(Instant::now()),
+            waits: Cell::new(0),
+            stalls: Cell::new(0),
+            held_up: Cell::new(0),
+            stuck: Cell::new(false),
+        }
+    }
+
     /// Waits for the `parties` members of `group` (an index below `size`,
     /// the same for all of them) to arrive; an error if the team was
     /// poisoned meanwhile (another member failed: the call is abandoned).
@@ -592,18 +596,13 @@ fn note_stalls(state: &TeamState, size: usize, in_spell: bool) {
     }
     let spell = next_spell(SPELL_NANOS.load(Ordering::Relaxed), stalled);
     SPELL_NANOS.store(spell, Ordering::Relaxed);
-    let members = if stalled {
-        let members = size.saturating_sub(laggards(state, size)).max(1);
+    let members = stalled.then(|| size.saturating_sub(laggards(state, size)).max(1));
+    if let Some(members) = members {
         SPELL_MEMBERS.store(members, Ordering::Relaxed);
         SPELL_UNTIL.store(nanos_now().saturating_add(spell), Ordering::Relaxed);
-        Some(members)
-    } else {
-        None
-    };
+    }
     #[cfg(test)]
     tests::VERDICT.with(|v| v.set(Some((spell, members))));
-    #[cfg(not(test))]
-    let _ = members;
 }
 
 /// The team size a call can have now: the pool's threads, at most one per
@@ -1182,16 +1181,7 @@ pub(crate) mod tests {
             return; // No CPU numbers here, or nowhere to move.
         }
         let state = TeamState::new(2).unwrap();
-        let member = |index| Member {
-            index,
-            size: 2,
-            state: &state,
-            since: Cell::new(Instant::now()),
-            waits: Cell::new(0),
-            stalls: Cell::new(0),
-            held_up: Cell::new(0),
-            stuck: Cell::new(false),
-        };
+        let member = |index| Member::new(index, 2, &state);
         // Member 1 seen on this thread's CPU: member 0 stays where it is.
         state.cpus[1].store(here, Ordering::Relaxed);
         member(0).spread();
