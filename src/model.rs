@@ -370,25 +370,24 @@ impl Model {
         self.forward_into_placed(input, y, h_n, c_n, training, false)
     }
 
-    /// Whether a call over `batch` items of this model would give each of
-    /// its layers a team of one thread: it may then run on the caller's
-    /// thread ([`Model::stream_step_into`]) without the hand-off to the pool.
-    pub(crate) fn runs_on_one_thread(&self, batch: usize) -> Result<bool> {
+    /// The most threads a call over `batch` items of this model would give
+    /// one of its layers (1: it may as well run on the caller's thread).
+    pub(crate) fn team_size(&self, batch: usize) -> Result<usize> {
         let packed = self.packed()?;
-        crate::threads::run(|| Ok(engine::one_member(&self.config, packed, batch)))
+        crate::threads::run(|| Ok(engine::team_size(&self.config, packed, batch)))
     }
 
-    /// One inference call into caller buffers, on the caller's thread when
-    /// `inline` (see [`Model::runs_on_one_thread`]).
+    /// One inference call into caller buffers, on the caller's thread (a
+    /// team formed there takes helpers installed on it, see
+    /// [`crate::engine::helpers`]; with none, it is a team of one).
     pub(crate) fn stream_step_into(
         &self,
         input: &Input<'_>,
         y: &mut [f32],
         h_n: &mut [f32],
         c_n: Option<&mut [f32]>,
-        inline: bool,
     ) -> Result<()> {
-        self.forward_into_placed(input, y, h_n, c_n, false, inline)
+        self.forward_into_placed(input, y, h_n, c_n, false, true)
             .map(|_| ())
     }
 

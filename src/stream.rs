@@ -11,6 +11,7 @@
 //! models are refused.
 
 use crate::config::{Direction, EmptySequenceState};
+use crate::engine::helpers::Helpers;
 use crate::error::{check_len, Error, Result};
 use crate::io::{Input, Shapes};
 use crate::model::Model;
@@ -59,21 +60,25 @@ pub(crate) struct StreamCore {
 }
 
 /// Where a stream's steps run. A call on librnn's pool pays a hand-off to
-/// a worker and, with a team of several threads, their wake-ups: a few µs
-/// that a long call spreads over its steps and a stream pays at every
-/// step, against what the team saves on the step itself (more with weights
-/// that fit the team's caches together but not one core's). So a stream
-/// whose layers the engine would give one thread runs on the caller's
-/// thread; any other tries both placements on its first steps and keeps
-/// the faster (the results are the same bits either way).
+/// a worker and, with a team of several threads, their wake-ups: tens of
+/// µs that a long call spreads over its steps and a stream would pay at
+/// every step. So a stream runs its steps on the caller's thread: alone
+/// where the engine would give its layers one thread, else with helper
+/// threads of its own ([`Helpers`]) that wait for the next step as a team
+/// member waits at a barrier. Those try both ways on their first steps and
+/// keep the faster (the results are the same bits either way).
 #[derive(Debug)]
 enum Placement {
     Inline,
-    Pool,
-    /// Step times in seconds, inline and on the pool, alternating.
+    /// Steps run on a team of the caller and these helpers, unless they
+    /// are asleep (steps far apart): then on the caller alone, which wakes
+    /// them for the next.
+    Team(Helpers),
+    /// Step times in seconds, alone and with the helpers, alternating.
     Trial {
         inline: Vec<f64>,
-        pool: Vec<f64>,
+        team: Vec<f64>,
+        helpers: Helpers,
     },
 }
 
@@ -87,34 +92,37 @@ impl Placement {
         v[v.len() / 2]
     }
 
-    fn on_trial(&self) -> bool {
-        matches!(self, Placement::Trial { .. })
-    }
-
-    /// Whether the next step runs inline.
-    fn next_inline(&self) -> bool {
+    /// The helpers the next step runs with, if any.
+    fn team(&self) -> Option<&Helpers> {
         match self {
-            Placement::Inline => true,
-            Placement::Pool => false,
-            Placement::Trial { inline, pool } => inline.len() <= pool.len(),
+            Placement::Inline => None,
+            Placement::Team(helpers) => Some(helpers),
+            Placement::Trial {
+                inline,
+                team,
+                helpers,
+            } => (inline.len() > team.len()).then_some(helpers),
         }
     }
 
-    fn record(&mut self, ran_inline: bool, seconds: f64) {
-        if let Placement::Trial { inline, pool } = self {
-            match ran_inline {
-                true => inline.push(seconds),
-                false => pool.push(seconds),
-            }
-            if inline.len() > TRIAL_STEPS && pool.len() > TRIAL_STEPS {
-                // The first of each is the untimed warm-up.
-                let on_caller = Self::median(inline.split_off(1));
-                let on_pool = Self::median(pool.split_off(1));
-                *self = if on_caller <= on_pool {
-                    Placement::Inline
-                } else {
-                    Placement::Pool
-                };
+    fn record(&mut self, with_team: bool, seconds: f64) {
+        let Placement::Trial { inline, team, .. } = self else {
+            return;
+        };
+        match with_team {
+            true => team.push(seconds),
+            false => inline.push(seconds),
+        }
+        if inline.len() <= TRIAL_STEPS || team.len() <= TRIAL_STEPS {
+            return;
+        }
+        // The first of each is the untimed warm-up.
+        let alone = Self::median(inline.split_off(1));
+        let together = Self::median(team.split_off(1));
+        let trial = std::mem::replace(self, Placement::Inline);
+        if let Placement::Trial { helpers, .. } = trial {
+            if together < alone {
+                *self = Placement::Team(helpers);
             }
         }
     }
@@ -193,11 +201,12 @@ impl StreamCore {
             cur: 0,
             y: zeros(shapes.y, "a stream's output")?,
             lens: vec![1; batch],
-            placement: match model.runs_on_one_thread(batch)? {
-                true => Placement::Inline,
-                false => Placement::Trial {
+            placement: match model.team_size(batch)? {
+                0 | 1 => Placement::Inline,
+                members => Placement::Trial {
                     inline: Vec::new(),
-                    pool: Vec::new(),
+                    team: Vec::new(),
+                    helpers: Helpers::new(members - 1)?,
                 },
             },
             shapes,
@@ -228,12 +237,20 @@ impl StreamCore {
             input = input.with_c0(c_in);
         }
         let c_dest = model.config().has_cell_state().then_some(&mut c_out[..]);
-        let inline = self.placement.next_inline();
-        // Steps are timed only while the placement is on trial.
-        let start = self.placement.on_trial().then(std::time::Instant::now);
-        model.stream_step_into(&input, &mut self.y, h_out, c_dest, inline)?;
+        let on_trial = matches!(self.placement, Placement::Trial { .. });
+        // Helpers asleep would make the step wait for their wake-up.
+        let team = self.placement.team().filter(|h| on_trial || !h.asleep());
+        let start = on_trial.then(std::time::Instant::now);
+        let run = || model.stream_step_into(&input, &mut self.y, h_out, c_dest);
+        match team {
+            Some(helpers) => helpers.install(run)?,
+            None => run()?,
+        }
         if let Some(start) = start {
-            self.placement.record(inline, start.elapsed().as_secs_f64());
+            self.placement
+                .record(team.is_some(), start.elapsed().as_secs_f64());
+        } else if let (None, Placement::Team(helpers)) = (team, &self.placement) {
+            helpers.wake(); // for the next step, if it comes soon
         }
         if some_inactive && model.config().empty_sequence_state() == EmptySequenceState::Zeros {
             // An item sitting a step out keeps its state, whatever a whole
@@ -361,5 +378,44 @@ impl Stream<'_> {
     /// Sets the state (`h [L, N, H_out]`, and `c [L, N, H]` for an LSTM).
     pub fn set_state(&mut self, h: &[f32], c: Option<&[f32]>) -> Result<()> {
         self.core.set_state(h, c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{CellKind, Config};
+
+    /// Steps on a team with a helper thread (placed there whatever the
+    /// trial would say), with the helper awake and asleep between steps:
+    /// the same bits as a whole call on the caller's thread.
+    #[test]
+    fn steps_with_helpers_awake_or_asleep_equal_a_whole_call() {
+        let config = Config::builder(CellKind::Lstm, 16, 64)
+            .num_layers(2)
+            .build()
+            .unwrap();
+        let model = Model::random(config, 5);
+        let (t_len, batch) = (6, 2);
+        let x: Vec<f32> = (0..t_len * batch * 16)
+            .map(|v| (v as f32 * 0.37).sin())
+            .collect();
+        let whole =
+            crate::threads::run_inline(|| model.forward_inference(&Input::new(&x, t_len, batch)))
+                .unwrap();
+        let mut stream = model.stream(batch).unwrap();
+        stream.core.placement = Placement::Team(Helpers::new(1).unwrap());
+        let mut y = Vec::new();
+        for (t, step) in x.chunks_exact(batch * 16).enumerate() {
+            if t % 2 == 1 {
+                // Past any patience: the helper sleeps, the step runs on
+                // the caller alone and wakes it.
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            y.extend_from_slice(stream.step(step).unwrap());
+        }
+        assert_eq!(y, whole.y);
+        assert_eq!(stream.h(), &whole.h_n[..]);
+        assert!(matches!(stream.core.placement, Placement::Team(_)));
     }
 }

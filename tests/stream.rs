@@ -159,3 +159,41 @@ fn reversed_directions_and_bad_sizes_are_refused() {
     assert!(stream.set_state(&[0.0; 5], None).is_err());
     assert!(stream.step(&[0.0; 4]).is_ok());
 }
+
+/// A stream whose layers the engine would split runs its steps on helper
+/// threads of its own (trying them against the caller alone on its first
+/// steps): the same bits as a whole call on one thread, on pools of 2 and
+/// 3 threads, through the trial and after it, with and without lengths.
+#[test]
+fn a_stream_on_helper_threads_equals_one_whole_call_on_one_thread() {
+    let (t_len, steps_per_trial) = (24, 2 * 9);
+    assert!(t_len > steps_per_trial, "the steps go past the trial");
+    let pool = |threads| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+    };
+    let one = pool(1);
+    for (i, (name, builder)) in cell_variants(20, 96).into_iter().enumerate() {
+        let config = builder.num_layers(2).build().unwrap();
+        let model = Model::random(config.clone(), 60 + i as u64);
+        for batch in [1, 3] {
+            let mut rng = SplitMix64::new(70 + i as u64);
+            let b = random_batch(&mut rng, &config, t_len, batch);
+            let lens: Vec<usize> = (0..batch).map(|item| t_len - 5 * item).collect();
+            let input = Input::new(&b.x, t_len, batch).with_seq_lens(&lens);
+            let whole = one.install(|| model.forward_inference(&input)).unwrap();
+            for threads in [2, 3] {
+                let what = format!("{name}, batch {batch}, {threads} threads");
+                let (y, h) = pool(threads).install(|| {
+                    let mut stream = model.stream(batch).unwrap();
+                    let y = streamed(&mut stream, &b.x, t_len, Some(&lens));
+                    (y, stream.h().to_vec())
+                });
+                assert_eq!(y, whole.y, "{what}: y");
+                assert_eq!(h, whole.h_n, "{what}: h");
+            }
+        }
+    }
+}

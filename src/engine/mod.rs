@@ -15,6 +15,7 @@
 
 mod backward;
 mod forward;
+pub(crate) mod helpers;
 mod memory;
 pub(crate) mod pack;
 mod placement;
@@ -257,15 +258,18 @@ fn zero_empty_items(config: &Config, lens: &[usize], state: &mut [f32], width: u
     }
 }
 
-/// Whether a forward call over `batch` items gives every layer of `config`
-/// a team of one member (call from inside `threads::run`, which sets the
-/// threads a team can have).
-pub(crate) fn one_member(config: &Config, packed: &Packed, batch: usize) -> bool {
+/// The most members a forward call over `batch` items gives a layer of
+/// `config` (call from inside `threads::run`, which sets the threads a
+/// team can have).
+pub(crate) fn team_size(config: &Config, packed: &Packed, batch: usize) -> usize {
     let unit = packed.kernels.unit();
     let dirs = config.num_directions();
-    (0..config.num_layers()).all(|layer| {
-        let pb = &packed.blocks[layer * dirs];
-        let shape = layer_shape(config, pb, (batch, 1), unit, forward::team_barriers(config));
-        team::useful_members(shape, team::capacity()) == 1
-    })
+    (0..config.num_layers())
+        .map(|layer| {
+            let pb = &packed.blocks[layer * dirs];
+            let shape = layer_shape(config, pb, (batch, 1), unit, forward::team_barriers(config));
+            team::useful_members(shape, team::capacity())
+        })
+        .max()
+        .unwrap_or(1)
 }

@@ -46,7 +46,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use super::placement;
+use super::{helpers, placement};
 use crate::error::{panic_message, try_with_capacity, Error, Result};
 
 /// The shortest the caller waits for idle workers to join its team; it
@@ -77,7 +77,7 @@ fn check_in(macs: usize) -> Duration {
 
 /// How long a waiting member spins before it starts yielding: long enough
 /// to cover the imbalance of a step between cores that are all running.
-const SPIN: Duration = Duration::from_micros(20);
+pub(super) const SPIN: Duration = Duration::from_micros(20);
 
 /// The bounds of a member's whole wait before it sleeps ([`patience`]):
 /// at least [`SPIN`], and short enough that a member whose peer was
@@ -97,7 +97,7 @@ static WAKE_UP_NANOS: AtomicU64 = AtomicU64::new(50_000);
 /// every step pays a wake-up (measured on the 2-core VM: 60 µs steps
 /// instead of 8 with a 20 µs spin and 40-50 µs wake-ups; BENCHMARKS.md,
 /// "Team members on one CPU").
-fn patience() -> Duration {
+pub(super) fn patience() -> Duration {
     patience_after(WAKE_UP_NANOS.load(Ordering::Relaxed))
 }
 
@@ -151,7 +151,7 @@ pub(crate) struct Barrier {
 
 /// A member left a barrier because the team was poisoned.
 #[derive(Debug)]
-struct Poisoned;
+pub(super) struct Poisoned;
 
 /// How a member's wait at a barrier went.
 #[derive(Debug, Default, Clone, Copy)]
@@ -233,7 +233,7 @@ impl Barrier {
 /// Spins for up to `time` until `done` (true) or the team is poisoned;
 /// false if the time ran out first. `yielding`: yields the CPU between
 /// checks of the clock, for a thread that the OS placed on this CPU.
-fn spin_until(
+pub(super) fn spin_until(
     done: &impl Fn() -> bool,
     poison: &AtomicBool,
     time: Duration,
@@ -263,7 +263,10 @@ fn spin_until(
 }
 
 /// Spins, then yields, until `done` (for the short wait for a seal).
-fn wait_until(done: impl Fn() -> bool, poison: &AtomicBool) -> std::result::Result<(), Poisoned> {
+pub(super) fn wait_until(
+    done: impl Fn() -> bool,
+    poison: &AtomicBool,
+) -> std::result::Result<(), Poisoned> {
     while !spin_until(&done, poison, SPIN, false)? {
         std::thread::yield_now();
     }
@@ -614,11 +617,16 @@ pub(crate) fn capacity() -> usize {
 
 /// [`capacity`], and whether a spell is on.
 fn capacity_and_spell() -> (usize, bool) {
+    // Helpers installed on this thread take the pool's place.
+    let threads = match helpers::installed_count() {
+        0 => crate::threads::num_threads(),
+        helpers => 1 + helpers,
+    };
     #[cfg(test)]
     if let n @ 1.. = tests::FORCED_CAPACITY.load(Ordering::Relaxed) {
-        return (n.min(crate::threads::num_threads()), false);
+        return (n.min(threads), false);
     }
-    let threads = crate::threads::num_threads().min(crate::threads::cores());
+    let threads = threads.min(crate::threads::cores());
     let share = (threads / crate::threads::active_calls()).max(1);
     if contended() {
         let spell = SPELL_MEMBERS.load(Ordering::Relaxed);
@@ -648,6 +656,12 @@ fn run_for(
     let state = TeamState::new(wanted)?;
     if wanted == 1 {
         state.run_member(0, 1, work);
+    } else if let Some(helpers) = helpers::installed() {
+        let state = &state;
+        helpers.run(wanted - 1, &|| join(state, work), || {
+            seal(state, wanted - 1, check_in(macs));
+            state.run_member(0, state.size(), work);
+        });
     } else {
         rayon::scope(|scope| {
             let state = &state;

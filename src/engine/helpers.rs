@@ -1,0 +1,343 @@
+//! Helper threads that a caller keeps from call to call, for teams formed
+//! many times a second (a stream's steps).
+//!
+//! A team is formed per call from the pool's idle workers ([`super::team`]):
+//! a hand-off that costs a few µs, and a wake-up of tens of µs where the
+//! workers went to sleep since the last call. A long call pays that once; a
+//! stream of one-step calls pays it at every step, more than the team saves
+//! on a step of 5-20 µs (BENCHMARKS.md: a streamed LSTM H = 256 step took
+//! 30-40 µs on two threads through the pool, against 16 on one). [`Helpers`]
+//! are threads of the caller's own, each waiting for the next job as a team
+//! member waits at a barrier (spinning, then yielding, for [`patience`],
+//! then asleep): while [`Helpers::install`]ed on a thread, a team formed
+//! there offers its places to them instead of to the pool.
+//!
+//! A team formed this way works as any other: its roster is sealed after
+//! the same check-in wait, so a helper still asleep (steps far apart) is
+//! simply left out of that step, and the results are the same bits.
+
+use std::cell::RefCell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use super::team::{patience, spin_until, wait_until, SPIN};
+use crate::error::{Error, Result};
+
+/// A job as the helpers see it: a borrowed closure whose lifetime the
+/// caller of [`Helpers::run`] guarantees (it returns only after every
+/// helper it gave the job to is done with it).
+type Job<'a> = dyn Fn() + Sync + 'a;
+
+/// The job of one generation: which helpers take part and what they run.
+#[derive(Clone, Copy)]
+struct Posted {
+    generation: u64,
+    /// Helpers `0..takers` run the job; the others sit it out.
+    takers: usize,
+    job: Option<&'static Job<'static>>,
+}
+
+/// What the caller and its helpers share.
+struct Shared {
+    /// The helper threads.
+    count: usize,
+    /// Bumped (after `posted` is written) for each job.
+    generation: AtomicU64,
+    posted: Mutex<Posted>,
+    /// Helpers that finished the current generation's job.
+    done: AtomicUsize,
+    /// Set once, when the owner drops the helpers.
+    quit: AtomicBool,
+    /// Helpers asleep (or about to be) on `wake`.
+    sleepers: AtomicUsize,
+    lock: Mutex<()>,
+    wake: Condvar,
+}
+
+impl Shared {
+    fn posted(&self) -> MutexGuard<'_, Posted> {
+        self.posted.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until a generation after `seen` is posted (false: quit):
+    /// spins, yields, then sleeps; woken without a job (see
+    /// [`Helpers::wake`]), it spins again.
+    fn wait_for_job(&self, seen: u64) -> bool {
+        let quit = &self.quit;
+        let posted = || self.generation.load(Ordering::SeqCst) != seen;
+        loop {
+            for (time, yielding) in [(SPIN, false), (patience().saturating_sub(SPIN), true)] {
+                match spin_until(&posted, quit, time, yielding) {
+                    Ok(true) => return true,
+                    Ok(false) => {}
+                    Err(_) => return false,
+                }
+            }
+            // SeqCst with the poster's generation store and sleepers load:
+            // either this sees the new generation or the poster sees it
+            // asleep and wakes it under the lock.
+            self.sleepers.fetch_add(1, Ordering::SeqCst);
+            let held = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            if !posted() && !quit.load(Ordering::SeqCst) {
+                drop(self.wake.wait(held).unwrap_or_else(|e| e.into_inner()));
+            }
+            self.sleepers.fetch_sub(1, Ordering::SeqCst);
+            if quit.load(Ordering::SeqCst) {
+                return false;
+            }
+            if posted() {
+                return true;
+            }
+        }
+    }
+
+    fn wake_all(&self) {
+        if self.sleepers.load(Ordering::SeqCst) > 0 {
+            let _held = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.wake.notify_all();
+        }
+    }
+}
+
+/// Helper threads kept by one owner (a stream); dropping them ends the
+/// threads.
+pub(crate) struct Helpers {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Helpers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Helpers({})", self.threads.len())
+    }
+}
+
+thread_local! {
+    /// The helpers installed on this thread (see [`Helpers::install`]).
+    static INSTALLED: RefCell<Option<Arc<Shared>>> = const { RefCell::new(None) };
+}
+
+/// The helpers installed on this thread, if any: how many there are and a
+/// handle to run jobs on them.
+pub(crate) struct Installed {
+    shared: Arc<Shared>,
+    count: usize,
+}
+
+/// The helpers a team formed on this thread now may use.
+pub(crate) fn installed() -> Option<Installed> {
+    // A call from a thread's TLS destructors (a C host's) finds the
+    // thread-locals gone: no helpers there.
+    INSTALLED
+        .try_with(|h| {
+            h.borrow().as_ref().map(|shared| Installed {
+                count: shared.count,
+                shared: Arc::clone(shared),
+            })
+        })
+        .ok()
+        .flatten()
+}
+
+/// How many helpers are installed on this thread (0 if none).
+pub(crate) fn installed_count() -> usize {
+    installed().map_or(0, |i| i.count)
+}
+
+impl Helpers {
+    /// `count` helper threads, waiting for jobs.
+    pub fn new(count: usize) -> Result<Helpers> {
+        let shared = Arc::new(Shared {
+            count,
+            generation: AtomicU64::new(0),
+            posted: Mutex::new(Posted {
+                generation: 0,
+                takers: 0,
+                job: None,
+            }),
+            done: AtomicUsize::new(0),
+            quit: AtomicBool::new(false),
+            sleepers: AtomicUsize::new(0),
+            lock: Mutex::new(()),
+            wake: Condvar::new(),
+        });
+        let mut helpers = Helpers {
+            shared,
+            threads: Vec::new(),
+        };
+        for index in 0..count {
+            let shared = Arc::clone(&helpers.shared);
+            let thread = std::thread::Builder::new()
+                .name(format!("librnn-helper-{index}"))
+                .spawn(move || serve(&shared, index))
+                .map_err(|e| Error::Internal(format!("could not start a helper thread: {e}")))?;
+            // Dropping `helpers` on a later error ends the ones started.
+            helpers.threads.push(thread);
+        }
+        Ok(helpers)
+    }
+
+    /// Whether every helper is asleep (a job would wait for a wake-up).
+    pub fn asleep(&self) -> bool {
+        self.shared.sleepers.load(Ordering::SeqCst) >= self.threads.len()
+    }
+
+    /// Wakes sleeping helpers without a job: they wait for one again,
+    /// spinning first.
+    pub fn wake(&self) {
+        self.shared.wake_all();
+    }
+
+    /// Runs `work` with these helpers installed on the calling thread: a
+    /// team formed inside offers its places to them.
+    pub fn install<R>(&self, work: impl FnOnce() -> R) -> R {
+        struct Restore(Option<Arc<Shared>>);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                let previous = self.0.take();
+                let _ = INSTALLED.try_with(|h| *h.borrow_mut() = previous);
+            }
+        }
+        let shared = Arc::clone(&self.shared);
+        match INSTALLED.try_with(|h| h.borrow_mut().replace(shared)) {
+            Ok(previous) => {
+                let _restore = Restore(previous);
+                work()
+            }
+            // In a thread's TLS destructors: the step runs alone.
+            Err(_) => work(),
+        }
+    }
+}
+
+impl Drop for Helpers {
+    fn drop(&mut self) {
+        self.shared.quit.store(true, Ordering::SeqCst);
+        {
+            let _held = self.shared.lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.shared.wake.notify_all();
+        }
+        for thread in self.threads.drain(..) {
+            // A helper's job runs under catch_unwind: it ends normally.
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Installed {
+    /// Helpers available.
+    #[cfg(test)]
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// Runs `job` on `takers` helpers (at most [`count`](Self::count))
+    /// while the caller runs `own`, and returns once all of them are done.
+    pub fn run<'a>(&self, takers: usize, job: &'a Job<'a>, own: impl FnOnce()) {
+        let takers = takers.min(self.count);
+        // SAFETY: the reference is erased to 'static only for the helpers,
+        // and this function does not return (nor unwind: `own` runs under
+        // catch_unwind below) before every taker has finished with it,
+        // after which no helper reads it again (a helper runs the job of a
+        // generation once, and the next post replaces it).
+        let job = unsafe { std::mem::transmute::<&'a Job<'a>, &'static Job<'static>>(job) };
+        let shared = &*self.shared;
+        shared.done.store(0, Ordering::SeqCst);
+        {
+            let mut posted = shared.posted();
+            posted.generation += 1;
+            posted.takers = takers;
+            posted.job = Some(job);
+            shared.generation.store(posted.generation, Ordering::SeqCst);
+        }
+        shared.wake_all();
+        let outcome = catch_unwind(AssertUnwindSafe(own));
+        let never = AtomicBool::new(false);
+        let finished = || shared.done.load(Ordering::Acquire) >= takers;
+        // The takers run the same team as the caller: they finish with it.
+        let _ = wait_until(finished, &never);
+        shared.posted().job = None;
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
+    }
+}
+
+/// A helper's life: wait for a job, run it if it is one of the takers,
+/// report it done; until the owner quits.
+fn serve(shared: &Shared, index: usize) {
+    let mut seen = 0;
+    while shared.wait_for_job(seen) {
+        let posted = *shared.posted();
+        seen = posted.generation;
+        if index >= posted.takers {
+            continue;
+        }
+        if let Some(job) = posted.job {
+            // A team member reports its own panics; this only keeps a
+            // helper alive, and the caller from waiting, whatever happens.
+            let _ = catch_unwind(AssertUnwindSafe(job));
+        }
+        shared.done.fetch_add(1, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_taker_runs_each_job_once_and_the_caller_waits_for_them() {
+        let helpers = Helpers::new(3).unwrap();
+        helpers.install(|| {
+            let on = installed().unwrap();
+            assert_eq!(on.count(), 3);
+            for takers in [0, 1, 2, 3, 3, 1] {
+                let runs = AtomicUsize::new(0);
+                let own = AtomicBool::new(false);
+                on.run(
+                    takers,
+                    &|| {
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                        runs.fetch_add(1, Ordering::SeqCst);
+                    },
+                    || own.store(true, Ordering::SeqCst),
+                );
+                assert_eq!(runs.load(Ordering::SeqCst), takers);
+                assert!(own.load(Ordering::SeqCst));
+            }
+        });
+        assert!(installed().is_none(), "uninstalled after install returns");
+    }
+
+    #[test]
+    fn helpers_asleep_wake_for_a_job_and_a_panicking_job_is_contained() {
+        let helpers = Helpers::new(1).unwrap();
+        // Past any patience: the helper sleeps.
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        helpers.install(|| {
+            let on = installed().unwrap();
+            let ran = AtomicUsize::new(0);
+            on.run(
+                1,
+                &|| {
+                    ran.fetch_add(1, Ordering::SeqCst);
+                },
+                || {},
+            );
+            assert_eq!(ran.load(Ordering::SeqCst), 1);
+            on.run(1, &|| panic!("a job that panics"), || {});
+            on.run(
+                1,
+                &|| {
+                    ran.fetch_add(1, Ordering::SeqCst);
+                },
+                || {},
+            );
+            assert_eq!(ran.load(Ordering::SeqCst), 2, "the helper lives on");
+        });
+        drop(helpers); // joins the thread, asleep or not
+    }
+}
