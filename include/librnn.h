@@ -1053,6 +1053,13 @@ enum rnn_status rnn_onnx_state_to_librnn(const float *state,
 // stream (RNN_INVALID_ARGUMENT otherwise: a reversed direction reads the
 // sequence from its end). Added in ABI version 6.
 //
+// Where librnn's pool has several threads and the engine would split
+// the model's layers between them at this batch, the stream starts up to
+// `threads - 1` helper threads of its own, which run its steps with the
+// calling thread (cheaper than handing each step to the pool); it keeps
+// them if its first steps run faster with them than without, and
+// `rnn_stream_destroy` ends them. Steps are the same bits either way.
+//
 // # Safety
 // `model` from `rnn_model_create` (checked); `stream` writable.
 enum rnn_status rnn_stream_create(const struct rnn_model *model,
@@ -1111,8 +1118,9 @@ enum rnn_status rnn_stream_set_state(const struct rnn_stream *stream,
                                      const float *c,
                                      size_t c_len);
 
-// Frees a stream (NULL is accepted: RNN_OK). A stream destroyed already,
-// or not from librnn, gives RNN_MISUSE. Added in ABI version 6.
+// Frees a stream and ends its helper threads (NULL is accepted: RNN_OK).
+// A stream destroyed already, or not from librnn, gives RNN_MISUSE. Added
+// in ABI version 6.
 //
 // # Safety
 // `stream` from `rnn_stream_create` or NULL.

@@ -162,6 +162,13 @@ impl Model {
     /// A stream of `batch` items over this model, each starting from a
     /// zero state. The model must read its input forward (`Forward`
     /// direction).
+    ///
+    /// Where librnn's pool has several threads and the engine would split
+    /// this model's layers between them at `batch`, the stream starts up
+    /// to `threads − 1` helper threads of its own that run its steps with
+    /// the calling thread; it keeps them if its first steps run faster with
+    /// them than without, and ends them when dropped. Steps are the same
+    /// bits either way.
     pub fn stream(&self, batch: usize) -> Result<Stream<'_>> {
         Ok(Stream {
             model: self,

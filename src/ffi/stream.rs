@@ -39,6 +39,13 @@ impl rnn_stream {
 /// stream (RNN_INVALID_ARGUMENT otherwise: a reversed direction reads the
 /// sequence from its end). Added in ABI version 6.
 ///
+/// Where librnn's pool has several threads and the engine would split
+/// the model's layers between them at this batch, the stream starts up to
+/// `threads - 1` helper threads of its own, which run its steps with the
+/// calling thread (cheaper than handing each step to the pool); it keeps
+/// them if its first steps run faster with them than without, and
+/// `rnn_stream_destroy` ends them. Steps are the same bits either way.
+///
 /// # Safety
 /// `model` from `rnn_model_create` (checked); `stream` writable.
 #[no_mangle]
@@ -191,8 +198,9 @@ pub unsafe extern "C" fn rnn_stream_set_state(
     })
 }
 
-/// Frees a stream (NULL is accepted: RNN_OK). A stream destroyed already,
-/// or not from librnn, gives RNN_MISUSE. Added in ABI version 6.
+/// Frees a stream and ends its helper threads (NULL is accepted: RNN_OK).
+/// A stream destroyed already, or not from librnn, gives RNN_MISUSE. Added
+/// in ABI version 6.
 ///
 /// # Safety
 /// `stream` from `rnn_stream_create` or NULL.
