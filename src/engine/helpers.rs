@@ -106,6 +106,9 @@ impl Shared {
 pub(crate) struct Helpers {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
+    /// The process that started the threads: a forked child has none of
+    /// them (see [`Helpers::here`]).
+    pid: u32,
 }
 
 impl std::fmt::Debug for Helpers {
@@ -166,6 +169,7 @@ impl Helpers {
         let mut helpers = Helpers {
             shared,
             threads: Vec::new(),
+            pid: std::process::id(),
         };
         for index in 0..count {
             let shared = Arc::clone(&helpers.shared);
@@ -179,6 +183,13 @@ impl Helpers {
         Ok(helpers)
     }
 
+    /// Whether the helper threads exist in this process: after a fork the
+    /// child has only the thread that forked, and a step there runs alone
+    /// (as a call there builds a fresh pool, see `crate::threads`).
+    fn here(&self) -> bool {
+        self.pid == std::process::id()
+    }
+
     /// Whether every helper is asleep (a job would wait for a wake-up).
     pub fn asleep(&self) -> bool {
         self.shared.sleepers.load(Ordering::SeqCst) >= self.threads.len()
@@ -187,12 +198,17 @@ impl Helpers {
     /// Wakes sleeping helpers without a job: they wait for one again,
     /// spinning first.
     pub fn wake(&self) {
-        self.shared.wake_all();
+        if self.here() {
+            self.shared.wake_all();
+        }
     }
 
     /// Runs `work` with these helpers installed on the calling thread: a
     /// team formed inside offers its places to them.
     pub fn install<R>(&self, work: impl FnOnce() -> R) -> R {
+        if !self.here() {
+            return work();
+        }
         struct Restore(Option<Arc<Shared>>);
         impl Drop for Restore {
             fn drop(&mut self) {
@@ -214,6 +230,13 @@ impl Helpers {
 
 impl Drop for Helpers {
     fn drop(&mut self) {
+        if !self.here() {
+            // A forked child: the threads do not exist here (joining or
+            // detaching them is undefined) and the lock may have been held
+            // at the fork; the memory stays, once per fork.
+            std::mem::forget(std::mem::take(&mut self.threads));
+            return;
+        }
         self.shared.quit.store(true, Ordering::SeqCst);
         {
             let _held = self.shared.lock.lock().unwrap_or_else(|e| e.into_inner());

@@ -136,6 +136,62 @@ static void fork_child_keeps_working(void) {
     EXPECT_STATUS(rnn_model_destroy(m), RNN_OK);
 }
 
+/* 2b. A stream large enough that its steps run on helper threads of its own
+ * (where the pool has two or more threads) is stepped before a fork; the
+ * child, which has none of those threads, steps it on (the same outputs as
+ * the parent's next steps) and destroys it without hanging. */
+enum { SH = 128, SI = 3, SSTEPS = 4 };
+
+static void stream_steps(const rnn_stream *s, int from, float *y) {
+    for (int t = from; t < from + SSTEPS; t++) {
+        float x[SI];
+        for (int i = 0; i < SI; i++) x[i] = (float)((t * 5 + i * 3) % 7 - 3) * 0.2f;
+        EXPECT_STATUS(rnn_stream_step(s, x, SI, NULL, 0, y + (size_t)(t - from) * SH, SH), RNN_OK);
+    }
+}
+
+static void fork_child_steps_a_stream(void) {
+    rnn_config c = lstm_config();
+    c.hidden_size = SH;
+    rnn_model *m = NULL;
+    EXPECT_STATUS(rnn_model_create(&c, &m), RNN_OK);
+    EXPECT_STATUS(rnn_model_init_random(m, 4), RNN_OK);
+    rnn_stream *s = NULL;
+    EXPECT_STATUS(rnn_stream_create(m, 1, &s), RNN_OK);
+    static float before[SSTEPS * SH], parent[SSTEPS * SH], child[SSTEPS * SH];
+    stream_steps(s, 0, before);
+    fflush(NULL);
+    int pipe_fds[2];
+    CHECK(pipe(pipe_fds) == 0, "pipe failed");
+    pid_t pid = fork();
+    if (pid == 0) {
+        alarm(60); /* a hang becomes SIGALRM, which the parent reports */
+        stream_steps(s, SSTEPS, child);
+        int ok = rnn_stream_destroy(s) == RNN_OK && failures == 0;
+        ssize_t want = (ssize_t)sizeof child;
+        ssize_t written = ok ? write(pipe_fds[1], child, sizeof child) : 0;
+        _exit(written == want ? 0 : 3);
+    }
+    CHECK(pid > 0, "fork failed");
+    close(pipe_fds[1]);
+    size_t got = 0;
+    while (got < sizeof child) {
+        ssize_t n = read(pipe_fds[0], (char *)child + got, sizeof child - got);
+        if (n <= 0) break;
+        got += (size_t)n;
+    }
+    close(pipe_fds[0]);
+    int status = 0;
+    CHECK(waitpid(pid, &status, 0) == pid, "waitpid failed");
+    CHECK(!WIFSIGNALED(status), "the forked child's stream was killed by signal %d (SIGALRM: it hung)",
+          WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+    stream_steps(s, SSTEPS, parent);
+    CHECK(got == sizeof child && memcmp(parent, child, sizeof child) == 0,
+          "the forked child's stream steps failed or differ from the parent's");
+    EXPECT_STATUS(rnn_stream_destroy(s), RNN_OK);
+    EXPECT_STATUS(rnn_model_destroy(m), RNN_OK);
+}
+
 /* 3. Calls from a pthread TLS destructor, on a thread that used librnn
  * before (its Rust thread-locals are gone by then) and on one that did not. */
 static pthread_key_t exit_key;
@@ -529,6 +585,7 @@ int main(int argc, char **argv) {
         return finish("host oom: every check passed");
     }
     fork_child_keeps_working();
+    fork_child_steps_a_stream();
     calls_from_thread_exit_destructors();
     weights_swapped_while_serving();
     misuse_is_detected();
