@@ -397,7 +397,10 @@ mod tests {
     /// trial would say), with the helper awake and asleep between steps:
     /// the same bits as a whole call on the caller's thread.
     #[test]
-    #[cfg_attr(miri, ignore = "too slow under Miri (helpers' own test covers their unsafe)")]
+    #[cfg_attr(
+        miri,
+        ignore = "too slow under Miri (helpers' own test covers their unsafe)"
+    )]
     fn steps_with_helpers_awake_or_asleep_equal_a_whole_call() {
         let config = Config::builder(CellKind::Lstm, 16, 64)
             .num_layers(2)
