@@ -65,64 +65,107 @@ pub(crate) struct StreamCore {
 /// every step. So a stream runs its steps on the caller's thread: alone
 /// where the engine would give its layers one thread, else with helper
 /// threads of its own ([`Helpers`]) that wait for the next step as a team
-/// member waits at a barrier. Those try both ways on their first steps and
-/// keep the faster (the results are the same bits either way).
+/// member waits at a barrier. Those try both ways, alternating, and keep
+/// the faster, trying again every [`STEPS_BETWEEN_TRIALS`] steps (the
+/// results are the same bits either way).
 #[derive(Debug)]
-enum Placement {
-    Inline,
-    /// Steps run on a team of the caller and these helpers, unless they
-    /// are asleep (steps far apart): then on the caller alone, which wakes
-    /// them for the next.
-    Team(Helpers),
+struct Placement {
+    /// None: the engine gives this stream's layers one thread.
+    helpers: Option<Helpers>,
+    mode: Mode,
+}
+
+#[derive(Debug)]
+enum Mode {
     /// Step times in seconds, alone and with the helpers, alternating.
-    Trial {
-        inline: Vec<f64>,
-        team: Vec<f64>,
-        helpers: Helpers,
-    },
+    Trial { alone: Vec<f64>, team: Vec<f64> },
+    /// Steps run on the caller alone; a trial again after `left` steps.
+    Alone { left: usize },
+    /// Steps run on a team of the caller and the helpers, unless they are
+    /// asleep (steps far apart): then on the caller alone, which wakes
+    /// them for the next; a trial again after `left` steps.
+    Team { left: usize },
+}
+
+impl Mode {
+    fn trial() -> Mode {
+        Mode::Trial {
+            alone: Vec::with_capacity(TRIAL_STEPS + 1),
+            team: Vec::with_capacity(TRIAL_STEPS + 1),
+        }
+    }
 }
 
 /// Timed steps of each placement before a stream chooses (after one
 /// untimed step of each, which may pack or warm caches).
 const TRIAL_STEPS: usize = 8;
 
+/// Steps between two trials. What is faster changes with the machine's
+/// load, and one trial at an unlucky moment (measured on the 2-core VM:
+/// 2 of 12 streams chose to run alone, at 17-20 µs a step against 12.5
+/// with the helpers, their trial's team steps slowed to 22-26 µs) would
+/// otherwise hold for the stream's life. A trial spends about 9 steps on
+/// the slower placement: under 0.5 % of this many.
+const STEPS_BETWEEN_TRIALS: usize = 4096;
+
 impl Placement {
-    fn median(mut v: Vec<f64>) -> f64 {
+    fn new(helpers: Option<Helpers>) -> Self {
+        let mode = match helpers {
+            Some(_) => Mode::trial(),
+            None => Mode::Alone { left: usize::MAX },
+        };
+        Placement { helpers, mode }
+    }
+
+    fn on_trial(&self) -> bool {
+        matches!(self.mode, Mode::Trial { .. })
+    }
+
+    /// The helpers the next step runs with, if any (on trial, whether or
+    /// not they are awake).
+    fn team(&self) -> Option<&Helpers> {
+        let helpers = self.helpers.as_ref()?;
+        match &self.mode {
+            Mode::Alone { .. } => None,
+            Mode::Team { .. } => Some(helpers).filter(|h| !h.asleep()),
+            Mode::Trial { alone, team } => (alone.len() > team.len()).then_some(helpers),
+        }
+    }
+
+    fn median(v: &mut [f64]) -> f64 {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     }
 
-    /// The helpers the next step runs with, if any.
-    fn team(&self) -> Option<&Helpers> {
-        match self {
-            Placement::Inline => None,
-            Placement::Team(helpers) => Some(helpers),
-            Placement::Trial {
-                inline,
-                team,
-                helpers,
-            } => (inline.len() > team.len()).then_some(helpers),
-        }
-    }
-
-    fn record(&mut self, with_team: bool, seconds: f64) {
-        let Placement::Trial { inline, team, .. } = self else {
-            return;
-        };
-        match with_team {
-            true => team.push(seconds),
-            false => inline.push(seconds),
-        }
-        if inline.len() <= TRIAL_STEPS || team.len() <= TRIAL_STEPS {
-            return;
-        }
-        // The first of each is the untimed warm-up.
-        let alone = Self::median(inline.split_off(1));
-        let together = Self::median(team.split_off(1));
-        let trial = std::mem::replace(self, Placement::Inline);
-        if let Placement::Trial { helpers, .. } = trial {
-            if together < alone {
-                *self = Placement::Team(helpers);
+    /// After a step, with the helpers or not, that took `seconds` (timed
+    /// on trial only).
+    fn stepped(&mut self, with_team: bool, seconds: Option<f64>) {
+        match &mut self.mode {
+            Mode::Trial { alone, team } => {
+                let times = if with_team { &mut *team } else { &mut *alone };
+                times.extend(seconds);
+                if alone.len() <= TRIAL_STEPS || team.len() <= TRIAL_STEPS {
+                    return;
+                }
+                // The first of each is a warm-up, left out.
+                let left = STEPS_BETWEEN_TRIALS;
+                self.mode = match Self::median(&mut team[1..]) < Self::median(&mut alone[1..]) {
+                    true => Mode::Team { left },
+                    false => Mode::Alone { left },
+                };
+            }
+            Mode::Alone { left } | Mode::Team { left } => {
+                *left = left.saturating_sub(1);
+                let due = *left == 0;
+                let team_mode = matches!(self.mode, Mode::Team { .. });
+                if let Some(helpers) = &self.helpers {
+                    if team_mode && !with_team {
+                        helpers.wake(); // for the next step, if it comes soon
+                    }
+                    if due {
+                        self.mode = Mode::trial();
+                    }
+                }
             }
         }
     }
@@ -165,10 +208,11 @@ impl Model {
     ///
     /// Where librnn's pool has several threads and the engine would split
     /// this model's layers between them at `batch`, the stream starts up
-    /// to `threads − 1` helper threads of its own that run its steps with
-    /// the calling thread; it keeps them if its first steps run faster with
-    /// them than without, and ends them when dropped. Steps are the same
-    /// bits either way.
+    /// to `threads − 1` helper threads of its own that can run its steps
+    /// with the calling thread; it uses them while steps run faster with
+    /// them than without (timed on its first steps and every 4096 steps
+    /// after) and ends them when dropped. Steps are the same bits either
+    /// way.
     pub fn stream(&self, batch: usize) -> Result<Stream<'_>> {
         Ok(Stream {
             model: self,
@@ -208,14 +252,10 @@ impl StreamCore {
             cur: 0,
             y: zeros(shapes.y, "a stream's output")?,
             lens: vec![1; batch],
-            placement: match model.team_size(batch)? {
-                0 | 1 => Placement::Inline,
-                members => Placement::Trial {
-                    inline: Vec::new(),
-                    team: Vec::new(),
-                    helpers: Helpers::new(members - 1)?,
-                },
-            },
+            placement: Placement::new(match model.team_size(batch)? {
+                0 | 1 => None,
+                members => Some(Helpers::new(members - 1)?),
+            }),
             shapes,
         })
     }
@@ -244,21 +284,17 @@ impl StreamCore {
             input = input.with_c0(c_in);
         }
         let c_dest = model.config().has_cell_state().then_some(&mut c_out[..]);
-        let on_trial = matches!(self.placement, Placement::Trial { .. });
-        // Helpers asleep would make the step wait for their wake-up.
-        let team = self.placement.team().filter(|h| on_trial || !h.asleep());
-        let start = on_trial.then(std::time::Instant::now);
+        let team = self.placement.team();
+        let with_team = team.is_some();
+        // Steps are timed only while the placement is on trial.
+        let start = self.placement.on_trial().then(std::time::Instant::now);
         let run = || model.stream_step_into(&input, &mut self.y, h_out, c_dest);
         match team {
             Some(helpers) => helpers.install(run)?,
             None => run()?,
         }
-        if let Some(start) = start {
-            self.placement
-                .record(team.is_some(), start.elapsed().as_secs_f64());
-        } else if let (None, Placement::Team(helpers)) = (team, &self.placement) {
-            helpers.wake(); // for the next step, if it comes soon
-        }
+        let seconds = start.map(|start| start.elapsed().as_secs_f64());
+        self.placement.stepped(with_team, seconds);
         if some_inactive && model.config().empty_sequence_state() == EmptySequenceState::Zeros {
             // An item sitting a step out keeps its state, whatever a whole
             // call does with an empty item.
@@ -393,6 +429,41 @@ mod tests {
     use super::*;
     use crate::{CellKind, Config};
 
+    /// A trial alternates the placements, keeps the faster (here the team,
+    /// then the caller alone), and comes again after
+    /// [`STEPS_BETWEEN_TRIALS`] steps.
+    #[test]
+    fn a_stream_keeps_the_faster_placement_and_tries_again_later() {
+        let mut placement = Placement::new(Some(Helpers::new(1).unwrap()));
+        for (team_time, alone_time, chosen) in [(1.0, 2.0, "team"), (3.0, 2.0, "alone")] {
+            assert!(placement.on_trial());
+            let mut steps = 0;
+            while placement.on_trial() {
+                let with_team = placement.team().is_some();
+                let time = if with_team { team_time } else { alone_time };
+                placement.stepped(with_team, Some(time));
+                steps += 1;
+            }
+            assert_eq!(steps, 2 * (TRIAL_STEPS + 1), "alternating, a warm-up each");
+            match chosen {
+                "team" => assert!(matches!(placement.mode, Mode::Team { .. })),
+                _ => assert!(matches!(placement.mode, Mode::Alone { .. })),
+            }
+            for _ in 0..STEPS_BETWEEN_TRIALS - 1 {
+                placement.stepped(chosen == "team", None);
+                assert!(!placement.on_trial());
+            }
+            placement.stepped(chosen == "team", None);
+        }
+        assert!(placement.on_trial(), "a third trial is due");
+        let mut alone = Placement::new(None);
+        for _ in 0..10 {
+            assert!(alone.team().is_none());
+            alone.stepped(false, None);
+        }
+        assert!(!alone.on_trial(), "no helpers, no trial");
+    }
+
     /// Steps on a team with a helper thread (placed there whatever the
     /// trial would say), with the helper awake and asleep between steps:
     /// the same bits as a whole call on the caller's thread.
@@ -415,7 +486,10 @@ mod tests {
             crate::threads::run_inline(|| model.forward_inference(&Input::new(&x, t_len, batch)))
                 .unwrap();
         let mut stream = model.stream(batch).unwrap();
-        stream.core.placement = Placement::Team(Helpers::new(1).unwrap());
+        stream.core.placement = Placement {
+            helpers: Some(Helpers::new(1).unwrap()),
+            mode: Mode::Team { left: usize::MAX },
+        };
         let mut y = Vec::new();
         for (t, step) in x.chunks_exact(batch * 16).enumerate() {
             if t % 2 == 1 {
@@ -427,6 +501,6 @@ mod tests {
         }
         assert_eq!(y, whole.y);
         assert_eq!(stream.h(), &whole.h_n[..]);
-        assert!(matches!(stream.core.placement, Placement::Team(_)));
+        assert!(matches!(stream.core.placement.mode, Mode::Team { .. }));
     }
 }

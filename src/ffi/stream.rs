@@ -41,10 +41,11 @@ impl rnn_stream {
 ///
 /// Where librnn's pool has several threads and the engine would split
 /// the model's layers between them at this batch, the stream starts up to
-/// `threads - 1` helper threads of its own, which run its steps with the
-/// calling thread (cheaper than handing each step to the pool); it keeps
-/// them if its first steps run faster with them than without, and
-/// `rnn_stream_destroy` ends them. Steps are the same bits either way.
+/// `threads - 1` helper threads of its own, which can run its steps with
+/// the calling thread (cheaper than handing each step to the pool); it
+/// uses them while steps run faster with them than without (timed on its
+/// first steps and every 4096 steps after), and `rnn_stream_destroy` ends
+/// them. Steps are the same bits either way.
 ///
 /// # Safety
 /// `model` from `rnn_model_create` (checked); `stream` writable.
