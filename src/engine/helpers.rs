@@ -54,6 +54,9 @@ struct Shared {
     sleepers: AtomicUsize,
     lock: Mutex<()>,
     wake: Condvar,
+    /// Spin phases the helpers started (tests).
+    #[cfg(test)]
+    spins: AtomicUsize,
 }
 
 impl Shared {
@@ -61,20 +64,29 @@ impl Shared {
         self.posted.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Waits until a generation after `seen` is posted (false: quit):
-    /// spins, yields, then sleeps; woken without a job (see
-    /// [`Helpers::wake`]), it spins again.
-    fn wait_for_job(&self, seen: u64) -> bool {
+    /// Waits until a generation after `seen` is posted: `Some(slept)`,
+    /// whether it slept on the way, or `None` once the owner quits. Spins,
+    /// yields, then sleeps; with `spin` false it goes straight to sleep (a
+    /// helper woken from sleep for a job it does not take). Woken without a
+    /// job ([`Helpers::wake`]), it spins again.
+    fn wait_for_job(&self, seen: u64, mut spin: bool) -> Option<bool> {
         let quit = &self.quit;
         let posted = || self.generation.load(Ordering::SeqCst) != seen;
+        let mut slept = false;
         loop {
-            for (time, yielding) in [(SPIN, false), (patience().saturating_sub(SPIN), true)] {
-                match spin_until(&posted, quit, time, yielding) {
-                    Ok(true) => return true,
-                    Ok(false) => {}
-                    Err(_) => return false,
+            if spin {
+                #[cfg(test)]
+                self.spins.fetch_add(1, Ordering::SeqCst);
+                for (time, yielding) in [(SPIN, false), (patience().saturating_sub(SPIN), true)] {
+                    match spin_until(&posted, quit, time, yielding) {
+                        Ok(true) => return Some(slept),
+                        Ok(false) => {}
+                        Err(_) => return None,
+                    }
                 }
             }
+            spin = true;
+            slept = true;
             // SeqCst with the poster's generation store and sleepers load:
             // either this sees the new generation or the poster sees it
             // asleep and wakes it under the lock.
@@ -85,10 +97,10 @@ impl Shared {
             }
             self.sleepers.fetch_sub(1, Ordering::SeqCst);
             if quit.load(Ordering::SeqCst) {
-                return false;
+                return None;
             }
             if posted() {
-                return true;
+                return Some(slept);
             }
         }
     }
@@ -165,6 +177,8 @@ impl Helpers {
             sleepers: AtomicUsize::new(0),
             lock: Mutex::new(()),
             wake: Condvar::new(),
+            #[cfg(test)]
+            spins: AtomicUsize::new(0),
         });
         let mut helpers = Helpers {
             shared,
@@ -291,10 +305,14 @@ impl Installed {
 /// A helper's life: wait for a job, run it if it is one of the takers,
 /// report it done; until the owner quits.
 fn serve(shared: &Shared, index: usize) {
-    let mut seen = 0;
-    while shared.wait_for_job(seen) {
+    let (mut seen, mut spin) = (0, true);
+    while let Some(slept) = shared.wait_for_job(seen, spin) {
         let posted = *shared.posted();
         seen = posted.generation;
+        // Not needed this time (the team had fewer places, as when other
+        // calls run): a helper that was asleep goes back to sleep rather
+        // than spin for nothing.
+        spin = !slept || index < posted.takers;
         if index >= posted.takers {
             continue;
         }
@@ -362,5 +380,25 @@ mod tests {
             assert_eq!(ran.load(Ordering::SeqCst), 2, "the helper lives on");
         });
         drop(helpers); // joins the thread, asleep or not
+    }
+
+    #[test]
+    fn helpers_asleep_that_a_job_does_not_take_sleep_on() {
+        let helpers = Helpers::new(3).unwrap();
+        let all_asleep = || {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while !helpers.asleep() {
+                assert!(std::time::Instant::now() < deadline, "helpers never slept");
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        };
+        all_asleep();
+        let spins = helpers.shared.spins.load(Ordering::SeqCst);
+        helpers.install(|| installed().unwrap().run(1, &|| {}, || {}));
+        all_asleep();
+        // The taker spun after its job; the two others (short of a rare
+        // spurious wake-up) went back to sleep without spinning.
+        let spun = helpers.shared.spins.load(Ordering::SeqCst) - spins;
+        assert!((1..3).contains(&spun), "{spun} spin phases");
     }
 }
