@@ -19,10 +19,10 @@
 use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
-use super::team::{patience, spin_until, wait_until, SPIN};
+use super::team::{spin_then_yield, wait_until, Sleepers};
 use crate::error::{Error, Result};
 
 /// A job as the helpers see it: a borrowed closure whose lifetime the
@@ -50,10 +50,8 @@ struct Shared {
     done: AtomicUsize,
     /// Set once, when the owner drops the helpers.
     quit: AtomicBool,
-    /// Helpers asleep (or about to be) on `wake`.
-    sleepers: AtomicUsize,
-    lock: Mutex<()>,
-    wake: Condvar,
+    /// Helpers asleep (or about to be).
+    sleepers: Sleepers,
     /// Spin phases the helpers started (tests).
     #[cfg(test)]
     spins: AtomicUsize,
@@ -77,25 +75,15 @@ impl Shared {
             if spin {
                 #[cfg(test)]
                 self.spins.fetch_add(1, Ordering::SeqCst);
-                for (time, yielding) in [(SPIN, false), (patience().saturating_sub(SPIN), true)] {
-                    match spin_until(&posted, quit, time, yielding) {
-                        Ok(true) => return Some(slept),
-                        Ok(false) => {}
-                        Err(_) => return None,
-                    }
+                match spin_then_yield(&posted, quit) {
+                    Ok(true) => return Some(slept),
+                    Ok(false) => {}
+                    Err(_) => return None,
                 }
             }
             spin = true;
             slept = true;
-            // SeqCst with the poster's generation store and sleepers load:
-            // either this sees the new generation or the poster sees it
-            // asleep and wakes it under the lock.
-            self.sleepers.fetch_add(1, Ordering::SeqCst);
-            let held = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-            if !posted() && !quit.load(Ordering::SeqCst) {
-                drop(self.wake.wait(held).unwrap_or_else(|e| e.into_inner()));
-            }
-            self.sleepers.fetch_sub(1, Ordering::SeqCst);
+            self.sleepers.sleep(posted, quit, None);
             if quit.load(Ordering::SeqCst) {
                 return None;
             }
@@ -106,9 +94,8 @@ impl Shared {
     }
 
     fn wake_all(&self) {
-        if self.sleepers.load(Ordering::SeqCst) > 0 {
-            let _held = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-            self.wake.notify_all();
+        if self.sleepers.count() > 0 {
+            self.sleepers.wake_all();
         }
     }
 }
@@ -158,7 +145,9 @@ pub(crate) fn installed() -> Option<Installed> {
 
 /// How many helpers are installed on this thread (0 if none).
 pub(crate) fn installed_count() -> usize {
-    installed().map_or(0, |i| i.count)
+    INSTALLED
+        .try_with(|h| h.borrow().as_ref().map_or(0, |shared| shared.count))
+        .unwrap_or(0)
 }
 
 impl Helpers {
@@ -174,9 +163,7 @@ impl Helpers {
             }),
             done: AtomicUsize::new(0),
             quit: AtomicBool::new(false),
-            sleepers: AtomicUsize::new(0),
-            lock: Mutex::new(()),
-            wake: Condvar::new(),
+            sleepers: Sleepers::default(),
             #[cfg(test)]
             spins: AtomicUsize::new(0),
         });
@@ -206,7 +193,7 @@ impl Helpers {
 
     /// Whether every helper is asleep (a job would wait for a wake-up).
     pub fn asleep(&self) -> bool {
-        self.shared.sleepers.load(Ordering::SeqCst) >= self.threads.len()
+        self.shared.sleepers.count() >= self.threads.len()
     }
 
     /// Wakes sleeping helpers without a job: they wait for one again,
@@ -252,10 +239,7 @@ impl Drop for Helpers {
             return;
         }
         self.shared.quit.store(true, Ordering::SeqCst);
-        {
-            let _held = self.shared.lock.lock().unwrap_or_else(|e| e.into_inner());
-            self.shared.wake.notify_all();
-        }
+        self.shared.wake_all();
         for thread in self.threads.drain(..) {
             // A helper's job runs under catch_unwind: it ends normally.
             let _ = thread.join();

@@ -77,7 +77,7 @@ fn check_in(macs: usize) -> Duration {
 
 /// How long a waiting member spins before it starts yielding: long enough
 /// to cover the imbalance of a step between cores that are all running.
-pub(super) const SPIN: Duration = Duration::from_micros(20);
+const SPIN: Duration = Duration::from_micros(20);
 
 /// The bounds of a member's whole wait before it sleeps ([`patience`]):
 /// at least [`SPIN`], and short enough that a member whose peer was
@@ -97,7 +97,7 @@ static WAKE_UP_NANOS: AtomicU64 = AtomicU64::new(50_000);
 /// every step pays a wake-up (measured on the 2-core VM: 60 µs steps
 /// instead of 8 with a 20 µs spin and 40-50 µs wake-ups; BENCHMARKS.md,
 /// "Team members on one CPU").
-pub(super) fn patience() -> Duration {
+fn patience() -> Duration {
     patience_after(WAKE_UP_NANOS.load(Ordering::Relaxed))
 }
 
@@ -140,13 +140,52 @@ struct Padded<T>(T);
 pub(crate) struct Barrier {
     arrived: Padded<AtomicUsize>,
     generation: Padded<AtomicUsize>,
-    /// Waiters asleep (or about to be) on `wake`.
-    sleepers: AtomicUsize,
+    /// Waiters asleep (or about to be).
+    sleepers: Sleepers,
     /// When (nanoseconds after [`epoch`]) the last arrival last woke
     /// sleepers: a woken sleeper measures its wake-up from it.
     woken_at: AtomicU64,
+}
+
+/// Threads asleep until a condition holds, and the means to wake them:
+/// the waiters of a [`Barrier`], and idle helpers
+/// ([`super::helpers`]). A sleeper counts itself before it looks at its
+/// condition a last time, and a waker makes the condition true before it
+/// looks at the count (both SeqCst): either the sleeper sees the condition
+/// or the waker sees the sleeper and wakes it under the lock.
+#[derive(Debug, Default)]
+pub(super) struct Sleepers {
+    count: AtomicUsize,
     lock: Mutex<()>,
     wake: Condvar,
+}
+
+impl Sleepers {
+    /// Sleeps once unless `done()` or `stop` holds: until woken, or for at
+    /// most `nap`.
+    pub(super) fn sleep(&self, done: impl Fn() -> bool, stop: &AtomicBool, nap: Option<Duration>) {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        let held = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        if !done() && !stop.load(Ordering::SeqCst) {
+            // The guard, or a poisoned lock's, is dropped at once either way.
+            match nap {
+                Some(nap) => drop(self.wake.wait_timeout(held, nap)),
+                None => drop(self.wake.wait(held)),
+            }
+        }
+        self.count.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// How many sleep (or are about to).
+    pub(super) fn count(&self) -> usize {
+        self.count.load(Ordering::SeqCst)
+    }
+
+    /// Wakes every sleeper (call after making their condition true).
+    pub(super) fn wake_all(&self) {
+        let _held = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.wake.notify_all();
+    }
 }
 
 /// A member left a barrier because the team was poisoned.
@@ -182,11 +221,10 @@ impl Barrier {
             self.generation
                 .0
                 .store(generation.wrapping_add(1), Ordering::SeqCst);
-            let held_up = self.sleepers.load(Ordering::SeqCst) > 0;
+            let held_up = self.sleepers.count() > 0;
             if held_up {
                 self.woken_at.store(nanos_now(), Ordering::Relaxed);
-                let _held = self.lock.lock();
-                self.wake.notify_all();
+                self.sleepers.wake_all();
             }
             return Ok(Arrival {
                 slept: false,
@@ -194,23 +232,12 @@ impl Barrier {
             });
         }
         let passed = || self.generation.0.load(Ordering::SeqCst) != generation;
-        if spin_until(&passed, poison, SPIN, false)? {
-            return Ok(Arrival::default());
-        }
-        if spin_until(&passed, poison, patience() - SPIN, true)? {
+        if spin_then_yield(&passed, poison)? {
             return Ok(Arrival::default());
         }
         let asleep = nanos_now();
         loop {
-            self.sleepers.fetch_add(1, Ordering::SeqCst);
-            let held = self.lock.lock().map_err(|_| Poisoned);
-            let done = passed();
-            if !done && !poison.load(Ordering::Relaxed) {
-                if let Ok(held) = held {
-                    let _ = self.wake.wait_timeout(held, NAP);
-                }
-            }
-            self.sleepers.fetch_sub(1, Ordering::SeqCst);
+            self.sleepers.sleep(passed, poison, Some(NAP));
             if passed() {
                 // After a notify the lock orders the waker's store before
                 // this load; a stale time is older than `asleep`, skipped.
@@ -230,10 +257,20 @@ impl Barrier {
     }
 }
 
+/// A waiter's wait before it sleeps: spins for [`SPIN`], then spins and
+/// yields until its [`patience`] runs out. Whether `done` came first.
+pub(super) fn spin_then_yield(
+    done: &impl Fn() -> bool,
+    poison: &AtomicBool,
+) -> std::result::Result<bool, Poisoned> {
+    Ok(spin_until(done, poison, SPIN, false)?
+        || spin_until(done, poison, patience().saturating_sub(SPIN), true)?)
+}
+
 /// Spins for up to `time` until `done` (true) or the team is poisoned;
 /// false if the time ran out first. `yielding`: yields the CPU between
 /// checks of the clock, for a thread that the OS placed on this CPU.
-pub(super) fn spin_until(
+fn spin_until(
     done: &impl Fn() -> bool,
     poison: &AtomicBool,
     time: Duration,
