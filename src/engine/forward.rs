@@ -160,21 +160,24 @@ unsafe fn project(
 ) -> Result<()> {
     let (g, u, input) = (pb.gates, kernels.unit(), pb.input);
     let gh = g * pb.hp;
-    let mut mat_rows: Vec<MatRow> =
-        try_with_capacity(PROJECTION_ROWS, "a projection block's row list")?;
+    let mut mat_rows = [MatRow {
+        a: std::ptr::null(),
+        out: std::ptr::null_mut(),
+    }; PROJECTION_ROWS];
     // A format with converted rows converts each x row once per block.
     let steps = kernels.layer_steps(pb.precision, batch, pb.cell);
     let mut converted = ConvertedRows::new(steps, PROJECTION_ROWS, input)?;
     let mut rows = rows.peekable();
     while rows.peek().is_some() {
-        mat_rows.clear();
+        let mut count = 0;
         for (i, r) in rows.by_ref().take(PROJECTION_ROWS).enumerate() {
             let x_row = &x[r * input..(r + 1) * input];
-            mat_rows.push(MatRow {
+            mat_rows[i] = MatRow {
                 a: converted.row(i, x_row).unwrap_or(x_row.as_ptr()),
                 // SAFETY: row r of xw is inside it (the caller's contract).
                 out: unsafe { xw.at(r * gh + first * g * u) },
-            });
+            };
+            count = i + 1;
         }
         // SAFETY: `Kernels` exists only for a supported ISA; each row reads
         // `input` floats of x (sliced above) and writes these panels'
@@ -187,7 +190,7 @@ unsafe fn project(
                 (end - first) * g * u,
                 &pb.w_panels[first * panel..end * panel],
                 Some(&pb.bias_interleaved[first * g * u..]),
-                &mat_rows,
+                &mat_rows[..count],
             )
         };
     }
@@ -324,6 +327,14 @@ pub(super) fn team_barriers(config: &Config) -> usize {
 /// over a quarter of a slowed member's share, few enough that claiming them
 /// costs nothing measurable.
 const CHUNKS_PER_PART: usize = 4;
+
+/// What one direction of a layer takes from the pool for a call: the
+/// input projection `[TN, G·Hp]`, the trace (training), the state.
+struct DirBuffers {
+    xw: Vec<f32>,
+    trace: Option<DirTrace>,
+    state: DirState,
+}
 
 /// A direction's recurrent state through one layer, `[N, ·]` by item,
 /// shared by the team members that step it (each writes its own rows and
@@ -521,17 +532,17 @@ pub(crate) fn forward_into(
         }
         let dirs = config.num_directions();
         let summed = config.direction() == Direction::BidirectionalSum;
-        let mut xws = try_with_capacity(dirs, "the input projections")?;
-        let mut traces = try_with_capacity(dirs, "the layer's traces")?;
-        let mut states = try_with_capacity(dirs, "the layer's states")?;
+        let mut buffers: Vec<DirBuffers> = try_with_capacity(dirs, "the layer's buffers")?;
         for dir in 0..dirs {
             let pb = &packed.blocks[layer * dirs + dir];
-            xws.push(pool.take(t_len * n * pb.gates * pb.hp)?);
-            traces.push(match training {
-                true => Some(DirTrace::new(config, pb, (t_len, n), ragged, pool)?),
-                false => None,
+            buffers.push(DirBuffers {
+                xw: pool.take(t_len * n * pb.gates * pb.hp)?,
+                trace: match training {
+                    true => Some(DirTrace::new(config, pb, (t_len, n), ragged, pool)?),
+                    false => None,
+                },
+                state: DirState::new(config, pb, n, training, pool)?,
             });
-            states.push(DirState::new(config, pb, n, training, pool)?);
         }
         // The second of two summed directions runs beside the first, into
         // a buffer of its own (zero where no step writes).
@@ -551,19 +562,23 @@ pub(crate) fn forward_into(
             || crate::threads::num_threads() == 1
             || projection_macs < PARALLEL_PROJECTION_MACS;
         if !project_in_team {
-            for (dir, xw) in xws.iter_mut().enumerate() {
+            for (dir, b) in buffers.iter_mut().enumerate() {
                 project_in_parallel(
                     packed.kernels,
                     n,
                     &packed.blocks[layer * dirs + dir],
                     &layer_in,
-                    xw,
+                    &mut b.xw,
                 )?;
             }
         }
         let mut runs = try_with_capacity(dirs, "the layer's directions")?;
-        for (dir, ((xw, dt), state)) in xws.iter_mut().zip(&mut traces).zip(&mut states).enumerate()
-        {
+        for (dir, b) in buffers.iter_mut().enumerate() {
+            let DirBuffers {
+                xw,
+                trace: dt,
+                state,
+            } = b;
             let ld = layer * dirs + dir;
             let pb = &packed.blocks[ld];
             let (h_state, c_state) = (
@@ -636,10 +651,10 @@ pub(crate) fn forward_into(
             }
             pool.give(second);
         }
-        for ((xw, dt), state) in xws.into_iter().zip(traces).zip(states) {
+        for DirBuffers { xw, trace, state } in buffers {
             pool.give(xw);
             state.give_back(pool);
-            dir_traces.extend(dt);
+            dir_traces.extend(trace);
         }
         // Training keeps each layer's input; inference recycles it.
         let finished = std::mem::replace(&mut layer_in, Cow::Owned(scratch));
@@ -727,9 +742,10 @@ impl DirRun<'_> {
         };
         let max_len = self.lens[b0..b0 + nb].iter().copied().max().unwrap_or(0);
         let mut rows = try_with_capacity(nb, "a block's row list")?;
-        let mut proj_rows = try_with_capacity(nb, "a block's row list")?;
+        let proj_rows_len = if proj { nb } else { 0 };
+        let mut proj_rows = try_with_capacity(proj_rows_len, "a block's row list")?;
         let mut active = try_with_capacity(nb, "a block's row list")?;
-        let mut chunk_rows = try_with_capacity(nb, "a block's row list")?;
+        let mut chunk_rows = try_with_capacity(proj_rows_len, "a block's row list")?;
         // Chunks of a step's panels that the parts share out: a few per
         // part, each a multiple of a whole register tile.
         let chunk_panels = |gates: usize, panels: usize| {

@@ -318,44 +318,90 @@ const SEALED: usize = 1 << (usize::BITS - 1);
 struct TeamState {
     roster: AtomicUsize,
     poison: AtomicBool,
-    /// One per group of members that step together (at most one per member).
-    barriers: Vec<Barrier>,
-    /// Per member: its claims on its own chunks of the current phase (see
-    /// [`Member::share_out`]), tagged with the phase's epoch.
-    claims: Vec<Padded<AtomicUsize>>,
+    /// One per member (indexed by member, or by the group a member leads).
+    places: Places,
     /// The first error or panic of any member.
     error: Mutex<Option<Error>>,
     /// Barrier waits of all members, and those that were stalls (see
     /// [`Member::barrier`]).
     waits: AtomicUsize,
     stalls: AtomicUsize,
-    /// Per member: the barriers it arrived at last, with others asleep.
-    held_up: Vec<AtomicUsize>,
-    /// Per member: the CPU it was on at its latest barrier (see
-    /// [`Member::spread`]).
-    cpus: Vec<AtomicUsize>,
+}
+
+/// What a team keeps per member.
+#[derive(Debug, Default)]
+struct Place {
+    /// The barrier of the group this member leads (see [`Share::group`]).
+    barrier: Barrier,
+    /// Its claims on its own chunks of the current phase (see
+    /// [`Member::share_out`]), tagged with the phase's epoch.
+    claim: Padded<AtomicUsize>,
+    /// The barriers it arrived at last, with others asleep.
+    held_up: AtomicUsize,
+    /// The CPU it was on at its latest barrier (see [`Member::spread`]).
+    cpu: AtomicUsize,
+}
+
+impl Place {
+    /// As new, for another team. Nothing else uses it any more: the team
+    /// that used it last has returned, all its members with it.
+    fn reset(&mut self) {
+        *self.barrier.arrived.0.get_mut() = 0;
+        debug_assert_eq!(self.barrier.sleepers.count(), 0);
+        *self.claim.0.get_mut() = 0;
+        *self.held_up.get_mut() = 0;
+        *self.cpu.get_mut() = placement::UNKNOWN;
+    }
+}
+
+thread_local! {
+    /// The places of the latest team this thread led, kept for its next:
+    /// a call of a few microseconds (a stream's step) would otherwise
+    /// spend a tenth of its set-up allocating them.
+    static SPARE_PLACES: Cell<Vec<Place>> = const { Cell::new(Vec::new()) };
+}
+
+/// A team's places: the thread's spare ones where there are enough (a
+/// nested call finds none and allocates its own); back to the thread on
+/// drop.
+struct Places(Vec<Place>);
+
+impl Places {
+    fn new(count: usize) -> Result<Places> {
+        let mut places = SPARE_PLACES.try_with(Cell::take).unwrap_or_default();
+        if places.len() < count {
+            places = try_with_capacity(count, "the thread team")?;
+            places.resize_with(count, Place::default);
+        }
+        places[..count].iter_mut().for_each(Place::reset);
+        Ok(Places(places))
+    }
+}
+
+impl std::ops::Deref for Places {
+    type Target = [Place];
+    fn deref(&self) -> &[Place] {
+        &self.0
+    }
+}
+
+impl Drop for Places {
+    fn drop(&mut self) {
+        let places = std::mem::take(&mut self.0);
+        // After the thread's TLS is gone, the places are simply freed.
+        let _ = SPARE_PLACES.try_with(|spare| spare.set(places));
+    }
 }
 
 impl TeamState {
     fn new(places: usize) -> Result<TeamState> {
-        let mut barriers = try_with_capacity(places, "the thread team")?;
-        barriers.resize_with(places, Barrier::default);
-        let mut claims = try_with_capacity(places, "the thread team")?;
-        claims.resize_with(places, Padded::default);
-        let mut held_up = try_with_capacity(places, "the thread team")?;
-        held_up.resize_with(places, AtomicUsize::default);
-        let mut cpus = try_with_capacity(places, "the thread team")?;
-        cpus.resize_with(places, || AtomicUsize::new(placement::UNKNOWN));
         Ok(TeamState {
             roster: AtomicUsize::new(0),
             poison: AtomicBool::new(false),
-            barriers,
-            claims,
+            places: Places::new(places)?,
             error: Mutex::new(None),
             waits: AtomicUsize::new(0),
             stalls: AtomicUsize::new(0),
-            held_up,
-            cpus,
         })
     }
 
@@ -380,7 +426,9 @@ impl TeamState {
         self.waits.fetch_add(member.waits.get(), Ordering::Relaxed);
         self.stalls
             .fetch_add(member.stalls.get(), Ordering::Relaxed);
-        self.held_up[index].fetch_add(member.held_up.get(), Ordering::Relaxed);
+        self.places[index]
+            .held_up
+            .fetch_add(member.held_up.get(), Ordering::Relaxed);
         match outcome {
             Ok(Ok(())) => {}
             Ok(Err(e)) => self.fail(e),
@@ -439,7 +487,8 @@ impl<'a> Member<'a> {
             return Ok(());
         }
         let arrived = Instant::now();
-        let arrival = self.state.barriers[group]
+        let arrival = self.state.places[group]
+            .barrier
             .wait(parties, &self.state.poison)
             .map_err(|Poisoned| Error::Internal("the call's thread team was abandoned".into()))?;
         let left = Instant::now();
@@ -467,13 +516,13 @@ impl<'a> Member<'a> {
         if self.size <= 1 {
             return false; // Alone: no one to share a CPU with.
         }
-        let cpus = &self.state.cpus[..self.size];
+        let cpus = &self.state.places[..self.size];
         let mut here = placement::current_cpu();
         let mut moved = false;
         let crowded = |cpu: usize| {
             cpus[..self.index]
                 .iter()
-                .any(|c| c.load(Ordering::Relaxed) == cpu)
+                .any(|c| c.cpu.load(Ordering::Relaxed) == cpu)
         };
         #[cfg(test)]
         if tests::STAY_PUT.load(Ordering::Relaxed) {
@@ -482,13 +531,13 @@ impl<'a> Member<'a> {
         if here != placement::UNKNOWN && !self.stuck.get() && crowded(here) {
             let others = (0..self.size)
                 .filter(|&m| m != self.index)
-                .map(|m| cpus[m].load(Ordering::Relaxed));
+                .map(|m| cpus[m].cpu.load(Ordering::Relaxed));
             match placement::move_off(others) {
                 Some(there) => (here, moved) = (there, true),
                 None => self.stuck.set(true),
             }
         }
-        cpus[self.index].store(here, Ordering::Relaxed);
+        cpus[self.index].cpu.store(here, Ordering::Relaxed);
         moved
     }
 }
@@ -528,7 +577,7 @@ impl Member<'_> {
         let chunks = count.div_ceil(chunk);
         let parts = share.parts;
         let tag = epoch << CLAIM_BITS;
-        let counter = |p: usize| &self.state.claims[share.group + p].0;
+        let counter = |p: usize| &self.state.places[share.group + p].claim.0;
         counter(share.part).store(tag, Ordering::Release);
         for k in 0..parts {
             let p = (share.part + k) % parts;
@@ -608,9 +657,9 @@ fn next_spell(previous: u64, stalled: bool) -> u64 {
 /// least one, even where the hold-ups were spread thin).
 fn laggards(state: &TeamState, size: usize) -> usize {
     let held = || {
-        state.held_up[..size]
+        state.places[..size]
             .iter()
-            .map(|h| h.load(Ordering::Relaxed))
+            .map(|p| p.held_up.load(Ordering::Relaxed))
     };
     let total: usize = held().sum();
     held().filter(|&h| h > 0 && h * 4 >= total).count().max(1)
@@ -728,7 +777,8 @@ pub(crate) fn run_shares(
         .into_iter()
         .fold(shape.directions, usize::saturating_mul);
     run_for(wanted, macs, &|member| {
-        for share in &plan(shape, member.size)[member.index] {
+        let (mine, count) = shares_of(shape, member.size, member.index);
+        for share in mine[..count].iter().flatten() {
             work(share, member)?;
         }
         Ok(())
@@ -836,8 +886,9 @@ impl Share {
     }
 }
 
-/// The split rule: what each of `members` runs, in order (empty for a
-/// member left without work).
+/// The split rule: `emit(member, share)` for what each of `members` runs,
+/// each member's shares in the order it runs them and one after another
+/// (a member left without work gets none).
 ///
 /// - Directions first: they are independent, so each gets its own members
 ///   (`members / directions`, the first ones one more); with fewer members
@@ -850,8 +901,10 @@ impl Share {
 ///   [`MIN_PART_MACS`] per barrier and a panel.
 /// - Members still spare split the batch into blocks of at least
 ///   [`MIN_BLOCK_ROWS`] rows, which step without any barrier.
-pub(crate) fn plan(shape: Shape, members: usize) -> Vec<Vec<Share>> {
-    let mut out = vec![Vec::new(); members.max(1)];
+///
+/// It allocates nothing: a stream's step of a few microseconds runs it.
+fn plan_each(shape: Shape, members: usize, mut emit: impl FnMut(usize, Share)) {
+    let members = members.max(1);
     let whole = |dir| Share {
         dir,
         rows: (0, shape.batch),
@@ -860,11 +913,11 @@ pub(crate) fn plan(shape: Shape, members: usize) -> Vec<Vec<Share>> {
         group: 0,
     };
     if members <= shape.directions {
-        let n = out.len();
+        // At most two directions: one member takes both, or each one.
         for dir in 0..shape.directions {
-            out[dir % n].push(whole(dir));
+            emit(dir % members, whole(dir));
         }
-        return out;
+        return;
     }
     let mut base = 0;
     for dir in 0..shape.directions {
@@ -883,34 +936,68 @@ pub(crate) fn plan(shape: Shape, members: usize) -> Vec<Vec<Share>> {
         for (block, b0) in (0..shape.batch).step_by(per).enumerate() {
             let group = base + block * parts;
             for part in 0..parts {
-                out[group + part].push(Share {
-                    dir,
-                    rows: (b0, per.min(shape.batch - b0)),
-                    part,
-                    parts,
-                    group,
-                });
+                emit(
+                    group + part,
+                    Share {
+                        dir,
+                        rows: (b0, per.min(shape.batch - b0)),
+                        part,
+                        parts,
+                        group,
+                    },
+                );
             }
         }
         if shape.batch == 0 {
-            out[base].push(whole(dir));
+            emit(base, whole(dir));
         }
         base += mine;
     }
-    out
 }
 
-/// How many members [`plan`] gives work to, for up to `members`.
+/// The most shares a member runs in one layer: one per direction.
+const MOST_SHARES: usize = 2;
+
+/// Member `index`'s shares of [`plan_each`] for `members`, in order.
+fn shares_of(shape: Shape, members: usize, index: usize) -> ([Option<Share>; MOST_SHARES], usize) {
+    assert!(
+        shape.directions <= MOST_SHARES,
+        "a layer has at most {MOST_SHARES} directions"
+    );
+    let (mut mine, mut count) = ([None; MOST_SHARES], 0);
+    plan_each(shape, members, |member, share| {
+        if member == index {
+            mine[count] = Some(share);
+            count += 1;
+        }
+    });
+    (mine, count)
+}
+
+/// How many members [`plan_each`] gives work to, for up to `members`.
 pub(crate) fn useful_members(shape: Shape, members: usize) -> usize {
-    plan(shape, members)
-        .iter()
-        .filter(|shares| !shares.is_empty())
-        .count()
+    // Each member's shares come one after another: counting changes of
+    // member counts each member once.
+    let (mut count, mut last) = (0, None);
+    plan_each(shape, members, |member, _| {
+        if last != Some(member) {
+            count += 1;
+            last = Some(member);
+        }
+    });
+    count
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    /// Each member's shares of [`plan_each`].
+    pub(crate) fn plan(shape: Shape, members: usize) -> Vec<Vec<Share>> {
+        let mut out = vec![Vec::new(); members.max(1)];
+        plan_each(shape, members, |member, share| out[member].push(share));
+        out
+    }
     use std::sync::atomic::AtomicU64;
 
     /// Team size to use instead of [`capacity`]'s (0: none), so that teams
@@ -978,6 +1065,16 @@ pub(crate) mod tests {
             }
         }
         assert!(seen.iter().all(|&n| n == 1), "{s:?} on {members}: {plan:?}");
+        // The allocation-free forms the calls use say the same.
+        for (index, shares) in plan.iter().enumerate() {
+            let (mine, count) = shares_of(s, members, index);
+            assert_eq!(
+                &mine[..count].iter().flatten().copied().collect::<Vec<_>>(),
+                shares
+            );
+        }
+        let useful = plan.iter().filter(|shares| !shares.is_empty()).count();
+        assert_eq!(useful_members(s, members), useful, "{s:?} on {members}");
     }
 
     #[test]
@@ -1234,14 +1331,14 @@ pub(crate) mod tests {
         let state = TeamState::new(2).unwrap();
         let member = |index| Member::new(index, 2, &state);
         // Member 1 seen on this thread's CPU: member 0 stays where it is.
-        state.cpus[1].store(here, Ordering::Relaxed);
+        state.places[1].cpu.store(here, Ordering::Relaxed);
         member(0).spread();
-        let first = state.cpus[0].load(Ordering::Relaxed);
+        let first = state.places[0].cpu.load(Ordering::Relaxed);
         assert_ne!(first, placement::UNKNOWN);
         // This thread as member 1, on member 0's CPU: it moves off it.
         let second = member(1);
         second.spread();
-        let moved = state.cpus[1].load(Ordering::Relaxed);
+        let moved = state.places[1].cpu.load(Ordering::Relaxed);
         if second.stuck.get() {
             // Its affinity allows member 0's CPU only (a pinned test run).
             assert_eq!(moved, first);

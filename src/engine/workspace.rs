@@ -69,6 +69,10 @@ impl BufferPool {
     /// enough but holds at most `most`, else the largest smaller one,
     /// grown, else a new one.
     fn take_within(&self, len: usize, most: usize) -> Result<Vec<f32>> {
+        if len == 0 {
+            // What a cell or mode does not use: nothing to lock for.
+            return Ok(Vec::new());
+        }
         let reused = {
             let mut free = self.idle();
             let pick = free
