@@ -758,7 +758,12 @@ impl DirRun<'_> {
                 * tile
         };
         let mut epoch = 0;
-        if self.project_in_team {
+        // A call of one step (a stream's) projects each chunk of panels
+        // just before it steps them, in the same hands: no barrier between
+        // the projection and the step, and no pass over W of its own. Not
+        // for formats that convert x first (each chunk would convert it).
+        let project_per_chunk = self.project_in_team && self.seq_len == 1 && !converted;
+        if self.project_in_team && !project_per_chunk {
             let rows =
                 (0..self.seq_len).flat_map(|t| (b0..b0 + nb).map(move |b| t * self.batch + b));
             // SAFETY: these rows (items b0..b0 + nb at every step) and
@@ -767,6 +772,7 @@ impl DirRun<'_> {
             // A step's chunks may be taken by another part (share_out).
             sync()?;
         }
+        let mut projection_failed = None;
         let mut cur = 0;
         for s in 0..max_len {
             let (h_cur, h_nxt) = (self.h[cur], self.h[1 - cur]);
@@ -867,6 +873,26 @@ impl DirRun<'_> {
                 epoch += 1;
                 let chunk = chunk_panels(gates, hp / unit);
                 member.share_out(share, epoch, hp / unit, chunk, |panels| {
+                    if project_per_chunk && i == 0 {
+                        // SAFETY: rows b0..b0 + nb of the one step are this
+                        // block's, and these panels this member's alone
+                        // (share_out hands each chunk out once).
+                        let projected = unsafe {
+                            project(
+                                self.kernels,
+                                self.batch,
+                                pb,
+                                self.x,
+                                self.xw,
+                                b0..b0 + nb,
+                                panels,
+                            )
+                        };
+                        if let Err(e) = projected {
+                            projection_failed.get_or_insert(e);
+                            return;
+                        }
+                    }
                     let part = StepParams {
                         gru_phases,
                         panels,
@@ -877,6 +903,9 @@ impl DirRun<'_> {
                     // this chunk's units are computed by this member alone.
                     unsafe { step(&part, &rows) };
                 });
+                if let Some(e) = projection_failed.take() {
+                    return Err(e);
+                }
             }
             if proj {
                 // Every output reads all of m: wait for the other parts.
