@@ -1413,6 +1413,63 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_team_reusing_its_threads_places_finds_them_as_new() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        // Fewer rounds under Miri, where each barrier spins slowly.
+        let (rounds, steps) = if cfg!(miri) { (2, 4) } else { (10, 50) };
+        pool.install(|| {
+            for _ in 0..rounds {
+                {
+                    // Places as a poisoned team may leave them: a member
+                    // counted at barrier 0, claims tagged with epoch 1.
+                    let state = TeamState::new(2).unwrap();
+                    state.places[0]
+                        .barrier
+                        .arrived
+                        .0
+                        .store(1, Ordering::Relaxed);
+                    for place in state.places.iter() {
+                        place.claim.0.store(1 << CLAIM_BITS, Ordering::Relaxed);
+                    }
+                } // Back to this thread's spare, for the next team.
+                let arrivals = AtomicUsize::new(0);
+                let claimed = AtomicUsize::new(0);
+                let share = Share {
+                    dir: 0,
+                    rows: (0, 1),
+                    part: 0,
+                    parts: 1,
+                    group: 0,
+                };
+                run(2, &|m: &Member| {
+                    let share = Share {
+                        part: m.index,
+                        parts: m.size,
+                        ..share
+                    };
+                    for step in 0..steps {
+                        arrivals.fetch_add(1, Ordering::SeqCst);
+                        m.barrier(0, m.size)?;
+                        // A stale arrival would let a member through alone.
+                        assert_eq!(arrivals.load(Ordering::SeqCst), m.size * (step + 1));
+                        m.share_out(&share, step + 1, 8, 1, |(first, end)| {
+                            claimed.fetch_add(end - first, Ordering::SeqCst);
+                        });
+                        m.barrier(0, m.size)?;
+                    }
+                    Ok(())
+                })
+                .unwrap();
+                // A stale claim would have skipped or repeated chunks.
+                assert_eq!(claimed.load(Ordering::SeqCst), steps * 8);
+            }
+        });
+    }
+
+    #[test]
     fn a_team_on_a_busy_pool_runs_with_the_members_it_can_have() {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(2)
