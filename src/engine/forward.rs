@@ -760,8 +760,9 @@ impl DirRun<'_> {
         let mut epoch = 0;
         // A call of one step (a stream's) projects each chunk of panels
         // just before it steps them, in the same hands: no barrier between
-        // the projection and the step, and no pass over W of its own. Not
-        // for formats that convert x first (each chunk would convert it).
+        // the projection and the step, and each chunk's W panels are read
+        // right before its R panels. Not for formats that convert x first
+        // (each chunk would convert it again).
         let project_per_chunk = self.project_in_team && self.seq_len == 1 && !converted;
         if self.project_in_team && !project_per_chunk {
             let rows =
