@@ -55,7 +55,7 @@ use crate::error::{panic_message, try_with_capacity, Error, Result};
 const CHECK_IN: Duration = Duration::from_micros(100);
 
 /// The longest the caller waits for idle workers to join its team.
-const CHECK_IN_MAX: Duration = Duration::from_millis(1);
+const CHECK_IN_MAX: Duration = Duration::from_millis(4);
 
 /// A bound above any one core's multiply-add rate today (f32 FMA lanes,
 /// and the bf16 and int8 dot products' pairs and quads): `macs / this`
@@ -65,14 +65,18 @@ const CORE_MACS_PER_SECOND_BOUND: f64 = 3e11;
 /// How long the caller waits for idle workers to join a team for `macs`
 /// multiply-adds: as long as a member would at a barrier ([`patience`],
 /// at least [`CHECK_IN`]: a worker asleep takes a wake-up to come), and up
-/// to a 64th of what the call would take alone (at most [`CHECK_IN_MAX`]),
+/// to a 16th of what the call would take alone (at most [`CHECK_IN_MAX`]),
 /// for a member that comes too late leaves the whole call to fewer: on the
 /// 2-core VM 4 of 12 LSTM 1024×32×50 calls ran alone, twice as long, with
-/// workers taking 20 to over 100 µs to join against a fixed 100 µs wait.
+/// workers taking 20 to over 100 µs to join against a fixed 100 µs wait;
+/// later, with the host busier, 14 of 270 GRU 1024×32×50 joins took
+/// 0.3-5.7 ms, and a process whose calls kept missing a 262 µs wait ran
+/// at one thread's speed. (`alone` understates the time about tenfold:
+/// 16.7 ms for that call of 100-200 ms, which now waits up to 1 ms.)
 fn check_in(macs: usize) -> Duration {
     let least = patience().max(CHECK_IN);
     let alone = Duration::from_secs_f64(macs as f64 / CORE_MACS_PER_SECOND_BOUND);
-    (alone / 64).clamp(least, CHECK_IN_MAX.max(least))
+    (alone / 16).clamp(least, CHECK_IN_MAX.max(least))
 }
 
 /// How long a waiting member spins before it starts yielding: long enough
@@ -1311,11 +1315,11 @@ pub(crate) mod tests {
     fn the_caller_waits_for_members_by_the_work_within_bounds() {
         let small = check_in(1000);
         assert!((CHECK_IN..=PATIENCE_MAX).contains(&small), "{small:?}");
-        // A call of 32 ms alone at the bound's rate waits 0.5 ms.
+        // A call of 32 ms alone at the bound's rate waits 2 ms.
         let macs = (CORE_MACS_PER_SECOND_BOUND * 0.032) as usize;
         let wait = check_in(macs);
         assert!(
-            wait.abs_diff(Duration::from_micros(500)) < Duration::from_micros(1),
+            wait.abs_diff(Duration::from_millis(2)) < Duration::from_micros(1),
             "{wait:?}"
         );
         assert_eq!(check_in(usize::MAX), CHECK_IN_MAX);
