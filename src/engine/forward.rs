@@ -773,7 +773,6 @@ impl DirRun<'_> {
             // A step's chunks may be taken by another part (share_out).
             sync()?;
         }
-        let mut projection_failed = None;
         let mut cur = 0;
         for s in 0..max_len {
             let (h_cur, h_nxt) = (self.h[cur], self.h[1 - cur]);
@@ -873,6 +872,7 @@ impl DirRun<'_> {
                 };
                 epoch += 1;
                 let chunk = chunk_panels(gates, hp / unit);
+                let mut projection_failed = None;
                 member.share_out(share, epoch, hp / unit, chunk, |panels| {
                     if project_per_chunk && i == 0 {
                         // SAFETY: rows b0..b0 + nb of the one step are this
@@ -904,7 +904,7 @@ impl DirRun<'_> {
                     // this chunk's units are computed by this member alone.
                     unsafe { step(&part, &rows) };
                 });
-                if let Some(e) = projection_failed.take() {
+                if let Some(e) = projection_failed {
                     return Err(e);
                 }
             }

@@ -365,35 +365,39 @@ thread_local! {
     static SPARE_PLACES: Cell<Vec<Place>> = const { Cell::new(Vec::new()) };
 }
 
-/// A team's places: the thread's spare ones where there are enough (a
-/// nested call finds none and allocates its own); back to the thread on
-/// drop.
-struct Places(Vec<Place>);
+/// A team's `count` places: the thread's spare ones where there are
+/// enough (a nested call finds none and allocates its own), reset; back to
+/// the thread on drop.
+struct Places {
+    all: Vec<Place>,
+    count: usize,
+}
 
 impl Places {
     fn new(count: usize) -> Result<Places> {
-        let mut places = SPARE_PLACES.try_with(Cell::take).unwrap_or_default();
-        if places.len() < count {
-            places = try_with_capacity(count, "the thread team")?;
-            places.resize_with(count, Place::default);
+        let mut all = SPARE_PLACES.try_with(Cell::take).unwrap_or_default();
+        if all.len() < count {
+            all = try_with_capacity(count, "the thread team")?;
+            all.resize_with(count, Place::default);
         }
-        places[..count].iter_mut().for_each(Place::reset);
-        Ok(Places(places))
+        all[..count].iter_mut().for_each(Place::reset);
+        Ok(Places { all, count })
     }
 }
 
 impl std::ops::Deref for Places {
     type Target = [Place];
+    /// This team's places only (a larger spare's others were not reset).
     fn deref(&self) -> &[Place] {
-        &self.0
+        &self.all[..self.count]
     }
 }
 
 impl Drop for Places {
     fn drop(&mut self) {
-        let places = std::mem::take(&mut self.0);
+        let all = std::mem::take(&mut self.all);
         // After the thread's TLS is gone, the places are simply freed.
-        let _ = SPARE_PLACES.try_with(|spare| spare.set(places));
+        let _ = SPARE_PLACES.try_with(|spare| spare.set(all));
     }
 }
 
@@ -781,8 +785,7 @@ pub(crate) fn run_shares(
         .into_iter()
         .fold(shape.directions, usize::saturating_mul);
     run_for(wanted, macs, &|member| {
-        let (mine, count) = shares_of(shape, member.size, member.index);
-        for share in mine[..count].iter().flatten() {
+        for share in shares_of(shape, member.size, member.index).iter().flatten() {
             work(share, member)?;
         }
         Ok(())
@@ -963,19 +966,19 @@ fn plan_each(shape: Shape, members: usize, mut emit: impl FnMut(usize, Share)) {
 const MOST_SHARES: usize = 2;
 
 /// Member `index`'s shares of [`plan_each`] for `members`, in order.
-fn shares_of(shape: Shape, members: usize, index: usize) -> ([Option<Share>; MOST_SHARES], usize) {
+fn shares_of(shape: Shape, members: usize, index: usize) -> [Option<Share>; MOST_SHARES] {
     assert!(
         shape.directions <= MOST_SHARES,
         "a layer has at most {MOST_SHARES} directions"
     );
-    let (mut mine, mut count) = ([None; MOST_SHARES], 0);
+    let mut mine = [None; MOST_SHARES];
+    let mut slots = mine.iter_mut();
     plan_each(shape, members, |member, share| {
         if member == index {
-            mine[count] = Some(share);
-            count += 1;
+            *slots.next().expect("one share per direction") = Some(share);
         }
     });
-    (mine, count)
+    mine
 }
 
 /// How many members [`plan_each`] gives work to, for up to `members`.
@@ -995,6 +998,7 @@ pub(crate) fn useful_members(shape: Shape, members: usize) -> usize {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use std::sync::atomic::AtomicU64;
 
     /// Each member's shares of [`plan_each`].
     pub(crate) fn plan(shape: Shape, members: usize) -> Vec<Vec<Share>> {
@@ -1002,7 +1006,6 @@ pub(crate) mod tests {
         plan_each(shape, members, |member, share| out[member].push(share));
         out
     }
-    use std::sync::atomic::AtomicU64;
 
     /// Team size to use instead of [`capacity`]'s (0: none), so that teams
     /// larger than this machine's core count can be tested. Global, but a
@@ -1071,11 +1074,8 @@ pub(crate) mod tests {
         assert!(seen.iter().all(|&n| n == 1), "{s:?} on {members}: {plan:?}");
         // The allocation-free forms the calls use say the same.
         for (index, shares) in plan.iter().enumerate() {
-            let (mine, count) = shares_of(s, members, index);
-            assert_eq!(
-                &mine[..count].iter().flatten().copied().collect::<Vec<_>>(),
-                shares
-            );
+            let mine = shares_of(s, members, index);
+            assert_eq!(&mine.iter().flatten().copied().collect::<Vec<_>>(), shares);
         }
         let useful = plan.iter().filter(|shares| !shares.is_empty()).count();
         assert_eq!(useful_members(s, members), useful, "{s:?} on {members}");
