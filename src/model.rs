@@ -367,7 +367,7 @@ impl Model {
         c_n: Option<&mut [f32]>,
         training: bool,
     ) -> Result<Option<engine::Trace>> {
-        self.forward_into_placed(input, y, h_n, c_n, training, false)
+        self.forward_into_placed(input, y, h_n, c_n, training, None)
     }
 
     /// The most threads a call over `batch` items of this model would give
@@ -379,15 +379,17 @@ impl Model {
 
     /// One inference call into caller buffers, on the caller's thread (a
     /// team formed there takes helpers installed on it, see
-    /// [`crate::engine::helpers`]; with none, it is a team of one).
+    /// [`crate::engine::helpers`]; with none, it is a team of one), its
+    /// state kept in `kept` for the next (see [`engine::KeptState`]).
     pub(crate) fn stream_step_into(
         &self,
         input: &Input<'_>,
         y: &mut [f32],
         h_n: &mut [f32],
         c_n: Option<&mut [f32]>,
+        kept: &mut engine::KeptState,
     ) -> Result<()> {
-        self.forward_into_placed(input, y, h_n, c_n, false, true)
+        self.forward_into_placed(input, y, h_n, c_n, false, Some(kept))
             .map(|_| ())
     }
 
@@ -398,7 +400,7 @@ impl Model {
         h_n: &mut [f32],
         c_n: Option<&mut [f32]>,
         training: bool,
-        inline: bool,
+        kept: Option<&mut engine::KeptState>,
     ) -> Result<Option<engine::Trace>> {
         if training {
             self.check_training()?;
@@ -427,7 +429,18 @@ impl Model {
             }
         };
         let dest = engine::Dest { y, h_n, c_n };
-        let work = || engine::forward_into(&self.config, packed, &self.pool, input, training, dest);
+        let inline = kept.is_some();
+        let work = || {
+            engine::forward_into(
+                &self.config,
+                packed,
+                &self.pool,
+                input,
+                training,
+                dest,
+                kept,
+            )
+        };
         match inline {
             true => crate::threads::run_inline(work),
             false => crate::threads::run(work),

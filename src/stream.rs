@@ -10,8 +10,9 @@
 //! direction needs the sequence's end first, so `Reverse` and bidirectional
 //! models are refused.
 
-use crate::config::{Direction, EmptySequenceState};
+use crate::config::Direction;
 use crate::engine::helpers::Helpers;
+use crate::engine::KeptState;
 use crate::error::{check_len, Error, Result};
 use crate::io::{Input, Shapes};
 use crate::model::Model;
@@ -57,6 +58,10 @@ pub(crate) struct StreamCore {
     lens: Vec<usize>,
     /// Where steps run (see [`Placement`]).
     placement: Placement,
+    /// The state in the engine's padded rows between steps (`h[cur]` and
+    /// `c[cur]` are the same values, unpadded); invalidated when those are
+    /// set.
+    kept: KeptState,
 }
 
 /// Where a stream's steps run. A call on librnn's pool pays a hand-off to
@@ -252,6 +257,7 @@ impl StreamCore {
             cur: 0,
             y: zeros(shapes.y, "a stream's output")?,
             lens: vec![1; batch],
+            kept: KeptState::default(),
             placement: Placement::new(match model.team_size(batch)? {
                 0 | 1 => None,
                 members => Some(Helpers::new(members - 1)?),
@@ -288,44 +294,20 @@ impl StreamCore {
         let with_team = team.is_some();
         // Steps are timed only while the placement is on trial.
         let start = self.placement.on_trial().then(std::time::Instant::now);
-        let run = || model.stream_step_into(&input, &mut self.y, h_out, c_dest);
+        let kept = &mut self.kept;
+        let run = || model.stream_step_into(&input, &mut self.y, h_out, c_dest, kept);
         match team {
             Some(helpers) => helpers.install(run)?,
             None => run()?,
         }
         let seconds = start.map(|start| start.elapsed().as_secs_f64());
         self.placement.stepped(with_team, seconds);
-        if some_inactive && model.config().empty_sequence_state() == EmptySequenceState::Zeros {
-            // An item sitting a step out keeps its state, whatever a whole
-            // call does with an empty item.
-            self.restore_inactive(cur);
-        }
         self.cur = next;
         Ok(&self.y)
     }
 
     /// Copies the state of items with length 0 this step from `from` into
     /// the step's output state.
-    fn restore_inactive(&mut self, from: usize) {
-        for (state, width) in [(&mut self.h, self.shapes.h), (&mut self.c, self.shapes.c)] {
-            if width == 0 {
-                continue;
-            }
-            let row = width / (self.layers * self.batch);
-            let [a, b] = state;
-            let (src, dst) = if from == 0 { (&*a, b) } else { (&*b, a) };
-            for (i, (s, d)) in src
-                .chunks_exact(row)
-                .zip(dst.chunks_exact_mut(row))
-                .enumerate()
-            {
-                if self.lens[i % self.batch] == 0 {
-                    d.copy_from_slice(s);
-                }
-            }
-        }
-    }
-
     fn check_item(&self, item: usize) -> Result<()> {
         if item >= self.batch {
             return Err(Error::InvalidArgument(format!(
@@ -339,6 +321,7 @@ impl StreamCore {
     /// Item `item`'s state, in every layer, back to zero.
     pub(crate) fn reset_item(&mut self, item: usize) -> Result<()> {
         self.check_item(item)?;
+        self.kept.invalidate();
         let (batch, layers) = (self.batch, self.layers);
         let cur = self.cur;
         for state in [&mut self.h[cur], &mut self.c[cur]] {
@@ -354,6 +337,7 @@ impl StreamCore {
     }
 
     pub(crate) fn reset(&mut self) {
+        self.kept.invalidate();
         let cur = self.cur;
         self.h[cur].fill(0.0);
         self.c[cur].fill(0.0);
@@ -367,6 +351,7 @@ impl StreamCore {
         check_len("h", self.shapes.h, h.len())?;
         let c = c.unwrap_or(&[]);
         check_len("c", self.shapes.c, c.len())?;
+        self.kept.invalidate();
         let cur = self.cur;
         self.h[cur].copy_from_slice(h);
         self.c[cur].copy_from_slice(c);

@@ -134,6 +134,10 @@ fn a_reset_item_starts_a_new_sequence() {
     assert!(stream.reset_item(2).is_err());
     stream.reset();
     assert!(stream.h().iter().chain(stream.c()).all(|&v| v == 0.0));
+    // After a reset the stream is a fresh call again (its state kept
+    // between steps included).
+    assert_eq!(streamed(&mut stream, &b.x, t_len, None), fresh.y);
+    assert_eq!(stream.h(), &fresh.h_n[..]);
 }
 
 #[test]

@@ -339,7 +339,8 @@ struct DirBuffers {
 /// A direction's recurrent state through one layer, `[N, ·]` by item,
 /// shared by the team members that step it (each writes its own rows and
 /// units of it).
-struct DirState {
+#[derive(Debug, Default)]
+pub(crate) struct DirState {
     /// The state before and after a step, by turns `[N, state_stride]`.
     h: [Vec<f32>; 2],
     /// LSTM cell state `[N, Hp]`.
@@ -384,6 +385,37 @@ impl DirState {
         let [h0, h1] = self.h;
         pool.give_each([h0, h1, self.c, self.gates, self.aux, self.m]);
     }
+
+    /// Whether it has the sizes a call of batch `n` needs (see [`Self::new`]).
+    fn fits(&self, config: &Config, pb: &PackedBlock, n: usize) -> bool {
+        let lstm = config.cell() == CellKind::Lstm;
+        self.h.iter().all(|h| h.len() == n * pb.state_stride)
+            && self.c.len() == if lstm { n * pb.hp } else { 0 }
+    }
+}
+
+/// A stream's recurrent state and step buffers, kept in the engine's padded
+/// rows from one of its steps to the next (one entry per layer): a step
+/// then neither pads the state in nor zero-fills buffers, and each team
+/// member's units of the state stay where that member last wrote them (on
+/// two cores, copying them in on the calling thread cost it a cache miss a
+/// line). The stream's unpadded h and c are still written by each step.
+#[derive(Debug, Default)]
+pub(crate) struct KeptState {
+    /// Per layer: the input projection of one step and the state, with the
+    /// current h in `h[0]`.
+    layers: Vec<(Vec<f32>, DirState)>,
+    /// Whether `layers` holds the state the next step starts from (else it
+    /// is padded in again from the call's h0 and c0).
+    valid: bool,
+}
+
+impl KeptState {
+    /// Makes the next step start from the call's h0 and c0 (after the
+    /// stream's state was set or reset).
+    pub fn invalidate(&mut self) {
+        self.valid = false;
+    }
 }
 
 /// Everything the members stepping one direction share.
@@ -403,6 +435,9 @@ struct DirRun<'a> {
     xw: SharedMut,
     project_in_team: bool,
     seq_len: usize,
+    /// Whether every row takes every step (an empty one copying its state
+    /// along): a kept state then has its new value in one buffer for all.
+    every_step: bool,
     /// Output `[TN, width]`, this direction's slice at `slot`: the layer
     /// output, or (the second of two summed directions, which runs at the
     /// same time as the first) a buffer of its own, added afterwards.
@@ -451,7 +486,7 @@ pub(crate) fn forward(
         h_n: &mut h_n,
         c_n: &mut c_n,
     };
-    let trace = forward_into(config, packed, pool, input, training, dest)?;
+    let trace = forward_into(config, packed, pool, input, training, dest, None)?;
     let c_n = config.has_cell_state().then_some(c_n);
     Ok((Output { y, h_n, c_n }, trace))
 }
@@ -459,6 +494,12 @@ pub(crate) fn forward(
 /// Forward pass into the caller's buffers (`dest`, checked against the
 /// call's shapes by the caller): the last layer writes `y` in place when it
 /// is time-major, so nothing is copied out.
+///
+/// With `kept` (a stream's step, inference in forward directions), the
+/// state comes from `kept` where it is valid (else from h0 and c0) and
+/// stays there for the next call, and an empty item keeps its state (a
+/// stream's item sitting a step out) whatever the model's
+/// `EmptySequenceState`.
 pub(crate) fn forward_into(
     config: &Config,
     packed: &Packed,
@@ -466,6 +507,7 @@ pub(crate) fn forward_into(
     input: &Input<'_>,
     training: bool,
     dest: Dest<'_>,
+    mut kept: Option<&mut KeptState>,
 ) -> Result<Option<Trace>> {
     let shapes = Shapes::of_input(config, input)?;
     assert!(
@@ -478,18 +520,38 @@ pub(crate) fn forward_into(
     let ragged = lens.iter().any(|&len| len < t_len);
     let (hs, cs) = (config.state_size(), config.hidden_size());
     let Dest { y: y_out, h_n, c_n } = dest;
-    // Every element of the destination is written by this thread first.
-    match input.h0 {
-        Some(h0) => h_n.copy_from_slice(h0),
-        None => h_n.fill(0.0),
+    debug_assert!(
+        kept.is_none()
+            || (!training && config.num_directions() == 1 && !config.direction().is_reversed(0))
+    );
+    let kept_valid = kept.as_ref().is_some_and(|k| {
+        k.valid
+            && k.layers.len() == config.num_layers()
+            && (k.layers.iter().zip(&packed.blocks)).all(|((xw, s), pb)| {
+                xw.len() == t_len * n * pb.gates * pb.hp && s.fits(config, pb, n)
+            })
+    });
+    if let Some(k) = kept.as_mut() {
+        // Valid again only once the whole step succeeded.
+        k.valid = false;
     }
-    match input.c0 {
-        Some(c0) => c_n.copy_from_slice(c0),
-        None => c_n.fill(0.0),
+    // Every element of the destination is written by this thread first
+    // (with a valid kept state, by the members: each its own columns).
+    if !kept_valid {
+        match input.h0 {
+            Some(h0) => h_n.copy_from_slice(h0),
+            None => h_n.fill(0.0),
+        }
+        match input.c0 {
+            Some(c0) => c_n.copy_from_slice(c0),
+            None => c_n.fill(0.0),
+        }
     }
-    // No step touches an empty item's state, so this is its final state.
-    super::zero_empty_items(config, &lens, h_n, hs);
-    super::zero_empty_items(config, &lens, c_n, cs);
+    if kept.is_none() {
+        // No step touches an empty item's state, so this is its final state.
+        super::zero_empty_items(config, &lens, h_n, hs);
+        super::zero_empty_items(config, &lens, c_n, cs);
+    }
     let width = config.output_size();
     // Layer 0 reads x in place when it is already time-major.
     let mut layer_in: Cow<[f32]> = match config.layout() {
@@ -535,13 +597,20 @@ pub(crate) fn forward_into(
         let mut buffers: Vec<DirBuffers> = try_with_capacity(dirs, "the layer's buffers")?;
         for dir in 0..dirs {
             let pb = &packed.blocks[layer * dirs + dir];
+            let (xw, state) = match kept.as_mut().filter(|_| kept_valid) {
+                Some(k) => std::mem::take(&mut k.layers[layer]),
+                None => (
+                    pool.take(t_len * n * pb.gates * pb.hp)?,
+                    DirState::new(config, pb, n, training, pool)?,
+                ),
+            };
             buffers.push(DirBuffers {
-                xw: pool.take(t_len * n * pb.gates * pb.hp)?,
+                xw,
                 trace: match training {
                     true => Some(DirTrace::new(config, pb, (t_len, n), ragged, pool)?),
                     false => None,
                 },
-                state: DirState::new(config, pb, n, training, pool)?,
+                state,
             });
         }
         // The second of two summed directions runs beside the first, into
@@ -589,9 +658,11 @@ pub(crate) fn forward_into(
                     &mut [][..]
                 },
             );
-            // The state each item starts from, in the padded rows the kernels read.
-            pad_rows(h_state, hs, &mut state.h[0], pb.state_stride);
-            pad_rows(c_state, cs, &mut state.c, pb.hp);
+            if !kept_valid {
+                // The state each item starts from, in the padded rows the kernels read.
+                pad_rows(h_state, hs, &mut state.h[0], pb.state_stride);
+                pad_rows(c_state, cs, &mut state.c, pb.hp);
+            }
             if let Some(t) = dt.as_mut().filter(|t| !t.c_init.is_empty()) {
                 t.c_init.copy_from_slice(&state.c);
             }
@@ -615,6 +686,7 @@ pub(crate) fn forward_into(
                 xw: SharedMut::new(xw),
                 project_in_team,
                 seq_len: t_len,
+                every_step: kept.is_some(),
                 y,
                 width: y_width,
                 slot,
@@ -651,9 +723,27 @@ pub(crate) fn forward_into(
             }
             pool.give(second);
         }
-        for DirBuffers { xw, trace, state } in buffers {
-            pool.give(xw);
-            state.give_back(pool);
+        for DirBuffers {
+            xw,
+            trace,
+            mut state,
+        } in buffers
+        {
+            match kept.as_mut() {
+                Some(k) => {
+                    // Every row stepped once (`every_step`): the new state
+                    // is in h[1].
+                    state.h.swap(0, 1);
+                    if k.layers.len() <= layer {
+                        k.layers.resize_with(layer + 1, Default::default);
+                    }
+                    k.layers[layer] = (xw, state);
+                }
+                None => {
+                    pool.give(xw);
+                    state.give_back(pool);
+                }
+            }
             dir_traces.extend(trace);
         }
         // Training keeps each layer's input; inference recycles it.
@@ -672,6 +762,9 @@ pub(crate) fn forward_into(
     if config.layout() == Layout::BatchFirst {
         swap_outer_axes_into(&last_scratch, t_len, n, width, y_out);
         pool.give(last_scratch);
+    }
+    if let Some(k) = kept {
+        k.valid = true;
     }
     Ok(training.then(|| Trace {
         shapes,
@@ -740,7 +833,10 @@ impl DirRun<'_> {
             CellKind::Gru => steps.gru_step,
             CellKind::Rnn => steps.rnn_step,
         };
-        let max_len = self.lens[b0..b0 + nb].iter().copied().max().unwrap_or(0);
+        let max_len = match self.every_step {
+            true => self.seq_len,
+            false => self.lens[b0..b0 + nb].iter().copied().max().unwrap_or(0),
+        };
         let mut rows = try_with_capacity(nb, "a block's row list")?;
         let proj_rows_len = if proj { nb } else { 0 };
         let mut proj_rows = try_with_capacity(proj_rows_len, "a block's row list")?;
@@ -874,6 +970,9 @@ impl DirRun<'_> {
                 let chunk = chunk_panels(gates, hp / unit);
                 let mut projection_failed = None;
                 member.share_out(share, epoch, hp / unit, chunk, |panels| {
+                    if rows.is_empty() {
+                        return; // Every item of the block sits this step out.
+                    }
                     if project_per_chunk && i == 0 {
                         // SAFETY: rows b0..b0 + nb of the one step are this
                         // block's, and these panels this member's alone
@@ -920,6 +1019,9 @@ impl DirRun<'_> {
                 epoch += 1;
                 let chunk = chunk_panels(1, ks / unit);
                 member.share_out(share, epoch, ks / unit, chunk, |(first, end)| {
+                    if proj_rows.is_empty() {
+                        return;
+                    }
                     chunk_rows.clear();
                     chunk_rows.extend(proj_rows.iter().enumerate().map(|(i, r): (_, &MatRow)| {
                         MatRow {

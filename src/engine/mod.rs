@@ -25,7 +25,7 @@ pub(crate) mod team;
 mod workspace;
 
 pub(crate) use backward::{backward, backward_into, GradDest};
-pub(crate) use forward::{forward, forward_into, Dest, Trace};
+pub(crate) use forward::{forward, forward_into, Dest, KeptState, Trace};
 pub(crate) use memory::call_memory;
 pub(crate) use workspace::{BufferPool, MAX_IDLE_BYTES};
 
