@@ -18,11 +18,11 @@
 
 use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use super::team::{spin_then_yield, wait_until, Sleepers};
+use super::team::{spin_then_yield, wait_until, Padded, Sleepers};
 use crate::error::{Error, Result};
 
 /// A job as the helpers see it: a borrowed closure whose lifetime the
@@ -30,24 +30,34 @@ use crate::error::{Error, Result};
 /// helper it gave the job to is done with it).
 type Job<'a> = dyn Fn() + Sync + 'a;
 
-/// The job of one generation: which helpers take part and what they run.
-#[derive(Clone, Copy)]
-struct Posted {
-    generation: u64,
-    /// Helpers `0..takers` run the job; the others sit it out.
-    takers: usize,
-    job: Option<&'static Job<'static>>,
+/// Bits of [`Post::word`] below the generation: how many helpers take the
+/// job.
+const TAKER_BITS: u32 = 16;
+
+/// The latest job, on a cache line of its own: the helpers spin reading
+/// it, and any other write to its line (a reference count, the `done`
+/// counter) would take the line from them and back at every step.
+#[derive(Default)]
+struct Post {
+    /// The job's generation (above [`TAKER_BITS`]) and how many helpers
+    /// take it (helpers `0..takers`; the others sit it out), stored last
+    /// (SeqCst: see [`Sleepers`]). One word, so a helper never sees the
+    /// takers of one generation with another's number.
+    word: AtomicU64,
+    /// Where the caller of [`Installed::run`] holds the job's reference:
+    /// valid while that call waits for its takers. Only a taker reads it,
+    /// and only for the generation it takes (which cannot end, nor the
+    /// next be posted, before that taker is done).
+    job: AtomicPtr<&'static Job<'static>>,
 }
 
 /// What the caller and its helpers share.
 struct Shared {
     /// The helper threads.
     count: usize,
-    /// Bumped (after `posted` is written) for each job.
-    generation: AtomicU64,
-    posted: Mutex<Posted>,
-    /// Helpers that finished the current generation's job.
-    done: AtomicUsize,
+    post: Padded<Post>,
+    /// Jobs finished by helpers, over all generations.
+    done: Padded<AtomicUsize>,
     /// Set once, when the owner drops the helpers.
     quit: AtomicBool,
     /// Helpers asleep (or about to be).
@@ -58,8 +68,9 @@ struct Shared {
 }
 
 impl Shared {
-    fn posted(&self) -> MutexGuard<'_, Posted> {
-        self.posted.lock().unwrap_or_else(|e| e.into_inner())
+    /// The generation posted last.
+    fn generation(&self) -> u64 {
+        self.post.0.word.load(Ordering::SeqCst) >> TAKER_BITS
     }
 
     /// Waits until a generation after `seen` is posted: `Some(slept)`,
@@ -69,7 +80,7 @@ impl Shared {
     /// job ([`Helpers::wake`]), it spins again.
     fn wait_for_job(&self, seen: u64, mut spin: bool) -> Option<bool> {
         let quit = &self.quit;
-        let posted = || self.generation.load(Ordering::SeqCst) != seen;
+        let posted = || self.generation() != seen;
         let mut slept = false;
         loop {
             if spin {
@@ -153,15 +164,12 @@ pub(crate) fn installed_count() -> usize {
 impl Helpers {
     /// `count` helper threads, waiting for jobs.
     pub fn new(count: usize) -> Result<Helpers> {
+        // Takers are counted below TAKER_BITS.
+        let count = count.min((1 << TAKER_BITS) - 1);
         let shared = Arc::new(Shared {
             count,
-            generation: AtomicU64::new(0),
-            posted: Mutex::new(Posted {
-                generation: 0,
-                takers: 0,
-                job: None,
-            }),
-            done: AtomicUsize::new(0),
+            post: Padded::default(),
+            done: Padded::default(),
             quit: AtomicBool::new(false),
             sleepers: Sleepers::default(),
             #[cfg(test)]
@@ -265,21 +273,21 @@ impl Installed {
         // generation once, and the next post replaces it).
         let job = unsafe { std::mem::transmute::<&'a Job<'a>, &'static Job<'static>>(job) };
         let shared = &*self.shared;
-        shared.done.store(0, Ordering::SeqCst);
-        {
-            let mut posted = shared.posted();
-            posted.generation += 1;
-            posted.takers = takers;
-            posted.job = Some(job);
-            shared.generation.store(posted.generation, Ordering::SeqCst);
-        }
+        let post = &shared.post.0;
+        // Every earlier job is done (its `run` waited), so this count is
+        // still: the takers of this one add to it.
+        let finished = shared.done.0.load(Ordering::Acquire) + takers;
+        post.job
+            .store(std::ptr::from_ref(&job).cast_mut(), Ordering::Release);
+        let generation = (post.word.load(Ordering::Relaxed) >> TAKER_BITS) + 1;
+        post.word
+            .store(generation << TAKER_BITS | takers as u64, Ordering::SeqCst);
         shared.wake_all();
         let outcome = catch_unwind(AssertUnwindSafe(own));
         let never = AtomicBool::new(false);
-        let finished = || shared.done.load(Ordering::Acquire) >= takers;
+        let all_done = || shared.done.0.load(Ordering::Acquire) >= finished;
         // The takers run the same team as the caller: they finish with it.
-        let _ = wait_until(finished, &never);
-        shared.posted().job = None;
+        let _ = wait_until(all_done, &never);
         if let Err(panic) = outcome {
             std::panic::resume_unwind(panic);
         }
@@ -291,21 +299,25 @@ impl Installed {
 fn serve(shared: &Shared, index: usize) {
     let (mut seen, mut spin) = (0, true);
     while let Some(slept) = shared.wait_for_job(seen, spin) {
-        let posted = *shared.posted();
-        seen = posted.generation;
+        let word = shared.post.0.word.load(Ordering::SeqCst);
+        let takers = (word & ((1 << TAKER_BITS) - 1)) as usize;
+        seen = word >> TAKER_BITS;
         // Not needed this time (the team had fewer places, as when other
         // calls run): a helper that was asleep goes back to sleep rather
         // than spin for nothing.
-        spin = !slept || index < posted.takers;
-        if index >= posted.takers {
+        spin = !slept || index < takers;
+        if index >= takers {
             continue;
         }
-        if let Some(job) = posted.job {
-            // A team member reports its own panics; this only keeps a
-            // helper alive, and the caller from waiting, whatever happens.
-            let _ = catch_unwind(AssertUnwindSafe(job));
-        }
-        shared.done.fetch_add(1, Ordering::Release);
+        let job = shared.post.0.job.load(Ordering::Acquire);
+        // SAFETY: a taker's generation is not over before this helper
+        // reports it done below, so the caller is still in `run`, holding
+        // the reference `job` points to (see `Post::job`).
+        let job = unsafe { *job };
+        // A team member reports its own panics; this only keeps a helper
+        // alive, and the caller from waiting, whatever happens.
+        let _ = catch_unwind(AssertUnwindSafe(job));
+        shared.done.0.fetch_add(1, Ordering::Release);
     }
 }
 

@@ -129,7 +129,7 @@ fn wake_up_average(average: u64, sample: u64) -> u64 {
 /// slow the writes to another (adjacent-line prefetch pairs lines).
 #[repr(align(128))]
 #[derive(Debug, Default)]
-struct Padded<T>(T);
+pub(super) struct Padded<T>(pub(super) T);
 
 /// A reusable barrier: generation counting (the sense reversal of a
 /// centralised barrier), bounded spinning, then blocking.
@@ -545,7 +545,11 @@ impl<'a> Member<'a> {
                 None => self.stuck.set(true),
             }
         }
-        cpus[self.index].cpu.store(here, Ordering::Relaxed);
+        // Stored only when it changed: the others read it at every barrier,
+        // and a store would take the line from them each time.
+        if cpus[self.index].cpu.load(Ordering::Relaxed) != here {
+            cpus[self.index].cpu.store(here, Ordering::Relaxed);
+        }
         moved
     }
 }
