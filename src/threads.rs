@@ -16,12 +16,56 @@
 //! caller keeps control of the thread count. Otherwise the size is rayon's
 //! default: `RAYON_NUM_THREADS` if set, else one thread per CPU.
 
+#[cfg(all(unix, not(miri)))]
+use std::sync::atomic::AtomicU32;
 use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use crate::error::{Error, Result};
 
 const WORKER_PREFIX: &str = "librnn-";
+
+/// This process's id, read once per process: `getpid` is a system call
+/// (glibc does not cache it), 0.2 µs on the development VM, and a stream
+/// step asks for it once (whether its helper threads exist here). 0 until
+/// read, and again in a forked child (see [`forget_pid_in_child`]).
+#[cfg(all(unix, not(miri)))]
+static PID: AtomicU32 = AtomicU32::new(0);
+
+/// The calling process's id, as `std::process::id()`, without a system call
+/// after the first (per process: a forked child reads its own).
+#[cfg(all(unix, not(miri)))]
+pub(crate) fn process_id() -> u32 {
+    let pid = PID.load(Ordering::Relaxed);
+    if pid != 0 {
+        return pid;
+    }
+    static FORK_HANDLER: std::sync::Once = std::sync::Once::new();
+    FORK_HANDLER.call_once(|| {
+        // SAFETY: registers a handler that only stores to an atomic
+        // (async-signal-safe), run in the child after each fork.
+        let registered = unsafe { libc::pthread_atfork(None, None, Some(forget_pid_in_child)) };
+        debug_assert_eq!(registered, 0);
+    });
+    // Cached only once the handler is registered: a fork after this point
+    // resets it in the child.
+    let pid = std::process::id();
+    PID.store(pid, Ordering::Relaxed);
+    pid
+}
+
+/// The calling process's id (no fork handler to keep a cache right here).
+#[cfg(any(miri, not(unix)))]
+pub(crate) fn process_id() -> u32 {
+    std::process::id()
+}
+
+/// Run in a forked child: the parent's id, copied with its memory, is not
+/// the child's.
+#[cfg(all(unix, not(miri)))]
+extern "C" fn forget_pid_in_child() {
+    PID.store(0, Ordering::Relaxed);
+}
 
 /// A pool and the process it belongs to.
 struct ProcessPool {
@@ -38,7 +82,7 @@ struct ProcessPool {
 static POOL: AtomicPtr<ProcessPool> = AtomicPtr::new(std::ptr::null_mut());
 
 fn pool() -> Result<&'static rayon::ThreadPool> {
-    let pid = std::process::id();
+    let pid = process_id();
     let seen = POOL.load(Ordering::Acquire);
     // SAFETY: a non-NULL POOL always points to a leaked, never-freed Box.
     if let Some(current) = unsafe { seen.as_ref() } {

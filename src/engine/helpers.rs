@@ -178,7 +178,7 @@ impl Helpers {
         let mut helpers = Helpers {
             shared,
             threads: Vec::new(),
-            pid: std::process::id(),
+            pid: crate::threads::process_id(),
         };
         for index in 0..count {
             let shared = Arc::clone(&helpers.shared);
@@ -196,7 +196,7 @@ impl Helpers {
     /// child has only the thread that forked, and a step there runs alone
     /// (as a call there builds a fresh pool, see `crate::threads`).
     fn here(&self) -> bool {
-        self.pid == std::process::id()
+        self.pid == crate::threads::process_id()
     }
 
     /// Whether every helper is asleep (a job would wait for a wake-up).
