@@ -465,6 +465,17 @@ pub(crate) struct Dest<'a> {
     pub c_n: &'a mut [f32],
 }
 
+/// Zeroes the rows of time-major `out` (`[T, N, width]`, N = `lens.len()`)
+/// at steps past each item's length: the rows no step writes.
+fn zero_rows_past_lengths(out: &mut [f32], lens: &[usize], width: usize) {
+    let n = lens.len();
+    for (i, row) in out.chunks_exact_mut(width).enumerate() {
+        if i / n >= lens[i % n] {
+            row.fill(0.0);
+        }
+    }
+}
+
 /// Forward pass into new vectors.
 pub(crate) fn forward(
     config: &Config,
@@ -579,17 +590,23 @@ pub(crate) fn forward_into(
         // the team members write it from several threads, and page faults
         // there serialise on the page-table lock. (Steps past an item's
         // length are never written and must read zero.)
-        let mut scratch = if last {
-            Vec::new()
-        } else {
-            pool.take_zeroed(t_len * n * width)?
+        let mut scratch = match (last, &kept) {
+            (true, _) => Vec::new(),
+            // A stream's step: its pages are mapped already (see below).
+            (false, Some(_)) => pool.take(t_len * n * width)?,
+            (false, None) => pool.take_zeroed(t_len * n * width)?,
         };
         let layer_out: &mut [f32] = match (last, config.layout()) {
             (false, _) => &mut scratch,
             (true, Layout::TimeMajor) => &mut *y_out,
             (true, Layout::BatchFirst) => &mut last_scratch,
         };
-        if last {
+        if kept.is_some() {
+            // A stream's buffers are written again at every step: only the
+            // rows no member writes (items sitting the step out) are
+            // cleared, rather than lines the other members wrote last.
+            zero_rows_past_lengths(layer_out, &lens, width);
+        } else if last {
             layer_out.fill(0.0);
         }
         let dirs = config.num_directions();
