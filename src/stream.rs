@@ -306,8 +306,6 @@ impl StreamCore {
         Ok(&self.y)
     }
 
-    /// Copies the state of items with length 0 this step from `from` into
-    /// the step's output state.
     fn check_item(&self, item: usize) -> Result<()> {
         if item >= self.batch {
             return Err(Error::InvalidArgument(format!(
