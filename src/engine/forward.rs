@@ -416,6 +416,16 @@ impl KeptState {
     pub fn invalidate(&mut self) {
         self.valid = false;
     }
+
+    /// Whether it holds the state a call of `(steps, batch)` starts from,
+    /// in the sizes that call's buffers have.
+    fn holds(&self, config: &Config, packed: &Packed, (steps, n): (usize, usize)) -> bool {
+        self.valid
+            && self.layers.len() == config.num_layers()
+            && (self.layers.iter().zip(&packed.blocks)).all(|((xw, state), pb)| {
+                xw.len() == steps * n * pb.gates * pb.hp && state.fits(config, pb, n)
+            })
+    }
 }
 
 /// Everything the members stepping one direction share.
@@ -535,13 +545,9 @@ pub(crate) fn forward_into(
         kept.is_none()
             || (!training && config.num_directions() == 1 && !config.direction().is_reversed(0))
     );
-    let kept_valid = kept.as_ref().is_some_and(|k| {
-        k.valid
-            && k.layers.len() == config.num_layers()
-            && (k.layers.iter().zip(&packed.blocks)).all(|((xw, s), pb)| {
-                xw.len() == t_len * n * pb.gates * pb.hp && s.fits(config, pb, n)
-            })
-    });
+    let kept_valid = kept
+        .as_ref()
+        .is_some_and(|k| k.holds(config, packed, (t_len, n)));
     if let Some(k) = kept.as_mut() {
         // Valid again only once the whole step succeeded.
         k.valid = false;
