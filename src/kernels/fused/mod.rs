@@ -360,9 +360,11 @@ unsafe fn group<
 
 /// Runs every row against the panels `first..end` (each `panel_stride`
 /// floats, from `packed`) in register tiles of `MR` rows × `NP` panels, then
-/// the leftover rows in tiles of 4, 2 and 1 and the leftover panels singly.
-/// A single row (batch 1) takes `NP1` panels per tile instead, so that it
-/// still has about eight independent FMA chains.
+/// the leftover rows in tiles of 4 rows × `NP` panels and of 2 and 1 rows ×
+/// `NP2` panels (`NP2` a multiple of `NP`, so that a short tile keeps about
+/// as many FMA chains), and the leftover panels singly. A single row
+/// (batch 1) takes `NP1` panels per tile instead, so that it still has
+/// about eight independent FMA chains.
 #[inline(always)]
 unsafe fn for_rows<
     S: Simd,
@@ -372,6 +374,7 @@ unsafe fn for_rows<
     const MR: usize,
     const V: usize,
     const NP: usize,
+    const NP2: usize,
     const NP1: usize,
 >(
     k: usize,
@@ -410,46 +413,21 @@ unsafe fn for_rows<
             }
             return;
         }
-        let full = first + (end - first) / NP * NP;
-        for panel in (first..full).step_by(NP) {
-            let mut rest = rows;
-            while rest.len() >= MR {
-                group::<S, F, R, E, MR, V, NP, true>(
-                    k,
-                    packed,
-                    panel,
-                    panel_stride,
-                    &rest[..MR],
-                    epi,
-                );
-                rest = &rest[MR..];
+        // The rows of MR- and 4-row tiles, and the 0-3 after them. Every
+        // row runs against a group of NP2 panels before the next group
+        // (its weights are read again while still in cache).
+        let short = rows.len() % MR % 4;
+        let (tall, short) = rows.split_at(rows.len() - short);
+        let wide = first + (end - first) / NP2 * NP2;
+        for panel in (first..wide).step_by(NP2) {
+            for sub in (panel..panel + NP2).step_by(NP) {
+                down_rows::<S, F, R, E, MR, V, NP>(k, packed, sub, panel_stride, tall, epi);
             }
-            while rest.len() >= 4 {
-                group::<S, F, R, E, 4, V, NP, true>(
-                    k,
-                    packed,
-                    panel,
-                    panel_stride,
-                    &rest[..4],
-                    epi,
-                );
-                rest = &rest[4..];
-            }
-            while rest.len() >= 2 {
-                group::<S, F, R, E, 2, V, NP, true>(
-                    k,
-                    packed,
-                    panel,
-                    panel_stride,
-                    &rest[..2],
-                    epi,
-                );
-                rest = &rest[2..];
-            }
-            if let [row] = rest {
-                let row = std::slice::from_ref(row);
-                group::<S, F, R, E, 1, V, NP, true>(k, packed, panel, panel_stride, row, epi);
-            }
+            down_rows::<S, F, R, E, MR, V, NP2>(k, packed, panel, panel_stride, short, epi);
+        }
+        let full = wide + (end - wide) / NP * NP;
+        for panel in (wide..full).step_by(NP) {
+            down_rows::<S, F, R, E, MR, V, NP>(k, packed, panel, panel_stride, rows, epi);
         }
         for panel in full..end {
             let mut rest = rows;
@@ -461,6 +439,47 @@ unsafe fn for_rows<
                 let row = std::slice::from_ref(row);
                 group::<S, F, R, E, 1, V, 1, true>(k, packed, panel, panel_stride, row, epi);
             }
+        }
+    }
+}
+
+/// `rows` against the `NP` panels from `panel`, in tiles of `MR`, then 4,
+/// 2 and 1 rows.
+#[inline(always)]
+unsafe fn down_rows<
+    S: Simd,
+    F: Format<S>,
+    R,
+    E: Epilogue<S, R, V>,
+    const MR: usize,
+    const V: usize,
+    const NP: usize,
+>(
+    k: usize,
+    packed: *const f32,
+    panel: usize,
+    panel_stride: usize,
+    rows: &[R],
+    epi: &E,
+) {
+    // SAFETY: forwarded from this unsafe fn's contract (valid, padded rows and panels; see the module docs).
+    unsafe {
+        let mut rest = rows;
+        while rest.len() >= MR {
+            group::<S, F, R, E, MR, V, NP, true>(k, packed, panel, panel_stride, &rest[..MR], epi);
+            rest = &rest[MR..];
+        }
+        while rest.len() >= 4 {
+            group::<S, F, R, E, 4, V, NP, true>(k, packed, panel, panel_stride, &rest[..4], epi);
+            rest = &rest[4..];
+        }
+        while rest.len() >= 2 {
+            group::<S, F, R, E, 2, V, NP, true>(k, packed, panel, panel_stride, &rest[..2], epi);
+            rest = &rest[2..];
+        }
+        if let [row] = rest {
+            let row = std::slice::from_ref(row);
+            group::<S, F, R, E, 1, V, NP, true>(k, packed, panel, panel_stride, row, epi);
         }
     }
 }
@@ -483,9 +502,26 @@ const fn rows_per_tile<S: Simd>(vectors: usize, k_per_word: usize) -> usize {
 /// Rows per register tile for a kernel of `gates` gates per panel over
 /// weights of `k_per_word` values per word, given that tiles of fewer than
 /// four vectors per row take several panels.
-pub(crate) const fn tile_rows<S: Simd>(gates: usize, k_per_word: usize) -> usize {
+pub(crate) const fn tile_rows<S: Simd>(gates: usize, k_per_word: usize, k: usize) -> usize {
     let vectors = S::W * gates;
+    if narrow_tiles::<S>(k_per_word, k) && vectors < 4 {
+        return rows_per_tile::<S>(2, k_per_word);
+    }
     rows_per_tile::<S>(if vectors < 4 { 4 } else { vectors }, k_per_word)
+}
+
+/// Whether tiles of several rows over panels of fewer than four vectors
+/// take two vectors per row (and more rows) rather than four: where the
+/// register file is 16 vectors and the weights are f32 (`k_per_word`
+/// registers per panel vector and `k` values per word both 1). Each k step of a
+/// tile reads its vectors of panel from L1 (filled from L2, as a panel of
+/// 512 k values is larger than L1); 6 rows × 2 vectors read 64 bytes per
+/// 12 FMAs, 2 rows × 4 vectors 128 bytes per 8. Measured on a Zen 1 core
+/// (128-bit FMA units, 512 KiB L2; BENCHMARKS.md): GRU 512×16×25 28 → 31
+/// GFLOP/s, RNN and the LSTM projection a few %. With 32 registers a
+/// 4-vector tile takes 6 rows already.
+pub(crate) const fn narrow_tiles<S: Simd>(k_per_word: usize, k: usize) -> bool {
+    S::REGISTERS == 16 && k_per_word == 1 && k == 1
 }
 
 /// `p ⊙ c + x` for peephole gate `g`, or `x` without peepholes.
@@ -537,16 +573,30 @@ macro_rules! run_panels {
             * $gates
             * unit::<$S>();
         match <$S as Simd>::W * $gates {
-            1 => for_rows::<$S, $F, _, _, $mr, 1, 4, 8>($k, $packed, $panels, stride, $rows, $epi),
-            2 => for_rows::<$S, $F, _, _, $mr, 2, 2, 4>($k, $packed, $panels, stride, $rows, $epi),
-            4 => for_rows::<$S, $F, _, _, $mr, 4, 1, 2>($k, $packed, $panels, stride, $rows, $epi),
-            8 => for_rows::<$S, $F, _, _, $mr, 8, 1, 1>($k, $packed, $panels, stride, $rows, $epi),
-            16 => {
-                for_rows::<$S, $F, _, _, $mr, 16, 1, 1>($k, $packed, $panels, stride, $rows, $epi)
+            1 if narrow_tiles::<$S>(<$F as Format<$S>>::REGS, <$F as Format<$S>>::K) => {
+                for_rows::<$S, $F, _, _, $mr, 1, 2, 4, 8>($k, $packed, $panels, stride, $rows, $epi)
             }
-            32 => {
-                for_rows::<$S, $F, _, _, $mr, 32, 1, 1>($k, $packed, $panels, stride, $rows, $epi)
+            2 if narrow_tiles::<$S>(<$F as Format<$S>>::REGS, <$F as Format<$S>>::K) => {
+                for_rows::<$S, $F, _, _, $mr, 2, 1, 2, 4>($k, $packed, $panels, stride, $rows, $epi)
             }
+            1 => {
+                for_rows::<$S, $F, _, _, $mr, 1, 4, 4, 8>($k, $packed, $panels, stride, $rows, $epi)
+            }
+            2 => {
+                for_rows::<$S, $F, _, _, $mr, 2, 2, 2, 4>($k, $packed, $panels, stride, $rows, $epi)
+            }
+            4 => {
+                for_rows::<$S, $F, _, _, $mr, 4, 1, 1, 2>($k, $packed, $panels, stride, $rows, $epi)
+            }
+            8 => {
+                for_rows::<$S, $F, _, _, $mr, 8, 1, 1, 1>($k, $packed, $panels, stride, $rows, $epi)
+            }
+            16 => for_rows::<$S, $F, _, _, $mr, 16, 1, 1, 1>(
+                $k, $packed, $panels, stride, $rows, $epi,
+            ),
+            32 => for_rows::<$S, $F, _, _, $mr, 32, 1, 1, 1>(
+                $k, $packed, $panels, stride, $rows, $epi,
+            ),
             v => unreachable!("no kernel instance for {v} vectors per panel"),
         }
     }};
@@ -668,25 +718,27 @@ macro_rules! step_kernels {
             use crate::kernels::fused::{self, MatRow, StepParams, StepRow};
             /// Registers per panel vector and per row group, to size tiles.
             const R: usize = <$F as fused::Format<$S>>::REGS;
+            /// k values per weight word.
+            const K: usize = <$F as fused::Format<$S>>::K;
             $(#[$attr])?
             pub(crate) unsafe fn lstm_step(p: &StepParams, rows: &[StepRow]) {
                 // SAFETY: only reachable through Kernels::for_isa, which checked the CPU; pointer validity is the caller's contract.
-                unsafe { fused::lstm_step::<$S, $F, { fused::tile_rows::<$S>(4, R) }>(p, rows) }
+                unsafe { fused::lstm_step::<$S, $F, { fused::tile_rows::<$S>(4, R, K) }>(p, rows) }
             }
             $(#[$attr])?
             pub(crate) unsafe fn gru_step(p: &StepParams, rows: &[StepRow]) {
                 // SAFETY: only reachable through Kernels::for_isa, which checked the CPU; pointer validity is the caller's contract.
-                unsafe { fused::gru_step::<$S, $F, { fused::tile_rows::<$S>(2, R) }, { fused::tile_rows::<$S>(1, R) }>(p, rows) }
+                unsafe { fused::gru_step::<$S, $F, { fused::tile_rows::<$S>(2, R, K) }, { fused::tile_rows::<$S>(1, R, K) }>(p, rows) }
             }
             $(#[$attr])?
             pub(crate) unsafe fn rnn_step(p: &StepParams, rows: &[StepRow]) {
                 // SAFETY: only reachable through Kernels::for_isa, which checked the CPU; pointer validity is the caller's contract.
-                unsafe { fused::rnn_step::<$S, $F, { fused::tile_rows::<$S>(1, R) }>(p, rows) }
+                unsafe { fused::rnn_step::<$S, $F, { fused::tile_rows::<$S>(1, R, K) }>(p, rows) }
             }
             $(#[$attr])?
             pub(crate) unsafe fn panel_matmul(k: usize, n_padded: usize, packed: &[f32], bias: Option<&[f32]>, rows: &[MatRow]) {
                 // SAFETY: only reachable through Kernels::for_isa, which checked the CPU; pointer validity is the caller's contract.
-                unsafe { fused::panel_matmul::<$S, $F, { fused::tile_rows::<$S>(1, R) }>(k, n_padded, packed, bias, rows) }
+                unsafe { fused::panel_matmul::<$S, $F, { fused::tile_rows::<$S>(1, R, K) }>(k, n_padded, packed, bias, rows) }
             }
             $(#[$attr])?
             pub(crate) unsafe fn convert_row(x: &[f32], out: &mut [f32]) {
@@ -760,7 +812,7 @@ macro_rules! instantiate_kernels {
             $(#[$attr])?
             pub(crate) unsafe fn blocked_matmul(k: usize, n: usize, packed: &[f32], rows: &[MatRow], accumulate: bool) {
                 // SAFETY: only reachable through Kernels::for_isa, which checked the CPU; pointer validity is the caller's contract.
-                unsafe { fused::blocked_matmul::<$S, { fused::tile_rows::<$S>(1, 1) }>(k, n, packed, rows, accumulate) }
+                unsafe { fused::blocked_matmul::<$S, { fused::tile_rows::<$S>(1, 1, 1) }>(k, n, packed, rows, accumulate) }
             }
             $(#[$attr])?
             pub(crate) unsafe fn lstm_backward(p: &BackParams, rows: &[BackRow]) {
