@@ -71,13 +71,19 @@ pub(crate) struct StreamCore {
 /// where the engine would give its layers one thread, else with helper
 /// threads of its own ([`Helpers`]) that wait for the next step as a team
 /// member waits at a barrier. Those try both ways, alternating, and keep
-/// the faster, trying again every [`STEPS_BETWEEN_TRIALS`] steps (the
-/// results are the same bits either way).
+/// the faster, trying again after [`FEWEST_STEPS_BETWEEN_TRIALS`] steps,
+/// and after twice as many each time a trial confirms the choice, up to
+/// [`MOST_STEPS_BETWEEN_TRIALS`] (the results are the same bits either
+/// way).
 #[derive(Debug)]
 struct Placement {
     /// None: the engine gives this stream's layers one thread.
     helpers: Option<Helpers>,
     mode: Mode,
+    /// Steps from the latest trial to the next.
+    interval: usize,
+    /// What the latest trial chose: the team (true) or the caller alone.
+    chose_team: Option<bool>,
 }
 
 #[derive(Debug)]
@@ -105,13 +111,26 @@ impl Mode {
 /// untimed step of each, which may pack or warm caches).
 const TRIAL_STEPS: usize = 8;
 
-/// Steps between two trials. What is faster changes with the machine's
-/// load, and one trial at an unlucky moment (measured on the 2-core VM:
-/// 2 of 12 streams chose to run alone, at 17-20 µs a step against 12.5
-/// with the helpers, their trial's team steps slowed to 22-26 µs) would
-/// otherwise hold for the stream's life. A trial spends about 9 steps on
-/// the slower placement: under 0.5 % of this many.
-const STEPS_BETWEEN_TRIALS: usize = 4096;
+/// Timed steps of each placement after which a trial ends early where
+/// one placement's fastest step took more than twice the other's slowest
+/// (a team whose helper another process keeps from its core stalls for
+/// milliseconds a step; no need to time eight of those).
+const EARLY_TRIAL_STEPS: usize = 3;
+
+/// Steps between two trials: from the fewest, doubling each time a trial
+/// confirms the previous one's choice, up to the most; back to the fewest
+/// when a trial changes it. What is faster changes with the machine's
+/// load, and one trial at an unlucky moment would otherwise hold for
+/// thousands of steps: measured on a 2-core Zen 1 VM, the first trials of
+/// 4 of 6 GRU and LSTM streams fell in a spell when another process held
+/// a core (team steps of 0.2-7.5 ms against 25-240 µs alone) and the
+/// streams then ran alone for their next 4096 steps, 1.3-1.5× slower than
+/// with the helper once the spell had passed (BENCHMARKS.md, "Streaming").
+/// A trial spends about 9 steps on the slower placement: under 15 % of
+/// the fewest steps between trials for a placement 1.0-2.0× slower, under
+/// 0.5 % of the most.
+const FEWEST_STEPS_BETWEEN_TRIALS: usize = 64;
+const MOST_STEPS_BETWEEN_TRIALS: usize = 4096;
 
 impl Placement {
     fn new(helpers: Option<Helpers>) -> Self {
@@ -119,7 +138,12 @@ impl Placement {
             Some(_) => Mode::trial(),
             None => Mode::Alone { left: usize::MAX },
         };
-        Placement { helpers, mode }
+        Placement {
+            helpers,
+            mode,
+            interval: FEWEST_STEPS_BETWEEN_TRIALS,
+            chose_team: None,
+        }
     }
 
     fn on_trial(&self) -> bool {
@@ -137,6 +161,24 @@ impl Placement {
         }
     }
 
+    /// Whether the team wins a trial before its end (`None`: not clearly
+    /// yet): after [`EARLY_TRIAL_STEPS`] timed steps of each, where one
+    /// placement's fastest step is more than twice the other's slowest.
+    fn clear_winner(team: &[f64], alone: &[f64]) -> Option<bool> {
+        if team.len() < EARLY_TRIAL_STEPS || alone.len() < EARLY_TRIAL_STEPS {
+            return None;
+        }
+        let fastest = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+        let slowest = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+        if fastest(team) > 2.0 * slowest(alone) {
+            Some(false)
+        } else if fastest(alone) > 2.0 * slowest(team) {
+            Some(true)
+        } else {
+            None
+        }
+    }
+
     fn median(v: &mut [f64]) -> f64 {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
@@ -149,12 +191,22 @@ impl Placement {
             Mode::Trial { alone, team } => {
                 let times = if with_team { &mut *team } else { &mut *alone };
                 times.extend(seconds);
-                if alone.len() <= TRIAL_STEPS || team.len() <= TRIAL_STEPS {
-                    return;
-                }
                 // The first of each is a warm-up, left out.
-                let left = STEPS_BETWEEN_TRIALS;
-                self.mode = match Self::median(&mut team[1..]) < Self::median(&mut alone[1..]) {
+                let choice = match Self::clear_winner(
+                    &team[1.min(team.len())..],
+                    &alone[1.min(alone.len())..],
+                ) {
+                    Some(team_wins) => team_wins,
+                    None if alone.len() <= TRIAL_STEPS || team.len() <= TRIAL_STEPS => return,
+                    None => Self::median(&mut team[1..]) < Self::median(&mut alone[1..]),
+                };
+                self.interval = match self.chose_team == Some(choice) {
+                    true => (self.interval * 2).min(MOST_STEPS_BETWEEN_TRIALS),
+                    false => FEWEST_STEPS_BETWEEN_TRIALS,
+                };
+                self.chose_team = Some(choice);
+                let left = self.interval;
+                self.mode = match choice {
                     true => Mode::Team { left },
                     false => Mode::Alone { left },
                 };
@@ -215,9 +267,10 @@ impl Model {
     /// this model's layers between them at `batch`, the stream starts up
     /// to `threads − 1` helper threads of its own that can run its steps
     /// with the calling thread; it uses them while steps run faster with
-    /// them than without (timed on its first steps and every 4096 steps
-    /// after) and ends them when dropped. Steps are the same bits either
-    /// way.
+    /// them than without (timed on its first steps, again 64 steps later,
+    /// and after twice as many steps each time the choice holds, up to
+    /// every 4096 steps) and ends them when dropped. Steps are the same
+    /// bits either way.
     pub fn stream(&self, batch: usize) -> Result<Stream<'_>> {
         Ok(Stream {
             model: self,
@@ -412,13 +465,22 @@ mod tests {
     use super::*;
     use crate::{CellKind, Config};
 
-    /// A trial alternates the placements, keeps the faster (here the team,
-    /// then the caller alone), and comes again after
-    /// [`STEPS_BETWEEN_TRIALS`] steps.
+    /// A trial alternates the placements and keeps the faster: here the
+    /// team; a trial that confirms it comes twice as many steps later; one
+    /// where the caller alone is more than twice as fast ends early, and
+    /// the next comes after the fewest steps again.
     #[test]
     fn a_stream_keeps_the_faster_placement_and_tries_again_later() {
         let mut placement = Placement::new(Some(Helpers::new(1).unwrap()));
-        for (team_time, alone_time, chosen) in [(1.0, 2.0, "team"), (3.0, 2.0, "alone")] {
+        let mut interval = FEWEST_STEPS_BETWEEN_TRIALS;
+        for (team_time, alone_time, trial_steps, next_interval) in [
+            (1.0, 2.0, 2 * (TRIAL_STEPS + 1), interval),
+            (1.0, 1.5, 2 * (TRIAL_STEPS + 1), 2 * interval),
+            (1.0, 2.0, 2 * (TRIAL_STEPS + 1), 4 * interval),
+            // Alone clearly faster: the trial ends after a warm-up and
+            // EARLY_TRIAL_STEPS timed steps of each.
+            (3.0, 1.0, 2 * (EARLY_TRIAL_STEPS + 1), interval),
+        ] {
             assert!(placement.on_trial());
             let mut steps = 0;
             while placement.on_trial() {
@@ -427,24 +489,41 @@ mod tests {
                 placement.stepped(with_team, Some(time));
                 steps += 1;
             }
-            assert_eq!(steps, 2 * (TRIAL_STEPS + 1), "alternating, a warm-up each");
-            match chosen {
-                "team" => assert!(matches!(placement.mode, Mode::Team { .. })),
-                _ => assert!(matches!(placement.mode, Mode::Alone { .. })),
+            assert_eq!(steps, trial_steps, "alternating, a warm-up each");
+            let team = team_time < alone_time;
+            match team {
+                true => assert!(matches!(placement.mode, Mode::Team { .. })),
+                false => assert!(matches!(placement.mode, Mode::Alone { .. })),
             }
-            for _ in 0..STEPS_BETWEEN_TRIALS - 1 {
-                placement.stepped(chosen == "team", None);
+            for _ in 0..next_interval - 1 {
+                placement.stepped(team, None);
                 assert!(!placement.on_trial());
             }
-            placement.stepped(chosen == "team", None);
+            placement.stepped(team, None);
         }
-        assert!(placement.on_trial(), "a third trial is due");
+        assert!(placement.on_trial(), "the next trial is due");
         let mut alone = Placement::new(None);
         for _ in 0..10 {
             assert!(alone.team().is_none());
             alone.stepped(false, None);
         }
         assert!(!alone.on_trial(), "no helpers, no trial");
+        // Confirmed again and again, the interval stops at the most.
+        interval = FEWEST_STEPS_BETWEEN_TRIALS;
+        for _ in 0..20 {
+            interval = (interval * 2).min(MOST_STEPS_BETWEEN_TRIALS);
+        }
+        let mut placement = Placement::new(Some(Helpers::new(1).unwrap()));
+        for _ in 0..20 {
+            while placement.on_trial() {
+                let with_team = placement.team().is_some();
+                placement.stepped(with_team, Some(if with_team { 1.0 } else { 2.0 }));
+            }
+            while !placement.on_trial() {
+                placement.stepped(true, None);
+            }
+        }
+        assert_eq!(placement.interval, interval);
     }
 
     /// Steps on a team with a helper thread (placed there whatever the
@@ -470,8 +549,8 @@ mod tests {
                 .unwrap();
         let mut stream = model.stream(batch).unwrap();
         stream.core.placement = Placement {
-            helpers: Some(Helpers::new(1).unwrap()),
             mode: Mode::Team { left: usize::MAX },
+            ..Placement::new(Some(Helpers::new(1).unwrap()))
         };
         let mut y = Vec::new();
         for (t, step) in x.chunks_exact(batch * 16).enumerate() {

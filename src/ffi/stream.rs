@@ -44,8 +44,9 @@ impl rnn_stream {
 /// `threads - 1` helper threads of its own, which can run its steps with
 /// the calling thread (cheaper than handing each step to the pool); it
 /// uses them while steps run faster with them than without (timed on its
-/// first steps and every 4096 steps after), and `rnn_stream_destroy` ends
-/// them. Steps are the same bits either way.
+/// first steps, again 64 steps later, and after twice as many steps each
+/// time the choice holds, up to every 4096 steps), and
+/// `rnn_stream_destroy` ends them. Steps are the same bits either way.
 ///
 /// # Safety
 /// `model` from `rnn_model_create` (checked); `stream` writable.
