@@ -12,9 +12,14 @@
 //! then asleep): while [`Helpers::install`]ed on a thread, a team formed
 //! there offers its places to them instead of to the pool.
 //!
-//! A team formed this way works as any other: its roster is sealed after
-//! the same check-in wait, so a helper still asleep (steps far apart) is
-//! simply left out of that step, and the results are the same bits.
+//! Where every helper waits awake ([`Installed::awake`]), the team's roster
+//! is fixed before the post: each helper is a member, the caller starts
+//! its share at once, and a helper comes a cache-line hand-off later (one
+//! that fell asleep in between is woken by the post, and its peers wait
+//! for it at their barrier as for a member the OS descheduled). Otherwise
+//! the team is formed as any other: its roster is sealed after the same
+//! check-in wait, so a helper still asleep (steps far apart) is simply
+//! left out of that step. The results are the same bits either way.
 
 use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -25,10 +30,11 @@ use std::thread::JoinHandle;
 use super::team::{spin_then_yield, wait_until, Padded, Sleepers};
 use crate::error::{Error, Result};
 
-/// A job as the helpers see it: a borrowed closure whose lifetime the
-/// caller of [`Helpers::run`] guarantees (it returns only after every
-/// helper it gave the job to is done with it).
-type Job<'a> = dyn Fn() + Sync + 'a;
+/// A job as the helpers see it: a borrowed closure, called with the
+/// helper's index among the job's takers, whose lifetime the caller of
+/// [`Helpers::run`] guarantees (it returns only after every helper it gave
+/// the job to is done with it).
+type Job<'a> = dyn Fn(usize) + Sync + 'a;
 
 /// Bits of [`Post::word`] below the generation: how many helpers take the
 /// job.
@@ -257,13 +263,20 @@ impl Drop for Helpers {
 
 impl Installed {
     /// Helpers available.
-    #[cfg(test)]
     pub fn count(&self) -> usize {
         self.count
     }
 
-    /// Runs `job` on `takers` helpers (at most [`count`](Self::count))
-    /// while the caller runs `own`, and returns once all of them are done.
+    /// Whether no helper is asleep or on its way to sleep: each will see
+    /// the next post within a cache-line hand-off, unless the OS has taken
+    /// its CPU (then it comes as late as a member descheduled at a barrier).
+    pub fn awake(&self) -> bool {
+        self.shared.sleepers.count() == 0
+    }
+
+    /// Runs `job` on `takers` helpers (at most [`count`](Self::count)),
+    /// helper `i` calling `job(i)`, while the caller runs `own`, and
+    /// returns once all of them are done.
     pub fn run<'a>(&self, takers: usize, job: &'a Job<'a>, own: impl FnOnce()) {
         let takers = takers.min(self.count);
         // SAFETY: the reference is erased to 'static only for the helpers,
@@ -316,7 +329,7 @@ fn serve(shared: &Shared, index: usize) {
         let job = unsafe { *job };
         // A team member reports its own panics; this only keeps a helper
         // alive, and the caller from waiting, whatever happens.
-        let _ = catch_unwind(AssertUnwindSafe(job));
+        let _ = catch_unwind(AssertUnwindSafe(|| job(index)));
         shared.done.0.fetch_add(1, Ordering::Release);
     }
 }
@@ -336,7 +349,7 @@ mod tests {
                 let own = AtomicBool::new(false);
                 on.run(
                     takers,
-                    &|| {
+                    &|_| {
                         std::thread::sleep(std::time::Duration::from_millis(1));
                         runs.fetch_add(1, Ordering::SeqCst);
                     },
@@ -359,16 +372,16 @@ mod tests {
             let ran = AtomicUsize::new(0);
             on.run(
                 1,
-                &|| {
+                &|_| {
                     ran.fetch_add(1, Ordering::SeqCst);
                 },
                 || {},
             );
             assert_eq!(ran.load(Ordering::SeqCst), 1);
-            on.run(1, &|| panic!("a job that panics"), || {});
+            on.run(1, &|_| panic!("a job that panics"), || {});
             on.run(
                 1,
-                &|| {
+                &|_| {
                     ran.fetch_add(1, Ordering::SeqCst);
                 },
                 || {},
@@ -390,7 +403,7 @@ mod tests {
         };
         all_asleep();
         let spins = helpers.shared.spins.load(Ordering::SeqCst);
-        helpers.install(|| installed().unwrap().run(1, &|| {}, || {}));
+        helpers.install(|| installed().unwrap().run(1, &|_| {}, || {}));
         all_asleep();
         // The taker spun after its job; the two others (short of a rare
         // spurious wake-up) went back to sleep without spinning.
