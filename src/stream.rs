@@ -122,10 +122,11 @@ const EARLY_TRIAL_STEPS: usize = 3;
 /// when a trial changes it. What is faster changes with the machine's
 /// load, and one trial at an unlucky moment would otherwise hold for
 /// thousands of steps: measured on a 2-core Zen 1 VM, the first trials of
-/// 4 of 6 GRU and LSTM streams fell in a spell when another process held
-/// a core (team steps of 0.2-7.5 ms against 25-240 µs alone) and the
-/// streams then ran alone for their next 4096 steps, 1.3-1.5× slower than
-/// with the helper once the spell had passed (BENCHMARKS.md, "Streaming").
+/// 3 of 6 GRU and LSTM streams fell in a spell when another process held
+/// a core (team steps of up to 7.6 ms against 22-240 µs alone) and the
+/// streams then ran alone for their next 4096 steps, 1.35-1.48× slower
+/// than with the helper once the spell had passed (BENCHMARKS.md,
+/// "Streaming on the Zen 1").
 /// A trial spends about 9 steps on the slower placement: under 15 % of
 /// the fewest steps between trials for a placement 1.0-2.0× slower, under
 /// 0.5 % of the most.
