@@ -1152,6 +1152,20 @@ pub(crate) mod tests {
             .all(|s| s[0].parts == 2 && s[0].rows.1 == 16));
     }
 
+    /// `steps` steps of a member that counts each on `counter` and checks,
+    /// after a barrier, that every member of its team counted it.
+    fn count_steps_in_order(m: &Member, counter: &AtomicU64, steps: u64) -> Result<()> {
+        for s in 0..steps {
+            counter.fetch_add(1, Ordering::SeqCst);
+            m.barrier(0, m.size)?;
+            // Every member has counted step s before anyone reads.
+            let seen = counter.load(Ordering::SeqCst);
+            assert!(seen >= (s + 1) * m.size as u64, "step {s}: {seen}");
+            m.barrier(0, m.size)?;
+        }
+        Ok(())
+    }
+
     #[test]
     fn a_team_runs_every_member_and_its_barriers_order_the_steps() {
         let pool = rayon::ThreadPoolBuilder::new()
@@ -1161,18 +1175,7 @@ pub(crate) mod tests {
         pool.install(|| {
             let steps = 200;
             let counter = AtomicU64::new(0);
-            run(4, &|m: &Member| {
-                for s in 0..steps {
-                    counter.fetch_add(1, Ordering::SeqCst);
-                    m.barrier(0, m.size)?;
-                    // Every member has counted step s before anyone reads.
-                    let seen = counter.load(Ordering::SeqCst);
-                    assert!(seen >= (s + 1) * m.size as u64, "step {s}: {seen}");
-                    m.barrier(0, m.size)?;
-                }
-                Ok(())
-            })
-            .unwrap();
+            run(4, &|m: &Member| count_steps_in_order(m, &counter, steps)).unwrap();
             assert!(counter.load(Ordering::SeqCst) >= steps);
         });
     }
@@ -1202,14 +1205,7 @@ pub(crate) mod tests {
                 run(2, &|m: &Member| {
                     ran[m.index].fetch_add(1, Ordering::SeqCst);
                     size.store(m.size, Ordering::SeqCst);
-                    for s in 0..if cfg!(miri) { 2 } else { 20 } {
-                        counter.fetch_add(1, Ordering::SeqCst);
-                        m.barrier(0, m.size)?;
-                        let seen = counter.load(Ordering::SeqCst);
-                        assert!(seen >= (s + 1) * m.size as u64, "step {s}: {seen}");
-                        m.barrier(0, m.size)?;
-                    }
-                    Ok(())
+                    count_steps_in_order(m, &counter, if cfg!(miri) { 2 } else { 20 })
                 })
                 .unwrap();
                 let size = size.load(Ordering::SeqCst);
