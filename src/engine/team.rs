@@ -756,24 +756,23 @@ fn run_for(
         state.run_member(0, 1, work);
     } else if let Some(helpers) = helpers::installed() {
         let state = &state;
-        if helpers.awake() {
-            // Helpers that wait awake take the job a cache-line hand-off
-            // after the post: the roster is theirs before they come, and
-            // the caller starts at once rather than a check-in later
-            // (measured on a 2-core Zen 1: 0.4 µs of a 20 µs step).
-            let size = wanted.min(1 + helpers.count());
-            state.roster.store(SEALED | (size - 1), Ordering::Release);
-            helpers.run(
-                size - 1,
-                &|helper| state.run_member(helper + 1, size, work),
-                || state.run_member(0, size, work),
-            );
-        } else {
-            helpers.run(wanted - 1, &|_| join(state, work), || {
-                seal(state, wanted - 1, check_in(macs));
-                state.run_member(0, state.size(), work);
-            });
+        let takers = (wanted - 1).min(helpers.count());
+        // Helpers that wait awake take the job a cache-line hand-off after
+        // the post: the roster is theirs before they come (sealed, so the
+        // caller's `seal` returns at once), rather than a check-in later
+        // (measured on a 2-core Zen 1: 0.4 µs of a 20 µs step).
+        let fixed = helpers.awake();
+        if fixed {
+            state.roster.store(SEALED | takers, Ordering::Release);
         }
+        let job = |helper: usize| match fixed {
+            true => state.run_member(helper + 1, takers + 1, work),
+            false => join(state, work),
+        };
+        helpers.run(takers, &job, || {
+            seal(state, takers, check_in(macs));
+            state.run_member(0, state.size(), work);
+        });
     } else {
         rayon::scope(|scope| {
             let state = &state;
