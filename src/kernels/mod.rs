@@ -105,9 +105,21 @@ pub(crate) unsafe trait Int8Dot<S: Simd>: Copy + 'static {
     unsafe fn load(p: *const f32) -> Self::Slot;
     /// Broadcasts the word at `p`: four `u8` values of a quantised row.
     unsafe fn splat(p: *const f32) -> Self::Row;
-    /// Per lane, `acc + Σ_{i<4} a_i · w_i` in wrapping `i32` arithmetic
-    /// (exact: see `engine::quantize` for the bounds).
+    /// Per lane, `acc + SCALE · Σ_{i<4} a_i · w_i` in wrapping `i32`
+    /// arithmetic, where `SCALE` is 1 for a dot product with
+    /// [`Int8Dot::BLOCK_WORDS`] unbounded (exact: see `engine::quantize`
+    /// for the bounds), or the power of two that [`Int8Dot::fold`] divides
+    /// by.
     unsafe fn madd(acc: S::V, a: Self::Row, b: Self::Slot) -> S::V;
+    /// The most words an accumulator of `madd` takes before [`Int8Dot::fold`]
+    /// adds it to a total (unbounded: `madd` sums exactly, no fold).
+    const BLOCK_WORDS: usize = usize::MAX;
+    /// Per lane, `total + block / SCALE` (see [`Int8Dot::madd`]), exact:
+    /// `block` is a multiple of `SCALE` that did not wrap.
+    #[inline(always)]
+    unsafe fn fold(_total: S::V, _block: S::V) -> S::V {
+        unreachable!("only a dot product with a scaled madd folds")
+    }
     /// Per lane, `acc − corr` in `i32`, converted to f32 (to nearest).
     unsafe fn to_f32(acc: S::V, corr: *const f32) -> S::V;
 }

@@ -97,8 +97,16 @@ unsafe impl Simd for Avx2 {
 
 /// int8 products: the `u8` row values and `i8` weights of each word split
 /// into their even and odd bytes as 16-bit lanes, and `vpmaddwd` sums each
-/// pair of products into 32 bits. Every product is at most 255 · 128 in
-/// magnitude, so nothing saturates (as `vpmaddubsw` would): exact sums.
+/// pair of products into 32 bits, exactly (as `vpmaddubsw` would not: it
+/// saturates). A weight byte goes to the top of its 16-bit lane, 256 times
+/// its value (a shift for the even bytes, a mask for the odd ones), rather
+/// than sign-extended into the lane's low byte (two more shifts): on Zen 1
+/// the 256-bit shifts, one pipe's work, bounded the product, and a row
+/// times the weights ran 1.4-1.6× faster this way (BENCHMARKS.md, "int8 on
+/// AVX2"). The accumulators so hold 256 times the sums: each word adds at
+/// most 256 · 4 · 255 · 128 = 33,423,360 in magnitude, so 64 words stay
+/// below 2³¹, and [`Int8Dot::fold`] moves them, divided by 256, into the
+/// total every 64 words.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Dot;
 
@@ -106,6 +114,7 @@ pub(crate) struct Dot;
 // words at a slot, one at a row, 8 at a correction row.
 unsafe impl Int8Dot<Avx2> for Dot {
     const REGS: usize = 2;
+    const BLOCK_WORDS: usize = 64;
     type Slot = (__m256i, __m256i);
     type Row = (__m256i, __m256i);
     #[inline(always)]
@@ -117,9 +126,10 @@ unsafe impl Int8Dot<Avx2> for Dot {
         // SAFETY: the caller guarantees 8 readable words at `p`.
         unsafe {
             let w = _mm256_loadu_si256(p.cast());
-            // Bytes 0 and 2 of each word, sign-extended; then bytes 1 and 3.
-            let even = _mm256_srai_epi16::<8>(_mm256_slli_epi16::<8>(w));
-            (even, _mm256_srai_epi16::<8>(w))
+            // 256 × bytes 0 and 2 of each word (as i16); then bytes 1 and 3.
+            let even = _mm256_slli_epi16::<8>(w);
+            let odd = _mm256_and_si256(w, _mm256_set1_epi32(0xFF00_FF00u32 as i32));
+            (even, odd)
         }
     }
     #[inline(always)]
@@ -137,6 +147,14 @@ unsafe impl Int8Dot<Avx2> for Dot {
         unsafe {
             let pairs = _mm256_add_epi32(_mm256_madd_epi16(a.0, b.0), _mm256_madd_epi16(a.1, b.1));
             _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(acc), pairs))
+        }
+    }
+    #[inline(always)]
+    unsafe fn fold(total: __m256, block: __m256) -> __m256 {
+        // SAFETY: register operations only; the ISA is the caller's contract.
+        unsafe {
+            let block = _mm256_srai_epi32::<8>(_mm256_castps_si256(block));
+            _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(total), block))
         }
     }
     #[inline(always)]

@@ -59,6 +59,15 @@ pub(crate) unsafe trait Format<S: Simd>: Copy + 'static {
     unsafe fn splat_tail(a: *const f32, valid: usize) -> Self::Row;
     /// `acc` plus the group's products, one FMA per k value, in k order.
     unsafe fn madd(acc: S::V, a: Self::Row, b: Self::Slot) -> S::V;
+    /// The most groups an accumulator of `madd` takes before [`Format::fold`]
+    /// adds it to the tile's total (unbounded for every format but int8 on
+    /// a dot product that scales its sums: see `Int8Dot::BLOCK_WORDS`).
+    const BLOCK_WORDS: usize = usize::MAX;
+    /// `total` plus an accumulator of at most `BLOCK_WORDS` groups.
+    #[inline(always)]
+    unsafe fn fold(_total: S::V, _block: S::V) -> S::V {
+        unreachable!("only a format with BLOCK_WORDS folds")
+    }
     /// Words a converted row of `k` values takes (formats with
     /// [`Format::QUANTIZED`] rows).
     #[inline(always)]
@@ -206,6 +215,12 @@ unsafe impl<S: Simd, D: Int8Dot<S>> Format<S> for Int8<D> {
         // SAFETY: the ISA is the caller's contract.
         unsafe { D::madd(acc, a, b) }
     }
+    const BLOCK_WORDS: usize = D::BLOCK_WORDS;
+    #[inline(always)]
+    unsafe fn fold(total: S::V, block: S::V) -> S::V {
+        // SAFETY: the ISA is the caller's contract.
+        unsafe { D::fold(total, block) }
+    }
     #[inline(always)]
     fn row_words(k: usize) -> usize {
         crate::kernels::quantize::row_words(k)
@@ -278,6 +293,12 @@ unsafe impl<S: Simd, F: Format<S>> Format<S> for Tiles<F> {
     unsafe fn madd(acc: S::V, a: F::Row, b: F::Slot) -> S::V {
         // SAFETY: forwarded from the caller.
         unsafe { F::madd(acc, a, b) }
+    }
+    const BLOCK_WORDS: usize = F::BLOCK_WORDS;
+    #[inline(always)]
+    unsafe fn fold(total: S::V, block: S::V) -> S::V {
+        // SAFETY: forwarded from the caller.
+        unsafe { F::fold(total, block) }
     }
     #[inline(always)]
     fn row_words(k: usize) -> usize {

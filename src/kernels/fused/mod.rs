@@ -226,9 +226,44 @@ pub(crate) struct BackParams<'a> {
 /// in order, so an output's bits do not depend on the tile it was computed
 /// in (nor on where the k loop is split): any split of rows into blocks or
 /// of panels into thread shares gives the same result (the engine's
-/// determinism rests on this).
+/// determinism rests on this). A format whose accumulators take at most
+/// `F::BLOCK_WORDS` groups (int8 on AVX2, whose products are scaled:
+/// exact integer sums, so the blocks do not change them) sums blocks of
+/// groups and folds each into the accumulators.
 #[inline(always)]
 unsafe fn tile<S: Simd, F: Format<S>, const MR: usize, const V: usize, const NP: usize>(
+    acc: &mut [[[S::V; V]; NP]; MR],
+    k: usize,
+    a: [*const f32; MR],
+    panel: *const f32,
+    panel_stride: usize,
+    (g0, g1): (usize, usize),
+) {
+    // SAFETY: forwarded from this unsafe fn's contract.
+    unsafe {
+        if F::BLOCK_WORDS == usize::MAX {
+            return tile_block::<S, F, MR, V, NP>(acc, k, a, panel, panel_stride, (g0, g1));
+        }
+        let mut start = g0;
+        while start < g1 {
+            let end = g1.min(start + F::BLOCK_WORDS);
+            let mut block = [[[S::zero(); V]; NP]; MR];
+            tile_block::<S, F, MR, V, NP>(&mut block, k, a, panel, panel_stride, (start, end));
+            for r in 0..MR {
+                for q in 0..NP {
+                    for v in 0..V {
+                        acc[r][q][v] = F::fold(acc[r][q][v], block[r][q][v]);
+                    }
+                }
+            }
+            start = end;
+        }
+    }
+}
+
+/// [`tile`] over groups `g0..g1`, at most `F::BLOCK_WORDS` of them.
+#[inline(always)]
+unsafe fn tile_block<S: Simd, F: Format<S>, const MR: usize, const V: usize, const NP: usize>(
     acc: &mut [[[S::V; V]; NP]; MR],
     k: usize,
     a: [*const f32; MR],
