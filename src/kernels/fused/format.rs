@@ -59,6 +59,21 @@ pub(crate) unsafe trait Format<S: Simd>: Copy + 'static {
     unsafe fn splat_tail(a: *const f32, valid: usize) -> Self::Row;
     /// `acc` plus the group's products, one FMA per k value, in k order.
     unsafe fn madd(acc: S::V, a: Self::Row, b: Self::Slot) -> S::V;
+    /// Whether a tile multiplies a group's `K` k values one after the
+    /// other ([`Format::load_part`], [`Format::splat_part`], an FMA each),
+    /// so that a panel vector and a row's value take one register each,
+    /// rather than the whole group at once (`load`, `splat`, `madd`).
+    const BY_PART: bool = false;
+    /// Part `part` (< `K`) of a group's panel vector, as f32.
+    #[inline(always)]
+    unsafe fn load_part(_words: *const f32, _part: usize) -> S::V {
+        unreachable!("only a format multiplied by part loads parts")
+    }
+    /// Broadcasts `a[part]`.
+    #[inline(always)]
+    unsafe fn splat_part(_a: *const f32, _part: usize) -> S::V {
+        unreachable!("only a format multiplied by part loads parts")
+    }
     /// The most groups an accumulator of `madd` takes before [`Format::fold`]
     /// adds it to the tile's total (unbounded for every format but int8 on
     /// a dot product that scales its sums: see `Int8Dot::BLOCK_WORDS`).
@@ -131,7 +146,12 @@ unsafe impl<S: Simd> Format<S> for F32 {
 
 /// bfloat16 weights, two per word, widened to f32 in registers: every
 /// product is the f32 FMA of the rounded weight, in the order the f32
-/// format takes (see [`crate::Precision::Bf16`]).
+/// format takes (see [`crate::Precision::Bf16`]). With 16 registers (AVX2)
+/// a tile takes a word's two k values one at a time ([`Format::BY_PART`]):
+/// widened whole, a panel vector takes two registers and the LSTM's
+/// four-vector tile one row, whose widening then costs as much as its
+/// FMAs (batched bf16 ran at 0.6× f32 on a Zen 1, BENCHMARKS.md "bf16 on
+/// AVX2"); by part it takes two rows, as f32 does.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Bf16;
 
@@ -139,7 +159,23 @@ pub(crate) struct Bf16;
 // at a row.
 unsafe impl<S: Simd> Format<S> for Bf16 {
     const K: usize = 2;
-    const REGS: usize = 2;
+    const BY_PART: bool = S::REGISTERS <= 16;
+    const REGS: usize = if S::REGISTERS <= 16 { 1 } else { 2 };
+    #[inline(always)]
+    unsafe fn load_part(words: *const f32, part: usize) -> S::V {
+        // SAFETY: forwarded from the caller; the unused half is dropped.
+        let (low, high) = unsafe { S::widen_bf16_pairs(words) };
+        if part == 0 {
+            low
+        } else {
+            high
+        }
+    }
+    #[inline(always)]
+    unsafe fn splat_part(a: *const f32, part: usize) -> S::V {
+        // SAFETY: forwarded from the caller (`part` < the group's values).
+        unsafe { S::splat(*a.add(part)) }
+    }
     type Slot = (S::V, S::V);
     type Row = (S::V, S::V);
     #[inline(always)]
@@ -299,6 +335,17 @@ unsafe impl<S: Simd, F: Format<S>> Format<S> for Tiles<F> {
     unsafe fn fold(total: S::V, block: S::V) -> S::V {
         // SAFETY: forwarded from the caller.
         unsafe { F::fold(total, block) }
+    }
+    const BY_PART: bool = F::BY_PART;
+    #[inline(always)]
+    unsafe fn load_part(words: *const f32, part: usize) -> S::V {
+        // SAFETY: forwarded from the caller.
+        unsafe { F::load_part(words, part) }
+    }
+    #[inline(always)]
+    unsafe fn splat_part(a: *const f32, part: usize) -> S::V {
+        // SAFETY: forwarded from the caller.
+        unsafe { F::splat_part(a, part) }
     }
     #[inline(always)]
     fn row_words(k: usize) -> usize {

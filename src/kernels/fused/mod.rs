@@ -275,6 +275,35 @@ unsafe fn tile_block<S: Simd, F: Format<S>, const MR: usize, const V: usize, con
     unsafe {
         let step = V * S::LANES;
         let (groups, tail) = (k / F::K, k % F::K);
+        if F::BY_PART {
+            // The same FMAs in the same order as `madd` below (per
+            // accumulator: part 0, then part 1 of each group; a zero row
+            // value past a ragged end), but each panel vector is widened
+            // one part at a time and multiplied into every row before the
+            // next, so that it takes one register, not two for the whole
+            // tile (the row values are broadcasts from L1; held in
+            // registers they spilled accumulators).
+            for g in g0..g1 {
+                let parts = if g < groups { F::K } else { tail };
+                for q in 0..NP {
+                    let bp = panel.add(q * panel_stride + g * step);
+                    for v in 0..V {
+                        for part in 0..F::K {
+                            let w = F::load_part(bp.add(v * S::LANES), part);
+                            for r in 0..MR {
+                                let av = if part < parts {
+                                    F::splat_part(a[r].add(g * F::ROW_STEP), part)
+                                } else {
+                                    S::zero()
+                                };
+                                acc[r][q][v] = S::fma(av, w, acc[r][q][v]);
+                            }
+                        }
+                    }
+                }
+            }
+            return;
+        }
         let mut b = [[F::empty(); V]; NP];
         for g in g0..g1 {
             for q in 0..NP {
