@@ -111,6 +111,25 @@ pub(crate) unsafe trait Int8Dot<S: Simd>: Copy + 'static {
     /// for the bounds), or the power of two that [`Int8Dot::fold`] divides
     /// by.
     unsafe fn madd(acc: S::V, a: Self::Row, b: Self::Slot) -> S::V;
+    /// Whether a tile takes each word's even bytes, then its odd ones
+    /// ([`Int8Dot::load_part`], [`Int8Dot::splat_part`],
+    /// [`Int8Dot::madd_part`]; see `Format::BY_PART`).
+    const BY_PART: bool = false;
+    /// The even (`part` 0) or odd bytes of `S::LANES` weight words.
+    #[inline(always)]
+    unsafe fn load_part(_p: *const f32, _part: usize) -> S::V {
+        unreachable!("only a dot product by part loads parts")
+    }
+    /// The even or odd bytes of the row word at `p`, broadcast.
+    #[inline(always)]
+    unsafe fn splat_part(_p: *const f32, _part: usize) -> S::V {
+        unreachable!("only a dot product by part loads parts")
+    }
+    /// `acc` plus the products of one part (scaled as `madd`'s).
+    #[inline(always)]
+    unsafe fn madd_part(_acc: S::V, _a: S::V, _b: S::V) -> S::V {
+        unreachable!("only a dot product by part loads parts")
+    }
     /// The most words an accumulator of `madd` takes before [`Int8Dot::fold`]
     /// adds it to a total (unbounded: `madd` sums exactly, no fold).
     const BLOCK_WORDS: usize = usize::MAX;

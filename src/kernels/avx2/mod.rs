@@ -106,7 +106,10 @@ unsafe impl Simd for Avx2 {
 /// AVX2"). The accumulators so hold 256 times the sums: each word adds at
 /// most 256 · 4 · 255 · 128 = 33,423,360 in magnitude, so 64 words stay
 /// below 2³¹, and [`Int8Dot::fold`] moves them, divided by 256, into the
-/// total every 64 words.
+/// total every 64 words. Tiles take the even bytes of a weight vector into
+/// every row, then its odd bytes ([`Int8Dot::BY_PART`]), so that a split
+/// vector takes one register, not two, and a tile holds two rows rather
+/// than one: the split is shared by both (int8 at batch 16 1.1-1.15× faster).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Dot;
 
@@ -115,6 +118,31 @@ pub(crate) struct Dot;
 unsafe impl Int8Dot<Avx2> for Dot {
     const REGS: usize = 2;
     const BLOCK_WORDS: usize = 64;
+    const BY_PART: bool = true;
+    #[inline(always)]
+    unsafe fn load_part(p: *const f32, part: usize) -> __m256 {
+        // SAFETY: forwarded from the caller; the unused part is dropped.
+        unsafe {
+            let (even, odd) = Self::load(p);
+            _mm256_castsi256_ps(if part == 0 { even } else { odd })
+        }
+    }
+    #[inline(always)]
+    unsafe fn splat_part(p: *const f32, part: usize) -> __m256 {
+        // SAFETY: forwarded from the caller; the unused part is dropped.
+        unsafe {
+            let (even, odd) = Self::splat(p);
+            _mm256_castsi256_ps(if part == 0 { even } else { odd })
+        }
+    }
+    #[inline(always)]
+    unsafe fn madd_part(acc: __m256, a: __m256, b: __m256) -> __m256 {
+        // SAFETY: register operations only; the ISA is the caller's contract.
+        unsafe {
+            let products = _mm256_madd_epi16(_mm256_castps_si256(a), _mm256_castps_si256(b));
+            _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(acc), products))
+        }
+    }
     type Slot = (__m256i, __m256i);
     type Row = (__m256i, __m256i);
     #[inline(always)]

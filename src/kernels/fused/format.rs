@@ -59,19 +59,26 @@ pub(crate) unsafe trait Format<S: Simd>: Copy + 'static {
     unsafe fn splat_tail(a: *const f32, valid: usize) -> Self::Row;
     /// `acc` plus the group's products, one FMA per k value, in k order.
     unsafe fn madd(acc: S::V, a: Self::Row, b: Self::Slot) -> S::V;
-    /// Whether a tile multiplies a group's `K` k values one after the
-    /// other ([`Format::load_part`], [`Format::splat_part`], an FMA each),
-    /// so that a panel vector and a row's value take one register each,
-    /// rather than the whole group at once (`load`, `splat`, `madd`).
+    /// Whether a tile multiplies a group in two parts, one after the other
+    /// ([`Format::load_part`], [`Format::splat_part`], [`Format::madd_part`]:
+    /// bf16's two k values, int8's even and odd bytes), so that a panel
+    /// vector and a row's part take one register each, rather than the
+    /// whole group at once (`load`, `splat`, `madd`).
     const BY_PART: bool = false;
-    /// Part `part` (< `K`) of a group's panel vector, as f32.
+    /// Part `part` (0 or 1) of a group's panel vector.
     #[inline(always)]
     unsafe fn load_part(_words: *const f32, _part: usize) -> S::V {
         unreachable!("only a format multiplied by part loads parts")
     }
-    /// Broadcasts `a[part]`.
+    /// Part `part` of a row's group, broadcast, of which `valid` k values
+    /// are the row's (fewer than `K` in a ragged last group).
     #[inline(always)]
-    unsafe fn splat_part(_a: *const f32, _part: usize) -> S::V {
+    unsafe fn splat_part(_a: *const f32, _part: usize, _valid: usize) -> S::V {
+        unreachable!("only a format multiplied by part loads parts")
+    }
+    /// `acc` plus the products of one part.
+    #[inline(always)]
+    unsafe fn madd_part(_acc: S::V, _a: S::V, _b: S::V) -> S::V {
         unreachable!("only a format multiplied by part loads parts")
     }
     /// The most groups an accumulator of `madd` takes before [`Format::fold`]
@@ -172,9 +179,19 @@ unsafe impl<S: Simd> Format<S> for Bf16 {
         }
     }
     #[inline(always)]
-    unsafe fn splat_part(a: *const f32, part: usize) -> S::V {
-        // SAFETY: forwarded from the caller (`part` < the group's values).
-        unsafe { S::splat(*a.add(part)) }
+    unsafe fn splat_part(a: *const f32, part: usize, valid: usize) -> S::V {
+        // SAFETY: forwarded from the caller; nothing past `valid` is read.
+        unsafe {
+            match part < valid {
+                true => S::splat(*a.add(part)),
+                false => S::zero(),
+            }
+        }
+    }
+    #[inline(always)]
+    unsafe fn madd_part(acc: S::V, a: S::V, b: S::V) -> S::V {
+        // SAFETY: the ISA is the caller's contract.
+        unsafe { S::fma(a, b, acc) }
     }
     type Slot = (S::V, S::V);
     type Row = (S::V, S::V);
@@ -219,7 +236,7 @@ pub(crate) struct Int8<D>(PhantomData<D>);
 // the packing and the quantisation put there.
 unsafe impl<S: Simd, D: Int8Dot<S>> Format<S> for Int8<D> {
     const K: usize = 4;
-    const REGS: usize = D::REGS;
+    const REGS: usize = if D::BY_PART { 1 } else { D::REGS };
     const ROW_STEP: usize = 1;
     const EXTRA_ROWS: usize = 2;
     const QUANTIZED: bool = true;
@@ -252,6 +269,23 @@ unsafe impl<S: Simd, D: Int8Dot<S>> Format<S> for Int8<D> {
         unsafe { D::madd(acc, a, b) }
     }
     const BLOCK_WORDS: usize = D::BLOCK_WORDS;
+    const BY_PART: bool = D::BY_PART;
+    #[inline(always)]
+    unsafe fn load_part(words: *const f32, part: usize) -> S::V {
+        // SAFETY: forwarded from the caller.
+        unsafe { D::load_part(words, part) }
+    }
+    #[inline(always)]
+    unsafe fn splat_part(a: *const f32, part: usize, _valid: usize) -> S::V {
+        // SAFETY: a quantised row pads its last word, so the whole word is
+        // readable (as in `splat_tail`).
+        unsafe { D::splat_part(a, part) }
+    }
+    #[inline(always)]
+    unsafe fn madd_part(acc: S::V, a: S::V, b: S::V) -> S::V {
+        // SAFETY: the ISA is the caller's contract.
+        unsafe { D::madd_part(acc, a, b) }
+    }
     #[inline(always)]
     unsafe fn fold(total: S::V, block: S::V) -> S::V {
         // SAFETY: the ISA is the caller's contract.
@@ -343,9 +377,14 @@ unsafe impl<S: Simd, F: Format<S>> Format<S> for Tiles<F> {
         unsafe { F::load_part(words, part) }
     }
     #[inline(always)]
-    unsafe fn splat_part(a: *const f32, part: usize) -> S::V {
+    unsafe fn splat_part(a: *const f32, part: usize, valid: usize) -> S::V {
         // SAFETY: forwarded from the caller.
-        unsafe { F::splat_part(a, part) }
+        unsafe { F::splat_part(a, part, valid) }
+    }
+    #[inline(always)]
+    unsafe fn madd_part(acc: S::V, a: S::V, b: S::V) -> S::V {
+        // SAFETY: forwarded from the caller.
+        unsafe { F::madd_part(acc, a, b) }
     }
     #[inline(always)]
     fn row_words(k: usize) -> usize {

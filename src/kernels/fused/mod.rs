@@ -284,19 +284,16 @@ unsafe fn tile_block<S: Simd, F: Format<S>, const MR: usize, const V: usize, con
             // tile (the row values are broadcasts from L1; held in
             // registers they spilled accumulators).
             for g in g0..g1 {
-                let parts = if g < groups { F::K } else { tail };
+                let valid = if g < groups { F::K } else { tail };
                 for q in 0..NP {
                     let bp = panel.add(q * panel_stride + g * step);
                     for v in 0..V {
-                        for part in 0..F::K {
+                        for part in 0..2 {
                             let w = F::load_part(bp.add(v * S::LANES), part);
                             for r in 0..MR {
-                                let av = if part < parts {
-                                    F::splat_part(a[r].add(g * F::ROW_STEP), part)
-                                } else {
-                                    S::zero()
-                                };
-                                acc[r][q][v] = S::fma(av, w, acc[r][q][v]);
+                                let row = a[r].add(g * F::ROW_STEP);
+                                let av = F::splat_part(row, part, valid);
+                                acc[r][q][v] = F::madd_part(acc[r][q][v], av, w);
                             }
                         }
                     }
