@@ -65,6 +65,8 @@ pub(crate) unsafe trait Format<S: Simd>: Copy + 'static {
     /// vector and a row's part take one register each, rather than the
     /// whole group at once (`load`, `splat`, `madd`).
     const BY_PART: bool = false;
+    /// Registers a panel vector takes in a tile: `REGS`, or one by part.
+    const TILE_REGS: usize = if Self::BY_PART { 1 } else { Self::REGS };
     /// Part `part` (0 or 1) of a group's panel vector.
     #[inline(always)]
     unsafe fn load_part(_words: *const f32, _part: usize) -> S::V {
@@ -166,8 +168,8 @@ pub(crate) struct Bf16;
 // at a row.
 unsafe impl<S: Simd> Format<S> for Bf16 {
     const K: usize = 2;
+    const REGS: usize = 2;
     const BY_PART: bool = S::REGISTERS <= 16;
-    const REGS: usize = if S::REGISTERS <= 16 { 1 } else { 2 };
     #[inline(always)]
     unsafe fn load_part(words: *const f32, part: usize) -> S::V {
         // SAFETY: forwarded from the caller; the unused half is dropped.
@@ -236,7 +238,7 @@ pub(crate) struct Int8<D>(PhantomData<D>);
 // the packing and the quantisation put there.
 unsafe impl<S: Simd, D: Int8Dot<S>> Format<S> for Int8<D> {
     const K: usize = 4;
-    const REGS: usize = if D::BY_PART { 1 } else { D::REGS };
+    const REGS: usize = D::REGS;
     const ROW_STEP: usize = 1;
     const EXTRA_ROWS: usize = 2;
     const QUANTIZED: bool = true;

@@ -634,10 +634,10 @@ macro_rules! run_panels {
             * $gates
             * unit::<$S>();
         match <$S as Simd>::W * $gates {
-            1 if narrow_tiles::<$S>(<$F as Format<$S>>::REGS, <$F as Format<$S>>::K) => {
+            1 if narrow_tiles::<$S>(<$F as Format<$S>>::TILE_REGS, <$F as Format<$S>>::K) => {
                 for_rows::<$S, $F, _, _, $mr, 1, 2, 4, 8>($k, $packed, $panels, stride, $rows, $epi)
             }
-            2 if narrow_tiles::<$S>(<$F as Format<$S>>::REGS, <$F as Format<$S>>::K) => {
+            2 if narrow_tiles::<$S>(<$F as Format<$S>>::TILE_REGS, <$F as Format<$S>>::K) => {
                 for_rows::<$S, $F, _, _, $mr, 2, 1, 2, 4>($k, $packed, $panels, stride, $rows, $epi)
             }
             1 => {
@@ -778,7 +778,7 @@ macro_rules! step_kernels {
             use super::*;
             use crate::kernels::fused::{self, MatRow, StepParams, StepRow};
             /// Registers per panel vector and per row group, to size tiles.
-            const R: usize = <$F as fused::Format<$S>>::REGS;
+            const R: usize = <$F as fused::Format<$S>>::TILE_REGS;
             /// k values per weight word.
             const K: usize = <$F as fused::Format<$S>>::K;
             $(#[$attr])?
