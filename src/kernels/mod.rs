@@ -18,6 +18,7 @@
 
 pub(crate) mod activation;
 pub(crate) mod bf16_rows;
+pub(crate) mod cache;
 pub mod dispatch;
 pub(crate) mod fused;
 pub mod math;

@@ -130,6 +130,7 @@ pub(crate) unsafe fn gru_step<S: Simd, F: Format<S>, const MR2: usize, const MR1
                 2,
                 p.k,
                 p.r_packed.as_ptr(),
+                p.streamed(),
                 p.panels,
                 rows,
                 &GruRzEpilogue { p }
@@ -143,6 +144,7 @@ pub(crate) unsafe fn gru_step<S: Simd, F: Format<S>, const MR2: usize, const MR1
                 1,
                 p.k,
                 p.r_packed_n.as_ptr(),
+                p.streamed(),
                 p.panels,
                 rows,
                 &GruNEpilogue { p }

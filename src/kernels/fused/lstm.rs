@@ -112,6 +112,7 @@ pub(crate) unsafe fn lstm_step<S: Simd, F: Format<S>, const MR: usize>(
             4,
             p.k,
             p.r_packed.as_ptr(),
+            p.streamed(),
             p.panels,
             rows,
             &LstmEpilogue { p }

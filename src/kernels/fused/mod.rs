@@ -156,6 +156,13 @@ pub(crate) struct StepParams<'a> {
     pub gru_phases: (bool, bool),
 }
 
+impl StepParams<'_> {
+    /// The floats of recurrent weights each step reads.
+    fn streamed(&self) -> usize {
+        self.r_packed.len() + self.r_packed_n.len()
+    }
+}
+
 /// A row of a plain product `out = a × B_packed`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct MatRow {
@@ -229,26 +236,51 @@ pub(crate) struct BackParams<'a> {
 /// determinism rests on this). A format whose accumulators take at most
 /// `F::BLOCK_WORDS` groups (int8 on AVX2, whose products are scaled:
 /// exact integer sums, so the blocks do not change them) sums blocks of
-/// groups and folds each into the accumulators.
+/// groups and folds each into the accumulators. With `AHEAD`, each k group
+/// also asks for the line `ahead` says.
 #[inline(always)]
-unsafe fn tile<S: Simd, F: Format<S>, const MR: usize, const V: usize, const NP: usize>(
+unsafe fn tile<
+    S: Simd,
+    F: Format<S>,
+    const MR: usize,
+    const V: usize,
+    const NP: usize,
+    const AHEAD: bool,
+>(
     acc: &mut [[[S::V; V]; NP]; MR],
     k: usize,
     a: [*const f32; MR],
     panel: *const f32,
     panel_stride: usize,
     (g0, g1): (usize, usize),
+    ahead: Ahead,
 ) {
     // SAFETY: forwarded from this unsafe fn's contract.
     unsafe {
         if F::BLOCK_WORDS == usize::MAX {
-            return tile_block::<S, F, MR, V, NP>(acc, k, a, panel, panel_stride, (g0, g1));
+            return tile_block::<S, F, MR, V, NP, AHEAD>(
+                acc,
+                k,
+                a,
+                panel,
+                panel_stride,
+                (g0, g1),
+                ahead,
+            );
         }
         let mut start = g0;
         while start < g1 {
             let end = g1.min(start + F::BLOCK_WORDS);
             let mut block = [[[S::zero(); V]; NP]; MR];
-            tile_block::<S, F, MR, V, NP>(&mut block, k, a, panel, panel_stride, (start, end));
+            tile_block::<S, F, MR, V, NP, AHEAD>(
+                &mut block,
+                k,
+                a,
+                panel,
+                panel_stride,
+                (start, end),
+                ahead,
+            );
             for r in 0..MR {
                 for q in 0..NP {
                     for v in 0..V {
@@ -263,13 +295,21 @@ unsafe fn tile<S: Simd, F: Format<S>, const MR: usize, const V: usize, const NP:
 
 /// [`tile`] over groups `g0..g1`, at most `F::BLOCK_WORDS` of them.
 #[inline(always)]
-unsafe fn tile_block<S: Simd, F: Format<S>, const MR: usize, const V: usize, const NP: usize>(
+unsafe fn tile_block<
+    S: Simd,
+    F: Format<S>,
+    const MR: usize,
+    const V: usize,
+    const NP: usize,
+    const AHEAD: bool,
+>(
     acc: &mut [[[S::V; V]; NP]; MR],
     k: usize,
     a: [*const f32; MR],
     panel: *const f32,
     panel_stride: usize,
     (g0, g1): (usize, usize),
+    ahead: Ahead,
 ) {
     // SAFETY: forwarded from this unsafe fn's contract (valid, padded rows and panels; see the module docs).
     unsafe {
@@ -284,6 +324,9 @@ unsafe fn tile_block<S: Simd, F: Format<S>, const MR: usize, const V: usize, con
             // tile (the row values are broadcasts from L1; held in
             // registers they spilled accumulators).
             for g in g0..g1 {
+                if AHEAD {
+                    ahead.ask(g);
+                }
                 let valid = if g < groups { F::K } else { tail };
                 for q in 0..NP {
                     let bp = panel.add(q * panel_stride + g * step);
@@ -303,6 +346,9 @@ unsafe fn tile_block<S: Simd, F: Format<S>, const MR: usize, const V: usize, con
         }
         let mut b = [[F::empty(); V]; NP];
         for g in g0..g1 {
+            if AHEAD {
+                ahead.ask(g);
+            }
             for q in 0..NP {
                 let bp = panel.add(q * panel_stride + g * step);
                 for v in 0..V {
@@ -338,7 +384,7 @@ const PREFETCH_GROUPS: usize = 48;
 #[inline(always)]
 fn prefetch_span(p: *const f32, floats: usize) {
     #[cfg(target_arch = "x86_64")]
-    for line in (0..floats).step_by(16) {
+    for line in (0..floats).step_by(LINE_FLOATS) {
         // SAFETY: a prefetch does not access memory architecturally (SSE,
         // baseline on x86-64).
         unsafe {
@@ -350,6 +396,52 @@ fn prefetch_span(p: *const f32, floats: usize) {
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (p, floats);
 }
+
+/// The lines of the next panels a tile asks for while it runs: where the
+/// rows of a step go down each panel in several tiles, the first tile
+/// would otherwise wait for the panel to come from memory while the
+/// others find it in L2 and never wait, so the core computes and waits in
+/// turn (measured on a Zen 1 core: a step of LSTM H = 1024, batch 8, took
+/// about the sum of its memory time and its compute time, not the larger
+/// of them). Spread over every tile of a panel (see [`down_rows`]), the
+/// next panel arrives while this one is computed. A tile of `words` k groups
+/// asks at group `g` for line `g · lines / words` from `from` (in 1/2¹⁶ of
+/// a line per group, at most a line a group), so the k loop stays one
+/// block of straight code: a branch in it made the compiler spill the
+/// accumulators of the 6 × 2 tiles.
+#[derive(Clone, Copy)]
+struct Ahead {
+    from: *const f32,
+    rate: usize,
+}
+
+impl Ahead {
+    const NONE: Ahead = Ahead {
+        from: std::ptr::null(),
+        rate: 0,
+    };
+
+    /// `lines` lines from `from`, spread over a tile of `words` k groups.
+    fn spread(from: *const f32, lines: usize, words: usize) -> Ahead {
+        Ahead {
+            from,
+            rate: ((lines << 16) / words.max(1)).min(1 << 16),
+        }
+    }
+
+    /// Asks for k group `g`'s line.
+    #[inline(always)]
+    fn ask(&self, g: usize) {
+        prefetch_span(
+            self.from
+                .wrapping_add(((g * self.rate) >> 16) * LINE_FLOATS),
+            1,
+        );
+    }
+}
+
+/// Floats in a 64-byte cache line.
+const LINE_FLOATS: usize = 16;
 
 /// What to do with a row's accumulators for one panel.
 trait Epilogue<S: Simd, R, const V: usize> {
@@ -367,10 +459,11 @@ trait Epilogue<S: Simd, R, const V: usize> {
     unsafe fn prefetch(&self, _row: &R, _panel: usize) {}
 }
 
-/// One group of `MR` rows against `NP` panels starting at `panel`;
-/// `FETCH`: prefetch the epilogue's inputs (tiles that go down the rows of
-/// a panel; a single row's epilogue reads its inputs in order, panel after
-/// panel, which the hardware prefetchers follow).
+/// One group of `MR` rows against `NP` panels starting at `panel`, asking
+/// meanwhile for the lines `ahead` says; `FETCH`: prefetch the epilogue's
+/// inputs (tiles that go down the rows of a panel; a single row's epilogue
+/// reads its inputs in order, panel after panel, which the hardware
+/// prefetchers follow).
 #[inline(always)]
 unsafe fn group<
     S: Simd,
@@ -381,6 +474,7 @@ unsafe fn group<
     const V: usize,
     const NP: usize,
     const FETCH: bool,
+    const AHEAD: bool,
 >(
     k: usize,
     packed: *const f32,
@@ -388,6 +482,7 @@ unsafe fn group<
     panel_stride: usize,
     rows: &[R],
     epi: &E,
+    ahead: Ahead,
 ) {
     // SAFETY: forwarded from this unsafe fn's contract (valid, padded rows and panels; see the module docs).
     unsafe {
@@ -400,15 +495,23 @@ unsafe fn group<
         let words = k.div_ceil(F::K);
         if FETCH && E::PREFETCHES {
             let split = words.saturating_sub(PREFETCH_GROUPS);
-            tile::<S, F, MR, V, NP>(&mut acc, k, a, first, panel_stride, (0, split));
+            tile::<S, F, MR, V, NP, AHEAD>(&mut acc, k, a, first, panel_stride, (0, split), ahead);
             for r in 0..MR {
                 for q in 0..NP {
                     epi.prefetch(&rows[r], panel + q);
                 }
             }
-            tile::<S, F, MR, V, NP>(&mut acc, k, a, first, panel_stride, (split, words));
+            tile::<S, F, MR, V, NP, AHEAD>(
+                &mut acc,
+                k,
+                a,
+                first,
+                panel_stride,
+                (split, words),
+                ahead,
+            );
         } else {
-            tile::<S, F, MR, V, NP>(&mut acc, k, a, first, panel_stride, (0, words));
+            tile::<S, F, MR, V, NP, AHEAD>(&mut acc, k, a, first, panel_stride, (0, words), ahead);
         }
         for r in 0..MR {
             for q in 0..NP {
@@ -426,6 +529,12 @@ unsafe fn group<
 /// as many FMA chains), and the leftover panels singly. A single row
 /// (batch 1) takes `NP1` panels per tile instead, so that it still has
 /// about eight independent FMA chains.
+///
+/// `streamed`: the floats of weights a step reads (all its panels, which
+/// lie one after another, `panel_stride` floats each, as a step's weights
+/// are packed), or 0 for other products: while several tiles go down the
+/// rows of some panels they may ask for the next ones ([`Ahead`],
+/// [`looks_ahead`]).
 #[inline(always)]
 unsafe fn for_rows<
     S: Simd,
@@ -444,6 +553,7 @@ unsafe fn for_rows<
     panel_stride: usize,
     rows: &[R],
     epi: &E,
+    streamed: usize,
 ) {
     if F::TILES {
         #[cfg(target_arch = "x86_64")]
@@ -463,49 +573,138 @@ unsafe fn for_rows<
             let row = std::slice::from_ref(row);
             let wide = first + (end - first) / NP1 * NP1;
             for panel in (first..wide).step_by(NP1) {
-                group::<S, F, R, E, 1, V, NP1, false>(k, packed, panel, panel_stride, row, epi);
+                group::<S, F, R, E, 1, V, NP1, false, false>(
+                    k,
+                    packed,
+                    panel,
+                    panel_stride,
+                    row,
+                    epi,
+                    Ahead::NONE,
+                );
             }
             let mid = wide + (end - wide) / NP * NP;
             for panel in (wide..mid).step_by(NP) {
-                group::<S, F, R, E, 1, V, NP, false>(k, packed, panel, panel_stride, row, epi);
+                group::<S, F, R, E, 1, V, NP, false, false>(
+                    k,
+                    packed,
+                    panel,
+                    panel_stride,
+                    row,
+                    epi,
+                    Ahead::NONE,
+                );
             }
             for panel in mid..end {
-                group::<S, F, R, E, 1, V, 1, false>(k, packed, panel, panel_stride, row, epi);
+                group::<S, F, R, E, 1, V, 1, false, false>(
+                    k,
+                    packed,
+                    panel,
+                    panel_stride,
+                    row,
+                    epi,
+                    Ahead::NONE,
+                );
             }
             return;
         }
+        let span = (first, end);
+        if looks_ahead(NP2 * panel_stride, rows.len() * k, streamed) {
+            down_panels::<S, F, R, E, MR, V, NP, NP2, true>(
+                k,
+                packed,
+                span,
+                panel_stride,
+                rows,
+                epi,
+            );
+        } else {
+            down_panels::<S, F, R, E, MR, V, NP, NP2, false>(
+                k,
+                packed,
+                span,
+                panel_stride,
+                rows,
+                epi,
+            );
+        }
+    }
+}
+
+/// [`for_rows`] for two rows or more; with `AHEAD`, tiles ask for the
+/// panels after theirs.
+#[inline(always)]
+unsafe fn down_panels<
+    S: Simd,
+    F: Format<S>,
+    R,
+    E: Epilogue<S, R, V>,
+    const MR: usize,
+    const V: usize,
+    const NP: usize,
+    const NP2: usize,
+    const AHEAD: bool,
+>(
+    k: usize,
+    packed: *const f32,
+    (first, end): (usize, usize),
+    panel_stride: usize,
+    rows: &[R],
+    epi: &E,
+) {
+    // SAFETY: forwarded from this unsafe fn's contract (valid, padded rows and panels; see the module docs).
+    unsafe {
         // The rows of MR- and 4-row tiles, and the 0-3 after them. Every
         // row runs against a group of NP2 panels before the next group
         // (its weights are read again while still in cache).
         let short = rows.len() % MR % 4;
         let (tall, short) = rows.split_at(rows.len() - short);
         let wide = first + (end - first) / NP2 * NP2;
+        let panels = (panel_stride, end);
         for panel in (first..wide).step_by(NP2) {
             for sub in (panel..panel + NP2).step_by(NP) {
-                down_rows::<S, F, R, E, MR, V, NP>(k, packed, sub, panel_stride, tall, epi);
+                down_rows::<S, F, R, E, MR, V, NP, AHEAD>(k, packed, sub, panels, tall, epi);
             }
-            down_rows::<S, F, R, E, MR, V, NP2>(k, packed, panel, panel_stride, short, epi);
+            down_rows::<S, F, R, E, MR, V, NP2, AHEAD>(k, packed, panel, panels, short, epi);
         }
         let full = wide + (end - wide) / NP * NP;
         for panel in (wide..full).step_by(NP) {
-            down_rows::<S, F, R, E, MR, V, NP>(k, packed, panel, panel_stride, rows, epi);
+            down_rows::<S, F, R, E, MR, V, NP, AHEAD>(k, packed, panel, panels, rows, epi);
         }
         for panel in full..end {
             let mut rest = rows;
             while rest.len() >= 4 {
-                group::<S, F, R, E, 4, V, 1, true>(k, packed, panel, panel_stride, &rest[..4], epi);
+                group::<S, F, R, E, 4, V, 1, true, false>(
+                    k,
+                    packed,
+                    panel,
+                    panel_stride,
+                    &rest[..4],
+                    epi,
+                    Ahead::NONE,
+                );
                 rest = &rest[4..];
             }
             for row in rest {
                 let row = std::slice::from_ref(row);
-                group::<S, F, R, E, 1, V, 1, true>(k, packed, panel, panel_stride, row, epi);
+                group::<S, F, R, E, 1, V, 1, true, false>(
+                    k,
+                    packed,
+                    panel,
+                    panel_stride,
+                    row,
+                    epi,
+                    Ahead::NONE,
+                );
             }
         }
     }
 }
 
-/// `rows` against the `NP` panels from `panel`, in tiles of `MR`, then 4,
-/// 2 and 1 rows.
+/// `rows` against the `NP` panels from `panel` (each `panel_stride`
+/// floats), in tiles of `MR`, then 4, 2 and 1 rows; with `AHEAD`, the
+/// tiles share between them asking for the `NP` panels after these (up to
+/// `end`), each tile an even part ([`Ahead`]).
 #[inline(always)]
 unsafe fn down_rows<
     S: Simd,
@@ -515,34 +714,108 @@ unsafe fn down_rows<
     const MR: usize,
     const V: usize,
     const NP: usize,
+    const AHEAD: bool,
 >(
     k: usize,
     packed: *const f32,
     panel: usize,
-    panel_stride: usize,
+    (panel_stride, end): (usize, usize),
     rows: &[R],
     epi: &E,
 ) {
+    let (n, rest) = (rows.len(), rows.len() % MR);
+    let tiles = n / MR + rest / 4 + rest % 4 / 2 + rest % 2;
+    let next = panel + NP;
+    let lines = NP.min(end.saturating_sub(next)) * panel_stride / LINE_FLOATS;
+    let words = k.div_ceil(F::K);
+    // Tile `t`'s part of the lines: an even share, in order (the last
+    // panels' tiles, with none to ask for, ask for their own first line).
+    let mut t = 0;
+    let mut part = || {
+        let (a, b) = (lines * t / tiles, lines * (t + 1) / tiles);
+        t += 1;
+        if a == b {
+            return Ahead::spread(packed.wrapping_add(panel * panel_stride), 0, words);
+        }
+        Ahead::spread(
+            packed.wrapping_add(next * panel_stride + a * LINE_FLOATS),
+            b - a,
+            words,
+        )
+    };
     // SAFETY: forwarded from this unsafe fn's contract (valid, padded rows and panels; see the module docs).
     unsafe {
         let mut rest = rows;
         while rest.len() >= MR {
-            group::<S, F, R, E, MR, V, NP, true>(k, packed, panel, panel_stride, &rest[..MR], epi);
+            group::<S, F, R, E, MR, V, NP, true, AHEAD>(
+                k,
+                packed,
+                panel,
+                panel_stride,
+                &rest[..MR],
+                epi,
+                part(),
+            );
             rest = &rest[MR..];
         }
         while rest.len() >= 4 {
-            group::<S, F, R, E, 4, V, NP, true>(k, packed, panel, panel_stride, &rest[..4], epi);
+            group::<S, F, R, E, 4, V, NP, true, AHEAD>(
+                k,
+                packed,
+                panel,
+                panel_stride,
+                &rest[..4],
+                epi,
+                part(),
+            );
             rest = &rest[4..];
         }
         while rest.len() >= 2 {
-            group::<S, F, R, E, 2, V, NP, true>(k, packed, panel, panel_stride, &rest[..2], epi);
+            group::<S, F, R, E, 2, V, NP, true, AHEAD>(
+                k,
+                packed,
+                panel,
+                panel_stride,
+                &rest[..2],
+                epi,
+                part(),
+            );
             rest = &rest[2..];
         }
         if let [row] = rest {
             let row = std::slice::from_ref(row);
-            group::<S, F, R, E, 1, V, NP, true>(k, packed, panel, panel_stride, row, epi);
+            group::<S, F, R, E, 1, V, NP, true, AHEAD>(
+                k,
+                packed,
+                panel,
+                panel_stride,
+                row,
+                epi,
+                part(),
+            );
         }
     }
+}
+
+/// Whether tiles going down the rows (`row_floats` floats in all) of
+/// panels of `floats` floats may ask for the next as many ([`Ahead`]),
+/// for a step that reads `streamed` floats of weights:
+/// - where the weights come from memory, larger than the L3 (when one is
+///   known). From an L3, the hardware prefetchers keep the first tile fed,
+///   and the asking only costs a load slot per k group (measured on a Zen
+///   1 core: RNN and GRU with H = 512-1024, 3-4 MiB, within noise of
+///   nothing or up to 5 % slower with it; BENCHMARKS.md);
+/// - and where both sets of panels and the rows fit in three quarters of
+///   the L2 (the rest for what the epilogues read and write), so that the
+///   lines asked for stay until they are read and push out neither the
+///   panels the later tiles read again nor the rows every panel reads. A
+///   long product's rows do not fit (they stream through the L2 from each
+///   panel to the next, and would push out the lines asked for before
+///   their turn); a step's do.
+fn looks_ahead(floats: usize, row_floats: usize, streamed: usize) -> bool {
+    let bytes = |floats: usize| floats * std::mem::size_of::<f32>();
+    bytes(streamed) > super::cache::l3_bytes()
+        && bytes(2 * floats + row_floats) <= super::cache::l2_bytes() / 4 * 3
 }
 
 /// Rows per register tile, so that the tile's MR × `vectors` accumulators,
@@ -629,34 +902,38 @@ unsafe fn unclip_gate<S: Simd>(mask: *const f32, col: usize, d: S::V) -> S::V {
 /// panels per tile as give about four vectors per row (eight for a single
 /// row).
 macro_rules! run_panels {
-    ($S:ty, $F:ty, $mr:ident, $gates:literal, $k:expr, $packed:expr, $panels:expr, $rows:expr, $epi:expr) => {{
+    ($S:ty, $F:ty, $mr:ident, $gates:literal, $k:expr, $packed:expr, $streamed:expr, $panels:expr, $rows:expr, $epi:expr) => {{
         let stride = (($k).div_ceil(<$F as Format<$S>>::K) + <$F as Format<$S>>::EXTRA_ROWS)
             * $gates
             * unit::<$S>();
         match <$S as Simd>::W * $gates {
             1 if narrow_tiles::<$S>(<$F as Format<$S>>::TILE_REGS, <$F as Format<$S>>::K) => {
-                for_rows::<$S, $F, _, _, $mr, 1, 2, 4, 8>($k, $packed, $panels, stride, $rows, $epi)
+                for_rows::<$S, $F, _, _, $mr, 1, 2, 4, 8>(
+                    $k, $packed, $panels, stride, $rows, $epi, $streamed,
+                )
             }
             2 if narrow_tiles::<$S>(<$F as Format<$S>>::TILE_REGS, <$F as Format<$S>>::K) => {
-                for_rows::<$S, $F, _, _, $mr, 2, 1, 2, 4>($k, $packed, $panels, stride, $rows, $epi)
+                for_rows::<$S, $F, _, _, $mr, 2, 1, 2, 4>(
+                    $k, $packed, $panels, stride, $rows, $epi, $streamed,
+                )
             }
-            1 => {
-                for_rows::<$S, $F, _, _, $mr, 1, 4, 4, 8>($k, $packed, $panels, stride, $rows, $epi)
-            }
-            2 => {
-                for_rows::<$S, $F, _, _, $mr, 2, 2, 2, 4>($k, $packed, $panels, stride, $rows, $epi)
-            }
-            4 => {
-                for_rows::<$S, $F, _, _, $mr, 4, 1, 1, 2>($k, $packed, $panels, stride, $rows, $epi)
-            }
-            8 => {
-                for_rows::<$S, $F, _, _, $mr, 8, 1, 1, 1>($k, $packed, $panels, stride, $rows, $epi)
-            }
+            1 => for_rows::<$S, $F, _, _, $mr, 1, 4, 4, 8>(
+                $k, $packed, $panels, stride, $rows, $epi, $streamed,
+            ),
+            2 => for_rows::<$S, $F, _, _, $mr, 2, 2, 2, 4>(
+                $k, $packed, $panels, stride, $rows, $epi, $streamed,
+            ),
+            4 => for_rows::<$S, $F, _, _, $mr, 4, 1, 1, 2>(
+                $k, $packed, $panels, stride, $rows, $epi, $streamed,
+            ),
+            8 => for_rows::<$S, $F, _, _, $mr, 8, 1, 1, 1>(
+                $k, $packed, $panels, stride, $rows, $epi, $streamed,
+            ),
             16 => for_rows::<$S, $F, _, _, $mr, 16, 1, 1, 1>(
-                $k, $packed, $panels, stride, $rows, $epi,
+                $k, $packed, $panels, stride, $rows, $epi, $streamed,
             ),
             32 => for_rows::<$S, $F, _, _, $mr, 32, 1, 1, 1>(
-                $k, $packed, $panels, stride, $rows, $epi,
+                $k, $packed, $panels, stride, $rows, $epi, $streamed,
             ),
             v => unreachable!("no kernel instance for {v} vectors per panel"),
         }
@@ -735,6 +1012,7 @@ pub(crate) unsafe fn panel_matmul<S: Simd, F: Format<S>, const MR: usize>(
             1,
             k,
             packed.as_ptr(),
+            packed.len(),
             (0, n_padded / unit::<S>()),
             rows,
             &StoreEpilogue { bias }

@@ -119,20 +119,20 @@ pub(crate) unsafe fn blocked_matmul<S: Simd, const MR: usize>(
                         // MR is `tile_rows::<S>(1, 1, 1)`: see `narrow_tiles`.
                         1 if super::narrow_tiles::<S>(1, 1) => {
                             for_rows::<S, F32, _, _, MR, 1, 2, 4, 8>(
-                                kc, base, cols, stride, rows, &epi,
+                                kc, base, cols, stride, rows, &epi, 0,
                             )
                         }
                         1 => for_rows::<S, F32, _, _, MR, 1, 4, 4, 8>(
-                            kc, base, cols, stride, rows, &epi,
+                            kc, base, cols, stride, rows, &epi, 0,
                         ),
                         2 => for_rows::<S, F32, _, _, MR, 2, 2, 2, 4>(
-                            kc, base, cols, stride, rows, &epi,
+                            kc, base, cols, stride, rows, &epi, 0,
                         ),
                         4 => for_rows::<S, F32, _, _, MR, 4, 1, 1, 2>(
-                            kc, base, cols, stride, rows, &epi,
+                            kc, base, cols, stride, rows, &epi, 0,
                         ),
                         8 => for_rows::<S, F32, _, _, MR, 8, 1, 1, 1>(
-                            kc, base, cols, stride, rows, &epi,
+                            kc, base, cols, stride, rows, &epi, 0,
                         ),
                         w => unreachable!("no product instance for {w} vectors per panel"),
                     }

@@ -64,6 +64,7 @@ pub(crate) unsafe fn rnn_step<S: Simd, F: Format<S>, const MR: usize>(
             1,
             p.k,
             p.r_packed.as_ptr(),
+            p.streamed(),
             p.panels,
             rows,
             &RnnEpilogue { p }
