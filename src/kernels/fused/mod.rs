@@ -530,11 +530,11 @@ unsafe fn group<
 /// (batch 1) takes `NP1` panels per tile instead, so that it still has
 /// about eight independent FMA chains.
 ///
-/// `streamed`: the floats of weights a step reads (all its panels, which
-/// lie one after another, `panel_stride` floats each, as a step's weights
-/// are packed), or 0 for other products: while several tiles go down the
-/// rows of some panels they may ask for the next ones ([`Ahead`],
-/// [`looks_ahead`]).
+/// `streamed` (beside `packed`): the floats of weights a step reads (all
+/// its panels, which lie one after another, `panel_stride` floats each,
+/// as a step's weights are packed), or 0 for other products: while
+/// several tiles go down the rows of some panels they may ask for the
+/// next ones ([`Ahead`], [`looks_ahead`]).
 #[inline(always)]
 unsafe fn for_rows<
     S: Simd,
@@ -548,12 +548,11 @@ unsafe fn for_rows<
     const NP1: usize,
 >(
     k: usize,
-    packed: *const f32,
+    (packed, streamed): (*const f32, usize),
     (first, end): (usize, usize),
     panel_stride: usize,
     rows: &[R],
     epi: &E,
-    streamed: usize,
 ) {
     if F::TILES {
         #[cfg(target_arch = "x86_64")]
@@ -906,34 +905,31 @@ macro_rules! run_panels {
         let stride = (($k).div_ceil(<$F as Format<$S>>::K) + <$F as Format<$S>>::EXTRA_ROWS)
             * $gates
             * unit::<$S>();
+        let weights = ($packed, $streamed);
         match <$S as Simd>::W * $gates {
             1 if narrow_tiles::<$S>(<$F as Format<$S>>::TILE_REGS, <$F as Format<$S>>::K) => {
-                for_rows::<$S, $F, _, _, $mr, 1, 2, 4, 8>(
-                    $k, $packed, $panels, stride, $rows, $epi, $streamed,
-                )
+                for_rows::<$S, $F, _, _, $mr, 1, 2, 4, 8>($k, weights, $panels, stride, $rows, $epi)
             }
             2 if narrow_tiles::<$S>(<$F as Format<$S>>::TILE_REGS, <$F as Format<$S>>::K) => {
-                for_rows::<$S, $F, _, _, $mr, 2, 1, 2, 4>(
-                    $k, $packed, $panels, stride, $rows, $epi, $streamed,
-                )
+                for_rows::<$S, $F, _, _, $mr, 2, 1, 2, 4>($k, weights, $panels, stride, $rows, $epi)
             }
-            1 => for_rows::<$S, $F, _, _, $mr, 1, 4, 4, 8>(
-                $k, $packed, $panels, stride, $rows, $epi, $streamed,
-            ),
-            2 => for_rows::<$S, $F, _, _, $mr, 2, 2, 2, 4>(
-                $k, $packed, $panels, stride, $rows, $epi, $streamed,
-            ),
-            4 => for_rows::<$S, $F, _, _, $mr, 4, 1, 1, 2>(
-                $k, $packed, $panels, stride, $rows, $epi, $streamed,
-            ),
-            8 => for_rows::<$S, $F, _, _, $mr, 8, 1, 1, 1>(
-                $k, $packed, $panels, stride, $rows, $epi, $streamed,
-            ),
+            1 => {
+                for_rows::<$S, $F, _, _, $mr, 1, 4, 4, 8>($k, weights, $panels, stride, $rows, $epi)
+            }
+            2 => {
+                for_rows::<$S, $F, _, _, $mr, 2, 2, 2, 4>($k, weights, $panels, stride, $rows, $epi)
+            }
+            4 => {
+                for_rows::<$S, $F, _, _, $mr, 4, 1, 1, 2>($k, weights, $panels, stride, $rows, $epi)
+            }
+            8 => {
+                for_rows::<$S, $F, _, _, $mr, 8, 1, 1, 1>($k, weights, $panels, stride, $rows, $epi)
+            }
             16 => for_rows::<$S, $F, _, _, $mr, 16, 1, 1, 1>(
-                $k, $packed, $panels, stride, $rows, $epi, $streamed,
+                $k, weights, $panels, stride, $rows, $epi,
             ),
             32 => for_rows::<$S, $F, _, _, $mr, 32, 1, 1, 1>(
-                $k, $packed, $panels, stride, $rows, $epi, $streamed,
+                $k, weights, $panels, stride, $rows, $epi,
             ),
             v => unreachable!("no kernel instance for {v} vectors per panel"),
         }

@@ -114,25 +114,26 @@ pub(crate) unsafe fn blocked_matmul<S: Simd, const MR: usize>(
                 // SAFETY: the block's panels start `k0` rows into each panel
                 // (still `stride` apart); `a` rows hold k0 + kc floats.
                 unsafe {
-                    let base = packed.as_ptr().add(k0 * u);
+                    // Not a step's weights: tiles do not ask ahead.
+                    let base = (packed.as_ptr().add(k0 * u), 0);
                     match S::W {
                         // MR is `tile_rows::<S>(1, 1, 1)`: see `narrow_tiles`.
                         1 if super::narrow_tiles::<S>(1, 1) => {
                             for_rows::<S, F32, _, _, MR, 1, 2, 4, 8>(
-                                kc, base, cols, stride, rows, &epi, 0,
+                                kc, base, cols, stride, rows, &epi,
                             )
                         }
                         1 => for_rows::<S, F32, _, _, MR, 1, 4, 4, 8>(
-                            kc, base, cols, stride, rows, &epi, 0,
+                            kc, base, cols, stride, rows, &epi,
                         ),
                         2 => for_rows::<S, F32, _, _, MR, 2, 2, 2, 4>(
-                            kc, base, cols, stride, rows, &epi, 0,
+                            kc, base, cols, stride, rows, &epi,
                         ),
                         4 => for_rows::<S, F32, _, _, MR, 4, 1, 1, 2>(
-                            kc, base, cols, stride, rows, &epi, 0,
+                            kc, base, cols, stride, rows, &epi,
                         ),
                         8 => for_rows::<S, F32, _, _, MR, 8, 1, 1, 1>(
-                            kc, base, cols, stride, rows, &epi, 0,
+                            kc, base, cols, stride, rows, &epi,
                         ),
                         w => unreachable!("no product instance for {w} vectors per panel"),
                     }
