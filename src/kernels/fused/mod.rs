@@ -729,8 +729,12 @@ unsafe fn down_rows<
     let words = k.div_ceil(F::K);
     // Tile `t`'s part of the lines: an even share, in order (the last
     // panels' tiles, with none to ask for, ask for their own first line).
+    // Without `AHEAD` nothing is asked, and no division is paid per tile.
     let mut t = 0;
     let mut part = || {
+        if !AHEAD {
+            return Ahead::NONE;
+        }
         let (a, b) = (lines * t / tiles, lines * (t + 1) / tiles);
         t += 1;
         if a == b {
