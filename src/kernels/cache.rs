@@ -27,6 +27,13 @@ pub(crate) fn l3_bytes() -> usize {
     looked_up(&L3_BYTES, 3, 0)
 }
 
+/// Tests: take `bytes` as the L3 from now on (the rules that read it
+/// change speed only, never bits, so tests running meanwhile are unharmed).
+#[cfg(test)]
+pub(crate) fn set_l3_for_test(bytes: usize) {
+    L3_BYTES.store(bytes, Ordering::Relaxed);
+}
+
 fn looked_up(cell: &AtomicUsize, level: u32, fallback: usize) -> usize {
     let known = cell.load(Ordering::Relaxed);
     if known != usize::MAX {

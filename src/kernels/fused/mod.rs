@@ -1214,3 +1214,63 @@ macro_rules! instantiate_kernels {
     };
 }
 pub(crate) use instantiate_kernels;
+
+#[cfg(test)]
+mod tests {
+    use crate::kernels::cache;
+    use crate::{CellKind, Config, Input, Isa, Model, OutputGrads, Precision};
+
+    /// Outputs and gradients of a few steps, as bits.
+    fn run(model: &Model, x: &[f32], (t, n): (usize, usize)) -> Vec<u32> {
+        let input = Input::new(x, t, n);
+        let mut bits: Vec<u32> = Vec::new();
+        let y = model.forward_inference(&input).unwrap().y;
+        bits.extend(y.iter().map(|v| v.to_bits()));
+        if model.precision() == Precision::F32 {
+            let (out, trace) = model.forward_training(&input).unwrap();
+            let grads = model.backward(&trace, &OutputGrads::new(&out.y)).unwrap();
+            bits.extend(grads.dx.iter().map(|v| v.to_bits()));
+            bits.extend(grads.dparams.iter().map(|v| v.to_bits()));
+        }
+        bits
+    }
+
+    /// Tiles that ask for the next panels (`Ahead`, all of them where the
+    /// L3 is taken as 0) give the same bits as tiles that do not, on every
+    /// ISA this CPU has, for each cell and weight format, with a batch of
+    /// tall and short tiles and a hidden size that does not fill a vector.
+    #[test]
+    fn asking_ahead_changes_no_bits() {
+        let (t, n, input, hidden) = (2, 5, 5, 9);
+        let x = crate::rng::SplitMix64::new(7).uniform_vec(t * n * input, -1.0, 1.0);
+        let real = cache::l3_bytes();
+        let cells = [CellKind::Lstm, CellKind::Gru, CellKind::Rnn];
+        let precisions = [Precision::F32, Precision::Bf16, Precision::Int8];
+        let mut cases: Vec<_> = cells
+            .iter()
+            .flat_map(|&c| precisions.iter().map(move |&p| (c, p)))
+            .collect();
+        if cfg!(miri) {
+            // All nine take Miri about five minutes: one of each path.
+            cases = vec![
+                (CellKind::Lstm, Precision::F32),
+                (CellKind::Gru, Precision::Int8),
+            ];
+        }
+        for isa in Isa::supported() {
+            for &(cell, precision) in &cases {
+                let config = Config::builder(cell, input, hidden).build().unwrap();
+                let model = Model::random(config, 3)
+                    .with_precision(precision)
+                    .with_isa(isa)
+                    .unwrap();
+                cache::set_l3_for_test(usize::MAX / 8);
+                let plain = run(&model, &x, (t, n));
+                cache::set_l3_for_test(0);
+                let ahead = run(&model, &x, (t, n));
+                assert!(plain == ahead, "{isa:?} {cell:?} {precision:?}");
+            }
+        }
+        cache::set_l3_for_test(real);
+    }
+}
