@@ -1251,11 +1251,11 @@ mod tests {
             .flat_map(|&c| precisions.iter().map(move |&p| (c, p)))
             .collect();
         if cfg!(miri) {
-            // All nine take Miri about five minutes: one of each path.
-            cases = vec![
-                (CellKind::Lstm, Precision::F32),
-                (CellKind::Gru, Precision::Int8),
-            ];
+            // All nine take Miri about five minutes, two of them 114 s of
+            // CI's 40 minutes. What Miri checks here (the shares, the
+            // addresses asked for, the tiles' indexing) every cell and
+            // format shares.
+            cases = vec![(CellKind::Lstm, Precision::F32)];
         }
         for isa in Isa::supported() {
             for &(cell, precision) in &cases {
