@@ -1302,10 +1302,19 @@ pub(crate) mod tests {
         }
     }
 
+    /// How long the descheduled member is away before each barrier: well
+    /// beyond what a loaded machine's scheduler holds the other members
+    /// back between two barriers (time slices of a few ms). At 2 ms, with
+    /// two busy processes on a 2-core machine, the others' own delays
+    /// outweighed their waits and the team looked unstalled in 4 of 12
+    /// runs of the unit tests.
+    const DESCHEDULED: Duration = Duration::from_millis(20);
+
     /// Runs a team of up to `members` on a pool of as many threads, whose
-    /// member 0 keeps being descheduled (it sleeps 2 ms before each of 20
-    /// barriers, where the others wait), after clearing any spell; returns
-    /// the team's size and [`VERDICT`]. The caller holds [`hold_globals`].
+    /// member 0 keeps being descheduled (it sleeps [`DESCHEDULED`] before
+    /// each of 20 barriers, where the others wait), after clearing any
+    /// spell; returns the team's size and [`VERDICT`]. The caller holds
+    /// [`hold_globals`].
     fn team_with_a_descheduled_member(members: usize) -> (usize, Option<(u64, Option<usize>)>) {
         STAY_PUT.store(true, Ordering::Relaxed);
         SPELL_NANOS.store(0, Ordering::Relaxed);
@@ -1321,7 +1330,7 @@ pub(crate) mod tests {
                 formed.store(m.size, Ordering::Relaxed);
                 for _ in 0..20 {
                     if m.index == 0 && m.size > 1 {
-                        std::thread::sleep(Duration::from_millis(2));
+                        std::thread::sleep(DESCHEDULED);
                     }
                     m.barrier(0, m.size)?;
                 }
