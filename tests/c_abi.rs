@@ -23,22 +23,31 @@ use rnn::{
 /// The static library, built once per run with this test's profile: the C
 /// library is a package of its own (capi/), which `cargo test` builds no
 /// library of, so this asks cargo for it as `tests/examples.rs` does for
-/// the examples. With the tests: built alone, the C library's dependencies
-/// resolve without the dev-dependencies' features (criterion turns on
-/// `either/use_std` under rayon, for one), so cargo would compile librnn a
-/// second time (2.5 minutes on a 2-core machine); alongside the tests it
-/// reuses the librnn that `cargo test` built.
+/// the examples. With this test target: built alone, the C library's
+/// dependencies resolve without the dev-dependencies' features (criterion
+/// turns on `either/use_std` under rayon, for one), so cargo would compile
+/// librnn a second time (2.5 minutes on a 2-core machine); beside a test
+/// target it reuses the librnn that `cargo test` built, and naming this
+/// one builds no other test.
 fn static_lib() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
+            let args = [
+                "build",
+                "--quiet",
+                "--workspace",
+                "--lib",
+                "--test",
+                "c_abi",
+            ];
             let mut build = Command::new(env!("CARGO"));
-            build.args(["build", "--quiet", "--workspace", "--lib", "--tests"]);
+            build.args(args);
             if !cfg!(debug_assertions) {
                 build.arg("--release");
             }
             let status = build.current_dir(root()).status().expect("cargo runs");
-            assert!(status.success(), "cargo build --workspace --lib --tests");
+            assert!(status.success(), "cargo {}", args.join(" "));
             // This test runs from target/<profile>/deps/.
             let exe = std::env::current_exe().unwrap();
             exe.parent().unwrap().parent().unwrap().join("librnn.a")
