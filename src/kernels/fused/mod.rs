@@ -1262,8 +1262,12 @@ mod tests {
                     .with_isa(isa)
                     .unwrap();
                 cache::set_l3_for_test(usize::MAX / 8);
+                // Not vacuous: a step of this size (its panels and rows far
+                // below 4096 floats) asks ahead with the L3 at 0 only.
+                assert!(!super::looks_ahead(4096, 4096, 1));
                 let plain = run(&model, &x, (t, n));
                 cache::set_l3_for_test(0);
+                assert!(super::looks_ahead(4096, 4096, 1));
                 let ahead = run(&model, &x, (t, n));
                 assert!(plain == ahead, "{isa:?} {cell:?} {precision:?}");
             }
