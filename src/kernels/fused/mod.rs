@@ -900,6 +900,34 @@ unsafe fn unclip_gate<S: Simd>(mask: *const f32, col: usize, d: S::V) -> S::V {
     }
 }
 
+/// The register tile of a kernel over panels of `GATES` gates in format
+/// `F`, as one constant per instance: `S::W · GATES` vectors per panel,
+/// plus [`NARROW`] where [`narrow_tiles`] takes two vectors per row.
+///
+/// Why a constant and not a `match` on `S::W * GATES` at the call: rustc
+/// compiles only the taken arm of a `match` on a constant it can evaluate
+/// per instance, but every arm of a `match` on an expression. Matching on
+/// the expression compiled all eight tile shapes for every ISA, format and
+/// cell (2,158 copies of `group`, 80 % of the crate's LLVM IR).
+struct PanelTiles<S, F, const GATES: usize>(std::marker::PhantomData<(S, F)>);
+
+/// Marks a [`PanelTiles::SHAPE`] whose tiles take two vectors per row.
+const NARROW: usize = 1 << 8;
+/// The narrow shapes, as `match` patterns.
+const NARROW_1: usize = NARROW | 1;
+const NARROW_2: usize = NARROW | 2;
+
+impl<S: Simd, F: Format<S>, const GATES: usize> PanelTiles<S, F, GATES> {
+    const SHAPE: usize = {
+        let vectors = S::W * GATES;
+        if vectors <= 2 && narrow_tiles::<S>(F::TILE_REGS, F::K) {
+            vectors | NARROW
+        } else {
+            vectors
+        }
+    };
+}
+
 /// Instantiates `for_rows` with the epilogue `$epi` for `$gates` gates of
 /// `S::W` vectors per panel (W is 1, 2 or 8 across the ISAs), with as many
 /// panels per tile as give about four vectors per row (eight for a single
@@ -910,11 +938,11 @@ macro_rules! run_panels {
             * $gates
             * unit::<$S>();
         let weights = ($packed, $streamed);
-        match <$S as Simd>::W * $gates {
-            1 if narrow_tiles::<$S>(<$F as Format<$S>>::TILE_REGS, <$F as Format<$S>>::K) => {
+        match PanelTiles::<$S, $F, $gates>::SHAPE {
+            NARROW_1 => {
                 for_rows::<$S, $F, _, _, $mr, 1, 2, 4, 8>($k, weights, $panels, stride, $rows, $epi)
             }
-            2 if narrow_tiles::<$S>(<$F as Format<$S>>::TILE_REGS, <$F as Format<$S>>::K) => {
+            NARROW_2 => {
                 for_rows::<$S, $F, _, _, $mr, 2, 1, 2, 4>($k, weights, $panels, stride, $rows, $epi)
             }
             1 => {
@@ -935,7 +963,7 @@ macro_rules! run_panels {
             32 => for_rows::<$S, $F, _, _, $mr, 32, 1, 1, 1>(
                 $k, weights, $panels, stride, $rows, $epi,
             ),
-            v => unreachable!("no kernel instance for {v} vectors per panel"),
+            v => unreachable!("no kernel instance for tile shape {v:#x}"),
         }
     }};
 }

@@ -9,7 +9,7 @@
 //! order into the output; `KC` is a constant, so the result does not depend
 //! on how the rows are split over threads.
 
-use super::{for_rows, Epilogue, MatRow, F32};
+use super::{for_rows, Epilogue, MatRow, PanelTiles, F32, NARROW_1, NARROW_2};
 use crate::kernels::{unit, Simd};
 
 /// Rows of `k` per block, and output columns per block: a block of the
@@ -116,17 +116,16 @@ pub(crate) unsafe fn blocked_matmul<S: Simd, const MR: usize>(
                 unsafe {
                     // Not a step's weights: tiles do not ask ahead.
                     let base = (packed.as_ptr().add(k0 * u), 0);
-                    match S::W {
+                    match PanelTiles::<S, F32, 1>::SHAPE {
                         // MR is `tile_rows::<S>(1, 1, 1)`: see `narrow_tiles`.
-                        1 if super::narrow_tiles::<S>(1, 1) => {
-                            for_rows::<S, F32, _, _, MR, 1, 2, 4, 8>(
-                                kc, base, cols, stride, rows, &epi,
-                            )
-                        }
+                        NARROW_1 => for_rows::<S, F32, _, _, MR, 1, 2, 4, 8>(
+                            kc, base, cols, stride, rows, &epi,
+                        ),
                         1 => for_rows::<S, F32, _, _, MR, 1, 4, 4, 8>(
                             kc, base, cols, stride, rows, &epi,
                         ),
-                        2 => for_rows::<S, F32, _, _, MR, 2, 2, 2, 4>(
+                        // Two vectors per panel take no narrow tile here.
+                        2 | NARROW_2 => for_rows::<S, F32, _, _, MR, 2, 2, 2, 4>(
                             kc, base, cols, stride, rows, &epi,
                         ),
                         4 => for_rows::<S, F32, _, _, MR, 4, 1, 1, 2>(
@@ -135,7 +134,7 @@ pub(crate) unsafe fn blocked_matmul<S: Simd, const MR: usize>(
                         8 => for_rows::<S, F32, _, _, MR, 8, 1, 1, 1>(
                             kc, base, cols, stride, rows, &epi,
                         ),
-                        w => unreachable!("no product instance for {w} vectors per panel"),
+                        w => unreachable!("no product instance for tile shape {w:#x}"),
                     }
                 }
             }
