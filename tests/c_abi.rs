@@ -24,8 +24,9 @@ use rnn::{
 /// library is a package of its own (capi/), which `cargo test` builds no
 /// library of, so this asks cargo for it as `tests/examples.rs` does for
 /// the examples. With this test target: built alone, the C library's
-/// dependencies resolve without the dev-dependencies' features (criterion
-/// turns on `either/use_std` under rayon, for one), so cargo would compile
+/// dependencies resolve without the other packages' and the
+/// dev-dependencies' features (criterion, the benchmarks', turns on
+/// `either/use_std` under rayon, for one), so cargo would compile
 /// librnn a second time (2.5 minutes on a 2-core machine); beside a test
 /// target it reuses the librnn that `cargo test` built, and naming this
 /// one builds no other test.
