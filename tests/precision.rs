@@ -189,10 +189,15 @@ fn bf16_outputs_are_within_1e_2_of_f32() {
 
 /// The accuracy statement for int8: within 3e-2 of f32, on the
 /// best ISA and on the portable one (its products are the same bits on
-/// every ISA; what differs is the f32 arithmetic around them).
+/// every ISA; what differs is the f32 arithmetic around them). Under qemu
+/// the portable path (33 s there) is left to the native run.
 #[test]
 fn int8_outputs_are_within_3e_2_of_f32() {
+    let cover = common::isas_to_cover();
     for isa in [Isa::best(), Isa::Scalar] {
+        if !cover.contains(&isa) {
+            continue;
+        }
         let err = max_error_from_f32(Precision::Int8, isa);
         assert!(err.is_finite() && err <= 3e-2, "{}: {err}", isa.name());
     }

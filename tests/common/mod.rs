@@ -196,11 +196,7 @@ pub fn random_batch(rng: &mut SplitMix64, config: &Config, seq_len: usize, batch
 /// under qemu for another architecture, where the host's compilers, cargo
 /// and this test's own binary (as a child process) cannot serve.
 pub fn native(compiler: &str) -> bool {
-    let machine = std::process::Command::new(compiler)
-        .arg("-dumpmachine")
-        .output();
-    let ok = machine
-        .is_ok_and(|m| String::from_utf8_lossy(&m.stdout).starts_with(std::env::consts::ARCH));
+    let ok = builds_for_this_architecture(compiler).unwrap_or(false);
     if !ok {
         println!(
             "skipped: {compiler} does not build for {}",
@@ -208,6 +204,36 @@ pub fn native(compiler: &str) -> bool {
         );
     }
     ok
+}
+
+/// Whether `compiler` builds for the architecture these tests run on, or
+/// None where it cannot be run.
+fn builds_for_this_architecture(compiler: &str) -> Option<bool> {
+    let machine = std::process::Command::new(compiler)
+        .arg("-dumpmachine")
+        .output()
+        .ok()?;
+    Some(String::from_utf8_lossy(&machine.stdout).starts_with(std::env::consts::ARCH))
+}
+
+/// Whether these tests run emulated, built for another architecture than
+/// the host's (qemu in CI): the host's C compiler builds for another one.
+/// Without a C compiler, taken as not emulated.
+pub fn emulated() -> bool {
+    builds_for_this_architecture("cc") == Some(false)
+}
+
+/// The ISAs that a test slow under emulation covers: every supported one
+/// natively; emulated, every one but the portable path, which is the same
+/// Rust on every architecture and runs in the native suite (and under
+/// Miri), so that qemu's minutes go to the architecture's own kernels.
+pub fn isas_to_cover() -> Vec<rnn::Isa> {
+    let mut isas = rnn::Isa::supported();
+    if emulated() && isas.len() > 1 {
+        isas.retain(|&isa| isa != rnn::Isa::Scalar);
+        println!("emulated: the portable path runs natively, not here");
+    }
+    isas
 }
 
 /// `|got − want| ≤ tol · max(1, max |want|)`, element by element (a NaN
