@@ -85,6 +85,33 @@ pub(crate) unsafe trait Simd: Copy + 'static {
     /// them to f32 (exactly: a bf16 is the upper half of an f32): the values
     /// in the low halves, then those in the high halves.
     unsafe fn widen_bf16_pairs(p: *const f32) -> (Self::V, Self::V);
+
+    /// Whether an FMA can take a vector operand straight from memory (x86),
+    /// so that a register tile may leave a panel vector out of the register
+    /// file ([`Simd::madd_row_folded`]).
+    const FOLDS_LOADS: bool = false;
+
+    /// One k value of a row against a panel of four vectors, in a tile
+    /// that holds three of them in registers and reads the fourth from
+    /// memory: `acc[v] += a[0] · panel[v]`, with `held` the first three
+    /// vectors and `fourth` the address of the last. The same FMAs as
+    /// with all four held; only the register use differs.
+    #[inline(always)]
+    unsafe fn madd_row_folded(
+        acc: &mut [Self::V; 4],
+        a: *const f32,
+        held: [Self::V; 3],
+        fourth: *const f32,
+    ) {
+        // SAFETY: forwarded from the caller (`a` one float, `fourth` LANES).
+        unsafe {
+            let x = Self::splat(*a);
+            for v in 0..3 {
+                acc[v] = Self::fma(x, held[v], acc[v]);
+            }
+            acc[3] = Self::fma(x, Self::load(fourth), acc[3]);
+        }
+    }
 }
 
 /// The integer dot product of an ISA, for int8 weights against quantised

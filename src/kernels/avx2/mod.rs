@@ -14,6 +14,7 @@ unsafe impl Simd for Avx2 {
     const LANES: usize = 8;
     const W: usize = 1;
     const REGISTERS: usize = 16;
+    const FOLDS_LOADS: bool = true;
 
     #[inline(always)]
     unsafe fn zero() -> __m256 {
@@ -50,6 +51,17 @@ unsafe impl Simd for Avx2 {
     #[inline(always)]
     unsafe fn fma(a: __m256, b: __m256, c: __m256) -> __m256 {
         unsafe { _mm256_fmadd_ps(a, b, c) }
+    }
+    #[inline(always)]
+    unsafe fn madd_row_folded(
+        acc: &mut [__m256; 4],
+        a: *const f32,
+        held: [__m256; 3],
+        fourth: *const f32,
+    ) {
+        // SAFETY: forwarded from the caller; the kernels calling this run
+        // with AVX2 and FMA enabled (`instantiate_kernels!` below).
+        unsafe { madd_row_folded(acc, a, held, fourth) }
     }
     #[inline(always)]
     unsafe fn clamp(x: __m256, lo: __m256, hi: __m256) -> __m256 {
@@ -197,6 +209,49 @@ unsafe impl Int8Dot<Avx2> for Dot {
 }
 
 super::fused::instantiate_kernels!(Avx2, #[target_feature(enable = "avx2,fma")]);
+
+/// [`Simd::madd_row_folded`] as one block of instructions: a broadcast into
+/// one scratch register, then four FMAs, the last reading its panel vector
+/// from memory. Written out because the compiler, given the same FMAs as
+/// intrinsics, keeps each row's broadcast alive into the next row's (two
+/// scratch registers) and spills an accumulator of a 3-row × 4-vector tile
+/// to the stack in every k step; this way the tile takes exactly the 16
+/// registers (12 accumulators, 3 panel vectors, 1 broadcast). Inlined into
+/// the AVX2 kernels, which have the same target features.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn madd_row_folded(
+    acc: &mut [__m256; 4],
+    a: *const f32,
+    held: [__m256; 3],
+    fourth: *const f32,
+) {
+    let [c0, c1, c2, c3] = acc;
+    // SAFETY: the caller guarantees one readable float at `a` and eight at
+    // `fourth`; the block only reads them (readonly), writes no memory,
+    // leaves the stack and the flags alone, and its outputs depend only on
+    // its inputs and the memory it reads (pure).
+    unsafe {
+        std::arch::asm!(
+            "vbroadcastss {x}, dword ptr [{a}]",
+            "vfmadd231ps {c0}, {x}, {b0}",
+            "vfmadd231ps {c1}, {x}, {b1}",
+            "vfmadd231ps {c2}, {x}, {b2}",
+            "vfmadd231ps {c3}, {x}, ymmword ptr [{fourth}]",
+            x = out(ymm_reg) _,
+            a = in(reg) a,
+            fourth = in(reg) fourth,
+            b0 = in(ymm_reg) held[0],
+            b1 = in(ymm_reg) held[1],
+            b2 = in(ymm_reg) held[2],
+            c0 = inout(ymm_reg) *c0,
+            c1 = inout(ymm_reg) *c1,
+            c2 = inout(ymm_reg) *c2,
+            c3 = inout(ymm_reg) *c3,
+            options(pure, readonly, nostack, preserves_flags),
+        );
+    }
+}
 
 /// `transpose::columns` with whole 16 × 16 tiles in registers, as on
 /// AVX-512.

@@ -67,6 +67,22 @@ pub(crate) unsafe trait Format<S: Simd>: Copy + 'static {
     const BY_PART: bool = false;
     /// Registers a panel vector takes in a tile: `REGS`, or one by part.
     const TILE_REGS: usize = if Self::BY_PART { 1 } else { Self::REGS };
+    /// Whether a tile over panels of four vectors may read the fourth
+    /// from memory ([`Format::madd_folded`]): f32 on an ISA whose FMA
+    /// takes a memory operand.
+    const FOLDS: bool = false;
+    /// [`Simd::madd_row_folded`] for this format: one k value of the row
+    /// at `a` against a panel of four vectors, three `held`, the fourth at
+    /// `fourth`. Only called where [`Format::FOLDS`].
+    #[inline(always)]
+    unsafe fn madd_folded(
+        _acc: &mut [S::V; 4],
+        _a: *const f32,
+        _held: [Self::Slot; 3],
+        _fourth: *const f32,
+    ) {
+        unreachable!("only a format that folds loads reads a panel vector from memory")
+    }
     /// Part `part` (0 or 1) of a group's panel vector.
     #[inline(always)]
     unsafe fn load_part(_words: *const f32, _part: usize) -> S::V {
@@ -150,6 +166,12 @@ unsafe impl<S: Simd> Format<S> for F32 {
     unsafe fn madd(acc: S::V, a: S::V, b: S::V) -> S::V {
         // SAFETY: the ISA is the caller's contract.
         unsafe { S::fma(a, b, acc) }
+    }
+    const FOLDS: bool = S::FOLDS_LOADS;
+    #[inline(always)]
+    unsafe fn madd_folded(acc: &mut [S::V; 4], a: *const f32, held: [S::V; 3], fourth: *const f32) {
+        // SAFETY: forwarded from the caller (one float at `a`, a vector at `fourth`).
+        unsafe { S::madd_row_folded(acc, a, held, fourth) }
     }
 }
 

@@ -344,6 +344,7 @@ unsafe fn tile_block<
             }
             return;
         }
+        let fold = folds_fourth::<S, F>(MR, V, NP);
         let mut b = [[F::empty(); V]; NP];
         for g in g0..g1 {
             if AHEAD {
@@ -352,11 +353,20 @@ unsafe fn tile_block<
             for q in 0..NP {
                 let bp = panel.add(q * panel_stride + g * step);
                 for v in 0..V {
-                    b[q][v] = F::load(bp.add(v * S::LANES));
+                    if !(fold && v == 3) {
+                        b[q][v] = F::load(bp.add(v * S::LANES));
+                    }
                 }
             }
             for r in 0..MR {
                 let row = a[r].add(g * F::ROW_STEP);
+                if fold {
+                    // One panel of four vectors (NP = 1, V = 4).
+                    let acc: &mut [S::V; 4] = (&mut acc[r][0][..]).try_into().unwrap();
+                    let fourth = panel.add(g * step + 3 * S::LANES);
+                    F::madd_folded(acc, row, [b[0][0], b[0][1], b[0][2]], fourth);
+                    continue;
+                }
                 let av = if g < groups {
                     F::splat(row)
                 } else {
@@ -653,10 +663,12 @@ unsafe fn down_panels<
 ) {
     // SAFETY: forwarded from this unsafe fn's contract (valid, padded rows and panels; see the module docs).
     unsafe {
-        // The rows of MR- and 4-row tiles, and the 0-3 after them. Every
-        // row runs against a group of NP2 panels before the next group
-        // (its weights are read again while still in cache).
-        let short = rows.len() % MR % 4;
+        // The rows of MR- and 4-row tiles, and the 2- and 1-row tiles after
+        // them ([`tile_plan`]). Every row runs against a group of NP2
+        // panels before the next group (its weights are read again while
+        // still in cache).
+        let (full, fours, _, _) = tile_plan::<MR>(rows.len());
+        let short = rows.len() - full * MR - fours * 4;
         let (tall, short) = rows.split_at(rows.len() - short);
         let wide = first + (end - first) / NP2 * NP2;
         let panels = (panel_stride, end);
@@ -722,8 +734,8 @@ unsafe fn down_rows<
     rows: &[R],
     epi: &E,
 ) {
-    let (n, rest) = (rows.len(), rows.len() % MR);
-    let tiles = n / MR + rest / 4 + rest % 4 / 2 + rest % 2;
+    let (full, fours, twos, ones) = tile_plan::<MR>(rows.len());
+    let tiles = full + fours + twos + ones;
     let next = panel + NP;
     let lines = NP.min(end.saturating_sub(next)) * panel_stride / LINE_FLOATS;
     let words = k.div_ceil(F::K);
@@ -749,7 +761,7 @@ unsafe fn down_rows<
     // SAFETY: forwarded from this unsafe fn's contract (valid, padded rows and panels; see the module docs).
     unsafe {
         let mut rest = rows;
-        while rest.len() >= MR {
+        for _ in 0..full {
             group::<S, F, R, E, MR, V, NP, true, AHEAD>(
                 k,
                 packed,
@@ -761,7 +773,7 @@ unsafe fn down_rows<
             );
             rest = &rest[MR..];
         }
-        while rest.len() >= 4 {
+        for _ in 0..fours {
             group::<S, F, R, E, 4, V, NP, true, AHEAD>(
                 k,
                 packed,
@@ -773,7 +785,7 @@ unsafe fn down_rows<
             );
             rest = &rest[4..];
         }
-        while rest.len() >= 2 {
+        for _ in 0..twos {
             group::<S, F, R, E, 2, V, NP, true, AHEAD>(
                 k,
                 packed,
@@ -798,6 +810,23 @@ unsafe fn down_rows<
             );
         }
     }
+}
+
+/// The register tiles that cover `n` rows, as counts of `MR`-, 4-, 2- and
+/// 1-row tiles, in that order. Where an odd `MR` below four would leave a
+/// single row, the last `MR`-row tile and that row take 2-row tiles
+/// instead (`MR + 1` rows): a 1-row tile has a quarter of the FMA chains
+/// that two FMA pipes need, and a 4-row tile does not fit the registers
+/// where `MR` is below four.
+const fn tile_plan<const MR: usize>(n: usize) -> (usize, usize, usize, usize) {
+    let (mut full, mut rest) = (n / MR, n % MR);
+    if MR % 2 == 1 && MR < 4 && rest == 1 && full > 0 {
+        full -= 1;
+        rest += MR;
+    }
+    let fours = if MR < 4 { 0 } else { rest / 4 };
+    rest -= fours * 4;
+    (full, fours, rest / 2, rest % 2)
 }
 
 /// Whether tiles going down the rows (`row_floats` floats in all) of
@@ -838,13 +867,41 @@ const fn rows_per_tile<S: Simd>(vectors: usize, k_per_word: usize) -> usize {
 
 /// Rows per register tile for a kernel of `gates` gates per panel over
 /// weights of `k_per_word` values per word, given that tiles of fewer than
-/// four vectors per row take several panels.
+/// four vectors per row take several panels, and that a tile of four
+/// vectors per row may read the fourth from memory ([`folds_fourth`]).
 pub(crate) const fn tile_rows<S: Simd>(gates: usize, k_per_word: usize, k: usize) -> usize {
     let vectors = S::W * gates;
     if narrow_tiles::<S>(k_per_word, k) && vectors < 4 {
         return rows_per_tile::<S>(2, k_per_word);
     }
+    if vectors == 4 && S::FOLDS_LOADS && k_per_word == 1 && k == 1 {
+        let folded = S::REGISTERS.saturating_sub(vectors);
+        if folded / vectors > rows_per_tile::<S>(vectors, 1) {
+            return folded / vectors;
+        }
+    }
     rows_per_tile::<S>(if vectors < 4 { 4 } else { vectors }, k_per_word)
+}
+
+/// Whether a tile of `mr` rows against `np` panels of `v` vectors reads
+/// each row's fourth panel vector from memory, in its FMA, rather than
+/// from a register: where the tile (mr × 4 accumulators, the panel vectors
+/// and a broadcast) is one register larger than the file, and f32 weights
+/// on an ISA whose FMA takes a memory operand ([`Simd::madd_row_folded`])
+/// make room. On AVX2 that turns the LSTM's 2-row × 4-vector tile (8
+/// accumulators: on a core with two FMA pipes of latency 4, exactly the
+/// chains that keep them busy, with no slack, and 128 bytes of panel per 8
+/// FMAs) into 3 rows × 4 vectors (12 accumulators, 128 bytes per 12).
+/// Measured in a loop over an L2-resident panel on a Zen 3 core: 2 × 4 at
+/// 88-92 % of the FMA peak, 3 × 4 folded at 97-100 % (BENCHMARKS.md).
+const fn folds_fourth<S: Simd, F: Format<S>>(mr: usize, v: usize, np: usize) -> bool {
+    F::FOLDS
+        && F::K == 1
+        && F::TILE_REGS == 1
+        && np == 1
+        && v == 4
+        && mr * v + v + 1 > S::REGISTERS
+        && mr * v + v <= S::REGISTERS
 }
 
 /// Whether tiles of several rows over panels of fewer than four vectors
@@ -1261,6 +1318,79 @@ mod tests {
             bits.extend(grads.dparams.iter().map(|v| v.to_bits()));
         }
         bits
+    }
+
+    /// Every row lands in exactly one tile, and after an odd `MR` below
+    /// four no row is left alone where two 2-row tiles can take it.
+    #[test]
+    fn tile_plans_cover_every_row_once() {
+        fn check<const MR: usize>() {
+            for n in 0..50 {
+                let (full, fours, twos, ones) = super::tile_plan::<MR>(n);
+                assert_eq!(
+                    full * MR + fours * 4 + twos * 2 + ones,
+                    n,
+                    "MR {MR}, {n} rows"
+                );
+                assert!(ones <= 1 && twos <= 2, "MR {MR}, {n} rows");
+                if MR == 3 && n >= 2 {
+                    assert_eq!(ones, 0, "MR 3, {n} rows");
+                }
+                if MR != 3 {
+                    // Unchanged from MR-, then 4-, 2- and 1-row tiles.
+                    let rest = n % MR;
+                    assert_eq!(
+                        (full, fours, twos, ones),
+                        (n / MR, rest / 4, rest % 4 / 2, rest % 2)
+                    );
+                }
+            }
+        }
+        check::<1>();
+        check::<2>();
+        check::<3>();
+        check::<6>();
+        check::<14>();
+    }
+
+    /// A batch gives each item the bits that item gets alone, for every
+    /// cell on every ISA this CPU has, at batch sizes that make every kind
+    /// of tile (3-row tiles with the fourth panel vector read from memory
+    /// on AVX2, 2-row tiles in their place, and 1-row tiles).
+    #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "about a minute of interpretation; Miri runs the scalar path, whose tiles are one row, and the other Miri tests index them"
+    )]
+    fn a_batch_gives_each_item_its_bits_alone() {
+        let (t, input, hidden) = (2, 5, 11);
+        for isa in Isa::supported() {
+            for cell in [CellKind::Lstm, CellKind::Gru, CellKind::Rnn] {
+                let config = Config::builder(cell, input, hidden).build().unwrap();
+                let model = Model::random(config, 5).with_isa(isa).unwrap();
+                for n in 1..=8 {
+                    let x =
+                        crate::rng::SplitMix64::new(n as u64).uniform_vec(t * n * input, -1.0, 1.0);
+                    let y = model.forward_inference(&Input::new(&x, t, n)).unwrap().y;
+                    for item in 0..n {
+                        let x1: Vec<f32> = (0..t)
+                            .flat_map(|s| x[(s * n + item) * input..][..input].iter().copied())
+                            .collect();
+                        let y1 = model.forward_inference(&Input::new(&x1, t, 1)).unwrap().y;
+                        for s in 0..t {
+                            let got = &y[(s * n + item) * hidden..][..hidden];
+                            let alone = &y1[s * hidden..][..hidden];
+                            assert!(
+                                got.iter()
+                                    .zip(alone)
+                                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                                "{isa:?} {cell:?}: item {item} of {n}, step {s}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Tiles that ask for the next panels (`Ahead`, all of them where the
