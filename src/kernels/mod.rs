@@ -95,22 +95,16 @@ pub(crate) unsafe trait Simd: Copy + 'static {
     /// that holds three of them in registers and reads the fourth from
     /// memory: `acc[v] += a[0] · panel[v]`, with `held` the first three
     /// vectors and `fourth` the address of the last. The same FMAs as
-    /// with all four held; only the register use differs.
+    /// with all four held; only the register use differs. Only called
+    /// where [`Simd::FOLDS_LOADS`], whose ISAs implement it.
     #[inline(always)]
     unsafe fn madd_row_folded(
-        acc: &mut [Self::V; 4],
-        a: *const f32,
-        held: [Self::V; 3],
-        fourth: *const f32,
+        _acc: &mut [Self::V; 4],
+        _a: *const f32,
+        _held: [Self::V; 3],
+        _fourth: *const f32,
     ) {
-        // SAFETY: forwarded from the caller (`a` one float, `fourth` LANES).
-        unsafe {
-            let x = Self::splat(*a);
-            for v in 0..3 {
-                acc[v] = Self::fma(x, held[v], acc[v]);
-            }
-            acc[3] = Self::fma(x, Self::load(fourth), acc[3]);
-        }
+        unreachable!("only an ISA that folds loads reads a panel vector from memory")
     }
 }
 

@@ -886,22 +886,17 @@ pub(crate) const fn tile_rows<S: Simd>(gates: usize, k_per_word: usize, k: usize
 /// Whether a tile of `mr` rows against `np` panels of `v` vectors reads
 /// each row's fourth panel vector from memory, in its FMA, rather than
 /// from a register: where the tile (mr × 4 accumulators, the panel vectors
-/// and a broadcast) is one register larger than the file, and f32 weights
-/// on an ISA whose FMA takes a memory operand ([`Simd::madd_row_folded`])
-/// make room. On AVX2 that turns the LSTM's 2-row × 4-vector tile (8
+/// and a broadcast) is one register larger than the file, and the format
+/// folds loads ([`Format::FOLDS`]: f32 weights on an ISA whose FMA takes a
+/// memory operand, [`Simd::madd_row_folded`]) to make room. [`tile_rows`]
+/// picks `MR` so that this holds. On AVX2 that turns the LSTM's 2-row × 4-vector tile (8
 /// accumulators: on a core with two FMA pipes of latency 4, exactly the
 /// chains that keep them busy, with no slack, and 128 bytes of panel per 8
 /// FMAs) into 3 rows × 4 vectors (12 accumulators, 128 bytes per 12).
 /// Measured in a loop over an L2-resident panel on a Zen 3 core: 2 × 4 at
 /// 88-92 % of the FMA peak, 3 × 4 folded at 97-100 % (BENCHMARKS.md).
 const fn folds_fourth<S: Simd, F: Format<S>>(mr: usize, v: usize, np: usize) -> bool {
-    F::FOLDS
-        && F::K == 1
-        && F::TILE_REGS == 1
-        && np == 1
-        && v == 4
-        && mr * v + v + 1 > S::REGISTERS
-        && mr * v + v <= S::REGISTERS
+    F::FOLDS && np == 1 && v == 4 && mr * v + v + 1 > S::REGISTERS && mr * v + v <= S::REGISTERS
 }
 
 /// Whether tiles of several rows over panels of fewer than four vectors
