@@ -618,6 +618,14 @@ unsafe fn for_rows<
             return;
         }
         let span = (first, end);
+        if takes_across::<S, F>(MR, V, NP)
+            && rows.len() % MR == 1
+            && rows.len() > MR
+            && across_fits(rows.len(), k, panel_stride, streamed)
+        {
+            across_panels::<S, F, R, E, MR, V, NP>(k, packed, span, panel_stride, rows, epi);
+            return;
+        }
         if looks_ahead(NP2 * panel_stride, rows.len() * k, streamed) {
             down_panels::<S, F, R, E, MR, V, NP, NP2, true>(
                 k,
@@ -664,23 +672,6 @@ unsafe fn down_panels<
     // SAFETY: forwarded from this unsafe fn's contract (valid, padded rows and panels; see the module docs).
     unsafe {
         let panels = (panel_stride, end);
-        if !AHEAD && takes_across::<S, F>(MR, V, NP) && rows.len() % MR == 1 && rows.len() > MR {
-            // The last four rows against three panels at a time; the rows
-            // before them in MR-row tiles, panel by panel; the panels left
-            // over as below.
-            let (tall, four) = rows.split_at(rows.len() - 4);
-            let threes = first + (end - first) / 3 * 3;
-            for panel in (first..threes).step_by(3) {
-                group_across::<S, F, R, E, V>(k, packed, panel, panel_stride, four, epi);
-                for sub in panel..panel + 3 {
-                    down_rows::<S, F, R, E, MR, V, NP, AHEAD>(k, packed, sub, panels, tall, epi);
-                }
-            }
-            for panel in threes..end {
-                down_rows::<S, F, R, E, MR, V, NP, AHEAD>(k, packed, panel, panels, rows, epi);
-            }
-            return;
-        }
         // The rows of MR- and 4-row tiles, and the 2- and 1-row tiles after
         // them ([`tile_plan`]). Every row runs against a group of NP2
         // panels before the next group (its weights are read again while
@@ -838,14 +829,69 @@ unsafe fn down_rows<
 /// registers and two 2-row tiles have eight FMA chains each, for two pipes
 /// of latency 4 (no slack for a load's wait), and read 128 bytes of panel
 /// per 8 FMAs (Zen 3's whole L2-to-L1 width of 32 bytes a cycle).
-/// [`down_panels`] takes them only where its tiles do not ask ahead
-/// ([`looks_ahead`]: weights from memory), as the group asks for nothing
-/// and such steps gain from the 2-row tiles' asking. Measured on a Zen 3
+/// [`for_rows`] takes them only where the panels and the weights fit
+/// ([`across_fits`]). Measured on a Zen 3
 /// core, LSTM H = 512, batch 4, one thread: the steps took 1.32× the input
 /// projection's time (the same FLOPs) instead of 1.52×, the whole call
 /// 80-83 GFLOP/s instead of 66-80 (BENCHMARKS.md).
 const fn takes_across<S: Simd, F: Format<S>>(mr: usize, v: usize, np: usize) -> bool {
     folds_fourth::<S, F>(mr, v, np)
+}
+
+/// Whether `n` rows of `k` floats may go down panels of `panel_stride`
+/// floats three at a time ([`across_panels`]), for a step that reads
+/// `streamed` floats of weights: where three panels and the rows fit in
+/// three quarters of the L2 (the group's passes read each panel's lines
+/// in two passes, and the tiles after it read the panels again), and the
+/// weights fit the L3 (a known one). Measured on a Zen 3 core (512 KiB L2,
+/// 32 MiB L3), one thread, three rounds, GFLOP/s with the group against
+/// 2-row tiles: LSTM H = 2048 (768 KiB of three panels, 64 MiB of weights
+/// from memory) at batch 4 12.1-14.4 against 33.8-41.5, at batch 16
+/// 64.1-66.2 against 65.9-70.0; H = 1024 (384 KiB, 16 MiB from L3) at batch
+/// 4 level (60.0-70.1 against 61.0-68.2).
+fn across_fits(n: usize, k: usize, panel_stride: usize, streamed: usize) -> bool {
+    let bytes = |floats: usize| floats * std::mem::size_of::<f32>();
+    bytes(3 * panel_stride + n * k) <= super::cache::l2_bytes() / 4 * 3
+        && bytes(streamed) <= super::cache::l3_bytes()
+}
+
+/// [`for_rows`] for `MR·m + 4` rows where [`takes_across`]: the last four
+/// rows against three panels at a time ([`group_across`]), the others in
+/// `MR`-row tiles after it, panel by panel; the panels left over (fewer
+/// than three) as [`down_panels`] runs them. Nothing asks ahead (the
+/// weights fit the L3: [`across_fits`]).
+#[inline(always)]
+unsafe fn across_panels<
+    S: Simd,
+    F: Format<S>,
+    R,
+    E: Epilogue<S, R, V>,
+    const MR: usize,
+    const V: usize,
+    const NP: usize,
+>(
+    k: usize,
+    packed: *const f32,
+    (first, end): (usize, usize),
+    panel_stride: usize,
+    rows: &[R],
+    epi: &E,
+) {
+    // SAFETY: forwarded from this unsafe fn's contract (valid, padded rows and panels; see the module docs).
+    unsafe {
+        let panels = (panel_stride, end);
+        let (tall, four) = rows.split_at(rows.len() - 4);
+        let threes = first + (end - first) / 3 * 3;
+        for panel in (first..threes).step_by(3) {
+            group_across::<S, F, R, E, V>(k, packed, panel, panel_stride, four, epi);
+            for sub in panel..panel + 3 {
+                down_rows::<S, F, R, E, MR, V, NP, false>(k, packed, sub, panels, tall, epi);
+            }
+        }
+        for panel in threes..end {
+            down_rows::<S, F, R, E, MR, V, NP, false>(k, packed, panel, panels, rows, epi);
+        }
+    }
 }
 
 /// Four rows against the three panels from `panel` (`V` = 4 vectors each):
