@@ -618,7 +618,7 @@ unsafe fn for_rows<
             return;
         }
         let span = (first, end);
-        if takes_across::<S, F>(MR, V, NP)
+        if folds_fourth::<S, F>(MR, V, NP)
             && rows.len() % MR == 1
             && rows.len() > MR
             && across_fits(rows.len(), k, panel_stride, streamed)
@@ -820,22 +820,15 @@ unsafe fn down_rows<
     }
 }
 
-/// Whether four rows left over after `mr`-row tiles over panels of `v`
-/// vectors run against three panels at a time ([`group_across`]) rather
-/// than in two 2-row tiles per panel: where the `mr`-row tile is the one
-/// that reads its fourth vector from memory ([`folds_fourth`]: AVX2's
-/// LSTM, 3 rows; f32 weights only, whose words the group loads as they
-/// are, one k value each), so that a 4-row tile of four vectors does not fit the
-/// registers and two 2-row tiles have eight FMA chains each, for two pipes
-/// of latency 4 (no slack for a load's wait), and read 128 bytes of panel
-/// per 8 FMAs (Zen 3's whole L2-to-L1 width of 32 bytes a cycle).
-/// [`for_rows`] takes them only where the panels and the weights fit
-/// ([`across_fits`]). Measured on a Zen 3
-/// core, LSTM H = 512, batch 4, one thread: the steps took 1.32× the input
-/// projection's time (the same FLOPs) instead of 1.52×, the whole call
-/// 80-83 GFLOP/s instead of 66-80 (BENCHMARKS.md).
-const fn takes_across<S: Simd, F: Format<S>>(mr: usize, v: usize, np: usize) -> bool {
-    folds_fourth::<S, F>(mr, v, np)
+/// Bytes of `floats` f32 values.
+const fn bytes(floats: usize) -> usize {
+    floats * std::mem::size_of::<f32>()
+}
+
+/// The L2 a tile's panels and rows may take: three quarters of it, the
+/// rest for what the epilogues read and write.
+fn l2_room() -> usize {
+    super::cache::l2_bytes() / 4 * 3
 }
 
 /// Whether `n` rows of `k` floats may go down panels of `panel_stride`
@@ -850,16 +843,25 @@ const fn takes_across<S: Simd, F: Format<S>>(mr: usize, v: usize, np: usize) -> 
 /// 64.1-66.2 against 65.9-70.0; H = 1024 (384 KiB, 16 MiB from L3) at batch
 /// 4 level (60.0-70.1 against 61.0-68.2).
 fn across_fits(n: usize, k: usize, panel_stride: usize, streamed: usize) -> bool {
-    let bytes = |floats: usize| floats * std::mem::size_of::<f32>();
-    bytes(3 * panel_stride + n * k) <= super::cache::l2_bytes() / 4 * 3
-        && bytes(streamed) <= super::cache::l3_bytes()
+    bytes(3 * panel_stride + n * k) <= l2_room() && bytes(streamed) <= super::cache::l3_bytes()
 }
 
-/// [`for_rows`] for `MR·m + 4` rows where [`takes_across`]: the last four
-/// rows against three panels at a time ([`group_across`]), the others in
-/// `MR`-row tiles after it, panel by panel; the panels left over (fewer
-/// than three) as [`down_panels`] runs them. Nothing asks ahead (the
-/// weights fit the L3: [`across_fits`]).
+/// [`for_rows`] for `MR·m + 4` rows where the `MR`-row tile reads its
+/// fourth vector from memory ([`folds_fourth`]: AVX2's LSTM, 3 rows; f32
+/// weights only, whose words [`group_across`] loads as they are, one k
+/// value each): the last four rows against three panels at a time, the
+/// others in `MR`-row tiles after it, panel by panel; the panels left over
+/// (fewer than three) as [`down_panels`] runs them. Nothing asks ahead
+/// (the weights fit the L3: [`across_fits`]).
+///
+/// Why: a 4-row tile of four vectors does not fit the 16 registers, and
+/// the two 2-row tiles [`tile_plan`] gives instead have eight FMA chains
+/// each, for two pipes of latency 4 (no slack for a load's wait), and read
+/// 128 bytes of panel per 8 FMAs (Zen 3's whole L2-to-L1 width of 32
+/// bytes a cycle). Measured on a Zen 3 core, LSTM H = 512, batch 4, one
+/// thread: the steps took 1.32× the input projection's time (the same
+/// FLOPs) instead of 1.52×, the whole call 80-83 GFLOP/s instead of 66-80
+/// (BENCHMARKS.md).
 #[inline(always)]
 unsafe fn across_panels<
     S: Simd,
@@ -983,7 +985,7 @@ unsafe fn tile_vectors<S: Simd, const MR: usize>(
 /// instead (`MR + 1` rows): a 1-row tile has a quarter of the FMA chains
 /// that two FMA pipes need, and a 4-row tile does not fit the registers
 /// where `MR` is below four (where it can, [`down_panels`] runs those four
-/// rows across three panels instead: [`takes_across`]).
+/// rows across three panels instead: [`across_panels`]).
 const fn tile_plan<const MR: usize>(n: usize) -> (usize, usize, usize, usize) {
     let (mut full, mut rest) = (n / MR, n % MR);
     if MR % 2 == 1 && MR < 4 && rest == 1 && full > 0 {
@@ -1011,9 +1013,7 @@ const fn tile_plan<const MR: usize>(n: usize) -> (usize, usize, usize, usize) {
 ///   panel to the next, and would push out the lines asked for before
 ///   their turn); a step's do.
 fn looks_ahead(floats: usize, row_floats: usize, streamed: usize) -> bool {
-    let bytes = |floats: usize| floats * std::mem::size_of::<f32>();
-    bytes(streamed) > super::cache::l3_bytes()
-        && bytes(2 * floats + row_floats) <= super::cache::l2_bytes() / 4 * 3
+    bytes(streamed) > super::cache::l3_bytes() && bytes(2 * floats + row_floats) <= l2_room()
 }
 
 /// Rows per register tile, so that the tile's MR × `vectors` accumulators,
