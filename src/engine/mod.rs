@@ -75,7 +75,7 @@ impl Packed {
                     config,
                     params,
                     (layer, dir),
-                    kernels.unit(),
+                    (kernels.unit(), kernels.steps(precision).lstm_pairs_apart),
                     precision,
                     &storage,
                 )?);

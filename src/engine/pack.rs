@@ -240,6 +240,33 @@ fn panels_into(
     }
 }
 
+/// Lays each panel of `gates` × `unit` columns and `k` rows (as
+/// [`panels_into`] packs it, `[k][gate][unit]`) out in two halves of
+/// `gates / 2` gates each, `[half][k][gate][unit]` (see
+/// `kernels::fused::pairs_apart`, which the kernels read such panels by).
+fn to_halves(panels: &mut [f32], (k, gates, unit): (usize, usize, usize)) -> Result<()> {
+    let panel_len = k * gates * unit;
+    if panel_len == 0 {
+        return Ok(());
+    }
+    let half = gates / 2 * unit;
+    assert_eq!(
+        2 * half,
+        gates * unit,
+        "panels in halves need an even gate count"
+    );
+    let mut copy = try_vec(panel_len, 0.0, PACKED)?;
+    for panel in panels.chunks_exact_mut(panel_len) {
+        copy.copy_from_slice(panel);
+        for (kk, row) in copy.chunks_exact(2 * half).enumerate() {
+            for (h, values) in row.chunks_exact(half).enumerate() {
+                panel[(h * k + kk) * half..][..half].copy_from_slice(values);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Where the packed weights' storage comes from and goes back to: the
 /// model's buffer pool, so that packing again after each training update
 /// writes into the previous packing's memory instead of faulting in fresh
@@ -305,7 +332,7 @@ impl PackedBlock {
         config: &Config,
         params: &[f32],
         (layer, dir): (usize, usize),
-        unit: usize,
+        (unit, lstm_pairs_apart): (usize, bool),
         precision: Precision,
         storage: &Storage,
     ) -> Result<Self> {
@@ -349,6 +376,9 @@ impl PackedBlock {
         let gate_panels = |gate_list: &[usize]| -> Result<Aligned> {
             let mut out = storage.aligned(hp * gate_list.len() * state)?;
             panels_into(&mut out, r, (h, state, hp), gate_list, unit);
+            if lstm_pairs_apart && config.cell() == CellKind::Lstm {
+                to_halves(&mut out, (state, gate_list.len(), unit))?;
+            }
             words(out, state, gate_list.len() * unit)
         };
         let (r_panels, r_panels_n) = if gru {

@@ -237,6 +237,9 @@ pub(crate) struct StepKernels {
     pub gru_step: unsafe fn(&StepParams, &[StepRow]),
     pub rnn_step: unsafe fn(&StepParams, &[StepRow]),
     pub panel_matmul: PanelMatmul,
+    /// Whether `lstm_step` reads its four-gate panels in halves
+    /// (`fused::pairs_apart`): the packing lays them out so.
+    pub lstm_pairs_apart: bool,
     /// Where the format multiplies converted rows rather than f32 ones:
     /// the callers convert each row (state, input) once before the
     /// products read it, and hand the kernels the copy (`StepRow::h_prev_q`,

@@ -106,16 +106,6 @@ pub(crate) unsafe trait Simd: Copy + 'static {
     ) {
         unreachable!("only an ISA that folds loads reads a panel vector from memory")
     }
-
-    /// One k value of a row against three panel vectors held in registers,
-    /// `acc[v] += a[0] · held[v]`, as one block whose broadcast takes a
-    /// single scratch register (the 4-row × 3-vector tiles of
-    /// `fused::group_across` take all 16). Only called where
-    /// [`Simd::FOLDS_LOADS`], whose ISAs implement it.
-    #[inline(always)]
-    unsafe fn madd_row_held3(_acc: &mut [Self::V; 3], _a: *const f32, _held: [Self::V; 3]) {
-        unreachable!("only an ISA that folds loads runs the tiles across panels")
-    }
 }
 
 /// The integer dot product of an ISA, for int8 weights against quantised

@@ -64,11 +64,6 @@ unsafe impl Simd for Avx2 {
         unsafe { madd_row_folded(acc, a, held, fourth) }
     }
     #[inline(always)]
-    unsafe fn madd_row_held3(acc: &mut [__m256; 3], a: *const f32, held: [__m256; 3]) {
-        // SAFETY: as `madd_row_folded` above.
-        unsafe { madd_row_held3(acc, a, held) }
-    }
-    #[inline(always)]
     unsafe fn clamp(x: __m256, lo: __m256, hi: __m256) -> __m256 {
         // min/max return their second operand when either is NaN: keep x second.
         unsafe { _mm256_max_ps(lo, _mm256_min_ps(hi, x)) }
@@ -253,36 +248,6 @@ unsafe fn madd_row_folded(
             c1 = inout(ymm_reg) *c1,
             c2 = inout(ymm_reg) *c2,
             c3 = inout(ymm_reg) *c3,
-            options(pure, readonly, nostack, preserves_flags),
-        );
-    }
-}
-
-/// [`Simd::madd_row_held3`] as one block of instructions, for the reason
-/// [`madd_row_folded`] gives: from the same FMAs as intrinsics the
-/// compiler spilled an accumulator of the 4-row × 3-vector tile (12
-/// accumulators, 3 panel vectors, 1 broadcast) in every k step.
-#[target_feature(enable = "avx2,fma")]
-#[inline]
-unsafe fn madd_row_held3(acc: &mut [__m256; 3], a: *const f32, held: [__m256; 3]) {
-    let [c0, c1, c2] = acc;
-    // SAFETY: the caller guarantees one readable float at `a`; the block
-    // only reads it (readonly), writes no memory, leaves the stack and the
-    // flags alone, and its outputs depend only on its inputs (pure).
-    unsafe {
-        std::arch::asm!(
-            "vbroadcastss {x}, dword ptr [{a}]",
-            "vfmadd231ps {c0}, {x}, {b0}",
-            "vfmadd231ps {c1}, {x}, {b1}",
-            "vfmadd231ps {c2}, {x}, {b2}",
-            x = out(ymm_reg) _,
-            a = in(reg) a,
-            b0 = in(ymm_reg) held[0],
-            b1 = in(ymm_reg) held[1],
-            b2 = in(ymm_reg) held[2],
-            c0 = inout(ymm_reg) *c0,
-            c1 = inout(ymm_reg) *c1,
-            c2 = inout(ymm_reg) *c2,
             options(pure, readonly, nostack, preserves_flags),
         );
     }

@@ -15,7 +15,9 @@
 //! values is *interleaved*, panel after panel, each panel holding gate after
 //! gate of its `U` units: column `p·G·U + g·U + u` is gate `g` of unit
 //! `p·U + u`. Packed weights use the same order, one panel after another,
-//! each `K` rows of `G·U` floats. Gradient rows of gates are *gate-major*:
+//! each `K` rows of `G·U` floats (the LSTM's panels of f32 weights on AVX2
+//! hold those rows in two halves instead, two gates each: see
+//! [`pairs_apart`]). Gradient rows of gates are *gate-major*:
 //! column `g·Hp + j`. `Hp` is the hidden size rounded up to a multiple of U.
 
 // Index loops over constant bounds are how the register tiles are written.
@@ -313,7 +315,8 @@ unsafe fn tile_block<
 ) {
     // SAFETY: forwarded from this unsafe fn's contract (valid, padded rows and panels; see the module docs).
     unsafe {
-        let step = V * S::LANES;
+        let vectors = PanelVectors::of::<S, F, V>(panel_stride);
+        let step = vectors.step;
         let (groups, tail) = (k / F::K, k % F::K);
         if F::BY_PART {
             // The same FMAs in the same order as `madd` below (per
@@ -332,7 +335,7 @@ unsafe fn tile_block<
                     let bp = panel.add(q * panel_stride + g * step);
                     for v in 0..V {
                         for part in 0..2 {
-                            let w = F::load_part(bp.add(v * S::LANES), part);
+                            let w = F::load_part(bp.add(vectors.at::<S>(v)), part);
                             for r in 0..MR {
                                 let row = a[r].add(g * F::ROW_STEP);
                                 let av = F::splat_part(row, part, valid);
@@ -354,7 +357,7 @@ unsafe fn tile_block<
                 let bp = panel.add(q * panel_stride + g * step);
                 for v in 0..V {
                     if !(fold && v == 3) {
-                        b[q][v] = F::load(bp.add(v * S::LANES));
+                        b[q][v] = F::load(bp.add(vectors.at::<S>(v)));
                     }
                 }
             }
@@ -363,7 +366,7 @@ unsafe fn tile_block<
                 if fold {
                     // One panel of four vectors (NP = 1, V = 4).
                     let acc: &mut [S::V; 4] = (&mut acc[r][0][..]).try_into().unwrap();
-                    let fourth = panel.add(g * step + 3 * S::LANES);
+                    let fourth = panel.add(g * step + vectors.at::<S>(3));
                     F::madd_folded(acc, row, [b[0][0], b[0][1], b[0][2]], fourth);
                     continue;
                 }
@@ -831,37 +834,32 @@ fn l2_room() -> usize {
     super::cache::l2_bytes() / 4 * 3
 }
 
-/// Whether `n` rows of `k` floats may go down panels of `panel_stride`
-/// floats three at a time ([`across_panels`]), for a step that reads
-/// `streamed` floats of weights: where three panels and the rows fit in
-/// three quarters of the L2 (the group's passes read each panel's lines
-/// in two passes, and the tiles after it read the panels again), and the
-/// weights fit the L3 (a known one). Measured on a Zen 3 core (512 KiB L2,
-/// 32 MiB L3), one thread, three rounds, GFLOP/s with the group against
-/// 2-row tiles: LSTM H = 2048 (768 KiB of three panels, 64 MiB of weights
-/// from memory) at batch 4 12.1-14.4 against 33.8-41.5, at batch 16
-/// 64.1-66.2 against 65.9-70.0; H = 1024 (384 KiB, 16 MiB from L3) at batch
-/// 4 level (60.0-70.1 against 61.0-68.2).
+/// Whether `n` rows of `k` floats may take [`across_panels`] over panels
+/// of `panel_stride` floats, for a step that reads `streamed` floats of
+/// weights: where a panel and the rows fit in three quarters of the L2 (the
+/// tiles after [`group_pairs`] read the panel again) and the weights fit
+/// the L3 (a known one). From memory, the 2-row tiles that ask for the next
+/// panels ([`looks_ahead`]) keep the step fed instead: measured on a Zen 3
+/// core (512 KiB L2, 32 MiB L3), one thread, LSTM H = 2048 (64 MiB of
+/// weights) at batch 4, the earlier group of three panels at a time, which
+/// did not ask either, ran at 12.1-14.4 GFLOP/s against 33.8-41.5
+/// (BENCHMARKS.md).
 fn across_fits(n: usize, k: usize, panel_stride: usize, streamed: usize) -> bool {
-    bytes(3 * panel_stride + n * k) <= l2_room() && bytes(streamed) <= super::cache::l3_bytes()
+    bytes(panel_stride + n * k) <= l2_room() && bytes(streamed) <= super::cache::l3_bytes()
 }
 
 /// [`for_rows`] for `MR·m + 4` rows where the `MR`-row tile reads its
 /// fourth vector from memory ([`folds_fourth`]: AVX2's LSTM, 3 rows; f32
-/// weights only, whose words [`group_across`] loads as they are, one k
-/// value each): the last four rows against three panels at a time, the
-/// others in `MR`-row tiles after it, panel by panel; the panels left over
-/// (fewer than three) as [`down_panels`] runs them. Nothing asks ahead
-/// (the weights fit the L3: [`across_fits`]).
+/// weights, in halves: [`pairs_apart`]): panel by panel, the last four rows
+/// in [`group_pairs`], then the others in `MR`-row tiles over the panel it
+/// left in cache. Nothing asks ahead (the weights fit the L3:
+/// [`across_fits`]).
 ///
 /// Why: a 4-row tile of four vectors does not fit the 16 registers, and
 /// the two 2-row tiles [`tile_plan`] gives instead have eight FMA chains
 /// each, for two pipes of latency 4 (no slack for a load's wait), and read
 /// 128 bytes of panel per 8 FMAs (Zen 3's whole L2-to-L1 width of 32
-/// bytes a cycle). Measured on a Zen 3 core, LSTM H = 512, batch 4, one
-/// thread: the steps took 1.32× the input projection's time (the same
-/// FLOPs) instead of 1.52×, the whole call 80-83 GFLOP/s instead of 66-80
-/// (BENCHMARKS.md).
+/// bytes a cycle); four rows against two vectors read 64 bytes per 8.
 #[inline(always)]
 unsafe fn across_panels<
     S: Simd,
@@ -883,27 +881,20 @@ unsafe fn across_panels<
     unsafe {
         let panels = (panel_stride, end);
         let (tall, four) = rows.split_at(rows.len() - 4);
-        let threes = first + (end - first) / 3 * 3;
-        for panel in (first..threes).step_by(3) {
-            group_across::<S, F, R, E, V>(k, packed, panel, panel_stride, four, epi);
-            for sub in panel..panel + 3 {
-                down_rows::<S, F, R, E, MR, V, NP, false>(k, packed, sub, panels, tall, epi);
-            }
-        }
-        for panel in threes..end {
-            down_rows::<S, F, R, E, MR, V, NP, false>(k, packed, panel, panels, rows, epi);
+        for panel in first..end {
+            group_pairs::<S, F, R, E, V>(k, packed, panel, panel_stride, four, epi);
+            down_rows::<S, F, R, E, MR, V, NP, false>(k, packed, panel, panels, tall, epi);
         }
     }
 }
 
-/// Four rows against the three panels from `panel` (`V` = 4 vectors each):
-/// the twelve vectors in four passes over k of three vectors each (4 × 3
-/// accumulators, 3 panel vectors and a broadcast: the 16 registers; twelve
-/// FMA chains, and 96 bytes of panel per 12 FMAs), a pass's vectors from
-/// one panel or two. Every accumulator is the same FMA chain over k in
-/// order as in any other tile, so the bits are the same.
+/// Four rows against the panel `panel` of four vectors in halves
+/// ([`pairs_apart`]): each half in turn as a tile of 4 rows × 2 vectors
+/// (eight FMA chains, 64 bytes of panel per 8 FMAs, read in order), then
+/// the epilogue over all four vectors. Every accumulator is the same FMA
+/// chain over k in order as in any other tile, so the bits are the same.
 #[inline(always)]
-unsafe fn group_across<S: Simd, F: Format<S>, R, E: Epilogue<S, R, V>, const V: usize>(
+unsafe fn group_pairs<S: Simd, F: Format<S>, R, E: Epilogue<S, R, V>, const V: usize>(
     k: usize,
     packed: *const f32,
     panel: usize,
@@ -911,7 +902,8 @@ unsafe fn group_across<S: Simd, F: Format<S>, R, E: Epilogue<S, R, V>, const V: 
     rows: &[R],
     epi: &E,
 ) {
-    const PANELS: usize = 3;
+    const HALF: usize = 2;
+    debug_assert!(pairs_apart::<S, F>(V) && V == 2 * HALF);
     // SAFETY: forwarded from this unsafe fn's contract (valid, padded rows and panels; see the module docs).
     unsafe {
         let mut a = [std::ptr::null(); 4];
@@ -919,62 +911,54 @@ unsafe fn group_across<S: Simd, F: Format<S>, R, E: Epilogue<S, R, V>, const V: 
             a[r] = epi.a(&rows[r], F::QUANTIZED);
         }
         let first = packed.add(panel * panel_stride);
+        let apart = PanelVectors::of::<S, F, V>(panel_stride).apart;
         let words = k.div_ceil(F::K);
-        let mut acc = [[[S::zero(); V]; PANELS]; 4];
-        for pass in 0..V * PANELS / 3 {
-            let vector = |j: usize| 3 * pass + j;
-            let mut at = [std::ptr::null(); 3];
-            for j in 0..3 {
-                let (q, v) = (vector(j) / V, vector(j) % V);
-                at[j] = first.add(q * panel_stride + v * S::LANES);
-            }
-            let mut part = [[S::zero(); 3]; 4];
-            if pass + 1 == V * PANELS / 3 && E::PREFETCHES {
+        let mut acc = [[[S::zero(); V]; 1]; 4];
+        for half in 0..V / HALF {
+            // A half is a panel of two vectors side by side to `tile`.
+            let at = first.add(half * apart);
+            let mut part = [[[S::zero(); HALF]; 1]; 4];
+            if half + 1 == V / HALF && E::PREFETCHES {
                 let split = words.saturating_sub(PREFETCH_GROUPS);
-                tile_vectors::<S, 4>(&mut part, a, at, V * S::LANES, (0, split));
-                for r in 0..4 {
-                    for q in 0..PANELS {
-                        epi.prefetch(&rows[r], panel + q);
-                    }
+                tile::<S, F, 4, HALF, 1, false>(
+                    &mut part,
+                    k,
+                    a,
+                    at,
+                    apart,
+                    (0, split),
+                    Ahead::NONE,
+                );
+                for row in rows {
+                    epi.prefetch(row, panel);
                 }
-                tile_vectors::<S, 4>(&mut part, a, at, V * S::LANES, (split, words));
+                tile::<S, F, 4, HALF, 1, false>(
+                    &mut part,
+                    k,
+                    a,
+                    at,
+                    apart,
+                    (split, words),
+                    Ahead::NONE,
+                );
             } else {
-                tile_vectors::<S, 4>(&mut part, a, at, V * S::LANES, (0, words));
+                tile::<S, F, 4, HALF, 1, false>(
+                    &mut part,
+                    k,
+                    a,
+                    at,
+                    apart,
+                    (0, words),
+                    Ahead::NONE,
+                );
             }
             for r in 0..4 {
-                for j in 0..3 {
-                    acc[r][vector(j) / V][vector(j) % V] = part[r][j];
-                }
+                acc[r][0][half * HALF..][..HALF].copy_from_slice(&part[r][0]);
             }
         }
         for r in 0..4 {
-            for q in 0..PANELS {
-                F::finish(&mut acc[r][q], first.add(q * panel_stride), words, a[r]);
-                epi.apply(&rows[r], panel + q, &acc[r][q]);
-            }
-        }
-    }
-}
-
-/// `MR` rows times three f32 panel vectors at `at` (each `step` floats
-/// from one k value to the next), over k values `g0..g1`, added to the
-/// accumulators: a tile whose vectors need not lie in one panel, one k
-/// value at a time as [`tile_block`]'s ([`Simd::madd_row_held3`] per row).
-#[inline(always)]
-unsafe fn tile_vectors<S: Simd, const MR: usize>(
-    acc: &mut [[S::V; 3]; MR],
-    a: [*const f32; MR],
-    at: [*const f32; 3],
-    step: usize,
-    (g0, g1): (usize, usize),
-) {
-    // SAFETY: forwarded from this unsafe fn's contract (valid, padded rows and panels).
-    unsafe {
-        for g in g0..g1 {
-            let b = [0, 1, 2].map(|j| S::load(at[j].add(g * step)));
-            for r in 0..MR {
-                S::madd_row_held3(&mut acc[r], a[r].add(g), b);
-            }
+            F::finish(&mut acc[r][0], first, words, a[r]);
+            epi.apply(&rows[r], panel, &acc[r][0]);
         }
     }
 }
@@ -1047,6 +1031,60 @@ pub(crate) const fn tile_rows<S: Simd>(gates: usize, k_per_word: usize, k: usize
         }
     }
     rows_per_tile::<S>(if vectors < 4 { 4 } else { vectors }, k_per_word)
+}
+
+/// Whether panels of `v` vectors hold each k value's vectors in two
+/// halves, two vectors each, `[half][k][2 vectors]`, rather than all `v`
+/// side by side, `[k][v vectors]`: the LSTM's four-gate panels of f32
+/// weights on an ISA whose FMA folds loads (AVX2), where a batch of four
+/// (or any `3m + 1`) takes [`group_pairs`], four rows against one half of a
+/// panel at a time. With four vectors side by side, tiles that read only
+/// some of a k value's vectors skip part of every 128 bytes, and the L2
+/// prefetchers keep up with that pattern less well than with runs read in
+/// order (a four-row tile over two of the four vectors ran no faster than
+/// two two-row tiles over all four; the same tile over the backward's
+/// one-gate panels, whose runs are read in order, runs at 93-95 % of the
+/// FMA peak with the panels in L3). In halves, every tile reads each half
+/// in order: the pairs of [`group_pairs`], and the whole-panel tiles two
+/// runs of 64 bytes a k value. Measured on a Zen 3 core, one thread, LSTM
+/// H = 512 against the side-by-side layout, builds alternating, medians:
+/// batch 4 80.5 → 88 GFLOP/s (the whole call, its input projection
+/// included), 8 +16 %, 2, 3 and 16 +5-8 %, batch 1 level (each vector
+/// apart, `[v][k]`, lost 4-6 % there: eight runs for the single row's two
+/// panels; BENCHMARKS.md). The packing follows the same rule
+/// ([`crate::engine::pack`]); the bits do not change (each accumulator is
+/// the same FMA chain over k).
+pub(crate) const fn pairs_apart<S: Simd, F: Format<S>>(v: usize) -> bool {
+    F::FOLDS && v == 4 && S::W == 1
+}
+
+/// Where a panel's vectors lie ([`pairs_apart`]): `step` floats from one k
+/// value to the next, vector `v` at `at(v)` from the k value's first.
+#[derive(Clone, Copy)]
+struct PanelVectors {
+    step: usize,
+    /// Vectors side by side at each k value.
+    side: usize,
+    /// Floats from one run of `side` vectors to the next.
+    apart: usize,
+}
+
+impl PanelVectors {
+    /// For panels of `V` vectors, `panel_stride` floats each.
+    #[inline(always)]
+    const fn of<S: Simd, F: Format<S>, const V: usize>(panel_stride: usize) -> PanelVectors {
+        let side = if pairs_apart::<S, F>(V) { 2 } else { V };
+        PanelVectors {
+            step: side * S::LANES,
+            side,
+            apart: panel_stride / (V / side),
+        }
+    }
+
+    #[inline(always)]
+    const fn at<S: Simd>(&self, v: usize) -> usize {
+        v / self.side * self.apart + v % self.side * S::LANES
+    }
 }
 
 /// Whether a tile of `mr` rows against `np` panels of `v` vectors reads
@@ -1339,6 +1377,7 @@ macro_rules! step_kernels {
                     gru_step,
                     rnn_step,
                     panel_matmul,
+                    lstm_pairs_apart: fused::pairs_apart::<$S, $F>(4 * <$S as crate::kernels::Simd>::W),
                     rows: if <$F as fused::Format<$S>>::QUANTIZED {
                         Some(crate::kernels::dispatch::RowConversion { words: row_words, convert: convert_row })
                     } else {
