@@ -968,8 +968,8 @@ unsafe fn group_pairs<S: Simd, F: Format<S>, R, E: Epilogue<S, R, V>, const V: u
 /// single row, the last `MR`-row tile and that row take 2-row tiles
 /// instead (`MR + 1` rows): a 1-row tile has a quarter of the FMA chains
 /// that two FMA pipes need, and a 4-row tile does not fit the registers
-/// where `MR` is below four (where it can, [`down_panels`] runs those four
-/// rows across three panels instead: [`across_panels`]).
+/// where `MR` is below four (where it can, [`for_rows`] runs those four
+/// rows against each half of a panel instead: [`across_panels`]).
 const fn tile_plan<const MR: usize>(n: usize) -> (usize, usize, usize, usize) {
     let (mut full, mut rest) = (n / MR, n % MR);
     if MR % 2 == 1 && MR < 4 && rest == 1 && full > 0 {
@@ -1557,7 +1557,7 @@ mod tests {
     /// cell on every ISA this CPU has, at batch sizes that make every kind
     /// of tile (3-row tiles with the fourth panel vector read from memory
     /// on AVX2, 2-row tiles in their place, 1-row tiles, and on AVX2 4-row
-    /// tiles across three panels, with a fourth, ragged panel left over).
+    /// tiles over each half of a panel, four panels, the last ragged).
     #[test]
     #[cfg_attr(
         miri,
