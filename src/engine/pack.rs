@@ -214,57 +214,39 @@ pub(crate) fn interleaved(g: usize, j: usize, gates: usize, unit: usize) -> usiz
 
 /// Packs rows `[g·H + j, 0..k]` of `m` for the gates in `gate_list` into
 /// `out` (`hp · gate_list.len() · k` floats, every one written): panels of
-/// `unit` hidden units, then row kk, then gate, then unit.
+/// `unit` hidden units, then runs of `side` gates (all of them, or the
+/// LSTM's two halves where the kernels read so: see
+/// `kernels::fused::pairs_apart`), then row kk, then gate, then unit.
 fn panels_into(
     out: &mut [f32],
     m: &[f32],
     (hidden, k, hp): (usize, usize, usize),
     gate_list: &[usize],
-    unit: usize,
+    (unit, side): (usize, usize),
 ) {
     let gu = gate_list.len() * unit;
     assert_eq!(out.len(), hp * gate_list.len() * k, "packed buffer size");
+    assert!(
+        side > 0 && gate_list.len().is_multiple_of(side),
+        "runs of whole gates"
+    );
     for (p, panel) in out.chunks_exact_mut((k * gu).max(1)).enumerate() {
-        for (kk, row) in panel.chunks_exact_mut(gu).enumerate() {
-            for (&g, gate) in gate_list.iter().zip(row.chunks_exact_mut(unit)) {
-                for (u, v) in gate.iter_mut().enumerate() {
-                    let j = p * unit + u;
-                    *v = if j < hidden {
-                        m[(g * hidden + j) * k + kk]
-                    } else {
-                        0.0
-                    };
+        let runs = panel.chunks_exact_mut((k * side * unit).max(1));
+        for (run, gates) in runs.zip(gate_list.chunks(side)) {
+            for (kk, row) in run.chunks_exact_mut(side * unit).enumerate() {
+                for (&g, gate) in gates.iter().zip(row.chunks_exact_mut(unit)) {
+                    for (u, v) in gate.iter_mut().enumerate() {
+                        let j = p * unit + u;
+                        *v = if j < hidden {
+                            m[(g * hidden + j) * k + kk]
+                        } else {
+                            0.0
+                        };
+                    }
                 }
             }
         }
     }
-}
-
-/// Lays each panel of `gates` × `unit` columns and `k` rows (as
-/// [`panels_into`] packs it, `[k][gate][unit]`) out in two halves of
-/// `gates / 2` gates each, `[half][k][gate][unit]` (see
-/// `kernels::fused::pairs_apart`, which the kernels read such panels by).
-fn to_halves(panels: &mut [f32], (k, gates, unit): (usize, usize, usize)) -> Result<()> {
-    let panel_len = k * gates * unit;
-    if panel_len == 0 {
-        return Ok(());
-    }
-    let half = gates / 2 * unit;
-    assert_eq!(
-        2 * half,
-        gates * unit,
-        "panels in halves need an even gate count"
-    );
-    let mut copy = try_vec(panel_len, 0.0, PACKED)?;
-    for panel in panels.chunks_exact_mut(panel_len) {
-        copy.copy_from_slice(panel);
-        for (kk, row) in copy.chunks_exact(2 * half).enumerate() {
-            for (h, values) in row.chunks_exact(half).enumerate() {
-                panel[(h * k + kk) * half..][..half].copy_from_slice(values);
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Where the packed weights' storage comes from and goes back to: the
@@ -375,10 +357,11 @@ impl PackedBlock {
         };
         let gate_panels = |gate_list: &[usize]| -> Result<Aligned> {
             let mut out = storage.aligned(hp * gate_list.len() * state)?;
-            panels_into(&mut out, r, (h, state, hp), gate_list, unit);
-            if lstm_pairs_apart && config.cell() == CellKind::Lstm {
-                to_halves(&mut out, (state, gate_list.len(), unit))?;
-            }
+            let side = match lstm_pairs_apart && config.cell() == CellKind::Lstm {
+                true => gate_list.len() / 2,
+                false => gate_list.len(),
+            };
+            panels_into(&mut out, r, (h, state, hp), gate_list, (unit, side));
             words(out, state, gate_list.len() * unit)
         };
         let (r_panels, r_panels_n) = if gru {

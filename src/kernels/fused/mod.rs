@@ -499,37 +499,85 @@ unsafe fn group<
 ) {
     // SAFETY: forwarded from this unsafe fn's contract (valid, padded rows and panels; see the module docs).
     unsafe {
-        let mut a = [std::ptr::null(); MR];
-        for r in 0..MR {
-            a[r] = epi.a(&rows[r], F::QUANTIZED);
-        }
+        let a = operands::<S, F, R, E, MR, V>(rows, epi);
         let first = packed.add(panel * panel_stride);
         let mut acc = [[[S::zero(); V]; NP]; MR];
         let words = k.div_ceil(F::K);
-        if FETCH && E::PREFETCHES {
-            let split = words.saturating_sub(PREFETCH_GROUPS);
-            tile::<S, F, MR, V, NP, AHEAD>(&mut acc, k, a, first, panel_stride, (0, split), ahead);
-            for r in 0..MR {
-                for q in 0..NP {
-                    epi.prefetch(&rows[r], panel + q);
-                }
-            }
-            tile::<S, F, MR, V, NP, AHEAD>(
-                &mut acc,
-                k,
-                a,
-                first,
-                panel_stride,
-                (split, words),
-                ahead,
-            );
-        } else {
-            tile::<S, F, MR, V, NP, AHEAD>(&mut acc, k, a, first, panel_stride, (0, words), ahead);
-        }
+        let asks = (FETCH && E::PREFETCHES).then_some((epi, rows, panel..panel + NP));
+        tile_asking::<S, F, R, E, MR, V, NP, AHEAD, V>(
+            &mut acc,
+            (k, a),
+            (first, panel_stride),
+            ahead,
+            asks,
+        );
         for r in 0..MR {
             for q in 0..NP {
                 F::finish(&mut acc[r][q], first.add(q * panel_stride), words, a[r]);
                 epi.apply(&rows[r], panel + q, &acc[r][q]);
+            }
+        }
+    }
+}
+
+/// The left operands of a tile's `MR` rows (their quantised copies for a
+/// quantised format).
+#[inline(always)]
+fn operands<S: Simd, F: Format<S>, R, E: Epilogue<S, R, V>, const MR: usize, const V: usize>(
+    rows: &[R],
+    epi: &E,
+) -> [*const f32; MR] {
+    std::array::from_fn(|r| epi.a(&rows[r], F::QUANTIZED))
+}
+
+/// [`tile`] over all of a tile's k groups; with `asks`, the epilogue's
+/// inputs for those rows and panels are asked for [`PREFETCH_GROUPS`]
+/// groups before the end ([`Epilogue::prefetch`]). The epilogue's vectors
+/// per panel (`VE`) may be more than the tile's (`V`: a tile over half a
+/// panel, [`group_pairs`]).
+#[inline(always)]
+#[allow(clippy::type_complexity)]
+unsafe fn tile_asking<
+    S: Simd,
+    F: Format<S>,
+    R,
+    E: Epilogue<S, R, VE>,
+    const MR: usize,
+    const V: usize,
+    const NP: usize,
+    const AHEAD: bool,
+    const VE: usize,
+>(
+    acc: &mut [[[S::V; V]; NP]; MR],
+    (k, a): (usize, [*const f32; MR]),
+    (first, panel_stride): (*const f32, usize),
+    ahead: Ahead,
+    asks: Option<(&E, &[R], std::ops::Range<usize>)>,
+) {
+    let words = k.div_ceil(F::K);
+    // SAFETY: forwarded from this unsafe fn's contract (valid, padded rows and panels; see the module docs).
+    unsafe {
+        match asks {
+            Some((epi, rows, panels)) => {
+                let split = words.saturating_sub(PREFETCH_GROUPS);
+                tile::<S, F, MR, V, NP, AHEAD>(acc, k, a, first, panel_stride, (0, split), ahead);
+                for row in rows {
+                    for panel in panels.clone() {
+                        epi.prefetch(row, panel);
+                    }
+                }
+                tile::<S, F, MR, V, NP, AHEAD>(
+                    acc,
+                    k,
+                    a,
+                    first,
+                    panel_stride,
+                    (split, words),
+                    ahead,
+                );
+            }
+            None => {
+                tile::<S, F, MR, V, NP, AHEAD>(acc, k, a, first, panel_stride, (0, words), ahead)
             }
         }
     }
@@ -906,10 +954,7 @@ unsafe fn group_pairs<S: Simd, F: Format<S>, R, E: Epilogue<S, R, V>, const V: u
     debug_assert!(pairs_apart::<S, F>(V) && V == 2 * HALF);
     // SAFETY: forwarded from this unsafe fn's contract (valid, padded rows and panels; see the module docs).
     unsafe {
-        let mut a = [std::ptr::null(); 4];
-        for r in 0..4 {
-            a[r] = epi.a(&rows[r], F::QUANTIZED);
-        }
+        let a = operands::<S, F, R, E, 4, V>(rows, epi);
         let first = packed.add(panel * panel_stride);
         let apart = PanelVectors::of::<S, F, V>(panel_stride).apart;
         let words = k.div_ceil(F::K);
@@ -918,40 +963,15 @@ unsafe fn group_pairs<S: Simd, F: Format<S>, R, E: Epilogue<S, R, V>, const V: u
             // A half is a panel of two vectors side by side to `tile`.
             let at = first.add(half * apart);
             let mut part = [[[S::zero(); HALF]; 1]; 4];
-            if half + 1 == V / HALF && E::PREFETCHES {
-                let split = words.saturating_sub(PREFETCH_GROUPS);
-                tile::<S, F, 4, HALF, 1, false>(
-                    &mut part,
-                    k,
-                    a,
-                    at,
-                    apart,
-                    (0, split),
-                    Ahead::NONE,
-                );
-                for row in rows {
-                    epi.prefetch(row, panel);
-                }
-                tile::<S, F, 4, HALF, 1, false>(
-                    &mut part,
-                    k,
-                    a,
-                    at,
-                    apart,
-                    (split, words),
-                    Ahead::NONE,
-                );
-            } else {
-                tile::<S, F, 4, HALF, 1, false>(
-                    &mut part,
-                    k,
-                    a,
-                    at,
-                    apart,
-                    (0, words),
-                    Ahead::NONE,
-                );
-            }
+            let last = half + 1 == V / HALF;
+            let asks = (last && E::PREFETCHES).then_some((epi, rows, panel..panel + 1));
+            tile_asking::<S, F, R, E, 4, HALF, 1, false, V>(
+                &mut part,
+                (k, a),
+                (at, apart),
+                Ahead::NONE,
+                asks,
+            );
             for r in 0..4 {
                 acc[r][0][half * HALF..][..HALF].copy_from_slice(&part[r][0]);
             }
