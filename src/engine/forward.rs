@@ -892,8 +892,15 @@ impl DirRun<'_> {
             // A step's chunks may be taken by another part (share_out).
             sync()?;
         }
+        // The last step's new state leaves chunk by chunk, copied out by
+        // whichever member stepped the chunk: no barrier before the copy,
+        // the team's end orders it (a stream's one-step call saves a whole
+        // barrier). With a projection the state comes from a second pass;
+        // that keeps the barrier.
+        let out_in_chunks = !proj && max_len > 0;
         let mut cur = 0;
         for s in 0..max_len {
+            let last_step = s + 1 == max_len;
             let (h_cur, h_nxt) = (self.h[cur], self.h[1 - cur]);
             rows.clear();
             proj_rows.clear();
@@ -1025,6 +1032,12 @@ impl DirRun<'_> {
                     // every row's pointers are valid as set up above, and
                     // this chunk's units are computed by this member alone.
                     unsafe { step(&part, &rows) };
+                    if out_in_chunks && last_step && i + 1 == phases.len() {
+                        // SAFETY: this member just wrote these units of the
+                        // active rows' state (and nothing writes them again
+                        // in this call); each chunk is copied once.
+                        unsafe { self.copy_out(&active, h_nxt, part.panels, unit) };
+                    }
                 });
                 if let Some(e) = projection_failed {
                     return Err(e);
@@ -1066,6 +1079,10 @@ impl DirRun<'_> {
                     };
                 });
             }
+            if out_in_chunks && last_step {
+                cur = 1 - cur;
+                break;
+            }
             // Every part's chunks of h_nxt are done; this share copies its
             // columns out.
             sync()?;
@@ -1085,15 +1102,56 @@ impl DirRun<'_> {
             }
             cur = 1 - cur;
         }
-        let rows = b0..b0 + nb;
-        // SAFETY: rows b0.. of the state belong to this block, these columns
-        // and units to this share; the last barrier ended every step.
-        unsafe {
-            copy_columns(self.h[cur], ks, self.h_state, st, rows.clone(), out_cols);
-            if lstm {
-                copy_columns(self.c, hp, self.c_state, h, rows, units);
+        // Rows the last step left out (all of them, with no step) leave here
+        // by share; the active ones left chunk by chunk.
+        let stepped_last = |b: usize| out_in_chunks && max_len <= self.lens[b];
+        for b in (b0..b0 + nb).filter(|&b| !stepped_last(b)) {
+            // SAFETY: row b of the state belongs to this block, these
+            // columns and units to this share; the last barrier ended every
+            // step, or (rows out of the last step) this member copied these
+            // columns into h_nxt itself and nothing touched c.
+            unsafe {
+                copy_columns(self.h[cur], ks, self.h_state, st, b..b + 1, out_cols);
+                if lstm {
+                    copy_columns(self.c, hp, self.c_state, h, b..b + 1, units);
+                }
             }
         }
         Ok(())
+    }
+
+    /// Copies panels `first..end` of the new state of the rows stepped as
+    /// `active` (their rows of y) out: into y, the final h and (LSTM) the
+    /// final c.
+    ///
+    /// # Safety
+    /// The caller computed those panels of those rows in this (last) step
+    /// and no other thread writes or copies them in this call.
+    unsafe fn copy_out(
+        &self,
+        active: &[usize],
+        h_nxt: SharedMut,
+        (first, end): (usize, usize),
+        unit: usize,
+    ) {
+        let pb = self.pb;
+        let (ks, st, hp, h) = (pb.state_stride, pb.state, pb.hp, pb.hidden);
+        let cols = ((first * unit).min(st), (end * unit).min(st));
+        let units = ((first * unit).min(h), (end * unit).min(h));
+        for &row_t in active {
+            let b = row_t % self.batch;
+            // SAFETY: forwarded to the caller; row row_t of y is item b's.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    h_nxt.at(b * ks + cols.0),
+                    self.y.at(row_t * self.width + self.slot + cols.0),
+                    cols.1 - cols.0,
+                );
+                copy_columns(h_nxt, ks, self.h_state, st, b..b + 1, cols);
+                if self.config.cell() == CellKind::Lstm {
+                    copy_columns(self.c, hp, self.c_state, h, b..b + 1, units);
+                }
+            }
+        }
     }
 }

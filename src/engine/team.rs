@@ -1302,6 +1302,52 @@ pub(crate) mod tests {
         }
     }
 
+    /// Two members splitting each step's units (the split the larger test
+    /// above covers natively) give the same bits as one, under Miri too:
+    /// items of every length, so the last step leaves its state both chunk
+    /// by chunk (the items it steps) and share by share (those it does not).
+    /// Miri runs the smallest such case: an LSTM forward whose step is just
+    /// large enough to split ([`MIN_PART_MACS`]).
+    #[test]
+    fn a_split_step_gives_the_same_bits_as_one_member() {
+        let _globals = hold_globals();
+        use crate::{CellKind, Config, Input, Model, OutputGrads};
+        // Helpers make the second member (as in a stream), under Miri too.
+        let helpers = helpers::Helpers::new(1).unwrap();
+        let (cells, (input_size, hidden), lens): (&[CellKind], _, &[usize]) = match cfg!(miri) {
+            true => (&[CellKind::Lstm], (1, 48), &[2, 1]),
+            false => (&[CellKind::Lstm, CellKind::Gru], (3, 64), &[3, 1, 0]),
+        };
+        for &cell in cells {
+            let config = Config::builder(cell, input_size, hidden).build().unwrap();
+            let model = Model::random(config.clone(), 5);
+            let (t, n) = (lens[0], lens.len());
+            let shapes = crate::Shapes::new(&config, t, n).unwrap();
+            let mut rng = crate::rng::SplitMix64::new(9);
+            let x = rng.uniform_vec(shapes.x, -1.0, 1.0);
+            let input = Input::new(&x, t, n).with_seq_lens(lens);
+            let dy = rng.uniform_vec(shapes.y, -1.0, 1.0);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            let run = |members: usize| {
+                FORCED_CAPACITY.store(members, Ordering::Relaxed);
+                let got = helpers.install(|| {
+                    let y = model.forward_inference(&input).unwrap();
+                    let c_n = y.c_n.as_deref().map(bits).unwrap_or_default();
+                    let mut got = vec![bits(&y.y), bits(&y.h_n), c_n];
+                    if !cfg!(miri) {
+                        let (_, trace) = model.forward_training(&input).unwrap();
+                        let g = model.backward(&trace, &OutputGrads::new(&dy)).unwrap();
+                        got.extend([bits(&g.dx), bits(&g.dparams)]);
+                    }
+                    got
+                });
+                FORCED_CAPACITY.store(0, Ordering::Relaxed);
+                got
+            };
+            assert_eq!(run(1), run(2), "{cell:?}");
+        }
+    }
+
     /// How long the descheduled member is away before each barrier: well
     /// beyond what a loaded machine's scheduler holds the other members
     /// back between two barriers (time slices of a few ms). At 2 ms, with
