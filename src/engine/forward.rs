@@ -136,15 +136,31 @@ impl DirTrace {
     }
 }
 
-/// Rows of the input projection per task: enough to amortise streaming the
-/// packed weights through the cache once per block, few enough that a
-/// block's inputs stay in L2 and that blocks spread over the threads.
-pub(crate) const PROJECTION_ROWS: usize = 48;
+/// The fewest and the most rows of an input projection block (see
+/// [`projection_rows`]).
+const FEWEST_PROJECTION_ROWS: usize = 48;
+pub(crate) const MOST_PROJECTION_ROWS: usize = 96;
+
+/// Rows of the input projection per block, for inputs of `input` floats:
+/// each block streams the packed W through the cache once, so as many as
+/// fit 3/4 of the L2 with their inputs (beside the W panel streaming
+/// past), between [`FEWEST_PROJECTION_ROWS`] and [`MOST_PROJECTION_ROWS`]
+/// (so that blocks still spread over the threads). Measured on a 512 KiB
+/// L2 with an LSTM H = I = 1024 (W 16 MiB, with R filling a 32 MiB L3):
+/// blocks of 96 rows instead of 48 made two-thread calls 1.18-1.38x
+/// faster in three spells of a noisy VM and left them level in three;
+/// other shapes level (BENCHMARKS.md). The bits do not depend on it: each
+/// row's products are its own.
+fn projection_rows(input: usize) -> usize {
+    let row_bytes = (input * std::mem::size_of::<f32>()).max(1);
+    (crate::kernels::cache::l2_bytes() * 3 / 4 / row_bytes)
+        .clamp(FEWEST_PROJECTION_ROWS, MOST_PROJECTION_ROWS)
+}
 
 /// `x W^T + bias` for the given rows of `x` and the hidden-unit panels
 /// `first..end` into the same rows of `xw` (`[TN, G·Hp]` interleaved, so a
 /// panel's gates are contiguous), with the same register-tiled kernel as the
-/// recurrence, `PROJECTION_ROWS` rows at a time.
+/// recurrence, [`projection_rows`] rows at a time.
 ///
 /// # Safety
 /// `xw` points to a buffer of `TN · G·Hp` floats that outlives the call,
@@ -163,14 +179,15 @@ unsafe fn project(
     let mut mat_rows = [MatRow {
         a: std::ptr::null(),
         out: std::ptr::null_mut(),
-    }; PROJECTION_ROWS];
+    }; MOST_PROJECTION_ROWS];
+    let block = projection_rows(input);
     // A format with converted rows converts each x row once per block.
     let steps = kernels.layer_steps(pb.precision, batch, pb.cell);
-    let mut converted = ConvertedRows::new(steps, PROJECTION_ROWS, input)?;
+    let mut converted = ConvertedRows::new(steps, block, input)?;
     let mut rows = rows.peekable();
     while rows.peek().is_some() {
         let mut count = 0;
-        for (i, r) in rows.by_ref().take(PROJECTION_ROWS).enumerate() {
+        for (i, r) in rows.by_ref().take(block).enumerate() {
             let x_row = &x[r * input..(r + 1) * input];
             mat_rows[i] = MatRow {
                 a: converted.row(i, x_row).unwrap_or(x_row.as_ptr()),
@@ -283,10 +300,10 @@ fn project_in_parallel(
     let gh = pb.gates * pb.hp;
     let rows = xw.len() / gh;
     assert!(x.len() >= rows * pb.input, "x holds every row");
-    // Blocks of at most PROJECTION_ROWS rows, as many as a multiple of the
+    // Blocks of at most projection_rows rows, as many as a multiple of the
     // threads, so that none idles at the end.
     let threads = crate::threads::num_threads().max(1);
-    let blocks = rows.div_ceil(PROJECTION_ROWS).div_ceil(threads) * threads;
+    let blocks = rows.div_ceil(projection_rows(pb.input)).div_ceil(threads) * threads;
     let per = rows.div_ceil(blocks.max(1)).max(1);
     let out = SharedMut::new(xw);
     (0..rows.div_ceil(per))

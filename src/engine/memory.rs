@@ -7,7 +7,7 @@
 //! it against a counting allocator): buffers that a call reuses from its
 //! model's pool are counted once, the way the pool hands them back.
 
-use super::forward::PROJECTION_ROWS;
+use super::forward::MOST_PROJECTION_ROWS;
 use super::pack::round_up;
 use crate::config::{CellKind, Config, Direction, GruVariant, Layout};
 use crate::io::{CallMemory, Shapes};
@@ -70,7 +70,7 @@ pub(crate) fn call_memory(
     // Fixed small allocations, plus each thread's row list of one input
     // projection block, in f32 elements.
     let small = (BOOKKEEPING
-        + threads.max(1) as u128 * (PROJECTION_ROWS * std::mem::size_of::<MatRow>()) as u128)
+        + threads.max(1) as u128 * (MOST_PROJECTION_ROWS * std::mem::size_of::<MatRow>()) as u128)
         / F32;
     let widest_input = i.max(width);
 
