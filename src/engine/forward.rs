@@ -180,7 +180,10 @@ unsafe fn project(
         a: std::ptr::null(),
         out: std::ptr::null_mut(),
     }; MOST_PROJECTION_ROWS];
-    let block = projection_rows(input);
+    // No larger than the rows given (a stream's step projects one), so
+    // that converted rows are not allocated for rows that never come.
+    let given = rows.size_hint().1.unwrap_or(usize::MAX);
+    let block = projection_rows(input).min(given).max(1);
     // A format with converted rows converts each x row once per block.
     let steps = kernels.layer_steps(pb.precision, batch, pb.cell);
     let mut converted = ConvertedRows::new(steps, block, input)?;
@@ -1104,18 +1107,10 @@ impl DirRun<'_> {
             // columns out.
             sync()?;
             for &row_t in &active {
-                let b = row_t % self.batch;
-                let len = out_cols.1 - out_cols.0;
-                // SAFETY: row row_t of y belongs to item b, these columns to
-                // this share; h_nxt is not written again before the next
-                // step's barrier.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        h_nxt.at(b * ks + out_cols.0),
-                        self.y.at(row_t * self.width + self.slot + out_cols.0),
-                        len,
-                    )
-                };
+                // SAFETY: row row_t of y belongs to this block's item, these
+                // columns to this share; h_nxt is not written again before
+                // the next step's barrier.
+                unsafe { self.copy_y(h_nxt, row_t, out_cols) };
             }
             cur = 1 - cur;
         }
@@ -1127,14 +1122,56 @@ impl DirRun<'_> {
             // columns and units to this share; the last barrier ended every
             // step, or (rows out of the last step) this member copied these
             // columns into h_nxt itself and nothing touched c.
-            unsafe {
-                copy_columns(self.h[cur], ks, self.h_state, st, b..b + 1, out_cols);
-                if lstm {
-                    copy_columns(self.c, hp, self.c_state, h, b..b + 1, units);
-                }
-            }
+            unsafe { self.copy_state(self.h[cur], b, out_cols, units) };
         }
         Ok(())
+    }
+
+    /// Copies columns `first..end` of item `row_t % batch`'s new state
+    /// `h_new` into row `row_t` of y.
+    ///
+    /// # Safety
+    /// No other thread writes those elements of either meanwhile.
+    unsafe fn copy_y(&self, h_new: SharedMut, row_t: usize, (first, end): (usize, usize)) {
+        let b = row_t % self.batch;
+        let ks = self.pb.state_stride;
+        // SAFETY: forwarded to the caller; both rows hold these columns.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                h_new.at(b * ks + first),
+                self.y.at(row_t * self.width + self.slot + first),
+                end - first,
+            )
+        };
+    }
+
+    /// Copies item `b`'s columns `cols` of `h_new` into the final h, and
+    /// (LSTM) its units `units` of c into the final c.
+    ///
+    /// # Safety
+    /// No other thread writes those elements of any of them meanwhile.
+    unsafe fn copy_state(
+        &self,
+        h_new: SharedMut,
+        b: usize,
+        cols: (usize, usize),
+        units: (usize, usize),
+    ) {
+        let pb = self.pb;
+        // SAFETY: forwarded to the caller; the rows hold these columns.
+        unsafe {
+            copy_columns(
+                h_new,
+                pb.state_stride,
+                self.h_state,
+                pb.state,
+                b..b + 1,
+                cols,
+            );
+            if self.config.cell() == CellKind::Lstm {
+                copy_columns(self.c, pb.hp, self.c_state, pb.hidden, b..b + 1, units);
+            }
+        }
     }
 
     /// Copies panels `first..end` of the new state of the rows stepped as
@@ -1151,23 +1188,14 @@ impl DirRun<'_> {
         (first, end): (usize, usize),
         unit: usize,
     ) {
-        let pb = self.pb;
-        let (ks, st, hp, h) = (pb.state_stride, pb.state, pb.hp, pb.hidden);
+        let (st, h) = (self.pb.state, self.pb.hidden);
         let cols = ((first * unit).min(st), (end * unit).min(st));
         let units = ((first * unit).min(h), (end * unit).min(h));
         for &row_t in active {
-            let b = row_t % self.batch;
-            // SAFETY: forwarded to the caller; row row_t of y is item b's.
+            // SAFETY: forwarded to the caller.
             unsafe {
-                std::ptr::copy_nonoverlapping(
-                    h_nxt.at(b * ks + cols.0),
-                    self.y.at(row_t * self.width + self.slot + cols.0),
-                    cols.1 - cols.0,
-                );
-                copy_columns(h_nxt, ks, self.h_state, st, b..b + 1, cols);
-                if self.config.cell() == CellKind::Lstm {
-                    copy_columns(self.c, hp, self.c_state, h, b..b + 1, units);
-                }
+                self.copy_y(h_nxt, row_t, cols);
+                self.copy_state(h_nxt, row_t % self.batch, cols, units);
             }
         }
     }
