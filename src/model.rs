@@ -326,8 +326,26 @@ impl Model {
     /// Runs the network over `input` and returns `y`, `h_n` and `c_n`.
     pub fn forward_inference(&self, input: &Input<'_>) -> Result<Output> {
         let packed = self.packed()?;
-        crate::threads::run(|| engine::forward(&self.config, packed, &self.pool, input, false))
-            .map(|(out, _)| out)
+        self.run_forward(packed, input, || {
+            engine::forward(&self.config, packed, &self.pool, input, false)
+        })
+        .map(|(out, _)| out)
+    }
+
+    /// Runs a forward call's `work` on the pool, or on the caller's thread
+    /// where the engine would give a call over `input` one thread anyway
+    /// ([`engine::forward_runs_alone`]).
+    fn run_forward<R: Send>(
+        &self,
+        packed: &engine::Packed,
+        input: &Input<'_>,
+        work: impl FnOnce() -> Result<R> + Send,
+    ) -> Result<R> {
+        let shape = (input.batch, input.seq_len);
+        crate::threads::run_unless_alone(
+            |threads| engine::forward_runs_alone(&self.config, packed, shape, threads),
+            work,
+        )
     }
 
     /// Like [`Model::forward_inference`], writing into caller-owned buffers
@@ -443,7 +461,7 @@ impl Model {
         };
         match inline {
             true => crate::threads::run_inline(work),
-            false => crate::threads::run(work),
+            false => self.run_forward(packed, input, work),
         }
     }
 
@@ -460,8 +478,9 @@ impl Model {
     pub fn forward_training(&self, input: &Input<'_>) -> Result<(Output, Trace)> {
         self.check_training()?;
         let packed = self.packed()?;
-        let (out, inner) =
-            crate::threads::run(|| engine::forward(&self.config, packed, &self.pool, input, true))?;
+        let (out, inner) = self.run_forward(packed, input, || {
+            engine::forward(&self.config, packed, &self.pool, input, true)
+        })?;
         let inner = inner.expect("a training forward pass returns a trace");
         Ok((out, self.trace(inner)))
     }
@@ -472,9 +491,26 @@ impl Model {
     pub fn backward(&self, trace: &Trace, grads: &OutputGrads<'_>) -> Result<Gradients> {
         self.check_trace(trace)?;
         let packed = self.packed()?;
-        crate::threads::run(|| {
+        self.run_backward(packed, trace, || {
             engine::backward(&self.config, packed, &self.pool, &trace.inner, grads)
         })
+    }
+
+    /// Runs a backward call's `work` on the pool, or on the caller's thread
+    /// where the engine would give a call over `trace`'s steps one thread
+    /// anyway ([`engine::backward_runs_alone`]).
+    fn run_backward<R: Send>(
+        &self,
+        packed: &engine::Packed,
+        trace: &Trace,
+        work: impl FnOnce() -> Result<R> + Send,
+    ) -> Result<R> {
+        let s = trace.shapes();
+        let shape = (s.batch, s.seq_len);
+        crate::threads::run_unless_alone(
+            |threads| engine::backward_runs_alone(&self.config, packed, shape, threads),
+            work,
+        )
     }
 
     /// [`Model::backward`] into caller-owned buffers (`None` for a gradient
@@ -511,7 +547,7 @@ impl Model {
             dc0: out.dc0,
             dparams: out.dparams,
         };
-        crate::threads::run(|| {
+        self.run_backward(packed, trace, || {
             engine::backward_into(&self.config, packed, &self.pool, &trace.inner, grads, dest)
         })
     }
@@ -529,5 +565,61 @@ impl Model {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{CellKind, Direction};
+
+    /// The calls that run on the caller's thread: those the engine would
+    /// give one thread of the pool anyway (and, in a pool of one, all).
+    #[test]
+    fn a_call_runs_alone_where_each_team_has_one_member_and_nothing_forks() {
+        let alone = |config: Config, shape: (usize, usize), threads: usize| {
+            let model = Model::zeros(config);
+            engine::forward_runs_alone(model.config(), model.packed().unwrap(), shape, threads)
+        };
+        let lstm = |input, hidden| Config::builder(CellKind::Lstm, input, hidden);
+        let tiny = || lstm(16, 16).build().unwrap();
+        assert!(alone(tiny(), (1, 200), 2), "a small LSTM at batch 1");
+        assert!(alone(tiny(), (1, 200), 16));
+        let wide = || lstm(512, 512).build().unwrap();
+        assert!(!alone(wide(), (64, 50), 2), "a block of the batch each");
+        assert!(alone(wide(), (64, 50), 1), "a pool of one");
+        // One member steps, but the pool's others take the projection.
+        let long_input = || lstm(4096, 16).build().unwrap();
+        assert!(!alone(long_input(), (1, 1000), 2));
+        assert!(alone(long_input(), (1, 1000), 1));
+        // The two directions take a member each.
+        let both = lstm(256, 256)
+            .direction(Direction::BidirectionalConcat)
+            .build()
+            .unwrap();
+        assert!(!alone(both, (1, 100), 2));
+        // Any layer that splits keeps the call on the pool.
+        let stacked = lstm(16, 512).num_layers(2).build().unwrap();
+        assert!(!alone(stacked, (64, 50), 2));
+    }
+
+    /// The same for a backward call, whose products over all steps fork
+    /// too once large enough.
+    #[test]
+    fn a_backward_call_runs_alone_where_no_team_product_or_transpose_forks() {
+        let alone = |config: Config, shape: (usize, usize), threads: usize| {
+            let model = Model::zeros(config);
+            engine::backward_runs_alone(model.config(), model.packed().unwrap(), shape, threads)
+        };
+        let lstm = |input, hidden| Config::builder(CellKind::Lstm, input, hidden);
+        let tiny = || lstm(16, 16).build().unwrap();
+        assert!(alone(tiny(), (1, 200), 2), "a small LSTM at batch 1");
+        // 64 gate columns of 20,000 rows: the transpose forks.
+        assert!(!alone(tiny(), (1, 20_000), 2));
+        assert!(alone(tiny(), (1, 20_000), 1), "a pool of one");
+        // dW: 64 × 1000 rows × 4096 inputs, beyond a product on one thread.
+        assert!(!alone(lstm(4096, 16).build().unwrap(), (1, 1000), 2));
+        let wide = lstm(512, 512).build().unwrap();
+        assert!(!alone(wide, (64, 50), 2), "a block of the batch each");
     }
 }

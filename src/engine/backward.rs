@@ -3,7 +3,8 @@
 use super::forward::{DirTrace, Trace};
 use super::pack::{round_up, Aligned, PackedBlock};
 use super::products::{
-    pack_reset_states, pack_rows, rows_times_panels, transpose_gate_columns, transposed_stride,
+    pack_reset_states, pack_rows, product_forks, rows_times_panels, transpose_forks,
+    transpose_gate_columns, transposed_stride,
 };
 use super::workspace::BufferPool;
 use super::{copy_columns, layer_shape, pad_rows, row, team, Packed, SharedMut, Span};
@@ -510,6 +511,31 @@ fn weight_grads(
         pool.give(dpt);
     }
     Ok(())
+}
+
+/// Whether a backward call over `steps` steps of `batch` items, given a
+/// pool of `threads` threads, would use only one of them (as
+/// [`super::forward_runs_alone`] for the forward): every layer's team has
+/// one member, and none of its products or transposes over all steps
+/// forks, judged by a bound on each (the widest of their rows, columns and
+/// depths), so that the answer errs only towards the pool.
+pub(crate) fn backward_runs_alone(
+    config: &Config,
+    packed: &Packed,
+    (batch, steps): (usize, usize),
+    threads: usize,
+) -> bool {
+    let (dirs, unit) = (config.num_directions(), packed.kernels.unit());
+    let rows = batch.saturating_mul(steps);
+    (0..config.num_layers()).all(|layer| {
+        let pb = &packed.blocks[layer * dirs];
+        let shape = layer_shape(config, pb, (batch, steps), unit, back_barriers(config));
+        let cols = (pb.gates * pb.hp).max(pb.state_stride);
+        let depth = pb.input.max(pb.state_stride).max(pb.hp);
+        team::useful_members(shape, threads) == 1
+            && !product_forks(rows.saturating_mul(cols).saturating_mul(depth), threads)
+            && !transpose_forks(cols, rows, threads)
+    })
 }
 
 /// Barriers a split backward step takes: before the `dG × R` product, and

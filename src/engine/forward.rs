@@ -334,6 +334,46 @@ fn project_in_parallel(
 /// H = 32 over 200 steps, 0.8M, ran 1.25× slower forked on two threads).
 const PARALLEL_PROJECTION_MACS: usize = 1 << 21;
 
+/// Multiply-adds of the input projection of a layer's direction over
+/// `steps` steps of `batch` items.
+fn projection_macs(pb: &PackedBlock, (batch, steps): (usize, usize)) -> usize {
+    steps
+        .saturating_mul(batch)
+        .saturating_mul(pb.input * pb.gates * pb.hp)
+}
+
+/// Whether a layer whose team has `members` members forks its input
+/// projection over the pool's other threads (`threads` in the call) first:
+/// a team of one leaves them idle, so they take the projection (every step
+/// at once) where it is large enough to pay for the fork. A larger team
+/// projects inside itself, each member its own rows and panels.
+fn forks_projection(members: usize, threads: usize, macs: usize) -> bool {
+    members == 1 && threads > 1 && macs >= PARALLEL_PROJECTION_MACS
+}
+
+/// Whether a forward call of `steps` steps over `batch` items, given a pool
+/// of `threads` threads, would use only one of them: every layer's team has
+/// one member and no layer forks its input projection. Such a call may as
+/// well run on the caller's thread ([`crate::threads::run_inline`]), the
+/// way a pool of one runs every call: handing it to a worker and waiting
+/// costs two thread switches. Fewer threads than `threads` (other calls,
+/// a contended machine) never make a team larger, so the answer holds for
+/// whatever share of the pool the call would get.
+pub(crate) fn forward_runs_alone(
+    config: &Config,
+    packed: &Packed,
+    (batch, steps): (usize, usize),
+    threads: usize,
+) -> bool {
+    let (dirs, unit) = (config.num_directions(), packed.kernels.unit());
+    (0..config.num_layers()).all(|layer| {
+        let pb = &packed.blocks[layer * dirs];
+        let shape = layer_shape(config, pb, (batch, steps), unit, team_barriers(config));
+        let members = team::useful_members(shape, threads);
+        members == 1 && !forks_projection(members, threads, projection_macs(pb, (batch, steps)))
+    })
+}
+
 /// Barriers a split forward step takes: one after the step, one more
 /// before reset-before-matmul GRU's n gate (it reads `r ⊙ h` of every unit)
 /// and before the LSTM projection (it reads every unit of `o ⊙ tanh c`).
@@ -666,13 +706,11 @@ pub(crate) fn forward_into(
         let unit = packed.kernels.unit();
         let shape = layer_shape(config, pb, (n, t_len), unit, team_barriers(config));
         let wanted = team::useful_members(shape, team::capacity());
-        // A team of one leaves the pool's other threads idle: they take the
-        // input projection (every step at once) first. A larger team
-        // projects inside itself, each member its own rows and panels.
-        let projection_macs = t_len * n * pb.input * pb.gates * pb.hp;
-        let project_in_team = wanted > 1
-            || crate::threads::num_threads() == 1
-            || projection_macs < PARALLEL_PROJECTION_MACS;
+        let project_in_team = !forks_projection(
+            wanted,
+            crate::threads::num_threads(),
+            projection_macs(pb, (n, t_len)),
+        );
         if !project_in_team {
             for (dir, b) in buffers.iter_mut().enumerate() {
                 project_in_parallel(

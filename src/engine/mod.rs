@@ -24,8 +24,8 @@ mod quantize;
 pub(crate) mod team;
 mod workspace;
 
-pub(crate) use backward::{backward, backward_into, GradDest};
-pub(crate) use forward::{forward, forward_into, Dest, KeptState, Trace};
+pub(crate) use backward::{backward, backward_into, backward_runs_alone, GradDest};
+pub(crate) use forward::{forward, forward_into, forward_runs_alone, Dest, KeptState, Trace};
 pub(crate) use memory::call_memory;
 pub(crate) use workspace::{BufferPool, MAX_IDLE_BYTES};
 

@@ -22,6 +22,18 @@ use crate::kernels::Kernels;
 /// costs more than a quarter of it (about 40 µs of one core's work).
 const PARALLEL_MACS: usize = 1 << 22;
 
+/// Whether a product of `macs` multiply-adds is split over a call's
+/// `threads` threads (rather than run on the calling one).
+pub(crate) fn product_forks(macs: usize, threads: usize) -> bool {
+    threads > 1 && macs >= PARALLEL_MACS
+}
+
+/// Whether transposing `cols` gate columns of `rows` rows
+/// ([`transpose_gate_columns`]) is split over a call's `threads` threads.
+pub(crate) fn transpose_forks(cols: usize, rows: usize, threads: usize) -> bool {
+    threads > 1 && cols.saturating_mul(rows) >= 1 << 16
+}
+
 /// Output rows per task when a product is split: a few register-tile
 /// chunks, so the pool balances without a task per row.
 const ROWS_PER_TASK: usize = 64;
@@ -78,7 +90,7 @@ pub(crate) fn rows_times_panels(
         Ok(())
     };
     let (threads, panels) = (crate::threads::num_threads().max(1), n.div_ceil(u));
-    if threads == 1 || m * k * n < PARALLEL_MACS {
+    if !product_forks(m * k * n, threads) {
         return run((0, m), (0, panels));
     }
     // A few tasks per thread: blocks of rows, and where there are too few
@@ -218,7 +230,7 @@ pub(crate) fn transpose_gate_columns(
         }
     };
     let (out, sums) = (&mut out[..cols * out_stride], &mut sums[..cols]);
-    if crate::threads::num_threads() > 1 && cols * rows >= 1 << 16 {
+    if transpose_forks(cols, rows, crate::threads::num_threads()) {
         out.par_chunks_mut(group * out_stride)
             .zip(sums.par_chunks_mut(group))
             .enumerate()

@@ -1,7 +1,9 @@
 //! A dense output layer and the losses that train through it.
 
 use crate::engine::pack::{fill_panels, round_up, Aligned};
-use crate::engine::products::{rows_times_panels, transpose_gate_columns, transposed_stride};
+use crate::engine::products::{
+    product_forks, rows_times_panels, transpose_gate_columns, transposed_stride,
+};
 use crate::engine::BufferPool;
 use crate::error::{check_len, try_vec, try_zeros_untouched, Result};
 use crate::kernels::{Isa, Kernels};
@@ -152,7 +154,9 @@ fn product(
     }
     let kernels = Kernels::for_isa(Isa::selected()?)?;
     let len = k * round_up(n, kernels.unit());
-    crate::threads::run(|| {
+    // A product too small to fork runs on the caller's thread (no hand-off).
+    let alone = |threads| !product_forks(m * k * n, threads);
+    crate::threads::run_unless_alone(alone, || {
         // Every element is written by `fill_panels`.
         let mut packed = Aligned::within(SCRATCH.take(len + Aligned::SLACK)?, len);
         fill_panels((k, n, kernels.unit()), &mut packed, fill);
