@@ -576,6 +576,10 @@ mod tests {
     /// The calls that run on the caller's thread: those the engine would
     /// give one thread of the pool anyway (and, in a pool of one, all).
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "packs models of up to 2M weights (Miri takes about 40 s per 40k floats), and the rules are safe code"
+    )]
     fn a_call_runs_alone_where_each_team_has_one_member_and_nothing_forks() {
         let alone = |config: Config, shape: (usize, usize), threads: usize| {
             let model = Model::zeros(config);
@@ -606,6 +610,10 @@ mod tests {
     /// The same for a backward call, whose products over all steps fork
     /// too once large enough.
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "packs models of up to 2M weights (Miri takes about 40 s per 40k floats), and the rules are safe code"
+    )]
     fn a_backward_call_runs_alone_where_no_team_product_or_transpose_forks() {
         let alone = |config: Config, shape: (usize, usize), threads: usize| {
             let model = Model::zeros(config);
