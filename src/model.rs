@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use crate::config::{Config, ParamKind};
+use crate::engine::pack::PARALLEL_PACK_FLOATS;
 use crate::engine::{self, BufferPool, Packed};
 use crate::error::{check_len, try_vec, try_zeros_untouched, Error, Result};
 use crate::io::{CallMemory, Gradients, Input, Output, OutputGrads, Shapes};
@@ -217,11 +218,21 @@ impl Model {
             return Ok(packed);
         }
         // Two threads may pack at once; one result is kept, both are equal.
-        let fresh = Packed::new(
-            &self.config,
-            &self.params,
-            (self.isa()?, self.precision),
-            &self.pool,
+        // Large weights pack on librnn's pool (never rayon's global one, which
+        // may be the caller's and busy); a model too small to split its
+        // packing packs on the caller's thread.
+        let isa = self.isa()?;
+        let small = self.params.len() < PARALLEL_PACK_FLOATS;
+        let fresh = crate::threads::run_unless_alone(
+            |threads| threads == 1 || small,
+            || {
+                Packed::new(
+                    &self.config,
+                    &self.params,
+                    (isa, self.precision),
+                    &self.pool,
+                )
+            },
         )?;
         Ok(self.packed.get_or_init(|| fresh))
     }

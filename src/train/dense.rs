@@ -2,7 +2,7 @@
 
 use crate::engine::pack::{fill_panels, round_up, Aligned};
 use crate::engine::products::{
-    product_forks, rows_times_panels, transpose_gate_columns, transposed_stride,
+    product_forks, rows_times_panels, transpose_forks, transpose_gate_columns, transposed_stride,
 };
 use crate::engine::BufferPool;
 use crate::error::{check_len, try_vec, try_zeros_untouched, Result};
@@ -98,9 +98,16 @@ impl Dense {
         let mut sums = try_vec(outputs, 0f64, "the bias gradient")?;
         let kernels = Kernels::for_isa(Isa::selected()?)?;
         let shape = (1, outputs, outputs);
-        transpose_gate_columns(
-            kernels, dy, rows, outputs, shape, &mut dy_t, stride, &mut sums,
-        );
+        // On librnn's pool where it splits (never rayon's global one).
+        crate::threads::run_unless_alone(
+            |threads| !transpose_forks(outputs, rows, threads),
+            || {
+                transpose_gate_columns(
+                    kernels, dy, rows, outputs, shape, &mut dy_t, stride, &mut sums,
+                );
+                Ok(())
+            },
+        )?;
         for (d, s) in db.iter_mut().zip(sums) {
             *d = s as f32;
         }
