@@ -525,15 +525,12 @@ pub(crate) fn backward_runs_alone(
     (batch, steps): (usize, usize),
     threads: usize,
 ) -> bool {
-    let (dirs, unit) = (config.num_directions(), packed.kernels.unit());
     let rows = batch.saturating_mul(steps);
-    (0..config.num_layers()).all(|layer| {
-        let pb = &packed.blocks[layer * dirs];
-        let shape = layer_shape(config, pb, (batch, steps), unit, back_barriers(config));
+    let barriers = back_barriers(config);
+    super::every_layer_alone(config, packed, (batch, steps), threads, barriers, |pb| {
         let cols = (pb.gates * pb.hp).max(pb.state_stride);
         let depth = pb.input.max(pb.state_stride).max(pb.hp);
-        team::useful_members(shape, threads) == 1
-            && !product_forks(rows.saturating_mul(cols).saturating_mul(depth), threads)
+        !product_forks(rows.saturating_mul(cols).saturating_mul(depth), threads)
             && !transpose_forks(cols, rows, threads)
     })
 }

@@ -365,12 +365,9 @@ pub(crate) fn forward_runs_alone(
     (batch, steps): (usize, usize),
     threads: usize,
 ) -> bool {
-    let (dirs, unit) = (config.num_directions(), packed.kernels.unit());
-    (0..config.num_layers()).all(|layer| {
-        let pb = &packed.blocks[layer * dirs];
-        let shape = layer_shape(config, pb, (batch, steps), unit, team_barriers(config));
-        let members = team::useful_members(shape, threads);
-        members == 1 && !forks_projection(members, threads, projection_macs(pb, (batch, steps)))
+    let barriers = team_barriers(config);
+    super::every_layer_alone(config, packed, (batch, steps), threads, barriers, |pb| {
+        !forks_projection(1, threads, projection_macs(pb, (batch, steps)))
     })
 }
 

@@ -258,6 +258,26 @@ fn zero_empty_items(config: &Config, lens: &[usize], state: &mut [f32], width: u
     }
 }
 
+/// Whether, given `threads` threads, every layer of a call over `steps`
+/// steps of `batch` items has a team of one member (its steps taking
+/// `barriers` barriers when split) and `also` says its other work over all
+/// steps (given the layer's first block) would not fork either.
+pub(super) fn every_layer_alone(
+    config: &Config,
+    packed: &Packed,
+    (batch, steps): (usize, usize),
+    threads: usize,
+    barriers: usize,
+    also: impl Fn(&PackedBlock) -> bool,
+) -> bool {
+    let (dirs, unit) = (config.num_directions(), packed.kernels.unit());
+    (0..config.num_layers()).all(|layer| {
+        let pb = &packed.blocks[layer * dirs];
+        let shape = layer_shape(config, pb, (batch, steps), unit, barriers);
+        team::useful_members(shape, threads) == 1 && also(pb)
+    })
+}
+
 /// The most members a forward call over `batch` items gives a layer of
 /// `config` (call from inside `threads::run`, which sets the threads a
 /// team can have).
