@@ -271,17 +271,23 @@ fn large_batches_in_blocks_are_bitwise_identical() {
 
 /// Eight threads share one model and loop calls on small batches; every
 /// result equals the one computed alone, on `pool` (or librnn's own pool).
+/// A two-layer bidirectional LSTM: its directions take a member each.
+const SHARED: Case = Case {
+    variant: 2, // lstm
+    direction: 2,
+    layers: 2,
+    input: 7,
+    hidden: 96,
+    seq_len: 6,
+    batch: 2,
+    seed: 5,
+};
+
 fn many_callers(pool: Option<&rayon::ThreadPool>) {
-    let case = Case {
-        variant: 2, // lstm
-        direction: 2,
-        layers: 2,
-        input: 7,
-        hidden: 96,
-        seq_len: 6,
-        batch: 2,
-        seed: 5,
-    };
+    many_callers_of(&SHARED, pool)
+}
+
+fn many_callers_of(case: &Case, pool: Option<&rayon::ThreadPool>) {
     let config = case.config();
     let model = Model::random(config.clone(), case.seed);
     let batches: Vec<Batch> = (0..4)
@@ -325,6 +331,21 @@ fn eight_threads_sharing_a_model_on_a_two_thread_pool_get_exact_results() {
 #[test]
 fn eight_threads_sharing_a_model_on_librnns_pool_get_exact_results() {
     many_callers(None);
+}
+
+/// A model small enough that each call runs on its caller's thread rather
+/// than on librnn's pool: eight such calls at once, and the same calls on
+/// a pool of two, give the bits of one call alone.
+#[test]
+fn eight_threads_sharing_a_small_model_each_on_its_own_thread_get_exact_results() {
+    let small = Case {
+        direction: 0,
+        layers: 1,
+        hidden: 16,
+        ..SHARED
+    };
+    many_callers_of(&small, None);
+    many_callers_of(&small, Some(&pool(2)));
 }
 
 /// Calls from inside `rayon::scope` on the caller's pool, some while the
