@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use crate::config::{Config, ParamKind};
-use crate::engine::pack::PARALLEL_PACK_FLOATS;
 use crate::engine::{self, BufferPool, Packed};
 use crate::error::{check_len, try_vec, try_zeros_untouched, Error, Result};
 use crate::io::{CallMemory, Gradients, Input, Output, OutputGrads, Shapes};
@@ -218,21 +217,11 @@ impl Model {
             return Ok(packed);
         }
         // Two threads may pack at once; one result is kept, both are equal.
-        // Large weights pack on librnn's pool (never rayon's global one, which
-        // may be the caller's and busy); a model too small to split its
-        // packing packs on the caller's thread.
-        let isa = self.isa()?;
-        let small = self.params.len() < PARALLEL_PACK_FLOATS;
-        let fresh = crate::threads::run_unless_alone(
-            |threads| threads == 1 || small,
-            || {
-                Packed::new(
-                    &self.config,
-                    &self.params,
-                    (isa, self.precision),
-                    &self.pool,
-                )
-            },
+        let fresh = Packed::new(
+            &self.config,
+            &self.params,
+            (self.isa()?, self.precision),
+            &self.pool,
         )?;
         Ok(self.packed.get_or_init(|| fresh))
     }
@@ -582,7 +571,25 @@ impl Model {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::ConfigBuilder;
     use crate::{CellKind, Direction};
+
+    /// What `rule` (`engine::forward_runs_alone` or `backward_runs_alone`)
+    /// says of a call over `shape` (batch, steps) to a model of `config`,
+    /// given `threads` threads.
+    fn alone(
+        rule: fn(&Config, &Packed, (usize, usize), usize) -> bool,
+        config: ConfigBuilder,
+        shape: (usize, usize),
+        threads: usize,
+    ) -> bool {
+        let model = Model::zeros(config.build().unwrap());
+        rule(model.config(), model.packed().unwrap(), shape, threads)
+    }
+
+    fn lstm(input: usize, hidden: usize) -> ConfigBuilder {
+        Config::builder(CellKind::Lstm, input, hidden)
+    }
 
     /// The calls that run on the caller's thread: those the engine would
     /// give one thread of the pool anyway (and, in a pool of one, all).
@@ -592,30 +599,25 @@ mod tests {
         ignore = "packs models of up to 2M weights (Miri takes about 40 s per 40k floats), and the rules are safe code"
     )]
     fn a_call_runs_alone_where_each_team_has_one_member_and_nothing_forks() {
-        let alone = |config: Config, shape: (usize, usize), threads: usize| {
-            let model = Model::zeros(config);
-            engine::forward_runs_alone(model.config(), model.packed().unwrap(), shape, threads)
-        };
-        let lstm = |input, hidden| Config::builder(CellKind::Lstm, input, hidden);
-        let tiny = || lstm(16, 16).build().unwrap();
-        assert!(alone(tiny(), (1, 200), 2), "a small LSTM at batch 1");
-        assert!(alone(tiny(), (1, 200), 16));
-        let wide = || lstm(512, 512).build().unwrap();
-        assert!(!alone(wide(), (64, 50), 2), "a block of the batch each");
-        assert!(alone(wide(), (64, 50), 1), "a pool of one");
+        let forward = engine::forward_runs_alone;
+        assert!(
+            alone(forward, lstm(16, 16), (1, 200), 2),
+            "a small LSTM at batch 1"
+        );
+        assert!(alone(forward, lstm(16, 16), (1, 200), 16));
+        assert!(
+            !alone(forward, lstm(512, 512), (64, 50), 2),
+            "a block of the batch each"
+        );
+        assert!(alone(forward, lstm(512, 512), (64, 50), 1), "a pool of one");
         // One member steps, but the pool's others take the projection.
-        let long_input = || lstm(4096, 16).build().unwrap();
-        assert!(!alone(long_input(), (1, 1000), 2));
-        assert!(alone(long_input(), (1, 1000), 1));
+        assert!(!alone(forward, lstm(4096, 16), (1, 1000), 2));
+        assert!(alone(forward, lstm(4096, 16), (1, 1000), 1));
         // The two directions take a member each.
-        let both = lstm(256, 256)
-            .direction(Direction::BidirectionalConcat)
-            .build()
-            .unwrap();
-        assert!(!alone(both, (1, 100), 2));
+        let both = lstm(256, 256).direction(Direction::BidirectionalConcat);
+        assert!(!alone(forward, both, (1, 100), 2));
         // Any layer that splits keeps the call on the pool.
-        let stacked = lstm(16, 512).num_layers(2).build().unwrap();
-        assert!(!alone(stacked, (64, 50), 2));
+        assert!(!alone(forward, lstm(16, 512).num_layers(2), (64, 50), 2));
     }
 
     /// The same for a backward call, whose products over all steps fork
@@ -626,19 +628,22 @@ mod tests {
         ignore = "packs models of up to 2M weights (Miri takes about 40 s per 40k floats), and the rules are safe code"
     )]
     fn a_backward_call_runs_alone_where_no_team_product_or_transpose_forks() {
-        let alone = |config: Config, shape: (usize, usize), threads: usize| {
-            let model = Model::zeros(config);
-            engine::backward_runs_alone(model.config(), model.packed().unwrap(), shape, threads)
-        };
-        let lstm = |input, hidden| Config::builder(CellKind::Lstm, input, hidden);
-        let tiny = || lstm(16, 16).build().unwrap();
-        assert!(alone(tiny(), (1, 200), 2), "a small LSTM at batch 1");
+        let backward = engine::backward_runs_alone;
+        assert!(
+            alone(backward, lstm(16, 16), (1, 200), 2),
+            "a small LSTM at batch 1"
+        );
         // 64 gate columns of 20,000 rows: the transpose forks.
-        assert!(!alone(tiny(), (1, 20_000), 2));
-        assert!(alone(tiny(), (1, 20_000), 1), "a pool of one");
+        assert!(!alone(backward, lstm(16, 16), (1, 20_000), 2));
+        assert!(
+            alone(backward, lstm(16, 16), (1, 20_000), 1),
+            "a pool of one"
+        );
         // dW: 64 × 1000 rows × 4096 inputs, beyond a product on one thread.
-        assert!(!alone(lstm(4096, 16).build().unwrap(), (1, 1000), 2));
-        let wide = lstm(512, 512).build().unwrap();
-        assert!(!alone(wide, (64, 50), 2), "a block of the batch each");
+        assert!(!alone(backward, lstm(4096, 16), (1, 1000), 2));
+        assert!(
+            !alone(backward, lstm(512, 512), (64, 50), 2),
+            "a block of the batch each"
+        );
     }
 }

@@ -172,37 +172,46 @@ impl Drop for Inline {
 /// call (measured 5–7 µs, more than a whole step at batch 1, which a
 /// stream pays at every step) and gains nothing.
 pub(crate) fn run<R: Send>(work: impl FnOnce() -> Result<R> + Send) -> Result<R> {
-    if rayon::current_thread_index().is_none()
-        && !INLINE.with(std::cell::Cell::get)
-        && pool()?.current_num_threads() == 1
-    {
-        return run_inline(work);
-    }
-    let _active = Active::enter();
-    if rayon::current_thread_index().is_some() || INLINE.with(std::cell::Cell::get) {
-        return work();
-    }
-    pool()?.install(work)
+    run_unless_alone(|_| false, work)
 }
 
 /// [`run`], except that where `alone(threads)` says a call given the
 /// pool's `threads` threads would use only one of them anyway, `work` runs
-/// on the caller's thread ([`run_inline`]): handing it to a worker and
-/// waiting costs two thread switches (measured on two cores: an LSTM with
-/// H = 16 over 200 steps at batch 1 took 100-120 µs through the pool and
-/// 40-60 µs on one thread). Inside a rayon pool `work` runs on the
-/// current thread anyway, and does as [`run`] does.
+/// on the caller's thread ([`run_inline`]), as on a pool of one: handing
+/// it to a worker and waiting costs two thread switches (measured on two
+/// cores: an LSTM with H = 16 over 200 steps at batch 1 took 100-120 µs
+/// through the pool and 40-60 µs on one thread). Inside a rayon pool, or
+/// inside an inline call, `work` runs on the current thread.
 pub(crate) fn run_unless_alone<R: Send>(
     alone: impl FnOnce(usize) -> bool,
     work: impl FnOnce() -> Result<R> + Send,
 ) -> Result<R> {
     if rayon::current_thread_index().is_none() && !INLINE.with(std::cell::Cell::get) {
-        let threads = pool()?.current_num_threads().min(cores());
-        if alone(threads) {
+        let pool = pool()?;
+        let threads = pool.current_num_threads().min(cores());
+        if threads == 1 || alone(threads) {
             return run_inline(work);
         }
+        let _active = Active::enter();
+        return pool.install(work);
     }
-    run(work)
+    let _active = Active::enter();
+    work()
+}
+
+/// Runs `work`, which forks rayon work, where that work belongs: on the
+/// rayon pool this thread is in, else on librnn's own pool; never on
+/// rayon's global pool, which a caller's thread would otherwise fork onto
+/// (a second set of threads beside librnn's, and in a program whose own
+/// rayon work uses the global pool, librnn's work queued behind it). An
+/// error only where librnn's pool cannot be started, before `work` runs.
+pub(crate) fn on_pool<R: Send>(work: impl FnOnce() -> R + Send) -> Result<R> {
+    if rayon::current_thread_index().is_some() {
+        return Ok(work());
+    }
+    let pool = pool()?;
+    let _active = Active::enter();
+    Ok(pool.install(work))
 }
 
 /// Runs `work` on the caller's thread as a call of one thread (no team, no
@@ -274,5 +283,25 @@ mod tests {
         // Otherwise as `run`: on the pool, with its threads.
         let threads = run_unless_alone(|_| false, || Ok(num_threads())).unwrap();
         assert_eq!(threads, pool().unwrap().current_num_threads());
+    }
+
+    /// Work that forks runs on librnn's pool from a thread in no pool, and
+    /// stays on the caller's pool from one of its threads.
+    #[test]
+    fn forked_work_runs_on_librnns_pool_or_on_the_callers() {
+        let name = || std::thread::current().name().map(str::to_owned);
+        let ours = on_pool(name).unwrap();
+        assert!(
+            ours.as_deref()
+                .is_some_and(|n| n.starts_with(WORKER_PREFIX)),
+            "{ours:?}"
+        );
+        let theirs = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .thread_name(|_| "theirs".into())
+            .build()
+            .unwrap();
+        let inside = theirs.install(|| on_pool(name).unwrap());
+        assert_eq!(inside.as_deref(), Some("theirs"));
     }
 }

@@ -129,10 +129,6 @@ pub(crate) fn pack_b(
     Ok(out)
 }
 
-/// Floats of packed panels from which a pack is split over the pool's
-/// threads, a panel per task.
-pub(crate) const PARALLEL_PACK_FLOATS: usize = 1 << 16;
-
 /// Packs `B [rows, cols]` as one-gate panels for the panel products
 /// (`round_up(cols, unit) / unit` panels of `rows × unit`): row `r`'s
 /// values of the panel starting at column `c0` (`width <= unit` of them)
@@ -156,16 +152,17 @@ pub(crate) fn fill_panels(
             dst[width..].fill(0.0);
         }
     };
-    if crate::threads::num_threads() > 1 && panels * panel_len >= PARALLEL_PACK_FLOATS {
-        out[..panels * panel_len]
-            .par_chunks_mut(panel_len)
-            .enumerate()
-            .for_each(pack_panel);
-    } else {
-        out[..panels * panel_len]
-            .chunks_mut(panel_len)
-            .enumerate()
-            .for_each(pack_panel);
+    let out = &mut out[..panels * panel_len];
+    let forked = crate::threads::num_threads() > 1
+        && out.len() >= 1 << 16
+        && crate::threads::on_pool(|| {
+            out.par_chunks_mut(panel_len)
+                .enumerate()
+                .for_each(pack_panel)
+        })
+        .is_ok();
+    if !forked {
+        out.chunks_mut(panel_len).enumerate().for_each(pack_panel);
     }
 }
 

@@ -24,13 +24,13 @@ const PARALLEL_MACS: usize = 1 << 22;
 
 /// Whether a product of `macs` multiply-adds is split over a call's
 /// `threads` threads (rather than run on the calling one).
-pub(crate) fn product_forks(macs: usize, threads: usize) -> bool {
+pub(super) fn product_forks(macs: usize, threads: usize) -> bool {
     threads > 1 && macs >= PARALLEL_MACS
 }
 
 /// Whether transposing `cols` gate columns of `rows` rows
 /// ([`transpose_gate_columns`]) is split over a call's `threads` threads.
-pub(crate) fn transpose_forks(cols: usize, rows: usize, threads: usize) -> bool {
+pub(super) fn transpose_forks(cols: usize, rows: usize, threads: usize) -> bool {
     threads > 1 && cols.saturating_mul(rows) >= 1 << 16
 }
 
@@ -99,17 +99,19 @@ pub(crate) fn rows_times_panels(
     let row_tasks = m.div_ceil(ROWS_PER_TASK).min(4 * threads);
     let per = m.div_ceil(row_tasks);
     let groups = (4 * threads).div_ceil(row_tasks).min(panels);
-    (0..row_tasks * groups)
-        .into_par_iter()
-        .try_for_each(|task| {
-            let (block, group) = (task / groups, task % groups);
-            let rows = ((block * per).min(m), m.min((block + 1) * per));
-            let panels = (group * panels / groups, (group + 1) * panels / groups);
-            match rows.0 < rows.1 && panels.0 < panels.1 {
-                true => run(rows, panels),
-                false => Ok(()),
-            }
-        })
+    crate::threads::on_pool(|| {
+        (0..row_tasks * groups)
+            .into_par_iter()
+            .try_for_each(|task| {
+                let (block, group) = (task / groups, task % groups);
+                let rows = ((block * per).min(m), m.min((block + 1) * per));
+                let panels = (group * panels / groups, (group + 1) * panels / groups);
+                match rows.0 < rows.1 && panels.0 < panels.1 {
+                    true => run(rows, panels),
+                    false => Ok(()),
+                }
+            })
+    })?
 }
 
 /// Packs `rows` rows of `cols` floats (`stride` apart) of `src` as the right
@@ -230,12 +232,15 @@ pub(crate) fn transpose_gate_columns(
         }
     };
     let (out, sums) = (&mut out[..cols * out_stride], &mut sums[..cols]);
-    if transpose_forks(cols, rows, crate::threads::num_threads()) {
-        out.par_chunks_mut(group * out_stride)
-            .zip(sums.par_chunks_mut(group))
-            .enumerate()
-            .for_each(work);
-    } else {
+    let forked = transpose_forks(cols, rows, crate::threads::num_threads())
+        && crate::threads::on_pool(|| {
+            out.par_chunks_mut(group * out_stride)
+                .zip(sums.par_chunks_mut(group))
+                .enumerate()
+                .for_each(work)
+        })
+        .is_ok();
+    if !forked {
         out.chunks_mut(group * out_stride)
             .zip(sums.chunks_mut(group))
             .enumerate()

@@ -1,9 +1,7 @@
 //! A dense output layer and the losses that train through it.
 
 use crate::engine::pack::{fill_panels, round_up, Aligned};
-use crate::engine::products::{
-    product_forks, rows_times_panels, transpose_forks, transpose_gate_columns, transposed_stride,
-};
+use crate::engine::products::{rows_times_panels, transpose_gate_columns, transposed_stride};
 use crate::engine::BufferPool;
 use crate::error::{check_len, try_vec, try_zeros_untouched, Result};
 use crate::kernels::{Isa, Kernels};
@@ -98,16 +96,9 @@ impl Dense {
         let mut sums = try_vec(outputs, 0f64, "the bias gradient")?;
         let kernels = Kernels::for_isa(Isa::selected()?)?;
         let shape = (1, outputs, outputs);
-        // On librnn's pool where it splits (never rayon's global one).
-        crate::threads::run_unless_alone(
-            |threads| !transpose_forks(outputs, rows, threads),
-            || {
-                transpose_gate_columns(
-                    kernels, dy, rows, outputs, shape, &mut dy_t, stride, &mut sums,
-                );
-                Ok(())
-            },
-        )?;
+        transpose_gate_columns(
+            kernels, dy, rows, outputs, shape, &mut dy_t, stride, &mut sums,
+        );
         for (d, s) in db.iter_mut().zip(sums) {
             *d = s as f32;
         }
@@ -161,16 +152,13 @@ fn product(
     }
     let kernels = Kernels::for_isa(Isa::selected()?)?;
     let len = k * round_up(n, kernels.unit());
-    // A product too small to fork runs on the caller's thread (no hand-off).
-    let alone = |threads| !product_forks(m * k * n, threads);
-    crate::threads::run_unless_alone(alone, || {
-        // Every element is written by `fill_panels`.
-        let mut packed = Aligned::within(SCRATCH.take(len + Aligned::SLACK)?, len);
-        fill_panels((k, n, kernels.unit()), &mut packed, fill);
-        let done = rows_times_panels(kernels, (m, k, n), a, a_stride, &packed, out, n, accumulate);
-        SCRATCH.give(packed.into_buffer());
-        done
-    })
+    // Every element is written by `fill_panels`. Both fork onto librnn's
+    // pool where large enough, and run on the caller's thread otherwise.
+    let mut packed = Aligned::within(SCRATCH.take(len + Aligned::SLACK)?, len);
+    fill_panels((k, n, kernels.unit()), &mut packed, fill);
+    let done = rows_times_panels(kernels, (m, k, n), a, a_stride, &packed, out, n, accumulate);
+    SCRATCH.give(packed.into_buffer());
+    done
 }
 
 /// Softmax of one row of logits, in place (numerically stable).
