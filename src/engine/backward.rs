@@ -11,7 +11,7 @@ use super::{copy_columns, layer_shape, pad_rows, row, team, Packed, SharedMut, S
 use crate::config::{CellKind, Config, Direction, GruVariant, ParamKind};
 use crate::error::{try_vec, try_with_capacity, try_zeros_untouched, Result};
 use crate::io::{from_time_major_into, to_time_major_into, Gradients, OutputGrads};
-use crate::kernels::fused::{BackParams, BackRow, GateFns, MatRow};
+use crate::kernels::fused::{BackParams, BackRow, BackStepRow, GateFns, MatRow};
 use crate::kernels::Kernels;
 
 /// Per-direction results the team members write, one row per (time, item).
@@ -50,7 +50,13 @@ struct BackState {
 }
 
 impl BackState {
-    fn new(config: &Config, pb: &PackedBlock, n: usize, pool: &BufferPool) -> Result<Self> {
+    fn new(
+        config: &Config,
+        pb: &PackedBlock,
+        n: usize,
+        fused_steps: bool,
+        pool: &BufferPool,
+    ) -> Result<Self> {
         let (ks, hp) = (pb.state_stride, pb.hp);
         let gru = config.cell() == CellKind::Gru;
         let buf = |on: bool, width: usize| pool.take_zeroed(if on { n * width } else { 0 });
@@ -60,7 +66,7 @@ impl BackState {
             dh_tot: buf(true, ks)?,
             dm: buf(config.proj_size() > 0, hp)?,
             dr: buf(gru, hp)?,
-            dv: buf(gru, hp)?,
+            dv: buf(gru && !fused_steps, hp)?,
             tmp: buf(gru, ks)?,
         })
     }
@@ -101,6 +107,9 @@ struct DirBack<'a> {
     out: [SharedMut; 4],
     /// [`BackState`]'s buffers, in field order (null where unused).
     state: [SharedMut; 7],
+    /// Whether steps fuse products with element-wise parts where the cell
+    /// allows ([`fuses_steps`]).
+    fused_steps: bool,
 }
 
 /// Where [`backward_into`] writes each gradient: a caller's buffer of the
@@ -176,6 +185,7 @@ pub(crate) fn backward_into(
     super::zero_empty_items(config, &trace.lens, dh0, hs);
     super::zero_empty_items(config, &trace.lens, dc0, cs);
     let want_dx = dest.dx.is_some();
+    let fused_steps = fuses_steps();
     let mut d_out = pool.take(rows * width)?;
     to_time_major_into(config.layout(), grads.dy, t_len, n, width, &mut d_out);
 
@@ -224,7 +234,7 @@ pub(crate) fn backward_into(
                     false => None,
                 },
             });
-            states.push(BackState::new(config, pb, n, pool)?);
+            states.push(BackState::new(config, pb, n, fused_steps, pool)?);
         }
         let mut runs = try_with_capacity(dirs, "the layer's directions")?;
         for (dir, (dg, state)) in grads.iter_mut().zip(&mut states).enumerate() {
@@ -276,6 +286,7 @@ pub(crate) fn backward_into(
                     &mut state.tmp,
                 ]
                 .map(|v| SharedMut::new_or_null(v)),
+                fused_steps,
             });
         }
         let pb = &packed.blocks[layer * dirs];
@@ -579,6 +590,21 @@ fn peephole_grads(
     Ok(())
 }
 
+/// Tests run the backward unfused too, to compare the bits.
+#[cfg(test)]
+static UNFUSED_STEPS_FOR_TEST: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Whether backward steps fuse their product with the element-wise
+/// backward where the cell allows (always, outside tests).
+fn fuses_steps() -> bool {
+    #[cfg(test)]
+    if UNFUSED_STEPS_FOR_TEST.load(std::sync::atomic::Ordering::SeqCst) {
+        return false;
+    }
+    true
+}
+
 impl DirBack<'_> {
     /// Backpropagates one member's share of this direction through every
     /// step, in reverse: items `rows`, the units of its panels, meeting the
@@ -628,25 +654,134 @@ impl DirBack<'_> {
                 )
             }
         };
+        // Steps fuse the product `dG × Rᵀ` that ends them with the
+        // element-wise backward of the step before (`lstm_backward_step`;
+        // not an LSTM with a projection, whose `dm` product comes between):
+        // a row active at step s + 1 then comes to step s with that part
+        // done, and only rows whose last step is s (ragged lengths) start
+        // there on their own. A GRU's phase B also runs in the epilogue of
+        // the product before it.
+        let fused_step = match cell {
+            CellKind::Lstm if !proj => Some(table.lstm_backward_step),
+            CellKind::Rnn => Some(table.rnn_backward_step),
+            CellKind::Gru => Some(table.gru_backward_a_step),
+            CellKind::Lstm => None,
+        }
+        .filter(|_| self.fused_steps);
+        debug_assert!(fused_step.is_none() || panels == state_panels);
         let mut active: Vec<(usize, usize)> = try_with_capacity(nb, "a block's row list")?;
+        let mut starting: Vec<(usize, usize)> = try_with_capacity(nb, "a block's row list")?;
         let mut back_rows: Vec<BackRow> = try_with_capacity(nb, "a block's row list")?;
         let mut mat_rows: Vec<MatRow> = try_with_capacity(nb, "a block's row list")?;
+        let mut step_rows: Vec<BackStepRow> = match fused_step {
+            Some(_) => try_with_capacity(nb, "a block's row list")?,
+            None => Vec::new(),
+        };
         let max_len = self.lens[b0..b0 + nb].iter().copied().max().unwrap_or(0);
+        // Item b's row of the trace and outputs at backward step s (< its length).
+        let row_at = |b: usize, s: usize| {
+            let len = self.lens[b];
+            let t = if self.reversed { len - 1 - s } else { s };
+            t * self.batch + b
+        };
+        let tr = self.trace;
+        // The element-wise backward's pointers for item b at its row row_t.
+        let back_row = |b: usize, row_t: usize| {
+            let c_prev = match cell {
+                CellKind::Lstm => {
+                    let at = (row_t / self.batch, b);
+                    tr.c_prev((hp, self.batch), at, self.lens[b], self.reversed)
+                        .as_ptr()
+                }
+                _ => std::ptr::null(),
+            };
+            // SAFETY: every pointer addresses a whole padded row: rows b
+            // of the shared state, rows row_t of the trace and outputs.
+            unsafe {
+                BackRow {
+                    gates: row(&tr.gates, gh, row_t),
+                    h_prev: row(&tr.h_prev, ks, row_t),
+                    c_prev,
+                    aux: row(
+                        if cell == CellKind::Lstm {
+                            &tr.c_raw
+                        } else {
+                            &tr.aux
+                        },
+                        hp,
+                        row_t,
+                    ),
+                    dh: if proj {
+                        dm.at(b * hp)
+                    } else {
+                        dh_tot.at(b * ks)
+                    },
+                    dc: if dc.is_null() {
+                        std::ptr::null_mut()
+                    } else {
+                        dc.at(b * hp)
+                    },
+                    dg: self.out[0].at(row_t * gh),
+                    d_rn: if self.out[1].is_null() {
+                        std::ptr::null_mut()
+                    } else {
+                        self.out[1].at(row_t * hp)
+                    },
+                    dh_prev: dh.at(b * ks),
+                    dr: if dr.is_null() {
+                        std::ptr::null_mut()
+                    } else {
+                        dr.at(b * hp)
+                    },
+                    dv: if dv.is_null() {
+                        std::ptr::null()
+                    } else {
+                        dv.at(b * hp)
+                    },
+                    clip_mask: row(&tr.clip_mask, gh, row_t),
+                    m_packed: if self.out[3].is_null() {
+                        std::ptr::null_mut()
+                    } else {
+                        self.out[3].at(row_t * unit)
+                    },
+                }
+            }
+        };
+        // The fused rows of step s's last product: each active row's dG
+        // of step s, with the output gradient and element-wise pointers of
+        // step s − 1.
+        let rows_before = |active: &[(usize, usize)], s: usize, rows: &mut Vec<BackStepRow>| {
+            rows.clear();
+            rows.extend(active.iter().map(|&(b, row_t)| {
+                let before = row_at(b, s - 1);
+                BackStepRow {
+                    // SAFETY: row row_t of dG is inside it; the product
+                    // reads it after the barrier that ends its writes.
+                    a: unsafe { self.out[0].at(row_t * gh) },
+                    dy: self.d_out[before * self.width + self.slot..][..pb.state].as_ptr(),
+                    back: back_row(b, before),
+                }
+            }));
+        };
 
         for s in (0..max_len).rev() {
             active.clear();
+            starting.clear();
             for b in b0..b0 + nb {
-                let len = self.lens[b];
-                if s < len {
-                    let t = if self.reversed { len - 1 - s } else { s };
-                    active.push((b, t * self.batch + b));
+                if s < self.lens[b] {
+                    let at = (b, row_at(b, s));
+                    active.push(at);
+                    // Step s + 1's fused product did this step's element-wise part.
+                    if fused_step.is_none() || s + 1 == self.lens[b] {
+                        starting.push(at);
+                    }
                 }
             }
             // SAFETY (this block): rows b of the shared state and rows row_t
             // of the outputs belong to this block; this share touches only
             // its own columns of them here.
             unsafe {
-                for &(b, row_t) in &active {
+                for &(b, row_t) in &starting {
                     // dh_tot = carried dh + this step's output gradient.
                     let dst = dh_tot.at(b * ks);
                     let width = cols.1 - cols.0;
@@ -668,11 +803,12 @@ impl DirBack<'_> {
                 }
             }
             if proj {
-                // dm = dh_tot × P reads every column of dh_tot.
+                // dm = dh_tot × P reads every column of dh_tot (no fused
+                // steps here: every active row is starting).
                 sync()?;
                 mat_rows.clear();
                 // SAFETY: rows b of dh_tot and dm are whole padded rows.
-                mat_rows.extend(active.iter().map(|&(b, _)| unsafe {
+                mat_rows.extend(starting.iter().map(|&(b, _)| unsafe {
                     MatRow {
                         a: dh_tot.at(b * ks),
                         out: dm.at(b * hp + panels.0 * unit),
@@ -681,68 +817,7 @@ impl DirBack<'_> {
                 product(st, &pb.proj_back_panels, panels, &mat_rows);
             }
             back_rows.clear();
-            let tr = self.trace;
-            for &(b, row_t) in &active {
-                let c_prev = match cell {
-                    CellKind::Lstm => {
-                        let at = (row_t / self.batch, b);
-                        tr.c_prev((hp, self.batch), at, self.lens[b], self.reversed)
-                            .as_ptr()
-                    }
-                    _ => std::ptr::null(),
-                };
-                // SAFETY: every pointer addresses a whole padded row: rows b
-                // of the shared state, rows row_t of the trace and outputs.
-                back_rows.push(unsafe {
-                    BackRow {
-                        gates: row(&tr.gates, gh, row_t),
-                        h_prev: row(&tr.h_prev, ks, row_t),
-                        c_prev,
-                        aux: row(
-                            if cell == CellKind::Lstm {
-                                &tr.c_raw
-                            } else {
-                                &tr.aux
-                            },
-                            hp,
-                            row_t,
-                        ),
-                        dh: if proj {
-                            dm.at(b * hp)
-                        } else {
-                            dh_tot.at(b * ks)
-                        },
-                        dc: if dc.is_null() {
-                            std::ptr::null_mut()
-                        } else {
-                            dc.at(b * hp)
-                        },
-                        dg: self.out[0].at(row_t * gh),
-                        d_rn: if self.out[1].is_null() {
-                            std::ptr::null_mut()
-                        } else {
-                            self.out[1].at(row_t * hp)
-                        },
-                        dh_prev: dh.at(b * ks),
-                        dr: if dr.is_null() {
-                            std::ptr::null_mut()
-                        } else {
-                            dr.at(b * hp)
-                        },
-                        dv: if dv.is_null() {
-                            std::ptr::null()
-                        } else {
-                            dv.at(b * hp)
-                        },
-                        clip_mask: row(&tr.clip_mask, gh, row_t),
-                        m_packed: if self.out[3].is_null() {
-                            std::ptr::null_mut()
-                        } else {
-                            self.out[3].at(row_t * unit)
-                        },
-                    }
-                });
-            }
+            back_rows.extend(starting.iter().map(|&(b, row_t)| back_row(b, row_t)));
             // SAFETY (kernel calls below): `Kernels` exists only for a
             // supported ISA; the rows are as above, and each call writes only
             // this share's units or columns.
@@ -757,43 +832,89 @@ impl DirBack<'_> {
                         elementwise(&params, &back_rows);
                         // dh_prev = dG × R reads every unit of dG.
                         sync()?;
-                        mat_rows.clear();
-                        mat_rows.extend(active.iter().map(|&(b, row_t)| MatRow {
-                            a: self.out[0].at(row_t * gh),
-                            out: dh.at(b * ks + cols.0),
-                        }));
-                        product(gh, &pb.r_back_panels, state_panels, &mat_rows);
+                        match fused_step {
+                            Some(fused_step) if s > 0 => {
+                                // With step s − 1's element-wise part: it
+                                // writes that step's rows of dG, which no
+                                // member reads before the next barrier.
+                                rows_before(&active, s, &mut step_rows);
+                                fused_step(gh, &pb.r_back_panels, pb.state, &params, &step_rows);
+                            }
+                            _ => {
+                                mat_rows.clear();
+                                mat_rows.extend(active.iter().map(|&(b, row_t)| MatRow {
+                                    a: self.out[0].at(row_t * gh),
+                                    out: dh.at(b * ks + cols.0),
+                                }));
+                                product(gh, &pb.r_back_panels, state_panels, &mat_rows);
+                            }
+                        }
                     }
                     CellKind::Gru => {
                         (table.gru_backward_a)(&params, &back_rows);
                         // dv = d_rn × Rn reads every unit of d_rn.
                         sync()?;
-                        mat_rows.clear();
-                        mat_rows.extend(active.iter().map(|&(b, row_t)| MatRow {
-                            a: self.out[1].at(row_t * hp),
-                            out: dv.at(b * hp + cols.0),
-                        }));
-                        product(hp, &pb.r_back_panels_n, state_panels, &mat_rows);
-                        (table.gru_backward_b)(&params, &back_rows);
+                        if fused_step.is_some() {
+                            // With phase B of this step.
+                            step_rows.clear();
+                            step_rows.extend(active.iter().map(|&(b, row_t)| BackStepRow {
+                                a: self.out[1].at(row_t * hp),
+                                dy: std::ptr::null(),
+                                back: back_row(b, row_t),
+                            }));
+                            (table.gru_backward_b_step)(
+                                hp,
+                                &pb.r_back_panels_n,
+                                0,
+                                &params,
+                                &step_rows,
+                            );
+                        } else {
+                            mat_rows.clear();
+                            mat_rows.extend(active.iter().map(|&(b, row_t)| MatRow {
+                                a: self.out[1].at(row_t * hp),
+                                out: dv.at(b * hp + cols.0),
+                            }));
+                            product(hp, &pb.r_back_panels_n, state_panels, &mat_rows);
+                            (table.gru_backward_b)(&params, &back_rows);
+                        }
                         // dh_prev += [dr, dz] × R_rz reads every unit of dr, dz.
                         sync()?;
-                        mat_rows.clear();
-                        mat_rows.extend(active.iter().map(|&(b, row_t)| MatRow {
-                            a: self.out[0].at(row_t * gh),
-                            out: tmp.at(b * ks + cols.0),
-                        }));
-                        product(2 * hp, &pb.r_back_panels, state_panels, &mat_rows);
-                        for &(b, _) in &active {
-                            for c in cols.0..cols.1 {
-                                *dh.at(b * ks + c) += *tmp.at(b * ks + c);
+                        match fused_step {
+                            Some(fused_step) if s > 0 => {
+                                // With phase A of step s − 1, as above.
+                                rows_before(&active, s, &mut step_rows);
+                                fused_step(
+                                    2 * hp,
+                                    &pb.r_back_panels,
+                                    pb.state,
+                                    &params,
+                                    &step_rows,
+                                );
+                            }
+                            _ => {
+                                mat_rows.clear();
+                                mat_rows.extend(active.iter().map(|&(b, row_t)| MatRow {
+                                    a: self.out[0].at(row_t * gh),
+                                    out: tmp.at(b * ks + cols.0),
+                                }));
+                                product(2 * hp, &pb.r_back_panels, state_panels, &mat_rows);
+                                for &(b, _) in &active {
+                                    for c in cols.0..cols.1 {
+                                        *dh.at(b * ks + c) += *tmp.at(b * ks + c);
+                                    }
+                                }
                             }
                         }
                     }
                 }
             }
             // No barrier ends a step: what the next step writes before its
-            // first barrier (its rows of dG and d_rn, this share's columns of
-            // dh_tot and dh) is nothing another part still reads.
+            // first barrier (its starting rows of dG and d_rn, this share's
+            // columns of dh_tot and dh), like what a fused product's
+            // epilogue writes (the step before's rows of dG and d_rn, this
+            // share's units of dc, dr and dh), is nothing another part
+            // still reads.
         }
         let rows = b0..b0 + nb;
         // SAFETY: rows b0.. of the state gradients belong to this block,
@@ -805,5 +926,95 @@ impl DirBack<'_> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Activation, ActivationFunction, ActivationKind};
+    use crate::{Input, Isa, Model};
+
+    /// Every gradient of a training call, as bits.
+    fn gradient_bits(model: &Model, x: &[f32], (t, n): (usize, usize), lens: &[usize]) -> Vec<u32> {
+        let input = Input::new(x, t, n).with_seq_lens(lens);
+        let (out, trace) = model.forward_training(&input).unwrap();
+        let dy: Vec<f32> = out.y.iter().map(|v| 0.5 - v).collect();
+        let dh_n = vec![0.25; out.h_n.len()];
+        let grads = OutputGrads::new(&dy).with_dh_n(&dh_n);
+        let g = model.backward(&trace, &grads).unwrap();
+        let dc0 = g.dc0.unwrap_or_default();
+        [&g.dx, &g.dh0, &dc0, &g.dparams]
+            .iter()
+            .flat_map(|v| v.iter().map(|f| f.to_bits()))
+            .collect()
+    }
+
+    /// The fused backward steps (every cell) give the bits of the
+    /// product and the element-wise backward apart, on every ISA this CPU
+    /// has: with the cell's options, both directions and two layers, ragged
+    /// lengths (items whose backward starts at different steps, and an
+    /// empty one), and a hidden size whose last vector is part padding.
+    /// Under Miri (the scalar kernels), a smaller case of each cell.
+    #[test]
+    fn fused_backward_steps_give_the_unfused_bits() {
+        let (t, n, input, hidden) = match cfg!(miri) {
+            false => (5, 5, 7, 27),
+            true => (3, 3, 2, 3),
+        };
+        let lens = match cfg!(miri) {
+            false => &[5, 3, 1, 0, 5][..],
+            true => &[3, 1, 0][..],
+        };
+        let x = crate::rng::SplitMix64::new(11).uniform_vec(t * n * input, -1.0, 1.0);
+        let configs = [
+            Config::builder(CellKind::Lstm, input, hidden),
+            Config::builder(CellKind::Lstm, input, hidden)
+                .peepholes(true)
+                .cell_clip(Some(0.3))
+                .gate_clip(Some(1.0))
+                .num_layers(2)
+                .direction(Direction::BidirectionalConcat),
+            Config::builder(CellKind::Lstm, input, hidden)
+                .input_forget(true)
+                .direction(Direction::Reverse),
+            Config::builder(CellKind::Lstm, input, hidden).activations(&[
+                ActivationFunction::new(ActivationKind::HardSigmoid),
+                ActivationFunction::new(ActivationKind::Softsign),
+                ActivationFunction::new(ActivationKind::Tanh),
+            ]),
+            Config::builder(CellKind::Rnn, input, hidden)
+                .num_layers(2)
+                .direction(Direction::BidirectionalSum),
+            Config::builder(CellKind::Rnn, input, hidden)
+                .activation(Activation::Relu)
+                .gate_clip(Some(0.5)),
+            Config::builder(CellKind::Gru, input, hidden)
+                .num_layers(2)
+                .direction(Direction::BidirectionalConcat),
+            Config::builder(CellKind::Gru, input, hidden)
+                .gru_variant(GruVariant::LinearBeforeReset)
+                .gate_clip(Some(0.8))
+                .direction(Direction::Reverse),
+        ];
+        // Under Miri: an LSTM with every option on two bidirectional
+        // layers, a vanilla RNN, and a linear-before-reset GRU.
+        let chosen = match cfg!(miri) {
+            false => &[0, 1, 2, 3, 4, 5, 6, 7][..],
+            true => &[1, 5, 7][..],
+        };
+        for isa in Isa::supported() {
+            for &c in chosen {
+                let builder = &configs[c];
+                let model = Model::random(builder.clone().build().unwrap(), 3)
+                    .with_isa(isa)
+                    .unwrap();
+                UNFUSED_STEPS_FOR_TEST.store(true, std::sync::atomic::Ordering::SeqCst);
+                let apart = gradient_bits(&model, &x, (t, n), lens);
+                UNFUSED_STEPS_FOR_TEST.store(false, std::sync::atomic::Ordering::SeqCst);
+                let fused = gradient_bits(&model, &x, (t, n), lens);
+                assert!(fused == apart, "{isa:?}, config {c}");
+            }
+        }
     }
 }

@@ -9,9 +9,9 @@
 //! weights packed once per model, with the same register-tiled kernel as
 //! the recurrence), then runs the recurrence, calling its cell's fused step
 //! kernel on its panels. Backward walks the steps in reverse on the same
-//! team with the element-wise backward kernels and the per-step `dG × R`
-//! products split the same way, then forms dW, dR and dX as GEMMs over all
-//! steps at once (`gemm`).
+//! team, each step's `dG × R` product split the same way and running the
+//! element-wise backward of the step before in its epilogue, then forms
+//! dW, dR and dX as GEMMs over all steps at once (`gemm`).
 
 mod backward;
 mod forward;

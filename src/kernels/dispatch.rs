@@ -7,7 +7,7 @@
 
 use std::sync::OnceLock;
 
-use super::fused::{BackParams, BackRow, GateFns, MatRow, StepParams, StepRow};
+use super::fused::{BackParams, BackRow, BackStepRow, GateFns, MatRow, StepParams, StepRow};
 use crate::config::{ActivationFunction, ActivationKind, CellKind, Config};
 use crate::error::{Error, Result};
 use crate::precision::Precision;
@@ -215,6 +215,9 @@ pub fn measure_bf16_dot_rate() -> Option<f64> {
 /// over a slice, in place.
 pub(crate) type ActivationMap = unsafe fn(&ActivationFunction, &mut [f32]);
 
+/// `k, packed, dy_width, params, rows`: see `fused::lstm_backward_step`.
+pub(crate) type BackStep = unsafe fn(usize, &[f32], usize, &BackParams, &[BackStepRow]);
+
 /// `panel_matmul(k, n_padded, packed, bias, rows)`, see `fused::panel_matmul`.
 pub(crate) type PanelMatmul = unsafe fn(usize, usize, &[f32], Option<&[f32]>, &[MatRow]);
 
@@ -302,6 +305,16 @@ pub(crate) struct Table {
     /// `fused::blocked_matmul`: the backward's products over all steps.
     pub blocked_matmul: unsafe fn(usize, usize, &[f32], &[MatRow], bool),
     pub lstm_backward: unsafe fn(&BackParams, &[BackRow]),
+    /// `lstm_backward_step(k, r_back_panels, dy_width, params, rows)`: a
+    /// backward step's `dG × Rᵀ` with the element-wise backward of the
+    /// step before it in its epilogue (`fused::BackStepRow`).
+    pub lstm_backward_step: BackStep,
+    /// The same for a vanilla RNN.
+    pub rnn_backward_step: BackStep,
+    /// GRU: `d_rn × Rn` with phase B of the same step, and `[dr, dz] ×
+    /// R_rz` with phase A of the step before.
+    pub gru_backward_b_step: BackStep,
+    pub gru_backward_a_step: BackStep,
     pub gru_backward_a: unsafe fn(&BackParams, &[BackRow]),
     pub gru_backward_b: unsafe fn(&BackParams, &[BackRow]),
     pub rnn_backward: unsafe fn(&BackParams, &[BackRow]),

@@ -158,45 +158,14 @@ pub(crate) unsafe fn gru_step<S: Simd, F: Format<S>, const MR2: usize, const MR1
 /// direct part of `dh_prev` (`dh ⊙ z`) and, linear-before-reset, of r.
 #[inline(always)]
 pub(crate) unsafe fn gru_backward_a<S: Simd>(p: &BackParams, rows: &[BackRow]) {
-    let (u, hp) = (unit::<S>(), p.hp);
+    let u = unit::<S>();
     for row in rows {
         for panel in p.panels.0..p.panels.1 {
             for w in 0..S::W {
-                let (col, j) = (panel * 3 * u + w * S::LANES, panel * u + w * S::LANES);
                 // SAFETY: every pointer addresses a whole padded row (BackRow docs).
                 unsafe {
-                    let one = S::splat(1.0);
-                    let r = S::load(row.gates.add(col));
-                    let z = S::load(row.gates.add(col + u));
-                    let n = S::load(row.gates.add(col + 2 * u));
-                    let h_prev = S::load(row.h_prev.add(j));
-                    let dh = S::load(row.dh.add(j));
-                    let fns = &p.fns;
-                    let dn_pre = unclip_gate::<S>(
-                        row.clip_mask,
-                        col + 2 * u,
-                        S::mul(
-                            S::mul(dh, S::sub(one, z)),
-                            derive::<S>(fns, 1, n, tanh_derivative::<S>),
-                        ),
-                    );
-                    let dz_pre = unclip_gate::<S>(
-                        row.clip_mask,
-                        col + u,
-                        S::mul(
-                            S::mul(dh, S::sub(h_prev, n)),
-                            derive::<S>(fns, 0, z, sigmoid_derivative::<S>),
-                        ),
-                    );
-                    S::store(row.dh_prev.add(j), S::mul(dh, z));
-                    S::store(row.dg.add(hp + j), dz_pre);
-                    S::store(row.dg.add(2 * hp + j), dn_pre);
-                    if p.linear_before_reset {
-                        S::store(row.d_rn.add(j), S::mul(dn_pre, r));
-                        S::store(row.dr.add(j), S::mul(dn_pre, S::load(row.aux.add(j))));
-                    } else {
-                        S::store(row.d_rn.add(j), dn_pre);
-                    }
+                    let dh = S::load(row.dh.add(panel * u + w * S::LANES));
+                    gru_backward_a_at::<S>(p, row, panel, w, dh);
                 }
             }
         }
@@ -211,26 +180,118 @@ pub(crate) unsafe fn gru_backward_b<S: Simd>(p: &BackParams, rows: &[BackRow]) {
     for row in rows {
         for panel in p.panels.0..p.panels.1 {
             for w in 0..S::W {
-                let (col, j) = (panel * 3 * u + w * S::LANES, panel * u + w * S::LANES);
                 // SAFETY: every pointer addresses a whole padded row (BackRow docs).
                 unsafe {
-                    let r = S::load(row.gates.add(col));
-                    let dv = S::load(row.dv.add(j));
-                    let dh_prev = S::load(row.dh_prev.add(j));
-                    let (dr, dh_prev) = if p.linear_before_reset {
-                        (S::load(row.dr.add(j)), S::add(dh_prev, dv))
-                    } else {
-                        // v = r ⊙ h_prev
-                        (
-                            S::mul(dv, S::load(row.h_prev.add(j))),
-                            S::fma(dv, r, dh_prev),
-                        )
-                    };
-                    S::store(row.dh_prev.add(j), dh_prev);
-                    let dr_pre = S::mul(dr, derive::<S>(&p.fns, 0, r, sigmoid_derivative::<S>));
-                    S::store(row.dg.add(j), unclip_gate::<S>(row.clip_mask, col, dr_pre));
+                    let dv = S::load(row.dv.add(panel * u + w * S::LANES));
+                    gru_backward_b_at::<S>(p, row, panel, w, dv);
                 }
             }
         }
+    }
+}
+
+/// Phase B in the epilogue of `dv = d_rn × Rn` of its own step
+/// (`backward_step`, `a`: the row's `d_rn`).
+pub(crate) struct GruBackB;
+
+impl FusedBackward for GruBackB {
+    const BEFORE: bool = false;
+    #[inline(always)]
+    unsafe fn at<S: Simd>(p: &BackParams, row: &BackRow, panel: usize, w: usize, dv: S::V) {
+        // SAFETY: forwarded (BackStepRow docs).
+        unsafe { gru_backward_b_at::<S>(p, row, panel, w, dv) }
+    }
+}
+
+/// Phase A of the step before in the epilogue of `[dr, dz] × R_rz`
+/// (`backward_step`): the product completes the gradient carried to that
+/// step's output, added to the `dh_prev` that phases A and B left.
+pub(crate) struct GruBackA;
+
+impl FusedBackward for GruBackA {
+    const BEFORE: bool = true;
+    const ADDS_TO_DH_PREV: bool = true;
+    #[inline(always)]
+    unsafe fn at<S: Simd>(p: &BackParams, row: &BackRow, panel: usize, w: usize, dh: S::V) {
+        // SAFETY: forwarded (BackStepRow docs).
+        unsafe { gru_backward_a_at::<S>(p, row, panel, w, dh) }
+    }
+}
+
+/// Phase A of one vector of units (`panel`, vector `w`) from the gradient
+/// `dh` of the new state.
+#[inline(always)]
+unsafe fn gru_backward_a_at<S: Simd>(
+    p: &BackParams,
+    row: &BackRow,
+    panel: usize,
+    w: usize,
+    dh: S::V,
+) {
+    let (u, hp) = (unit::<S>(), p.hp);
+    let (col, j) = (panel * 3 * u + w * S::LANES, panel * u + w * S::LANES);
+    // SAFETY: every pointer addresses a whole padded row (BackRow docs).
+    unsafe {
+        let one = S::splat(1.0);
+        let r = S::load(row.gates.add(col));
+        let z = S::load(row.gates.add(col + u));
+        let n = S::load(row.gates.add(col + 2 * u));
+        let h_prev = S::load(row.h_prev.add(j));
+        let fns = &p.fns;
+        let dn_pre = unclip_gate::<S>(
+            row.clip_mask,
+            col + 2 * u,
+            S::mul(
+                S::mul(dh, S::sub(one, z)),
+                derive::<S>(fns, 1, n, tanh_derivative::<S>),
+            ),
+        );
+        let dz_pre = unclip_gate::<S>(
+            row.clip_mask,
+            col + u,
+            S::mul(
+                S::mul(dh, S::sub(h_prev, n)),
+                derive::<S>(fns, 0, z, sigmoid_derivative::<S>),
+            ),
+        );
+        S::store(row.dh_prev.add(j), S::mul(dh, z));
+        S::store(row.dg.add(hp + j), dz_pre);
+        S::store(row.dg.add(2 * hp + j), dn_pre);
+        if p.linear_before_reset {
+            S::store(row.d_rn.add(j), S::mul(dn_pre, r));
+            S::store(row.dr.add(j), S::mul(dn_pre, S::load(row.aux.add(j))));
+        } else {
+            S::store(row.d_rn.add(j), dn_pre);
+        }
+    }
+}
+
+/// Phase B of one vector of units from `dv`, their part of `d_rn × Rn`.
+#[inline(always)]
+unsafe fn gru_backward_b_at<S: Simd>(
+    p: &BackParams,
+    row: &BackRow,
+    panel: usize,
+    w: usize,
+    dv: S::V,
+) {
+    let u = unit::<S>();
+    let (col, j) = (panel * 3 * u + w * S::LANES, panel * u + w * S::LANES);
+    // SAFETY: every pointer addresses a whole padded row (BackRow docs).
+    unsafe {
+        let r = S::load(row.gates.add(col));
+        let dh_prev = S::load(row.dh_prev.add(j));
+        let (dr, dh_prev) = if p.linear_before_reset {
+            (S::load(row.dr.add(j)), S::add(dh_prev, dv))
+        } else {
+            // v = r ⊙ h_prev
+            (
+                S::mul(dv, S::load(row.h_prev.add(j))),
+                S::fma(dv, r, dh_prev),
+            )
+        };
+        S::store(row.dh_prev.add(j), dh_prev);
+        let dr_pre = S::mul(dr, derive::<S>(&p.fns, 0, r, sigmoid_derivative::<S>));
+        S::store(row.dg.add(j), unclip_gate::<S>(row.clip_mask, col, dr_pre));
     }
 }

@@ -223,6 +223,105 @@ pub(crate) struct BackParams<'a> {
     pub panels: (usize, usize),
 }
 
+/// A row of a backward step's product fused with an element-wise
+/// backward in its epilogue (the same bits as the two apart). Mostly the
+/// product `dG_t × Rᵀ` of step t's gate gradients (`a`, gate-major) is
+/// the gradient carried to step t − 1's output; with step t − 1's own
+/// output gradient added (`dy`), the cell's element-wise backward of step
+/// t − 1 (`back`, whose `dh` is not read) runs on it in registers (LSTM
+/// without projection, vanilla RNN, GRU's phase A). GRU's phase B runs in
+/// the epilogue of `d_rn × Rn` of its own step (`back` at step t, no `dy`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BackStepRow {
+    /// The product's left operand, `k` floats.
+    pub a: *const f32,
+    /// Step t − 1's output gradient of this row: the unpadded state's
+    /// width of floats (`dy_width` of the kernel), from column 0; unread by
+    /// GRU's phase B.
+    pub dy: *const f32,
+    pub back: BackRow,
+}
+
+/// `carried + dy` in columns `col .. col + LANES` of a padded row whose
+/// first `dy_width` columns have an output gradient `dy`: as the unfused
+/// backward adds them (f32 adds, lane by lane; padding keeps `carried`).
+///
+/// # Safety
+/// `dy` holds `dy_width` floats.
+#[inline(always)]
+unsafe fn plus_output_gradient<S: Simd>(
+    carried: S::V,
+    dy: *const f32,
+    dy_width: usize,
+    col: usize,
+) -> S::V {
+    // SAFETY: every read is of a column below `dy_width` (the caller's contract).
+    unsafe {
+        if col + S::LANES <= dy_width {
+            S::add(carried, S::load(dy.add(col)))
+        } else if col >= dy_width {
+            carried
+        } else {
+            let mut lanes = [0.0f32; MOST_LANES];
+            S::store(lanes.as_mut_ptr(), carried);
+            for (l, v) in lanes[..dy_width - col].iter_mut().enumerate() {
+                *v += *dy.add(col + l);
+            }
+            S::load(lanes.as_ptr())
+        }
+    }
+}
+
+/// The widest vector of any ISA, in f32 lanes (AVX-512).
+const MOST_LANES: usize = 16;
+
+/// A cell's element-wise backward (or part of it) that a backward step's
+/// product runs in its epilogue, one vector of units at a time.
+pub(crate) trait FusedBackward {
+    /// The product is the gradient carried to the step before (whose
+    /// output gradient is added): `BackStepRow::back` is that step's.
+    const BEFORE: bool;
+    /// The product adds to what the step left in `BackRow::dh_prev`
+    /// (GRU, whose phases form part of that gradient first).
+    const ADDS_TO_DH_PREV: bool = false;
+    /// The element-wise part for the units of vector `w` of `panel`, given
+    /// their gradient `d` (what the unfused backward reads from memory).
+    unsafe fn at<S: Simd>(p: &BackParams, row: &BackRow, panel: usize, w: usize, d: S::V);
+}
+
+struct FusedBackEpilogue<'a, C> {
+    p: &'a BackParams<'a>,
+    dy_width: usize,
+    cell: std::marker::PhantomData<C>,
+}
+
+impl<S: Simd, C: FusedBackward, const V: usize> Epilogue<S, BackStepRow, V>
+    for FusedBackEpilogue<'_, C>
+{
+    #[inline(always)]
+    fn a(&self, row: &BackStepRow, _quantized: bool) -> *const f32 {
+        row.a
+    }
+    #[inline(always)]
+    unsafe fn apply(&self, row: &BackStepRow, panel: usize, acc: &[S::V; V]) {
+        for w in 0..S::W {
+            let col = panel * unit::<S>() + w * S::LANES;
+            // SAFETY: `dy` holds `dy_width` floats (where `C::BEFORE`) and
+            // the other pointers whole padded rows (BackStepRow docs).
+            unsafe {
+                let mut d = acc[w];
+                if C::ADDS_TO_DH_PREV {
+                    d = S::add(S::load(row.back.dh_prev.add(col)), d);
+                }
+                if C::BEFORE {
+                    d = plus_output_gradient::<S>(d, row.dy, self.dy_width, col);
+                }
+                C::at::<S>(self.p, &row.back, panel, w, d);
+            }
+        }
+    }
+}
+
 // No closure in this file touches a vector: a closure cannot be marked
 // `#[inline(always)]`, and an intrinsic only inlines into code compiled with
 // its target feature, so SIMD work inside a closure would become a call per
@@ -1256,10 +1355,10 @@ mod tiles;
 pub(crate) use format::Tiles;
 pub(crate) use format::{Bf16, Format, Int8, F32};
 
-pub(crate) use gru::{gru_backward_a, gru_backward_b, gru_step};
-pub(crate) use lstm::{lstm_backward, lstm_step};
+pub(crate) use gru::{gru_backward_a, gru_backward_b, gru_step, GruBackA, GruBackB};
+pub(crate) use lstm::{lstm_backward, lstm_step, LstmBack};
 pub(crate) use product::blocked_matmul;
-pub(crate) use rnn::{rnn_backward, rnn_step};
+pub(crate) use rnn::{rnn_backward, rnn_step, RnnBack};
 
 /// Stores a plain product, plus a bias row when `bias` is not null.
 struct StoreEpilogue {
@@ -1320,6 +1419,42 @@ pub(crate) unsafe fn panel_matmul<S: Simd, F: Format<S>, const MR: usize>(
             (0, n_padded / unit::<S>()),
             rows,
             &StoreEpilogue { bias }
+        )
+    }
+}
+
+/// A backward step's product `out = a × B` (one-gate f32 panels
+/// `p.panels` of `packed`, `k` floats a unit column) with `C`'s
+/// element-wise part in its epilogue instead of `out` ([`BackStepRow`]):
+/// the same bits as the product stored, the output gradient added, and the
+/// element-wise kernel run apart.
+#[inline(always)]
+pub(crate) unsafe fn backward_step<S: Simd, const MR: usize, C: FusedBackward>(
+    k: usize,
+    packed: &[f32],
+    dy_width: usize,
+    p: &BackParams,
+    rows: &[BackStepRow],
+) {
+    let epilogue = FusedBackEpilogue::<C> {
+        p,
+        dy_width,
+        cell: std::marker::PhantomData,
+    };
+    // SAFETY: `packed` holds k × U floats per panel up to `p.panels.1`
+    // (the caller's contract, as the rows' pointers).
+    unsafe {
+        run_panels!(
+            S,
+            F32,
+            MR,
+            1,
+            k,
+            packed.as_ptr(),
+            packed.len(),
+            p.panels,
+            rows,
+            &epilogue
         )
     }
 }
@@ -1463,6 +1598,33 @@ macro_rules! instantiate_kernels {
                 // SAFETY: only reachable through Kernels::for_isa, which checked the CPU; pointer validity is the caller's contract.
                 unsafe { fused::lstm_backward::<$S>(p, rows) }
             }
+            /// Rows of the fused backward steps' tiles: as the plain f32
+            /// product's (`panel_matmul`).
+            const BACK_ROWS: usize = fused::tile_rows::<$S>(
+                1,
+                <fused::F32 as fused::Format<$S>>::TILE_REGS,
+                <fused::F32 as fused::Format<$S>>::K,
+            );
+            $(#[$attr])?
+            pub(crate) unsafe fn lstm_backward_step(k: usize, packed: &[f32], dy_width: usize, p: &BackParams, rows: &[fused::BackStepRow]) {
+                // SAFETY: only reachable through Kernels::for_isa, which checked the CPU; pointer validity is the caller's contract.
+                unsafe { fused::backward_step::<$S, BACK_ROWS, fused::LstmBack>(k, packed, dy_width, p, rows) }
+            }
+            $(#[$attr])?
+            pub(crate) unsafe fn rnn_backward_step(k: usize, packed: &[f32], dy_width: usize, p: &BackParams, rows: &[fused::BackStepRow]) {
+                // SAFETY: only reachable through Kernels::for_isa, which checked the CPU; pointer validity is the caller's contract.
+                unsafe { fused::backward_step::<$S, BACK_ROWS, fused::RnnBack>(k, packed, dy_width, p, rows) }
+            }
+            $(#[$attr])?
+            pub(crate) unsafe fn gru_backward_b_step(k: usize, packed: &[f32], dy_width: usize, p: &BackParams, rows: &[fused::BackStepRow]) {
+                // SAFETY: only reachable through Kernels::for_isa, which checked the CPU; pointer validity is the caller's contract.
+                unsafe { fused::backward_step::<$S, BACK_ROWS, fused::GruBackB>(k, packed, dy_width, p, rows) }
+            }
+            $(#[$attr])?
+            pub(crate) unsafe fn gru_backward_a_step(k: usize, packed: &[f32], dy_width: usize, p: &BackParams, rows: &[fused::BackStepRow]) {
+                // SAFETY: only reachable through Kernels::for_isa, which checked the CPU; pointer validity is the caller's contract.
+                unsafe { fused::backward_step::<$S, BACK_ROWS, fused::GruBackA>(k, packed, dy_width, p, rows) }
+            }
             $(#[$attr])?
             pub(crate) unsafe fn gru_backward_a(p: &BackParams, rows: &[BackRow]) {
                 // SAFETY: only reachable through Kernels::for_isa, which checked the CPU; pointer validity is the caller's contract.
@@ -1511,6 +1673,10 @@ macro_rules! instantiate_kernels {
                 bf16_rounded: None,
                 blocked_matmul,
                 lstm_backward,
+                lstm_backward_step,
+                rnn_backward_step,
+                gru_backward_b_step,
+                gru_backward_a_step,
                 gru_backward_a,
                 gru_backward_b,
                 rnn_backward,

@@ -78,16 +78,36 @@ pub(crate) unsafe fn rnn_backward<S: Simd>(p: &BackParams, rows: &[BackRow]) {
     for row in rows {
         for j in (p.panels.0 * unit::<S>()..p.panels.1 * unit::<S>()).step_by(S::LANES) {
             // SAFETY: every pointer addresses a whole padded row (BackRow docs).
-            unsafe {
-                let h = S::load(row.gates.add(j));
-                let dh = S::load(row.dh.add(j));
-                let d = if p.fns.relu {
-                    S::select_lt(S::zero(), h, dh, S::zero())
-                } else {
-                    S::mul(dh, derive::<S>(&p.fns, 0, h, tanh_derivative::<S>))
-                };
-                S::store(row.dg.add(j), unclip_gate::<S>(row.clip_mask, j, d));
-            }
+            unsafe { rnn_backward_at::<S>(p, row, j, S::load(row.dh.add(j))) }
         }
+    }
+}
+
+/// The element-wise backward in a fused backward step (`backward_step`).
+pub(crate) struct RnnBack;
+
+impl FusedBackward for RnnBack {
+    const BEFORE: bool = true;
+    #[inline(always)]
+    unsafe fn at<S: Simd>(p: &BackParams, row: &BackRow, panel: usize, w: usize, dh: S::V) {
+        let j = panel * unit::<S>() + w * S::LANES;
+        // SAFETY: forwarded (BackStepRow docs).
+        unsafe { rnn_backward_at::<S>(p, row, j, dh) }
+    }
+}
+
+/// [`rnn_backward`] of the vector of units from `j`, from their output
+/// gradient `dh`.
+#[inline(always)]
+unsafe fn rnn_backward_at<S: Simd>(p: &BackParams, row: &BackRow, j: usize, dh: S::V) {
+    // SAFETY: every pointer addresses a whole padded row (BackRow docs).
+    unsafe {
+        let h = S::load(row.gates.add(j));
+        let d = if p.fns.relu {
+            S::select_lt(S::zero(), h, dh, S::zero())
+        } else {
+            S::mul(dh, derive::<S>(&p.fns, 0, h, tanh_derivative::<S>))
+        };
+        S::store(row.dg.add(j), unclip_gate::<S>(row.clip_mask, j, d));
     }
 }
