@@ -195,6 +195,7 @@ pub(crate) unsafe fn gru_backward_b<S: Simd>(p: &BackParams, rows: &[BackRow]) {
 pub(crate) struct GruBackB;
 
 impl FusedBackward for GruBackB {
+    const GATES: usize = 3;
     const BEFORE: bool = false;
     #[inline(always)]
     unsafe fn at<S: Simd>(p: &BackParams, row: &BackRow, panel: usize, w: usize, dv: S::V) {
@@ -209,6 +210,7 @@ impl FusedBackward for GruBackB {
 pub(crate) struct GruBackA;
 
 impl FusedBackward for GruBackA {
+    const GATES: usize = 3;
     const BEFORE: bool = true;
     const ADDS_TO_DH_PREV: bool = true;
     #[inline(always)]

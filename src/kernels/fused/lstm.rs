@@ -144,6 +144,7 @@ pub(crate) unsafe fn lstm_backward<S: Simd>(p: &BackParams, rows: &[BackRow]) {
 pub(crate) struct LstmBack;
 
 impl FusedBackward for LstmBack {
+    const GATES: usize = 4;
     const BEFORE: bool = true;
     #[inline(always)]
     unsafe fn at<S: Simd>(p: &BackParams, row: &BackRow, panel: usize, w: usize, dm: S::V) {

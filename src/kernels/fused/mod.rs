@@ -278,6 +278,8 @@ const MOST_LANES: usize = 16;
 /// A cell's element-wise backward (or part of it) that a backward step's
 /// product runs in its epilogue, one vector of units at a time.
 pub(crate) trait FusedBackward {
+    /// Gates of the cell (the interleaved width of `BackRow::gates`).
+    const GATES: usize;
     /// The product is the gradient carried to the step before (whose
     /// output gradient is added): `BackStepRow::back` is that step's.
     const BEFORE: bool;
@@ -298,6 +300,19 @@ struct FusedBackEpilogue<'a, C> {
 impl<S: Simd, C: FusedBackward, const V: usize> Epilogue<S, BackStepRow, V>
     for FusedBackEpilogue<'_, C>
 {
+    const PREFETCHES: bool = true;
+    /// The rows of a tile's epilogue lie a trace row apart (as the
+    /// forward's inputs): their gates and per-unit rows are asked for.
+    #[inline(always)]
+    unsafe fn prefetch(&self, row: &BackStepRow, panel: usize) {
+        let (u, back) = (unit::<S>(), &row.back);
+        prefetch_span(back.gates.wrapping_add(panel * C::GATES * u), C::GATES * u);
+        for per_unit in [back.aux, back.c_prev, back.dc.cast_const(), back.h_prev] {
+            if !per_unit.is_null() {
+                prefetch_span(per_unit.wrapping_add(panel * u), u);
+            }
+        }
+    }
     #[inline(always)]
     fn a(&self, row: &BackStepRow, _quantized: bool) -> *const f32 {
         row.a

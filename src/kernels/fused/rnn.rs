@@ -87,6 +87,7 @@ pub(crate) unsafe fn rnn_backward<S: Simd>(p: &BackParams, rows: &[BackRow]) {
 pub(crate) struct RnnBack;
 
 impl FusedBackward for RnnBack {
+    const GATES: usize = 1;
     const BEFORE: bool = true;
     #[inline(always)]
     unsafe fn at<S: Simd>(p: &BackParams, row: &BackRow, panel: usize, w: usize, dh: S::V) {
