@@ -196,6 +196,7 @@ pub(crate) struct GruBackB;
 
 impl FusedBackward for GruBackB {
     const GATES: usize = 3;
+    const READS_H_PREV: bool = true;
     const BEFORE: bool = false;
     #[inline(always)]
     unsafe fn at<S: Simd>(p: &BackParams, row: &BackRow, panel: usize, w: usize, dv: S::V) {
@@ -211,6 +212,7 @@ pub(crate) struct GruBackA;
 
 impl FusedBackward for GruBackA {
     const GATES: usize = 3;
+    const READS_H_PREV: bool = true;
     const BEFORE: bool = true;
     const ADDS_TO_DH_PREV: bool = true;
     #[inline(always)]

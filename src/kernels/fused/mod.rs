@@ -286,6 +286,8 @@ pub(crate) trait FusedBackward {
     /// The product adds to what the step left in `BackRow::dh_prev`
     /// (GRU, whose phases form part of that gradient first).
     const ADDS_TO_DH_PREV: bool = false;
+    /// The element-wise part reads `BackRow::h_prev` (GRU).
+    const READS_H_PREV: bool = false;
     /// The element-wise part for the units of vector `w` of `panel`, given
     /// their gradient `d` (what the unfused backward reads from memory).
     unsafe fn at<S: Simd>(p: &BackParams, row: &BackRow, panel: usize, w: usize, d: S::V);
@@ -307,7 +309,12 @@ impl<S: Simd, C: FusedBackward, const V: usize> Epilogue<S, BackStepRow, V>
     unsafe fn prefetch(&self, row: &BackStepRow, panel: usize) {
         let (u, back) = (unit::<S>(), &row.back);
         prefetch_span(back.gates.wrapping_add(panel * C::GATES * u), C::GATES * u);
-        for per_unit in [back.aux, back.c_prev, back.dc.cast_const(), back.h_prev] {
+        let h_prev = if C::READS_H_PREV {
+            back.h_prev
+        } else {
+            std::ptr::null()
+        };
+        for per_unit in [back.aux, back.c_prev, back.dc.cast_const(), h_prev] {
             if !per_unit.is_null() {
                 prefetch_span(per_unit.wrapping_add(panel * u), u);
             }
