@@ -12,6 +12,8 @@
 //! Prints GFLOP/s of inference and, unless `inference` is given, of
 //! training (forward with trace + backward into gradient buffers kept across
 //! steps, counted as 3× the forward FLOPs).
+//! `OWNED=1` times `Model::backward`, which returns new gradient vectors,
+//! instead of `backward_into` buffers kept across steps.
 //! `UPDATE=1` changes a weight after each training step, as an optimiser
 //! would, so the next step packs the weights again (what a training loop
 //! pays and fixed weights hide). `REPS` sets the timed calls of each
@@ -103,19 +105,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if args.get(5).map(String::as_str) != Some("inference") && precision == rnn::Precision::F32 {
         let dy = vec![1.0; model.forward_inference(&input)?.y.len()];
         let update = env("UPDATE") == Some(1);
+        let owned = env("OWNED") == Some(1);
         // Kept across steps, as a training loop keeps them (`backward_into`,
         // and the C ABI's `rnn_backward`): new gradient vectors each step
         // would map fresh pages: an LSTM 1024×1×50 training step ran 1.36× slower.
         let (mut dx, mut dparams) = (vec![0.0; x.len()], vec![0.0; model.params().len()]);
         let mut train_step = || -> Result<(), rnn::Error> {
             let (_, trace) = model.forward_training(&input)?;
-            let out = GradientBuffers {
-                dx: Some(&mut dx),
-                dparams: Some(&mut dparams),
-                ..Default::default()
-            };
-            model.backward_into(&trace, &OutputGrads::new(&dy), out)?;
-            std::hint::black_box((&dx, &dparams));
+            if owned {
+                std::hint::black_box(model.backward(&trace, &OutputGrads::new(&dy))?);
+            } else {
+                let out = GradientBuffers {
+                    dx: Some(&mut dx),
+                    dparams: Some(&mut dparams),
+                    ..Default::default()
+                };
+                model.backward_into(&trace, &OutputGrads::new(&dy), out)?;
+                std::hint::black_box((&dx, &dparams));
+            }
             if update {
                 model.params_mut()[0] += 1e-6;
             }
@@ -124,12 +131,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         train_step()?; // warm-up
         let training = mean_seconds(reps, train_step)?;
         print!(
-            "; training{} {:.3} ms, {:.1} GFLOP/s",
+            "; training{}{} {:.3} ms, {:.1} GFLOP/s",
             if update {
                 " with an update per step"
             } else {
                 ""
             },
+            if owned { " into new vectors" } else { "" },
             training * 1e3,
             3.0 * flops / training / 1e9
         );

@@ -9,7 +9,9 @@ use super::products::{
 use super::workspace::BufferPool;
 use super::{copy_columns, layer_shape, pad_rows, row, team, Packed, SharedMut, Span};
 use crate::config::{CellKind, Config, Direction, GruVariant, ParamKind};
-use crate::error::{try_vec, try_with_capacity, try_zeros_untouched, Result};
+use crate::error::{
+    try_vec, try_with_capacity, try_zeros_untouched, try_zeros_untouched_huge, Result,
+};
 use crate::io::{from_time_major_into, to_time_major_into, Gradients, OutputGrads};
 use crate::kernels::fused::{BackParams, BackRow, BackStepRow, GateFns, MatRow};
 use crate::kernels::Kernels;
@@ -134,7 +136,7 @@ pub(crate) fn backward(
     let mut dx = try_zeros_untouched(shapes.x, "dx")?;
     let mut dh0 = try_zeros_untouched(shapes.h, "dh0")?;
     let mut dc0 = try_zeros_untouched(shapes.c, "dc0")?;
-    let mut dparams = try_zeros_untouched(config.num_params(), "dparams")?;
+    let mut dparams = try_zeros_untouched_huge(config.num_params(), "dparams")?;
     let dest = GradDest {
         dx: Some(&mut dx),
         dh0: Some(&mut dh0),
