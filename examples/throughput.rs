@@ -108,7 +108,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let owned = env("OWNED") == Some(1);
         // Kept across steps, as a training loop keeps them (`backward_into`,
         // and the C ABI's `rnn_backward`): new gradient vectors each step
-        // would map fresh pages: an LSTM 1024×1×50 training step ran 1.36× slower.
+        // map fresh pages each step (BENCHMARKS.md: "Gradient buffers").
         let (mut dx, mut dparams) = (vec![0.0; x.len()], vec![0.0; model.params().len()]);
         let mut train_step = || -> Result<(), rnn::Error> {
             let (_, trace) = model.forward_training(&input)?;

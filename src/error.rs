@@ -154,24 +154,30 @@ pub(crate) fn try_zeros_untouched(len: usize, what: &str) -> Result<Vec<f32>> {
 }
 
 /// [`try_zeros_untouched`] for a buffer that one product fills soon after,
-/// asking for huge pages ([`advise_huge_pages`]): a training call's new
-/// parameter gradients. An LSTM with H = 1024 has 32 MiB of them, which
-/// glibc maps afresh at every call (it maps anything over 32 MiB), and a
+/// asking for huge pages where the allocator maps it afresh
+/// ([`advise_huge_pages`]): a training call's new parameter gradients. An
+/// LSTM with H = 1024 has 32 MiB of them, mapped anew at every call, and a
 /// page fault every 4 KiB made a batch-1 training step on one thread
 /// 1.35-1.5× as long as one into kept buffers (two sets of rounds); with
-/// the advice 1.0-1.07×. Not for every
-/// new result: with the advice on all of them (`y` and `dx` too), a
-/// forward with a 52 MiB `y` and an LSTM 512×64 training call came out
-/// 3-4 % slower in 4 comparisons of 4 (within this machine's noise; a
-/// huge page's zeroing may run ahead of outputs written step by step).
+/// the advice 1.0-1.07×. Not for every new result: with the advice on all
+/// of them (`y` and `dx` too), a forward with a 52 MiB `y` and an LSTM
+/// 512×64 training call came out 3-4 % slower in 4 comparisons of 4
+/// (within this machine's noise; a huge page's zeroing may run ahead of
+/// outputs written step by step).
 pub(crate) fn try_zeros_untouched_huge(len: usize, what: &str) -> Result<Vec<f32>> {
     let v = try_zeros_untouched(len, what)?;
-    advise_huge_pages(
-        v.as_ptr().cast_mut().cast::<u8>(),
-        std::mem::size_of_val(&v[..]),
-    );
+    let bytes = std::mem::size_of_val(&v[..]);
+    if bytes > FRESHLY_MAPPED {
+        advise_huge_pages(v.as_ptr().cast_mut().cast::<u8>(), bytes);
+    }
     Ok(v)
 }
+
+/// Sizes above which glibc maps every allocation afresh (its largest mmap
+/// threshold on 64-bit systems). Smaller buffers come from its heap, whose
+/// pages are mapped already: advice there gains nothing (LSTM 512×64, 8
+/// MiB of gradients: level) and would mark memory the heap hands out again.
+const FRESHLY_MAPPED: usize = 32 << 20;
 
 /// Bytes of a transparent huge page (x86-64 and aarch64 with 4 KiB pages).
 const HUGE_PAGE: usize = 2 << 20;
@@ -201,6 +207,7 @@ mod tests {
     use super::*;
 
     /// The `VmFlags` of the mapping that holds `addr`, from /proc/self/smaps.
+    #[cfg(target_os = "linux")]
     fn vm_flags_at(addr: usize) -> Option<String> {
         let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
         let mut holds = false;
@@ -220,6 +227,7 @@ mod tests {
         None
     }
 
+    #[cfg(target_os = "linux")]
     fn advised(addr: usize) -> bool {
         vm_flags_at(addr).is_some_and(|f| f.split_whitespace().any(|f| f == "hg"))
     }
@@ -249,16 +257,18 @@ mod tests {
         }
     }
 
-    /// A large zeroed buffer for a product is all zeros, and where the system keeps
-    /// huge-page advice (Linux with transparent huge pages) its whole huge
-    /// pages carry it (`hg` among its mapping's `VmFlags`).
+    /// A large zeroed buffer for a product is all zeros, and where the
+    /// system keeps huge-page advice (Linux with transparent huge pages)
+    /// its whole huge pages carry it (`hg` among its mapping's `VmFlags`);
+    /// one of at most [`FRESHLY_MAPPED`] bytes does not.
     #[test]
     #[cfg_attr(
         miri,
         ignore = "Miri does not run madvise (the advice is compiled out there)"
     )]
     fn large_zeroed_buffers_ask_for_huge_pages() {
-        let len = 3 * HUGE_PAGE; // floats: whole huge pages inside, wherever it starts
+        // Floats: past FRESHLY_MAPPED bytes, whole huge pages inside it.
+        let len = FRESHLY_MAPPED / 4 + 2 * HUGE_PAGE;
         let v = try_zeros_untouched_huge(len, "a test buffer").unwrap();
         assert_eq!(v.len(), len);
         assert!(v.iter().step_by(1021).all(|&x| x == 0.0));
@@ -266,6 +276,10 @@ mod tests {
         if huge_page_advice_is_kept() {
             let inside = (v.as_ptr() as usize).next_multiple_of(HUGE_PAGE);
             assert!(advised(inside), "VmFlags:{:?}", vm_flags_at(inside));
+            // One the allocator may hand out of its heap is left alone.
+            let small = try_zeros_untouched_huge(FRESHLY_MAPPED / 4, "a test buffer").unwrap();
+            let inside = (small.as_ptr() as usize).next_multiple_of(HUGE_PAGE);
+            assert!(!advised(inside), "VmFlags:{:?}", vm_flags_at(inside));
         }
     }
 }
