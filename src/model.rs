@@ -212,7 +212,7 @@ impl Model {
         Ok(self.packed()?.bytes())
     }
 
-    fn packed(&self) -> Result<&Packed> {
+    pub(crate) fn packed(&self) -> Result<&Packed> {
         if let Some(packed) = self.packed.get() {
             return Ok(packed);
         }

@@ -368,7 +368,10 @@ pub(crate) fn forward_runs_alone(
     let barriers = team_barriers(config);
     super::every_layer_alone(config, packed, (batch, steps), threads, barriers, |pb| {
         !forks_projection(1, threads, projection_macs(pb, (batch, steps)))
-    })
+    }) && !matches!(
+        wavefront_layers(config, packed, (batch, steps), threads),
+        Ok(Some(_))
+    )
 }
 
 /// Barriers a split forward step takes: one after the step, one more
@@ -379,6 +382,24 @@ pub(super) fn team_barriers(config: &Config) -> usize {
         config.cell() == CellKind::Gru && config.gru_variant() == GruVariant::ResetBeforeMatmul;
     1 + usize::from(gru_reset_before) + usize::from(config.proj_size() > 0)
 }
+
+/// Steps a wavefront's layer projects at a time, for `rows` items: at
+/// least [`WAVEFRONT_CHUNK_STEPS`], and [`WAVEFRONT_CHUNK_ROWS`] rows. Each
+/// chunk reads the layer's W panels again, and the layer above waits for
+/// a whole chunk before it starts and after the layer below ends.
+fn wavefront_chunk(rows: usize) -> usize {
+    WAVEFRONT_CHUNK_ROWS
+        .div_ceil(rows.max(1))
+        .max(WAVEFRONT_CHUNK_STEPS)
+}
+
+/// Measured on the 2-core Zen 3 VM (two-layer stacks at batch 1, H = 64
+/// and 128, medians of 7 runs): chunks of 4 and 8 steps within 5 % of each
+/// other, 16 slower (the wait at both ends), and a chunk growing then
+/// shrinking with the steps left (4 to 32) 5-15 % slower than 4 (a
+/// second's imbalance between the layers outweighed fewer W reads).
+const WAVEFRONT_CHUNK_STEPS: usize = 4;
+const WAVEFRONT_CHUNK_ROWS: usize = 8;
 
 /// Chunks each part of a split step owns: enough that a member can take
 /// over a quarter of a slowed member's share, few enough that claiming them
@@ -498,8 +519,12 @@ struct DirRun<'a> {
     /// The layer's input `[TN, I]` and its projection `[TN, G·Hp]`, which
     /// each member computes for its own rows and panels when
     /// `project_in_team` (else it is computed before the team starts).
-    x: &'a [f32],
+    x: LayerInput<'a>,
     xw: SharedMut,
+    /// In a wavefront, the stack's layer shapes and this layer's index:
+    /// its members project a chunk of steps at a time, once the layer
+    /// below has published them, and publish their own steps.
+    wavefront: Option<(&'a [team::Shape], usize)>,
     project_in_team: bool,
     seq_len: usize,
     /// Whether every row takes every step (an empty one copying its state
@@ -522,6 +547,36 @@ struct DirRun<'a> {
     m_scratch: SharedMut,
     /// The [`DirTrace`] buffers, in field order (null where unused).
     trace: Option<[SharedMut; 6]>,
+}
+
+/// A layer's input rows `[TN, I]`, as its members read them.
+#[derive(Clone, Copy)]
+enum LayerInput<'a> {
+    /// Written before the layer starts.
+    Ready(&'a [f32]),
+    /// In a wavefront, the output of the layer below (`len` floats), written
+    /// while this layer runs: a step's rows are read only once every member
+    /// of the layer below has published that step.
+    Below { rows: SharedMut, len: usize },
+}
+
+impl LayerInput<'_> {
+    /// The first `len` floats: the rows of the steps before `len / (N·I)`.
+    ///
+    /// # Safety
+    /// For [`LayerInput::Below`], no thread writes those rows any more while
+    /// the slice lives: the layer below has published their steps.
+    unsafe fn first(&self, len: usize) -> &[f32] {
+        match *self {
+            LayerInput::Ready(x) => &x[..len],
+            LayerInput::Below { rows, len: all } => {
+                assert!(len <= all, "rows inside the layer's input");
+                // SAFETY: `rows` points at `all` floats that outlive the
+                // team (the caller's contract covers the writes).
+                unsafe { std::slice::from_raw_parts(rows.at(0), len) }
+            }
+        }
+    }
 }
 
 /// Where a forward pass leaves `y`, `h_n` and `c_n`: the caller's buffers,
@@ -647,7 +702,48 @@ pub(crate) fn forward_into(
     let mut layer_inputs = Vec::new();
     let mut dir_traces = Vec::new();
 
-    for layer in 0..config.num_layers() {
+    // Layers run at once as a wavefront, or one after another.
+    let wavefront = match kept {
+        Some(_) => None,
+        None => wavefront_layers(config, packed, (n, t_len), team::capacity())?,
+    };
+    let mut layers_in_turn = 0..config.num_layers();
+    if let Some(shapes) = &wavefront {
+        layers_in_turn = 0..0;
+        let last_out = match config.layout() {
+            Layout::TimeMajor => &mut *y_out,
+            Layout::BatchFirst => &mut last_scratch,
+        };
+        let x = std::mem::take(&mut layer_in);
+        let run = Wavefront {
+            config,
+            packed,
+            pool,
+            lens: &lens,
+            training,
+            ragged,
+            shapes,
+        };
+        let (outs, traces) = run.forward(&x, last_out, (h_n, c_n))?;
+        dir_traces = traces;
+        // Training keeps each layer's input; inference recycles them.
+        match training {
+            true => {
+                layer_inputs = try_with_capacity(outs.len() + 1, "the layers' inputs")?;
+                layer_inputs.push(match x {
+                    Cow::Owned(x) => x,
+                    Cow::Borrowed(x) => {
+                        let mut copy = pool.take(x.len())?;
+                        copy.copy_from_slice(x);
+                        copy
+                    }
+                });
+                layer_inputs.extend(outs);
+            }
+            false => outs.into_iter().for_each(|o| pool.give(o)),
+        }
+    }
+    for layer in layers_in_turn {
         let last = layer + 1 == config.num_layers();
         // Scratch whose pages are already mapped, zero-filled by this thread:
         // the team members write it from several threads, and page faults
@@ -721,72 +817,26 @@ pub(crate) fn forward_into(
         }
         let mut runs = try_with_capacity(dirs, "the layer's directions")?;
         for (dir, b) in buffers.iter_mut().enumerate() {
-            let DirBuffers {
-                xw,
-                trace: dt,
-                state,
-            } = b;
             let ld = layer * dirs + dir;
-            let pb = &packed.blocks[ld];
-            let (h_state, c_state) = (
-                &mut h_n[ld * n * hs..(ld + 1) * n * hs],
-                if config.has_cell_state() {
-                    &mut c_n[ld * n * cs..(ld + 1) * n * cs]
-                } else {
-                    &mut [][..]
-                },
-            );
-            if !kept_valid {
-                // The state each item starts from, in the padded rows the kernels read.
-                pad_rows(h_state, hs, &mut state.h[0], pb.state_stride);
-                pad_rows(c_state, cs, &mut state.c, pb.hp);
-            }
-            if let Some(t) = dt.as_mut().filter(|t| !t.c_init.is_empty()) {
-                t.c_init.copy_from_slice(&state.c);
-            }
-            let (y, y_width, slot) = match (summed && dir == 1, config.direction()) {
+            let out = match (summed && dir == 1, config.direction()) {
                 (true, _) => (SharedMut::new(&mut second), hs, 0),
                 (false, Direction::BidirectionalConcat) => {
                     (SharedMut::new(layer_out), width, dir * hs)
                 }
                 (false, _) => (SharedMut::new(layer_out), width, 0),
             };
-            let [h_a, h_b] = &mut state.h;
-            runs.push(DirRun {
+            runs.push(dir_run(
                 config,
-                pb,
-                kernels: packed.kernels,
-                batch: n,
-                lens: &lens,
-                reversed: config.direction().is_reversed(dir),
-                fns: packed.kernels.gate_fns(config, dir),
-                x: &layer_in,
-                xw: SharedMut::new(xw),
-                project_in_team,
-                seq_len: t_len,
-                every_step: kept.is_some(),
-                y,
-                width: y_width,
-                slot,
-                h_state: SharedMut::new(h_state),
-                c_state: SharedMut::new(c_state),
-                h: [SharedMut::new(h_a), SharedMut::new(h_b)],
-                c: SharedMut::new_or_null(&mut state.c),
-                gates_scratch: SharedMut::new_or_null(&mut state.gates),
-                aux_scratch: SharedMut::new_or_null(&mut state.aux),
-                m_scratch: SharedMut::new_or_null(&mut state.m),
-                trace: dt.as_mut().map(|t| {
-                    [
-                        &mut t.gates,
-                        &mut t.h_prev,
-                        &mut t.c_prev,
-                        &mut t.c_raw,
-                        &mut t.aux,
-                        &mut t.clip_mask,
-                    ]
-                    .map(|v| SharedMut::new_or_null(v))
-                }),
-            });
+                packed,
+                ld,
+                &lens,
+                (t_len, kept.is_some()),
+                (LayerInput::Ready(&layer_in), project_in_team),
+                out,
+                state_rows(config, ld, n, (h_n, c_n)),
+                b,
+                kept_valid,
+            ));
         }
         team::run_shares(shape, wanted, &|share, member| {
             runs[share.dir].share(share, member)
@@ -851,6 +901,219 @@ pub(crate) fn forward_into(
         dirs: dir_traces,
         pool: Arc::clone(pool),
     }))
+}
+
+/// The layers' shapes where a forward call of `steps` steps over `batch`
+/// items on up to `members` members runs its layers as a wavefront: each
+/// layer on members of its own, a chunk of steps ([`wavefront_chunk`])
+/// behind the layer below ([`team::plan_layers`]), rather than each layer
+/// on the whole team in turn. For stacks of forward directions only (a
+/// reversed direction reads the end of its input first, which the layer
+/// below writes last), where [`team::wavefront_pays`], and where each
+/// member's share of its layer's weights (W, R, the projection) fits its
+/// L2: a layer's members read their W again for every chunk, which costs
+/// little from their own L2 and more than the barriers saved from the L3
+/// (on the 2-core Zen 3 VM with 512 KiB L2s, a two-layer LSTM with H = 256,
+/// 2 MiB a layer, at batch 1 on two threads: 2.24 ms in turn, 2.68 as a
+/// wavefront; BENCHMARKS.md, "A layer wavefront").
+pub(crate) fn wavefront_layers(
+    config: &Config,
+    packed: &Packed,
+    (batch, steps): (usize, usize),
+    members: usize,
+) -> Result<Option<Vec<team::Shape>>> {
+    let layers = config.num_layers();
+    if layers < 2 || config.num_directions() != 1 || config.direction().is_reversed(0) {
+        return Ok(None);
+    }
+    let (unit, barriers) = (packed.kernels.unit(), team_barriers(config));
+    let mut shapes = try_with_capacity(layers, "the layers' shapes")?;
+    shapes.extend(
+        (0..layers).map(|l| layer_shape(config, &packed.blocks[l], (batch, steps), unit, barriers)),
+    );
+    let per_layer = (members / layers).max(1);
+    let fits = packed.blocks[..layers]
+        .iter()
+        .all(|pb| pb.forward_bytes() / per_layer <= crate::kernels::cache::l2_bytes());
+    Ok((fits && team::wavefront_pays(&shapes, members)).then_some(shapes))
+}
+
+/// A forward call's layers run as a wavefront ([`wavefront_layers`]).
+struct Wavefront<'a> {
+    config: &'a Config,
+    packed: &'a Packed,
+    pool: &'a BufferPool,
+    lens: &'a [usize],
+    training: bool,
+    ragged: bool,
+    shapes: &'a [team::Shape],
+}
+
+impl Wavefront<'_> {
+    /// Runs every layer over `x` (time-major), the last into `last_out`,
+    /// from and into the states `h_n` and `c_n` (initial in, final out).
+    /// Returns the other layers' outputs and (training) the traces.
+    fn forward(
+        &self,
+        x: &[f32],
+        last_out: &mut [f32],
+        (h_n, c_n): (&mut [f32], &mut [f32]),
+    ) -> Result<(Vec<Vec<f32>>, Vec<DirTrace>)> {
+        let (config, packed, pool) = (self.config, self.packed, self.pool);
+        let (layers, n) = (config.num_layers(), self.lens.len());
+        let t_len = self.shapes[0].steps;
+        let width = config.output_size();
+        // Scratch whose pages are mapped, zero-filled by this thread (as in
+        // `forward_into`): steps past an item's length are never written.
+        let mut outs = try_with_capacity(layers - 1, "the layers' outputs")?;
+        for _ in 1..layers {
+            outs.push(pool.take_zeroed(t_len * n * width)?);
+        }
+        last_out.fill(0.0);
+        let mut buffers: Vec<DirBuffers> = try_with_capacity(layers, "the layers' buffers")?;
+        for pb in &packed.blocks[..layers] {
+            buffers.push(DirBuffers {
+                xw: pool.take(t_len * n * pb.gates * pb.hp)?,
+                trace: match self.training {
+                    true => Some(DirTrace::new(config, pb, (t_len, n), self.ragged, pool)?),
+                    false => None,
+                },
+                state: DirState::new(config, pb, n, self.training, pool)?,
+            });
+        }
+        let mut out_rows: Vec<SharedMut> = try_with_capacity(layers, "the layers' outputs")?;
+        out_rows.extend(outs.iter_mut().map(|o| SharedMut::new(o)));
+        out_rows.push(SharedMut::new(last_out));
+        let mut runs = try_with_capacity(layers, "the layers' runs")?;
+        for (layer, b) in buffers.iter_mut().enumerate() {
+            let input = match layer {
+                0 => LayerInput::Ready(x),
+                _ => LayerInput::Below {
+                    rows: out_rows[layer - 1],
+                    len: t_len * n * width,
+                },
+            };
+            let run = dir_run(
+                config,
+                packed,
+                layer,
+                self.lens,
+                (t_len, false),
+                (input, true),
+                (out_rows[layer], width, 0),
+                state_rows(config, layer, n, (&mut *h_n, &mut *c_n)),
+                b,
+                false,
+            );
+            runs.push(DirRun {
+                wavefront: Some((self.shapes, layer)),
+                ..run
+            });
+        }
+        let wanted = team::wavefront_members(self.shapes, team::capacity());
+        team::run_layers(self.shapes, wanted, &|layer, share, member| {
+            runs[layer].share(share, member)
+        })?;
+        drop(runs);
+        let mut traces = try_with_capacity(layers, "the layers' traces")?;
+        for DirBuffers { xw, trace, state } in buffers {
+            pool.give(xw);
+            state.give_back(pool);
+            traces.extend(trace);
+        }
+        Ok((outs, traces))
+    }
+}
+
+/// Direction `ld` (`layer · dirs + dir`)'s rows of the states `h_n` and
+/// `c_n` (`[L·D, N, ·]`; `c_n` empty without a cell state).
+fn state_rows<'s>(
+    config: &Config,
+    ld: usize,
+    n: usize,
+    (h_n, c_n): (&'s mut [f32], &'s mut [f32]),
+) -> (&'s mut [f32], &'s mut [f32]) {
+    let (hs, cs) = (config.state_size(), config.hidden_size());
+    let c = match config.has_cell_state() {
+        true => &mut c_n[ld * n * cs..(ld + 1) * n * cs],
+        false => &mut [][..],
+    };
+    (&mut h_n[ld * n * hs..(ld + 1) * n * hs], c)
+}
+
+/// Direction `ld` (`layer · dirs + dir`)'s run over its layer, its buffers
+/// `b` starting from the states `h_state` and `c_state` (padded into them
+/// unless `kept_valid`), writing `y` (`[TN, width]`, from column `slot`).
+#[allow(clippy::too_many_arguments)]
+fn dir_run<'a>(
+    config: &'a Config,
+    packed: &'a Packed,
+    ld: usize,
+    lens: &'a [usize],
+    (seq_len, every_step): (usize, bool),
+    (x, project_in_team): (LayerInput<'a>, bool),
+    (y, width, slot): (SharedMut, usize, usize),
+    (h_state, c_state): (&mut [f32], &mut [f32]),
+    b: &mut DirBuffers,
+    kept_valid: bool,
+) -> DirRun<'a> {
+    let dir = ld % config.num_directions();
+    let pb = &packed.blocks[ld];
+    let DirBuffers {
+        xw,
+        trace: dt,
+        state,
+    } = b;
+    if !kept_valid {
+        // The state each item starts from, in the padded rows the kernels read.
+        pad_rows(
+            h_state,
+            config.state_size(),
+            &mut state.h[0],
+            pb.state_stride,
+        );
+        pad_rows(c_state, config.hidden_size(), &mut state.c, pb.hp);
+    }
+    if let Some(t) = dt.as_mut().filter(|t| !t.c_init.is_empty()) {
+        t.c_init.copy_from_slice(&state.c);
+    }
+    let [h_a, h_b] = &mut state.h;
+    DirRun {
+        config,
+        pb,
+        kernels: packed.kernels,
+        batch: lens.len(),
+        lens,
+        reversed: config.direction().is_reversed(dir),
+        fns: packed.kernels.gate_fns(config, dir),
+        x,
+        xw: SharedMut::new(xw),
+        wavefront: None,
+        project_in_team,
+        seq_len,
+        every_step,
+        y,
+        width,
+        slot,
+        h_state: SharedMut::new(h_state),
+        c_state: SharedMut::new(c_state),
+        h: [SharedMut::new(h_a), SharedMut::new(h_b)],
+        c: SharedMut::new_or_null(&mut state.c),
+        gates_scratch: SharedMut::new_or_null(&mut state.gates),
+        aux_scratch: SharedMut::new_or_null(&mut state.aux),
+        m_scratch: SharedMut::new_or_null(&mut state.m),
+        trace: dt.as_mut().map(|t| {
+            [
+                &mut t.gates,
+                &mut t.h_prev,
+                &mut t.c_prev,
+                &mut t.c_raw,
+                &mut t.aux,
+                &mut t.clip_mask,
+            ]
+            .map(|v| SharedMut::new_or_null(v))
+        }),
+    }
 }
 
 impl DirRun<'_> {
@@ -938,15 +1201,28 @@ impl DirRun<'_> {
         // right before its R panels. Not for formats that convert x first
         // (each chunk would convert it again).
         let project_per_chunk = self.project_in_team && self.seq_len == 1 && !converted;
-        if self.project_in_team && !project_per_chunk {
-            let rows =
-                (0..self.seq_len).flat_map(|t| (b0..b0 + nb).map(move |b| t * self.batch + b));
-            // SAFETY: these rows (items b0..b0 + nb at every step) and
-            // panels of xw are this share's alone.
-            unsafe { project(self.kernels, self.batch, pb, self.x, self.xw, rows, panels)? };
+        // Steps s..end of this share's rows, these panels of xw: in a
+        // wavefront once the layer below has published them.
+        let project_steps = |s: usize, end: usize| -> Result<()> {
+            if let Some((shapes, layer @ 1..)) = self.wavefront {
+                member.wait_for_layer(shapes, layer - 1, end)?;
+            }
+            let rows = (s..end).flat_map(|t| (b0..b0 + nb).map(move |b| t * self.batch + b));
+            // SAFETY: these rows (items b0..b0 + nb at these steps) and
+            // panels of xw are this share's alone; x's rows before step
+            // `end` are written already (in a wavefront: published, above).
+            unsafe {
+                let x = self.x.first(end * self.batch * pb.input);
+                project(self.kernels, self.batch, pb, x, self.xw, rows, panels)?
+            };
             // A step's chunks may be taken by another part (share_out).
-            sync()?;
+            sync()
+        };
+        if self.project_in_team && !project_per_chunk && self.wavefront.is_none() {
+            project_steps(0, self.seq_len)?;
         }
+        // A wavefront's chunks: steps projected so far.
+        let mut projected = 0;
         // The last step's new state leaves chunk by chunk, copied out by
         // whichever member stepped the chunk: no barrier before the copy,
         // the team's end orders it (a stream's one-step call saves a whole
@@ -955,6 +1231,10 @@ impl DirRun<'_> {
         let out_in_chunks = !proj && max_len > 0;
         let mut cur = 0;
         for s in 0..max_len {
+            if self.wavefront.is_some() && s == projected {
+                projected = (s + wavefront_chunk(nb)).min(max_len);
+                project_steps(s, projected)?;
+            }
             let last_step = s + 1 == max_len;
             let (h_cur, h_nxt) = (self.h[cur], self.h[1 - cur]);
             rows.clear();
@@ -1067,7 +1347,7 @@ impl DirRun<'_> {
                                 self.kernels,
                                 self.batch,
                                 pb,
-                                self.x,
+                                self.x.first(self.batch * pb.input),
                                 self.xw,
                                 b0..b0 + nb,
                                 panels,
@@ -1147,6 +1427,9 @@ impl DirRun<'_> {
                 // the next step's barrier.
                 unsafe { self.copy_y(h_nxt, row_t, out_cols) };
             }
+            if let Some((_, layer)) = self.wavefront {
+                member.publish(layer, s + 1);
+            }
             cur = 1 - cur;
         }
         // Rows the last step left out (all of them, with no step) leave here
@@ -1158,6 +1441,9 @@ impl DirRun<'_> {
             // step, or (rows out of the last step) this member copied these
             // columns into h_nxt itself and nothing touched c.
             unsafe { self.copy_state(self.h[cur], b, out_cols, units) };
+        }
+        if let Some((_, layer)) = self.wavefront {
+            member.publish(layer, usize::MAX);
         }
         Ok(())
     }

@@ -292,6 +292,18 @@ impl PackedBlock {
         self.precision.panel_rows(k)
     }
 
+    /// Bytes of the packed weights a forward step reads: W (the input
+    /// projection), R and the LSTM projection.
+    pub fn forward_bytes(&self) -> usize {
+        let panels = [
+            &self.w_panels,
+            &self.r_panels,
+            &self.r_panels_n,
+            &self.proj_panels,
+        ];
+        panels.iter().map(|p| p.len()).sum::<usize>() * std::mem::size_of::<f32>()
+    }
+
     /// Bytes of packed weights and biases this block holds.
     pub fn bytes(&self) -> usize {
         let panels = [
