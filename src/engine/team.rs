@@ -891,15 +891,28 @@ fn plan_layers(shapes: &[Shape], members: usize, mut emit: impl FnMut(usize, usi
 
 /// Whether a stack of `shapes` gains from running as a wavefront on
 /// `members` members rather than layer after layer on all of them: there
-/// is a member per layer, and some layer on all of them would leave
+/// is a member per layer, every layer has [`WAVEFRONT_LAYER_MACS`], and
+/// some layer on all of them would leave
 /// members idle, or split its steps into parts of under
 /// [`WAVEFRONT_PART_MACS`] a barrier. A wavefront trades those barriers
 /// for a wait every chunk of steps, and each layer's input projection,
 /// which the whole team shares, for chunks that read W again; a layer
 /// whose batch splits into a barrier-free block per member gains nothing.
 pub(crate) fn wavefront_pays(shapes: &[Shape], members: usize) -> bool {
+    let layer_macs = |s: &Shape| {
+        [s.batch, s.steps, s.directions]
+            .into_iter()
+            .fold(s.macs_per_row, usize::saturating_mul)
+    };
+    #[allow(unused_mut)]
+    let mut least = WAVEFRONT_LAYER_MACS;
+    #[cfg(test)]
+    if tests::ANY_SIZE_WAVEFRONT.load(Ordering::Relaxed) {
+        least = 0;
+    }
     members >= shapes.len()
         && shapes.len() > 1
+        && shapes.iter().all(|s| layer_macs(s) >= least)
         && shapes.iter().any(|&shape| {
             let mut small_parts = false;
             plan_each(shape, members, |_, share| {
@@ -911,6 +924,16 @@ pub(crate) fn wavefront_pays(shapes: &[Shape], members: usize) -> bool {
             small_parts || useful_members(shape, members) < members
         })
 }
+
+/// Multiply-adds of a layer over the whole call below which its stack
+/// runs layer after layer: such a layer takes about 0.1 ms or less, where
+/// the wake-up of a member for each layer (30-50 µs on the 2-core VM) and
+/// a chunk's wait at both ends cost more than running the layers at once
+/// saves. Measured there, two layers on two threads, 7 runs: 0.2-0.8M a
+/// layer 0.19-0.94× (LSTM H = 16 and 32, GRU H = 32, vanilla H = 16, batch
+/// 1), 1.2-1.8M 1.12-1.38× (LSTM H = 48, GRU H = 64, vanilla H = 64, LSTM
+/// H = 32 at batch 4).
+const WAVEFRONT_LAYER_MACS: usize = 1 << 20;
 
 /// Multiply-adds of a part of a step, per barrier, below which a stack's
 /// layers run faster as a wavefront than each split over the team: four
@@ -1205,6 +1228,12 @@ pub(crate) mod tests {
     /// test that sets it only changes how other tests' calls split, which
     /// must not change their results.
     pub(crate) static FORCED_CAPACITY: AtomicUsize = AtomicUsize::new(0);
+
+    /// Stacks of any size may run as a wavefront while set (no
+    /// [`WAVEFRONT_LAYER_MACS`]), so that the tests' small stacks (and
+    /// Miri's) take the path. Global, like [`FORCED_CAPACITY`]: other
+    /// tests' results must not change either way.
+    pub(crate) static ANY_SIZE_WAVEFRONT: AtomicBool = AtomicBool::new(false);
 
     /// Members do not move ([`Member::spread`]) while set: in the stall
     /// tests, whose member 0 sleeps to stand for a descheduled one, the
@@ -1535,38 +1564,67 @@ pub(crate) mod tests {
     /// A stack whose layers run as a wavefront (layer l + 1 a chunk of
     /// steps behind layer l, each on members of its own) gives the bits of
     /// its layers run in turn on one member: inference, training and
-    /// backward, with items of several lengths (one empty). Two layers on
-    /// two members, and natively three layers on three; under Miri,
-    /// which reports a data race where a layer reads steps the layer below
-    /// has not published (checked by taking the wait out), two small
-    /// layers.
+    /// backward, with items of several lengths (one empty), for each cell
+    /// and an LSTM with a projection, peepholes, clips, initial states and
+    /// a batch-first layout; bf16 and int8 inference. Two layers on two
+    /// members, and natively three layers on three; under Miri, which
+    /// reports a data race where a layer reads steps the layer below has
+    /// not published (checked by taking the wait out), two small layers.
     #[test]
     fn a_wavefront_gives_the_same_bits_as_layers_in_turn() {
         let _globals = hold_globals();
-        use crate::{CellKind, Config, Input, Model, OutputGrads};
+        use crate::config::{GruVariant, Layout};
+        use crate::{CellKind, Config, Input, Model, OutputGrads, Precision};
         let helpers = helpers::Helpers::new(2).unwrap();
-        // (cell, layers, input size, hidden size, lengths, members).
-        type Case = (
-            CellKind,
-            usize,
-            usize,
-            usize,
-            &'static [usize],
-            &'static [usize],
-        );
-        let cases: &[Case] = match cfg!(miri) {
-            true => &[(CellKind::Lstm, 2, 1, 8, &[3, 1], &[2])],
-            false => &[
-                (CellKind::Lstm, 2, 3, 40, &[9, 4, 0], &[2]),
-                (CellKind::Gru, 2, 3, 40, &[9, 4, 0], &[2]),
-                (CellKind::Rnn, 3, 5, 24, &[7, 7, 2], &[3]),
+        ANY_SIZE_WAVEFRONT.store(true, Ordering::Relaxed);
+        let stack =
+            |cell, layers, input, hidden| Config::builder(cell, input, hidden).num_layers(layers);
+        // (config, lengths, members).
+        let cases: Vec<(Config, &[usize], &[usize])> = match cfg!(miri) {
+            true => vec![(
+                stack(CellKind::Lstm, 2, 1, 8).build().unwrap(),
+                &[3, 1],
+                &[2],
+            )],
+            false => vec![
+                (
+                    stack(CellKind::Lstm, 2, 3, 40).build().unwrap(),
+                    &[9, 4, 0],
+                    &[2],
+                ),
+                (
+                    stack(CellKind::Gru, 2, 3, 40).build().unwrap(),
+                    &[9, 4, 0],
+                    &[2],
+                ),
+                (
+                    stack(CellKind::Gru, 2, 3, 40)
+                        .gru_variant(GruVariant::LinearBeforeReset)
+                        .build()
+                        .unwrap(),
+                    &[9, 4, 0],
+                    &[2],
+                ),
+                (
+                    stack(CellKind::Rnn, 3, 5, 24).build().unwrap(),
+                    &[7, 7, 2],
+                    &[3],
+                ),
+                (
+                    stack(CellKind::Lstm, 2, 4, 36)
+                        .proj_size(20)
+                        .peepholes(true)
+                        .cell_clip(Some(0.5))
+                        .layout(Layout::BatchFirst)
+                        .build()
+                        .unwrap(),
+                    &[6, 6, 3],
+                    &[2],
+                ),
             ],
         };
-        for &(cell, layers, input_size, hidden, lens, members) in cases {
-            let config = Config::builder(cell, input_size, hidden)
-                .num_layers(layers)
-                .build()
-                .unwrap();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for (config, lens, members) in cases {
             let model = Model::random(config.clone(), 5);
             let (t, n) = (lens[0], lens.len());
             let packed = model.packed().unwrap();
@@ -1574,15 +1632,23 @@ pub(crate) mod tests {
                 let wavefront = super::super::forward::wavefront_layers(&config, packed, (n, t), m);
                 assert!(
                     wavefront.unwrap().is_some(),
-                    "{cell:?} runs as a wavefront on {m}"
+                    "{config:?} runs as a wavefront on {m}"
                 );
             }
             let shapes = crate::Shapes::new(&config, t, n).unwrap();
             let mut rng = crate::rng::SplitMix64::new(9);
             let x = rng.uniform_vec(shapes.x, -1.0, 1.0);
-            let input = Input::new(&x, t, n).with_seq_lens(lens);
+            let h0 = rng.uniform_vec(shapes.h, -1.0, 1.0);
+            let c0 = rng.uniform_vec(shapes.c, -1.0, 1.0);
+            let mut input = Input::new(&x, t, n).with_seq_lens(lens).with_h0(&h0);
+            if config.has_cell_state() {
+                input = input.with_c0(&c0);
+            }
             let dy = rng.uniform_vec(shapes.y, -1.0, 1.0);
-            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            let reduced: &[Precision] = match cfg!(miri) {
+                true => &[],
+                false => &[Precision::Bf16, Precision::Int8],
+            };
             let run = |members: usize| {
                 FORCED_CAPACITY.store(members, Ordering::Relaxed);
                 let got = helpers.install(|| {
@@ -1592,6 +1658,10 @@ pub(crate) mod tests {
                     let (_, trace) = model.forward_training(&input).unwrap();
                     let g = model.backward(&trace, &OutputGrads::new(&dy)).unwrap();
                     got.extend([bits(&g.dx), bits(&g.dh0), bits(&g.dparams)]);
+                    for &precision in reduced {
+                        let reduced = model.clone().with_precision(precision);
+                        got.push(bits(&reduced.forward_inference(&input).unwrap().y));
+                    }
                     got
                 });
                 FORCED_CAPACITY.store(0, Ordering::Relaxed);
@@ -1599,8 +1669,42 @@ pub(crate) mod tests {
             };
             let alone = run(1);
             for &m in members {
-                assert!(alone == run(m), "{cell:?}, {layers} layers on {m} members");
+                assert!(alone == run(m), "{config:?} on {m} members");
             }
+        }
+        ANY_SIZE_WAVEFRONT.store(false, Ordering::Relaxed);
+    }
+
+    /// A wavefront needs a member per layer, layers of enough work, and a
+    /// layer that the team would split into small parts or not use fully.
+    #[test]
+    fn a_wavefront_runs_only_where_it_pays() {
+        let _globals = hold_globals();
+        // (layers, batch, panels, macs a row, steps, members).
+        let cases = [
+            // H = 64 LSTM at batch 1, 100 steps (3.3M a layer): one member
+            // per layer; not on one member, nor three layers on two.
+            ((2, 1, 8, 4 * 64 * 128, 100, 2), true),
+            ((2, 1, 8, 4 * 64 * 128, 100, 1), false),
+            ((3, 1, 8, 4 * 64 * 128, 100, 2), false),
+            // The same over 10 steps: too little work a layer.
+            ((2, 1, 8, 4 * 64 * 128, 10, 2), false),
+            // H = 512 at batch 1: large parts of a split step.
+            ((2, 1, 64, 4 * 512 * 1024, 50, 2), false),
+            // 32 rows a layer: a barrier-free block per member.
+            ((2, 32, 16, 4 * 128 * 256, 50, 2), false),
+        ];
+        for ((layers, batch, panels, macs_per_row, steps, members), pays) in cases {
+            let one = Shape {
+                steps,
+                ..shape(1, batch, panels, macs_per_row)
+            };
+            let shapes = vec![one; layers];
+            assert_eq!(
+                wavefront_pays(&shapes, members),
+                pays,
+                "{layers} layers, batch {batch}, {macs_per_row} a row, {steps} steps, {members} members"
+            );
         }
     }
 
