@@ -931,6 +931,8 @@ pub(crate) fn wavefront_layers(
     shapes.extend(
         (0..layers).map(|l| layer_shape(config, &packed.blocks[l], (batch, steps), unit, barriers)),
     );
+    // Members per layer (with fewer members than layers, each runs whole
+    // layers in turn).
     let per_layer = (members / layers).max(1);
     let fits = packed.blocks[..layers]
         .iter()

@@ -854,8 +854,12 @@ pub(crate) fn run_layers(
 ///   (`members / layers`, the first layers one more), split by
 ///   [`plan_each`]: the layers step at the same time, each a chunk of
 ///   steps behind the one below.
-/// - With fewer (a team that could not have all its members), members take
-///   whole layers in turn (member m: layers m, m + members, ...).
+/// - With fewer (a stack of a multiple of the members, or a team that
+///   could not have all its members), members take whole layers in turn
+///   (member m: layers m, m + members, ...): member 0 starts layer
+///   `members` a chunk after the last member started layer `members − 1`,
+///   so the stack still runs as one wavefront of `members` layers at a
+///   time.
 ///
 /// Either way a member waits only for layers below the one it runs, whose
 /// members never wait for it: no deadlock.
@@ -891,7 +895,10 @@ fn plan_layers(shapes: &[Shape], members: usize, mut emit: impl FnMut(usize, usi
 
 /// Whether a stack of `shapes` gains from running as a wavefront on
 /// `members` members rather than layer after layer on all of them: there
-/// is a member per layer, every layer has [`WAVEFRONT_LAYER_MACS`], and
+/// is a member per layer or the layers are a multiple of the members
+/// (taken in turn, [`plan_layers`]; any other count leaves a member with a
+/// layer more than the others, and the stack at its pace), every layer
+/// has [`WAVEFRONT_LAYER_MACS`], and
 /// some layer on all of them would leave
 /// members idle, or split its steps into parts of under
 /// [`WAVEFRONT_PART_MACS`] a barrier. A wavefront trades those barriers
@@ -910,7 +917,7 @@ pub(crate) fn wavefront_pays(shapes: &[Shape], members: usize) -> bool {
     if tests::ANY_SIZE_WAVEFRONT.load(Ordering::Relaxed) {
         least = 0;
     }
-    members >= shapes.len()
+    (members >= shapes.len() || (members > 1 && shapes.len().is_multiple_of(members)))
         && shapes.len() > 1
         && shapes.iter().all(|s| layer_macs(s) >= least)
         && shapes.iter().any(|&shape| {
@@ -1567,7 +1574,8 @@ pub(crate) mod tests {
     /// backward, with items of several lengths (one empty), for each cell
     /// and an LSTM with a projection, peepholes, clips, initial states and
     /// a batch-first layout; bf16 and int8 inference. Two layers on two
-    /// members, and natively three layers on three; under Miri, which
+    /// members, and natively three layers on three and four on two (whole
+    /// layers in turn); under Miri, which
     /// reports a data race where a layer reads steps the layer below has
     /// not published (checked by taking the wait out), two small layers.
     #[test]
@@ -1609,6 +1617,11 @@ pub(crate) mod tests {
                     stack(CellKind::Rnn, 3, 5, 24).build().unwrap(),
                     &[7, 7, 2],
                     &[3],
+                ),
+                (
+                    stack(CellKind::Lstm, 4, 5, 24).build().unwrap(),
+                    &[8, 3, 5],
+                    &[2],
                 ),
                 (
                     stack(CellKind::Lstm, 2, 4, 36)
@@ -1683,8 +1696,10 @@ pub(crate) mod tests {
         // (layers, batch, panels, macs a row, steps, members).
         let cases = [
             // H = 64 LSTM at batch 1, 100 steps (3.3M a layer): one member
-            // per layer; not on one member, nor three layers on two.
+            // per layer, or four layers on two; not on one member, nor three
+            // layers on two.
             ((2, 1, 8, 4 * 64 * 128, 100, 2), true),
+            ((4, 1, 8, 4 * 64 * 128, 100, 2), true),
             ((2, 1, 8, 4 * 64 * 128, 100, 1), false),
             ((3, 1, 8, 4 * 64 * 128, 100, 2), false),
             // The same over 10 steps: too little work a layer.
