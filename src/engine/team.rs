@@ -1529,7 +1529,7 @@ pub(crate) mod tests {
     #[test]
     fn a_split_step_gives_the_same_bits_as_one_member() {
         let _globals = hold_globals();
-        use crate::{CellKind, Config, Input, Model, OutputGrads};
+        use crate::{CellKind, Config, Input, Model};
         // Helpers make the second member (as in a stream), under Miri too.
         let helpers = helpers::Helpers::new(1).unwrap();
         // (cell, input size, hidden size, lengths).
@@ -1549,23 +1549,41 @@ pub(crate) mod tests {
             let x = rng.uniform_vec(shapes.x, -1.0, 1.0);
             let input = Input::new(&x, t, n).with_seq_lens(lens);
             let dy = rng.uniform_vec(shapes.y, -1.0, 1.0);
-            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            let run = |members: usize| {
-                FORCED_CAPACITY.store(members, Ordering::Relaxed);
-                let got = helpers.install(|| {
-                    let y = model.forward_inference(&input).unwrap();
-                    let c_n = y.c_n.as_deref().map(bits).unwrap_or_default();
-                    let mut got = vec![bits(&y.y), bits(&y.h_n), c_n];
-                    let (_, trace) = model.forward_training(&input).unwrap();
-                    let g = model.backward(&trace, &OutputGrads::new(&dy)).unwrap();
-                    got.extend([bits(&g.dx), bits(&g.dh0), bits(&g.dparams)]);
-                    got
-                });
-                FORCED_CAPACITY.store(0, Ordering::Relaxed);
-                got
-            };
+            let run = |members| every_result_bits(&model, &input, &dy, (&helpers, members), &[]);
             assert_eq!(run(1), run(2), "{cell:?}");
         }
+    }
+
+    /// The bits of `model`'s inference, training and backward (output
+    /// gradient `dy`) on `input`, and of its inference in each `reduced`
+    /// precision, on a team of at most `members` (the helpers' and the
+    /// caller). The caller holds [`hold_globals`].
+    fn every_result_bits(
+        model: &crate::Model,
+        input: &crate::Input<'_>,
+        dy: &[f32],
+        (helpers, members): (&helpers::Helpers, usize),
+        reduced: &[crate::Precision],
+    ) -> Vec<Vec<u32>> {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        FORCED_CAPACITY.store(members, Ordering::Relaxed);
+        let got = helpers.install(|| {
+            let y = model.forward_inference(input).unwrap();
+            let c_n = y.c_n.as_deref().map(bits).unwrap_or_default();
+            let mut got = vec![bits(&y.y), bits(&y.h_n), c_n];
+            let (_, trace) = model.forward_training(input).unwrap();
+            let g = model
+                .backward(&trace, &crate::OutputGrads::new(dy))
+                .unwrap();
+            got.extend([bits(&g.dx), bits(&g.dh0), bits(&g.dparams)]);
+            for &precision in reduced {
+                let model = model.clone().with_precision(precision);
+                got.push(bits(&model.forward_inference(input).unwrap().y));
+            }
+            got
+        });
+        FORCED_CAPACITY.store(0, Ordering::Relaxed);
+        got
     }
 
     /// A stack whose layers run as a wavefront (layer l + 1 a chunk of
@@ -1582,62 +1600,38 @@ pub(crate) mod tests {
     fn a_wavefront_gives_the_same_bits_as_layers_in_turn() {
         let _globals = hold_globals();
         use crate::config::{GruVariant, Layout};
-        use crate::{CellKind, Config, Input, Model, OutputGrads, Precision};
+        use crate::{CellKind, Config, Input, Model, Precision};
         let helpers = helpers::Helpers::new(2).unwrap();
         ANY_SIZE_WAVEFRONT.store(true, Ordering::Relaxed);
         let stack =
             |cell, layers, input, hidden| Config::builder(cell, input, hidden).num_layers(layers);
         // (config, lengths, members).
-        let cases: Vec<(Config, &[usize], &[usize])> = match cfg!(miri) {
-            true => vec![(
-                stack(CellKind::Lstm, 2, 1, 8).build().unwrap(),
-                &[3, 1],
-                &[2],
-            )],
-            false => vec![
+        let mut cases = vec![(stack(CellKind::Lstm, 2, 1, 8), &[3, 1][..], &[2][..])];
+        if !cfg!(miri) {
+            let ragged = &[9, 4, 0][..];
+            cases = vec![
+                (stack(CellKind::Lstm, 2, 3, 40), ragged, &[2]),
+                (stack(CellKind::Gru, 2, 3, 40), ragged, &[2]),
                 (
-                    stack(CellKind::Lstm, 2, 3, 40).build().unwrap(),
-                    &[9, 4, 0],
+                    stack(CellKind::Gru, 2, 3, 40).gru_variant(GruVariant::LinearBeforeReset),
+                    ragged,
                     &[2],
                 ),
-                (
-                    stack(CellKind::Gru, 2, 3, 40).build().unwrap(),
-                    &[9, 4, 0],
-                    &[2],
-                ),
-                (
-                    stack(CellKind::Gru, 2, 3, 40)
-                        .gru_variant(GruVariant::LinearBeforeReset)
-                        .build()
-                        .unwrap(),
-                    &[9, 4, 0],
-                    &[2],
-                ),
-                (
-                    stack(CellKind::Rnn, 3, 5, 24).build().unwrap(),
-                    &[7, 7, 2],
-                    &[3],
-                ),
-                (
-                    stack(CellKind::Lstm, 4, 5, 24).build().unwrap(),
-                    &[8, 3, 5],
-                    &[2],
-                ),
+                (stack(CellKind::Rnn, 3, 5, 24), &[7, 7, 2], &[3]),
+                (stack(CellKind::Lstm, 4, 5, 24), &[8, 3, 5], &[2]),
                 (
                     stack(CellKind::Lstm, 2, 4, 36)
                         .proj_size(20)
                         .peepholes(true)
                         .cell_clip(Some(0.5))
-                        .layout(Layout::BatchFirst)
-                        .build()
-                        .unwrap(),
+                        .layout(Layout::BatchFirst),
                     &[6, 6, 3],
                     &[2],
                 ),
-            ],
-        };
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        for (config, lens, members) in cases {
+            ];
+        }
+        for (builder, lens, members) in cases {
+            let config = builder.build().unwrap();
             let model = Model::random(config.clone(), 5);
             let (t, n) = (lens[0], lens.len());
             let packed = model.packed().unwrap();
@@ -1662,24 +1656,8 @@ pub(crate) mod tests {
                 true => &[],
                 false => &[Precision::Bf16, Precision::Int8],
             };
-            let run = |members: usize| {
-                FORCED_CAPACITY.store(members, Ordering::Relaxed);
-                let got = helpers.install(|| {
-                    let y = model.forward_inference(&input).unwrap();
-                    let c_n = y.c_n.as_deref().map(bits).unwrap_or_default();
-                    let mut got = vec![bits(&y.y), bits(&y.h_n), c_n];
-                    let (_, trace) = model.forward_training(&input).unwrap();
-                    let g = model.backward(&trace, &OutputGrads::new(&dy)).unwrap();
-                    got.extend([bits(&g.dx), bits(&g.dh0), bits(&g.dparams)]);
-                    for &precision in reduced {
-                        let reduced = model.clone().with_precision(precision);
-                        got.push(bits(&reduced.forward_inference(&input).unwrap().y));
-                    }
-                    got
-                });
-                FORCED_CAPACITY.store(0, Ordering::Relaxed);
-                got
-            };
+            let run =
+                |members| every_result_bits(&model, &input, &dy, (&helpers, members), reduced);
             let alone = run(1);
             for &m in members {
                 assert!(alone == run(m), "{config:?} on {m} members");
