@@ -396,8 +396,8 @@ fn wavefront_chunk(rows: usize) -> usize {
 /// Measured on the 2-core Zen 3 VM (two-layer stacks at batch 1, H = 64
 /// and 128, medians of 7 runs): chunks of 4 and 8 steps within 5 % of each
 /// other, 16 slower (the wait at both ends), and a chunk growing then
-/// shrinking with the steps left (4 to 32) 5-15 % slower than 4 (a
-/// second's imbalance between the layers outweighed fewer W reads).
+/// shrinking with the steps left (4 to 32) 5-15 % slower than 4 (fewer W
+/// reads did not make up for the longer waits between the layers).
 const WAVEFRONT_CHUNK_STEPS: usize = 4;
 const WAVEFRONT_CHUNK_ROWS: usize = 8;
 
@@ -705,10 +705,13 @@ pub(crate) fn forward_into(
     // Layers run at once as a wavefront, or one after another.
     let wavefront = match kept {
         Some(_) => None,
-        None => wavefront_layers(config, packed, (n, t_len), team::capacity())?,
+        None => {
+            let members = team::capacity();
+            wavefront_layers(config, packed, (n, t_len), members)?.map(|s| (s, members))
+        }
     };
     let mut layers_in_turn = 0..config.num_layers();
-    if let Some(shapes) = &wavefront {
+    if let Some((shapes, members)) = &wavefront {
         layers_in_turn = 0..0;
         let last_out = match config.layout() {
             Layout::TimeMajor => &mut *y_out,
@@ -723,24 +726,13 @@ pub(crate) fn forward_into(
             training,
             ragged,
             shapes,
+            members: *members,
         };
         let (outs, traces) = run.forward(&x, last_out, (h_n, c_n))?;
         dir_traces = traces;
-        // Training keeps each layer's input; inference recycles them.
-        match training {
-            true => {
-                layer_inputs = try_with_capacity(outs.len() + 1, "the layers' inputs")?;
-                layer_inputs.push(match x {
-                    Cow::Owned(x) => x,
-                    Cow::Borrowed(x) => {
-                        let mut copy = pool.take(x.len())?;
-                        copy.copy_from_slice(x);
-                        copy
-                    }
-                });
-                layer_inputs.extend(outs);
-            }
-            false => outs.into_iter().for_each(|o| pool.give(o)),
+        layer_inputs = try_with_capacity(outs.len() + 1, "the layers' inputs")?;
+        for input in std::iter::once(x).chain(outs.into_iter().map(Cow::Owned)) {
+            keep_layer_input(pool, training, input, &mut layer_inputs)?;
         }
     }
     for layer in layers_in_turn {
@@ -874,18 +866,8 @@ pub(crate) fn forward_into(
             }
             dir_traces.extend(trace);
         }
-        // Training keeps each layer's input; inference recycles it.
         let finished = std::mem::replace(&mut layer_in, Cow::Owned(scratch));
-        match (training, finished) {
-            (true, Cow::Owned(finished)) => layer_inputs.push(finished),
-            (true, Cow::Borrowed(x)) => {
-                let mut copy = pool.take(x.len())?;
-                copy.copy_from_slice(x);
-                layer_inputs.push(copy);
-            }
-            (false, Cow::Owned(scratch)) => pool.give(scratch),
-            (false, Cow::Borrowed(_)) => {}
-        }
+        keep_layer_input(pool, training, finished, &mut layer_inputs)?;
     }
     if config.layout() == Layout::BatchFirst {
         swap_outer_axes_into(&last_scratch, t_len, n, width, y_out);
@@ -901,6 +883,27 @@ pub(crate) fn forward_into(
         dirs: dir_traces,
         pool: Arc::clone(pool),
     }))
+}
+
+/// A layer's input once the layer has run: training keeps it in `kept`
+/// (copying the caller's x), inference gives it back to the pool.
+fn keep_layer_input(
+    pool: &BufferPool,
+    training: bool,
+    input: Cow<'_, [f32]>,
+    kept: &mut Vec<Vec<f32>>,
+) -> Result<()> {
+    match (training, input) {
+        (true, Cow::Owned(input)) => kept.push(input),
+        (true, Cow::Borrowed(x)) => {
+            let mut copy = pool.take(x.len())?;
+            copy.copy_from_slice(x);
+            kept.push(copy);
+        }
+        (false, Cow::Owned(scratch)) => pool.give(scratch),
+        (false, Cow::Borrowed(_)) => {}
+    }
+    Ok(())
 }
 
 /// The layers' shapes where a forward call of `steps` steps over `batch`
@@ -949,6 +952,8 @@ struct Wavefront<'a> {
     training: bool,
     ragged: bool,
     shapes: &'a [team::Shape],
+    /// The members [`wavefront_layers`] chose it for.
+    members: usize,
 }
 
 impl Wavefront<'_> {
@@ -1012,7 +1017,7 @@ impl Wavefront<'_> {
                 ..run
             });
         }
-        let wanted = team::wavefront_members(self.shapes, team::capacity());
+        let wanted = team::wavefront_members(self.shapes, self.members);
         team::run_layers(self.shapes, wanted, &|layer, share, member| {
             runs[layer].share(share, member)
         })?;

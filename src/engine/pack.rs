@@ -292,31 +292,33 @@ impl PackedBlock {
         self.precision.panel_rows(k)
     }
 
-    /// Bytes of the packed weights a forward step reads: W (the input
-    /// projection), R and the LSTM projection.
-    pub fn forward_bytes(&self) -> usize {
-        let panels = [
+    /// The packed weights a forward step reads: W (the input projection),
+    /// R and the LSTM projection.
+    fn forward_panels(&self) -> [&Aligned; 4] {
+        [
             &self.w_panels,
             &self.r_panels,
             &self.r_panels_n,
             &self.proj_panels,
-        ];
-        panels.iter().map(|p| p.len()).sum::<usize>() * std::mem::size_of::<f32>()
+        ]
+    }
+
+    /// Bytes of [`Self::forward_panels`].
+    pub fn forward_bytes(&self) -> usize {
+        let floats = self.forward_panels().iter().map(|p| p.len()).sum::<usize>();
+        floats * std::mem::size_of::<f32>()
     }
 
     /// Bytes of packed weights and biases this block holds.
     pub fn bytes(&self) -> usize {
-        let panels = [
-            &self.w_panels,
-            &self.r_panels,
-            &self.r_panels_n,
-            &self.proj_panels,
+        let backward = [
             &self.w_back_panels,
             &self.r_back_panels,
             &self.r_back_panels_n,
             &self.proj_back_panels,
         ];
-        let floats = panels.iter().map(|p| p.len()).sum::<usize>()
+        let panels = self.forward_panels().into_iter().chain(backward);
+        let floats = panels.map(|p| p.len()).sum::<usize>()
             + self.bias_interleaved.len()
             + self.rb_n.len()
             + self.peephole.as_ref().map_or(0, Vec::len);

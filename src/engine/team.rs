@@ -182,6 +182,24 @@ impl Sleepers {
         self.count.fetch_sub(1, Ordering::SeqCst);
     }
 
+    /// Sleeps until `done`, in naps of [`NAP`] at most (to look at
+    /// `poison` in between); an error if the team was poisoned first.
+    fn sleep_until(
+        &self,
+        done: impl Fn() -> bool,
+        poison: &AtomicBool,
+    ) -> std::result::Result<(), Poisoned> {
+        loop {
+            self.sleep(&done, poison, Some(NAP));
+            if done() {
+                return Ok(());
+            }
+            if poison.load(Ordering::Relaxed) {
+                return Err(Poisoned);
+            }
+        }
+    }
+
     /// How many sleep (or are about to).
     pub(super) fn count(&self) -> usize {
         self.count.load(Ordering::SeqCst)
@@ -197,6 +215,12 @@ impl Sleepers {
 /// A member left a barrier because the team was poisoned.
 #[derive(Debug)]
 pub(super) struct Poisoned;
+
+impl From<Poisoned> for Error {
+    fn from(_: Poisoned) -> Error {
+        Error::Internal("the call's thread team was abandoned".into())
+    }
+}
 
 /// How a member's wait at a barrier went.
 #[derive(Debug, Default, Clone, Copy)]
@@ -242,24 +266,17 @@ impl Barrier {
             return Ok(Arrival::default());
         }
         let asleep = nanos_now();
-        loop {
-            self.sleepers.sleep(passed, poison, Some(NAP));
-            if passed() {
-                // After a notify the lock orders the waker's store before
-                // this load; a stale time is older than `asleep`, skipped.
-                let woken_at = self.woken_at.load(Ordering::Relaxed);
-                if woken_at >= asleep {
-                    note_wake_up(nanos_now().saturating_sub(woken_at));
-                }
-                return Ok(Arrival {
-                    slept: true,
-                    held_up: false,
-                });
-            }
-            if poison.load(Ordering::Relaxed) {
-                return Err(Poisoned);
-            }
+        self.sleepers.sleep_until(passed, poison)?;
+        // After a notify the lock orders the waker's store before this
+        // load; a stale time is older than `asleep`, skipped.
+        let woken_at = self.woken_at.load(Ordering::Relaxed);
+        if woken_at >= asleep {
+            note_wake_up(nanos_now().saturating_sub(woken_at));
         }
+        Ok(Arrival {
+            slept: true,
+            held_up: false,
+        })
     }
 }
 
@@ -505,8 +522,7 @@ impl<'a> Member<'a> {
         let arrived = Instant::now();
         let arrival = self.state.places[group]
             .barrier
-            .wait(parties, &self.state.poison)
-            .map_err(|Poisoned| Error::Internal("the call's thread team was abandoned".into()))?;
+            .wait(parties, &self.state.poison)?;
         let left = Instant::now();
         self.waits.set(self.waits.get() + 1);
         if arrival.held_up {
@@ -806,10 +822,7 @@ pub(crate) fn run_shares(
     wanted: usize,
     work: &(dyn Fn(&Share, &Member) -> Result<()> + Sync),
 ) -> Result<()> {
-    let macs = [shape.batch, shape.macs_per_row, shape.steps]
-        .into_iter()
-        .fold(shape.directions, usize::saturating_mul);
-    run_for(wanted, macs, &|member| {
+    run_for(wanted, shape.macs(), &|member| {
         for share in shares_of(shape, member.size, member.index).iter().flatten() {
             work(share, member)?;
         }
@@ -829,11 +842,7 @@ pub(crate) fn run_layers(
 ) -> Result<()> {
     let macs = shapes
         .iter()
-        .map(|s| {
-            [s.batch, s.macs_per_row, s.steps]
-                .into_iter()
-                .fold(s.directions, usize::saturating_mul)
-        })
+        .map(Shape::macs)
         .fold(0, usize::saturating_add);
     run_for(wanted, macs, &|member| {
         let mut outcome = Ok(());
@@ -898,19 +907,13 @@ fn plan_layers(shapes: &[Shape], members: usize, mut emit: impl FnMut(usize, usi
 /// is a member per layer or the layers are a multiple of the members
 /// (taken in turn, [`plan_layers`]; any other count leaves a member with a
 /// layer more than the others, and the stack at its pace), every layer
-/// has [`WAVEFRONT_LAYER_MACS`], and
-/// some layer on all of them would leave
+/// has [`WAVEFRONT_LAYER_MACS`], and some layer on all of them would leave
 /// members idle, or split its steps into parts of under
 /// [`WAVEFRONT_PART_MACS`] a barrier. A wavefront trades those barriers
 /// for a wait every chunk of steps, and each layer's input projection,
 /// which the whole team shares, for chunks that read W again; a layer
 /// whose batch splits into a barrier-free block per member gains nothing.
 pub(crate) fn wavefront_pays(shapes: &[Shape], members: usize) -> bool {
-    let layer_macs = |s: &Shape| {
-        [s.batch, s.steps, s.directions]
-            .into_iter()
-            .fold(s.macs_per_row, usize::saturating_mul)
-    };
     #[allow(unused_mut)]
     let mut least = WAVEFRONT_LAYER_MACS;
     #[cfg(test)]
@@ -919,7 +922,7 @@ pub(crate) fn wavefront_pays(shapes: &[Shape], members: usize) -> bool {
     }
     (members >= shapes.len() || (members > 1 && shapes.len().is_multiple_of(members)))
         && shapes.len() > 1
-        && shapes.iter().all(|s| layer_macs(s) >= least)
+        && shapes.iter().all(|s| s.macs() >= least)
         && shapes.iter().any(|&shape| {
             let mut small_parts = false;
             plan_each(shape, members, |_, share| {
@@ -999,19 +1002,10 @@ impl Member<'_> {
         let place = &self.state.places[member];
         let done = || place.progress.0.load(Ordering::SeqCst) >= mark;
         let poison = &self.state.poison;
-        let abandoned = |Poisoned| Error::Internal("the call's thread team was abandoned".into());
-        if spin_then_yield(&done, poison).map_err(abandoned)? {
-            return Ok(());
+        if !spin_then_yield(&done, poison)? {
+            place.progress_sleepers.sleep_until(done, poison)?;
         }
-        loop {
-            place.progress_sleepers.sleep(done, poison, Some(NAP));
-            if done() {
-                return Ok(());
-            }
-            if poison.load(Ordering::Relaxed) {
-                return Err(abandoned(Poisoned));
-            }
-        }
+        Ok(())
     }
 }
 
@@ -1092,6 +1086,15 @@ pub(crate) struct Shape {
     pub barriers: usize,
     /// Steps of the layer (the longest item's).
     pub steps: usize,
+}
+
+impl Shape {
+    /// Multiply-adds of the layer's recurrence over every step.
+    fn macs(&self) -> usize {
+        [self.batch, self.macs_per_row, self.steps]
+            .into_iter()
+            .fold(self.directions, usize::saturating_mul)
+    }
 }
 
 /// One member's share of a layer: direction `dir`, batch rows `rows.0 ..
