@@ -863,12 +863,13 @@ pub(crate) fn run_layers(
 ///   (`members / layers`, the first layers one more), split by
 ///   [`plan_each`]: the layers step at the same time, each a chunk of
 ///   steps behind the one below.
-/// - With fewer (a stack of a multiple of the members, or a team that
-///   could not have all its members), members take whole layers in turn
-///   (member m: layers m, m + members, ...): member 0 starts layer
-///   `members` a chunk after the last member started layer `members − 1`,
-///   so the stack still runs as one wavefront of `members` layers at a
-///   time.
+/// - With fewer (a stack of more layers than the team has members, or a
+///   team that could not have all its members), members take whole
+///   layers in turn (member m: layers m, m + members, ...): member 0
+///   starts layer `members` a chunk after the last member started layer
+///   `members − 1`, so the stack still runs as one wavefront of `members`
+///   layers at a time. Each member takes its layers in order, so the
+///   first `L mod members` members take one layer more.
 ///
 /// Either way a member waits only for layers below the one it runs, whose
 /// members never wait for it: no deadlock.
@@ -903,16 +904,23 @@ fn plan_layers(shapes: &[Shape], members: usize, mut emit: impl FnMut(usize, usi
 }
 
 /// Whether a stack of `shapes` gains from running as a wavefront on
-/// `members` members rather than layer after layer on all of them: there
-/// is a member per layer or the layers are a multiple of the members
-/// (taken in turn, [`plan_layers`]; any other count leaves a member with a
-/// layer more than the others, and the stack at its pace), every layer
-/// has [`WAVEFRONT_LAYER_MACS`], and some layer on all of them would leave
-/// members idle, or split its steps into parts of under
-/// [`WAVEFRONT_PART_MACS`] a barrier. A wavefront trades those barriers
-/// for a wait every chunk of steps, and each layer's input projection,
-/// which the whole team shares, for chunks that read W again; a layer
-/// whose batch splits into a barrier-free block per member gains nothing.
+/// `members` members rather than layer after layer on all of them: two
+/// members or more, every layer has [`WAVEFRONT_LAYER_MACS`], and some
+/// layer on all of them would leave members idle, or split its steps into
+/// parts of under [`WAVEFRONT_PART_MACS`] a barrier. A wavefront trades
+/// those barriers for a wait every chunk of steps, and each layer's input
+/// projection, which the whole team shares, for chunks that read W again;
+/// a layer whose batch splits into a barrier-free block per member gains
+/// nothing.
+///
+/// With fewer members than layers, members take whole layers in turn
+/// ([`plan_layers`]), so the stack runs at the pace of the member with the
+/// most layers, `ceil(L / members)` layer-times, against `L / s` layer
+/// after layer (`s`, a split step's speed-up, is about 1 or below where
+/// parts are this small: 0.5-1.3 measured). So any count pays, a count
+/// that is not a multiple of the members a little less: on two threads of
+/// an Intel Xeon, three layers ran 1.43-1.93× faster, four 1.69-2.33×,
+/// five 1.32-2.20× (BENCHMARKS.md, twenty-ninth session).
 pub(crate) fn wavefront_pays(shapes: &[Shape], members: usize) -> bool {
     #[allow(unused_mut)]
     let mut least = WAVEFRONT_LAYER_MACS;
@@ -920,7 +928,7 @@ pub(crate) fn wavefront_pays(shapes: &[Shape], members: usize) -> bool {
     if tests::ANY_SIZE_WAVEFRONT.load(Ordering::Relaxed) {
         least = 0;
     }
-    (members >= shapes.len() || (members > 1 && shapes.len().is_multiple_of(members)))
+    members > 1
         && shapes.len() > 1
         && shapes.iter().all(|s| s.macs() >= least)
         && shapes.iter().any(|&shape| {
@@ -1620,7 +1628,7 @@ pub(crate) mod tests {
                     ragged,
                     &[2],
                 ),
-                (stack(CellKind::Rnn, 3, 5, 24), &[7, 7, 2], &[3]),
+                (stack(CellKind::Rnn, 3, 5, 24), &[7, 7, 2], &[3, 2]),
                 (stack(CellKind::Lstm, 4, 5, 24), &[8, 3, 5], &[2]),
                 (
                     stack(CellKind::Lstm, 2, 4, 36)
@@ -1669,7 +1677,7 @@ pub(crate) mod tests {
         ANY_SIZE_WAVEFRONT.store(false, Ordering::Relaxed);
     }
 
-    /// A wavefront needs a member per layer, layers of enough work, and a
+    /// A wavefront needs two members or more, layers of enough work, and a
     /// layer that the team would split into small parts or not use fully.
     #[test]
     fn a_wavefront_runs_only_where_it_pays() {
@@ -1677,12 +1685,12 @@ pub(crate) mod tests {
         // (layers, batch, panels, macs a row, steps, members).
         let cases = [
             // H = 64 LSTM at batch 1, 100 steps (3.3M a layer): one member
-            // per layer, or four layers on two; not on one member, nor three
-            // layers on two.
+            // per layer, or whole layers in turn on fewer; not on one member.
             ((2, 1, 8, 4 * 64 * 128, 100, 2), true),
             ((4, 1, 8, 4 * 64 * 128, 100, 2), true),
+            ((3, 1, 8, 4 * 64 * 128, 100, 2), true),
+            ((5, 1, 8, 4 * 64 * 128, 100, 3), true),
             ((2, 1, 8, 4 * 64 * 128, 100, 1), false),
-            ((3, 1, 8, 4 * 64 * 128, 100, 2), false),
             // The same over 10 steps: too little work a layer.
             ((2, 1, 8, 4 * 64 * 128, 10, 2), false),
             // H = 512 at batch 1: large parts of a split step.
