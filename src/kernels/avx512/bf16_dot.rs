@@ -121,6 +121,14 @@ crate::kernels::fused::step_kernels!(
 /// (`vdpbf16ps` or `vfmadd231ps` on zmm registers), in inline asm so that
 /// the loop is exactly those instructions: the compiler's version of a
 /// `vdpbf16ps` loop spilled half its accumulators to the stack.
+///
+/// It ends with `vzeroupper`, which the compiler adds at the end of its
+/// own AVX code but not after inline asm: without it the thread kept
+/// dirty upper register halves, and every legacy-SSE instruction after it
+/// on that thread (the caller's code, compiled for baseline x86-64, and
+/// librnn's own) paid a merge on Intel cores: char_rnn's softmax, plain
+/// scalar Rust, ran 30× slower on the Xeon (BENCHMARKS.md, twenty-ninth
+/// session).
 macro_rules! chains {
     ($op:literal, $iters:expr) => {{
         let mut n: usize = $iters;
@@ -145,10 +153,13 @@ macro_rules! chains {
                 concat!($op, " zmm11, zmm30, zmm31"),
                 "dec {n}",
                 "jnz 2b",
+                "vzeroupper",
                 n = inout(reg) n,
+                // vzeroupper clears the upper halves of zmm0-15: all clobbered.
                 out("zmm0") _, out("zmm1") _, out("zmm2") _, out("zmm3") _,
                 out("zmm4") _, out("zmm5") _, out("zmm6") _, out("zmm7") _,
                 out("zmm8") _, out("zmm9") _, out("zmm10") _, out("zmm11") _,
+                out("zmm12") _, out("zmm13") _, out("zmm14") _, out("zmm15") _,
                 out("zmm30") _, out("zmm31") _,
                 options(nostack, nomem),
             );
@@ -192,4 +203,53 @@ pub(crate) fn rounded_steps(mode: Bf16Dot) -> Option<StepKernels> {
 /// [`dot_to_fma_rate`], for the benchmarks' report.
 pub(crate) fn measured_rate() -> Option<f64> {
     detected().then(dot_to_fma_rate)
+}
+
+#[cfg(all(test, not(miri)))]
+mod tests {
+    use super::*;
+
+    /// Whether the upper halves of ymm0-15 or zmm0-15 are in use (not in
+    /// their initial, zeroed state) on this thread: XINUSE bits 2 and 6,
+    /// from `xgetbv` with ECX = 1; `None` where the CPU cannot say.
+    fn upper_halves_in_use() -> Option<bool> {
+        // CPUID leaf 0xD, sub-leaf 1, EAX bit 2: XGETBV takes ECX = 1.
+        #[allow(unused_unsafe)]
+        // SAFETY: cpuid exists on every x86-64 CPU.
+        let leaf = unsafe { std::arch::x86_64::__cpuid_count(0xD, 1) };
+        if leaf.eax & (1 << 2) == 0 {
+            return None;
+        }
+        let in_use: u32;
+        // SAFETY: xgetbv with ECX = 1 exists where the bit above says so;
+        // it reads registers only.
+        unsafe {
+            std::arch::asm!(
+                "xgetbv",
+                in("ecx") 1u32,
+                out("eax") in_use,
+                out("edx") _,
+                options(nomem, nostack, preserves_flags),
+            )
+        };
+        Some(in_use & ((1 << 2) | (1 << 6)) != 0)
+    }
+
+    /// The measurement's inline asm leaves no dirty upper halves behind,
+    /// which would slow every legacy-SSE instruction the thread runs next
+    /// on Intel cores. Asserts where the CPU has AVX-512 BF16 and says
+    /// which state is in use.
+    #[test]
+    fn measuring_the_dot_product_rate_leaves_the_upper_halves_clean() {
+        if !detected() || upper_halves_in_use().is_none() {
+            eprintln!("no AVX-512 BF16 or no XGETBV with ECX = 1 here: nothing to check");
+            return;
+        }
+        let rate = dot_to_fma_rate();
+        assert_eq!(
+            upper_halves_in_use(),
+            Some(false),
+            "the rate measurement ({rate:.2}) left dirty upper halves"
+        );
+    }
 }
