@@ -4,7 +4,9 @@
 //! * Outputs, final states and every gradient are bitwise identical on
 //!   pools of 1, 2, 3, 4 and 16 threads and on librnn's own pool (proptest
 //!   over cells, options, directions, layers and shapes, sized so that
-//!   steps split across the team and directions run at the same time).
+//!   steps split across the team and directions run at the same time, with
+//!   the split's bound set to 8k multiply-adds a part on every machine:
+//!   `common::split_small_steps`).
 //! * Eight threads sharing one model, each looping inference and training
 //!   calls on small batches, get exactly the single-threaded results, on a
 //!   2-thread pool and on librnn's pool.
@@ -172,6 +174,7 @@ proptest! {
 
     #[test]
     fn results_are_bitwise_identical_for_any_thread_count(case in cases()) {
+        common::split_small_steps();
         let pools: Vec<_> = [1, 2, 3, 4, 16].into_iter().map(|t| (t, pool(t))).collect();
         prop_assert!(check_case(&case, &pools).is_ok(), "{:?}: {:?}", case, check_case(&case, &pools));
     }
@@ -183,6 +186,7 @@ proptest! {
 /// threads, into row blocks), sizes that leave a short last k block.
 #[test]
 fn reduced_precision_inference_is_bitwise_identical_for_any_thread_count() {
+    common::split_small_steps();
     let pools: Vec<_> = [1, 2, 3, 4].into_iter().map(|t| (t, pool(t))).collect();
     for precision in [rnn::Precision::Bf16, rnn::Precision::Int8] {
         for variant in 0..num_variants() {
@@ -227,6 +231,7 @@ fn reduced_precision_inference_is_bitwise_identical_for_any_thread_count() {
 /// Every cell variant once, at a size every step of which splits.
 #[test]
 fn every_variant_is_bitwise_identical_on_two_threads() {
+    common::split_small_steps();
     let pools = vec![(1, pool(1)), (2, pool(2))];
     for variant in 0..num_variants() {
         for direction in 0..DIRECTIONS.len() {
@@ -251,6 +256,7 @@ fn every_variant_is_bitwise_identical_on_two_threads() {
 /// more), beside the ones whose steps split.
 #[test]
 fn large_batches_in_blocks_are_bitwise_identical() {
+    common::split_small_steps();
     let pools = vec![(1, pool(1)), (2, pool(2)), (3, pool(3))];
     for (variant, direction) in [(2, 0), (3, 2), (7, 3), (0, 1), (8, 0), (4, 0)] {
         let case = Case {
@@ -325,11 +331,13 @@ fn many_callers_of(case: &Case, pool: Option<&rayon::ThreadPool>) {
 
 #[test]
 fn eight_threads_sharing_a_model_on_a_two_thread_pool_get_exact_results() {
+    common::split_small_steps();
     many_callers(Some(&pool(2)));
 }
 
 #[test]
 fn eight_threads_sharing_a_model_on_librnns_pool_get_exact_results() {
+    common::split_small_steps();
     many_callers(None);
 }
 
@@ -338,6 +346,7 @@ fn eight_threads_sharing_a_model_on_librnns_pool_get_exact_results() {
 /// a pool of two, give the bits of one call alone.
 #[test]
 fn eight_threads_sharing_a_small_model_each_on_its_own_thread_get_exact_results() {
+    common::split_small_steps();
     let small = Case {
         direction: 0,
         layers: 1,
@@ -353,6 +362,7 @@ fn eight_threads_sharing_a_small_model_each_on_its_own_thread_get_exact_results(
 /// nested in a parallel iterator.
 #[test]
 fn calls_nested_in_the_callers_rayon_work_finish_with_exact_results() {
+    common::split_small_steps();
     use rayon::prelude::*;
     let case = Case {
         variant: 7, // gru_reset_before

@@ -1,7 +1,8 @@
-//! `RNN_ISA` and `RNN_BF16_DOT` are checked where a C user makes a model,
-//! not at the first call: an unknown value is RNN_INVALID_ARGUMENT, an ISA
-//! this CPU lacks RNN_UNSUPPORTED, each naming the variable. Both are read
-//! once per process, so each case runs this test again in a child process.
+//! `RNN_ISA`, `RNN_BF16_DOT` and `RNN_MIN_PART_MACS` are checked where a C
+//! user makes a model, not at the first call: an unknown or bad value is
+//! RNN_INVALID_ARGUMENT, an ISA this CPU lacks RNN_UNSUPPORTED, each naming
+//! the variable. Each is read once per process, so each case runs this
+//! test again in a child process.
 
 mod common;
 
@@ -53,11 +54,15 @@ fn a_bad_rnn_isa_is_reported_where_a_model_is_made() {
         ("RNN_ISA", "sse9", "invalid"),
         ("RNN_ISA", missing, "unsupported"),
         ("RNN_BF16_DOT", "sideways", "invalid"),
+        ("RNN_MIN_PART_MACS", "lots", "invalid"),
+        ("RNN_MIN_PART_MACS", "0", "invalid"),
     ];
     for (variable, value, expect) in cases {
         let run = Command::new(std::env::current_exe().unwrap())
             .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
             .env_remove("RNN_ISA")
+            .env_remove("RNN_BF16_DOT")
+            .env_remove("RNN_MIN_PART_MACS")
             .env(variable, value)
             .env(CHILD, format!("{expect}:{variable}"))
             .output();

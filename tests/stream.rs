@@ -34,6 +34,7 @@ fn streamed(
 
 #[test]
 fn a_stream_equals_one_whole_call_for_every_variant_on_every_isa() {
+    common::split_small_steps();
     let (t_len, batch) = (6, 3);
     for isa in Isa::supported() {
         for (i, (name, builder)) in cell_variants(5, 7).into_iter().enumerate() {
@@ -170,6 +171,7 @@ fn reversed_directions_and_bad_sizes_are_refused() {
 /// 3 threads, through the trial and after it, with and without lengths.
 #[test]
 fn a_stream_on_helper_threads_equals_one_whole_call_on_one_thread() {
+    common::split_small_steps();
     let (t_len, steps_per_trial) = (24, 2 * 9);
     assert!(t_len > steps_per_trial, "the steps go past the trial");
     let pool = |threads| {

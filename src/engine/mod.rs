@@ -21,6 +21,7 @@ pub(crate) mod pack;
 mod placement;
 pub(crate) mod products;
 mod quantize;
+pub(crate) mod split_cost;
 pub(crate) mod team;
 mod workspace;
 

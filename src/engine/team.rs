@@ -48,6 +48,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use super::split_cost;
 use super::{helpers, placement};
 use crate::error::{panic_message, try_with_capacity, Error, Result};
 
@@ -907,7 +908,9 @@ fn plan_layers(shapes: &[Shape], members: usize, mut emit: impl FnMut(usize, usi
 /// `members` members rather than layer after layer on all of them: two
 /// members or more, every layer has [`WAVEFRONT_LAYER_MACS`], and some
 /// layer on all of them would leave members idle, or split its steps into
-/// parts of under [`WAVEFRONT_PART_MACS`] a barrier. A wavefront trades
+/// parts of under [`split_cost::SplitBounds::wavefront_part`] a barrier (four times
+/// what a split needs to pay at all, from this machine's core-to-core
+/// round trip: [`split_cost`]). A wavefront trades
 /// those barriers for a wait every chunk of steps, and each layer's input
 /// projection, which the whole team shares, for chunks that read W again;
 /// a layer whose batch splits into a barrier-free block per member gains
@@ -933,11 +936,12 @@ pub(crate) fn wavefront_pays(shapes: &[Shape], members: usize) -> bool {
         && shapes.iter().all(|s| s.macs() >= least)
         && shapes.iter().any(|&shape| {
             let mut small_parts = false;
+            let bound = split_cost::bounds().wavefront_part;
             plan_each(shape, members, |_, share| {
                 let per_barrier = share.rows.1.saturating_mul(shape.macs_per_row)
                     / share.parts
                     / shape.barriers.max(1);
-                small_parts |= share.parts > 1 && per_barrier < WAVEFRONT_PART_MACS;
+                small_parts |= share.parts > 1 && per_barrier < bound;
             });
             small_parts || useful_members(shape, members) < members
         })
@@ -952,15 +956,6 @@ pub(crate) fn wavefront_pays(shapes: &[Shape], members: usize) -> bool {
 /// 1), 1.2-1.8M 1.12-1.38× (LSTM H = 48, GRU H = 64, vanilla H = 64, LSTM
 /// H = 32 at batch 4).
 const WAVEFRONT_LAYER_MACS: usize = 1 << 20;
-
-/// Multiply-adds of a part of a step, per barrier, below which a stack's
-/// layers run faster as a wavefront than each split over the team: four
-/// times what a split needs to pay at all ([`MIN_PART_MACS`]). Measured on
-/// the 2-core Zen 3 VM, two-layer stacks, two threads, 7 runs: parts of
-/// 8-24k (LSTM H = 64 at batch 1, GRU H = 128 at batch 1, GRU H = 64 at
-/// batch 8) 1.15-1.4× faster; of 32k, 1.05× (LSTM H = 128) and 0.96×
-/// (vanilla H = 256); of 131k 0.97× (LSTM H = 128 at batch 4).
-const WAVEFRONT_PART_MACS: usize = 4 * MIN_PART_MACS;
 
 /// How many of `members` [`plan_layers`] gives work to.
 pub(crate) fn wavefront_members(shapes: &[Shape], members: usize) -> usize {
@@ -1060,13 +1055,6 @@ fn join(state: &TeamState, work: &(dyn Fn(&Member) -> Result<()> + Sync)) {
     }
 }
 
-/// Minimum multiply-adds of one member's share of a step, per barrier the
-/// step takes: below this the barriers and the imbalance between cores cost
-/// more than the split saves (about 0.1 µs of work on one core; measured
-/// in BENCHMARKS.md: LSTM and RNN steps of 16k multiply-adds already run
-/// 1.1–1.3× faster split in two, GRU's two-barrier steps of 12k slower).
-pub(crate) const MIN_PART_MACS: usize = 1 << 13;
-
 /// Rows of a batch block below which more blocks are not worth a member:
 /// the register tiles take up to four rows at once.
 const MIN_BLOCK_ROWS: usize = 4;
@@ -1139,7 +1127,10 @@ impl Share {
 /// - Smaller batches split hidden-unit panels: `parts` members share every
 ///   step of the whole batch, each streaming only its slice of the weights
 ///   (which then stays in its cache), as long as each part keeps
-///   [`MIN_PART_MACS`] per barrier and a panel.
+///   [`split_cost::SplitBounds::min_part`] multiply-adds per barrier (below it the
+///   barriers and the state the members exchange cost more than the split
+///   saves; it follows from this machine's core-to-core round trip,
+///   [`split_cost`]) and a panel.
 /// - Members still spare split the batch into blocks of at least
 ///   [`MIN_BLOCK_ROWS`] rows, which step without any barrier.
 ///
@@ -1164,7 +1155,9 @@ fn plan_each(shape: Shape, members: usize, mut emit: impl FnMut(usize, Share)) {
     for dir in 0..shape.directions {
         let mine = members / shape.directions + usize::from(dir < members % shape.directions);
         let work = shape.batch.saturating_mul(shape.macs_per_row);
-        let min_part = MIN_PART_MACS * shape.barriers.max(1);
+        let min_part = split_cost::bounds()
+            .min_part
+            .saturating_mul(shape.barriers.max(1));
         let parts = if shape.batch >= mine * BLOCK_FIRST_ROWS {
             1
         } else {
@@ -1530,7 +1523,7 @@ pub(crate) mod tests {
     /// items of every length, so the last step leaves its state both chunk
     /// by chunk (the items it steps) and share by share (those it does not).
     /// Miri runs the smallest such case: an LSTM whose forward and backward
-    /// steps are just large enough to split ([`MIN_PART_MACS`]); its
+    /// steps are just large enough to split ([`split_cost::REFERENCE`]); its
     /// backward steps read the dG rows both members wrote at the step after
     /// (the fused `dG × Rᵀ`), which Miri checks for races (without the
     /// barrier before that product, it reports one). A GRU that splits

@@ -490,9 +490,11 @@ fn to_config_ext(c: &rnn_config, ext: &rnn_config_ext) -> Result<Config, Failure
 /// The ISA `RNN_ISA` selects (or the best): a bad value is reported where
 /// a model is made, RNN_UNSUPPORTED for an ISA this CPU lacks,
 /// RNN_INVALID_ARGUMENT for an unknown name (and for an unknown
-/// `RNN_BF16_DOT`, checked here too).
+/// `RNN_BF16_DOT` or a bad `RNN_MIN_PART_MACS`, checked here too).
 fn environment_isa() -> Result<Isa, Failure> {
     crate::kernels::dispatch::Bf16Dot::selected()
+        .map_err(|e| Failure::new(rnn_status::RNN_INVALID_ARGUMENT, e.to_string()))?;
+    crate::engine::split_cost::selected_min_part()
         .map_err(|e| Failure::new(rnn_status::RNN_INVALID_ARGUMENT, e.to_string()))?;
     Isa::selected().map_err(|e| {
         let named = std::env::var("RNN_ISA")

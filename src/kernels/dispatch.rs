@@ -341,8 +341,10 @@ impl Kernels {
                 isa.name()
             )));
         }
-        // An unknown RNN_BF16_DOT is an error on every CPU, as RNN_ISA's.
+        // An unknown RNN_BF16_DOT is an error on every CPU, as RNN_ISA's;
+        // so is a bad RNN_MIN_PART_MACS, which every call reads too.
         let bf16_dot = Bf16Dot::selected()?;
+        crate::engine::split_cost::selected_min_part()?;
         #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
         let _ = bf16_dot;
         let table = match isa {

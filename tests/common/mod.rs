@@ -318,3 +318,16 @@ pub fn matches_reference(
     close(&format!("{name} dparams"), &g.dparams, &wg.dparams, 1e-4)?;
     Ok(out)
 }
+
+/// Sets `RNN_MIN_PART_MACS` to the bound the tests' shapes were sized for
+/// (8k multiply-adds a part, the Zen 3 VM's), before any call reads it, so
+/// that their steps split on every machine: by default the bound follows
+/// the machine's measured core-to-core round trip, and on a machine with a
+/// slow one (an Intel Xeon VM: 20-30k) the small steps would run unsplit
+/// and the split paths untested. Call it first in every test that needs
+/// split steps (it sets the variable once, before the first of them runs
+/// anything).
+pub fn split_small_steps() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| std::env::set_var("RNN_MIN_PART_MACS", "8192"));
+}
