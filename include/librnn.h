@@ -60,7 +60,13 @@
  *   (concurrent calls share the CPUs), a waiting member sleeps after 20 us, and
  *   after a team stalled (another process on its CPUs) calls run for a spell
  *   on teams without the members that held it up (one thread on two CPUs):
- *   10 ms, doubling while teams keep stalling, up to 200 ms.
+ *   10 ms, doubling while teams keep stalling, up to 200 ms. A step is split
+ *   only into parts that pay for the threads' exchange: the first call that
+ *   could split measures the core-to-core round trip (two threads, well under
+ *   a millisecond, once per process) and each part then needs 200
+ *   multiply-adds per nanosecond of it (about 30k on an Intel Xeon VM, 8k on
+ *   an AMD Zen 3 VM); RNN_MIN_PART_MACS=n sets the bound instead (a bad value
+ *   is reported where a model is made, as RNN_INVALID_ARGUMENT).
  * - fork(): librnn owns its worker threads and rebuilds them in a child
  *   process, so a child of a process that used librnn can use it (and its
  *   models) at once. Fork while no librnn call runs in another thread, as with
