@@ -8,9 +8,9 @@
 //! the same rule needs parts four times larger on one machine than on
 //! another (BENCHMARKS.md: the Zen 3 VM's steps paid from parts of 8k
 //! multiply-adds, an Intel Xeon VM's from 24-40k, with a 145-190 ns round
-//! trip). The round trip is measured once
-//! per process (two threads passing a cache line back and forth, well
-//! under a millisecond), and the bounds follow from it
+//! trip). The round trip is measured once per process (two threads
+//! passing a cache line back and forth, well under a millisecond, at the
+//! first call that could split), and the bounds follow from it
 //! ([`bounds_for_round_trip`]); `RNN_MIN_PART_MACS` sets them instead.
 
 use std::sync::atomic::{AtomicU64, Ordering};
