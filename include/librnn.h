@@ -63,8 +63,8 @@
  *   10 ms, doubling while teams keep stalling, up to 200 ms. A step is split
  *   only into parts that pay for the threads' exchange: the first call that
  *   could split measures the core-to-core round trip (two threads, well under
- *   a millisecond, once per process) and each part then needs 200
- *   multiply-adds per nanosecond of it (about 30k on an Intel Xeon VM, 8k on
+ *   a millisecond, once per process) and each part then needs 250
+ *   multiply-adds per nanosecond of it (about 40k on an Intel Xeon VM, 8k on
  *   an AMD Zen 3 VM); RNN_MIN_PART_MACS=n sets the bound instead (a bad value
  *   is reported where a model is made, as RNN_INVALID_ARGUMENT).
  * - fork(): librnn owns its worker threads and rebuilds them in a child

@@ -7,8 +7,8 @@
 //! from about 40 to a few hundred nanoseconds depending on the machine, so
 //! the same rule needs parts four times larger on one machine than on
 //! another (BENCHMARKS.md: the Zen 3 VM's steps paid from parts of 8k
-//! multiply-adds, an Intel Xeon VM's from 24-40k, with a 145-190 ns round
-//! trip). The round trip is measured once per process (two threads
+//! multiply-adds, an Intel Xeon VM's from about 40k, with a 145-190 ns
+//! round trip). The round trip is measured once per process (two threads
 //! passing a cache line back and forth, well under a millisecond, at the
 //! first call that could split), and the bounds follow from it
 //! ([`bounds_for_round_trip`]); `RNN_MIN_PART_MACS` sets them instead.
@@ -44,8 +44,7 @@ pub(crate) const REFERENCE: SplitBounds = SplitBounds {
 /// stack's layers to split rather than run as a wavefront. Measured on the
 /// Zen 3 VM (two-layer stacks, two threads: parts of 8-24k ran 1.15-1.4×
 /// faster as a wavefront, 32k 0.96-1.05×, 131k 0.97×) and on the Xeon
-/// (with its parts of 24-40k at the split's break-even: 33k 1.24-1.51×
-/// faster as a wavefront, 98-131k 0.96-1.02×).
+/// (parts of 33k 1.12-1.51× faster as a wavefront, 98-131k 0.96-1.02×).
 const WAVEFRONT_TIMES_MIN_PART: usize = 4;
 
 /// Multiply-adds a part needs per nanosecond of a core-to-core round trip.
@@ -54,10 +53,12 @@ const WAVEFRONT_TIMES_MIN_PART: usize = 4;
 /// steps at batch 1 run 12-15 multiply-adds a nanosecond on one core of
 /// either machine measured; parts pay once their time clearly exceeds that
 /// cost. On the Xeon VM (round trip 145-190 ns as [`measure_round_trip_ns`]
-/// measures it) two threads broke even at parts of 24-40k (BENCHMARKS.md,
-/// twenty-ninth and thirtieth sessions): 200 a nanosecond, which gives the
-/// Zen 3 VM's 8k at a 41 ns round trip (not measured there).
-const PART_MACS_PER_ROUND_TRIP_NS: f64 = 200.0;
+/// measures it) two threads broke even at parts of about 40k: one layer
+/// at batch 1, parts of 16k ran 0.60-0.87× as fast as one thread, 33k
+/// 0.91-0.96× (once 1.12×), 49-65k 1.14-1.37× (BENCHMARKS.md, twenty-ninth
+/// and thirtieth sessions). So 250 a nanosecond (36-48k there), which
+/// gives the Zen 3 VM's 8k at a 33 ns round trip (not measured there).
+const PART_MACS_PER_ROUND_TRIP_NS: f64 = 250.0;
 
 /// The range [`bounds_for_round_trip`] keeps `min_part` in: below 4k a
 /// part is a fraction of a microsecond of work, which no split has paid
@@ -228,13 +229,13 @@ mod tests {
     #[test]
     fn bounds_follow_the_round_trip_within_their_range() {
         // The Xeon VM's measured round trips give its measured break-even;
-        // the reference's 8k comes back at about 41 ns.
+        // the reference's 8k comes back at about 33 ns.
         for nanos in [145.0, 165.0, 190.0] {
             let xeon = bounds_for_round_trip(nanos);
-            assert!((24_000..=40_000).contains(&xeon.min_part), "{xeon:?}");
+            assert!((33_000..=49_000).contains(&xeon.min_part), "{xeon:?}");
             assert_eq!(xeon.wavefront_part, 4 * xeon.min_part);
         }
-        let zen3 = bounds_for_round_trip(41.0);
+        let zen3 = bounds_for_round_trip(33.0);
         assert!((7_000..=9_000).contains(&zen3.min_part), "{zen3:?}");
         // Out of range, or not a number: clamped, never zero.
         assert_eq!(bounds_for_round_trip(1.0).min_part, MIN_PART_RANGE.0);
