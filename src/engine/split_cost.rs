@@ -4,9 +4,8 @@
 //! A split step costs a few cache-line round trips between cores more than
 //! its part of the work (the barrier's counter and generation, then the
 //! lines of the new state the other members wrote), and a round trip takes
-//! from about 40 to a few hundred nanoseconds depending on the machine, so
-//! the same rule needs parts four times larger on one machine than on
-//! another (BENCHMARKS.md: the Zen 3 VM's steps paid from parts of 8k
+//! tens to hundreds of nanoseconds depending on the machine, so the same
+//! rule needs parts four times larger on one machine than on another (BENCHMARKS.md: the Zen 3 VM's steps paid from parts of 8k
 //! multiply-adds, an Intel Xeon VM's from about 40k, with a 145-190 ns
 //! round trip). The round trip is measured once per process (two threads
 //! passing a cache line back and forth, well under a millisecond, at the
@@ -48,11 +47,12 @@ pub(crate) const REFERENCE: SplitBounds = SplitBounds {
 const WAVEFRONT_TIMES_MIN_PART: usize = 4;
 
 /// Multiply-adds a part needs per nanosecond of a core-to-core round trip.
-/// A split step costs about five round trips, plus about 1.5 per cache line
-/// of state each member reads from the others, more than half a step;
-/// steps at batch 1 run 12-15 multiply-adds a nanosecond on one core of
-/// either machine measured; parts pay once their time clearly exceeds that
-/// cost. On the Xeon VM (round trip 145-190 ns as [`measure_round_trip_ns`]
+/// A split step takes longer than half a step by several round trips, more
+/// as the state the members exchange grows (on the Xeon VM, vanilla H =
+/// 128-512 at batch 1: 1.3-5.3 µs, 8-32 of its round trips), while steps
+/// at batch 1 run 12-15 multiply-adds a nanosecond on one core of either
+/// machine measured; parts pay once their time clearly exceeds that cost.
+/// On the Xeon VM (round trip 145-190 ns as [`measure_round_trip_ns`]
 /// measures it) two threads broke even at parts of about 40k: one layer
 /// at batch 1, parts of 16k ran 0.60-0.87× as fast as one thread, 33k
 /// 0.91-0.96× (once 1.12×), 49-65k 1.14-1.37× (BENCHMARKS.md, twenty-ninth
