@@ -908,10 +908,10 @@ fn plan_layers(shapes: &[Shape], members: usize, mut emit: impl FnMut(usize, usi
 /// `members` members rather than layer after layer on all of them: two
 /// members or more, every layer has [`WAVEFRONT_LAYER_MACS`], and some
 /// layer on all of them would leave members idle, or split its steps into
-/// parts of under [`split_cost::SplitBounds::wavefront_part`] a barrier (four times
-/// what a split needs to pay at all, from this machine's core-to-core
-/// round trip: [`split_cost`]). A wavefront trades
-/// those barriers for a wait every chunk of steps, and each layer's input
+/// parts of under [`split_cost::SplitBounds::wavefront_part`] a barrier
+/// (four times what a split needs to pay at all, from this machine's
+/// core-to-core round trip: [`split_cost`]). A wavefront trades those
+/// barriers for a wait every chunk of steps, and each layer's input
 /// projection, which the whole team shares, for chunks that read W again;
 /// a layer whose batch splits into a barrier-free block per member gains
 /// nothing.
@@ -1127,10 +1127,10 @@ impl Share {
 /// - Smaller batches split hidden-unit panels: `parts` members share every
 ///   step of the whole batch, each streaming only its slice of the weights
 ///   (which then stays in its cache), as long as each part keeps
-///   [`split_cost::SplitBounds::min_part`] multiply-adds per barrier (below it the
-///   barriers and the state the members exchange cost more than the split
-///   saves; it follows from this machine's core-to-core round trip,
-///   [`split_cost`]) and a panel.
+///   [`split_cost::SplitBounds::min_part`] multiply-adds per barrier
+///   (below it the barriers and the state the members exchange cost more
+///   than the split saves; it follows from this machine's core-to-core
+///   round trip, [`split_cost`]) and a panel.
 /// - Members still spare split the batch into blocks of at least
 ///   [`MIN_BLOCK_ROWS`] rows, which step without any barrier.
 ///

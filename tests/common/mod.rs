@@ -323,7 +323,7 @@ pub fn matches_reference(
 /// (8k multiply-adds a part, the Zen 3 VM's), before any call reads it, so
 /// that their steps split on every machine: by default the bound follows
 /// the machine's measured core-to-core round trip, and on a machine with a
-/// slow one (an Intel Xeon VM: 20-30k) the small steps would run unsplit
+/// slow one (an Intel Xeon VM: 36-48k) the small steps would run unsplit
 /// and the split paths untested. Call it first in every test that needs
 /// split steps (it sets the variable once, before the first of them runs
 /// anything).
