@@ -34,10 +34,7 @@ pub(crate) struct SplitBounds {
 /// The bounds measured on the 2-core Zen 3 VM, where they were first set:
 /// used where the round trip cannot be measured (one CPU free, Miri) and by
 /// the unit tests, whose plans are written for them.
-pub(crate) const REFERENCE: SplitBounds = SplitBounds {
-    min_part: 1 << 13,
-    wavefront_part: WAVEFRONT_TIMES_MIN_PART << 13,
-};
+pub(crate) const REFERENCE: SplitBounds = bounds_for_min_part(1 << 13);
 
 /// How much larger than [`SplitBounds::min_part`] parts must be for a
 /// stack's layers to split rather than run as a wavefront. Measured on the
@@ -72,19 +69,16 @@ const MIN_PART_RANGE: (usize, usize) = (1 << 12, 1 << 18);
 pub(crate) fn bounds_for_round_trip(round_trip_ns: f64) -> SplitBounds {
     let (least, most) = MIN_PART_RANGE;
     let wanted = round_trip_ns * PART_MACS_PER_ROUND_TRIP_NS;
-    let min_part = if wanted.is_finite() {
+    bounds_for_min_part(if wanted.is_finite() {
         (wanted as usize).clamp(least, most)
     } else {
         most
-    };
-    SplitBounds {
-        min_part,
-        wavefront_part: WAVEFRONT_TIMES_MIN_PART * min_part,
-    }
+    })
 }
 
-/// The bounds for `min_part` given outright (`RNN_MIN_PART_MACS`).
-fn bounds_for_min_part(min_part: usize) -> SplitBounds {
+/// The bounds where a part needs `min_part` multiply-adds (measured, or
+/// given outright: `RNN_MIN_PART_MACS`).
+const fn bounds_for_min_part(min_part: usize) -> SplitBounds {
     SplitBounds {
         min_part,
         wavefront_part: WAVEFRONT_TIMES_MIN_PART.saturating_mul(min_part),
@@ -179,7 +173,7 @@ fn wait_for(line: &Line, want: u64, deadline: Instant) -> Option<u64> {
 /// the other's increment. `None` with one CPU, where the second thread
 /// cannot start, or where it does not answer within [`MEASURE_AT_MOST`].
 pub(crate) fn measure_round_trip_ns() -> Option<f64> {
-    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+    if crate::threads::cores() < 2 {
         return None;
     }
     let line = Line(AtomicU64::new(0));
@@ -271,7 +265,7 @@ mod tests {
     #[test]
     #[cfg_attr(miri, ignore = "spins on two threads against the clock")]
     fn the_round_trip_is_measured_on_two_cpus() {
-        if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        if crate::threads::cores() < 2 {
             assert_eq!(measure_round_trip_ns(), None);
             return;
         }
