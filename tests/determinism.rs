@@ -252,6 +252,31 @@ fn every_variant_is_bitwise_identical_on_two_threads() {
     }
 }
 
+/// One layer of steps too small to split, whose input projection is worth
+/// the other threads: on two threads a second member projects it ahead of
+/// the steps, on three and four the pool forks it before them, on one the
+/// layer projects it itself. Every cell variant, items of random lengths.
+#[test]
+fn projections_ahead_and_forked_are_bitwise_identical() {
+    common::split_small_steps();
+    let pools: Vec<_> = [1, 2, 3, 4].into_iter().map(|t| (t, pool(t))).collect();
+    for variant in 0..num_variants() {
+        let case = Case {
+            variant,
+            direction: 0,
+            layers: 1,
+            input: 60,
+            hidden: 40,
+            seq_len: 400,
+            batch: 2,
+            seed: 31 + variant as u64,
+        };
+        if let Err(e) = check_case(&case, &pools) {
+            panic!("{}: {case:?}: {e}", cell_variants(1, 1)[variant].0);
+        }
+    }
+}
+
 /// Batches large enough to run as one block per thread (16 rows each and
 /// more), beside the ones whose steps split.
 #[test]

@@ -329,9 +329,14 @@ fn project_in_parallel(
         })
 }
 
-/// Multiply-adds of a layer's input projection below which forking it over
-/// the pool costs more than it saves (about 20 µs of one core's work; LSTM
-/// H = 32 over 200 steps, 0.8M, ran 1.25× slower forked on two threads).
+/// Multiply-adds of a layer's input projection below which handing it to
+/// other threads costs more than it saves (about 20 µs of one core's work;
+/// on the 2-core Zen 3 VM, LSTM H = 32 over 200 steps, 0.8M, ran 1.25×
+/// slower forked on two threads). Measured on the Intel Xeon VM, whose
+/// wake-ups and hand-offs cost more, the fork pays only from 26-65M and
+/// a projection ahead ([`Projection::Ahead`]) from about 4-10M
+/// (BENCHMARKS.md): a bound that should follow the machine's measured
+/// hand-off cost, as the split's does ([`super::split_cost`]).
 const PARALLEL_PROJECTION_MACS: usize = 1 << 21;
 
 /// Multiply-adds of the input projection of a layer's direction over
@@ -342,13 +347,75 @@ fn projection_macs(pb: &PackedBlock, (batch, steps): (usize, usize)) -> usize {
         .saturating_mul(pb.input * pb.gates * pb.hp)
 }
 
-/// Whether a layer whose team has `members` members forks its input
-/// projection over the pool's other threads (`threads` in the call) first:
-/// a team of one leaves them idle, so they take the projection (every step
-/// at once) where it is large enough to pay for the fork. A larger team
-/// projects inside itself, each member its own rows and panels.
+/// Whether a layer whose team has `members` members hands its input
+/// projection to the pool's other threads (`threads` in the call): a team
+/// of one leaves them idle, so they take the projection where it is large
+/// enough to pay for the hand-off, forked before the steps or projected
+/// ahead of them ([`layer_projection`]). A larger team projects inside
+/// itself, each member its own rows and panels.
 fn forks_projection(members: usize, threads: usize, macs: usize) -> bool {
     members == 1 && threads > 1 && macs >= PARALLEL_PROJECTION_MACS
+}
+
+/// Who computes a direction's input projection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Projection {
+    /// The pool, every step at once, before the team starts
+    /// ([`project_in_parallel`]).
+    Before,
+    /// The team's members, each its own rows and panels (in a wavefront,
+    /// a chunk of steps at a time).
+    InTeam,
+    /// A second member ([`PROJECTOR`]), a chunk of steps at a time ahead of
+    /// the first, which steps the direction alone and waits only where
+    /// the projection has not reached its step yet
+    /// ([`DirRun::project_ahead`]). A team that got no second member
+    /// projects every step first, on its one member.
+    Ahead,
+}
+
+/// The member that projects ahead ([`Projection::Ahead`]).
+const PROJECTOR: usize = 1;
+
+/// Who projects the input of a layer of `shape` (its first direction's
+/// `pb`) whose team has `wanted` members, in a call given `threads`
+/// threads: the team itself, unless it leaves threads idle and the
+/// projection is worth them ([`forks_projection`]); then a member ahead
+/// of the steps where [`projects_ahead`], else the pool before the steps.
+fn layer_projection(
+    config: &Config,
+    pb: &PackedBlock,
+    shape: team::Shape,
+    (wanted, threads): (usize, usize),
+) -> Projection {
+    let macs = projection_macs(pb, (shape.batch, shape.steps));
+    match forks_projection(wanted, threads, macs) {
+        false => Projection::InTeam,
+        true if projects_ahead(config, pb, shape, threads) => Projection::Ahead,
+        true => Projection::Before,
+    }
+}
+
+/// Whether a layer whose steps run on one member, but whose projection is
+/// worth the pool's other threads ([`forks_projection`]), has it projected
+/// ahead of the steps by a second member ([`Projection::Ahead`]) rather
+/// than forked over the pool before them. With `p` and `r` a row's
+/// multiply-adds of a step's projection and of its recurrence
+/// (`shape.macs_per_row`), the layer then takes about `max(p, r)` a step,
+/// and forked over `threads` threads `p / threads + r`: ahead wins unless
+/// the projection outweighs the recurrence by more than that (an input
+/// much wider than the state, or many threads). For one direction read
+/// forwards (a reversed direction needs its last steps first) over more
+/// steps than a chunk. The recurrence of a small step at batch 1-4 runs
+/// slower per multiply-add than the projection's many rows at once, so
+/// the rule errs towards forking.
+fn projects_ahead(config: &Config, pb: &PackedBlock, shape: team::Shape, threads: usize) -> bool {
+    let p = pb.input * pb.gates * pb.hp;
+    let r = shape.macs_per_row;
+    config.num_directions() == 1
+        && !config.direction().is_reversed(0)
+        && shape.steps > wavefront_chunk(shape.batch)
+        && p.max(r).saturating_mul(threads) < p.saturating_add(r.saturating_mul(threads))
 }
 
 /// Whether a forward call of `steps` steps over `batch` items, given a pool
@@ -517,15 +584,14 @@ struct DirRun<'a> {
     /// This direction's activation functions.
     fns: GateFns,
     /// The layer's input `[TN, I]` and its projection `[TN, G·Hp]`, which
-    /// each member computes for its own rows and panels when
-    /// `project_in_team` (else it is computed before the team starts).
+    /// `projection` says who computes.
     x: LayerInput<'a>,
     xw: SharedMut,
     /// In a wavefront, the stack's layer shapes and this layer's index:
     /// its members project a chunk of steps at a time, once the layer
     /// below has published them, and publish their own steps.
     wavefront: Option<(&'a [team::Shape], usize)>,
-    project_in_team: bool,
+    projection: Projection,
     seq_len: usize,
     /// Whether every row takes every step (an empty one copying its state
     /// along): a kept state then has its new value in one buffer for all.
@@ -791,12 +857,9 @@ pub(crate) fn forward_into(
         let unit = packed.kernels.unit();
         let shape = layer_shape(config, pb, (n, t_len), unit, team_barriers(config));
         let wanted = team::useful_members(shape, team::capacity());
-        let project_in_team = !forks_projection(
-            wanted,
-            crate::threads::num_threads(),
-            projection_macs(pb, (n, t_len)),
-        );
-        if !project_in_team {
+        let threads = crate::threads::num_threads();
+        let projection = layer_projection(config, pb, shape, (wanted, threads));
+        if projection == Projection::Before {
             for (dir, b) in buffers.iter_mut().enumerate() {
                 project_in_parallel(
                     packed.kernels,
@@ -823,16 +886,32 @@ pub(crate) fn forward_into(
                 ld,
                 &lens,
                 (t_len, kept.is_some()),
-                (LayerInput::Ready(&layer_in), project_in_team),
+                (LayerInput::Ready(&layer_in), projection),
                 out,
                 state_rows(config, ld, n, (h_n, c_n)),
                 b,
                 kept_valid,
             ));
         }
-        team::run_shares(shape, wanted, &|share, member| {
-            runs[share.dir].share(share, member)
-        })?;
+        match projection {
+            Projection::Ahead => {
+                // One direction (projects_ahead), stepped by member 0 alone.
+                let whole = team::Share {
+                    dir: 0,
+                    rows: (0, n),
+                    part: 0,
+                    parts: 1,
+                    group: 0,
+                };
+                team::run_for(PROJECTOR + 1, shape.macs(), &|member| match member.index {
+                    PROJECTOR => runs[0].project_ahead(member),
+                    _ => runs[0].share(&whole, member),
+                })?
+            }
+            _ => team::run_shares(shape, wanted, &|share, member| {
+                runs[share.dir].share(share, member)
+            })?,
+        }
         drop(runs);
         if summed {
             for (y, s) in layer_out
@@ -1006,7 +1085,7 @@ impl Wavefront<'_> {
                 layer,
                 self.lens,
                 (t_len, false),
-                (input, true),
+                (input, Projection::InTeam),
                 (out_rows[layer], width, 0),
                 state_rows(config, layer, n, (&mut *h_n, &mut *c_n)),
                 b,
@@ -1058,7 +1137,7 @@ fn dir_run<'a>(
     ld: usize,
     lens: &'a [usize],
     (seq_len, every_step): (usize, bool),
-    (x, project_in_team): (LayerInput<'a>, bool),
+    (x, projection): (LayerInput<'a>, Projection),
     (y, width, slot): (SharedMut, usize, usize),
     (h_state, c_state): (&mut [f32], &mut [f32]),
     b: &mut DirBuffers,
@@ -1096,7 +1175,7 @@ fn dir_run<'a>(
         x,
         xw: SharedMut::new(xw),
         wavefront: None,
-        project_in_team,
+        projection,
         seq_len,
         every_step,
         y,
@@ -1207,7 +1286,11 @@ impl DirRun<'_> {
         // the projection and the step, and each chunk's W panels are read
         // right before its R panels. Not for formats that convert x first
         // (each chunk would convert it again).
-        let project_per_chunk = self.project_in_team && self.seq_len == 1 && !converted;
+        let in_team = self.projection == Projection::InTeam;
+        let project_per_chunk = in_team && self.seq_len == 1 && !converted;
+        // Projected ahead by another member: the steps it has published.
+        let ahead = self.projection == Projection::Ahead && member.size > PROJECTOR;
+        let mut ready = 0;
         // Steps s..end of this share's rows, these panels of xw: in a
         // wavefront once the layer below has published them.
         let project_steps = |s: usize, end: usize| -> Result<()> {
@@ -1225,7 +1308,8 @@ impl DirRun<'_> {
             // A step's chunks may be taken by another part (share_out).
             sync()
         };
-        if self.project_in_team && !project_per_chunk && self.wavefront.is_none() {
+        let alone = self.projection == Projection::Ahead && !ahead;
+        if (in_team && !project_per_chunk && self.wavefront.is_none()) || alone {
             project_steps(0, self.seq_len)?;
         }
         // A wavefront's chunks: steps projected so far.
@@ -1241,6 +1325,9 @@ impl DirRun<'_> {
             if self.wavefront.is_some() && s == projected {
                 projected = (s + wavefront_chunk(nb)).min(max_len);
                 project_steps(s, projected)?;
+            }
+            if ahead && s >= ready {
+                ready = member.wait_for_member(PROJECTOR, 0, s + 1)?;
             }
             let last_step = s + 1 == max_len;
             let (h_cur, h_nxt) = (self.h[cur], self.h[1 - cur]);
@@ -1455,6 +1542,43 @@ impl DirRun<'_> {
         Ok(())
     }
 
+    /// [`Projection::Ahead`]'s projecting member: projects every row and
+    /// panel of the steps the longest item takes, a chunk of steps at a
+    /// time, publishing each chunk as layer 0's progress for the member
+    /// that steps them. The first chunk is small, so that the steps start
+    /// soon; each next one twice as large, up to a projection block
+    /// ([`projection_rows`]), so that W is read a few times only.
+    fn project_ahead(&self, member: &team::Member) -> Result<()> {
+        let (batch, pb) = (self.batch, self.pb);
+        let steps = self.lens.iter().copied().max().unwrap_or(0);
+        let most = (projection_rows(pb.input) / batch).max(1);
+        let mut chunk = wavefront_chunk(batch).min(most);
+        let panels = (0, pb.hp / self.kernels.unit());
+        let mut s = 0;
+        while s < steps {
+            let end = (s + chunk).min(steps);
+            // SAFETY: the stepping member reads these rows of xw only once
+            // they are published (below), and no other member touches xw;
+            // x is the layer's whole input, written before the team started.
+            unsafe {
+                let x = self.x.first(end * batch * pb.input);
+                project(
+                    self.kernels,
+                    batch,
+                    pb,
+                    x,
+                    self.xw,
+                    s * batch..end * batch,
+                    panels,
+                )?;
+            }
+            member.publish(0, end);
+            s = end;
+            chunk = (chunk * 2).min(most);
+        }
+        Ok(())
+    }
+
     /// Copies columns `first..end` of item `row_t % batch`'s new state
     /// `h_new` into row `row_t` of y.
     ///
@@ -1524,6 +1648,129 @@ impl DirRun<'_> {
             unsafe {
                 self.copy_y(h_nxt, row_t, cols);
                 self.copy_state(h_nxt, row_t % self.batch, cols, units);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{CellKind, Input, Model, OutputGrads};
+    use std::sync::atomic::Ordering;
+
+    /// A layer whose steps do not split (at the tests' reference bound)
+    /// and whose projection, 1.5 times as wide as its state, is worth a
+    /// second thread: projected ahead on two threads, forked on more (the
+    /// projection outweighs the recurrence by more than the fork loses),
+    /// in the team on one; a reversed direction, or two, never ahead.
+    fn ahead_case(cell: CellKind) -> Config {
+        Config::builder(cell, 60, 40).build().unwrap()
+    }
+
+    fn projection_of(
+        config: &Config,
+        (batch, steps): (usize, usize),
+        threads: usize,
+    ) -> Projection {
+        let model = Model::random(config.clone(), 3);
+        let packed = model.packed().unwrap();
+        let pb = &packed.blocks[0];
+        let unit = packed.kernels.unit();
+        let shape = layer_shape(config, pb, (batch, steps), unit, team_barriers(config));
+        let wanted = team::useful_members(shape, threads);
+        layer_projection(config, pb, shape, (wanted, threads))
+    }
+
+    #[test]
+    fn a_projection_goes_ahead_where_it_beats_the_fork() {
+        for cell in [CellKind::Rnn, CellKind::Lstm, CellKind::Gru] {
+            let config = ahead_case(cell);
+            assert_eq!(
+                projection_of(&config, (2, 400), 2),
+                Projection::Ahead,
+                "{cell:?}"
+            );
+            assert_eq!(
+                projection_of(&config, (2, 400), 1),
+                Projection::InTeam,
+                "{cell:?}"
+            );
+            assert_eq!(
+                projection_of(&config, (2, 400), 8),
+                Projection::Before,
+                "{cell:?}"
+            );
+            // Too little projection for another thread, or too few steps.
+            assert_eq!(
+                projection_of(&config, (2, 8), 2),
+                Projection::InTeam,
+                "{cell:?}"
+            );
+            let wide = Config::builder(cell, 400, 40).build().unwrap();
+            assert_eq!(
+                projection_of(&wide, (2, 400), 2),
+                Projection::Before,
+                "{cell:?}"
+            );
+            let reversed = Config::builder(cell, 60, 40)
+                .direction(Direction::Reverse)
+                .build()
+                .unwrap();
+            assert_eq!(
+                projection_of(&reversed, (2, 400), 2),
+                Projection::Before,
+                "{cell:?}"
+            );
+        }
+    }
+
+    /// Inference, training and backward of a layer projected ahead give the
+    /// bits of one thread, with a second member projecting and with a team
+    /// that got only one (which projects every step first); items of
+    /// several lengths, initial states.
+    #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "hundreds of steps; the team's waits are covered by the wavefront's test"
+    )]
+    fn a_projection_ahead_gives_the_bits_of_one_thread() {
+        let _globals = team::tests::hold_globals();
+        let pool = |threads| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+        };
+        let (one, two) = (pool(1), pool(2));
+        for cell in [CellKind::Rnn, CellKind::Lstm, CellKind::Gru] {
+            let config = ahead_case(cell);
+            let model = Model::random(config.clone(), 7);
+            let (t, n) = (400, 2);
+            let shapes = Shapes::new(&config, t, n).unwrap();
+            let mut rng = crate::rng::SplitMix64::new(17);
+            let x = rng.uniform_vec(shapes.x, -1.0, 1.0);
+            let h0 = rng.uniform_vec(shapes.h, -1.0, 1.0);
+            let c0 = rng.uniform_vec(shapes.c, -1.0, 1.0);
+            let dy = rng.uniform_vec(shapes.y, -1.0, 1.0);
+            let lens = [t, 237];
+            let mut input = Input::new(&x, t, n).with_seq_lens(&lens).with_h0(&h0);
+            if config.has_cell_state() {
+                input = input.with_c0(&c0);
+            }
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            let run = || {
+                let y = model.forward_inference(&input).unwrap();
+                let (_, trace) = model.forward_training(&input).unwrap();
+                let g = model.backward(&trace, &OutputGrads::new(&dy)).unwrap();
+                [y.y, y.h_n, g.dx, g.dh0, g.dparams].map(|v| bits(&v))
+            };
+            let alone = one.install(run);
+            for members in [2, 1] {
+                team::tests::FORCED_CAPACITY.store(members, Ordering::Relaxed);
+                let got = two.install(run);
+                team::tests::FORCED_CAPACITY.store(0, Ordering::Relaxed);
+                assert!(alone == got, "{cell:?} on {members} members");
             }
         }
     }

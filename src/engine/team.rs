@@ -769,7 +769,7 @@ pub(crate) fn run(wanted: usize, work: &(dyn Fn(&Member) -> Result<()> + Sync)) 
 
 /// [`run`] for `macs` multiply-adds in all (how long it waits for members
 /// to join: [`check_in`]).
-fn run_for(
+pub(crate) fn run_for(
     wanted: usize,
     macs: usize,
     work: &(dyn Fn(&Member) -> Result<()> + Sync),
@@ -1001,6 +1001,19 @@ impl Member<'_> {
         outcome
     }
 
+    /// Waits until `member` has published `steps` steps of `layer` (as
+    /// [`Member::wait_for_layer`] waits for a whole layer's members), and
+    /// returns how many it had published by then (`usize::MAX`: all, or a
+    /// later layer).
+    pub fn wait_for_member(&self, member: usize, layer: usize, steps: usize) -> Result<usize> {
+        self.wait_for_mark(member, progress_mark(layer, steps))?;
+        let mark = self.state.places[member].progress.0.load(Ordering::SeqCst);
+        Ok(match mark >> 32 {
+            l if l > layer as u64 => usize::MAX,
+            _ => usize::try_from(mark & u64::from(u32::MAX)).unwrap_or(usize::MAX),
+        })
+    }
+
     fn wait_for_mark(&self, member: usize, mark: u64) -> Result<()> {
         let place = &self.state.places[member];
         let done = || place.progress.0.load(Ordering::SeqCst) >= mark;
@@ -1086,7 +1099,7 @@ pub(crate) struct Shape {
 
 impl Shape {
     /// Multiply-adds of the layer's recurrence over every step.
-    fn macs(&self) -> usize {
+    pub fn macs(&self) -> usize {
         [self.batch, self.macs_per_row, self.steps]
             .into_iter()
             .fold(self.directions, usize::saturating_mul)
@@ -1266,7 +1279,7 @@ pub(crate) mod tests {
     /// check (the stall test failed once in CI that way: capacity 2, forced).
     static GLOBALS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-    fn hold_globals() -> std::sync::MutexGuard<'static, ()> {
+    pub(crate) fn hold_globals() -> std::sync::MutexGuard<'static, ()> {
         GLOBALS
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
