@@ -6,6 +6,7 @@ use super::pack::PackedBlock;
 use super::workspace::BufferPool;
 use super::{copy_columns, layer_shape, pad_rows, team, Packed, SharedMut, Span};
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::config::{CellKind, Config, Direction, GruVariant, Layout};
@@ -367,11 +368,65 @@ enum Projection {
     /// a chunk of steps at a time).
     InTeam,
     /// A second member ([`PROJECTOR`]), a chunk of steps at a time ahead of
-    /// the first, which steps the direction alone and waits only where
-    /// the projection has not reached its step yet
-    /// ([`DirRun::project_ahead`]). A team that got no second member
-    /// projects every step first, on its one member.
+    /// the first, which steps the direction alone ([`DirRun::project_ahead`],
+    /// [`AheadChunks`]). A team that got no second member projects every
+    /// step first, on its one member.
     Ahead,
+}
+
+/// The chunks of steps of a projection ahead ([`Projection::Ahead`]) and
+/// which of them are taken. The projector takes them in order; the
+/// stepping member takes the chunk it needs next itself where the
+/// projector has not taken it yet (the projector starts a wake-up late, or
+/// was descheduled), so it never waits for a projector that is not there,
+/// and waits for one that is only until its chunk is done. Whoever
+/// projects a row, its bits are the same.
+struct AheadChunks {
+    /// The first chunk's steps: small, so that the steps start soon. Each
+    /// next chunk is twice as long, up to `most` steps (a projection block,
+    /// [`projection_rows`]), so that W is read a few times only.
+    first: usize,
+    most: usize,
+    /// Steps to project (the longest item's).
+    steps: usize,
+    /// Chunks taken so far (by either member, in order).
+    taken: AtomicUsize,
+}
+
+impl AheadChunks {
+    fn new(pb: &PackedBlock, batch: usize, steps: usize) -> AheadChunks {
+        let most = (projection_rows(pb.input) / batch.max(1)).max(1);
+        AheadChunks {
+            first: wavefront_chunk(batch).min(most),
+            most,
+            steps,
+            taken: AtomicUsize::new(0),
+        }
+    }
+
+    /// Chunk `k`'s steps, `start..end` (empty past the last).
+    fn bounds(&self, k: usize) -> (usize, usize) {
+        let (mut start, mut len) = (0, self.first);
+        for _ in 0..k {
+            start += len;
+            len = (len * 2).min(self.most);
+        }
+        (start.min(self.steps), (start + len).min(self.steps))
+    }
+
+    /// Takes chunk `k` if no one has (so all before it are taken).
+    fn take(&self, k: usize) -> bool {
+        self.taken
+            .compare_exchange(k, k + 1, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Takes the next chunk not yet taken; `None` once all are.
+    fn take_next(&self) -> Option<usize> {
+        let k = self.taken.fetch_add(1, Ordering::AcqRel);
+        let (start, end) = self.bounds(k);
+        (start < end).then_some(k)
+    }
 }
 
 /// The member that projects ahead ([`Projection::Ahead`]).
@@ -592,6 +647,8 @@ struct DirRun<'a> {
     /// below has published them, and publish their own steps.
     wavefront: Option<(&'a [team::Shape], usize)>,
     projection: Projection,
+    /// With [`Projection::Ahead`], its chunks.
+    ahead: Option<AheadChunks>,
     seq_len: usize,
     /// Whether every row takes every step (an empty one copying its state
     /// along): a kept state then has its new value in one buffer for all.
@@ -1176,6 +1233,10 @@ fn dir_run<'a>(
         xw: SharedMut::new(xw),
         wavefront: None,
         projection,
+        ahead: (projection == Projection::Ahead).then(|| {
+            let steps = lens.iter().copied().max().unwrap_or(0);
+            AheadChunks::new(pb, lens.len(), steps)
+        }),
         seq_len,
         every_step,
         y,
@@ -1288,9 +1349,10 @@ impl DirRun<'_> {
         // (each chunk would convert it again).
         let in_team = self.projection == Projection::InTeam;
         let project_per_chunk = in_team && self.seq_len == 1 && !converted;
-        // Projected ahead by another member: the steps it has published.
-        let ahead = self.projection == Projection::Ahead && member.size > PROJECTOR;
-        let mut ready = 0;
+        // Projected ahead, with another member: the chunk of steps
+        // projected next, and the steps before it, projected by now.
+        let ahead = self.ahead.as_ref().filter(|_| member.size > PROJECTOR);
+        let (mut next_chunk, mut ready) = (0, 0);
         // Steps s..end of this share's rows, these panels of xw: in a
         // wavefront once the layer below has published them.
         let project_steps = |s: usize, end: usize| -> Result<()> {
@@ -1308,7 +1370,7 @@ impl DirRun<'_> {
             // A step's chunks may be taken by another part (share_out).
             sync()
         };
-        let alone = self.projection == Projection::Ahead && !ahead;
+        let alone = self.projection == Projection::Ahead && ahead.is_none();
         if (in_team && !project_per_chunk && self.wavefront.is_none()) || alone {
             project_steps(0, self.seq_len)?;
         }
@@ -1326,8 +1388,13 @@ impl DirRun<'_> {
                 projected = (s + wavefront_chunk(nb)).min(max_len);
                 project_steps(s, projected)?;
             }
-            if ahead && s >= ready {
-                ready = member.wait_for_member(PROJECTOR, 0, s + 1)?;
+            if let Some(chunks) = ahead.filter(|_| s >= ready) {
+                let (start, end) = chunks.bounds(next_chunk);
+                match chunks.take(next_chunk) {
+                    true => project_steps(start, end)?,
+                    false => member.wait_for_member(PROJECTOR, 0, end)?,
+                }
+                (next_chunk, ready) = (next_chunk + 1, end);
             }
             let last_step = s + 1 == max_len;
             let (h_cur, h_nxt) = (self.h[cur], self.h[1 - cur]);
@@ -1543,23 +1610,21 @@ impl DirRun<'_> {
     }
 
     /// [`Projection::Ahead`]'s projecting member: projects every row and
-    /// panel of the steps the longest item takes, a chunk of steps at a
-    /// time, publishing each chunk as layer 0's progress for the member
-    /// that steps them. The first chunk is small, so that the steps start
-    /// soon; each next one twice as large, up to a projection block
-    /// ([`projection_rows`]), so that W is read a few times only.
+    /// panel of the chunks of steps it takes, in order ([`AheadChunks`]),
+    /// publishing the end of each as layer 0's progress for the member that
+    /// steps them.
     fn project_ahead(&self, member: &team::Member) -> Result<()> {
         let (batch, pb) = (self.batch, self.pb);
-        let steps = self.lens.iter().copied().max().unwrap_or(0);
-        let most = (projection_rows(pb.input) / batch).max(1);
-        let mut chunk = wavefront_chunk(batch).min(most);
+        let Some(chunks) = &self.ahead else {
+            return Ok(());
+        };
         let panels = (0, pb.hp / self.kernels.unit());
-        let mut s = 0;
-        while s < steps {
-            let end = (s + chunk).min(steps);
-            // SAFETY: the stepping member reads these rows of xw only once
-            // they are published (below), and no other member touches xw;
-            // x is the layer's whole input, written before the team started.
+        while let Some(k) = chunks.take_next() {
+            let (start, end) = chunks.bounds(k);
+            // SAFETY: this member took these steps (no one else writes
+            // them), and the stepping member reads them only once they are
+            // published (below); x is the layer's whole input, written
+            // before the team started.
             unsafe {
                 let x = self.x.first(end * batch * pb.input);
                 project(
@@ -1568,13 +1633,11 @@ impl DirRun<'_> {
                     pb,
                     x,
                     self.xw,
-                    s * batch..end * batch,
+                    start * batch..end * batch,
                     panels,
                 )?;
             }
             member.publish(0, end);
-            s = end;
-            chunk = (chunk * 2).min(most);
         }
         Ok(())
     }

@@ -1002,16 +1002,9 @@ impl Member<'_> {
     }
 
     /// Waits until `member` has published `steps` steps of `layer` (as
-    /// [`Member::wait_for_layer`] waits for a whole layer's members), and
-    /// returns how many it had published by then (`usize::MAX`: all, or a
-    /// later layer).
-    pub fn wait_for_member(&self, member: usize, layer: usize, steps: usize) -> Result<usize> {
-        self.wait_for_mark(member, progress_mark(layer, steps))?;
-        let mark = self.state.places[member].progress.0.load(Ordering::SeqCst);
-        Ok(match mark >> 32 {
-            l if l > layer as u64 => usize::MAX,
-            _ => usize::try_from(mark & u64::from(u32::MAX)).unwrap_or(usize::MAX),
-        })
+    /// [`Member::wait_for_layer`] waits for a whole layer's members).
+    pub fn wait_for_member(&self, member: usize, layer: usize, steps: usize) -> Result<()> {
+        self.wait_for_mark(member, progress_mark(layer, steps))
     }
 
     fn wait_for_mark(&self, member: usize, mark: u64) -> Result<()> {
