@@ -1788,6 +1788,40 @@ mod tests {
         }
     }
 
+    /// A projection ahead's chunks cover every step once, in order, from a
+    /// short first chunk doubling up to a block; each is taken once, by
+    /// whichever member asks first.
+    #[test]
+    fn chunks_ahead_cover_every_step_once_and_are_taken_once() {
+        let config = ahead_case(CellKind::Lstm);
+        let model = Model::random(config, 3);
+        let pb = &model.packed().unwrap().blocks[0];
+        for (batch, steps) in [(1, 1000), (2, 400), (3, 7), (1, 4), (40, 100)] {
+            let chunks = AheadChunks::new(pb, batch, steps);
+            let (mut k, mut next, mut len) = (0, 0, 0);
+            loop {
+                let (start, end) = chunks.bounds(k);
+                if start == end {
+                    break;
+                }
+                assert_eq!(start, next, "chunk {k} starts where {} ended", k.max(1) - 1);
+                assert!(end - start >= len.min(steps - start), "chunks do not shrink");
+                assert!(end - start <= chunks.most.max(chunks.first));
+                (next, len, k) = (end, end - start, k + 1);
+            }
+            assert_eq!(next, steps, "batch {batch}, {steps} steps");
+            assert_eq!(chunks.first, wavefront_chunk(batch).min(chunks.most));
+            // The stepping member takes chunk 0, the projector the next
+            // ones; a chunk taken is not taken again.
+            assert!(chunks.take(0));
+            assert!(!chunks.take(0));
+            assert_eq!(chunks.take_next(), (k > 1).then_some(1));
+            assert!(!chunks.take(1));
+            while chunks.take_next().is_some() {}
+            assert_eq!(chunks.take_next(), None);
+        }
+    }
+
     /// Inference, training and backward of a layer projected ahead give the
     /// bits of one thread, with a second member projecting and with a team
     /// that got only one (which projects every step first); items of
