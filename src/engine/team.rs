@@ -767,8 +767,11 @@ pub(crate) fn run(wanted: usize, work: &(dyn Fn(&Member) -> Result<()> + Sync)) 
     run_for(wanted, 0, work)
 }
 
-/// [`run`] for `macs` multiply-adds in all (how long it waits for members
-/// to join: [`check_in`]).
+/// Runs `work` once on each member of a team of at most `wanted` threads
+/// (fewer if fewer can be had; `Member::size` says how many) for `macs`
+/// multiply-adds in all (how long it waits for members to join:
+/// [`check_in`]). Call from inside the pool (`threads::run`); `work` must
+/// not call rayon itself.
 pub(crate) fn run_for(
     wanted: usize,
     macs: usize,
