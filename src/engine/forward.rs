@@ -654,7 +654,8 @@ struct DirRun<'a> {
     /// below has published them, and publish their own steps.
     wavefront: Option<(&'a [team::Shape], usize)>,
     projection: Projection,
-    /// With [`Projection::Ahead`], its chunks.
+    /// With [`Projection::Ahead`] (and only then: `dir_run` sets both), its
+    /// chunks; `share` reads only this for the projection ahead.
     ahead: Option<AheadChunks>,
     seq_len: usize,
     /// Whether every row takes every step (an empty one copying its state
@@ -960,13 +961,7 @@ pub(crate) fn forward_into(
         match projection {
             Projection::Ahead => {
                 // One direction (projects_ahead), stepped by member 0 alone.
-                let whole = team::Share {
-                    dir: 0,
-                    rows: (0, n),
-                    part: 0,
-                    parts: 1,
-                    group: 0,
-                };
+                let whole = team::Share::whole(0, n, 0);
                 team::run_for(PROJECTOR + 1, shape.macs(), &|member| match member.index {
                     PROJECTOR => runs[0].project_ahead(member),
                     _ => runs[0].share(&whole, member),
@@ -1377,7 +1372,7 @@ impl DirRun<'_> {
             // A step's chunks may be taken by another part (share_out).
             sync()
         };
-        let alone = self.projection == Projection::Ahead && ahead.is_none();
+        let alone = self.ahead.is_some() && ahead.is_none();
         if (in_team && !project_per_chunk && self.wavefront.is_none()) || alone {
             project_steps(0, self.seq_len)?;
         }

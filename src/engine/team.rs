@@ -884,14 +884,7 @@ fn plan_layers(shapes: &[Shape], members: usize, mut emit: impl FnMut(usize, usi
         for (layer, shape) in shapes.iter().enumerate() {
             let member = layer % members;
             for dir in 0..shape.directions {
-                let whole = Share {
-                    dir,
-                    rows: (0, shape.batch),
-                    part: 0,
-                    parts: 1,
-                    group: member,
-                };
-                emit(member, layer, whole);
+                emit(member, layer, Share::whole(dir, shape.batch, member));
             }
         }
         return;
@@ -1115,6 +1108,18 @@ pub(crate) struct Share {
 }
 
 impl Share {
+    /// Direction `dir` whole: every row of a batch of `batch`, every panel,
+    /// on one member, its barrier group `group` (no barrier: one party).
+    pub fn whole(dir: usize, batch: usize, group: usize) -> Share {
+        Share {
+            dir,
+            rows: (0, batch),
+            part: 0,
+            parts: 1,
+            group,
+        }
+    }
+
     /// This share's part of `count` panels: `first..end`.
     pub fn panels(&self, count: usize) -> (usize, usize) {
         (
@@ -1146,13 +1151,7 @@ impl Share {
 /// It allocates nothing: a stream's step of a few microseconds runs it.
 fn plan_each(shape: Shape, members: usize, mut emit: impl FnMut(usize, Share)) {
     let members = members.max(1);
-    let whole = |dir| Share {
-        dir,
-        rows: (0, shape.batch),
-        part: 0,
-        parts: 1,
-        group: 0,
-    };
+    let whole = |dir| Share::whole(dir, shape.batch, 0);
     if members <= shape.directions {
         // At most two directions: one member takes both, or each one.
         for dir in 0..shape.directions {
