@@ -134,6 +134,9 @@ fn check_case(case: &Case, pools: &[(usize, rayon::ThreadPool)]) -> Result<(), S
     for (threads, pool) in &pools[1..] {
         same_bits(&one, &pool.install(go)).map_err(|e| format!("{threads} threads: {e}"))?;
     }
+    // From this thread, in no pool: inference runs in place (this thread
+    // its teams' first member, librnn's workers the others), training on
+    // librnn's pool.
     same_bits(&one, &go()).map_err(|e| format!("librnn's pool: {e}"))
 }
 

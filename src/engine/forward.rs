@@ -310,24 +310,26 @@ fn project_in_parallel(
     let blocks = rows.div_ceil(projection_rows(pb.input)).div_ceil(threads) * threads;
     let per = rows.div_ceil(blocks.max(1)).max(1);
     let out = SharedMut::new(xw);
-    (0..rows.div_ceil(per))
-        .into_par_iter()
-        .try_for_each(|block| {
-            let first = block * per;
-            let panels = (0, pb.hp / kernels.unit());
-            // SAFETY: blocks write disjoint rows of xw, which outlives the loop.
-            unsafe {
-                project(
-                    kernels,
-                    batch,
-                    pb,
-                    x,
-                    out,
-                    first..rows.min(first + per),
-                    panels,
-                )
-            }
-        })
+    crate::threads::on_pool(|| {
+        (0..rows.div_ceil(per))
+            .into_par_iter()
+            .try_for_each(|block| {
+                let first = block * per;
+                let panels = (0, pb.hp / kernels.unit());
+                // SAFETY: blocks write disjoint rows of xw, which outlives the loop.
+                unsafe {
+                    project(
+                        kernels,
+                        batch,
+                        pb,
+                        x,
+                        out,
+                        first..rows.min(first + per),
+                        panels,
+                    )
+                }
+            })
+    })?
 }
 
 /// Multiply-adds of a layer's input projection below which handing it to

@@ -770,8 +770,9 @@ pub(crate) fn run(wanted: usize, work: &(dyn Fn(&Member) -> Result<()> + Sync)) 
 /// Runs `work` once on each member of a team of at most `wanted` threads
 /// (fewer if fewer can be had; `Member::size` says how many) for `macs`
 /// multiply-adds in all (how long it waits for members to join:
-/// [`check_in`]). Call from inside the pool (`threads::run`); `work` must
-/// not call rayon itself.
+/// [`check_in`]). Call from inside the pool (`threads::run`) or from a
+/// call in place (`threads::run_in_place_unless_alone`), whose thread is
+/// then the first member; `work` must not call rayon itself.
 pub(crate) fn run_for(
     wanted: usize,
     macs: usize,
@@ -802,14 +803,14 @@ pub(crate) fn run_for(
             state.run_member(0, state.size(), work);
         });
     } else {
-        rayon::scope(|scope| {
+        crate::threads::scope(|scope| {
             let state = &state;
             for _ in 1..wanted {
                 scope.spawn(move |_| join(state, work));
             }
             seal(state, wanted - 1, check_in(macs));
             state.run_member(0, state.size(), work);
-        });
+        })?;
     }
     note_stalls(&state, state.size(), in_spell);
     match state.error.into_inner() {

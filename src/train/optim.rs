@@ -139,14 +139,13 @@ impl Adam {
         // changes no bit.
         let parallel = params.len() > PARALLEL_CHUNK
             && crate::threads::num_threads() > 1
-            && crate::threads::run(|| {
+            && crate::threads::on_pool(|| {
                 params
                     .par_chunks_mut(PARALLEL_CHUNK)
                     .zip(grads.par_chunks(PARALLEL_CHUNK))
                     .zip(self.m.par_chunks_mut(PARALLEL_CHUNK))
                     .zip(self.v.par_chunks_mut(PARALLEL_CHUNK))
                     .for_each(update);
-                Ok(())
             })
             .is_ok();
         if !parallel {
