@@ -22,7 +22,7 @@
 
 #[cfg(all(unix, not(miri)))]
 use std::sync::atomic::AtomicU32;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use crate::error::{Error, Result};
@@ -65,12 +65,14 @@ pub(crate) fn process_id() -> u32 {
 }
 
 /// Run in a forked child: the parent's id, copied with its memory, is not
-/// the child's; nor is a call in place ([`IN_PLACE`]) running there, as
-/// only the thread that forked, outside any call, goes on in the child.
+/// the child's; nor do the parent's calls ([`ACTIVE_CALLS`]) run there, as
+/// only the thread that forked, outside any call, goes on in the child
+/// (counted, they would divide the child's threads between calls that do
+/// not exist, for good).
 #[cfg(all(unix, not(miri)))]
 extern "C" fn forget_pid_in_child() {
     PID.store(0, Ordering::Relaxed);
-    IN_PLACE.store(false, Ordering::Relaxed);
+    ACTIVE_CALLS.store(0, Ordering::Relaxed);
 }
 
 /// A pool and the process it belongs to.
@@ -205,12 +207,12 @@ pub(crate) fn run_unless_alone<R: Send>(
 /// is done first (measured on the 2-vCPU Xeon VM: 25-50 µs a call).
 /// Every other fork from the caller's thread ([`on_pool`]) is a hand-off
 /// of its own, which is why the backward, a dozen products a layer, runs on
-/// the pool. Only a call that finds no other running runs in place, one
-/// at a time ([`IN_PLACE`]): calls that overlap others run on the pool, as
-/// concurrent calls share the cores anyway (in place, two to four callers
-/// looping over small calls each ran 5-17 % slower, a caller's thread
-/// beside the pool's workers), and callers arriving during a call in place
-/// queue on the pool, adding no thread of their own.
+/// the pool. Only a call that finds no other call running ([`Active`])
+/// runs in place, so at most one at a time: calls that overlap others run
+/// on the pool, as concurrent calls share the cores anyway (in place, two
+/// to four callers looping over small calls each ran 5-17 % slower, a
+/// caller's thread beside the pool's workers), and callers arriving during
+/// a call in place queue on the pool, adding no thread of their own.
 pub(crate) fn run_in_place_unless_alone<R: Send>(
     alone: impl FnOnce(usize) -> bool,
     work: impl FnOnce() -> Result<R> + Send,
@@ -219,13 +221,13 @@ pub(crate) fn run_in_place_unless_alone<R: Send>(
 }
 
 /// [`run_unless_alone`], in place where `in_place` says so and no other
-/// caller runs in place now ([`run_in_place_unless_alone`]).
+/// call runs now ([`run_in_place_unless_alone`]).
 fn enter<R: Send>(
     alone: impl FnOnce(usize) -> bool,
     in_place: bool,
     work: impl FnOnce() -> Result<R> + Send,
 ) -> Result<R> {
-    let here = INLINE.with(std::cell::Cell::get) || HOLDS_IN_PLACE.with(std::cell::Cell::get);
+    let here = INLINE.with(std::cell::Cell::get) || IN_PLACE.with(std::cell::Cell::get);
     if rayon::current_thread_index().is_none() && !here {
         let pool = pool()?;
         let threads = pool.current_num_threads().min(cores());
@@ -233,45 +235,37 @@ fn enter<R: Send>(
             return run_inline(work);
         }
         let _active = Active::enter();
-        // Only a call that finds no other running: one that overlaps
-        // others shares the cores with them anyway, on the pool's threads.
-        let in_place = in_place && ACTIVE_CALLS.load(Ordering::Relaxed) == 1;
-        return match in_place.then(InPlace::take).flatten() {
-            Some(_in_place) => work(),
-            None => pool.install(work),
-        };
+        // Only a call that finds no other running (the count is this
+        // call's from here on, so no two calls both find 1).
+        if in_place && ACTIVE_CALLS.load(Ordering::Relaxed) == 1 {
+            let _in_place = InPlace::enter();
+            return work();
+        }
+        return pool.install(work);
     }
     let _active = Active::enter();
     work()
 }
 
-/// Whether a caller's thread is running a call in place now (see
-/// [`run_unless_alone`]): one at a time, so that callers arriving during
-/// it queue on the pool as before rather than each adding a thread.
-static IN_PLACE: AtomicBool = AtomicBool::new(false);
-
 thread_local! {
-    /// This thread holds [`IN_PLACE`]: a call nested in its call runs here.
-    static HOLDS_IN_PLACE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// This thread runs a call in place ([`run_in_place_unless_alone`]): a
+    /// call nested in it runs here too.
+    static IN_PLACE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// [`IN_PLACE`], held by this thread while it lives.
+/// Sets [`IN_PLACE`] while it lives, panics included.
 struct InPlace;
 
 impl InPlace {
-    fn take() -> Option<InPlace> {
-        IN_PLACE
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .ok()?;
-        HOLDS_IN_PLACE.with(|h| h.set(true));
-        Some(InPlace)
+    fn enter() -> InPlace {
+        IN_PLACE.with(|h| h.set(true));
+        InPlace
     }
 }
 
 impl Drop for InPlace {
     fn drop(&mut self) {
-        HOLDS_IN_PLACE.with(|h| h.set(false));
-        IN_PLACE.store(false, Ordering::Release);
+        IN_PLACE.with(|h| h.set(false));
     }
 }
 
@@ -422,15 +416,16 @@ mod tests {
         let (held, release) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
         std::thread::scope(|s| {
             s.spawn(|| {
-                let _active = Active::enter();
-                let _place = in_place.then(|| loop {
-                    if let Some(place) = InPlace::take() {
-                        break place;
-                    }
-                    std::thread::yield_now();
-                });
-                held.wait();
-                release.wait();
+                let other = || {
+                    held.wait();
+                    release.wait();
+                    Ok(())
+                };
+                match in_place {
+                    true => run_in_place_unless_alone(|_| false, other),
+                    false => run_unless_alone(|_| false, other),
+                }
+                .unwrap()
             });
             held.wait();
             let name = run_in_place_unless_alone(
@@ -461,7 +456,7 @@ mod tests {
             run_in_place_unless_alone(|_| false, || -> Result<()> { panic!("in place") })
         });
         assert!(panicked.is_err());
-        assert!(!HOLDS_IN_PLACE.with(std::cell::Cell::get));
+        assert!(!IN_PLACE.with(std::cell::Cell::get));
         let caller = std::thread::current().id();
         let in_place = (0..10_000).any(|_| {
             run_in_place_unless_alone(|_| false, || Ok(std::thread::current().id())).unwrap()
