@@ -253,6 +253,12 @@ thread_local! {
     static IN_PLACE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
+/// Whether this thread runs a call in place now
+/// ([`run_in_place_unless_alone`]).
+pub(crate) fn in_place() -> bool {
+    IN_PLACE.with(std::cell::Cell::get)
+}
+
 /// Sets [`IN_PLACE`] while it lives, panics included.
 struct InPlace;
 

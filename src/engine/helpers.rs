@@ -21,7 +21,7 @@
 //! check-in wait, so a helper still asleep (steps far apart) is simply
 //! left out of that step. The results are the same bits either way.
 
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -134,8 +134,13 @@ impl std::fmt::Debug for Helpers {
 }
 
 thread_local! {
-    /// The helpers installed on this thread (see [`Helpers::install`]).
-    static INSTALLED: RefCell<Option<Arc<Shared>>> = const { RefCell::new(None) };
+    /// The helpers installed on this thread (see [`Helpers::install`]), or
+    /// NULL: a pointer, not an `Arc`, so that the thread-local has no
+    /// destructor. A call on a thread that is running its TLS destructors
+    /// (a C host's, from a `pthread_key_create` destructor) reads it too,
+    /// and a thread-local with a destructor first touched there is never
+    /// freed (its destructor is registered after they ran).
+    static INSTALLED: Cell<*const Shared> = const { Cell::new(std::ptr::null()) };
 }
 
 /// The helpers installed on this thread, if any: how many there are and a
@@ -147,24 +152,29 @@ pub(crate) struct Installed {
 
 /// The helpers a team formed on this thread now may use.
 pub(crate) fn installed() -> Option<Installed> {
-    // A call from a thread's TLS destructors (a C host's) finds the
-    // thread-locals gone: no helpers there.
-    INSTALLED
-        .try_with(|h| {
-            h.borrow().as_ref().map(|shared| Installed {
-                count: shared.count,
-                shared: Arc::clone(shared),
-            })
-        })
-        .ok()
-        .flatten()
+    let shared = INSTALLED.get();
+    if shared.is_null() {
+        return None;
+    }
+    // SAFETY: a non-NULL INSTALLED comes from `Arc::as_ptr` of the helpers
+    // that `Helpers::install` borrows, on this thread, until it puts the
+    // previous pointer back: their Arc keeps `Shared` alive meanwhile, and
+    // this new count keeps it alive for the returned handle after.
+    let shared = unsafe {
+        Arc::increment_strong_count(shared);
+        Arc::from_raw(shared)
+    };
+    Some(Installed {
+        count: shared.count,
+        shared,
+    })
 }
 
 /// How many helpers are installed on this thread (0 if none).
 pub(crate) fn installed_count() -> usize {
-    INSTALLED
-        .try_with(|h| h.borrow().as_ref().map_or(0, |shared| shared.count))
-        .unwrap_or(0)
+    let shared = INSTALLED.get();
+    // SAFETY: as in `installed`: alive while it is installed here.
+    unsafe { shared.as_ref() }.map_or(0, |shared| shared.count)
 }
 
 impl Helpers {
@@ -224,22 +234,15 @@ impl Helpers {
         if !self.here() {
             return work();
         }
-        struct Restore(Option<Arc<Shared>>);
+        struct Restore(*const Shared);
         impl Drop for Restore {
             fn drop(&mut self) {
-                let previous = self.0.take();
-                let _ = INSTALLED.try_with(|h| *h.borrow_mut() = previous);
+                INSTALLED.set(self.0);
             }
         }
-        let shared = Arc::clone(&self.shared);
-        match INSTALLED.try_with(|h| h.borrow_mut().replace(shared)) {
-            Ok(previous) => {
-                let _restore = Restore(previous);
-                work()
-            }
-            // In a thread's TLS destructors: the step runs alone.
-            Err(_) => work(),
-        }
+        // `self` outlives this call, and with it the Arc behind the pointer.
+        let _restore = Restore(INSTALLED.replace(Arc::as_ptr(&self.shared)));
+        work()
     }
 }
 

@@ -393,7 +393,11 @@ thread_local! {
 
 /// A team's `count` places: the thread's spare ones where there are
 /// enough (a nested call finds none and allocates its own), reset; back to
-/// the thread on drop.
+/// the thread on drop. A call in place allocates its own: its thread is
+/// the caller's, which may be running its TLS destructors (a C thread's
+/// call from a `pthread_key_create` destructor), where a thread-local
+/// first touched is never freed (its destructor registered after they
+/// ran); such a call is long enough that the allocation does not count.
 struct Places {
     all: Vec<Place>,
     count: usize,
@@ -401,7 +405,10 @@ struct Places {
 
 impl Places {
     fn new(count: usize) -> Result<Places> {
-        let mut all = SPARE_PLACES.try_with(Cell::take).unwrap_or_default();
+        let mut all = match crate::threads::in_place() {
+            true => Vec::new(),
+            false => SPARE_PLACES.try_with(Cell::take).unwrap_or_default(),
+        };
         if all.len() < count {
             all = try_with_capacity(count, "the thread team")?;
             all.resize_with(count, Place::default);
@@ -423,7 +430,9 @@ impl Drop for Places {
     fn drop(&mut self) {
         let all = std::mem::take(&mut self.all);
         // After the thread's TLS is gone, the places are simply freed.
-        let _ = SPARE_PLACES.try_with(|spare| spare.set(all));
+        if !crate::threads::in_place() {
+            let _ = SPARE_PLACES.try_with(|spare| spare.set(all));
+        }
     }
 }
 
