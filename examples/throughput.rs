@@ -19,7 +19,11 @@
 //! pays and fixed weights hide). `REPS` sets the timed calls of each
 //! (default 20; more for a mean over a longer window, as when another
 //! process comes and goes); `SPLIT=1` also times the training forward alone
-//! and prints the backward's share.
+//! and prints the backward's share. `LATENCY=1` also times each inference
+//! call alone, after 50 more warm-up calls, and prints the minimum and the
+//! 10th, 50th and 90th percentiles in µs: what a call pays at its best and
+//! typically, which a change to the hand-off between threads moves (tens
+//! of µs on calls of a few hundred) and a mean blurs.
 
 use rnn::rng::SplitMix64;
 use rnn::{CellKind, Config, GradientBuffers, Input, Model, OutputGrads};
@@ -102,6 +106,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         inference * 1e3,
         flops / inference / 1e9
     );
+    if env("LATENCY") == Some(1) {
+        for _ in 0..50 {
+            model.forward_inference(&input)?;
+        }
+        let mut micros = Vec::with_capacity(reps);
+        for _ in 0..reps.max(1) {
+            let start = Instant::now();
+            std::hint::black_box(model.forward_inference(&input)?);
+            micros.push(start.elapsed().as_secs_f64() * 1e6);
+        }
+        micros.sort_by(f64::total_cmp);
+        let at = |q: f64| micros[((micros.len() - 1) as f64 * q) as usize];
+        print!(
+            " (a call: min {:.1} p10 {:.1} p50 {:.1} p90 {:.1} us)",
+            at(0.0),
+            at(0.1),
+            at(0.5),
+            at(0.9)
+        );
+    }
     if args.get(5).map(String::as_str) != Some("inference") && precision == rnn::Precision::F32 {
         let dy = vec![1.0; model.forward_inference(&input)?.y.len()];
         let update = env("UPDATE") == Some(1);

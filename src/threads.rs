@@ -220,14 +220,14 @@ pub(crate) fn run_in_place_unless_alone<R: Send>(
     enter(alone, true, work)
 }
 
-/// [`run_unless_alone`], in place where `in_place` says so and no other
+/// [`run_unless_alone`], in place where `may_run_in_place` and no other
 /// call runs now ([`run_in_place_unless_alone`]).
 fn enter<R: Send>(
     alone: impl FnOnce(usize) -> bool,
-    in_place: bool,
+    may_run_in_place: bool,
     work: impl FnOnce() -> Result<R> + Send,
 ) -> Result<R> {
-    let here = INLINE.with(std::cell::Cell::get) || IN_PLACE.with(std::cell::Cell::get);
+    let here = INLINE.with(std::cell::Cell::get) || in_place();
     if rayon::current_thread_index().is_none() && !here {
         let pool = pool()?;
         let threads = pool.current_num_threads().min(cores());
@@ -237,7 +237,7 @@ fn enter<R: Send>(
         let _active = Active::enter();
         // Only a call that finds no other running (the count is this
         // call's from here on, so no two calls both find 1).
-        if in_place && ACTIVE_CALLS.load(Ordering::Relaxed) == 1 {
+        if may_run_in_place && ACTIVE_CALLS.load(Ordering::Relaxed) == 1 {
             let _in_place = InPlace::enter();
             return work();
         }
