@@ -30,6 +30,7 @@ pub mod precision;
 pub mod reference;
 pub mod rng;
 mod stream;
+mod thread_slot;
 mod threads;
 pub mod train;
 

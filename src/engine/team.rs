@@ -384,20 +384,18 @@ impl Place {
     }
 }
 
-thread_local! {
+crate::thread_slot::thread_slot!(
     /// The places of the latest team this thread led, kept for its next:
     /// a call of a few microseconds (a stream's step) would otherwise
-    /// spend a tenth of its set-up allocating them.
-    static SPARE_PLACES: Cell<Vec<Place>> = const { Cell::new(Vec::new()) };
-}
+    /// spend a tenth of its set-up allocating them. A thread slot, not a
+    /// `thread_local!`: a call from a C thread's TLS destructor keeps them
+    /// too, and they are freed with the thread all the same.
+    static SPARE_PLACES: Vec<Place>
+);
 
 /// A team's `count` places: the thread's spare ones where there are
 /// enough (a nested call finds none and allocates its own), reset; back to
-/// the thread on drop. A call in place allocates its own: its thread is
-/// the caller's, which may be running its TLS destructors (a C thread's
-/// call from a `pthread_key_create` destructor), where a thread-local
-/// first touched is never freed (its destructor registered after they
-/// ran); such a call is long enough that the allocation does not count.
+/// the thread on drop.
 struct Places {
     all: Vec<Place>,
     count: usize,
@@ -405,10 +403,7 @@ struct Places {
 
 impl Places {
     fn new(count: usize) -> Result<Places> {
-        let mut all = match crate::threads::in_place() {
-            true => Vec::new(),
-            false => SPARE_PLACES.try_with(Cell::take).unwrap_or_default(),
-        };
+        let mut all = SPARE_PLACES.take();
         if all.len() < count {
             all = try_with_capacity(count, "the thread team")?;
             all.resize_with(count, Place::default);
@@ -428,11 +423,7 @@ impl std::ops::Deref for Places {
 
 impl Drop for Places {
     fn drop(&mut self) {
-        let all = std::mem::take(&mut self.all);
-        // After the thread's TLS is gone, the places are simply freed.
-        if !crate::threads::in_place() {
-            let _ = SPARE_PLACES.try_with(|spare| spare.set(all));
-        }
+        SPARE_PLACES.keep(std::mem::take(&mut self.all));
     }
 }
 

@@ -25,8 +25,6 @@
 //! products of a row do not depend on the other rows of its tile: any split
 //! of the rows or panels across threads gives the same bits.
 
-use std::cell::Cell;
-
 use super::{Epilogue, Format, Simd};
 use crate::kernels::amx::{self, TileConfig, MAX_ROWS, ROW_BYTES};
 
@@ -43,10 +41,12 @@ const STAGE_KEPT: usize = 1 << 19;
 /// Blocks ahead that the one-group loop asks for its weights.
 const PREFETCH: usize = 2;
 
-thread_local! {
-    /// This thread's rows as bf16 parts, reused from call to call.
-    static STAGE: Cell<Vec<u16>> = const { Cell::new(Vec::new()) };
-}
+crate::thread_slot::thread_slot!(
+    /// This thread's rows as bf16 parts, reused from call to call (a
+    /// thread slot: freed with the thread even where a C thread's TLS
+    /// destructor made the call).
+    static STAGE: Vec<u16>
+);
 
 #[repr(C, align(64))]
 struct Aligned<T>(T);
@@ -595,6 +595,6 @@ pub(super) unsafe fn for_rows<S: Simd, F: Format<S>, R, E: Epilogue<S, R, V>, co
     unsafe { amx::release() };
     // Kept for the next call unless a large batch made it large.
     if stage.len() <= STAGE_KEPT {
-        STAGE.set(stage);
+        STAGE.keep(stage);
     }
 }
