@@ -332,15 +332,18 @@ fn project_in_parallel(
     })?
 }
 
-/// Multiply-adds of a layer's input projection below which handing it to
-/// other threads costs more than it saves (about 20 µs of one core's work;
-/// on the 2-core Zen 3 VM, LSTM H = 32 over 200 steps, 0.8M, ran 1.25×
-/// slower forked on two threads). Measured on the Intel Xeon VM, whose
-/// wake-ups and hand-offs cost more, the fork pays only from 26-65M and
-/// a projection ahead ([`Projection::Ahead`]) from about 4-10M
-/// (BENCHMARKS.md): a bound that should follow the machine's measured
-/// hand-off cost, as the split's does ([`super::split_cost`]).
-const PARALLEL_PROJECTION_MACS: usize = 1 << 21;
+/// Vector FMAs of a layer's input projection below which handing it to
+/// other threads costs more than it saves: the hand-off is a wake-up of
+/// a fixed time (tens of µs) more than the work, and a fixed time holds
+/// a fixed count of one core's FMAs, so the bound in multiply-adds is
+/// this times the ISA's lanes ([`projection_pays`]). 2^18 is the 2M
+/// multiply-adds measured with AVX2 on the 2-core Zen 3 VM (LSTM H = 32
+/// over 200 steps, 0.8M, ran 1.25× slower forked on two threads) and 4M
+/// with AVX-512 on the Intel Xeon VM, where with calls on the caller's
+/// thread two threads broke even at 4-5M (BENCHMARKS.md, thirty-third
+/// session: 3.3M ran 0.80-0.92× as fast as one thread, 4.9-6.5M
+/// 1.02-1.08×).
+const PARALLEL_PROJECTION_FMAS: usize = 1 << 18;
 
 /// Multiply-adds of the input projection of a layer's direction over
 /// `steps` steps of `batch` items.
@@ -350,20 +353,25 @@ fn projection_macs(pb: &PackedBlock, (batch, steps): (usize, usize)) -> usize {
         .saturating_mul(pb.input * pb.gates * pb.hp)
 }
 
+/// Whether a projection of `macs` multiply-adds, on vectors of `lanes`
+/// f32 lanes, is large enough to pay for handing it to other threads
+/// ([`PARALLEL_PROJECTION_FMAS`]).
+fn projection_pays(macs: usize, lanes: usize) -> bool {
+    #[cfg(test)]
+    if tests::ANY_SIZE_PROJECTION.load(Ordering::Relaxed) {
+        return true;
+    }
+    macs >= PARALLEL_PROJECTION_FMAS.saturating_mul(lanes)
+}
+
 /// Whether a layer whose team has `members` members hands its input
 /// projection to the pool's other threads (`threads` in the call): a team
 /// of one leaves them idle, so they take the projection where it is large
-/// enough to pay for the hand-off, forked before the steps or projected
-/// ahead of them ([`layer_projection`]). A larger team projects inside
-/// itself, each member its own rows and panels.
-fn forks_projection(members: usize, threads: usize, macs: usize) -> bool {
-    #[allow(unused_mut)]
-    let mut least = PARALLEL_PROJECTION_MACS;
-    #[cfg(test)]
-    if tests::ANY_SIZE_PROJECTION.load(Ordering::Relaxed) {
-        least = 0;
-    }
-    members == 1 && threads > 1 && macs >= least
+/// enough to pay for the hand-off ([`projection_pays`]), forked before the
+/// steps or projected ahead of them ([`layer_projection`]). A larger team
+/// projects inside itself, each member its own rows and panels.
+fn forks_projection(members: usize, threads: usize, pays: bool) -> bool {
+    members == 1 && threads > 1 && pays
 }
 
 /// Who computes a direction's input projection.
@@ -451,9 +459,10 @@ fn layer_projection(
     pb: &PackedBlock,
     shape: team::Shape,
     (wanted, threads): (usize, usize),
+    lanes: usize,
 ) -> Projection {
-    let macs = projection_macs(pb, (shape.batch, shape.steps));
-    match forks_projection(wanted, threads, macs) {
+    let pays = projection_pays(projection_macs(pb, (shape.batch, shape.steps)), lanes);
+    match forks_projection(wanted, threads, pays) {
         false => Projection::InTeam,
         true if projects_ahead(config, pb, shape, threads) => Projection::Ahead,
         true => Projection::Before,
@@ -498,7 +507,8 @@ pub(crate) fn forward_runs_alone(
 ) -> bool {
     let barriers = team_barriers(config);
     super::every_layer_alone(config, packed, (batch, steps), threads, barriers, |pb| {
-        !forks_projection(1, threads, projection_macs(pb, (batch, steps)))
+        let pays = projection_pays(projection_macs(pb, (batch, steps)), packed.kernels.lanes());
+        !forks_projection(1, threads, pays)
     }) && !matches!(
         wavefront_layers(config, packed, (batch, steps), threads),
         Ok(Some(_))
@@ -925,7 +935,8 @@ pub(crate) fn forward_into(
         let shape = layer_shape(config, pb, (n, t_len), unit, team_barriers(config));
         let wanted = team::useful_members(shape, team::capacity());
         let threads = crate::threads::num_threads();
-        let projection = layer_projection(config, pb, shape, (wanted, threads));
+        let lanes = packed.kernels.lanes();
+        let projection = layer_projection(config, pb, shape, (wanted, threads), lanes);
         if projection == Projection::Before {
             for (dir, b) in buffers.iter_mut().enumerate() {
                 project_in_parallel(
@@ -1754,7 +1765,7 @@ mod tests {
             .map(|&(batch, steps, threads)| {
                 let shape = layer_shape(config, pb, (batch, steps), unit, barriers);
                 let wanted = team::useful_members(shape, threads);
-                layer_projection(config, pb, shape, (wanted, threads))
+                layer_projection(config, pb, shape, (wanted, threads), packed.kernels.lanes())
             })
             .collect()
     }
@@ -1769,8 +1780,9 @@ mod tests {
         use Projection::*;
         for cell in [CellKind::Rnn, CellKind::Lstm, CellKind::Gru] {
             // Two threads, one, eight; too little projection for another
-            // thread (too few steps).
-            let calls = [(2, 500, 2), (2, 500, 1), (2, 500, 8), (2, 8, 2)];
+            // thread (too few steps). 2000 steps: above the bound with
+            // every ISA's lanes (3.8M at 500 steps is below AVX-512's 4M).
+            let calls = [(2, 2000, 2), (2, 2000, 1), (2, 2000, 8), (2, 8, 2)];
             let got = projections_of(&ahead_case(cell), &calls);
             assert_eq!(got, [Ahead, InTeam, Before, InTeam], "{cell:?}");
             // An input much wider than the state; a reversed direction.
@@ -1780,9 +1792,20 @@ mod tests {
                 .build()
                 .unwrap();
             for config in [wide, reversed] {
-                let got = projections_of(&config, &[(2, 500, 2)]);
+                let got = projections_of(&config, &[(2, 2000, 2)]);
                 assert_eq!(got, [Before], "{config:?}");
             }
+        }
+    }
+
+    /// The bound is a count of vector FMAs: 2M multiply-adds with AVX2's
+    /// 8 lanes, 4M with AVX-512's 16, 1M with NEON's 4.
+    #[test]
+    fn a_projection_pays_from_the_same_fmas_on_every_isa() {
+        let _globals = team::tests::hold_globals();
+        for (lanes, least) in [(8, 1 << 21), (16, 1 << 22), (4, 1 << 20), (1, 1 << 18)] {
+            assert!(!projection_pays(least - 1, lanes), "{lanes} lanes");
+            assert!(projection_pays(least, lanes), "{lanes} lanes");
         }
     }
 

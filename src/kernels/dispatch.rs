@@ -413,6 +413,11 @@ impl Kernels {
         self.table.unit
     }
 
+    /// f32 lanes of this ISA's vectors: the multiply-adds of one FMA.
+    pub fn lanes(&self) -> usize {
+        self.table.unit / self.table.vectors_per_gate
+    }
+
     /// Panels that fill a single row's widest register tile, for panels of
     /// `gates` gates (see `fused::run_panels`): a share of a step should be
     /// a multiple of this, or its last tile runs with fewer FMA chains.
