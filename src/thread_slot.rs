@@ -13,8 +13,6 @@
 //! elsewhere it is a `thread_local!`, and where no key can be had (the
 //! process used up `PTHREAD_KEYS_MAX`) nothing is kept.
 
-use std::fmt;
-
 /// One value of type `T` per thread: [`take`](ThreadSlot::take) it out,
 /// use it, [`keep`](ThreadSlot::keep) it for the thread's next call.
 pub(crate) struct ThreadSlot<T: Default + 'static> {
@@ -24,12 +22,6 @@ pub(crate) struct ThreadSlot<T: Default + 'static> {
     local: &'static std::thread::LocalKey<std::cell::Cell<T>>,
     #[cfg(unix)]
     _value: std::marker::PhantomData<fn(T) -> T>,
-}
-
-impl<T: Default + 'static> fmt::Debug for ThreadSlot<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ThreadSlot")
-    }
 }
 
 #[cfg(unix)]

@@ -255,7 +255,7 @@ thread_local! {
 
 /// Whether this thread runs a call in place now
 /// ([`run_in_place_unless_alone`]).
-pub(crate) fn in_place() -> bool {
+fn in_place() -> bool {
     IN_PLACE.with(std::cell::Cell::get)
 }
 

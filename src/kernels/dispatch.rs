@@ -501,12 +501,7 @@ pub fn activation_derivative_in_place(
 /// GFLOP/s (2 FLOPs per lane per FMA), over about `seconds` of run time.
 pub fn measure_fma_peak(isa: Isa, seconds: f64) -> Result<f64> {
     let kernels = Kernels::for_isa(isa)?;
-    let lanes = match isa {
-        Isa::Scalar => 1.0,
-        Isa::Avx2 => 8.0,
-        Isa::Avx512 | Isa::Amx => 16.0,
-        Isa::Neon => 4.0,
-    };
+    let lanes = kernels.lanes() as f64;
     let chains = if matches!(isa, Isa::Avx512 | Isa::Amx | Isa::Neon) {
         24.0
     } else {
@@ -523,5 +518,28 @@ pub fn measure_fma_peak(isa: Isa, seconds: f64) -> Result<f64> {
             return Ok(iters as f64 * chains * lanes * 2.0 / elapsed / 1e9);
         }
         iters *= 2;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `Kernels::lanes` (what the FMA peak and the projection's fork bound
+    /// count with) is each ISA's vector width in f32 lanes.
+    #[test]
+    fn every_isa_reports_its_vector_lanes() {
+        for isa in Isa::ALL {
+            let Ok(kernels) = Kernels::for_isa(isa) else {
+                continue;
+            };
+            let lanes = match isa {
+                Isa::Scalar => 1,
+                Isa::Avx2 => 8,
+                Isa::Avx512 | Isa::Amx => 16,
+                Isa::Neon => 4,
+            };
+            assert_eq!(kernels.lanes(), lanes, "{isa:?}");
+        }
     }
 }
