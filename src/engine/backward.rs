@@ -543,8 +543,11 @@ pub(crate) fn backward_runs_alone(
     super::every_layer_alone(config, packed, (batch, steps), threads, barriers, |pb| {
         let cols = (pb.gates * pb.hp).max(pb.state_stride);
         let depth = pb.input.max(pb.state_stride).max(pb.hp);
-        !product_forks(rows.saturating_mul(cols).saturating_mul(depth), threads)
-            && !transpose_forks(cols, rows, threads)
+        !product_forks(
+            rows.saturating_mul(cols).saturating_mul(depth),
+            threads,
+            packed.kernels.lanes(),
+        ) && !transpose_forks(cols, rows, threads)
     })
 }
 
