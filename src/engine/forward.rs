@@ -332,19 +332,6 @@ fn project_in_parallel(
     })?
 }
 
-/// Vector FMAs of a layer's input projection below which handing it to
-/// other threads costs more than it saves: the hand-off is a wake-up of
-/// a fixed time (tens of µs) more than the work, and a fixed time holds
-/// a fixed count of one core's FMAs, so the bound in multiply-adds is
-/// this times the ISA's lanes ([`projection_pays`]). 2^18 is the 2M
-/// multiply-adds measured with AVX2 on the 2-core Zen 3 VM (LSTM H = 32
-/// over 200 steps, 0.8M, ran 1.25× slower forked on two threads) and 4M
-/// with AVX-512 on the Intel Xeon VM, where with calls on the caller's
-/// thread two threads broke even at 4-5M (BENCHMARKS.md, thirty-third
-/// session: 3.3M ran 0.80-0.92× as fast as one thread, 4.9-6.5M
-/// 1.02-1.08×).
-const PARALLEL_PROJECTION_FMAS: usize = 1 << 18;
-
 /// Multiply-adds of the input projection of a layer's direction over
 /// `steps` steps of `batch` items.
 fn projection_macs(pb: &PackedBlock, (batch, steps): (usize, usize)) -> usize {
@@ -355,13 +342,13 @@ fn projection_macs(pb: &PackedBlock, (batch, steps): (usize, usize)) -> usize {
 
 /// Whether a projection of `macs` multiply-adds, on vectors of `lanes`
 /// f32 lanes, is large enough to pay for handing it to other threads
-/// ([`PARALLEL_PROJECTION_FMAS`]).
+/// ([`super::fork_pays`]).
 fn projection_pays(macs: usize, lanes: usize) -> bool {
     #[cfg(test)]
     if tests::ANY_SIZE_PROJECTION.load(Ordering::Relaxed) {
         return true;
     }
-    macs >= PARALLEL_PROJECTION_FMAS.saturating_mul(lanes)
+    super::fork_pays(macs, lanes)
 }
 
 /// Whether a layer whose team has `members` members hands its input

@@ -259,6 +259,27 @@ fn zero_empty_items(config: &Config, lens: &[usize], state: &mut [f32], width: u
     }
 }
 
+/// Vector FMAs of work over all steps (a layer's input projection, a
+/// backward product) below which handing it to other threads costs more
+/// than it saves: the hand-off is a wake-up of a fixed time (tens of µs)
+/// more than the work, and a fixed time holds a fixed count of one core's
+/// FMAs, so the bound in multiply-adds is this times the ISA's lanes
+/// ([`fork_pays`]): 2M with AVX2, 4M with AVX-512, 1M with NEON. 2M is
+/// what AVX2 measured on the 2-core Zen 3 VM (an LSTM H = 32 projection
+/// over 200 steps, 0.8M, ran 1.25× slower forked on two threads; a 4M
+/// product bound left LSTM 64×1×200 training 1.4× slower on two threads
+/// than on one on the Xeon VM with AVX2), 4M what AVX-512 measured on the
+/// Intel Xeon VM (with calls on the caller's thread two threads broke even
+/// at 4-5M: 3.3M ran 0.80-0.92× as fast as one thread, 4.9-6.5M
+/// 1.02-1.08×; BENCHMARKS.md, thirty-third and thirty-fourth sessions).
+pub(crate) const FORK_FMAS: usize = 1 << 18;
+
+/// Whether `macs` multiply-adds on vectors of `lanes` f32 lanes are
+/// enough work to hand to other threads ([`FORK_FMAS`]).
+pub(crate) fn fork_pays(macs: usize, lanes: usize) -> bool {
+    macs >= FORK_FMAS.saturating_mul(lanes)
+}
+
 /// Whether, given `threads` threads, every layer of a call over `steps`
 /// steps of `batch` items has a team of one member (its steps taking
 /// `barriers` barriers when split) and `also` says its other work over all

@@ -18,18 +18,11 @@ use crate::kernels::fused::MatRow;
 use crate::kernels::transpose::Columns;
 use crate::kernels::Kernels;
 
-/// Vector FMAs below which a product runs on the calling thread: forking
-/// costs more than a quarter of it. What it weighs is a worker's wake-up,
-/// a fixed time, which holds a fixed count of FMAs whatever their width
-/// (as the forward's projection bound): 4M multiply-adds with AVX-512,
-/// about 40 µs of one core's work, 2M with AVX2, 1M with NEON.
-const PARALLEL_FMAS: usize = 1 << 18;
-
 /// Whether a product of `macs` multiply-adds, on vectors of `lanes` f32
 /// lanes, is split over a call's `threads` threads (rather than run on
-/// the calling one).
+/// the calling one): where it pays for the hand-off ([`super::fork_pays`]).
 pub(super) fn product_forks(macs: usize, threads: usize, lanes: usize) -> bool {
-    threads > 1 && macs >= PARALLEL_FMAS.saturating_mul(lanes)
+    threads > 1 && super::fork_pays(macs, lanes)
 }
 
 /// Whether transposing `cols` gate columns of `rows` rows
@@ -261,8 +254,8 @@ mod tests {
     /// Every ISA, ragged sizes (k across several blocks, n not a multiple
     /// of a vector), store and accumulate, one and two threads: equal to an
     /// f64 product within f32 rounding, and the same bits on both pools.
-    /// The last two shapes are past `PARALLEL_FMAS` on every ISA: split into row blocks
-    /// and, having few rows, into panel groups too.
+    /// The last two shapes are past `FORK_FMAS` on every ISA: split into
+    /// row blocks and, having few rows, into panel groups too.
     #[test]
     #[cfg_attr(
         miri,
