@@ -2,7 +2,10 @@
 //! the recurrent state kept between steps.
 //!
 //! A [`Stream`] holds a batch's state (h, and c for an LSTM, for every
-//! layer) and the buffers a step needs, so a step allocates nothing. Each
+//! layer) and the buffers a step needs, and the threads that run its steps
+//! keep their scratch, so a step allocates nothing once the first few have
+//! sized it (tested in `tests/stream_allocations.rs`: a real-time caller's
+//! step never waits on the allocator). Each
 //! [`Stream::step`] runs the network over one time step exactly as a whole
 //! call runs that step: the outputs and states are the same bits as one
 //! [`Model::forward_inference`] call over all the steps pushed (tested in
@@ -84,6 +87,9 @@ struct Placement {
     interval: usize,
     /// What the latest trial chose: the team (true) or the caller alone.
     chose_team: Option<bool>,
+    /// The latest trial's two lists of times, emptied, for the next (so
+    /// that a step allocates nothing).
+    spare_times: Option<(Vec<f64>, Vec<f64>)>,
 }
 
 #[derive(Debug)]
@@ -99,11 +105,13 @@ enum Mode {
 }
 
 impl Mode {
-    fn trial() -> Mode {
-        Mode::Trial {
-            alone: Vec::with_capacity(TRIAL_STEPS + 1),
-            team: Vec::with_capacity(TRIAL_STEPS + 1),
-        }
+    /// A trial, timing into `spare` lists where there are some.
+    fn trial(spare: Option<(Vec<f64>, Vec<f64>)>) -> Mode {
+        let (alone, team) = spare.unwrap_or_else(|| {
+            let times = || Vec::with_capacity(TRIAL_STEPS + 1);
+            (times(), times())
+        });
+        Mode::Trial { alone, team }
     }
 }
 
@@ -136,7 +144,7 @@ const MOST_STEPS_BETWEEN_TRIALS: usize = 4096;
 impl Placement {
     fn new(helpers: Option<Helpers>) -> Self {
         let mode = match helpers {
-            Some(_) => Mode::trial(),
+            Some(_) => Mode::trial(None),
             None => Mode::Alone { left: usize::MAX },
         };
         Placement {
@@ -144,6 +152,7 @@ impl Placement {
             mode,
             interval: FEWEST_STEPS_BETWEEN_TRIALS,
             chose_team: None,
+            spare_times: None,
         }
     }
 
@@ -207,10 +216,19 @@ impl Placement {
                 };
                 self.chose_team = Some(choice);
                 let left = self.interval;
-                self.mode = match choice {
+                let next = match choice {
                     true => Mode::Team { left },
                     false => Mode::Alone { left },
                 };
+                if let Mode::Trial {
+                    mut alone,
+                    mut team,
+                } = std::mem::replace(&mut self.mode, next)
+                {
+                    alone.clear();
+                    team.clear();
+                    self.spare_times = Some((alone, team));
+                }
             }
             Mode::Alone { left } | Mode::Team { left } => {
                 *left = left.saturating_sub(1);
@@ -221,7 +239,7 @@ impl Placement {
                         helpers.wake(); // for the next step, if it comes soon
                     }
                     if due {
-                        self.mode = Mode::trial();
+                        self.mode = Mode::trial(self.spare_times.take());
                     }
                 }
             }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::config::{CellKind, Config, Direction, GruVariant, Layout};
-use crate::error::{try_vec, try_with_capacity, try_zeros_untouched, Result};
+use crate::error::{try_grow, try_with_capacity, try_zeros_untouched, Result};
 use crate::io::{swap_outer_axes_into, to_time_major, Input, Output, Shapes};
 use crate::kernels::dispatch::{RowConversion, StepKernels};
 use crate::kernels::fused::{GateFns, MatRow, StepParams, StepRow};
@@ -187,7 +187,12 @@ unsafe fn project(
     let block = projection_rows(input).min(given).max(1);
     // A format with converted rows converts each x row once per block.
     let steps = kernels.layer_steps(pb.precision, batch, pb.cell);
-    let mut converted = ConvertedRows::new(steps, block, input)?;
+    // A format that reads f32 rows converts none: no slot to look in.
+    let buf = steps
+        .rows
+        .map(|_| PROJECTED_ROWS.take())
+        .unwrap_or_default();
+    let mut converted = ConvertedRows::new_in(buf, steps, block, input)?;
     let mut rows = rows.peekable();
     while rows.peek().is_some() {
         let mut count = 0;
@@ -215,6 +220,7 @@ unsafe fn project(
             )
         };
     }
+    keep_small(&PROJECTED_ROWS, converted.into_buf());
     Ok(())
 }
 
@@ -225,6 +231,7 @@ unsafe fn project(
 /// base pointer, so writing one row never invalidates another's pointer.
 struct ConvertedRows {
     conversion: Option<RowConversion>,
+    /// Owns what `base` points to.
     _buf: Vec<f32>,
     base: *mut f32,
     rows: usize,
@@ -233,13 +240,16 @@ struct ConvertedRows {
 }
 
 impl ConvertedRows {
-    /// Room for `rows` rows of `k` values where `steps` converts rows.
-    fn new(steps: &StepKernels, rows: usize, k: usize) -> Result<Self> {
+    /// Room for `rows` rows of `k` values where `steps` converts rows, in
+    /// `buf` (a buffer an earlier call gave back, or a new one).
+    fn new_in(mut buf: Vec<f32>, steps: &StepKernels, rows: usize, k: usize) -> Result<Self> {
         let (rows, words) = match steps.rows {
             Some(conversion) => (rows, (conversion.words)(k)),
             None => (0, 0),
         };
-        let mut buf = try_vec(rows * words, 0.0, "converted rows")?;
+        buf.clear();
+        try_grow(&mut buf, rows * words, "converted rows")?;
+        buf.resize(rows * words, 0.0);
         Ok(ConvertedRows {
             conversion: steps.rows,
             base: buf.as_mut_ptr(),
@@ -247,6 +257,11 @@ impl ConvertedRows {
             rows,
             words,
         })
+    }
+
+    /// The buffer, for a later call (no pointer into it is used after).
+    fn into_buf(self) -> Vec<f32> {
+        self._buf
     }
 
     /// Where row `i` is (null when rows are not converted).
@@ -289,6 +304,62 @@ impl ConvertedRows {
         // SAFETY: the caller's contract.
         let values = unsafe { std::slice::from_raw_parts(values, k) };
         self.row(i, values).unwrap_or(std::ptr::null())
+    }
+}
+
+/// What a member's share of a layer allocates for its rows: the lists of
+/// row pointers and the buffers of converted rows. Each thread keeps them
+/// from one share to its next (see [`keep_small`]), so that a stream's
+/// step allocates nothing; the lists hold no pointer once kept.
+#[derive(Default)]
+struct RowLists {
+    rows: Vec<StepRow>,
+    proj_rows: Vec<MatRow>,
+    active: Vec<usize>,
+    chunk_rows: Vec<MatRow>,
+    /// h₋₁, GRU's r ⊙ h and the projection's m, converted.
+    converted: [Vec<f32>; 3],
+}
+
+impl RowLists {
+    fn keep(mut self) {
+        self.rows.clear();
+        self.proj_rows.clear();
+        self.active.clear();
+        self.chunk_rows.clear();
+        let bytes = self.rows.capacity() * std::mem::size_of::<StepRow>()
+            + (self.proj_rows.capacity() + self.chunk_rows.capacity())
+                * std::mem::size_of::<MatRow>()
+            + self.active.capacity() * std::mem::size_of::<usize>()
+            + (self.converted.iter())
+                .map(|c| c.capacity() * 4)
+                .sum::<usize>();
+        if bytes <= MOST_KEPT_SCRATCH_BYTES {
+            ROW_LISTS.keep(self);
+        }
+    }
+}
+
+/// The most bytes of scratch a thread keeps from one call to its next (per
+/// kind): a step of a few rows needs a few KiB; a call that needs more
+/// runs long enough to allocate it.
+const MOST_KEPT_SCRATCH_BYTES: usize = 256 << 10;
+
+crate::thread_slot::thread_slot!(
+    /// The row lists of this thread's latest share ([`RowLists`]).
+    static ROW_LISTS: RowLists
+);
+
+crate::thread_slot::thread_slot!(
+    /// The converted x rows of this thread's latest [`project`].
+    static PROJECTED_ROWS: Vec<f32>
+);
+
+/// Keeps `buf` in `slot` for the thread's next call where it is small
+/// ([`MOST_KEPT_SCRATCH_BYTES`]).
+fn keep_small(slot: &crate::thread_slot::ThreadSlot<Vec<f32>>, buf: Vec<f32>) {
+    if buf.capacity() > 0 && buf.capacity() * 4 <= MOST_KEPT_SCRATCH_BYTES {
+        slot.keep(buf);
     }
 }
 
@@ -542,6 +613,44 @@ struct DirBuffers {
     state: DirState,
 }
 
+/// A layer's `T` for each of its one or two directions, held in place
+/// rather than in a vector: a stream builds them at every step.
+struct PerDir<T>([Option<T>; 2]);
+
+impl<T> PerDir<T> {
+    fn new() -> Self {
+        PerDir([None, None])
+    }
+
+    /// The next direction's.
+    fn push(&mut self, value: T) {
+        let slot =
+            (self.0.iter_mut().find(|v| v.is_none())).expect("a layer has at most two directions");
+        *slot = Some(value);
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = &mut T> {
+        self.0.iter_mut().flatten()
+    }
+}
+
+impl<T> std::ops::Index<usize> for PerDir<T> {
+    type Output = T;
+
+    fn index(&self, dir: usize) -> &T {
+        self.0[dir].as_ref().expect("a direction of the layer")
+    }
+}
+
+impl<T> IntoIterator for PerDir<T> {
+    type Item = T;
+    type IntoIter = std::iter::Flatten<std::array::IntoIter<Option<T>, 2>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter().flatten()
+    }
+}
+
 /// A direction's recurrent state through one layer, `[N, ·]` by item,
 /// shared by the team members that step it (each writes its own rows and
 /// units of it).
@@ -614,6 +723,9 @@ pub(crate) struct KeptState {
     /// Whether `layers` holds the state the next step starts from (else it
     /// is padded in again from the call's h0 and c0).
     valid: bool,
+    /// The step's per-item lengths, kept for the next step's (a step then
+    /// allocates none).
+    lens: Vec<usize>,
 }
 
 impl KeptState {
@@ -778,7 +890,12 @@ pub(crate) fn forward_into(
         "forward_into: destination sizes were checked by the caller"
     );
     let (t_len, n) = (shapes.seq_len, shapes.batch);
-    let mut lens: Vec<usize> = try_with_capacity(n, "the sequence lengths")?;
+    let mut lens = match kept.as_mut() {
+        Some(k) => std::mem::take(&mut k.lens),
+        None => Vec::new(),
+    };
+    lens.clear();
+    try_grow(&mut lens, n, "the sequence lengths")?;
     lens.extend((0..n).map(|b| shapes.item_len(input.seq_lens, b)));
     let ragged = lens.iter().any(|&len| len < t_len);
     let (hs, cs) = (config.state_size(), config.hidden_size());
@@ -892,7 +1009,7 @@ pub(crate) fn forward_into(
         }
         let dirs = config.num_directions();
         let summed = config.direction() == Direction::BidirectionalSum;
-        let mut buffers: Vec<DirBuffers> = try_with_capacity(dirs, "the layer's buffers")?;
+        let mut buffers = PerDir::new();
         for dir in 0..dirs {
             let pb = &packed.blocks[layer * dirs + dir];
             let (xw, state) = match kept.as_mut().filter(|_| kept_valid) {
@@ -935,7 +1052,7 @@ pub(crate) fn forward_into(
                 )?;
             }
         }
-        let mut runs = try_with_capacity(dirs, "the layer's directions")?;
+        let mut runs = PerDir::new();
         for (dir, b) in buffers.iter_mut().enumerate() {
             let ld = layer * dirs + dir;
             let out = match (summed && dir == 1, config.direction()) {
@@ -971,7 +1088,6 @@ pub(crate) fn forward_into(
                 runs[share.dir].share(share, member)
             })?,
         }
-        drop(runs);
         if summed {
             for (y, s) in layer_out
                 .chunks_exact_mut(width)
@@ -1013,6 +1129,8 @@ pub(crate) fn forward_into(
     }
     if let Some(k) = kept {
         k.valid = true;
+        k.lens = lens;
+        return Ok(None); // A stream's step does not train.
     }
     Ok(training.then(|| Trace {
         shapes,
@@ -1308,9 +1426,17 @@ impl DirRun<'_> {
         // between GRU's phases, and m before the projection.
         let steps = self.kernels.layer_steps(pb.precision, self.batch, pb.cell);
         let converted = steps.rows.is_some();
-        let mut h_q = ConvertedRows::new(steps, nb, st)?;
-        let mut aux_q = ConvertedRows::new(steps, if gru && !lbr { nb } else { 0 }, st)?;
-        let mut m_q = ConvertedRows::new(steps, if proj { nb } else { 0 }, h)?;
+        let RowLists {
+            mut rows,
+            mut proj_rows,
+            mut active,
+            mut chunk_rows,
+            converted: [h_buf, aux_buf, m_buf],
+        } = ROW_LISTS.take();
+        let mut h_q = ConvertedRows::new_in(h_buf, steps, nb, st)?;
+        let aux_rows = if gru && !lbr { nb } else { 0 };
+        let mut aux_q = ConvertedRows::new_in(aux_buf, steps, aux_rows, st)?;
+        let mut m_q = ConvertedRows::new_in(m_buf, steps, if proj { nb } else { 0 }, h)?;
         // Reset-before-matmul GRU's n gate reads r ⊙ h of every unit (and
         // its converted copy, made between the phases).
         let phases: &[(bool, bool)] = if gru && !lbr && (share.parts > 1 || converted) {
@@ -1327,11 +1453,11 @@ impl DirRun<'_> {
             true => self.seq_len,
             false => self.lens[b0..b0 + nb].iter().copied().max().unwrap_or(0),
         };
-        let mut rows = try_with_capacity(nb, "a block's row list")?;
         let proj_rows_len = if proj { nb } else { 0 };
-        let mut proj_rows = try_with_capacity(proj_rows_len, "a block's row list")?;
-        let mut active = try_with_capacity(nb, "a block's row list")?;
-        let mut chunk_rows = try_with_capacity(proj_rows_len, "a block's row list")?;
+        try_grow(&mut rows, nb, "a block's row list")?;
+        try_grow(&mut proj_rows, proj_rows_len, "a block's row list")?;
+        try_grow(&mut active, nb, "a block's row list")?;
+        try_grow(&mut chunk_rows, proj_rows_len, "a block's row list")?;
         // Chunks of a step's panels that the parts share out: a few per
         // part, each a multiple of a whole register tile.
         let chunk_panels = |gates: usize, panels: usize| {
@@ -1608,6 +1734,14 @@ impl DirRun<'_> {
         if let Some((_, layer)) = self.wavefront {
             member.publish(layer, usize::MAX);
         }
+        RowLists {
+            rows,
+            proj_rows,
+            active,
+            chunk_rows,
+            converted: [h_q.into_buf(), aux_q.into_buf(), m_q.into_buf()],
+        }
+        .keep();
         Ok(())
     }
 

@@ -478,8 +478,10 @@ pub(crate) struct Member<'a> {
     /// How many members the team has.
     pub size: usize,
     state: &'a TeamState,
-    /// When this member last left a barrier (or started).
-    since: Cell<Instant>,
+    /// When this member last left a barrier (or started); none in a team
+    /// of one, which meets no barrier (a stream's step on one thread would
+    /// read the clock for nothing).
+    since: Cell<Option<Instant>>,
     /// Its barrier waits, and the stalls among them: waits that outlasted
     /// the spin and this member's own work since its previous barrier, so a
     /// peer took more than twice as long for the same share.
@@ -497,7 +499,7 @@ impl<'a> Member<'a> {
             index,
             size,
             state,
-            since: Cell::new(Instant::now()),
+            since: Cell::new((size > 1).then(Instant::now)),
             waits: Cell::new(0),
             stalls: Cell::new(0),
             held_up: Cell::new(0),
@@ -540,12 +542,17 @@ impl<'a> Member<'a> {
         if arrival.held_up {
             self.held_up.set(self.held_up.get() + 1);
         }
-        if arrival.slept && left - arrived > arrived - self.since.get() {
+        let worked = self
+            .since
+            .get()
+            .map_or(Duration::ZERO, |since| arrived - since);
+        if arrival.slept && left - arrived > worked {
             self.stalls.set(self.stalls.get() + 1);
         }
         // A move is not this member's work: its peers do not wait for it.
         let moved = self.spread();
-        self.since.set(if moved { Instant::now() } else { left });
+        self.since
+            .set(Some(if moved { Instant::now() } else { left }));
         Ok(())
     }
 
