@@ -93,5 +93,60 @@ fn stream_steps_allocate_nothing_once_warm() -> Result<(), rnn::Error> {
             }
         }
     }
+    #[cfg(feature = "capi")]
+    c_stream_steps_allocate_nothing_once_warm();
     Ok(())
+}
+
+/// The same through the C ABI: `rnn_stream_step` adds its checks and the
+/// thread's error message (a fixed buffer) to the step. (Called by the
+/// test above: two tests would run at once and count each other's.)
+#[cfg(feature = "capi")]
+fn c_stream_steps_allocate_nothing_once_warm() {
+    use rnn::ffi::*;
+    let check = |status: rnn_status| assert!(matches!(status, rnn_status::RNN_OK));
+    let mut config = rnn_config_default();
+    config.cell = RNN_CELL_LSTM;
+    config.input_size = 40;
+    config.hidden_size = 256;
+    let (mut model, mut stream) = (std::ptr::null_mut(), std::ptr::null_mut());
+    let x = SplitMix64::new(4).uniform_vec(2 * 40, -1.0, 1.0);
+    let mut y = vec![0.0f32; 2 * 256];
+    let active = [1u8, 0];
+    // SAFETY: each pointer is a live handle made above or a buffer of the
+    // length passed with it.
+    unsafe {
+        check(rnn_model_create(&config, &mut model));
+        check(rnn_model_init_random(model, 5));
+        check(rnn_stream_create(model, 2, &mut stream));
+        let mut steps = |count: usize| {
+            for _ in 0..count {
+                check(rnn_stream_step(
+                    stream,
+                    x.as_ptr(),
+                    x.len(),
+                    std::ptr::null(),
+                    0,
+                    y.as_mut_ptr(),
+                    y.len(),
+                ));
+                check(rnn_stream_step(
+                    stream,
+                    x.as_ptr(),
+                    x.len(),
+                    active.as_ptr(),
+                    active.len(),
+                    y.as_mut_ptr(),
+                    y.len(),
+                ));
+            }
+        };
+        steps(40);
+        let before = ALLOCATIONS.load(Ordering::SeqCst);
+        steps(40);
+        let made = ALLOCATIONS.load(Ordering::SeqCst) - before;
+        assert_eq!(made, 0, "80 warm C stream steps allocated {made} times");
+        check(rnn_stream_destroy(stream));
+        check(rnn_model_destroy(model));
+    }
 }
