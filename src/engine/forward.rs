@@ -614,7 +614,10 @@ struct DirBuffers {
 }
 
 /// A layer's `T` for each of its one or two directions, held in place
-/// rather than in a vector: a stream builds them at every step.
+/// rather than in a vector: a stream builds them at every step. On lines
+/// of its own: the runs live in the caller's frame, and the other members
+/// read them while the caller's deeper frames are written.
+#[repr(align(64))]
 struct PerDir<T>([Option<T>; 2]);
 
 impl<T> PerDir<T> {
