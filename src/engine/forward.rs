@@ -332,9 +332,9 @@ impl RowLists {
                 * std::mem::size_of::<MatRow>()
             + self.active.capacity() * std::mem::size_of::<usize>()
             + (self.converted.iter())
-                .map(|c| c.capacity() * 4)
+                .map(|c| c.capacity() * std::mem::size_of::<f32>())
                 .sum::<usize>();
-        if bytes <= MOST_KEPT_SCRATCH_BYTES {
+        if small_enough_to_keep(bytes) {
             ROW_LISTS.keep(self);
         }
     }
@@ -358,9 +358,14 @@ crate::thread_slot::thread_slot!(
 /// Keeps `buf` in `slot` for the thread's next call where it is small
 /// ([`MOST_KEPT_SCRATCH_BYTES`]).
 fn keep_small(slot: &crate::thread_slot::ThreadSlot<Vec<f32>>, buf: Vec<f32>) {
-    if buf.capacity() > 0 && buf.capacity() * 4 <= MOST_KEPT_SCRATCH_BYTES {
+    if buf.capacity() > 0 && small_enough_to_keep(buf.capacity() * std::mem::size_of::<f32>()) {
         slot.keep(buf);
     }
+}
+
+/// Whether a thread keeps `bytes` of scratch for its next call.
+fn small_enough_to_keep(bytes: usize) -> bool {
+    bytes <= MOST_KEPT_SCRATCH_BYTES
 }
 
 /// [`project`] for every row and panel, in row blocks over the pool's
