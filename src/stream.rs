@@ -4,8 +4,9 @@
 //! A [`Stream`] holds a batch's state (h, and c for an LSTM, for every
 //! layer) and the buffers a step needs, and the threads that run its steps
 //! keep their scratch, so a step allocates nothing once the first few have
-//! sized it (tested in `tests/stream_allocations.rs`: a real-time caller's
-//! step never waits on the allocator). Each
+//! sized it, nor after a reset or a state set (tested in
+//! `tests/stream_allocations.rs`: a real-time caller's step never waits on
+//! the allocator). Each
 //! [`Stream::step`] runs the network over one time step exactly as a whole
 //! call runs that step: the outputs and states are the same bits as one
 //! [`Model::forward_inference`] call over all the steps pushed (tested in

@@ -76,8 +76,18 @@ fn stream_steps_allocate_nothing_once_warm() -> Result<(), rnn::Error> {
                     stream.step(&x)?;
                     stream.step_items(&x, &active)?;
                 }
+                let (h, c) = (stream.h().to_vec(), stream.c().to_vec());
                 let before = ALLOCATIONS.load(Ordering::SeqCst);
-                for _ in 0..40 {
+                for i in 0..40 {
+                    // Items start new sequences, the whole stream starts
+                    // again, a state is set: the steps after allocate
+                    // nothing either.
+                    match i % 10 {
+                        3 => stream.reset_item(batch - 1)?,
+                        6 => stream.reset(),
+                        9 => stream.set_state(&h, Some(&c))?,
+                        _ => {}
+                    }
                     stream.step(&x)?;
                     stream.step_items(&x, &active)?;
                 }
@@ -85,7 +95,8 @@ fn stream_steps_allocate_nothing_once_warm() -> Result<(), rnn::Error> {
                 assert_eq!(
                     made,
                     0,
-                    "{:?} H{} {} at batch {batch}: 80 warm steps allocated {made} times",
+                    "{:?} H{} {} at batch {batch}: 80 warm steps (with resets and a state set) \
+                     allocated {made} times",
                     config.cell(),
                     config.hidden_size(),
                     precision.name()

@@ -618,6 +618,26 @@ struct DirBuffers {
     state: DirState,
 }
 
+impl DirBuffers {
+    fn as_mut(&mut self) -> DirBuffersMut<'_> {
+        DirBuffersMut {
+            xw: &mut self.xw,
+            trace: self.trace.as_mut(),
+            state: &mut self.state,
+        }
+    }
+}
+
+/// A direction's buffers as a layer's run uses them: the call's own
+/// ([`DirBuffers`]), or a stream's, used where they lie in its
+/// [`KeptState`] (moving them out and back cost a step some 200 bytes of
+/// copies a direction).
+struct DirBuffersMut<'b> {
+    xw: &'b mut Vec<f32>,
+    trace: Option<&'b mut DirTrace>,
+    state: &'b mut DirState,
+}
+
 /// A layer's `T` for each of its one or two directions, held in place
 /// rather than in a vector: a stream builds them at every step. On lines
 /// of its own: the runs live in the caller's frame, and the other members
@@ -743,14 +763,20 @@ impl KeptState {
         self.valid = false;
     }
 
-    /// Whether it holds the state a call of `(steps, batch)` starts from,
-    /// in the sizes that call's buffers have.
-    fn holds(&self, config: &Config, packed: &Packed, (steps, n): (usize, usize)) -> bool {
-        self.valid
-            && self.layers.len() == config.num_layers()
+    /// Whether its buffers have the sizes a call of `(steps, batch)` needs
+    /// (the call then uses them where they lie, its state padded in again
+    /// unless [`Self::holds`] it).
+    fn fits(&self, config: &Config, packed: &Packed, (steps, n): (usize, usize)) -> bool {
+        self.layers.len() == config.num_layers()
             && (self.layers.iter().zip(&packed.blocks)).all(|((xw, state), pb)| {
                 xw.len() == steps * n * pb.gates * pb.hp && state.fits(config, pb, n)
             })
+    }
+
+    /// Whether it holds the state a call of `(steps, batch)` starts from,
+    /// in the sizes that call's buffers have.
+    fn holds(&self, config: &Config, packed: &Packed, shape: (usize, usize)) -> bool {
+        self.valid && self.fits(config, packed, shape)
     }
 }
 
@@ -912,9 +938,15 @@ pub(crate) fn forward_into(
         kept.is_none()
             || (!training && config.num_directions() == 1 && !config.direction().is_reversed(0))
     );
+    let streaming = kept.is_some();
     let kept_valid = kept
         .as_ref()
         .is_some_and(|k| k.holds(config, packed, (t_len, n)));
+    // A stream's buffers of the right sizes are used where they lie, even
+    // after a reset (their state is padded in again).
+    let kept_fits = kept
+        .as_ref()
+        .is_some_and(|k| k.fits(config, packed, (t_len, n)));
     if let Some(k) = kept.as_mut() {
         // Valid again only once the whole step succeeded.
         k.valid = false;
@@ -1017,24 +1049,32 @@ pub(crate) fn forward_into(
         }
         let dirs = config.num_directions();
         let summed = config.direction() == Direction::BidirectionalSum;
+        // This call's own buffers, unless a stream's fit.
+        let mut owned = PerDir::new();
+        if !kept_fits {
+            for dir in 0..dirs {
+                let pb = &packed.blocks[layer * dirs + dir];
+                owned.push(DirBuffers {
+                    xw: pool.take(t_len * n * pb.gates * pb.hp)?,
+                    trace: match training {
+                        true => Some(DirTrace::new(config, pb, (t_len, n), ragged, pool)?),
+                        false => None,
+                    },
+                    state: DirState::new(config, pb, n, training, pool)?,
+                });
+            }
+        }
         let mut buffers = PerDir::new();
-        for dir in 0..dirs {
-            let pb = &packed.blocks[layer * dirs + dir];
-            let (xw, state) = match kept.as_mut().filter(|_| kept_valid) {
-                Some(k) => std::mem::take(&mut k.layers[layer]),
-                None => (
-                    pool.take(t_len * n * pb.gates * pb.hp)?,
-                    DirState::new(config, pb, n, training, pool)?,
-                ),
-            };
-            buffers.push(DirBuffers {
-                xw,
-                trace: match training {
-                    true => Some(DirTrace::new(config, pb, (t_len, n), ragged, pool)?),
-                    false => None,
-                },
-                state,
-            });
+        match kept.as_mut().filter(|_| kept_fits) {
+            Some(k) => {
+                let (xw, state) = &mut k.layers[layer];
+                buffers.push(DirBuffersMut {
+                    xw,
+                    trace: None,
+                    state,
+                });
+            }
+            None => owned.iter_mut().for_each(|b| buffers.push(b.as_mut())),
         }
         // The second of two summed directions runs beside the first, into
         // a buffer of its own (zero where no step writes).
@@ -1056,12 +1096,12 @@ pub(crate) fn forward_into(
                     n,
                     &packed.blocks[layer * dirs + dir],
                     &layer_in,
-                    &mut b.xw,
+                    b.xw,
                 )?;
             }
         }
         let mut runs = PerDir::new();
-        for (dir, b) in buffers.iter_mut().enumerate() {
+        for (dir, b) in buffers.into_iter().enumerate() {
             let ld = layer * dirs + dir;
             let out = match (summed && dir == 1, config.direction()) {
                 (true, _) => (SharedMut::new(&mut second), hs, 0),
@@ -1075,7 +1115,7 @@ pub(crate) fn forward_into(
                 packed,
                 ld,
                 &lens,
-                (t_len, kept.is_some()),
+                (t_len, streaming),
                 (LayerInput::Ready(&layer_in), projection),
                 out,
                 state_rows(config, ld, n, (h_n, c_n)),
@@ -1105,16 +1145,18 @@ pub(crate) fn forward_into(
             }
             pool.give(second);
         }
+        if let Some(k) = kept.as_mut().filter(|_| kept_fits) {
+            // Every row stepped once (`every_step`): the new state is in h[1].
+            k.layers[layer].1.h.swap(0, 1);
+        }
         for DirBuffers {
             xw,
             trace,
             mut state,
-        } in buffers
+        } in owned
         {
             match kept.as_mut() {
                 Some(k) => {
-                    // Every row stepped once (`every_step`): the new state
-                    // is in h[1].
                     state.h.swap(0, 1);
                     if k.layers.len() <= layer {
                         k.layers.resize_with(layer + 1, Default::default);
@@ -1273,7 +1315,7 @@ impl Wavefront<'_> {
                 (input, Projection::InTeam),
                 (out_rows[layer], width, 0),
                 state_rows(config, layer, n, (&mut *h_n, &mut *c_n)),
-                b,
+                b.as_mut(),
                 false,
             );
             runs.push(DirRun {
@@ -1325,14 +1367,14 @@ fn dir_run<'a>(
     (x, projection): (LayerInput<'a>, Projection),
     (y, width, slot): (SharedMut, usize, usize),
     (h_state, c_state): (&mut [f32], &mut [f32]),
-    b: &mut DirBuffers,
+    b: DirBuffersMut<'_>,
     kept_valid: bool,
 ) -> DirRun<'a> {
     let dir = ld % config.num_directions();
     let pb = &packed.blocks[ld];
-    let DirBuffers {
+    let DirBuffersMut {
         xw,
-        trace: dt,
+        trace: mut dt,
         state,
     } = b;
     if !kept_valid {
