@@ -765,18 +765,12 @@ impl KeptState {
 
     /// Whether its buffers have the sizes a call of `(steps, batch)` needs
     /// (the call then uses them where they lie, its state padded in again
-    /// unless [`Self::holds`] it).
+    /// unless it is `valid`).
     fn fits(&self, config: &Config, packed: &Packed, (steps, n): (usize, usize)) -> bool {
         self.layers.len() == config.num_layers()
             && (self.layers.iter().zip(&packed.blocks)).all(|((xw, state), pb)| {
                 xw.len() == steps * n * pb.gates * pb.hp && state.fits(config, pb, n)
             })
-    }
-
-    /// Whether it holds the state a call of `(steps, batch)` starts from,
-    /// in the sizes that call's buffers have.
-    fn holds(&self, config: &Config, packed: &Packed, shape: (usize, usize)) -> bool {
-        self.valid && self.fits(config, packed, shape)
     }
 }
 
@@ -939,14 +933,13 @@ pub(crate) fn forward_into(
             || (!training && config.num_directions() == 1 && !config.direction().is_reversed(0))
     );
     let streaming = kept.is_some();
-    let kept_valid = kept
-        .as_ref()
-        .is_some_and(|k| k.holds(config, packed, (t_len, n)));
     // A stream's buffers of the right sizes are used where they lie, even
-    // after a reset (their state is padded in again).
+    // after a reset (their state is then padded in again); valid, they
+    // hold the state this step starts from.
     let kept_fits = kept
         .as_ref()
         .is_some_and(|k| k.fits(config, packed, (t_len, n)));
+    let kept_valid = kept_fits && kept.as_ref().is_some_and(|k| k.valid);
     if let Some(k) = kept.as_mut() {
         // Valid again only once the whole step succeeded.
         k.valid = false;
